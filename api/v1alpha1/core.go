@@ -1,0 +1,67 @@
+package v1alpha1
+
+// Service is the subset of a Kubernetes v1 Service that discovery reads.
+type Service struct {
+	TypeMeta `json:",inline"`
+	Metadata ObjectMeta  `json:"metadata"`
+	Spec     ServiceSpec `json:"spec"`
+}
+
+// ServiceSpec is the subset of a Service's spec that discovery reads.
+type ServiceSpec struct {
+	Type      string            `json:"type,omitempty"`
+	ClusterIP string            `json:"clusterIP,omitempty"`
+	Selector  map[string]string `json:"selector,omitempty"`
+	Ports     []ServicePort     `json:"ports,omitempty"`
+}
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name       string `json:"name,omitempty"`
+	Protocol   string `json:"protocol,omitempty"`
+	Port       int32  `json:"port"`
+	TargetPort any    `json:"targetPort,omitempty"`
+	NodePort   int32  `json:"nodePort,omitempty"`
+}
+
+// LabelServiceName is the EndpointSlice label naming its Service.
+const LabelServiceName = "kubernetes.io/service-name"
+
+// EndpointSlice is the subset of a discovery.k8s.io/v1 EndpointSlice that discovery reads.
+type EndpointSlice struct {
+	TypeMeta    `json:",inline"`
+	Metadata    ObjectMeta     `json:"metadata"`
+	AddressType string         `json:"addressType,omitempty"`
+	Endpoints   []Endpoint     `json:"endpoints,omitempty"`
+	Ports       []EndpointPort `json:"ports,omitempty"`
+}
+
+// Endpoint is one endpoint of an EndpointSlice.
+type Endpoint struct {
+	Addresses  []string           `json:"addresses"`
+	Conditions EndpointConditions `json:"conditions,omitempty"`
+	Zone       string             `json:"zone,omitempty"`
+	NodeName   string             `json:"nodeName,omitempty"`
+	Hostname   string             `json:"hostname,omitempty"`
+	// TargetRef and other fields are accepted and ignored.
+	TargetRef map[string]any `json:"targetRef,omitempty"`
+	Hints     map[string]any `json:"hints,omitempty"`
+}
+
+// EndpointConditions are an endpoint's conditions; a nil Ready means ready, as in Kubernetes.
+type EndpointConditions struct {
+	Ready       *bool `json:"ready,omitempty"`
+	Serving     *bool `json:"serving,omitempty"`
+	Terminating *bool `json:"terminating,omitempty"`
+}
+
+// IsReady reports whether the endpoint is ready (unset counts as ready).
+func (e Endpoint) IsReady() bool { return e.Conditions.Ready == nil || *e.Conditions.Ready }
+
+// EndpointPort is one port of an EndpointSlice.
+type EndpointPort struct {
+	Name        string `json:"name,omitempty"`
+	Port        int32  `json:"port"`
+	Protocol    string `json:"protocol,omitempty"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+}

@@ -1,0 +1,110 @@
+// Package admin serves the HTTP admin endpoints every meshrelay process has: /healthz,
+// /readyz, /metrics (Prometheus) and /status (JSON), plus routes a role adds (the server's
+// configuration API).
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is an admin HTTP server.
+type Server struct {
+	addr   string
+	mux    *http.ServeMux
+	log    *slog.Logger
+	listen net.Listener
+}
+
+// Config says what the standard endpoints report.
+type Config struct {
+	// Ready returns nil when the process is ready to serve.
+	Ready func() error
+	// Status returns the JSON document of /status.
+	Status func() any
+	// Gatherer provides /metrics.
+	Gatherer prometheus.Gatherer
+}
+
+// New builds an admin server for addr with the standard endpoints; it does no I/O.
+func New(addr string, cfg Config, log *slog.Logger) *Server {
+	s := &Server{addr: addr, mux: http.NewServeMux(), log: log}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if cfg.Ready != nil {
+			if err := cfg.Ready(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if cfg.Gatherer != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	if cfg.Status != nil {
+		s.mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+			WriteJSON(w, http.StatusOK, cfg.Status())
+		})
+	}
+	return s
+}
+
+// Handle adds a route.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Listen binds the address; Start serves on it. Splitting the two lets callers learn the
+// bound address (":0") before serving.
+func (s *Server) Listen() (string, error) {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return "", fmt.Errorf("admin listen on %s: %w", s.addr, err)
+	}
+	s.listen = ln
+	return ln.Addr().String(), nil
+}
+
+// Start serves until ctx ends, then shuts down gracefully.
+func (s *Server) Start(ctx context.Context) error {
+	if s.listen == nil {
+		if _, err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.listen) }()
+	s.log.Info("admin listening", "address", s.listen.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin server: %w", err)
+	}
+	return nil
+}
+
+// WriteJSON writes v as indented JSON with a status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

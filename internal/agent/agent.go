@@ -1,0 +1,302 @@
+// Package agent is the relay agent of one workload cluster: it reports what discovery finds
+// (input snapshots, pushed as deltas), applies the output snapshots the management server
+// sends (ACK or NACK), keeps the last applied output on disk and serves it after a restart,
+// and keeps its cluster certificate fresh.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// Source is where the agent's discovered objects come from.
+type Source interface {
+	Start(ctx context.Context, emit func(objs []resource.Object)) error
+}
+
+// Sink applies output snapshots to the cluster.
+type Sink interface {
+	Apply(ctx context.Context, s *snapshot.Snapshot) error
+}
+
+// Config configures an Agent.
+type Config struct {
+	Cluster      string
+	RelayAddress string // host:port, re-resolved on every connection attempt
+	TokenFile    string
+	Token        string // used when TokenFile is empty
+	RelayCAFile  string
+	ServerName   string // TLS server name; the host of RelayAddress when empty
+	TLSMode      string // "mtls" or "tls"
+	StateDir     string
+	// MinBackoff and MaxBackoff bound the reconnect delay (exponential, full jitter).
+	MinBackoff, MaxBackoff time.Duration
+	// ResolveInterval is how often the relay address is re-resolved while connected; the
+	// agent reconnects when the answer no longer contains the server it is connected to.
+	ResolveInterval time.Duration
+}
+
+// Validate checks the configuration and fills defaults.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Cluster == "" {
+		errs = append(errs, errors.New("--cluster is required"))
+	}
+	if c.RelayAddress == "" {
+		errs = append(errs, errors.New("--relay-address is required"))
+	} else if _, _, err := net.SplitHostPort(c.RelayAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--relay-address %q: want host:port: %w", c.RelayAddress, err))
+	}
+	if c.TokenFile == "" && c.Token == "" {
+		errs = append(errs, errors.New("--token-file (or MESHRELAY_TOKEN) is required"))
+	}
+	if c.RelayCAFile == "" {
+		errs = append(errs, errors.New("--relay-ca-file is required: copy the server's relay-ca.crt"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir is required"))
+	}
+	switch c.TLSMode {
+	case "":
+		c.TLSMode = "mtls"
+	case "mtls", "tls":
+	default:
+		errs = append(errs, fmt.Errorf("--relay-tls-mode %q: want mtls or tls", c.TLSMode))
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 15 * time.Second
+	}
+	if c.ResolveInterval <= 0 {
+		c.ResolveInterval = 10 * time.Second
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) token() (string, error) {
+	if c.TokenFile == "" {
+		return c.Token, nil
+	}
+	b, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("token file %s is empty", c.TokenFile)
+	}
+	return t, nil
+}
+
+// Agent is a relay agent. Build it with New and run it with Start.
+type Agent struct {
+	cfg    Config
+	source Source
+	sink   Sink
+	log    *slog.Logger
+	m      *metrics
+	creds  *credentials
+	state  *stateFile
+
+	inputChanged chan struct{}
+
+	mu        sync.Mutex // guards everything below
+	input     *snapshot.Snapshot
+	applied   *snapshot.Snapshot
+	connected bool
+	server    string
+	lastErr   string
+	redirect  string
+}
+
+// New builds an agent; it does no I/O.
+func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
+		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir)}
+	a.creds = newCredentials(&a.cfg, a.log, a.m)
+	return a, nil
+}
+
+// Start runs the agent until ctx ends: it restores and re-applies the last output, starts
+// discovery and keeps a connection to the management server.
+func (a *Agent) Start(ctx context.Context) error {
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	if err := a.creds.loadCA(); err != nil {
+		return err
+	}
+	if snap, err := a.state.load(); err != nil {
+		a.log.Warn("last applied output unreadable; starting empty", "error", err)
+	} else if snap != nil {
+		if err := a.sink.Apply(ctx, snap); err != nil {
+			return fmt.Errorf("re-apply last output version %d: %w", snap.Version, err)
+		}
+		a.mu.Lock()
+		a.applied = snap
+		a.mu.Unlock()
+		a.m.outputVersion.Set(float64(snap.Version))
+		a.log.Info("serving last applied output", "version", snap.Version, "epoch", snap.Epoch, "resources", snap.Len())
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := a.source.Start(ctx, a.setInput); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("discovery: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		a.creds.renewLoop(ctx)
+	}()
+	a.connectLoop(ctx)
+	cancel()
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (a *Agent) setInput(objs []resource.Object) {
+	rs := make([]snapshot.Resource, len(objs))
+	for i, o := range objs {
+		rs[i] = o.Resource()
+	}
+	s := snapshot.New(0, 0, rs)
+	a.mu.Lock()
+	changed := a.input == nil || a.input.Hash != s.Hash
+	if changed {
+		a.input = s
+	}
+	a.mu.Unlock()
+	if changed {
+		a.log.Info("discovered objects changed", "resources", s.Len())
+		select {
+		case a.inputChanged <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (a *Agent) currentInput() *snapshot.Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.input
+}
+
+func (a *Agent) currentApplied() *snapshot.Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applied
+}
+
+// connectLoop keeps one session with the server, reconnecting with backoff and jitter.
+func (a *Agent) connectLoop(ctx context.Context) {
+	attempt := 0
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := a.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.setConnected(false, "", err)
+		a.m.reconnects.Inc()
+		if time.Since(start) > 30*time.Second {
+			attempt = 0 // the session was healthy for a while
+		}
+		attempt++
+		d := backoff(attempt, a.cfg.MinBackoff, a.cfg.MaxBackoff)
+		a.log.Warn("relay session ended; reconnecting", "error", err, "in", d.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+	}
+}
+
+// backoff is exponential with full jitter: uniform in [min, min·2^attempt], capped at max.
+func backoff(attempt int, lo, hi time.Duration) time.Duration {
+	ceil := lo << min(attempt, 16)
+	if ceil > hi || ceil <= 0 {
+		ceil = hi
+	}
+	return lo + time.Duration(rand.Int64N(int64(ceil-lo)+1))
+}
+
+func (a *Agent) setConnected(c bool, server string, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.connected, a.server = c, server
+	if err != nil {
+		a.lastErr = err.Error()
+	}
+	if c {
+		a.m.connected.Set(1)
+	} else {
+		a.m.connected.Set(0)
+	}
+}
+
+// Status is the agent's /status document.
+type Status struct {
+	Cluster        string    `json:"cluster"`
+	Connected      bool      `json:"connected"`
+	Server         string    `json:"server,omitempty"`
+	InputVersion   uint64    `json:"inputVersion,omitempty"`
+	InputHash      string    `json:"inputHash,omitempty"`
+	InputResources int       `json:"inputResources"`
+	OutputVersion  uint64    `json:"outputVersion,omitempty"`
+	OutputHash     string    `json:"outputHash,omitempty"`
+	OutputEpoch    uint64    `json:"outputEpoch,omitempty"`
+	OutputCount    int       `json:"outputResources"`
+	CertNotAfter   time.Time `json:"certificateNotAfter,omitzero"`
+	LastError      string    `json:"lastError,omitempty"`
+}
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{Cluster: a.cfg.Cluster, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter()}
+	if a.input != nil {
+		st.InputHash, st.InputResources = a.input.Hash, a.input.Len()
+	}
+	if a.applied != nil {
+		st.OutputVersion, st.OutputHash, st.OutputEpoch, st.OutputCount = a.applied.Version, a.applied.Hash, a.applied.Epoch, a.applied.Len()
+	}
+	return st
+}
+
+// Ready is nil once the agent has an output to serve (applied now or restored from disk).
+func (a *Agent) Ready() error {
+	if a.currentApplied() == nil {
+		return errors.New("no output snapshot applied yet")
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	grpccreds "google.golang.org/grpc/credentials"
+
+	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/pki"
+)
+
+// credentials holds the relay CA and the agent's client certificate, obtains it by
+// registration and renews it when two thirds of its lifetime have passed.
+type credentials struct {
+	cfg *Config
+	log *slog.Logger
+	m   *metrics
+
+	mu      sync.Mutex // guards everything below
+	pool    *x509.CertPool
+	cert    *tls.Certificate
+	invalid bool // the server refused the certificate: register again
+}
+
+func newCredentials(cfg *Config, log *slog.Logger, m *metrics) *credentials {
+	return &credentials{cfg: cfg, log: log, m: m}
+}
+
+func (c *credentials) certFile() string { return filepath.Join(c.cfg.StateDir, "agent.crt") }
+func (c *credentials) keyFile() string  { return filepath.Join(c.cfg.StateDir, "agent.key") }
+
+func (c *credentials) loadCA() error {
+	b, err := os.ReadFile(c.cfg.RelayCAFile)
+	if err != nil {
+		return fmt.Errorf("read relay CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return fmt.Errorf("relay CA file %s holds no PEM certificate", c.cfg.RelayCAFile)
+	}
+	c.mu.Lock()
+	c.pool = pool
+	c.mu.Unlock()
+	if c.cfg.TLSMode == "mtls" {
+		if cert, err := pki.LoadKeyPair(c.certFile(), c.keyFile()); err == nil {
+			c.setCert(&cert)
+		}
+	}
+	return nil
+}
+
+func (c *credentials) setCert(cert *tls.Certificate) {
+	c.mu.Lock()
+	c.cert, c.invalid = cert, false
+	c.mu.Unlock()
+	c.m.certExpiry.Set(float64(cert.Leaf.NotAfter.Unix()))
+}
+
+func (c *credentials) notAfter() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert == nil {
+		return time.Time{}
+	}
+	return c.cert.Leaf.NotAfter
+}
+
+// renewAt is when the certificate should be replaced: two thirds into its lifetime.
+func (c *credentials) renewAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert == nil || c.invalid {
+		return time.Time{}
+	}
+	l := c.cert.Leaf
+	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3)
+}
+
+func (c *credentials) markInvalid() {
+	c.mu.Lock()
+	c.invalid = true
+	c.mu.Unlock()
+}
+
+// ensure registers when there is no usable certificate.
+func (c *credentials) ensure(ctx context.Context) error {
+	if c.cfg.TLSMode != "mtls" {
+		return nil
+	}
+	if at := c.renewAt(); !at.IsZero() && time.Now().Before(at) {
+		return nil
+	}
+	return c.register(ctx)
+}
+
+// renewLoop renews the certificate before it expires, retrying with backoff.
+func (c *credentials) renewLoop(ctx context.Context) {
+	if c.cfg.TLSMode != "mtls" {
+		return
+	}
+	attempt := 0
+	for {
+		wait := time.Until(c.renewAt())
+		if c.renewAt().IsZero() {
+			wait = time.Second // no certificate yet: the connect loop registers; check again soon
+		}
+		if attempt > 0 {
+			wait = backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, 0)):
+		}
+		if at := c.renewAt(); at.IsZero() || time.Now().Before(at) {
+			attempt = 0
+			continue
+		}
+		if err := c.register(ctx); err != nil {
+			attempt++
+			c.log.Warn("certificate renewal failed; retrying", "error", err, "notAfter", c.notAfter())
+			continue
+		}
+		attempt = 0
+	}
+}
+
+func (c *credentials) serverName() string {
+	if c.cfg.ServerName != "" {
+		return c.cfg.ServerName
+	}
+	host, _, _ := net.SplitHostPort(c.cfg.RelayAddress)
+	return host
+}
+
+// register obtains a certificate with the token and a CSR over server-verified TLS.
+func (c *credentials) register(ctx context.Context) error {
+	token, err := c.cfg.token()
+	if err != nil {
+		return err
+	}
+	key, err := loadOrCreateKey(c.keyFile())
+	if err != nil {
+		return err
+	}
+	csr, err := pki.NewCSR(key, c.cfg.Cluster)
+	if err != nil {
+		return fmt.Errorf("create csr: %w", err)
+	}
+	c.mu.Lock()
+	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.pool, ServerName: c.serverName()}
+	c.mu.Unlock()
+	conn, err := grpc.NewClient("passthrough:///"+c.cfg.RelayAddress, grpc.WithTransportCredentials(grpccreds.NewTLS(tcfg)))
+	if err != nil {
+		return fmt.Errorf("dial relay %s: %w", c.cfg.RelayAddress, err)
+	}
+	defer conn.Close()
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := relayv1.NewRelayServiceClient(conn).Register(rctx, &relayv1.RegisterRequest{Token: token, Cluster: c.cfg.Cluster, CsrPem: csr})
+	if err != nil {
+		return fmt.Errorf("register cluster %s with %s: %w", c.cfg.Cluster, c.cfg.RelayAddress, err)
+	}
+	keyPEM, err := pki.KeyPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteKeyPair(c.certFile(), c.keyFile(), resp.GetCertificatePem(), keyPEM); err != nil {
+		return err
+	}
+	cert, err := pki.LoadKeyPair(c.certFile(), c.keyFile())
+	if err != nil {
+		return err
+	}
+	c.setCert(&cert)
+	c.m.registrations.Inc()
+	c.log.Info("registered; certificate issued", "identity", resp.GetIdentity(), "notAfter", cert.Leaf.NotAfter)
+	return nil
+}
+
+func loadOrCreateKey(path string) (*ecdsaKey, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if k, err := parseECKey(b); err == nil {
+			return k, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read agent key: %w", err)
+	}
+	return pki.NewKey()
+}
+
+// transport returns the TLS transport credentials for the relay streams; handshake errors
+// are recorded so that a refused certificate leads to a new registration.
+func (c *credentials) transport() grpccreds.TransportCredentials {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.pool, ServerName: c.serverName()}
+	if c.cfg.TLSMode == "mtls" {
+		tcfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.cert == nil {
+				return &tls.Certificate{}, nil
+			}
+			return c.cert, nil
+		}
+	}
+	return &watchedCreds{TransportCredentials: grpccreds.NewTLS(tcfg), onErr: func(err error) {
+		var alert tls.AlertError
+		if errors.As(err, &alert) && c.cfg.TLSMode == "mtls" {
+			c.log.Warn("server refused the client certificate; registering again", "error", err)
+			c.markInvalid()
+		}
+	}}
+}
+
+type watchedCreds struct {
+	grpccreds.TransportCredentials
+	onErr func(error)
+}
+
+func (w *watchedCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, grpccreds.AuthInfo, error) {
+	conn, info, err := w.TransportCredentials.ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		w.onErr(err)
+	}
+	return conn, info, err
+}

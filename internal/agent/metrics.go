@@ -1,0 +1,37 @@
+package agent
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	connected     prometheus.Gauge
+	reconnects    prometheus.Counter
+	inputVersion  prometheus.Gauge
+	outputVersion prometheus.Gauge
+	applied       prometheus.Counter
+	nacks         prometheus.Counter
+	registrations prometheus.Counter
+	certExpiry    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	m := &metrics{
+		connected:     g("meshrelay_agent_connected", "1 while both relay streams are open."),
+		reconnects:    c("meshrelay_agent_reconnects_total", "Relay sessions that ended and were retried."),
+		inputVersion:  g("meshrelay_agent_input_version", "Version of the last input snapshot the server acknowledged."),
+		outputVersion: g("meshrelay_agent_output_version", "Version of the applied output snapshot."),
+		applied:       c("meshrelay_agent_outputs_applied_total", "Output snapshots applied."),
+		nacks:         c("meshrelay_agent_outputs_refused_total", "Output snapshots refused (NACK)."),
+		registrations: c("meshrelay_agent_registrations_total", "Certificates obtained from the server."),
+		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.registrations, m.certExpiry)
+	}
+	return m
+}

@@ -1,0 +1,287 @@
+// Package server is the composition root of `meshrelay server`: it wires the store, the
+// reconciler, the relay gRPC server, the config directory watcher and the admin API.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
+	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// Config is the server's configuration; RegisterFlags binds it to flags.
+type Config struct {
+	RelayAddress    string
+	AdminAddress    string
+	DataDir         string
+	TokenFile       string
+	TLSMode         string
+	TrustDomain     string
+	CACert, CAKey   string
+	ServerCert      string
+	ServerKey       string
+	ServerNames     []string
+	AgentCertTTL    time.Duration
+	ConfigDir       string
+	RedisAddress    string
+	RedisPassword   string
+	RedisPrefix     string
+	SafeMode        bool
+	SafeStartWindow int
+}
+
+// RegisterFlags binds the configuration to flags with their defaults.
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.RelayAddress, "relay-address", ":9900", "address the relay gRPC endpoint listens on; agents connect here")
+	fs.StringVar(&c.AdminAddress, "admin-address", "127.0.0.1:9901", "address of the admin HTTP API: /healthz, /readyz, /metrics, /status and the config API used by apply/get")
+	fs.StringVar(&c.DataDir, "data-dir", "meshrelay-data", "directory for the generated relay CA, serving certificate and token")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
+	fs.StringVar(&c.TLSMode, "relay-tls-mode", relay.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
+	fs.StringVar(&c.TrustDomain, "trust-domain", "meshrelay.local", "SPIFFE trust domain of agent identities (spiffe://<trust-domain>/cluster/<name>)")
+	fs.StringVar(&c.CACert, "relay-ca-cert", "", "bring your own relay CA certificate (PEM); default: generated into --data-dir")
+	fs.StringVar(&c.CAKey, "relay-ca-key", "", "private key of --relay-ca-cert (PEM)")
+	fs.StringVar(&c.ServerCert, "relay-server-cert", "", "bring your own relay serving certificate (PEM); default: issued from the relay CA at start")
+	fs.StringVar(&c.ServerKey, "relay-server-key", "", "private key of --relay-server-cert (PEM)")
+	fs.StringSliceVar(&c.ServerNames, "relay-server-names", nil, "extra DNS names or IPs for the generated serving certificate (localhost, 127.0.0.1, ::1 and the hostname are always included)")
+	fs.DurationVar(&c.AgentCertTTL, "agent-cert-ttl", time.Hour, "lifetime of the client certificates issued to agents; agents renew at two thirds")
+	fs.StringVar(&c.ConfigDir, "config-dir", "", "directory of resource YAML to load and watch (GitOps); resources applied through the API are merged on top")
+	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis; empty keeps everything in memory (single server)")
+	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
+	fs.StringVar(&c.RedisPrefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key")
+	fs.BoolVar(&c.SafeMode, "safe-mode", true, "after a start, hold translation until every registered cluster (except skipWarming ones) has sent its input snapshot")
+	fs.IntVar(&c.SafeStartWindow, "safe-start-window", 0, "with --safe-mode=false: seconds to wait at most for missing inputs before translating with what is present; 0 does not wait")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TLSMode != relay.ModeMTLS && c.TLSMode != relay.ModeTLS {
+		errs = append(errs, fmt.Errorf("--relay-tls-mode %q: want mtls or tls", c.TLSMode))
+	}
+	if (c.CACert == "") != (c.CAKey == "") {
+		errs = append(errs, errors.New("--relay-ca-cert and --relay-ca-key go together"))
+	}
+	if (c.ServerCert == "") != (c.ServerKey == "") {
+		errs = append(errs, errors.New("--relay-server-cert and --relay-server-key go together"))
+	}
+	if c.SafeStartWindow < 0 {
+		errs = append(errs, errors.New("--safe-start-window must be >= 0"))
+	}
+	if c.SafeMode && c.SafeStartWindow > 0 {
+		errs = append(errs, errors.New("--safe-start-window takes effect only with --safe-mode=false"))
+	}
+	if c.AgentCertTTL < time.Minute {
+		errs = append(errs, errors.New("--agent-cert-ttl must be at least 1m"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Run starts the server and blocks until ctx ends or a component fails.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr, adminAddr string)) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ca, err := loadCA(cfg, log)
+	if err != nil {
+		return err
+	}
+	serverCert, err := loadServerCert(cfg, ca)
+	if err != nil {
+		return err
+	}
+	token, err := tokenSource(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var store snapshot.Store = memstore.New()
+	if cfg.RedisAddress != "" {
+		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
+			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1})
+		defer rc.Close()
+		store = redisstore.New(rc, cfg.RedisPrefix)
+	}
+	rec := reconcile.New(reconcile.Config{
+		SafeMode:         cfg.SafeMode,
+		SafeStartWindow:  time.Duration(cfg.SafeStartWindow) * time.Second,
+		WaitForConfigDir: cfg.ConfigDir != "",
+	}, store, translate.Translate, log.With("component", "reconcile"), reg)
+
+	rs := relay.NewServer(relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}, rec, ca, log.With("component", "relay"), reg)
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	rs.Attach(gs)
+	lis, err := net.Listen("tcp", cfg.RelayAddress)
+	if err != nil {
+		return fmt.Errorf("relay listen on %s: %w", cfg.RelayAddress, err)
+	}
+
+	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: func() any { return rec.Status() }, Gatherer: reg}, log.With("component", "admin"))
+	configapi.Register(adm, rec)
+	adminAddr, err := adm.Listen()
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	log.Info("server starting", "relay", lis.Addr().String(), "admin", adminAddr, "store", storeName(cfg), "tlsMode", cfg.TLSMode,
+		"safeMode", cfg.SafeMode, "safeStartWindow", cfg.SafeStartWindow, "configDir", cfg.ConfigDir, "dataDir", cfg.DataDir,
+		"caBundle", filepath.Join(cfg.DataDir, "relay-ca.crt"))
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rec.Start(gctx) })
+	g.Go(func() error { return adm.Start(gctx) })
+	g.Go(func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- gs.Serve(lis) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("relay server: %w", err)
+		case <-gctx.Done():
+		}
+		stopGRPC(gs)
+		<-errc
+		return nil
+	})
+	if cfg.ConfigDir != "" {
+		dir := discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
+		g.Go(func() error {
+			return dir.Start(gctx, func(objs []resource.Object) {
+				rec.SetDirConfig(objs, dir.Errors())
+			})
+		})
+	}
+	if ready != nil {
+		ready(lis.Addr().String(), adminAddr)
+	}
+	return g.Wait()
+}
+
+// stopGRPC stops gracefully, cutting streams that do not end within a few seconds.
+func stopGRPC(gs *grpc.Server) {
+	var once sync.Once
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); once.Do(func() { close(done) }) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		gs.Stop()
+		<-done
+	}
+}
+
+func storeName(cfg Config) string {
+	if cfg.RedisAddress != "" {
+		return "redis " + cfg.RedisAddress
+	}
+	return "memory"
+}
+
+func loadCA(cfg Config, log *slog.Logger) (*pki.CA, error) {
+	if cfg.CACert != "" {
+		return pki.LoadCA(cfg.CACert, cfg.CAKey, cfg.TrustDomain)
+	}
+	ca, created, err := pki.LoadOrCreateCA(cfg.DataDir, cfg.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Warn("generated a new relay CA; copy its bundle to every agent (--relay-ca-file), and give every management server sharing agents the same CA (--relay-ca-cert/--relay-ca-key)",
+			"bundle", filepath.Join(cfg.DataDir, "relay-ca.crt"))
+	}
+	return ca, nil
+}
+
+func loadServerCert(cfg Config, ca *pki.CA) (tls.Certificate, error) {
+	if cfg.ServerCert != "" {
+		return pki.LoadKeyPair(cfg.ServerCert, cfg.ServerKey)
+	}
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil {
+		hosts = append(hosts, h)
+	}
+	hosts = append(hosts, cfg.ServerNames...)
+	cert, certPEM, keyPEM, err := ca.IssueServer(hosts, 365*24*time.Hour)
+	if err != nil {
+		return cert, fmt.Errorf("issue relay serving certificate: %w", err)
+	}
+	if err := pki.WriteKeyPair(filepath.Join(cfg.DataDir, "relay-server.crt"), filepath.Join(cfg.DataDir, "relay-server.key"), certPEM, keyPEM); err != nil {
+		return cert, err
+	}
+	return cert, nil
+}
+
+// tokenSource returns a function that reads the token file each time (so rotating it needs
+// no restart); without --token-file a token is generated once into the data dir.
+func tokenSource(cfg Config, log *slog.Logger) (func() (string, error), error) {
+	path := cfg.TokenFile
+	if path == "" {
+		path = filepath.Join(cfg.DataDir, "relay-identity-token")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			b := make([]byte, 32)
+			if _, err := rand.Read(b); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("write generated token: %w", err)
+			}
+			log.Warn("generated a relay identity token; give it to agents with --token-file", "file", path)
+		}
+	}
+	read := func() (string, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read token file: %w", err)
+		}
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("token file %s is empty", path)
+		}
+		return t, nil
+	}
+	if _, err := read(); err != nil {
+		return nil, err
+	}
+	return read, nil
+}

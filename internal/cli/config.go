@@ -1,0 +1,272 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+const defaultServer = "127.0.0.1:9901"
+
+func serverFlag(cmd *cobra.Command, p *string) {
+	env := os.Getenv("MESHRELAY_SERVER")
+	if env == "" {
+		env = defaultServer
+	}
+	cmd.Flags().StringVar(p, "server", env, "admin address of the management server (env MESHRELAY_SERVER)")
+}
+
+func newApplyCmd() *cobra.Command {
+	var server string
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE|DIR|-",
+		Short: "Apply resources to the management server",
+		Long: `Apply resources (YAML or JSON, several documents per file) to the management server through its
+admin API. The server stores them (in Redis when it uses Redis, so every replica sees them).
+Every document is validated; invalid ones are refused with the file, document, resource, field
+and reason, and never replace the last good version. Valid documents in the same files are
+applied. Exits non-zero if anything was refused.`,
+		Example: `  meshrelay apply -f cluster.yaml
+  meshrelay apply -f ./config/
+  cat x.yaml | meshrelay apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return fmt.Errorf("-f is required")
+			}
+			c := configapi.NewClient(server)
+			failed := false
+			for _, f := range files {
+				sources, err := manifestFiles(f)
+				if err != nil {
+					return err
+				}
+				for _, src := range sources {
+					var data []byte
+					if src == "-" {
+						data, err = io.ReadAll(cmd.InOrStdin())
+						src = "stdin"
+					} else {
+						data, err = os.ReadFile(src)
+					}
+					if err != nil {
+						return fmt.Errorf("read %s: %w", src, err)
+					}
+					res, err := c.Apply(cmd.Context(), src, data)
+					if err != nil {
+						return err
+					}
+					for _, a := range res.Applied {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s applied\n", a)
+					}
+					for _, e := range res.Errors {
+						failed = true
+						fmt.Fprintf(cmd.ErrOrStderr(), "refused: %s\n", e)
+					}
+				}
+			}
+			if failed {
+				return fmt.Errorf("some resources were refused; the previous versions stay in effect")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "file, directory (all *.yaml, *.yml, *.json inside, recursively) or - for stdin; repeatable")
+	serverFlag(cmd, &server)
+	return cmd
+}
+
+func manifestFiles(path string) ([]string, error) {
+	if path == "-" {
+		return []string{"-"}, nil
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return []string{path}, nil
+	}
+	var out []string
+	err = filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && resource.IsManifest(p) {
+			out = append(out, p)
+		}
+		return err
+	})
+	sort.Strings(out)
+	return out, err
+}
+
+func newDeleteCmd() *cobra.Command {
+	var server, namespace string
+	cmd := &cobra.Command{
+		Use:   "delete KIND NAME",
+		Short: "Delete a resource applied through the API",
+		Long:  "Delete a resource that was applied through the admin API. Resources from --config-dir are removed by deleting their file.",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, ok := resource.CanonicalKind(args[0])
+			if !ok {
+				return fmt.Errorf("unknown kind %q (known: %s)", args[0], strings.Join(resource.Kinds(), ", "))
+			}
+			if err := configapi.NewClient(server).Delete(cmd.Context(), kind, namespace, args[1]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %q deleted\n", kind, args[1])
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the resource (empty for cluster-scoped kinds such as KubernetesCluster)")
+	serverFlag(cmd, &server)
+	return cmd
+}
+
+func newGetCmd() *cobra.Command {
+	var server, output string
+	cmd := &cobra.Command{
+		Use:   "get KIND [NAME]",
+		Short: "List resources of the management server's configuration",
+		Long: "List the effective configuration (config directory and API-applied resources) of a kind, or one resource.\n" +
+			"Kinds: " + strings.Join(resource.Kinds(), ", ") + " (case-insensitive, plural accepted), or \"all\".",
+		Example: "  meshrelay get kubernetesclusters\n  meshrelay get upstream default-service-blue-10000 -o yaml",
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind := ""
+			if args[0] != "all" {
+				k, ok := resource.CanonicalKind(args[0])
+				if !ok {
+					return fmt.Errorf("unknown kind %q (known: %s)", args[0], strings.Join(resource.Kinds(), ", "))
+				}
+				kind = k
+			}
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			items, err := configapi.NewClient(server).List(cmd.Context(), kind, name)
+			if err != nil {
+				return err
+			}
+			if name != "" && len(items) == 0 {
+				return fmt.Errorf("%s %q not found", kind, name)
+			}
+			return printItems(cmd.OutOrStdout(), items, output)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
+	serverFlag(cmd, &server)
+	return cmd
+}
+
+func printItems(w io.Writer, items []configapi.Item, format string) error {
+	switch format {
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME")
+		for _, it := range items {
+			_, ns, name, _ := resource.ParseKey(it.Key)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Kind, ns, name)
+		}
+		return tw.Flush()
+	case "json":
+		objs := make([]json.RawMessage, len(items))
+		for i, it := range items {
+			objs[i] = it.Object
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(objs)
+	case "yaml":
+		for i, it := range items {
+			y, err := yaml.JSONToYAML(it.Object)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				fmt.Fprintln(w, "---")
+			}
+			w.Write(y)
+		}
+		return nil
+	}
+	return fmt.Errorf("-o %q: want table, yaml or json", format)
+}
+
+func newDebugCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "debug", Short: "Inspect the management server's live state"}
+	var server, cluster, output string
+	var input, outputSnap bool
+	snap := &cobra.Command{
+		Use:   "snapshot --cluster NAME [--input|--output]",
+		Short: "Print a cluster's live input or output snapshot",
+		Long:  "Print the input snapshot (what the cluster's agent discovered) or the output snapshot (what the server translated for it, the default) of a cluster, with its version and content hash.",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cluster == "" {
+				return fmt.Errorf("--cluster is required")
+			}
+			if input && outputSnap {
+				return fmt.Errorf("--input and --output exclude each other")
+			}
+			kind := snapshot.Output
+			if input {
+				kind = snapshot.Input
+			}
+			s, err := configapi.NewClient(server).Snapshot(cmd.Context(), cluster, kind)
+			if err != nil {
+				return err
+			}
+			return printSnapshot(cmd.OutOrStdout(), s, output)
+		},
+	}
+	snap.Flags().StringVar(&cluster, "cluster", "", "cluster name (required)")
+	snap.Flags().BoolVar(&input, "input", false, "show the input snapshot")
+	snap.Flags().BoolVar(&outputSnap, "output", false, "show the output snapshot (default)")
+	snap.Flags().StringVarP(&output, "format", "o", "yaml", "yaml, json or table")
+	serverFlag(snap, &server)
+	cmd.AddCommand(snap)
+	return cmd
+}
+
+func printSnapshot(w io.Writer, s *snapshot.Snapshot, format string) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	case "table":
+		fmt.Fprintf(w, "version %d  epoch %d  hash %s  resources %d\n", s.Version, s.Epoch, s.Hash, s.Len())
+		for _, k := range s.Keys() {
+			fmt.Fprintln(w, " ", k)
+		}
+		return nil
+	case "yaml":
+		fmt.Fprintf(w, "# version %d, epoch %d, hash %s, %d resources\n", s.Version, s.Epoch, s.Hash, s.Len())
+		for i, r := range s.Sorted() {
+			y, err := yaml.JSONToYAML(r.Body)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				fmt.Fprintln(w, "---")
+			}
+			w.Write(y)
+		}
+		return nil
+	}
+	return fmt.Errorf("-o %q: want yaml, json or table", format)
+}

@@ -1,0 +1,52 @@
+package reconcile
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	translations       prometheus.Counter
+	translationSeconds prometheus.Histogram
+	inputVersion       *prometheus.GaugeVec
+	outputVersion      *prometheus.GaugeVec
+	ackedVersion       *prometheus.GaugeVec
+	nacks              *prometheus.CounterVec
+	staleness          *prometheus.GaugeVec
+	safeMode           *prometheus.GaugeVec
+	storeUp            prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		translations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_total", Help: "Translations run.",
+		}),
+		translationSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshrelay_translation_duration_seconds", Help: "Time one translation of every cluster took.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		inputVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_input_snapshot_version", Help: "Version of the latest input snapshot per cluster.",
+		}, []string{"cluster"}),
+		outputVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_output_snapshot_version", Help: "Desired output snapshot version per cluster.",
+		}, []string{"cluster"}),
+		ackedVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_output_snapshot_acked_version", Help: "Output snapshot version the cluster's agent last acknowledged.",
+		}, []string{"cluster"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshrelay_output_snapshot_nacks_total", Help: "Output snapshots an agent refused.",
+		}, []string{"cluster"}),
+		staleness: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_config_staleness_seconds", Help: "How long the cluster's agent has not acknowledged the desired output.",
+		}, []string{"cluster"}),
+		safeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_safe_mode_active", Help: "1 for each registered cluster whose missing input holds translation.",
+		}, []string{"cluster"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshrelay_store_up", Help: "1 when the last store operation succeeded.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.translations, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp)
+	}
+	return m
+}

@@ -1,0 +1,562 @@
+// Package reconcile is the management server's core loop: it holds the configuration (from
+// a watched directory and from the store), the latest input snapshot of every cluster (in
+// memory, written through to the store), runs the translator when either changes, and
+// publishes each cluster's output snapshot to the relay streams subscribed to it. Safe mode
+// lives here: after a start, nothing is published until every registered cluster's input is
+// present.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// TranslateFunc is the pure translation the reconciler runs.
+type TranslateFunc func(config []resource.Object, inputs map[string]*snapshot.Snapshot) translate.Result
+
+// Config tunes a Reconciler.
+type Config struct {
+	// SafeMode holds translation after a start until every registered cluster (minus those
+	// with skipWarming) has an input snapshot.
+	SafeMode bool
+	// SafeStartWindow, used when SafeMode is off, is how long to wait at most for missing
+	// inputs before translating with what is present; 0 does not wait.
+	SafeStartWindow time.Duration
+	// WaitForConfigDir makes the first translation wait until the config directory has
+	// been read once.
+	WaitForConfigDir bool
+	// Epoch is stamped on every output snapshot.
+	Epoch uint64
+	// Tick is how often the store is polled for config changes and unwritten snapshots are
+	// retried; default 1s.
+	Tick time.Duration
+}
+
+// Reconciler is the server's core loop. Create it with New and run it with Start.
+type Reconciler struct {
+	cfg       Config
+	store     snapshot.Store
+	translate TranslateFunc
+	log       *slog.Logger
+	m         *metrics
+	now       func() time.Time
+	kick      chan struct{}
+
+	mu           sync.Mutex // guards everything below
+	dirConfig    []resource.Object
+	dirErrors    []string
+	dirLoaded    bool
+	apiConfig    []resource.Object
+	apiLoaded    bool
+	apiRev       uint64
+	inputs       map[string]*snapshot.Snapshot
+	outputs      map[string]*snapshot.Snapshot
+	dirtyInputs  map[string]bool
+	dirtyOutputs map[string]bool
+	deadOutputs  map[string]bool
+	acks         map[string]*ackState
+	subs         map[string]map[chan struct{}]struct{}
+	loaded       bool
+	warm         bool
+	startedAt    time.Time
+	safe         SafeModeStatus
+	lastErrors   []string
+	lastRun      time.Time
+	translations uint64
+	storeErr     string
+}
+
+type ackState struct {
+	Version      uint64
+	Hash         string
+	Nack         string
+	NackedHash   string
+	Agent        string
+	pendingSince time.Time
+}
+
+// New builds a reconciler; it does no I/O.
+func New(cfg Config, store snapshot.Store, tr TranslateFunc, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.Epoch == 0 {
+		cfg.Epoch = 1
+	}
+	return &Reconciler{
+		cfg: cfg, store: store, translate: tr, log: log, m: newMetrics(reg), now: time.Now,
+		kick:         make(chan struct{}, 1),
+		inputs:       map[string]*snapshot.Snapshot{},
+		outputs:      map[string]*snapshot.Snapshot{},
+		dirtyInputs:  map[string]bool{},
+		dirtyOutputs: map[string]bool{},
+		deadOutputs:  map[string]bool{},
+		acks:         map[string]*ackState{},
+		subs:         map[string]map[chan struct{}]struct{}{},
+	}
+}
+
+func (r *Reconciler) trigger() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start loads the stored snapshots and runs the loop until ctx ends.
+func (r *Reconciler) Start(ctx context.Context) error {
+	r.mu.Lock()
+	r.startedAt = r.now()
+	r.mu.Unlock()
+	tick := time.NewTicker(r.cfg.Tick)
+	defer tick.Stop()
+	r.trigger()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			r.sync(ctx)
+			r.trigger()
+		case <-r.kick:
+			// Coalesce bursts of changes into one translation.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(20 * time.Millisecond):
+			}
+			select {
+			case <-r.kick:
+			default:
+			}
+			r.sync(ctx)
+			r.reconcile()
+		}
+	}
+}
+
+// sync talks to the store: first load, config changes, and retries of unwritten snapshots.
+func (r *Reconciler) sync(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := r.syncStore(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		if r.storeErr == "" {
+			r.log.Warn("store unavailable; serving from memory and retrying", "error", err)
+		}
+		r.storeErr = err.Error()
+		r.m.storeUp.Set(0)
+		return
+	}
+	if r.storeErr != "" {
+		r.log.Info("store reachable again; caught up")
+	}
+	r.storeErr = ""
+	r.m.storeUp.Set(1)
+}
+
+func (r *Reconciler) syncStore(ctx context.Context) error {
+	r.mu.Lock()
+	loaded := r.loaded
+	r.mu.Unlock()
+	if !loaded {
+		if err := r.load(ctx); err != nil {
+			return err
+		}
+	}
+	rev, err := r.store.ConfigRevision(ctx)
+	if err != nil {
+		return fmt.Errorf("read config revision: %w", err)
+	}
+	r.mu.Lock()
+	stale := !r.apiLoaded || rev != r.apiRev
+	r.mu.Unlock()
+	if stale {
+		if err := r.loadAPIConfig(ctx); err != nil {
+			return err
+		}
+	}
+	return r.flush(ctx)
+}
+
+// load reads the inputs and outputs a previous server left in the store.
+func (r *Reconciler) load(ctx context.Context) error {
+	ins, err := r.store.List(ctx, snapshot.Input)
+	if err != nil {
+		return fmt.Errorf("load inputs: %w", err)
+	}
+	outs, err := r.store.List(ctx, snapshot.Output)
+	if err != nil {
+		return fmt.Errorf("load outputs: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for c, s := range ins {
+		if cur := r.inputs[c]; cur == nil {
+			r.inputs[c] = s
+		}
+	}
+	for c, s := range outs {
+		if cur := r.outputs[c]; cur == nil || cur.Version < s.Version {
+			r.outputs[c] = s
+			r.notifyLocked(c)
+		}
+	}
+	r.loaded = true
+	r.log.Info("loaded snapshots from store", "inputs", len(ins), "outputs", len(outs))
+	return nil
+}
+
+func (r *Reconciler) loadAPIConfig(ctx context.Context) error {
+	rs, rev, err := r.store.ListConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("load config: %w", err)
+	}
+	objs := make([]resource.Object, 0, len(rs))
+	for _, res := range rs {
+		o, err := resource.Decode(res.Body)
+		if err != nil {
+			r.log.Error("stored config resource does not decode; ignoring it", "key", res.Key, "error", err)
+			continue
+		}
+		objs = append(objs, o)
+	}
+	r.mu.Lock()
+	r.apiConfig, r.apiRev, r.apiLoaded = objs, rev, true
+	r.mu.Unlock()
+	r.trigger()
+	return nil
+}
+
+// flush writes snapshots that the store has not accepted yet.
+func (r *Reconciler) flush(ctx context.Context) error {
+	type item struct {
+		kind    snapshot.Kind
+		cluster string
+		snap    *snapshot.Snapshot
+		del     bool
+	}
+	var items []item
+	r.mu.Lock()
+	for c := range r.dirtyInputs {
+		items = append(items, item{snapshot.Input, c, r.inputs[c], false})
+	}
+	for c := range r.dirtyOutputs {
+		items = append(items, item{snapshot.Output, c, r.outputs[c], false})
+	}
+	for c := range r.deadOutputs {
+		items = append(items, item{snapshot.Output, c, nil, true})
+	}
+	r.mu.Unlock()
+	for _, it := range items {
+		var err error
+		if it.del {
+			err = r.store.Delete(ctx, it.kind, it.cluster)
+		} else {
+			err = r.store.Put(ctx, it.kind, it.cluster, it.snap)
+		}
+		if err != nil {
+			return fmt.Errorf("write %s of cluster %s: %w", it.kind, it.cluster, err)
+		}
+		r.mu.Lock()
+		switch {
+		case it.del:
+			delete(r.deadOutputs, it.cluster)
+		case it.kind == snapshot.Input && r.inputs[it.cluster] == it.snap:
+			delete(r.dirtyInputs, it.cluster)
+		case it.kind == snapshot.Output && r.outputs[it.cluster] == it.snap:
+			delete(r.dirtyOutputs, it.cluster)
+		}
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// SetDirConfig replaces the configuration read from the config directory.
+func (r *Reconciler) SetDirConfig(objs []resource.Object, errs []string) {
+	r.mu.Lock()
+	r.dirConfig, r.dirErrors, r.dirLoaded = objs, errs, true
+	r.mu.Unlock()
+	r.trigger()
+}
+
+// Apply validates nothing (callers pass decoded objects) and stores the objects as API
+// configuration; every replica sharing the store picks them up.
+func (r *Reconciler) Apply(ctx context.Context, objs []resource.Object) error {
+	for _, o := range objs {
+		if err := r.store.PutConfig(ctx, o.Resource()); err != nil {
+			return fmt.Errorf("store %s: %w", o, err)
+		}
+	}
+	return r.loadAPIConfig(ctx)
+}
+
+// Delete removes an API configuration resource by key.
+func (r *Reconciler) Delete(ctx context.Context, key string) error {
+	if err := r.store.DeleteConfig(ctx, key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return r.loadAPIConfig(ctx)
+}
+
+// Config returns the effective configuration: the config directory's objects overridden by
+// API-applied ones of the same key, sorted by key.
+func (r *Reconciler) Config() []resource.Object {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.configLocked()
+}
+
+func (r *Reconciler) configLocked() []resource.Object {
+	all := make([]resource.Object, 0, len(r.dirConfig)+len(r.apiConfig))
+	all = append(all, r.dirConfig...)
+	all = append(all, r.apiConfig...)
+	return resource.Dedupe(all)
+}
+
+// IsRegistered reports whether a KubernetesCluster of that name exists.
+func (r *Reconciler) IsRegistered(cluster string) bool {
+	_, ok := translate.Clusters(r.Config())[cluster]
+	return ok
+}
+
+// Input returns the latest input snapshot of a cluster, or nil.
+func (r *Reconciler) Input(cluster string) *snapshot.Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inputs[cluster]
+}
+
+// PutInput records a cluster's new input snapshot in memory and writes it to the store
+// (retried in the background when the store is unavailable).
+func (r *Reconciler) PutInput(ctx context.Context, cluster string, s *snapshot.Snapshot) {
+	r.mu.Lock()
+	r.inputs[cluster] = s
+	r.dirtyInputs[cluster] = true
+	r.m.inputVersion.WithLabelValues(cluster).Set(float64(s.Version))
+	r.mu.Unlock()
+	if err := r.store.Put(ctx, snapshot.Input, cluster, s); err == nil {
+		r.mu.Lock()
+		if r.inputs[cluster] == s {
+			delete(r.dirtyInputs, cluster)
+		}
+		r.mu.Unlock()
+	} else {
+		r.log.Warn("input not written to store; will retry", "cluster", cluster, "version", s.Version, "error", err)
+	}
+	r.trigger()
+}
+
+// Output returns the current output snapshot of a cluster, or nil when none was made yet.
+func (r *Reconciler) Output(cluster string) *snapshot.Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.outputs[cluster]
+}
+
+// Subscribe returns a channel that receives a value whenever the cluster's output changes.
+func (r *Reconciler) Subscribe(cluster string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	r.mu.Lock()
+	if r.subs[cluster] == nil {
+		r.subs[cluster] = map[chan struct{}]struct{}{}
+	}
+	r.subs[cluster][ch] = struct{}{}
+	r.mu.Unlock()
+	return ch, func() {
+		r.mu.Lock()
+		delete(r.subs[cluster], ch)
+		r.mu.Unlock()
+	}
+}
+
+func (r *Reconciler) notifyLocked(cluster string) {
+	for ch := range r.subs[cluster] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// AdoptVersion is told what an agent holds when its stream opens. When the agent holds the
+// current content under a higher version (it was served by a server that has since
+// restarted), the output takes that version so versions never go backwards for the agent.
+func (r *Reconciler) AdoptVersion(cluster string, version uint64, hash string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.outputs[cluster]
+	if cur == nil || cur.Hash != hash || cur.Version >= version {
+		return
+	}
+	r.outputs[cluster] = cur.WithVersion(version, cur.Epoch)
+	r.dirtyOutputs[cluster] = true
+	r.m.outputVersion.WithLabelValues(cluster).Set(float64(version))
+}
+
+// Acked records that the agent of cluster applied version/hash.
+func (r *Reconciler) Acked(cluster string, version uint64, hash, agent string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.ackLocked(cluster)
+	a.Version, a.Hash, a.Nack, a.NackedHash, a.Agent = version, hash, "", "", agent
+	r.m.ackedVersion.WithLabelValues(cluster).Set(float64(version))
+}
+
+// Nacked records that the agent of cluster refused version/hash.
+func (r *Reconciler) Nacked(cluster string, version uint64, hash, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.ackLocked(cluster)
+	a.Nack, a.NackedHash = fmt.Sprintf("version %d: %s", version, reason), hash
+	r.m.nacks.WithLabelValues(cluster).Inc()
+}
+
+func (r *Reconciler) ackLocked(cluster string) *ackState {
+	a := r.acks[cluster]
+	if a == nil {
+		a = &ackState{}
+		r.acks[cluster] = a
+	}
+	return a
+}
+
+// reconcile translates and publishes changed outputs, unless safe mode holds.
+func (r *Reconciler) reconcile() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.updateStalenessLocked(now)
+	if !r.loaded || !r.apiLoaded || (r.cfg.WaitForConfigDir && !r.dirLoaded) {
+		return // the configuration or the stored snapshots are not known yet
+	}
+	config := r.configLocked()
+	clusters := translate.Clusters(config)
+	if !r.warm && r.holdLocked(clusters, now) {
+		return
+	}
+	inputs := make(map[string]*snapshot.Snapshot, len(clusters))
+	for c := range clusters {
+		if in := r.inputs[c]; in != nil {
+			inputs[c] = in
+		}
+	}
+	start := time.Now()
+	res := r.translate(config, inputs)
+	r.m.translations.Inc()
+	r.m.translationSeconds.Observe(time.Since(start).Seconds())
+	r.translations++
+	r.lastRun = now
+	r.lastErrors = res.Errors
+	for c, rs := range res.Outputs {
+		next := snapshot.New(0, r.cfg.Epoch, rs)
+		cur := r.outputs[c]
+		if cur != nil && cur.Hash == next.Hash && cur.Epoch == next.Epoch {
+			continue
+		}
+		var v uint64 = 1
+		if cur != nil {
+			v = cur.Version + 1
+		}
+		next = next.WithVersion(v, r.cfg.Epoch)
+		r.outputs[c] = next
+		r.dirtyOutputs[c] = true
+		r.m.outputVersion.WithLabelValues(c).Set(float64(v))
+		r.log.Info("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
+		r.notifyLocked(c)
+	}
+	for c := range r.outputs {
+		if _, ok := clusters[c]; !ok {
+			delete(r.outputs, c)
+			delete(r.dirtyOutputs, c)
+			r.deadOutputs[c] = true
+			r.m.outputVersion.DeleteLabelValues(c)
+			r.notifyLocked(c)
+		}
+	}
+}
+
+// holdLocked applies safe mode and the safe start window; it reports whether translation
+// must wait.
+func (r *Reconciler) holdLocked(clusters map[string]v1alpha1.KubernetesCluster, now time.Time) bool {
+	var missing []string
+	for name, kc := range clusters {
+		if !kc.Spec.SkipWarming && r.inputs[name] == nil {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	hold := false
+	reason := ""
+	switch {
+	case len(missing) == 0:
+	case r.cfg.SafeMode:
+		hold, reason = true, "safe mode: waiting for the input snapshot of every registered cluster"
+	case now.Before(r.startedAt.Add(r.cfg.SafeStartWindow)):
+		hold, reason = true, fmt.Sprintf("safe start window: waiting up to %s for missing inputs", r.cfg.SafeStartWindow)
+	}
+	r.m.safeMode.Reset()
+	if hold {
+		for _, c := range missing {
+			r.m.safeMode.WithLabelValues(c).Set(1)
+		}
+		if !r.safe.Active {
+			r.log.Warn("translation held", "reason", reason, "missing", missing)
+		}
+		r.safe = SafeModeStatus{Active: true, Reason: reason, Missing: missing, Since: r.startedAt}
+		return true
+	}
+	if r.safe.Active || len(missing) > 0 {
+		r.log.Info("translation resumed", "missing", missing)
+	}
+	r.safe = SafeModeStatus{}
+	r.warm = true
+	return false
+}
+
+func (r *Reconciler) updateStalenessLocked(now time.Time) {
+	for c, out := range r.outputs {
+		a := r.ackLocked(c)
+		if a.Hash == out.Hash {
+			a.pendingSince = time.Time{}
+			r.m.staleness.WithLabelValues(c).Set(0)
+			continue
+		}
+		if a.pendingSince.IsZero() {
+			a.pendingSince = now
+		}
+		r.m.staleness.WithLabelValues(c).Set(now.Sub(a.pendingSince).Seconds())
+	}
+}
+
+// ErrNotReady is returned by Status consumers when the reconciler has not loaded yet.
+var ErrNotReady = errors.New("reconciler not ready")
+
+// Ready reports whether the stored state and configuration were loaded.
+func (r *Reconciler) Ready() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !r.loaded:
+		return fmt.Errorf("%w: snapshots not loaded from store (%s)", ErrNotReady, r.storeErr)
+	case !r.apiLoaded:
+		return fmt.Errorf("%w: configuration not loaded from store", ErrNotReady)
+	case r.cfg.WaitForConfigDir && !r.dirLoaded:
+		return fmt.Errorf("%w: config directory not read yet", ErrNotReady)
+	}
+	return nil
+}

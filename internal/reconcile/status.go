@@ -1,0 +1,83 @@
+package reconcile
+
+import (
+	"sort"
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// SafeModeStatus says whether translation is held and why.
+type SafeModeStatus struct {
+	Active  bool      `json:"active"`
+	Reason  string    `json:"reason,omitempty"`
+	Missing []string  `json:"missingClusters,omitempty"`
+	Since   time.Time `json:"since,omitzero"`
+}
+
+// ClusterStatus is what the server knows of one registered cluster.
+type ClusterStatus struct {
+	Name           string  `json:"name"`
+	SkipWarming    bool    `json:"skipWarming,omitempty"`
+	InputVersion   uint64  `json:"inputVersion,omitempty"`
+	InputHash      string  `json:"inputHash,omitempty"`
+	InputResources int     `json:"inputResources"`
+	OutputVersion  uint64  `json:"outputVersion,omitempty"`
+	OutputHash     string  `json:"outputHash,omitempty"`
+	OutputResource int     `json:"outputResources"`
+	AckedVersion   uint64  `json:"ackedVersion,omitempty"`
+	InSync         bool    `json:"inSync"`
+	StaleSeconds   float64 `json:"staleSeconds,omitempty"`
+	LastNack       string  `json:"lastNack,omitempty"`
+}
+
+// Status is the reconciler's state for /status and `meshrelay check`.
+type Status struct {
+	Ready             bool            `json:"ready"`
+	StoreError        string          `json:"storeError,omitempty"`
+	SafeMode          SafeModeStatus  `json:"safeMode"`
+	Translations      uint64          `json:"translations"`
+	LastTranslation   time.Time       `json:"lastTranslation,omitzero"`
+	TranslationErrors []string        `json:"translationErrors,omitempty"`
+	ConfigErrors      []string        `json:"configErrors,omitempty"`
+	ConfigResources   int             `json:"configResources"`
+	Clusters          []ClusterStatus `json:"clusters"`
+}
+
+// Status returns a snapshot of the reconciler's state.
+func (r *Reconciler) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	config := r.configLocked()
+	st := Status{
+		Ready:             r.loaded && r.apiLoaded && (!r.cfg.WaitForConfigDir || r.dirLoaded),
+		StoreError:        r.storeErr,
+		SafeMode:          r.safe,
+		Translations:      r.translations,
+		LastTranslation:   r.lastRun,
+		TranslationErrors: r.lastErrors,
+		ConfigErrors:      r.dirErrors,
+		ConfigResources:   len(config),
+	}
+	for name, kc := range translate.Clusters(config) {
+		cs := ClusterStatus{Name: name, SkipWarming: kc.Spec.SkipWarming}
+		if in := r.inputs[name]; in != nil {
+			cs.InputVersion, cs.InputHash, cs.InputResources = in.Version, in.Hash, in.Len()
+		}
+		out := r.outputs[name]
+		if out != nil {
+			cs.OutputVersion, cs.OutputHash, cs.OutputResource = out.Version, out.Hash, out.Len()
+		}
+		if a := r.acks[name]; a != nil {
+			cs.AckedVersion, cs.LastNack = a.Version, a.Nack
+			cs.InSync = out != nil && a.Hash == out.Hash
+			if !cs.InSync && !a.pendingSince.IsZero() {
+				cs.StaleSeconds = now.Sub(a.pendingSince).Seconds()
+			}
+		}
+		st.Clusters = append(st.Clusters, cs)
+	}
+	sort.Slice(st.Clusters, func(i, j int) bool { return st.Clusters[i].Name < st.Clusters[j].Name })
+	return st
+}

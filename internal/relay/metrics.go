@@ -1,0 +1,46 @@
+package relay
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	pushConnected *prometheus.GaugeVec
+	pullConnected *prometheus.GaugeVec
+	pushWarmed    *prometheus.GaugeVec
+	pushes        *prometheus.CounterVec
+	pullSent      *prometheus.CounterVec
+	pullResources *prometheus.CounterVec
+	pullBytes     *prometheus.CounterVec
+	recycled      *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	registrations prometheus.Counter
+	ackSeconds    prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	gv := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"cluster"})
+	}
+	cv := func(name, help string, label string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
+	}
+	m := &metrics{
+		pushConnected: gv("meshrelay_relay_push_clients_connected", "Open push (input) streams per cluster."),
+		pullConnected: gv("meshrelay_relay_pull_clients_connected", "Open pull (output) streams per cluster."),
+		pushWarmed:    gv("meshrelay_relay_push_clients_warmed", "1 when the cluster's full input was received since this server started."),
+		pushes:        cv("meshrelay_relay_push_snapshots_total", "Input snapshots received.", "cluster"),
+		pullSent:      cv("meshrelay_relay_pull_snapshots_sent_total", "Output snapshots (deltas) sent.", "cluster"),
+		pullResources: cv("meshrelay_relay_pull_resources_sent_total", "Output resources upserted or removed in sent deltas.", "cluster"),
+		pullBytes:     cv("meshrelay_relay_pull_bytes_sent_total", "Bytes of resources sent in output deltas.", "cluster"),
+		recycled:      cv("meshrelay_relay_pull_streams_recycled_total", "Pull streams closed because the agent stopped acknowledging.", "cluster"),
+		rejected:      cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
+		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
+		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshrelay_relay_pull_ack_duration_seconds", Help: "Time from sending an output to its acknowledgement.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.registrations, m.ackSeconds)
+	}
+	return m
+}

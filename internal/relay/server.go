@@ -1,0 +1,434 @@
+// Package relay implements the relay protocol's server side: registration (token + CSR →
+// cluster certificate), and the Push (inputs up) and Pull (outputs down) delta streams. The
+// cluster of a stream comes from the verified client certificate, never from a message.
+package relay
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// Backend is what the relay server needs from the server's core.
+type Backend interface {
+	IsRegistered(cluster string) bool
+	Input(cluster string) *snapshot.Snapshot
+	PutInput(ctx context.Context, cluster string, s *snapshot.Snapshot)
+	Output(cluster string) *snapshot.Snapshot
+	Subscribe(cluster string) (<-chan struct{}, func())
+	AdoptVersion(cluster string, version uint64, hash string)
+	Acked(cluster string, version uint64, hash, agent string)
+	Nacked(cluster string, version uint64, hash, reason string)
+}
+
+// Modes of relay transport security.
+const (
+	// ModeMTLS (default): agents register with the token once, then authenticate with
+	// their cluster certificate.
+	ModeMTLS = "mtls"
+	// ModeTLS: agents verify the server only and send the token on every stream.
+	ModeTLS = "tls"
+)
+
+// MetadataToken and MetadataCluster are the gRPC metadata keys used in tls mode.
+const (
+	MetadataToken   = "x-meshrelay-token"
+	MetadataCluster = "x-meshrelay-cluster"
+)
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// Token returns the relay identity token (re-read so a rotated token file takes effect).
+	Token func() (string, error)
+	// Mode is ModeMTLS or ModeTLS.
+	Mode string
+	// CertTTL is the lifetime of issued agent certificates.
+	CertTTL time.Duration
+	// AckTimeout recycles a Pull stream whose agent has not acknowledged a snapshot in time.
+	AckTimeout time.Duration
+}
+
+// Server serves the relay protocol.
+type Server struct {
+	relayv1.UnimplementedRelayServiceServer
+	cfg     ServerConfig
+	backend Backend
+	ca      *pki.CA
+	log     *slog.Logger
+	m       *metrics
+}
+
+// NewServer builds a relay server; it does no I/O.
+func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, reg prometheus.Registerer) *Server {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeMTLS
+	}
+	if cfg.CertTTL <= 0 {
+		cfg.CertTTL = time.Hour
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 30 * time.Second
+	}
+	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg)}
+}
+
+// TLSConfig returns the server's TLS configuration: client certificates are requested and,
+// when presented, verified against the relay CA with a clear log line when they fail.
+func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequestClientCert,
+		NextProtos:   []string{"h2"},
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil // registration, or tls mode: checked per RPC
+			}
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: s.ca.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			if err != nil {
+				s.log.Warn("client certificate rejected", "subject", leaf.Subject.CommonName, "notAfter", leaf.NotAfter, "error", err)
+				s.m.rejected.WithLabelValues("certificate").Inc()
+				return fmt.Errorf("client certificate %q rejected: %w", leaf.Subject.CommonName, err)
+			}
+			return nil
+		},
+	}
+}
+
+// Attach registers the relay service on a gRPC server.
+func (s *Server) Attach(g *grpc.Server) { relayv1.RegisterRelayServiceServer(g, s) }
+
+func (s *Server) checkToken(got string) error {
+	want, err := s.cfg.Token()
+	if err != nil {
+		s.log.Error("relay identity token unavailable", "error", err)
+		return status.Error(codes.Unavailable, "relay identity token unavailable on the server")
+	}
+	if got == "" {
+		return status.Error(codes.Unauthenticated, "no relay identity token presented")
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		return status.Error(codes.Unauthenticated, "relay identity token does not match the server's")
+	}
+	return nil
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return p.Addr.String()
+	}
+	return ""
+}
+
+// Register implements the registration RPC.
+func (s *Server) Register(ctx context.Context, req *relayv1.RegisterRequest) (*relayv1.RegisterResponse, error) {
+	log := s.log.With("cluster", req.GetCluster(), "peer", peerAddr(ctx))
+	if err := s.checkToken(req.GetToken()); err != nil {
+		log.Warn("registration refused", "error", err)
+		s.m.rejected.WithLabelValues("token").Inc()
+		return nil, err
+	}
+	if s.cfg.Mode != ModeMTLS {
+		return nil, status.Error(codes.FailedPrecondition, "server runs in tls mode: no client certificates are issued; send the token on every stream")
+	}
+	if !s.backend.IsRegistered(req.GetCluster()) {
+		log.Warn("registration refused: cluster not registered")
+		s.m.rejected.WithLabelValues("unknown-cluster").Inc()
+		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not registered: create a KubernetesCluster named %q on the management server first", req.GetCluster(), req.GetCluster())
+	}
+	certPEM, notAfter, err := s.ca.SignClusterCSR(req.GetCsrPem(), req.GetCluster(), s.cfg.CertTTL)
+	if err != nil {
+		log.Warn("registration refused: bad csr", "error", err)
+		return nil, status.Errorf(codes.InvalidArgument, "certificate signing request: %v", err)
+	}
+	log.Info("agent registered", "notAfter", notAfter)
+	s.m.registrations.Inc()
+	return &relayv1.RegisterResponse{
+		CertificatePem: certPEM,
+		CaPem:          s.ca.CertPEM,
+		NotAfterUnix:   notAfter.Unix(),
+		Identity:       pki.SpiffeID(s.ca.TrustDomain, req.GetCluster()),
+	}, nil
+}
+
+// identify returns the cluster a stream is allowed to act for.
+func (s *Server) identify(ctx context.Context, claimed string) (string, error) {
+	var cluster string
+	if s.cfg.Mode == ModeTLS {
+		md, _ := metadata.FromIncomingContext(ctx)
+		tok := ""
+		if v := md.Get(MetadataToken); len(v) > 0 {
+			tok = v[0]
+		}
+		if err := s.checkToken(tok); err != nil {
+			s.m.rejected.WithLabelValues("token").Inc()
+			return "", err
+		}
+		if v := md.Get(MetadataCluster); len(v) > 0 {
+			cluster = v[0]
+		}
+	} else {
+		p, ok := peer.FromContext(ctx)
+		if !ok {
+			return "", status.Error(codes.Unauthenticated, "no peer information")
+		}
+		ti, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(ti.State.PeerCertificates) == 0 {
+			s.m.rejected.WithLabelValues("no-certificate").Inc()
+			return "", status.Error(codes.Unauthenticated, "no client certificate: call Register with the relay identity token first")
+		}
+		c, err := pki.ClusterFromCert(ti.State.PeerCertificates[0], s.ca.TrustDomain)
+		if err != nil {
+			s.m.rejected.WithLabelValues("identity").Inc()
+			return "", status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+		}
+		cluster = c
+	}
+	if claimed != cluster {
+		s.m.rejected.WithLabelValues("identity-mismatch").Inc()
+		s.log.Warn("stream refused: identity mismatch", "identity", cluster, "claimed", claimed, "peer", peerAddr(ctx))
+		return "", status.Errorf(codes.PermissionDenied, "connection identifies cluster %q but the agent claims %q", cluster, claimed)
+	}
+	if !s.backend.IsRegistered(cluster) {
+		s.m.rejected.WithLabelValues("unknown-cluster").Inc()
+		return "", status.Errorf(codes.PermissionDenied, "cluster %q is not registered", cluster)
+	}
+	return cluster, nil
+}
+
+// Push receives a cluster's input snapshots.
+func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first push message must be hello")
+	}
+	cluster, err := s.identify(ctx, hello.GetCluster())
+	if err != nil {
+		return err
+	}
+	log := s.log.With("cluster", cluster, "stream", "push", "peer", peerAddr(ctx))
+	g := s.m.pushConnected.WithLabelValues(cluster)
+	g.Inc()
+	defer g.Dec()
+	log.Info("push stream opened")
+	defer log.Info("push stream closed")
+
+	sendHeld := func() error {
+		in := s.backend.Input(cluster)
+		h := &relayv1.Held{ResourceHashes: in.ResourceHashes()}
+		if in != nil {
+			h.Version, h.Hash = in.Version, in.Hash
+		}
+		return stream.Send(&relayv1.PushResponse{Message: &relayv1.PushResponse_Held{Held: h}})
+	}
+	if err := sendHeld(); err != nil {
+		return err
+	}
+	if in := s.backend.Input(cluster); in != nil && in.Hash == hello.GetHeld().GetHash() {
+		s.m.pushWarmed.WithLabelValues(cluster).Set(1)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		d := msg.GetSnapshot()
+		if d == nil {
+			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots")
+		}
+		base := s.backend.Input(cluster)
+		if !d.GetFull() && d.GetBaseHash() != hashOf(base) {
+			log.Info("push delta base differs; asking for a resend", "base", d.GetBaseHash(), "held", hashOf(base))
+			if err := sendHeld(); err != nil {
+				return err
+			}
+			continue
+		}
+		next, err := snapshot.Apply(base, fromProto(d))
+		if err != nil {
+			log.Warn("push delta rejected; asking for a resend", "version", d.GetVersion(), "error", err)
+			if err := sendHeld(); err != nil {
+				return err
+			}
+			continue
+		}
+		s.backend.PutInput(ctx, cluster, next)
+		s.m.pushes.WithLabelValues(cluster).Inc()
+		s.m.pushWarmed.WithLabelValues(cluster).Set(1)
+		log.Debug("input received", "version", next.Version, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()))
+		if err := stream.Send(&relayv1.PushResponse{Message: &relayv1.PushResponse_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash}}}); err != nil {
+			return err
+		}
+	}
+}
+
+func hashOf(s *snapshot.Snapshot) string {
+	if s == nil {
+		return ""
+	}
+	return s.Hash
+}
+
+// Pull sends a cluster's output snapshots and collects ACKs and NACKs.
+func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first pull message must be hello")
+	}
+	cluster, err := s.identify(ctx, hello.GetCluster())
+	if err != nil {
+		return err
+	}
+	agent := peerAddr(ctx)
+	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent)
+	g := s.m.pullConnected.WithLabelValues(cluster)
+	g.Inc()
+	defer g.Dec()
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	log.Info("pull stream opened", "heldVersion", hello.GetHeld().GetVersion())
+	defer log.Info("pull stream closed")
+
+	// What the agent holds; nil map means "send everything".
+	var held map[string]string
+	heldHash := ""
+	if h := hello.GetHeld(); h.GetHash() != "" {
+		held, heldHash = h.GetResourceHashes(), h.GetHash()
+		if held == nil {
+			held = map[string]string{}
+		}
+		s.backend.AdoptVersion(cluster, h.GetVersion(), h.GetHash())
+		if out := s.backend.Output(cluster); out != nil && out.Hash == heldHash {
+			s.backend.Acked(cluster, out.Version, out.Hash, agent)
+		}
+	}
+
+	sub, cancel := s.backend.Subscribe(cluster)
+	defer cancel()
+	replies := make(chan *relayv1.PullRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case replies <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var inflight *snapshot.Snapshot
+	var sentAt time.Time
+	nackedHash := ""
+	ackTimer := time.NewTimer(time.Hour)
+	defer ackTimer.Stop()
+	for {
+		out := s.backend.Output(cluster)
+		if inflight == nil && out != nil && out.Hash != heldHash && out.Hash != nackedHash {
+			d := snapshot.Diff(held, out)
+			msg := toProto(d, heldHash)
+			if err := stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
+				return err
+			}
+			inflight, sentAt = out, time.Now()
+			s.m.pullSent.WithLabelValues(cluster).Inc()
+			s.m.pullResources.WithLabelValues(cluster).Add(float64(len(d.Upserts) + len(d.Removals)))
+			s.m.pullBytes.WithLabelValues(cluster).Add(float64(sizeOf(d)))
+			log.Info("output sent", "version", out.Version, "full", d.Full, "upserts", len(d.Upserts), "removals", len(d.Removals))
+			ackTimer.Reset(s.cfg.AckTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-recvErr:
+			return err
+		case <-sub:
+		case <-ackTimer.C:
+			if inflight != nil {
+				log.Warn("agent did not acknowledge in time; recycling stream", "version", inflight.Version, "after", time.Since(sentAt))
+				s.m.recycled.WithLabelValues(cluster).Inc()
+				return status.Errorf(codes.DeadlineExceeded, "no acknowledgement of version %d within %s", inflight.Version, s.cfg.AckTimeout)
+			}
+		case m := <-replies:
+			switch {
+			case m.GetAck() != nil:
+				a := m.GetAck()
+				if inflight == nil || a.GetHash() != inflight.Hash {
+					log.Warn("unexpected ack ignored", "version", a.GetVersion())
+					continue
+				}
+				held, heldHash, nackedHash = inflight.ResourceHashes(), inflight.Hash, ""
+				s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
+				s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
+				inflight = nil
+			case m.GetNack() != nil:
+				n := m.GetNack()
+				if inflight == nil || n.GetHash() != inflight.Hash {
+					continue
+				}
+				s.backend.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
+				log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
+				if n.GetNeedFull() {
+					held, heldHash = nil, ""
+				} else {
+					nackedHash = inflight.Hash
+				}
+				inflight = nil
+			default:
+				return status.Error(codes.InvalidArgument, "pull messages after hello must be ack or nack")
+			}
+		}
+	}
+}
+
+// ErrNotServing is returned by helpers when no server is attached.
+var ErrNotServing = errors.New("relay server not serving")
+
+func sizeOf(d snapshot.Delta) int {
+	n := 0
+	for _, r := range d.Upserts {
+		n += len(r.Body) + len(r.Key) + len(r.Hash)
+	}
+	for _, k := range d.Removals {
+		n += len(k)
+	}
+	return n
+}

@@ -1,0 +1,150 @@
+package resource
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// DocumentError is an error in one YAML document of a file.
+type DocumentError struct {
+	Source   string // file name or "stdin"
+	Document int    // 1-based index of the document in the file
+	Err      error
+}
+
+func (e *DocumentError) Error() string {
+	return fmt.Sprintf("%s: document %d: %v", e.Source, e.Document, e.Err)
+}
+
+func (e *DocumentError) Unwrap() error { return e.Err }
+
+// Parse decodes every YAML (or JSON) document of data. It returns the valid objects and one
+// error per invalid document; an invalid document never hides the valid ones. A document
+// of kind List has its items decoded.
+func Parse(source string, data []byte) ([]Object, []error) {
+	var objs []Object
+	var errs []error
+	for i, doc := range splitDocuments(data) {
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			continue
+		}
+		js, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: &FieldError{Reason: "malformed YAML: " + err.Error()}})
+			continue
+		}
+		if string(js) == "null" {
+			continue
+		}
+		o, err := Decode(js)
+		if err != nil {
+			errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: err})
+			continue
+		}
+		objs = append(objs, o)
+	}
+	return objs, errs
+}
+
+func splitDocuments(data []byte) [][]byte {
+	var docs [][]byte
+	var cur bytes.Buffer
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if t := bytes.TrimRight(line, " \t\r\n"); bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
+			docs = append(docs, bytes.Clone(cur.Bytes()))
+			cur.Reset()
+			continue
+		}
+		cur.Write(line)
+	}
+	return append(docs, cur.Bytes())
+}
+
+func stripComments(doc []byte) []byte {
+	var out []byte
+	for _, line := range bytes.Split(doc, []byte("\n")) {
+		if t := bytes.TrimSpace(line); len(t) > 0 && t[0] != '#' {
+			out = append(out, line...)
+		}
+	}
+	return out
+}
+
+// IsManifest reports whether a file name looks like a YAML or JSON manifest.
+func IsManifest(name string) bool {
+	if strings.HasPrefix(filepath.Base(name), ".") {
+		return false
+	}
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".yaml", ".yml", ".json":
+		return true
+	}
+	return false
+}
+
+// LoadPath reads a manifest file, or every manifest under a directory (recursively, in
+// lexical order). Later definitions of the same key replace earlier ones.
+func LoadPath(path string) ([]Object, []error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, []error{fmt.Errorf("read manifests: %w", err)}
+	}
+	var files []string
+	if info.IsDir() {
+		err := filepath.WalkDir(path, func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && p != path && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir
+			}
+			if !d.IsDir() && IsManifest(p) {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, []error{fmt.Errorf("walk %s: %w", path, err)}
+		}
+		sort.Strings(files)
+	} else {
+		files = []string{path}
+	}
+	var objs []Object
+	var errs []error
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // removed while we walked
+			}
+			errs = append(errs, fmt.Errorf("read %s: %w", f, err))
+			continue
+		}
+		o, e := Parse(f, data)
+		objs = append(objs, o...)
+		errs = append(errs, e...)
+	}
+	return Dedupe(objs), errs
+}
+
+// Dedupe keeps the last object of each key and sorts by key.
+func Dedupe(objs []Object) []Object {
+	m := make(map[string]Object, len(objs))
+	for _, o := range objs {
+		m[o.Key()] = o
+	}
+	out := make([]Object, 0, len(m))
+	for _, o := range m {
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}

@@ -1,0 +1,287 @@
+// Package redisstore is a snapshot.Store backed by Redis, so that several management server
+// replicas share snapshots and configuration.
+//
+// Every key carries the same hash tag, {<prefix>}, so all keys of a store live in one slot
+// of a Redis Cluster and multi-key transactions and Lua scripts work there:
+//
+//	<prefix>:{<prefix>}:<kind>:<cluster>   snapshot of kind for cluster (JSON)
+//	<prefix>:{<prefix>}:clusters:<kind>    set of the clusters that have a snapshot of kind
+//	<prefix>:{<prefix>}:config             hash: resource key → JSON of snapshot.Resource
+//	<prefix>:{<prefix>}:config:rev         configuration revision, INCRed on every change
+//
+// Snapshots use the JSON form of snapshot.Snapshot, but resource bodies are written verbatim
+// (json.Marshal would compact them and escape <, > and &, which changes their hash).
+//
+// Errors other than a missing key or an undecodable value wrap snapshot.ErrUnavailable as
+// well as the error of the Redis client.
+package redisstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// DefaultPrefix is the key prefix used when New is given an empty one.
+const DefaultPrefix = "meshrelay"
+
+// Store is a snapshot.Store in Redis. It is safe for concurrent use.
+type Store struct {
+	c      redis.UniversalClient
+	prefix string // "<prefix>:{<prefix>}:"
+}
+
+var _ snapshot.Store = (*Store)(nil)
+
+// New returns a store that keeps its keys under prefix (DefaultPrefix when empty). It does
+// no I/O; the caller owns client and closes it.
+func New(client redis.UniversalClient, prefix string) *Store {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Store{c: client, prefix: prefix + ":{" + prefix + "}:"}
+}
+
+func (s *Store) snapKey(kind snapshot.Kind, cluster string) string {
+	return s.prefix + string(kind) + ":" + cluster
+}
+func (s *Store) indexKey(kind snapshot.Kind) string { return s.prefix + "clusters:" + string(kind) }
+func (s *Store) configKey() string                  { return s.prefix + "config" }
+func (s *Store) revKey() string                     { return s.prefix + "config:rev" }
+
+// unavailable wraps a Redis client error so that it matches snapshot.ErrUnavailable too.
+func unavailable(err error, format string, args ...any) error {
+	return fmt.Errorf("%s: %w: %w", fmt.Sprintf(format, args...), snapshot.ErrUnavailable, err)
+}
+
+// Get implements snapshot.Store.
+func (s *Store) Get(ctx context.Context, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+	b, err := s.c.Get(ctx, s.snapKey(kind, cluster)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, snapshot.ErrNotFound)
+	}
+	if err != nil {
+		return nil, unavailable(err, "get %s snapshot of cluster %q", kind, cluster)
+	}
+	return decodeSnapshot(b, kind, cluster)
+}
+
+func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+	snap := new(snapshot.Snapshot)
+	if err := json.Unmarshal(b, snap); err != nil {
+		return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	return snap, nil
+}
+
+// Put implements snapshot.Store.
+func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
+	b, err := encodeSnapshot(snap)
+	if err != nil {
+		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, s.snapKey(kind, cluster), b, 0)
+		p.SAdd(ctx, s.indexKey(kind), cluster)
+		return nil
+	})
+	if err != nil {
+		return unavailable(err, "put %s snapshot of cluster %q", kind, cluster)
+	}
+	return nil
+}
+
+// Delete implements snapshot.Store.
+func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) error {
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.snapKey(kind, cluster))
+		p.SRem(ctx, s.indexKey(kind), cluster)
+		return nil
+	})
+	if err != nil {
+		return unavailable(err, "delete %s snapshot of cluster %q", kind, cluster)
+	}
+	return nil
+}
+
+// List implements snapshot.Store. Clusters whose snapshot is deleted between reading the
+// index and reading the values are left out.
+func (s *Store) List(ctx context.Context, kind snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
+	clusters, err := s.c.SMembers(ctx, s.indexKey(kind)).Result()
+	if err != nil {
+		return nil, unavailable(err, "list %s clusters", kind)
+	}
+	out := make(map[string]*snapshot.Snapshot, len(clusters))
+	if len(clusters) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.StringCmd, len(clusters))
+	// Vanished values are redis.Nil; other errors may be on no command at all.
+	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, cluster := range clusters {
+			cmds[i] = p.Get(ctx, s.snapKey(kind, cluster))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err, "list %s snapshots", kind)
+	}
+	for i, cluster := range clusters {
+		b, err := cmds[i].Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, unavailable(err, "list %s snapshot of cluster %q", kind, cluster)
+		}
+		if out[cluster], err = decodeSnapshot(b, kind, cluster); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// putConfig stores ARGV[3] under field ARGV[1] of KEYS[1] and increments KEYS[2], unless the
+// stored resource already has hash ARGV[2].
+var putConfig = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local ok, r = pcall(cjson.decode, cur)
+  if ok and type(r) == 'table' and r.hash == ARGV[2] then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('INCR', KEYS[2])
+return 1
+`)
+
+// deleteConfig removes field ARGV[1] of KEYS[1] and increments KEYS[2] if it was there.
+var deleteConfig = redis.NewScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+return 1
+`)
+
+// PutConfig implements snapshot.Store. Storing a resource with the hash already stored does
+// not change the revision.
+func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
+	var buf bytes.Buffer
+	if err := encodeResource(&buf, r); err != nil {
+		return fmt.Errorf("encode config resource %s: %w", r.Key, err)
+	}
+	keys := []string{s.configKey(), s.revKey()}
+	if err := putConfig.Run(ctx, s.c, keys, r.Key, r.Hash, buf.Bytes()).Err(); err != nil {
+		return unavailable(err, "put config resource %s", r.Key)
+	}
+	return nil
+}
+
+// DeleteConfig implements snapshot.Store.
+func (s *Store) DeleteConfig(ctx context.Context, key string) error {
+	n, err := deleteConfig.Run(ctx, s.c, []string{s.configKey(), s.revKey()}, key).Int()
+	if err != nil {
+		return unavailable(err, "delete config resource %s", key)
+	}
+	if n == 0 {
+		return fmt.Errorf("config resource %s: %w", key, snapshot.ErrNotFound)
+	}
+	return nil
+}
+
+// ListConfig implements snapshot.Store. The resources and the revision are read in one
+// transaction.
+func (s *Store) ListConfig(ctx context.Context) ([]snapshot.Resource, uint64, error) {
+	var vals *redis.StringSliceCmd
+	var rev *redis.StringCmd
+	// A missing revision is redis.Nil; other errors may be on no command at all.
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		vals = p.HVals(ctx, s.configKey())
+		rev = p.Get(ctx, s.revKey())
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, 0, unavailable(err, "list config")
+	}
+	n, err := parseRev(rev)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]snapshot.Resource, len(vals.Val()))
+	for i, v := range vals.Val() {
+		if err := json.Unmarshal([]byte(v), &out[i]); err != nil {
+			return nil, 0, fmt.Errorf("decode config resource: %w", err)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, n, nil
+}
+
+// ConfigRevision implements snapshot.Store.
+func (s *Store) ConfigRevision(ctx context.Context) (uint64, error) {
+	return parseRev(s.c.Get(ctx, s.revKey()))
+}
+
+// parseRev reads a revision; a missing counter is revision 0.
+func parseRev(cmd *redis.StringCmd) (uint64, error) {
+	v, err := cmd.Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, unavailable(err, "read config revision")
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("decode config revision %q: %w", v, err)
+	}
+	return n, nil
+}
+
+// Ping implements snapshot.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.c.Ping(ctx).Err(); err != nil {
+		return unavailable(err, "ping redis")
+	}
+	return nil
+}
+
+// encodeSnapshot writes the JSON form of snap (as snapshot.Snapshot.MarshalJSON) with every
+// resource body verbatim.
+func encodeSnapshot(snap *snapshot.Snapshot) ([]byte, error) {
+	var buf bytes.Buffer
+	hash, _ := json.Marshal(snap.Hash)
+	fmt.Fprintf(&buf, `{"version":%d,"hash":%s,"epoch":%d,"resources":[`, snap.Version, hash, snap.Epoch)
+	for i, r := range snap.Sorted() {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		if err := encodeResource(&buf, r); err != nil {
+			return nil, fmt.Errorf("resource %s: %w", r.Key, err)
+		}
+	}
+	buf.WriteString(`]}`)
+	return buf.Bytes(), nil
+}
+
+// encodeResource writes the JSON of r with its body verbatim; a nil body is written as null.
+func encodeResource(buf *bytes.Buffer, r snapshot.Resource) error {
+	body := []byte(r.Body)
+	if len(body) == 0 {
+		body = []byte("null")
+	} else if !json.Valid(body) {
+		return errors.New("body is not valid JSON")
+	}
+	key, _ := json.Marshal(r.Key)
+	hash, _ := json.Marshal(r.Hash)
+	fmt.Fprintf(buf, `{"key":%s,"hash":%s,"body":`, key, hash)
+	buf.Write(body)
+	buf.WriteByte('}')
+	return nil
+}

@@ -1,0 +1,235 @@
+// Package snapshot holds the immutable, content-versioned snapshots that travel between
+// agents and the management server (inputs up, outputs down), the delta arithmetic between
+// them, and the Store interface that persists them.
+package snapshot
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+)
+
+// Resource is one object of a snapshot: a stable key, its canonical body and the body's hash.
+type Resource struct {
+	Key  string          `json:"key"`
+	Hash string          `json:"hash"`
+	Body json.RawMessage `json:"body"`
+}
+
+// NewResource returns a Resource with its hash computed from body. A JSON body is first put
+// in the form encoding/json itself produces (compact, with <, > and & escaped), so that the
+// body and its hash survive any trip through encoding/json unchanged.
+func NewResource(key string, body []byte) Resource {
+	body = canonical(body)
+	return Resource{Key: key, Hash: HashBytes(body), Body: body}
+}
+
+func canonical(body []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, body); err != nil {
+		return body // not JSON: kept verbatim
+	}
+	var out bytes.Buffer
+	json.HTMLEscape(&out, buf.Bytes())
+	return out.Bytes()
+}
+
+// HashBytes is the hex SHA-256 of b.
+func HashBytes(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// Snapshot is an immutable set of resources with a version and a content hash. The hash
+// depends only on the resources; the version grows each time the content changes. Epoch is
+// the fencing epoch an output snapshot was produced under (0 for inputs).
+//
+// Snapshots must not be modified after New returns them.
+type Snapshot struct {
+	Version   uint64              `json:"version"`
+	Hash      string              `json:"hash"`
+	Epoch     uint64              `json:"epoch,omitempty"`
+	Resources map[string]Resource `json:"-"`
+}
+
+// New builds a snapshot from resources; later duplicates of a key replace earlier ones.
+func New(version, epoch uint64, resources []Resource) *Snapshot {
+	m := make(map[string]Resource, len(resources))
+	for _, r := range resources {
+		m[r.Key] = r
+	}
+	return &Snapshot{Version: version, Epoch: epoch, Hash: hashOf(m), Resources: m}
+}
+
+// FromMap builds a snapshot taking ownership of m.
+func FromMap(version, epoch uint64, m map[string]Resource) *Snapshot {
+	return &Snapshot{Version: version, Epoch: epoch, Hash: hashOf(m), Resources: m}
+}
+
+// EmptyHash is the content hash of a snapshot with no resources.
+var EmptyHash = hashOf(nil)
+
+func hashOf(m map[string]Resource) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(m[k].Hash))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// WithVersion returns a copy of s that carries another version and epoch; the resources are
+// shared (they are immutable).
+func (s *Snapshot) WithVersion(version, epoch uint64) *Snapshot {
+	c := *s
+	c.Version = version
+	c.Epoch = epoch
+	return &c
+}
+
+// Keys returns the resource keys in sorted order.
+func (s *Snapshot) Keys() []string {
+	if s == nil {
+		return nil
+	}
+	keys := make([]string, 0, len(s.Resources))
+	for k := range s.Resources {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Sorted returns the resources ordered by key.
+func (s *Snapshot) Sorted() []Resource {
+	keys := s.Keys()
+	out := make([]Resource, len(keys))
+	for i, k := range keys {
+		out[i] = s.Resources[k]
+	}
+	return out
+}
+
+// ResourceHashes returns key → content hash for every resource.
+func (s *Snapshot) ResourceHashes() map[string]string {
+	if s == nil {
+		return map[string]string{}
+	}
+	m := make(map[string]string, len(s.Resources))
+	for k, r := range s.Resources {
+		m[k] = r.Hash
+	}
+	return m
+}
+
+// Len is the number of resources; a nil snapshot has none.
+func (s *Snapshot) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.Resources)
+}
+
+// Delta is what moves a receiver that holds BaseHashes to a snapshot.
+type Delta struct {
+	Version  uint64
+	Hash     string
+	Epoch    uint64
+	Upserts  []Resource
+	Removals []string
+	// Full means Upserts is the whole snapshot: the receiver drops everything else.
+	Full bool
+}
+
+// Diff computes the delta from a receiver holding held (key → hash) to s. When held is nil
+// the delta is full. Upserts and removals are sorted by key.
+func Diff(held map[string]string, s *Snapshot) Delta {
+	d := Delta{Version: s.Version, Hash: s.Hash, Epoch: s.Epoch}
+	if held == nil {
+		d.Full = true
+		d.Upserts = s.Sorted()
+		return d
+	}
+	for _, k := range s.Keys() {
+		r := s.Resources[k]
+		if held[k] != r.Hash {
+			d.Upserts = append(d.Upserts, r)
+		}
+	}
+	for k := range held {
+		if _, ok := s.Resources[k]; !ok {
+			d.Removals = append(d.Removals, k)
+		}
+	}
+	slices.Sort(d.Removals)
+	return d
+}
+
+// Empty reports whether the delta changes nothing.
+func (d Delta) Empty() bool { return !d.Full && len(d.Upserts) == 0 && len(d.Removals) == 0 }
+
+// ErrHashMismatch means a delta applied to the receiver's state did not produce the content
+// the sender announced: the receiver's base differs from what the sender assumed.
+var ErrHashMismatch = fmt.Errorf("snapshot hash mismatch")
+
+// Apply applies d to base (which may be nil) and checks the result against d.Hash.
+func Apply(base *Snapshot, d Delta) (*Snapshot, error) {
+	m := make(map[string]Resource, base.Len()+len(d.Upserts))
+	if !d.Full && base != nil {
+		for k, r := range base.Resources {
+			m[k] = r
+		}
+	}
+	for _, k := range d.Removals {
+		delete(m, k)
+	}
+	for _, r := range d.Upserts {
+		if got := HashBytes(r.Body); got != r.Hash {
+			return nil, fmt.Errorf("resource %s: body hash %s does not match announced %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
+		}
+		m[r.Key] = r
+	}
+	s := FromMap(d.Version, d.Epoch, m)
+	if d.Hash != "" && s.Hash != d.Hash {
+		return nil, fmt.Errorf("applied delta to version %d gives hash %s, sender announced %s: %w", d.Version, s.Hash, d.Hash, ErrHashMismatch)
+	}
+	return s, nil
+}
+
+// wire is the JSON form of a snapshot: resources as a sorted list.
+type wire struct {
+	Version   uint64     `json:"version"`
+	Hash      string     `json:"hash"`
+	Epoch     uint64     `json:"epoch,omitempty"`
+	Resources []Resource `json:"resources"`
+}
+
+// MarshalJSON encodes the snapshot with its resources sorted by key.
+func (s *Snapshot) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wire{Version: s.Version, Hash: s.Hash, Epoch: s.Epoch, Resources: s.Sorted()})
+}
+
+// UnmarshalJSON decodes a snapshot and verifies its content hash.
+func (s *Snapshot) UnmarshalJSON(b []byte) error {
+	var w wire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	n := New(w.Version, w.Epoch, w.Resources)
+	if w.Hash != "" && n.Hash != w.Hash {
+		return fmt.Errorf("decoded snapshot version %d: content hash %s, recorded %s: %w", w.Version, n.Hash, w.Hash, ErrHashMismatch)
+	}
+	*s = *n
+	return nil
+}
