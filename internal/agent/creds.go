@@ -30,7 +30,8 @@ type credentials struct {
 	mu      sync.Mutex // guards everything below
 	pool    *x509.CertPool
 	cert    *tls.Certificate
-	invalid bool // the server refused the certificate: register again
+	issued  time.Time // when the certificate was obtained (its NotBefore is backdated for skew)
+	invalid bool      // the server refused the certificate: register again
 }
 
 func newCredentials(cfg *Config, log *slog.Logger, m *metrics) *credentials {
@@ -54,15 +55,28 @@ func (c *credentials) loadCA() error {
 	c.mu.Unlock()
 	if c.cfg.TLSMode == "mtls" {
 		if cert, err := pki.LoadKeyPair(c.certFile(), c.keyFile()); err == nil {
-			c.setCert(&cert)
+			// A certificate of another cluster (a copied state dir) is not ours: register anew.
+			td := ""
+			if len(cert.Leaf.URIs) > 0 {
+				td = cert.Leaf.URIs[0].Host
+			}
+			if name, err := pki.ClusterFromCert(cert.Leaf, td); err == nil && name == c.cfg.Cluster {
+				issued := time.Now()
+				if fi, err := os.Stat(c.certFile()); err == nil {
+					issued = fi.ModTime()
+				}
+				c.setCert(&cert, issued)
+			} else {
+				c.log.Warn("stored certificate is not this cluster's; registering again", "file", c.certFile(), "identity", name, "error", err)
+			}
 		}
 	}
 	return nil
 }
 
-func (c *credentials) setCert(cert *tls.Certificate) {
+func (c *credentials) setCert(cert *tls.Certificate, issued time.Time) {
 	c.mu.Lock()
-	c.cert, c.invalid = cert, false
+	c.cert, c.issued, c.invalid = cert, issued, false
 	c.mu.Unlock()
 	c.m.certExpiry.Set(float64(cert.Leaf.NotAfter.Unix()))
 }
@@ -76,15 +90,19 @@ func (c *credentials) notAfter() time.Time {
 	return c.cert.Leaf.NotAfter
 }
 
-// renewAt is when the certificate should be replaced: two thirds into its lifetime.
+// renewAt is when the certificate should be replaced: two thirds into its lifetime, counted
+// from when it was obtained.
 func (c *credentials) renewAt() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cert == nil || c.invalid {
 		return time.Time{}
 	}
-	l := c.cert.Leaf
-	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3)
+	start := c.issued
+	if start.Before(c.cert.Leaf.NotBefore) || start.After(c.cert.Leaf.NotAfter) {
+		start = c.cert.Leaf.NotBefore
+	}
+	return start.Add(c.cert.Leaf.NotAfter.Sub(start) * 2 / 3)
 }
 
 func (c *credentials) markInvalid() {
@@ -183,7 +201,7 @@ func (c *credentials) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.setCert(&cert)
+	c.setCert(&cert, time.Now())
 	c.m.registrations.Inc()
 	c.log.Info("registered; certificate issued", "identity", resp.GetIdentity(), "notAfter", cert.Leaf.NotAfter)
 	return nil

@@ -56,7 +56,6 @@ type Reconciler struct {
 
 	mu           sync.Mutex // guards everything below
 	dirConfig    []resource.Object
-	dirErrors    []string
 	dirLoaded    bool
 	apiConfig    []resource.Object
 	apiLoaded    bool
@@ -287,9 +286,9 @@ func (r *Reconciler) flush(ctx context.Context) error {
 }
 
 // SetDirConfig replaces the configuration read from the config directory.
-func (r *Reconciler) SetDirConfig(objs []resource.Object, errs []string) {
+func (r *Reconciler) SetDirConfig(objs []resource.Object) {
 	r.mu.Lock()
-	r.dirConfig, r.dirErrors, r.dirLoaded = objs, errs, true
+	r.dirConfig, r.dirLoaded = objs, true
 	r.mu.Unlock()
 	r.trigger()
 }

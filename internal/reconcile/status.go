@@ -33,15 +33,16 @@ type ClusterStatus struct {
 
 // Status is the reconciler's state for /status and `meshrelay check`.
 type Status struct {
-	Ready             bool            `json:"ready"`
-	StoreError        string          `json:"storeError,omitempty"`
-	SafeMode          SafeModeStatus  `json:"safeMode"`
-	Translations      uint64          `json:"translations"`
-	LastTranslation   time.Time       `json:"lastTranslation,omitzero"`
-	TranslationErrors []string        `json:"translationErrors,omitempty"`
-	ConfigErrors      []string        `json:"configErrors,omitempty"`
-	ConfigResources   int             `json:"configResources"`
-	Clusters          []ClusterStatus `json:"clusters"`
+	Ready             bool           `json:"ready"`
+	StoreError        string         `json:"storeError,omitempty"`
+	SafeMode          SafeModeStatus `json:"safeMode"`
+	Translations      uint64         `json:"translations"`
+	LastTranslation   time.Time      `json:"lastTranslation,omitzero"`
+	TranslationErrors []string       `json:"translationErrors,omitempty"`
+	// ConfigErrors are filled in by the caller from the config directory watcher.
+	ConfigErrors    []string        `json:"configErrors,omitempty"`
+	ConfigResources int             `json:"configResources"`
+	Clusters        []ClusterStatus `json:"clusters"`
 }
 
 // Status returns a snapshot of the reconciler's state.
@@ -57,7 +58,6 @@ func (r *Reconciler) Status() Status {
 		Translations:      r.translations,
 		LastTranslation:   r.lastRun,
 		TranslationErrors: r.lastErrors,
-		ConfigErrors:      r.dirErrors,
 		ConfigResources:   len(config),
 	}
 	for name, kc := range translate.Clusters(config) {

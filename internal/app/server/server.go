@@ -32,7 +32,6 @@ import (
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
-	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
@@ -100,8 +99,8 @@ func (c *Config) Validate() error {
 	if c.SafeMode && c.SafeStartWindow > 0 {
 		errs = append(errs, errors.New("--safe-start-window takes effect only with --safe-mode=false"))
 	}
-	if c.AgentCertTTL < time.Minute {
-		errs = append(errs, errors.New("--agent-cert-ttl must be at least 1m"))
+	if c.AgentCertTTL < 5*time.Second {
+		errs = append(errs, errors.New("--agent-cert-ttl must be at least 5s"))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
@@ -158,7 +157,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		return fmt.Errorf("relay listen on %s: %w", cfg.RelayAddress, err)
 	}
 
-	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: func() any { return rec.Status() }, Gatherer: reg}, log.With("component", "admin"))
+	var dir *discovery.Dir
+	if cfg.ConfigDir != "" {
+		dir = discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
+	}
+	status := func() any {
+		st := rec.Status()
+		if dir != nil {
+			st.ConfigErrors = dir.Errors()
+		}
+		return st
+	}
+	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
 	configapi.Register(adm, rec)
 	adminAddr, err := adm.Listen()
 	if err != nil {
@@ -184,13 +194,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		<-errc
 		return nil
 	})
-	if cfg.ConfigDir != "" {
-		dir := discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
-		g.Go(func() error {
-			return dir.Start(gctx, func(objs []resource.Object) {
-				rec.SetDirConfig(objs, dir.Errors())
-			})
-		})
+	if dir != nil {
+		g.Go(func() error { return dir.Start(gctx, rec.SetDirConfig) })
 	}
 	if ready != nil {
 		ready(lis.Addr().String(), adminAddr)

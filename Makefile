@@ -1,0 +1,17 @@
+# meshrelay — the README's commands.
+.PHONY: test demo build generate bench
+
+# Every test (installs redis-server when missing).
+test:
+	./scripts/test.sh
+
+# The main job.
+demo:
+	go run ./cmd/meshrelay demo
+
+build:
+	go build -o bin/meshrelay ./cmd/meshrelay
+
+# Regenerate the relay protocol's Go code (pinned buf and plugins).
+generate:
+	./scripts/generate.sh

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func cli(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// Bad input in the config directory is reported with file, resource, field and reason, and
+// the previous good version of that file keeps flowing.
+func TestBadInputInConfigDir(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("server", []string{"local", "remote"})
+	local := h.startAgent("local", s)
+	remote := h.startAgent("remote", s)
+	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
+	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+
+	writeFile(t, filepath.Join(s.config, "broken.yaml"), "kind: KubernetesCluster\nmetadata: [unclosed\n")
+	writeFile(t, filepath.Join(s.config, "clusters.yaml"), `apiVersion: meshrelay.io/v1alpha1
+kind: KubernetesCluster
+metadata:
+  name: local
+---
+apiVersion: meshrelay.io/v1alpha1
+kind: KubernetesCluster
+metadata:
+  name: remote
+spec:
+  skipWarming: "yes"
+`)
+	eventually(t, 10*time.Second, "server reports both errors", func() error {
+		errs := strings.Join(s.status(t).ConfigErrors, "\n")
+		if !containsAll(errs, "broken.yaml", "malformed YAML", "clusters.yaml", `KubernetesCluster "remote"`, "spec.skipWarming", "boolean") {
+			return fmt.Errorf("config errors: %s", errs)
+		}
+		return nil
+	})
+	// remote is still registered (the file's last good version stands) and changes still flow.
+	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 8080))
+	eventually(t, 15*time.Second, "red reaches remote", func() error {
+		return outputHas(t, remote, "ServiceEntry/default/local-default-service-red")
+	})
+	if err := outputHas(t, remote, blueInLocal); err != nil {
+		t.Fatalf("bad config removed good output: %v", err)
+	}
+	out, _, err := cli(t, "get", "kubernetesclusters", "--server", s.admin)
+	if err != nil || !containsAll(out, "local", "remote") {
+		t.Fatalf("get kubernetesclusters: %v\n%s", err, out)
+	}
+	// Fixing the file clears the errors.
+	writeFile(t, filepath.Join(s.config, "clusters.yaml"), "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: local\n---\napiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: remote\n")
+	writeFile(t, filepath.Join(s.config, "broken.yaml"), "# fixed\n")
+	eventually(t, 10*time.Second, "errors cleared", func() error {
+		if errs := s.status(t).ConfigErrors; len(errs) > 0 {
+			return fmt.Errorf("still: %v", errs)
+		}
+		return nil
+	})
+}
+
+// Bad input through `meshrelay apply` is refused with a clear message and a non-zero exit;
+// valid documents in the same file are applied; a refused update never replaces the good one.
+func TestBadInputThroughApply(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("server", []string{"local"})
+	good := filepath.Join(h.dir, "good.yaml")
+	writeFile(t, good, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: east\nspec:\n  clusterDomain: east.local\n")
+	if out, errOut, err := cli(t, "apply", "-f", good, "--server", s.admin); err != nil || !strings.Contains(out, `KubernetesCluster "east" applied`) {
+		t.Fatalf("apply good: %v\n%s%s", err, out, errOut)
+	}
+	bad := filepath.Join(h.dir, "bad.yaml")
+	writeFile(t, bad, `apiVersion: meshrelay.io/v1alpha1
+kind: KubernetesCluster
+metadata:
+  name: east
+spec:
+  clusterDomain: "Not A Domain"
+---
+apiVersion: meshrelay.io/v1alpha1
+kind: KubernetesCluster
+metadata:
+  name: west
+---
+kind: [oops
+`)
+	out, errOut, err := cli(t, "apply", "-f", bad, "--server", s.admin)
+	if err == nil {
+		t.Fatalf("apply of bad input exited 0:\n%s%s", out, errOut)
+	}
+	if !containsAll(errOut, bad+": document 1", `KubernetesCluster "east"`, "spec.clusterDomain", "is not a DNS name", bad+": document 3", "malformed YAML") {
+		t.Fatalf("unclear error:\n%s", errOut)
+	}
+	if !strings.Contains(out, `KubernetesCluster "west" applied`) {
+		t.Fatalf("valid document in the same file not applied:\n%s", out)
+	}
+	got, _, err := cli(t, "get", "kubernetescluster", "east", "-o", "yaml", "--server", s.admin)
+	if err != nil || !strings.Contains(got, "clusterDomain: east.local") {
+		t.Fatalf("the good version of east was replaced: %v\n%s", err, got)
+	}
+	if _, errOut, err := cli(t, "get", "nosuchkind", "--server", s.admin); err == nil || !strings.Contains(errOut, `unknown kind "nosuchkind"`) {
+		t.Fatalf("get of an unknown kind: %v %s", err, errOut)
+	}
+	// delete works for API-applied resources.
+	if _, errOut, err := cli(t, "delete", "kubernetescluster", "west", "--server", s.admin); err != nil {
+		t.Fatalf("delete: %v %s", err, errOut)
+	}
+	if _, _, err := cli(t, "get", "kubernetescluster", "west", "--server", s.admin); err == nil {
+		t.Fatal("west still there after delete")
+	}
+}

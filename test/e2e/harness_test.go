@@ -1,0 +1,369 @@
+// Package e2e runs meshrelay as real processes — the built binary, real TLS on loopback, a
+// real redis-server — and checks what users were promised.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/demo"
+	"github.com/meshrelay/meshrelay/internal/proc"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meshrelay-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "meshrelay")
+	build := exec.Command("go", "build", "-race", "-o", bin, "../../cmd/meshrelay")
+	if os.Getenv("MESHRELAY_E2E_NORACE") != "" {
+		build = exec.Command("go", "build", "-o", bin, "../../cmd/meshrelay")
+	}
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build meshrelay:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// harness owns the processes and files of one test.
+type harness struct {
+	t     *testing.T
+	dir   string
+	token string
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir()}
+	h.token = filepath.Join(h.dir, "token")
+	if err := os.WriteFile(h.token, []byte("e2e-token-"+strconv.FormatInt(time.Now().UnixNano(), 36)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *harness) addr() string {
+	h.t.Helper()
+	p, err := proc.FreePort()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(p)
+}
+
+func (h *harness) start(name string, args ...string) *proc.Process {
+	h.t.Helper()
+	logPath := filepath.Join(h.dir, name+".log")
+	p, err := proc.Start(name, bin, logPath, args...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() {
+		if err := p.Stop(10 * time.Second); err != nil {
+			h.t.Errorf("stop %s: %v", name, err)
+		}
+		if h.t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			h.t.Logf("----- %s log (tail) -----\n%s", name, b)
+		}
+	})
+	return p
+}
+
+type server struct {
+	p       *proc.Process
+	relay   string
+	admin   string
+	dataDir string
+	config  string
+	args    []string
+}
+
+// startServer runs a server with a config dir registering the named clusters.
+func (h *harness) startServer(name string, clusters []string, extra ...string) *server {
+	h.t.Helper()
+	s := &server{relay: h.addr(), admin: h.addr(), dataDir: filepath.Join(h.dir, "server-data"), config: filepath.Join(h.dir, "config")}
+	if err := os.MkdirAll(s.config, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, c := range clusters {
+		fmt.Fprintf(&b, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: %s\n---\n", c)
+	}
+	writeFile(h.t, filepath.Join(s.config, "clusters.yaml"), b.String())
+	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir,
+		"--config-dir", s.config, "--token-file", h.token, "--log-level", "debug"}, extra...)
+	s.p = h.start(name, s.args...)
+	waitReady(h.t, s.admin)
+	return s
+}
+
+// restart starts the same server again (same ports, data dir and flags).
+func (h *harness) restartServer(s *server, name string) {
+	h.t.Helper()
+	s.p = h.start(name, s.args...)
+	waitReady(h.t, s.admin)
+}
+
+func waitReady(t *testing.T, admin string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := proc.WaitHTTP(ctx, "http://"+admin+"/readyz"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type agent struct {
+	p         *proc.Process
+	cluster   string
+	discovery string
+	output    string
+	state     string
+	admin     string
+	args      []string
+}
+
+func (h *harness) agentDirs(cluster string) *agent {
+	a := &agent{cluster: cluster, discovery: filepath.Join(h.dir, cluster, "discovery"), output: filepath.Join(h.dir, cluster, "output"),
+		state: filepath.Join(h.dir, cluster, "state"), admin: h.addr()}
+	if err := os.MkdirAll(a.discovery, 0o755); err != nil {
+		h.t.Fatal(err)
+	}
+	return a
+}
+
+func (h *harness) startAgent(cluster string, s *server, extra ...string) *agent {
+	h.t.Helper()
+	a := h.agentDirs(cluster)
+	a.args = append([]string{"agent", "--cluster", cluster, "--relay-address", s.relay, "--token-file", h.token,
+		"--relay-ca-file", filepath.Join(s.dataDir, "relay-ca.crt"), "--state-dir", a.state, "--discovery-dir", a.discovery,
+		"--output-dir", a.output, "--admin-address", a.admin, "--max-backoff", "1s", "--log-level", "debug"}, extra...)
+	a.p = h.start("agent-"+cluster, a.args...)
+	return a
+}
+
+func (h *harness) restartAgent(a *agent) {
+	h.t.Helper()
+	a.p = h.start("agent-"+a.cluster+"-again", a.args...)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func serviceYAML(name, ip string, port int) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata:
+  name: %[1]s
+  namespace: default
+spec:
+  ports:
+  - name: http
+    port: %[3]d
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[1]s-abc
+  namespace: default
+  labels:
+    kubernetes.io/service-name: %[1]s
+addressType: IPv4
+endpoints:
+- addresses: ["%[2]s"]
+  conditions: {ready: true}
+ports:
+- name: http
+  port: %[3]d
+`, name, ip, port)
+}
+
+// eventually polls f until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %s: %v", what, timeout, err)
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal(t.Context().Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func outputHas(t *testing.T, a *agent, key string) error {
+	keys, err := demo.OutputKeys(a.output)
+	if err != nil {
+		return err
+	}
+	if !keys[key] {
+		return fmt.Errorf("%s output lacks %s (has %v)", a.cluster, key, keys)
+	}
+	return nil
+}
+
+func outputLacks(t *testing.T, a *agent, key string) error {
+	keys, err := demo.OutputKeys(a.output)
+	if err != nil {
+		return err
+	}
+	if keys[key] {
+		return fmt.Errorf("%s output still has %s", a.cluster, key)
+	}
+	return nil
+}
+
+func getJSON(addr, path string, v any) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+type agentStatus struct {
+	Cluster       string `json:"cluster"`
+	Connected     bool   `json:"connected"`
+	OutputVersion uint64 `json:"outputVersion"`
+	OutputHash    string `json:"outputHash"`
+	LastError     string `json:"lastError"`
+}
+
+func (a *agent) status(t *testing.T) agentStatus {
+	var st agentStatus
+	_ = getJSON(a.admin, "/status", &st)
+	return st
+}
+
+type serverStatus struct {
+	SafeMode struct {
+		Active  bool     `json:"active"`
+		Missing []string `json:"missingClusters"`
+	} `json:"safeMode"`
+	Translations uint64   `json:"translations"`
+	ConfigErrors []string `json:"configErrors"`
+	Clusters     []struct {
+		Name          string `json:"name"`
+		OutputVersion uint64 `json:"outputVersion"`
+		OutputHash    string `json:"outputHash"`
+		InSync        bool   `json:"inSync"`
+	} `json:"clusters"`
+}
+
+func (s *server) status(t *testing.T) serverStatus {
+	t.Helper()
+	var st serverStatus
+	if err := getJSON(s.admin, "/status", &st); err != nil {
+		t.Logf("server status: %v", err)
+	}
+	return st
+}
+
+// metric returns the value of a Prometheus sample whose name matches and whose label set
+// contains every given label (`cluster="a"`), or 0 when absent.
+func metric(t *testing.T, admin, name string, labels ...string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		return v
+	}
+	return 0
+}
+
+// mtimes maps every file of dir to its modification time.
+func mtimes(t *testing.T, dir string) map[string]time.Time {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]time.Time{}
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[e.Name()] = info.ModTime()
+	}
+	return m
+}
+
+func logContains(t *testing.T, p *proc.Process, s string) error {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(string(b), s) {
+		return fmt.Errorf("log of %s does not contain %q", p.Name, s)
+	}
+	return nil
+}
