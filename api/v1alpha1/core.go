@@ -65,3 +65,31 @@ type EndpointPort struct {
 	Protocol    string `json:"protocol,omitempty"`
 	AppProtocol string `json:"appProtocol,omitempty"`
 }
+
+// Secret is the subset of a Kubernetes v1 Secret that meshrelay reads: TLS material
+// (type kubernetes.io/tls, keys tls.crt, tls.key and optionally ca.crt), as the seeds'
+// `glooctl create secret tls` makes.
+type Secret struct {
+	TypeMeta   `json:",inline"`
+	Metadata   ObjectMeta        `json:"metadata"`
+	Type       string            `json:"type,omitempty"`
+	Data       map[string][]byte `json:"data,omitempty"`
+	StringData map[string]string `json:"stringData,omitempty"`
+}
+
+// KindSecret is the kind of a Kubernetes Secret.
+const KindSecret = "Secret"
+
+// Value returns a key of the secret from data or stringData.
+func (s Secret) Value(key string) []byte {
+	if v, ok := s.StringData[key]; ok {
+		return []byte(v)
+	}
+	return s.Data[key]
+}
+
+// Labels of a KubernetesCluster that place it.
+const (
+	LabelRegion = "topology.kubernetes.io/region"
+	LabelZone   = "topology.kubernetes.io/zone"
+)

@@ -44,6 +44,28 @@ type agentInfo struct {
 	discovery, output, admin string
 }
 
+const virtualDestinations = `# Each service is reachable from every cluster under one global name.
+apiVersion: meshrelay.io/v1alpha1
+kind: VirtualDestination
+metadata:
+  name: service-blue
+  namespace: default
+spec:
+  hosts: [blue.global]
+  ports: [{number: 10000}]
+  services: [{name: service-blue}]
+---
+apiVersion: meshrelay.io/v1alpha1
+kind: VirtualDestination
+metadata:
+  name: service-green
+  namespace: default
+spec:
+  hosts: [green.global]
+  ports: [{number: 10000}]
+  services: [{name: service-green}]
+`
+
 const clusters = `apiVersion: admin.gloo.solo.io/v2
 kind: KubernetesCluster
 metadata:
@@ -185,6 +207,9 @@ func (e *env) story(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(cfgDir, "clusters.yaml"), []byte(clusters), 0o644); err != nil {
 		return err
 	}
+	if err := os.WriteFile(filepath.Join(cfgDir, "virtual-destinations.yaml"), []byte(virtualDestinations), 0o644); err != nil {
+		return err
+	}
 	token := filepath.Join(e.dir, "relay-identity-token")
 	if err := os.WriteFile(token, []byte("demo-token-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"\n"), 0o600); err != nil {
 		return err
@@ -231,25 +256,25 @@ func (e *env) story(ctx context.Context) error {
 	}
 	e.say("3. service-blue runs in cluster local; waiting for it to reach cluster remote's output")
 	t0 := time.Now()
-	if err := e.waitFor(ctx, "remote", "ServiceEntry/default/local-default-service-blue", true); err != nil {
+	if err := e.waitFor(ctx, "remote", "ServiceEntry/default/vd-service-blue", true); err != nil {
 		return err
 	}
-	e.say("   remote now has ServiceEntry local-default-service-blue (%s)", time.Since(t0).Round(time.Millisecond))
+	e.say("   remote now has ServiceEntry blue.global with local's endpoint (%s)", time.Since(t0).Round(time.Millisecond))
 	e.say("4. service-green starts in cluster remote")
 	t0 = time.Now()
 	if err := os.WriteFile(filepath.Join(e.agents["remote"].discovery, "service-green.yaml"), []byte(service("service-green", "10.0.2.20", 10000)), 0o644); err != nil {
 		return err
 	}
-	if err := e.waitFor(ctx, "local", "ServiceEntry/default/remote-default-service-green", true); err != nil {
+	if err := e.waitFor(ctx, "local", "ServiceEntry/default/vd-service-green", true); err != nil {
 		return err
 	}
-	e.say("   local now has ServiceEntry remote-default-service-green (%s after the file was written)", time.Since(t0).Round(time.Millisecond))
+	e.say("   local now has ServiceEntry green.global with remote's endpoint (%s after the file was written)", time.Since(t0).Round(time.Millisecond))
 	e.say("5. service-blue is removed from cluster local")
 	t0 = time.Now()
 	if err := os.Remove(filepath.Join(e.agents["local"].discovery, "service-blue.yaml")); err != nil {
 		return err
 	}
-	if err := e.waitFor(ctx, "remote", "ServiceEntry/default/local-default-service-blue", false); err != nil {
+	if err := e.waitFor(ctx, "remote", "ServiceEntry/default/vd-service-blue", false); err != nil {
 		return err
 	}
 	e.say("   remote no longer has it (%s)", time.Since(t0).Round(time.Millisecond))

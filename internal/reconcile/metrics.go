@@ -4,6 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
 	translations       prometheus.Counter
+	recomputed         prometheus.Counter
 	translationSeconds prometheus.Histogram
 	inputVersion       *prometheus.GaugeVec
 	outputVersion      *prometheus.GaugeVec
@@ -18,6 +19,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		translations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_translation_total", Help: "Translations run.",
+		}),
+		recomputed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_clusters_recomputed_total", Help: "Cluster outputs computed anew (the others were reused unchanged).",
 		}),
 		translationSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshrelay_translation_duration_seconds", Help: "Time one translation of every cluster took.",
@@ -46,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp)
 	}
 	return m
 }

@@ -23,8 +23,13 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// TranslateFunc is the pure translation the reconciler runs.
-type TranslateFunc func(config []resource.Object, inputs map[string]*snapshot.Snapshot) translate.Result
+// Translator is the translation the reconciler runs (translate.Translator).
+type Translator interface {
+	Translate(in translate.Input) translate.Result
+}
+
+// CertSource gives the mesh identities of the clusters (nil: none).
+type CertSource func(clusters []string) map[string]translate.ClusterCert
 
 // Config tunes a Reconciler.
 type Config struct {
@@ -48,7 +53,8 @@ type Config struct {
 type Reconciler struct {
 	cfg       Config
 	store     snapshot.Store
-	translate TranslateFunc
+	translate Translator
+	certs     CertSource
 	log       *slog.Logger
 	m         *metrics
 	now       func() time.Time
@@ -72,6 +78,8 @@ type Reconciler struct {
 	startedAt    time.Time
 	safe         SafeModeStatus
 	lastErrors   []string
+	lastStatus   map[string][]string
+	recomputed   int
 	lastRun      time.Time
 	translations uint64
 	storeErr     string
@@ -87,7 +95,7 @@ type ackState struct {
 }
 
 // New builds a reconciler; it does no I/O.
-func New(cfg Config, store snapshot.Store, tr TranslateFunc, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
+func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
@@ -95,7 +103,7 @@ func New(cfg Config, store snapshot.Store, tr TranslateFunc, log *slog.Logger, r
 		cfg.Epoch = 1
 	}
 	return &Reconciler{
-		cfg: cfg, store: store, translate: tr, log: log, m: newMetrics(reg), now: time.Now,
+		cfg: cfg, store: store, translate: tr, certs: certs, log: log, m: newMetrics(reg), now: time.Now,
 		kick:         make(chan struct{}, 1),
 		inputs:       map[string]*snapshot.Snapshot{},
 		outputs:      map[string]*snapshot.Snapshot{},
@@ -454,13 +462,20 @@ func (r *Reconciler) reconcile() {
 			inputs[c] = in
 		}
 	}
+	in := translate.Input{Config: config, Inputs: inputs}
+	if r.certs != nil {
+		in.Certs = r.certs(sortedKeys(clusters))
+	}
 	start := time.Now()
-	res := r.translate(config, inputs)
+	res := r.translate.Translate(in)
 	r.m.translations.Inc()
+	r.m.recomputed.Add(float64(len(res.Recomputed)))
 	r.m.translationSeconds.Observe(time.Since(start).Seconds())
 	r.translations++
 	r.lastRun = now
 	r.lastErrors = res.Errors
+	r.lastStatus = res.Status
+	r.recomputed = len(res.Recomputed)
 	for c, rs := range res.Outputs {
 		next := snapshot.New(0, r.cfg.Epoch, rs)
 		cur := r.outputs[c]
@@ -558,4 +573,20 @@ func (r *Reconciler) Ready() error {
 		return fmt.Errorf("%w: config directory not read yet", ErrNotReady)
 	}
 	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ResourceStatus returns the problems the last translation found, by resource.
+func (r *Reconciler) ResourceStatus() map[string][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastStatus
 }

@@ -39,6 +39,9 @@ type Status struct {
 	Translations      uint64         `json:"translations"`
 	LastTranslation   time.Time      `json:"lastTranslation,omitzero"`
 	TranslationErrors []string       `json:"translationErrors,omitempty"`
+	// ResourceStatus lists, by resource, problems such as references to things that do not
+	// exist.
+	ResourceStatus map[string][]string `json:"resourceStatus,omitempty"`
 	// ConfigErrors are filled in by the caller from the config directory watcher.
 	ConfigErrors    []string        `json:"configErrors,omitempty"`
 	ConfigResources int             `json:"configResources"`
@@ -58,6 +61,7 @@ func (r *Reconciler) Status() Status {
 		Translations:      r.translations,
 		LastTranslation:   r.lastRun,
 		TranslationErrors: r.lastErrors,
+		ResourceStatus:    r.lastStatus,
 		ConfigResources:   len(config),
 	}
 	for name, kc := range translate.Clusters(config) {

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
 // DocumentError is an error in one YAML document of a file.
@@ -147,4 +149,28 @@ func Dedupe(objs []Object) []Object {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
+}
+
+// LoadInputsDir reads a directory holding one subdirectory per cluster, each laid out like
+// an agent's discovery directory, into input snapshots (version 1) by cluster name.
+func LoadInputsDir(dir string) (map[string]*snapshot.Snapshot, []error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, []error{fmt.Errorf("read inputs: %w", err)}
+	}
+	out := map[string]*snapshot.Snapshot{}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		objs, es := LoadPath(filepath.Join(dir, e.Name()))
+		errs = append(errs, es...)
+		rs := make([]snapshot.Resource, len(objs))
+		for i, o := range objs {
+			rs[i] = o.Resource()
+		}
+		out[e.Name()] = snapshot.New(1, 0, rs)
+	}
+	return out, errs
 }

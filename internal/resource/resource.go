@@ -115,15 +115,16 @@ var kinds = map[string]kindInfo{
 		apiVersions: []string{v1alpha1.APIVersion, "admin.gloo.solo.io/v2"},
 		validate:    validateKubernetesCluster,
 	},
-	v1alpha1.KindUpstream:               {apiVersions: []string{v1alpha1.APIVersion, "gloo.solo.io/v1"}, namespaced: true},
-	v1alpha1.KindFailoverScheme:         {apiVersions: []string{v1alpha1.APIVersion, "fed.solo.io/v1"}, namespaced: true},
-	v1alpha1.KindGateway:                {apiVersions: []string{v1alpha1.APIVersion, "gateway.solo.io/v1"}, namespaced: true},
-	v1alpha1.KindRouteTable:             {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true},
-	v1alpha1.KindVirtualDestination:     {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true},
-	v1alpha1.KindFailoverPolicy:         {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true},
-	v1alpha1.KindOutlierDetectionPolicy: {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true},
+	v1alpha1.KindUpstream:               {apiVersions: []string{v1alpha1.APIVersion, "gloo.solo.io/v1"}, namespaced: true, validate: validateUpstream},
+	v1alpha1.KindFailoverScheme:         {apiVersions: []string{v1alpha1.APIVersion, "fed.solo.io/v1"}, namespaced: true, validate: validateFailoverScheme},
+	v1alpha1.KindGateway:                {apiVersions: []string{v1alpha1.APIVersion, "gateway.solo.io/v1"}, namespaced: true, validate: validateGateway},
+	v1alpha1.KindRouteTable:             {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true, validate: validateRouteTable},
+	v1alpha1.KindVirtualDestination:     {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true, validate: validateVirtualDestination},
+	v1alpha1.KindFailoverPolicy:         {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true, validate: validateFailoverPolicy},
+	v1alpha1.KindOutlierDetectionPolicy: {apiVersions: []string{v1alpha1.APIVersion}, namespaced: true, validate: validateOutlierDetectionPolicy},
 	v1alpha1.KindService:                {apiVersions: []string{"v1"}, namespaced: true, validate: validateService},
 	v1alpha1.KindEndpointSlice:          {apiVersions: []string{"discovery.k8s.io/v1"}, namespaced: true, validate: validateEndpointSlice},
+	v1alpha1.KindSecret:                 {apiVersions: []string{"v1"}, namespaced: true},
 }
 
 // Kinds lists the kinds this package understands, sorted.
@@ -207,10 +208,7 @@ func Decode(js []byte) (Object, error) {
 	o := Object{APIVersion: h.APIVersion, Kind: h.Kind, Name: h.Metadata.Name, Namespace: h.Metadata.Namespace, Labels: h.Metadata.Labels, Raw: raw}
 	if info.validate != nil {
 		if err := info.validate(o); err != nil {
-			var fe *FieldError
-			if errors.As(err, &fe) && fe.Resource == "" {
-				fe.Resource = o.String()
-			}
+			fillResource(err, o.String()) // every FieldError, also those joined
 			return Object{}, err
 		}
 	} else if s, ok := generic["spec"]; ok {

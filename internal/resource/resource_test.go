@@ -51,20 +51,20 @@ func TestParseAccepts(t *testing.T) {
 		},
 		{
 			name:      "seed FailoverScheme",
-			src:       "apiVersion: fed.solo.io/v1\nkind: FailoverScheme\nmetadata:\n  name: fs\n  namespace: gloo-fed\nspec: {}\n",
+			src:       "apiVersion: fed.solo.io/v1\nkind: FailoverScheme\nmetadata:\n  name: fs\n  namespace: gloo-fed\nspec:\n  primary:\n    clusterName: east\n    name: petstore\n    namespace: gloo-system\n  failoverGroups:\n  - priorityGroup:\n    - cluster: west\n      upstreams:\n      - name: petstore\n        namespace: gloo-system\n",
 			key:       "FailoverScheme/gloo-fed/fs",
 			namespace: "gloo-fed",
 		},
 		{
 			name:      "seed Gateway",
-			src:       "apiVersion: gateway.solo.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: gloo-system\nspec:\n  bindPort: 8080\n",
+			src:       "apiVersion: gateway.solo.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n  namespace: gloo-system\nspec:\n  bindPort: 8080\n  httpGateway: {}\n",
 			key:       "Gateway/gloo-system/gw",
 			namespace: "gloo-system",
 		},
 		{
 			name:      "namespaced kind defaults to default",
-			src:       "apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata:\n  name: rt\nspec: {}\n",
-			key:       "RouteTable/default/rt",
+			src:       "apiVersion: meshrelay.io/v1alpha1\nkind: Upstream\nmetadata:\n  name: rt\nspec:\n  static:\n    hosts:\n    - addr: 10.0.0.1\n      port: 80\n",
+			key:       "Upstream/default/rt",
 			namespace: "default",
 		},
 		{
@@ -81,8 +81,8 @@ func TestParseAccepts(t *testing.T) {
 		},
 		{
 			name: "dotted name",
-			src:  "apiVersion: meshrelay.io/v1alpha1\nkind: Upstream\nmetadata:\n  name: a.b-c\n  namespace: ns\n",
-			key:  "Upstream/ns/a.b-c", namespace: "ns",
+			src:  "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a.b-c\n  namespace: ns\n",
+			key:  "Secret/ns/a.b-c", namespace: "ns",
 		},
 		{
 			name: "JSON document",
@@ -368,12 +368,12 @@ func TestParseList(t *testing.T) {
 func TestCanonicalRaw(t *testing.T) {
 	const want = `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"app":"web","tier":"front"},"name":"web","namespace":"shop"},"spec":{"ports":[{"name":"http","port":80,"targetPort":8080}],"selector":{"app":"web"}}}`
 	variants := map[string]string{
-		"block style": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
-		"other key order": "spec:\n  ports:\n  - targetPort: 8080\n    port: 80\n    name: http\n  selector: {app: web}\nmetadata:\n  labels: {tier: front, app: web}\n  namespace: shop\n  name: web\nkind: Service\napiVersion: v1\n",
-		"flow style and comments": "# svc\n{apiVersion: v1, kind: Service,   metadata: {name: web, namespace: shop, labels: {app: web, tier: front}}, spec: {ports: [{name: http, port: 80, targetPort: 8080}], selector: {app: web}}}\n",
-		"JSON": `{ "kind": "Service", "apiVersion": "v1", "spec": { "selector": {"app": "web"}, "ports": [ {"port": 80, "name": "http", "targetPort": 8080} ] }, "metadata": {"namespace": "shop", "name": "web", "labels": {"tier": "front", "app": "web"}} }`,
+		"block style":                          "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+		"other key order":                      "spec:\n  ports:\n  - targetPort: 8080\n    port: 80\n    name: http\n  selector: {app: web}\nmetadata:\n  labels: {tier: front, app: web}\n  namespace: shop\n  name: web\nkind: Service\napiVersion: v1\n",
+		"flow style and comments":              "# svc\n{apiVersion: v1, kind: Service,   metadata: {name: web, namespace: shop, labels: {app: web, tier: front}}, spec: {ports: [{name: http, port: 80, targetPort: 8080}], selector: {app: web}}}\n",
+		"JSON":                                 `{ "kind": "Service", "apiVersion": "v1", "spec": { "selector": {"app": "web"}, "ports": [ {"port": 80, "name": "http", "targetPort": 8080} ] }, "metadata": {"namespace": "shop", "name": "web", "labels": {"tier": "front", "app": "web"}} }`,
 		"server-populated metadata and status": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\n  resourceVersion: \"12345\"\n  uid: 0b9c1a5e-1111-2222-3333-444455556666\n  creationTimestamp: \"2024-01-01T00:00:00Z\"\n  generation: 4\n  managedFields:\n  - manager: kubectl\n    operation: Apply\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\nstatus:\n  loadBalancer: {}\n",
-		"CRLF line endings": strings.ReplaceAll("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n", "\n", "\r\n"),
+		"CRLF line endings":                    strings.ReplaceAll("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  labels:\n    app: web\n    tier: front\nspec:\n  selector:\n    app: web\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n", "\n", "\r\n"),
 	}
 	var hash string
 	for name, src := range variants {
@@ -437,8 +437,27 @@ func write(t *testing.T, path, data string) {
 	}
 }
 
+// upstream is a static Upstream in namespace web whose single host is host.
 func upstream(name, host string) string {
-	return "apiVersion: meshrelay.io/v1alpha1\nkind: Upstream\nmetadata:\n  name: " + name + "\n  namespace: web\nspec:\n  host: " + host + "\n"
+	return "apiVersion: meshrelay.io/v1alpha1\nkind: Upstream\nmetadata:\n  name: " + name + "\n  namespace: web\nspec:\n  static:\n    hosts:\n    - addr: " + host + "\n      port: 80\n"
+}
+
+// hostOf returns the first static host of an Upstream.
+func hostOf(t *testing.T, o resource.Object) string {
+	t.Helper()
+	var u struct {
+		Spec struct {
+			Static struct {
+				Hosts []struct {
+					Addr string `json:"addr"`
+				} `json:"hosts"`
+			} `json:"static"`
+		} `json:"spec"`
+	}
+	if err := o.Into(&u); err != nil || len(u.Spec.Static.Hosts) == 0 {
+		t.Fatalf("%s: no static host (%v)", o, err)
+	}
+	return u.Spec.Static.Hosts[0].Addr
 }
 
 func TestLoadPath(t *testing.T) {
@@ -472,13 +491,8 @@ func TestLoadPath(t *testing.T) {
 	if !reflect.DeepEqual(order, want) {
 		t.Errorf("loaded %v, want %v (sorted by key)", order, want)
 	}
-	var u struct {
-		Spec struct {
-			Host string `json:"host"`
-		} `json:"spec"`
-	}
-	if err := keys["Upstream/web/api"].Into(&u); err != nil || u.Spec.Host != "second" {
-		t.Errorf("Upstream web/api host %q (%v): the later file must win", u.Spec.Host, err)
+	if h := hostOf(t, keys["Upstream/web/api"]); h != "second" {
+		t.Errorf("Upstream web/api host %q: the later file must win", h)
 	}
 	if len(errs) != 1 {
 		t.Fatalf("errors %v, want one", errs)
@@ -497,8 +511,8 @@ func TestLoadPathSingleFileAndMissing(t *testing.T) {
 	if len(errs) != 0 || len(objs) != 1 {
 		t.Fatalf("got %d objects, errors %v; want one object", len(objs), errs)
 	}
-	if !strings.Contains(string(objs[0].Raw), `"host":"b"`) {
-		t.Errorf("the later document of a file must win: %s", objs[0].Raw)
+	if h := hostOf(t, objs[0]); h != "b" {
+		t.Errorf("the later document of a file must win: host %q", h)
 	}
 	objs, errs = resource.LoadPath(filepath.Join(dir, "missing"))
 	if len(objs) != 0 || len(errs) != 1 || !errors.Is(errs[0], os.ErrNotExist) {
@@ -584,9 +598,9 @@ func TestParseKey(t *testing.T) {
 }
 
 func TestDedupeKeepsLast(t *testing.T) {
-	a1 := parseOne(t, upstream("a", "1"))
-	a2 := parseOne(t, upstream("a", "2"))
-	b := parseOne(t, upstream("b", "1"))
+	a1 := parseOne(t, upstream("a", "one"))
+	a2 := parseOne(t, upstream("a", "two"))
+	b := parseOne(t, upstream("b", "one"))
 	got := resource.Dedupe([]resource.Object{b, a1, a2})
 	if len(got) != 2 || got[0].Key() != "Upstream/web/a" || got[1].Key() != "Upstream/web/b" || string(got[0].Raw) != string(a2.Raw) {
 		t.Errorf("Dedupe = %v", got)

@@ -1,10 +1,17 @@
 // Package translate turns the management configuration and every cluster's input snapshot
-// into each cluster's output snapshot. It is a pure, deterministic function: no I/O, no
-// clock, no map-order effects — the same inputs always give the same bytes.
+// into each cluster's output snapshot: Envoy xDS resources (go-control-plane types) and
+// Istio-shaped resources (Istio's own types). It is pure and deterministic — no I/O, no
+// clock, no map-order effects: the same inputs always give the same bytes.
+//
+// Translation happens in two steps: a Plan per cluster (build.go, vd.go: what the cluster
+// needs, as plain Go values), then rendering (render_envoy.go, render_istio.go). The
+// Translator keeps the previous results and recomputes only the clusters whose inputs —
+// captured in a digest of everything their plan can read — changed.
 package translate
 
 import (
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
 
@@ -13,13 +20,34 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
+// ClusterCert is the mesh identity the management server issued to a cluster: its
+// certificate and key, and the CA bundle that verifies every cluster's certificate.
+type ClusterCert struct {
+	CertPEM, KeyPEM, CAPEM []byte
+}
+
+// Input is everything a translation reads.
+type Input struct {
+	// Config is the management server's configuration.
+	Config []resource.Object
+	// Inputs are the clusters' input snapshots by cluster name.
+	Inputs map[string]*snapshot.Snapshot
+	// Certs are the mesh identities by cluster name (optional).
+	Certs map[string]ClusterCert
+}
+
 // Result is what one translation produced.
 type Result struct {
 	// Outputs holds the resources of every registered cluster, sorted by key.
 	Outputs map[string][]snapshot.Resource
-	// Errors are problems found while translating (for example an input object that does
-	// not decode); they never stop the translation of unrelated resources.
+	// Status lists problems by resource (`FailoverScheme "gloo-fed/failover-scheme"`):
+	// references to things that do not exist, unsupported combinations. They never stop the
+	// translation of unrelated resources.
+	Status map[string][]string
+	// Errors are problems that belong to no resource (undecodable inputs, render failures).
 	Errors []string
+	// Recomputed lists the clusters whose output was computed anew (the others were reused).
+	Recomputed []string
 }
 
 // Clusters returns the registered clusters of a configuration by name.
@@ -37,162 +65,310 @@ func Clusters(config []resource.Object) map[string]v1alpha1.KubernetesCluster {
 	return out
 }
 
-// Translate computes the output of every cluster registered in config from the inputs.
-// Inputs of clusters that are not registered are ignored.
-func Translate(config []resource.Object, inputs map[string]*snapshot.Snapshot) Result {
-	clusters := Clusters(config)
-	names := sortedKeys(clusters)
-	res := Result{Outputs: make(map[string][]snapshot.Resource, len(names))}
+// Translate computes every registered cluster's output from scratch.
+func Translate(in Input) Result { return NewTranslator().Translate(in) }
 
-	// Services of each cluster, with their ready endpoints.
-	services := map[string][]discovered{}
-	for _, c := range names {
-		svcs, errs := discoveredServices(c, inputs[c])
-		services[c] = svcs
-		res.Errors = append(res.Errors, errs...)
+// Translator translates incrementally: it reuses the output of every cluster whose digest
+// (a hash of everything its plan reads) is unchanged. Not safe for concurrent use.
+type Translator struct {
+	models  map[string]cachedModel
+	outputs map[string]cachedOutput
+}
+
+type cachedModel struct {
+	hash  string
+	model *clusterModel
+}
+
+type cachedOutput struct {
+	digest    string
+	resources []snapshot.Resource
+	status    map[string][]string
+	errors    []string
+}
+
+// NewTranslator returns a Translator with empty caches.
+func NewTranslator() *Translator {
+	return &Translator{models: map[string]cachedModel{}, outputs: map[string]cachedOutput{}}
+}
+
+// Translate computes every registered cluster's output, reusing unchanged ones.
+func (t *Translator) Translate(in Input) Result {
+	w := t.world(in)
+	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}}
+	for _, c := range w.names {
+		res.Errors = append(res.Errors, w.models[c].errors...)
 	}
-	for _, c := range names {
-		var out []snapshot.Resource
-		for _, other := range names {
-			if other == c {
-				continue
-			}
-			for _, d := range services[other] {
-				r, err := serviceEntry(other, d)
-				if err != nil {
-					res.Errors = append(res.Errors, err.Error())
-					continue
-				}
-				out = append(out, r)
-			}
+	global := w.status // problems found while reading the configuration
+	digests := w.digests(in)
+	next := make(map[string]cachedOutput, len(w.names))
+	for _, c := range w.names {
+		out, ok := t.outputs[c]
+		if !ok || out.digest != digests[c] {
+			w.status = &statusSet{}
+			p := w.plan(c)
+			rs, errs := render(p)
+			out = cachedOutput{digest: digests[c], resources: rs, status: w.status.m, errors: errs}
+			res.Recomputed = append(res.Recomputed, c)
 		}
-		sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-		res.Outputs[c] = out
+		next[c] = out
+		res.Outputs[c] = out.resources
+		res.Errors = append(res.Errors, out.errors...)
+		mergeStatus(res.Status, out.status)
 	}
+	mergeStatus(res.Status, global.m)
+	t.outputs = next
 	sort.Strings(res.Errors)
+	res.Errors = uniq(res.Errors)
 	return res
 }
 
-type discovered struct {
-	svc       v1alpha1.Service
-	endpoints []v1alpha1.EndpointSlice
+func mergeStatus(dst, src map[string][]string) {
+	for k, msgs := range src {
+		for _, m := range msgs {
+			if !contains(dst[k], m) {
+				dst[k] = append(dst[k], m)
+			}
+		}
+		sort.Strings(dst[k])
+	}
 }
 
-func discoveredServices(cluster string, in *snapshot.Snapshot) ([]discovered, []string) {
-	if in == nil {
-		return nil, nil
+func uniq(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
 	}
+	return out
+}
+
+// render turns a plan into resources; a renderer failure is reported and leaves that
+// renderer's part of the output out rather than publishing half of it.
+func render(p Plan) ([]snapshot.Resource, []string) {
+	var out []snapshot.Resource
 	var errs []string
-	var svcs []discovered
-	slices := map[string][]v1alpha1.EndpointSlice{}
-	for _, r := range in.Sorted() {
-		o, err := resource.FromResource(r)
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("cluster %s: %v", cluster, err))
+	env, err := renderEnvoy(p)
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("cluster %s: envoy: %v", p.Cluster, err))
+	} else {
+		out = append(out, env...)
+	}
+	ist, err := renderIstio(p)
+	if err != nil {
+		errs = append(errs, fmt.Sprintf("cluster %s: istio: %v", p.Cluster, err))
+	} else {
+		out = append(out, ist...)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, errs
+}
+
+// world parses the configuration and the inputs (reusing parsed inputs by hash).
+func (t *Translator) world(in Input) *world {
+	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{}}
+	w.names = sortedNames(w.clusters)
+	models := make(map[string]cachedModel, len(w.names))
+	var objs []object
+	for _, o := range in.Config {
+		objs = append(objs, object{Object: o})
+	}
+	for _, c := range w.names {
+		h := ""
+		if s := in.Inputs[c]; s != nil {
+			h = s.Hash
+		}
+		// The model depends on the cluster's KubernetesCluster too (domain, locality).
+		kcRaw := ""
+		for _, o := range in.Config {
+			if o.Kind == v1alpha1.KindKubernetesCluster && o.Name == c {
+				kcRaw = string(o.Raw)
+			}
+		}
+		key := h + "|" + kcRaw
+		cm, ok := t.models[c]
+		if !ok || cm.hash != key {
+			cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
+		}
+		models[c] = cm
+		w.models[c] = cm.model
+		objs = append(objs, cm.model.objects...)
+	}
+	t.models = models
+	decodeInto(objs, v1alpha1.KindUpstream, w, &w.upstreamDecls)
+	decodeInto(objs, v1alpha1.KindGateway, w, &w.gatewayDecls)
+	decodeInto(objs, v1alpha1.KindFailoverScheme, w, &w.schemes)
+	decodeInto(objs, v1alpha1.KindRouteTable, w, &w.routeTables)
+	decodeInto(objs, v1alpha1.KindVirtualDestination, w, &w.vds)
+	decodeInto(objs, v1alpha1.KindFailoverPolicy, w, &w.fpolicies)
+	decodeInto(objs, v1alpha1.KindOutlierDetectionPolicy, w, &w.opolicies)
+	return w
+}
+
+// digests computes, per cluster, a hash of everything its plan can read: its own input
+// and KubernetesCluster, the configuration objects that can apply to it, the mesh
+// certificates, and what every other cluster exports (gateway addresses and the upstreams
+// that failover schemes, route tables and virtual destinations can reach).
+func (w *world) digests(in Input) map[string]string {
+	var clusterObjs []string
+	for _, o := range in.Config {
+		if o.Kind == v1alpha1.KindKubernetesCluster {
+			clusterObjs = append(clusterObjs, string(o.Raw))
+		}
+	}
+	sort.Strings(clusterObjs)
+	exports := map[string]string{}
+	for _, c := range w.names {
+		exports[c] = w.exportDigest(c)
+	}
+	relevant := w.relevantObjects()
+	out := make(map[string]string, len(w.names))
+	for _, c := range w.names {
+		h := sha256.New()
+		write := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+		write(c)
+		for _, s := range clusterObjs {
+			write(s)
+		}
+		if s := in.Inputs[c]; s != nil {
+			write(s.Hash)
+		}
+		if cert, ok := in.Certs[c]; ok {
+			write(string(cert.CertPEM))
+			write(string(cert.KeyPEM))
+			write(string(cert.CAPEM))
+		}
+		for _, r := range relevant {
+			if r.all || contains(r.clusters, c) {
+				write(r.origin)
+				write(string(r.raw))
+			}
+		}
+		for _, other := range w.names {
+			if other != c {
+				write(other)
+				write(exports[other])
+			}
+		}
+		out[c] = hex.EncodeToString(h.Sum(nil))
+	}
+	return out
+}
+
+type relevantObject struct {
+	origin   string
+	raw      []byte
+	all      bool
+	clusters []string
+}
+
+// relevantObjects says which clusters each configuration object can affect.
+func (w *world) relevantObjects() []relevantObject {
+	var out []relevantObject
+	add := func(o object, all bool, clusters ...string) {
+		out = append(out, relevantObject{origin: o.origin, raw: o.Raw, all: all, clusters: clusters})
+	}
+	for _, d := range w.upstreamDecls {
+		target := orString(d.origin, d.v.Spec.Cluster)
+		add(d.obj, target == "", target)
+	}
+	for _, d := range w.gatewayDecls {
+		add(d.obj, false, d.v.Spec.Cluster)
+	}
+	for _, s := range w.schemes {
+		cl := []string{s.v.Spec.Primary.ClusterName}
+		for _, g := range s.v.Spec.FailoverGroups {
+			for _, t := range g.PriorityGroup {
+				cl = append(cl, t.Cluster)
+			}
+		}
+		add(s.obj, false, cl...)
+	}
+	for _, rt := range w.routeTables {
+		cl := rt.v.Spec.Clusters
+		switch {
+		case len(cl) > 0:
+		case rt.origin != "":
+			cl = []string{rt.origin}
+		}
+		// Remote destinations make the target cluster's gateway serve the upstream.
+		for _, r := range rt.v.Spec.HTTP {
+			for _, d := range r.ForwardTo.Destinations {
+				if d.Ref.Cluster != "" {
+					cl = append(cl, d.Ref.Cluster)
+				}
+			}
+		}
+		add(rt.obj, len(rt.v.Spec.Clusters) == 0 && rt.origin == "", cl...)
+	}
+	for _, v := range w.vds {
+		add(v.obj, true)
+	}
+	for _, p := range w.fpolicies {
+		add(p.obj, true)
+	}
+	for _, p := range w.opolicies {
+		add(p.obj, true)
+	}
+	return out
+}
+
+// exportDigest hashes what other clusters can read of cluster c: its gateway addresses and
+// the upstreams that schemes, route tables and virtual destinations can reach.
+func (w *world) exportDigest(c string) string {
+	h := sha256.New()
+	for _, e := range w.gatewayEndpoints(c) {
+		fmt.Fprintf(h, "gw %s %d %s %s\n", e.Address, e.Port, e.Region, e.Zone)
+	}
+	local := w.localUpstreams(c)
+	exported := map[string]bool{}
+	for _, s := range w.schemes {
+		for _, g := range s.v.Spec.FailoverGroups {
+			for _, t := range g.PriorityGroup {
+				if t.Cluster == c {
+					for _, u := range t.Upstreams {
+						exported[u.Name] = true
+					}
+				}
+			}
+		}
+	}
+	for _, rt := range w.routeTables {
+		for _, r := range rt.v.Spec.HTTP {
+			for _, d := range r.ForwardTo.Destinations {
+				if d.Ref.Cluster == c {
+					exported[d.Ref.Name] = true
+				}
+			}
+		}
+	}
+	for _, name := range sortedNames(local) {
+		u := local[name]
+		for _, vd := range w.vds {
+			if u.svcName != "" && selected(vd.v.Spec.Services, c, u) {
+				exported[name] = true
+			}
+		}
+	}
+	for _, name := range sortedNames(exported) {
+		u, ok := local[name]
+		if !ok {
+			fmt.Fprintf(h, "missing %s\n", name)
 			continue
 		}
-		switch o.Kind {
-		case v1alpha1.KindService:
-			var s v1alpha1.Service
-			if err := o.Into(&s); err != nil {
-				errs = append(errs, fmt.Sprintf("cluster %s: %s: %v", cluster, o, err))
-				continue
-			}
-			svcs = append(svcs, discovered{svc: s})
-		case v1alpha1.KindEndpointSlice:
-			var es v1alpha1.EndpointSlice
-			if err := o.Into(&es); err != nil {
-				errs = append(errs, fmt.Sprintf("cluster %s: %s: %v", cluster, o, err))
-				continue
-			}
-			k := o.Namespace + "/" + es.Metadata.Labels[v1alpha1.LabelServiceName]
-			slices[k] = append(slices[k], es)
+		fmt.Fprintf(h, "up %s %s %s %s %d %v\n", u.name, u.namespace, u.svcName, u.host, u.port, sortedLabels(u.labels))
+		for _, e := range u.endpoints {
+			fmt.Fprintf(h, "ep %s %d %s %s\n", e.Address, e.Port, e.Region, e.Zone)
 		}
 	}
-	for i := range svcs {
-		svcs[i].endpoints = slices[svcs[i].svc.Metadata.Namespace+"/"+svcs[i].svc.Metadata.Name]
-	}
-	return svcs, errs
+	return hex.EncodeToString(h.Sum(nil))
 }
 
-// LabelSourceCluster marks output resources with the cluster they describe.
-const LabelSourceCluster = "meshrelay.io/source-cluster"
-
-// RemoteHost is the hostname under which a service of another cluster is reachable.
-func RemoteHost(cluster, namespace, service string) string {
-	return fmt.Sprintf("%s.%s.svc.%s.global", service, namespace, cluster)
-}
-
-func serviceEntry(cluster string, d discovered) (snapshot.Resource, error) {
-	s := d.svc
-	ports := make([]map[string]any, 0, len(s.Spec.Ports))
-	for _, p := range s.Spec.Ports {
-		name := p.Name
-		if name == "" {
-			name = fmt.Sprintf("port-%d", p.Port)
-		}
-		proto := p.Protocol
-		if proto == "" || proto == "TCP" {
-			proto = "TCP"
-		}
-		ports = append(ports, map[string]any{"number": p.Port, "name": name, "protocol": proto})
-	}
-	var eps []map[string]any
-	for _, es := range d.endpoints {
-		portMap := map[string]any{}
-		for _, p := range es.Ports {
-			if p.Name != "" {
-				portMap[p.Name] = p.Port
-			}
-		}
-		for _, ep := range es.Endpoints {
-			if !ep.IsReady() {
-				continue
-			}
-			for _, addr := range ep.Addresses {
-				e := map[string]any{"address": addr, "labels": map[string]string{LabelSourceCluster: cluster}}
-				if len(portMap) > 0 {
-					e["ports"] = portMap
-				}
-				if ep.Zone != "" {
-					e["locality"] = ep.Zone
-				}
-				eps = append(eps, e)
-			}
-		}
-	}
-	sort.Slice(eps, func(i, j int) bool { return eps[i]["address"].(string) < eps[j]["address"].(string) })
-	name := fmt.Sprintf("%s-%s-%s", cluster, s.Metadata.Namespace, s.Metadata.Name)
-	spec := map[string]any{
-		"hosts":      []string{RemoteHost(cluster, s.Metadata.Namespace, s.Metadata.Name)},
-		"location":   "MESH_INTERNAL",
-		"resolution": "STATIC",
-		"ports":      ports,
-	}
-	if len(eps) > 0 {
-		spec["endpoints"] = eps
-	}
-	obj := map[string]any{
-		"apiVersion": "networking.istio.io/v1",
-		"kind":       "ServiceEntry",
-		"metadata": map[string]any{
-			"name":      name,
-			"namespace": s.Metadata.Namespace,
-			"labels":    map[string]string{LabelSourceCluster: cluster, "app.kubernetes.io/managed-by": "meshrelay"},
-		},
-		"spec": spec,
-	}
-	body, err := json.Marshal(obj)
-	if err != nil {
-		return snapshot.Resource{}, fmt.Errorf("cluster %s: ServiceEntry %s: %w", cluster, name, err)
-	}
-	return snapshot.NewResource(resource.Key("ServiceEntry", s.Metadata.Namespace, name), body), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
+func sortedLabels(m map[string]string) []string {
 	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
+	for k, v := range m {
+		out = append(out, k+"="+v)
 	}
 	sort.Strings(out)
 	return out

@@ -52,7 +52,7 @@ spec:
 	// remote is still registered (the file's last good version stands) and changes still flow.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 8080))
 	eventually(t, 15*time.Second, "red reaches remote", func() error {
-		return outputHas(t, remote, "ServiceEntry/default/local-default-service-red")
+		return outputHas(t, remote, seKey("service-red"))
 	})
 	if err := outputHas(t, remote, blueInLocal); err != nil {
 		t.Fatalf("bad config removed good output: %v", err)

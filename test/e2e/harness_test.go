@@ -113,6 +113,7 @@ func (h *harness) startServer(name string, clusters []string, extra ...string) *
 		fmt.Fprintf(&b, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: %s\n---\n", c)
 	}
 	writeFile(h.t, filepath.Join(s.config, "clusters.yaml"), b.String())
+	writeFile(h.t, filepath.Join(s.config, "virtual-destinations.yaml"), virtualDestinations)
 	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir,
 		"--config-dir", s.config, "--token-file", h.token, "--log-level", "debug"}, extra...)
 	s.p = h.start(name, s.args...)
@@ -183,6 +184,21 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// exported are the services the tests share across clusters: each has a
+// VirtualDestination <name>.global selecting it in every cluster.
+var exported = []string{"service-blue", "service-green", "service-red", "svc-0", "svc-1", "svc-2", "svc-3", "svc-4", "svc-new"}
+
+var virtualDestinations = func() string {
+	var b strings.Builder
+	for _, n := range exported {
+		fmt.Fprintf(&b, "apiVersion: meshrelay.io/v1alpha1\nkind: VirtualDestination\nmetadata:\n  name: %[1]s\n  namespace: default\nspec:\n  hosts: [%[1]s.global]\n  ports: [{number: 80, targetPort: {name: http}}]\n  services: [{name: %[1]s}]\n---\n", n)
+	}
+	return b.String()
+}()
+
+// seKey is the key of the ServiceEntry a cluster's output has for an exported service.
+func seKey(service string) string { return "ServiceEntry/default/vd-" + service }
 
 func serviceYAML(name, ip string, port int) string {
 	return fmt.Sprintf(`apiVersion: v1

@@ -107,10 +107,18 @@ func TestIdentityNegatives(t *testing.T) {
 		if err != nil || msg.GetSnapshot() == nil {
 			t.Fatalf("local's own pull: %v %v", msg, err)
 		}
-		for _, r := range msg.GetSnapshot().GetUpserts() {
-			if strings.Contains(r.GetKey(), "local-default-service-blue") {
-				t.Fatalf("local received its own service back: %s", r.GetKey())
+		// What it got is local's output, not remote's.
+		var localHash, remoteHash string
+		for _, c := range s.status(t).Clusters {
+			switch c.Name {
+			case "local":
+				localHash = c.OutputHash
+			case "remote":
+				remoteHash = c.OutputHash
 			}
+		}
+		if got := msg.GetSnapshot().GetHash(); got != localHash || got == remoteHash {
+			t.Fatalf("pull as local got snapshot %s; local's is %s, remote's %s", got, localHash, remoteHash)
 		}
 	})
 
@@ -212,7 +220,7 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 	// Renewal did not disturb the session, and changes still flow over it.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 80))
 	eventually(t, 10*time.Second, "red reaches remote", func() error {
-		return outputHas(t, remote, "ServiceEntry/default/local-default-service-red")
+		return outputHas(t, remote, seKey("service-red"))
 	})
 	if n := metric(t, remote.admin, "meshrelay_agent_reconnects_total"); n != 0 {
 		t.Fatalf("renewal caused %v reconnects", n)

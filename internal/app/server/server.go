@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		SafeMode:         cfg.SafeMode,
 		SafeStartWindow:  time.Duration(cfg.SafeStartWindow) * time.Second,
 		WaitForConfigDir: cfg.ConfigDir != "",
-	}, store, translate.Translate, log.With("component", "reconcile"), reg)
+	}, store, translate.NewTranslator(), nil, log.With("component", "reconcile"), reg)
 
 	rs := relay.NewServer(relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}, rec, ca, log.With("component", "relay"), reg)
 	gs := grpc.NewServer(

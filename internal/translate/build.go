@@ -1,0 +1,594 @@
+package translate
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/resource"
+)
+
+// Names of the Secrets that carry a cluster's mesh identity issued by the management
+// server (used when no bring-your-own secret is referenced).
+const (
+	MeshIdentitySecret = "meshrelay-mesh-identity"
+	MeshCASecret       = "meshrelay-mesh-ca"
+	// FailoverUpstreamSecret is the seed's client secret for failover connections: when a
+	// Secret of this name exists in the primary's cluster it is used instead of the mesh
+	// identity.
+	FailoverUpstreamSecret = "failover-upstream"
+	// DefaultHTTPPort is the port of the default HTTP gateway a cluster gets when route
+	// tables apply to it and it declares no httpGateway (Gloo's gateway-proxy).
+	DefaultHTTPPort = 8080
+)
+
+// world is the parsed configuration and inputs of one translation.
+type world struct {
+	clusters map[string]v1alpha1.KubernetesCluster
+	names    []string
+	models   map[string]*clusterModel
+	certs    map[string]ClusterCert
+
+	upstreamDecls []typed[v1alpha1.Upstream]
+	gatewayDecls  []typed[v1alpha1.Gateway]
+	schemes       []typed[v1alpha1.FailoverScheme]
+	routeTables   []typed[v1alpha1.RouteTable]
+	vds           []typed[v1alpha1.VirtualDestination]
+	fpolicies     []typed[v1alpha1.FailoverPolicy]
+	opolicies     []typed[v1alpha1.OutlierDetectionPolicy]
+
+	status *statusSet
+}
+
+type typed[T any] struct {
+	obj    object
+	v      T
+	origin string
+}
+
+// statusSet collects problems per resource.
+type statusSet struct{ m map[string][]string }
+
+func (s *statusSet) add(o object, format string, args ...any) {
+	if s.m == nil {
+		s.m = map[string][]string{}
+	}
+	k := o.describe()
+	msg := fmt.Sprintf(format, args...)
+	for _, e := range s.m[k] {
+		if e == msg {
+			return
+		}
+	}
+	s.m[k] = append(s.m[k], msg)
+}
+
+func decodeInto[T any](objs []object, kind string, w *world, out *[]typed[T]) {
+	for _, o := range objs {
+		if o.Kind != kind {
+			continue
+		}
+		var v T
+		if err := o.Into(&v); err != nil {
+			w.status.add(o, "does not decode: %v", err)
+			continue
+		}
+		*out = append(*out, typed[T]{obj: o, v: v, origin: o.origin})
+	}
+}
+
+// plan builds the Plan of one cluster.
+func (w *world) plan(c string) Plan {
+	p := Plan{Cluster: c}
+	local := w.localUpstreams(c)
+	served := map[string]bool{}
+	ups := map[string]*UpstreamPlan{}
+	for _, name := range sortedNames(local) {
+		u := local[name]
+		up := &UpstreamPlan{Name: u.name, Namespace: u.namespace, Host: u.host, Port: u.port, ConnectTimeout: u.spec.ConnectTimeout.Duration,
+			HealthChecks: healthChecks(u), Outlier: outlier(u.spec.OutlierDetection)}
+		if len(u.endpoints) > 0 {
+			up.Priorities = [][]Endpoint{u.endpoints}
+		}
+		ups[name] = up
+	}
+	w.applySchemes(c, local, ups, served)
+	secrets := map[string]bool{}
+	w.applyVirtualDestinations(c, &p, ups, served, secrets)
+	p.HTTPListeners = w.httpListeners(c, local, ups, secrets)
+	p.TCPGateways = w.tcpGateways(c, local, served, secrets)
+	for _, name := range sortedNames(ups) {
+		up := ups[name]
+		for _, prio := range up.Priorities {
+			for _, e := range prio {
+				if e.TLS != nil {
+					secrets[e.TLS.CertSecret] = true
+					if e.TLS.CASecret != "" {
+						secrets[e.TLS.CASecret] = true
+					}
+				}
+			}
+		}
+		p.Upstreams = append(p.Upstreams, *up)
+	}
+	p.Secrets = w.secrets(c, secrets)
+	return p
+}
+
+// localUpstreams are the cluster's discovered upstreams with declared ones merged on.
+func (w *world) localUpstreams(c string) map[string]*upstreamModel {
+	m := w.models[c]
+	out := make(map[string]*upstreamModel, len(m.upstreams))
+	for k, u := range m.upstreams {
+		cp := *u
+		out[k] = &cp
+	}
+	for _, d := range w.upstreamDecls {
+		target := d.origin
+		if target == "" {
+			target = d.v.Spec.Cluster
+		}
+		u := out[d.obj.Name]
+		switch {
+		case target != "" && target != c:
+			continue
+		case u == nil && d.v.Spec.Static != nil && target == c:
+			u = &upstreamModel{name: d.obj.Name, namespace: d.obj.Namespace, host: d.obj.Name, labels: d.obj.Labels}
+			for _, h := range d.v.Spec.Static.Hosts {
+				u.endpoints = append(u.endpoints, Endpoint{Address: h.Addr, Port: uint32(h.Port), Cluster: c})
+				u.port = uint32(h.Port)
+			}
+			sortEndpoints(u.endpoints)
+			out[u.name] = u
+		case u == nil:
+			if target == c {
+				w.status.add(d.obj, "cluster %s has no upstream %q to patch (discovered upstreams are named <namespace>-<service>-<port>)", c, d.obj.Name)
+			}
+			continue
+		}
+		s := &u.spec
+		if len(d.v.Spec.HealthChecks) > 0 {
+			s.HealthChecks = d.v.Spec.HealthChecks
+		}
+		if d.v.Spec.OutlierDetection != nil {
+			s.OutlierDetection = d.v.Spec.OutlierDetection
+		}
+		if d.v.Spec.ConnectTimeout.Duration > 0 {
+			s.ConnectTimeout = d.v.Spec.ConnectTimeout
+		}
+	}
+	return out
+}
+
+func healthChecks(u *upstreamModel) []HealthCheck {
+	var out []HealthCheck
+	for _, h := range u.spec.HealthChecks {
+		if h.HTTPHealthCheck == nil {
+			continue
+		}
+		hc := HealthCheck{Timeout: orDefault(h.Timeout.Duration, time.Second), Interval: orDefault(h.Interval.Duration, 5*time.Second),
+			UnhealthyThreshold: uint32(max(h.UnhealthyThreshold, 1)), HealthyThreshold: uint32(max(h.HealthyThreshold, 1)),
+			Path: h.HTTPHealthCheck.Path, Host: h.HTTPHealthCheck.Host}
+		for _, s := range h.HTTPHealthCheck.ExpectedStatuses {
+			hc.ExpectedStatuses = append(hc.ExpectedStatuses, uint32(s))
+		}
+		out = append(out, hc)
+	}
+	return out
+}
+
+func outlier(o *v1alpha1.OutlierDetection) *Outlier {
+	if o == nil {
+		return nil
+	}
+	out := &Outlier{Consecutive5xx: uint32(max(o.Consecutive5xx, 1)), Interval: orDefault(o.Interval.Duration, 10*time.Second),
+		BaseEjectionTime: orDefault(o.BaseEjectionTime.Duration, 30*time.Second), MaxEjectionPercent: 100}
+	if o.MaxEjectionPercent != nil {
+		out.MaxEjectionPercent = uint32(*o.MaxEjectionPercent)
+	}
+	return out
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// gatewayEndpoints returns where cluster t's TCP (failover) gateway is reachable.
+func (w *world) gatewayEndpoints(t string) []Endpoint {
+	for _, g := range w.gateways(t) {
+		if len(g.addresses) > 0 {
+			return g.addresses
+		}
+	}
+	return nil
+}
+
+// gateways returns a cluster's gateways: its own and those declared for it on the server.
+func (w *world) gateways(c string) []gatewayModel {
+	var out []gatewayModel
+	if m := w.models[c]; m != nil {
+		out = append(out, m.gateways...)
+	}
+	for _, d := range w.gatewayDecls {
+		if d.v.Spec.Cluster == c {
+			gm := gatewayModel{gw: d.v, origin: ""}
+			if d.v.Spec.TCPGateway != nil {
+				kc := w.clusters[c]
+				gm.addresses = gatewayAddresses(c, kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone], d.v, w.models[c].services)
+			}
+			out = append(out, gm)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return out[i].gw.Metadata.Namespace+"/"+out[i].gw.Metadata.Name < out[j].gw.Metadata.Namespace+"/"+out[j].gw.Metadata.Name
+	})
+	return out
+}
+
+// clientTLS is how cluster c authenticates to remote gateways.
+func (w *world) clientTLS(c, sni string) *UpstreamTLS {
+	if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
+		t := &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
+		if len(s.Value("ca.crt")) > 0 {
+			t.CASecret = FailoverUpstreamSecret + "-ca"
+		}
+		return t
+	}
+	return &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+}
+
+// findUpstream finds an upstream of cluster t by reference.
+func (w *world) findUpstream(t, name, namespace string) *upstreamModel {
+	for _, u := range w.localUpstreams(t) {
+		if u.matchesRef(name, namespace) {
+			return u
+		}
+	}
+	return nil
+}
+
+// applySchemes adds failover priorities to primaries in c and records which of c's
+// upstreams other clusters fail over to (served by its TCP gateway).
+func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[string]*UpstreamPlan, served map[string]bool) {
+	for _, s := range w.schemes {
+		sp := s.v.Spec
+		for gi, g := range sp.FailoverGroups {
+			for ti, t := range g.PriorityGroup {
+				for ui, ref := range t.Upstreams {
+					if t.Cluster != c {
+						continue
+					}
+					field := fmt.Sprintf("spec.failoverGroups[%d].priorityGroup[%d].upstreams[%d]", gi, ti, ui)
+					if u := w.findUpstream(c, ref.Name, ref.Namespace); u != nil {
+						served[u.name] = true
+					} else {
+						w.status.add(s.obj, "%s: upstream %q not found in cluster %s", field, ref.Name, c)
+					}
+				}
+			}
+		}
+		if sp.Primary.ClusterName != c {
+			continue
+		}
+		if _, ok := w.clusters[c]; !ok {
+			continue
+		}
+		var primary *UpstreamPlan
+		for _, name := range sortedNames(local) {
+			if local[name].matchesRef(sp.Primary.Name, sp.Primary.Namespace) {
+				primary = ups[name]
+			}
+		}
+		if primary == nil {
+			w.status.add(s.obj, "spec.primary: upstream %q not found in cluster %s", sp.Primary.Name, c)
+			continue
+		}
+		prios := [][]Endpoint{nil}
+		if len(primary.Priorities) > 0 {
+			prios[0] = primary.Priorities[0]
+		}
+		for gi, g := range sp.FailoverGroups {
+			var group []Endpoint
+			for ti, t := range g.PriorityGroup {
+				field := fmt.Sprintf("spec.failoverGroups[%d].priorityGroup[%d]", gi, ti)
+				if _, ok := w.clusters[t.Cluster]; !ok {
+					w.status.add(s.obj, "%s.cluster: cluster %q is not registered", field, t.Cluster)
+					continue
+				}
+				gw := w.gatewayEndpoints(t.Cluster)
+				if len(gw) == 0 {
+					w.status.add(s.obj, "%s: cluster %s has no reachable failover gateway (a Gateway with tcpGateway and a Service exposing its bindPort)", field, t.Cluster)
+					continue
+				}
+				for _, ref := range t.Upstreams {
+					u := w.findUpstream(t.Cluster, ref.Name, ref.Namespace)
+					if u == nil {
+						continue // reported above, from the target cluster's side
+					}
+					for _, e := range gw {
+						e.TLS = w.clientTLS(c, u.name)
+						group = append(group, e)
+					}
+				}
+			}
+			if len(group) > 0 {
+				prios = append(prios, group)
+			}
+		}
+		primary.Priorities = prios
+		primary.Failover = &FailoverPlan{Source: s.obj.String()}
+		if primary.Outlier == nil {
+			// A failover cluster ejects up to 100 % of a priority's endpoints (DESIGN §7).
+			primary.Outlier = &Outlier{Consecutive5xx: 5, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100}
+		}
+	}
+}
+
+// routeTablesFor returns the route tables that apply to cluster c.
+func (w *world) routeTablesFor(c string) []typed[v1alpha1.RouteTable] {
+	var out []typed[v1alpha1.RouteTable]
+	for _, rt := range w.routeTables {
+		cl := rt.v.Spec.Clusters
+		switch {
+		case len(cl) > 0:
+			if contains(cl, c) {
+				out = append(out, rt)
+			}
+		case rt.origin != "":
+			if rt.origin == c {
+				out = append(out, rt)
+			}
+		default:
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// httpListeners builds the HTTP gateways of c with the routes of its route tables.
+func (w *world) httpListeners(c string, local map[string]*upstreamModel, ups map[string]*UpstreamPlan, secrets map[string]bool) []HTTPListener {
+	rts := w.routeTablesFor(c)
+	var gws []gatewayModel
+	for _, g := range w.gateways(c) {
+		if g.gw.Spec.HTTPGateway != nil {
+			gws = append(gws, g)
+		}
+	}
+	if len(rts) == 0 && len(gws) == 0 {
+		return nil
+	}
+	if len(gws) == 0 {
+		gws = []gatewayModel{{gw: v1alpha1.Gateway{Metadata: v1alpha1.ObjectMeta{Name: "gateway-proxy", Namespace: UpstreamNamespace},
+			Spec: v1alpha1.GatewaySpec{BindAddress: v1alpha1.DefaultBindAddress, BindPort: DefaultHTTPPort, HTTPGateway: &v1alpha1.HTTPGateway{}}}}}
+	}
+	var out []HTTPListener
+	for _, g := range gws {
+		l := HTTPListener{Name: listenerName(g.gw), Address: orString(g.gw.Spec.BindAddress, v1alpha1.DefaultBindAddress), Port: uint32(g.gw.Spec.BindPort), Namespace: g.gw.Metadata.Namespace}
+		for _, rt := range rts {
+			if ref := rt.v.Spec.Gateway; ref != nil && (ref.Name != g.gw.Metadata.Name || (ref.Namespace != "" && ref.Namespace != g.gw.Metadata.Namespace)) {
+				continue
+			}
+			if refs := g.gw.Spec.HTTPGateway.RouteTables; len(refs) > 0 && !refsContain(refs, rt.obj.Name, rt.obj.Namespace) {
+				continue
+			}
+			vh := VirtualHost{Name: sanitize(rt.obj.Namespace + "-" + rt.obj.Name), Domains: append([]string(nil), rt.v.Spec.Hosts...)}
+			for ri, r := range rt.v.Spec.HTTP {
+				if route, ok := w.route(c, rt, ri, r, local, ups, secrets); ok {
+					vh.Routes = append(vh.Routes, route)
+				}
+			}
+			l.VirtualHosts = append(l.VirtualHosts, vh)
+		}
+		sort.Slice(l.VirtualHosts, func(i, j int) bool { return l.VirtualHosts[i].Name < l.VirtualHosts[j].Name })
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func refsContain(refs []v1alpha1.ObjectRef, name, ns string) bool {
+	for _, r := range refs {
+		if r.Name == name && (r.Namespace == "" || r.Namespace == ns) {
+			return true
+		}
+	}
+	return false
+}
+
+func listenerName(g v1alpha1.Gateway) string {
+	return sanitize(g.Metadata.Namespace + "-" + g.Metadata.Name)
+}
+
+func orString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// route resolves one HTTP route; destinations that do not resolve are reported and the
+// route is dropped (the rest of the table still works).
+func (w *world) route(c string, rt typed[v1alpha1.RouteTable], ri int, r v1alpha1.HTTPRoute, local map[string]*upstreamModel, ups map[string]*UpstreamPlan, secrets map[string]bool) (Route, bool) {
+	route := Route{Name: orString(r.Name, fmt.Sprintf("%s-%d", rt.obj.Name, ri)), Timeout: r.Timeout.Duration}
+	if r.Retries != nil {
+		route.Retries = &Retries{Attempts: uint32(r.Retries.Attempts), PerTryTimeout: r.Retries.PerTryTimeout.Duration, RetryOn: r.Retries.RetryOn}
+	}
+	if len(r.Matchers) > 0 {
+		m := r.Matchers[0]
+		if m.URI != nil {
+			route.Match.Prefix, route.Match.Exact, route.Match.Regex = m.URI.Prefix, m.URI.Exact, m.URI.Regex
+		}
+		for _, h := range m.Headers {
+			route.Match.Headers = append(route.Match.Headers, HeaderMatch{Name: h.Name, Value: h.Value, Regex: h.Regex, Invert: h.InvertMatch})
+		}
+		route.Match.Method = m.Method
+		if len(r.Matchers) > 1 {
+			w.status.add(rt.obj, "spec.http[%d].matchers: only the first matcher is used", ri)
+		}
+	}
+	if route.Match.Prefix == "" && route.Match.Exact == "" && route.Match.Regex == "" {
+		route.Match.Prefix = "/"
+	}
+	for di, d := range r.ForwardTo.Destinations {
+		field := fmt.Sprintf("spec.http[%d].forwardTo.destinations[%d]", ri, di)
+		weight := uint32(1)
+		if d.Weight != nil {
+			weight = uint32(*d.Weight)
+		}
+		switch d.Kind {
+		case v1alpha1.DestinationKindVirtualDestination:
+			name, host, port, ok := w.vdUpstream(d, ups)
+			if !ok {
+				w.status.add(rt.obj, "%s: virtual destination %q not found (or it has no port %v)", field, d.Ref.Name, d.Port)
+				return Route{}, false
+			}
+			route.Destinations = append(route.Destinations, WeightedDestination{Cluster: name, Host: host, Port: port, Weight: weight})
+		default:
+			target := orString(d.Ref.Cluster, c)
+			if target == c {
+				var u *upstreamModel
+				for _, name := range sortedNames(local) {
+					if local[name].matchesRef(d.Ref.Name, d.Ref.Namespace) {
+						u = local[name]
+					}
+				}
+				if u == nil {
+					w.status.add(rt.obj, "%s: upstream %q not found in cluster %s", field, d.Ref.Name, c)
+					return Route{}, false
+				}
+				route.Destinations = append(route.Destinations, WeightedDestination{Cluster: u.name, Host: u.host, Port: u.port, Weight: weight})
+				continue
+			}
+			up, ok := w.remoteUpstream(c, target, d.Ref.Name, d.Ref.Namespace)
+			if !ok {
+				w.status.add(rt.obj, "%s: upstream %q not reachable in cluster %s (missing upstream, unregistered cluster, or no failover gateway)", field, d.Ref.Name, target)
+				return Route{}, false
+			}
+			ups[up.Name] = &up
+			route.Destinations = append(route.Destinations, WeightedDestination{Cluster: up.Name, Host: up.Host, Port: up.Port, Weight: weight})
+		}
+	}
+	return route, len(route.Destinations) > 0
+}
+
+// remoteUpstream is an upstream of cluster t reached from c through t's gateway over mTLS.
+func (w *world) remoteUpstream(c, t, name, namespace string) (UpstreamPlan, bool) {
+	if _, ok := w.clusters[t]; !ok {
+		return UpstreamPlan{}, false
+	}
+	u := w.findUpstream(t, name, namespace)
+	gw := w.gatewayEndpoints(t)
+	if u == nil || len(gw) == 0 {
+		return UpstreamPlan{}, false
+	}
+	var eps []Endpoint
+	for _, e := range gw {
+		e.TLS = w.clientTLS(c, u.name)
+		eps = append(eps, e)
+	}
+	return UpstreamPlan{Name: t + "." + u.name, Namespace: u.namespace, Host: u.host, Port: u.port, Priorities: [][]Endpoint{eps}}, true
+}
+
+// tcpGateways builds c's TCP gateways; a forwardSniClusterName host serves the upstreams
+// that other clusters fail over or route to.
+func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served map[string]bool, secrets map[string]bool) []TCPGateway {
+	var out []TCPGateway
+	for _, g := range w.gateways(c) {
+		if g.gw.Spec.TCPGateway == nil {
+			continue
+		}
+		tg := TCPGateway{Name: listenerName(g.gw), Address: orString(g.gw.Spec.BindAddress, v1alpha1.DefaultBindAddress), Port: uint32(g.gw.Spec.BindPort)}
+		obj := object{Object: resource.Object{Kind: v1alpha1.KindGateway, Name: g.gw.Metadata.Name, Namespace: g.gw.Metadata.Namespace}, origin: g.origin}
+		for hi, h := range g.gw.Spec.TCPGateway.TCPHosts {
+			th := TCPHost{Name: h.Name, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+			if h.SSLConfig != nil && h.SSLConfig.SecretRef != nil {
+				ref := h.SSLConfig.SecretRef
+				if s, ok := w.models[c].secrets[orString(ref.Namespace, g.gw.Metadata.Namespace)+"/"+ref.Name]; ok {
+					th.CertSecret = ref.Name
+					th.CASecret = ""
+					if len(s.Value("ca.crt")) > 0 {
+						th.CASecret = ref.Name + "-ca"
+					}
+				} else if _, ok := w.certs[c]; ok {
+					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s; using the mesh identity issued by the management server", hi, ref.Name, c)
+				} else {
+					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s", hi, ref.Name, c)
+				}
+			}
+			switch {
+			case h.Destination.ForwardSNIClusterName != nil:
+				th.ForwardSNI = true
+				for _, name := range sortedNames(served) {
+					if _, ok := local[name]; ok {
+						th.ServedNames = append(th.ServedNames, name)
+					}
+				}
+			case h.Destination.Single != nil:
+				ref := h.Destination.Single.Upstream
+				for _, name := range sortedNames(local) {
+					if local[name].matchesRef(ref.Name, ref.Namespace) {
+						th.Cluster = name
+					}
+				}
+				if th.Cluster == "" {
+					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].destination.single: upstream %q not found in cluster %s", hi, ref.Name, c)
+					continue
+				}
+			}
+			if th.ForwardSNI && len(th.ServedNames) == 0 {
+				continue // nothing to serve yet; an empty chain list would refuse everything anyway
+			}
+			secrets[th.CertSecret] = true
+			if th.CASecret != "" {
+				secrets[th.CASecret] = true
+			}
+			tg.Hosts = append(tg.Hosts, th)
+		}
+		if len(tg.Hosts) > 0 {
+			out = append(out, tg)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// secrets renders the referenced secrets: bring-your-own ones from the cluster's input,
+// the mesh identity and CA from the management server's certificates.
+func (w *world) secrets(c string, names map[string]bool) []SecretPlan {
+	var out []SecretPlan
+	for _, n := range sortedNames(names) {
+		switch {
+		case n == MeshIdentitySecret:
+			if cert, ok := w.certs[c]; ok {
+				out = append(out, SecretPlan{Name: n, CertPEM: cert.CertPEM, KeyPEM: cert.KeyPEM})
+			}
+		case n == MeshCASecret:
+			if cert, ok := w.certs[c]; ok {
+				out = append(out, SecretPlan{Name: n, CAPEM: cert.CAPEM})
+			}
+		case strings.HasSuffix(n, "-ca"):
+			if s, ok := w.models[c].secrets[strings.TrimSuffix(n, "-ca")]; ok {
+				out = append(out, SecretPlan{Name: n, CAPEM: s.Value("ca.crt")})
+			}
+		default:
+			if s, ok := w.models[c].secrets[n]; ok {
+				out = append(out, SecretPlan{Name: n, CertPEM: s.Value("tls.crt"), KeyPEM: s.Value("tls.key")})
+			}
+		}
+	}
+	return out
+}

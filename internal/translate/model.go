@@ -1,0 +1,257 @@
+package translate
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// UpstreamNamespace is where Gloo keeps discovered upstreams; references to upstreams match
+// by cluster and name, and accept this namespace or the service's own.
+const UpstreamNamespace = "gloo-system"
+
+// object is a config object with the cluster it came from ("" = the management server).
+type object struct {
+	resource.Object
+	origin string
+}
+
+func (o object) describe() string {
+	if o.origin == "" {
+		return o.String()
+	}
+	return fmt.Sprintf("%s (from cluster %s)", o.String(), o.origin)
+}
+
+// clusterModel is what one cluster's input says, parsed. It depends only on that input and
+// is cached by the input's hash.
+type clusterModel struct {
+	services  []*serviceModel // sorted by namespace/name
+	upstreams map[string]*upstreamModel
+	gateways  []gatewayModel
+	secrets   map[string]v1alpha1.Secret // by namespace/name and by name
+	// objects are meshrelay resources created in the cluster (translated with its context).
+	objects []object
+	errors  []string
+}
+
+type serviceModel struct {
+	svc       v1alpha1.Service
+	endpoints []v1alpha1.EndpointSlice
+}
+
+// upstreamModel is a destination in one cluster.
+type upstreamModel struct {
+	name      string
+	namespace string // of the service; UpstreamNamespace for static ones
+	host      string // FQDN
+	port      uint32
+	labels    map[string]string // of the service, for VirtualDestination selectors
+	svcName   string
+	endpoints []Endpoint // ready, sorted
+	spec      v1alpha1.UpstreamSpec
+}
+
+type gatewayModel struct {
+	gw     v1alpha1.Gateway
+	origin string
+	// addresses are where other clusters reach a TCP gateway, from the Service exposing it.
+	addresses []Endpoint
+}
+
+// UpstreamName is the name of the upstream discovered for a service port (seed 003:
+// default-service-blue-10000).
+func UpstreamName(namespace, service string, port int32) string {
+	return fmt.Sprintf("%s-%s-%d", namespace, service, port)
+}
+
+func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snapshot) *clusterModel {
+	m := &clusterModel{upstreams: map[string]*upstreamModel{}, secrets: map[string]v1alpha1.Secret{}}
+	if in == nil {
+		return m
+	}
+	domain := kc.Spec.ClusterDomain
+	if domain == "" {
+		domain = "cluster.local"
+	}
+	region, zone := kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone]
+	slices := map[string][]v1alpha1.EndpointSlice{}
+	var gws []v1alpha1.Gateway
+	for _, r := range in.Sorted() {
+		o, err := resource.FromResource(r)
+		if err != nil {
+			m.errors = append(m.errors, fmt.Sprintf("cluster %s: %v", name, err))
+			continue
+		}
+		bad := func(err error) { m.errors = append(m.errors, fmt.Sprintf("cluster %s: %s: %v", name, o, err)) }
+		switch o.Kind {
+		case v1alpha1.KindService:
+			var s v1alpha1.Service
+			if err := o.Into(&s); err != nil {
+				bad(err)
+				continue
+			}
+			m.services = append(m.services, &serviceModel{svc: s})
+		case v1alpha1.KindEndpointSlice:
+			var es v1alpha1.EndpointSlice
+			if err := o.Into(&es); err != nil {
+				bad(err)
+				continue
+			}
+			k := o.Namespace + "/" + es.Metadata.Labels[v1alpha1.LabelServiceName]
+			slices[k] = append(slices[k], es)
+		case v1alpha1.KindSecret:
+			var s v1alpha1.Secret
+			if err := o.Into(&s); err != nil {
+				bad(err)
+				continue
+			}
+			m.secrets[o.Namespace+"/"+o.Name] = s
+			m.secrets[o.Name] = s
+		case v1alpha1.KindGateway:
+			var g v1alpha1.Gateway
+			if err := o.Into(&g); err != nil {
+				bad(err)
+				continue
+			}
+			gws = append(gws, g)
+		default:
+			m.objects = append(m.objects, object{Object: o, origin: name})
+		}
+	}
+	for _, s := range m.services {
+		s.endpoints = slices[s.svc.Metadata.Namespace+"/"+s.svc.Metadata.Name]
+		for _, p := range s.svc.Spec.Ports {
+			u := &upstreamModel{
+				name:      UpstreamName(s.svc.Metadata.Namespace, s.svc.Metadata.Name, p.Port),
+				namespace: s.svc.Metadata.Namespace,
+				host:      fmt.Sprintf("%s.%s.svc.%s", s.svc.Metadata.Name, s.svc.Metadata.Namespace, domain),
+				port:      uint32(p.Port),
+				labels:    s.svc.Metadata.Labels,
+				svcName:   s.svc.Metadata.Name,
+				endpoints: readyEndpoints(name, region, zone, p, s.endpoints),
+			}
+			m.upstreams[u.name] = u
+		}
+	}
+	for _, g := range gws {
+		gm := gatewayModel{gw: g, origin: name}
+		if g.Spec.TCPGateway != nil {
+			gm.addresses = gatewayAddresses(name, region, zone, g, m.services)
+		}
+		m.gateways = append(m.gateways, gm)
+	}
+	sort.Strings(m.errors)
+	return m
+}
+
+// readyEndpoints lists the ready addresses of a service port, with the endpoint port that
+// matches it by name (or the target port, or the port).
+func readyEndpoints(cluster, region, zone string, p v1alpha1.ServicePort, slices []v1alpha1.EndpointSlice) []Endpoint {
+	var out []Endpoint
+	for _, es := range slices {
+		port := uint32(0)
+		for _, ep := range es.Ports {
+			if ep.Name == p.Name || len(es.Ports) == 1 {
+				port = uint32(ep.Port)
+			}
+		}
+		if port == 0 {
+			port = targetPort(p)
+		}
+		for _, e := range es.Endpoints {
+			if !e.IsReady() {
+				continue
+			}
+			z := e.Zone
+			if z == "" {
+				z = zone
+			}
+			for _, a := range e.Addresses {
+				out = append(out, Endpoint{Address: a, Port: port, Cluster: cluster, Region: region, Zone: z})
+			}
+		}
+	}
+	sortEndpoints(out)
+	return dedupeEndpoints(out)
+}
+
+func targetPort(p v1alpha1.ServicePort) uint32 {
+	switch t := p.TargetPort.(type) {
+	case float64:
+		return uint32(t)
+	case int:
+		return uint32(t)
+	}
+	return uint32(p.Port)
+}
+
+func sortEndpoints(eps []Endpoint) {
+	sort.Slice(eps, func(i, j int) bool {
+		if eps[i].Address != eps[j].Address {
+			return eps[i].Address < eps[j].Address
+		}
+		return eps[i].Port < eps[j].Port
+	})
+}
+
+func dedupeEndpoints(eps []Endpoint) []Endpoint {
+	out := eps[:0]
+	for i, e := range eps {
+		if i > 0 && e.Address == eps[i-1].Address && e.Port == eps[i-1].Port {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// gatewayAddresses finds where a TCP gateway is reachable: the ready endpoints of the
+// Service in the gateway's namespace that exposes its bind port (seed 003's `failover`
+// Service on 15443).
+func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services []*serviceModel) []Endpoint {
+	for _, s := range services {
+		if s.svc.Metadata.Namespace != g.Metadata.Namespace {
+			continue
+		}
+		for _, p := range s.svc.Spec.Ports {
+			if int(p.Port) == g.Spec.BindPort || int(targetPort(p)) == g.Spec.BindPort {
+				if eps := readyEndpoints(cluster, region, zone, p, s.endpoints); len(eps) > 0 {
+					return eps
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// matchesRef reports whether an upstream reference (name, namespace) names u.
+func (u *upstreamModel) matchesRef(name, namespace string) bool {
+	return u.name == name && (namespace == "" || namespace == UpstreamNamespace || namespace == u.namespace)
+}
+
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sanitize makes a DNS-label-like name from s.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(s) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '-' || r == '.' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,628 @@
+package translate
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// EnvoyAPIVersion is the apiVersion of the envelope every rendered Envoy resource is wrapped
+// in, so that the agent's file sink and tooling treat all outputs alike.
+const EnvoyAPIVersion = "xds.meshrelay.io/v1"
+
+// Kinds of the rendered Envoy resources. A resource's key is kind + "//" + name.
+const (
+	KindEnvoyListener              = "EnvoyListener"
+	KindEnvoyRouteConfiguration    = "EnvoyRouteConfiguration"
+	KindEnvoyCluster               = "EnvoyCluster"
+	KindEnvoyClusterLoadAssignment = "EnvoyClusterLoadAssignment"
+	KindEnvoySecret                = "EnvoySecret"
+)
+
+var (
+	// ErrInvalidEnvoyResource means a plan entry cannot be rendered into a valid Envoy
+	// resource; the error names the resource and why.
+	ErrInvalidEnvoyResource = errors.New("invalid envoy resource")
+	// ErrNotEnvoyResource means DecodeEnvoy was given a resource that is not an Envoy
+	// envelope (another apiVersion or kind).
+	ErrNotEnvoyResource = errors.New("not an envoy resource")
+)
+
+const (
+	// envoyTLSMetadataKey selects an endpoint's transport socket: endpoints carry
+	// {envoyTLSMetadataKey: sni} under envoyTransportSocketMatch and the cluster has one
+	// transport_socket_match per SNI matching it.
+	envoyTLSMetadataKey        = "meshrelay.io/tls"
+	envoyTransportSocketMatch  = "envoy.transport_socket_match"
+	envoyTLSTransportSocket    = "envoy.transport_sockets.tls"
+	envoyHCMFilter             = "envoy.filters.network.http_connection_manager"
+	envoyTCPProxyFilter        = "envoy.filters.network.tcp_proxy"
+	envoyRouterFilter          = "envoy.filters.http.router"
+	envoyTLSInspectorFilter    = "envoy.filters.listener.tls_inspector"
+	envoyDefaultConnectTimeout = 5 * time.Second
+	envoyDefaultRetryOn        = "5xx,connect-failure,reset"
+	envoyDefaultListenAddress  = "0.0.0.0"
+)
+
+// envoyMessage is a generated Envoy message with its protoc-gen-validate rules.
+type envoyMessage interface {
+	proto.Message
+	ValidateAll() error
+}
+
+type envoyEnvelope struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec json.RawMessage `json:"spec"`
+}
+
+type envoyOut struct {
+	kind, name string
+	msg        envoyMessage
+}
+
+// EnvoyTypeURL returns the xDS resource type URL of an Envoy kind, or "" for any other kind.
+func EnvoyTypeURL(kind string) string {
+	url, _ := envoyKind(kind)
+	return url
+}
+
+// envoyKind returns the type URL of kind and a new message of its type.
+func envoyKind(kind string) (string, envoyMessage) {
+	switch kind {
+	case KindEnvoyListener:
+		return resourcev3.ListenerType, &listenerv3.Listener{}
+	case KindEnvoyRouteConfiguration:
+		return resourcev3.RouteType, &routev3.RouteConfiguration{}
+	case KindEnvoyCluster:
+		return resourcev3.ClusterType, &clusterv3.Cluster{}
+	case KindEnvoyClusterLoadAssignment:
+		return resourcev3.EndpointType, &endpointv3.ClusterLoadAssignment{}
+	case KindEnvoySecret:
+		return resourcev3.SecretType, &tlsv3.Secret{}
+	}
+	return "", nil
+}
+
+func envoyResourceName(m proto.Message) string {
+	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
+		return cla.GetClusterName()
+	}
+	if n, ok := m.(interface{ GetName() string }); ok {
+		return n.GetName()
+	}
+	return ""
+}
+
+// DecodeEnvoy reverses renderEnvoy for one resource: it returns the kind and the Envoy
+// message of the envelope, after checking that the key, kind and name agree and that the
+// message passes its validation rules. Resources of another apiVersion or kind give an error
+// wrapping ErrNotEnvoyResource.
+func DecodeEnvoy(r snapshot.Resource) (kind string, msg proto.Message, err error) {
+	var env envoyEnvelope
+	if err := json.Unmarshal(r.Body, &env); err != nil {
+		return "", nil, fmt.Errorf("resource %s: decode envelope: %w", r.Key, err)
+	}
+	_, m := envoyKind(env.Kind)
+	if env.APIVersion != EnvoyAPIVersion || m == nil {
+		return "", nil, fmt.Errorf("resource %s: apiVersion %q kind %q: %w", r.Key, env.APIVersion, env.Kind, ErrNotEnvoyResource)
+	}
+	if err := protojson.Unmarshal(env.Spec, m); err != nil {
+		return "", nil, fmt.Errorf("resource %s: decode spec: %w", r.Key, err)
+	}
+	name := envoyResourceName(m)
+	if name != env.Metadata.Name || r.Key != env.Kind+"//"+name {
+		return "", nil, fmt.Errorf("resource %s: key, metadata.name %q and spec name %q disagree", r.Key, env.Metadata.Name, name)
+	}
+	if err := m.ValidateAll(); err != nil {
+		return "", nil, fmt.Errorf("resource %s: %w: %w", r.Key, ErrInvalidEnvoyResource, err)
+	}
+	return env.Kind, m, nil
+}
+
+// renderEnvoy renders a plan into Envoy xDS resources (Listeners, RouteConfigurations,
+// Clusters, ClusterLoadAssignments and Secrets), each wrapped in an envelope and sorted by
+// key. Every message passes its protoc-gen-validate rules; the first entry that cannot be
+// rendered fails the whole rendering with an error naming it.
+func renderEnvoy(p Plan) ([]snapshot.Resource, error) {
+	r := envoyRenderer{secrets: map[string]bool{}, clusters: map[string]bool{}}
+	for _, s := range p.Secrets {
+		r.secrets[s.Name] = true
+	}
+	for _, u := range p.Upstreams {
+		r.clusters[u.Name] = true
+	}
+	var outs []envoyOut
+	fail := func(kind, name string, err error) error {
+		return fmt.Errorf("%s %q: %w: %w", kind, name, ErrInvalidEnvoyResource, err)
+	}
+	for _, u := range p.Upstreams {
+		c, cla, err := r.upstream(u)
+		if err != nil {
+			return nil, fail(KindEnvoyCluster, u.Name, err)
+		}
+		outs = append(outs, envoyOut{KindEnvoyCluster, u.Name, c}, envoyOut{KindEnvoyClusterLoadAssignment, u.Name, cla})
+	}
+	for _, l := range p.HTTPListeners {
+		lis, rc, err := r.httpListener(l)
+		if err != nil {
+			return nil, fail(KindEnvoyListener, l.Name, err)
+		}
+		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc})
+	}
+	for _, g := range p.TCPGateways {
+		lis, err := r.tcpGateway(g)
+		if err != nil {
+			return nil, fail(KindEnvoyListener, g.Name, err)
+		}
+		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis})
+	}
+	for _, s := range p.Secrets {
+		sec, err := envoySecret(s)
+		if err != nil {
+			return nil, fail(KindEnvoySecret, s.Name, err)
+		}
+		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec})
+	}
+
+	res := make([]snapshot.Resource, 0, len(outs))
+	seen := make(map[string]bool, len(outs))
+	for _, o := range outs {
+		key := o.kind + "//" + o.name
+		if seen[key] {
+			return nil, fail(o.kind, o.name, errors.New("duplicate name"))
+		}
+		seen[key] = true
+		if err := o.msg.ValidateAll(); err != nil {
+			return nil, fail(o.kind, o.name, err)
+		}
+		spec, err := protojson.MarshalOptions{}.Marshal(o.msg)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: marshal: %w", o.kind, o.name, err)
+		}
+		env := envoyEnvelope{APIVersion: EnvoyAPIVersion, Kind: o.kind, Spec: spec}
+		env.Metadata.Name = o.name
+		body, err := json.Marshal(env)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: marshal envelope: %w", o.kind, o.name, err)
+		}
+		res = append(res, snapshot.NewResource(key, body))
+	}
+	slices.SortFunc(res, func(a, b snapshot.Resource) int { return cmp.Compare(a.Key, b.Key) })
+	return res, nil
+}
+
+// envoyRenderer renders one plan. secrets and clusters are the names the plan renders; a
+// reference to any other name fails the rendering: a dangling SDS name would keep a listener
+// or cluster warming, a dangling cluster name would refuse the traffic.
+type envoyRenderer struct {
+	secrets, clusters map[string]bool
+}
+
+func (r envoyRenderer) needCluster(name string) error {
+	if !r.clusters[name] {
+		return fmt.Errorf("unknown cluster %q", name)
+	}
+	return nil
+}
+
+// envoyADS is the config source of every dynamic reference: the ADS stream itself.
+func envoyADS() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+}
+
+// envoyAny validates m (protoc-gen-validate does not look inside Any) and packs it.
+func envoyAny(m envoyMessage) (*anypb.Any, error) {
+	if err := m.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err)
+	}
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func envoyTLSSocket(ctx envoyMessage) (*corev3.TransportSocket, error) {
+	a, err := envoyAny(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: envoyTLSTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+// commonTLS presents the certificate of certSecret and verifies the peer against the
+// CA of caSecret, both fetched over SDS.
+func (r envoyRenderer) commonTLS(certSecret, caSecret string) (*tlsv3.CommonTlsContext, error) {
+	for _, s := range []string{certSecret, caSecret} {
+		if !r.secrets[s] {
+			return nil, fmt.Errorf("mutual tls needs a certificate and a ca secret: unknown secret %q", s)
+		}
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: certSecret, SdsConfig: envoyADS()}},
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: caSecret, SdsConfig: envoyADS()},
+		},
+	}, nil
+}
+
+func envoySocketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       addr,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// envoyListenAddress is a listener's bind address: an IP ("0.0.0.0" when empty, "::" for
+// all IPv6) and a port in 1-65535 (Envoy would take 0 as "any free port").
+func envoyListenAddress(addr string, port uint32) (*corev3.Address, error) {
+	if addr == "" {
+		addr = envoyDefaultListenAddress
+	}
+	if _, err := netip.ParseAddr(addr); err != nil {
+		return nil, fmt.Errorf("bind address %q is not an ip address", addr)
+	}
+	if port == 0 || port > 65535 {
+		return nil, fmt.Errorf("bind port %d is not in 1-65535", port)
+	}
+	return envoySocketAddress(addr, port), nil
+}
+
+func envoyDuration(d time.Duration) *durationpb.Duration {
+	if d <= 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+func envoySecret(s SecretPlan) (*tlsv3.Secret, error) {
+	inline := func(b []byte) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+	}
+	switch {
+	case len(s.CertPEM) > 0:
+		if len(s.KeyPEM) == 0 {
+			return nil, errors.New("certificate without private key")
+		}
+		return &tlsv3.Secret{Name: s.Name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: inline(s.CertPEM),
+			PrivateKey:       inline(s.KeyPEM),
+		}}}, nil
+	case len(s.CAPEM) > 0:
+		return &tlsv3.Secret{Name: s.Name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: inline(s.CAPEM),
+		}}}, nil
+	}
+	return nil, errors.New("secret has neither a certificate nor a ca")
+}
+
+func envoyTCPProxy(statPrefix, cluster string) (*listenerv3.Filter, error) {
+	a, err := envoyAny(&tcpproxyv3.TcpProxy{StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Filter{Name: envoyTCPProxyFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// tcpGateway renders a listener that terminates mTLS (client certificates required)
+// and forwards: a ForwardSNI host gets one filter chain per served name, matching that SNI
+// and forwarding to the upstream of that name; a plain host gets a chain without an SNI
+// match forwarding to its Cluster (at most one per gateway). Without a plain host there is
+// no default chain, so an SNI naming no served upstream is refused.
+func (r envoyRenderer) tcpGateway(g TCPGateway) (*listenerv3.Listener, error) {
+	addr, err := envoyListenAddress(g.Address, g.Port)
+	if err != nil {
+		return nil, err
+	}
+	inspector, err := envoyAny(&tlsinspectorv3.TlsInspector{})
+	if err != nil {
+		return nil, err
+	}
+	lis := &listenerv3.Listener{
+		Name:    g.Name,
+		Address: addr,
+		ListenerFilters: []*listenerv3.ListenerFilter{{
+			Name:       envoyTLSInspectorFilter,
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: inspector},
+		}},
+	}
+	served := map[string]string{} // SNI → host that serves it; "" → the plain host
+	for _, h := range g.Hosts {
+		common, err := r.commonTLS(h.CertSecret, h.CASecret)
+		if err != nil {
+			return nil, fmt.Errorf("host %q: %w", h.Name, err)
+		}
+		type chain struct{ name, sni, cluster string }
+		var chains []chain
+		if h.ForwardSNI {
+			for _, n := range h.ServedNames {
+				chains = append(chains, chain{h.Name + "/" + n, n, n})
+			}
+		} else {
+			chains = []chain{{h.Name, "", h.Cluster}}
+		}
+		for _, c := range chains {
+			if err := r.needCluster(c.cluster); err != nil {
+				return nil, fmt.Errorf("host %q: %w", h.Name, err)
+			}
+			if prev, dup := served[c.sni]; dup {
+				return nil, fmt.Errorf("host %q: server name %q already served by host %q", h.Name, c.sni, prev)
+			}
+			served[c.sni] = h.Name
+			ts, err := envoyTLSSocket(&tlsv3.DownstreamTlsContext{RequireClientCertificate: wrapperspb.Bool(true), CommonTlsContext: common})
+			if err != nil {
+				return nil, fmt.Errorf("host %q: %w", h.Name, err)
+			}
+			proxy, err := envoyTCPProxy(c.cluster, c.cluster)
+			if err != nil {
+				return nil, fmt.Errorf("host %q: %w", h.Name, err)
+			}
+			fc := &listenerv3.FilterChain{Name: c.name, TransportSocket: ts, Filters: []*listenerv3.Filter{proxy}}
+			if c.sni != "" {
+				fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{c.sni}}
+			}
+			lis.FilterChains = append(lis.FilterChains, fc)
+		}
+	}
+	if len(lis.FilterChains) == 0 {
+		return nil, errors.New("gateway serves no upstream")
+	}
+	return lis, nil
+}
+
+// httpListener renders a listener whose HTTP connection manager fetches its routes over
+// RDS (route configuration of the same name) and the route configuration itself.
+func (r envoyRenderer) httpListener(l HTTPListener) (*listenerv3.Listener, *routev3.RouteConfiguration, error) {
+	addr, err := envoyListenAddress(l.Address, l.Port)
+	if err != nil {
+		return nil, nil, err
+	}
+	router, err := envoyAny(&routerv3.Router{})
+	if err != nil {
+		return nil, nil, err
+	}
+	hcm, err := envoyAny(&hcmv3.HttpConnectionManager{
+		StatPrefix: l.Name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    envoyADS(),
+			RouteConfigName: l.Name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{Name: envoyRouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	lis := &listenerv3.Listener{
+		Name:    l.Name,
+		Address: addr,
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name:       envoyHCMFilter,
+			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+		}}}},
+	}
+	rc := &routev3.RouteConfiguration{Name: l.Name}
+	for _, vh := range l.VirtualHosts {
+		v := &routev3.VirtualHost{Name: vh.Name, Domains: vh.Domains}
+		for i, rt := range vh.Routes {
+			route, err := r.route(rt)
+			if err != nil {
+				return nil, nil, fmt.Errorf("virtual host %q route %d (%q): %w", vh.Name, i, rt.Name, err)
+			}
+			v.Routes = append(v.Routes, route)
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, v)
+	}
+	return lis, rc, nil
+}
+
+// route renders one route: a path match (prefix "/" when none is set), header matches (the
+// method as ":method"), then one cluster or weighted clusters, timeout and retries.
+func (r envoyRenderer) route(rt Route) (*routev3.Route, error) {
+	mt, m := rt.Match, &routev3.RouteMatch{}
+	if len(slices.DeleteFunc([]string{mt.Prefix, mt.Exact, mt.Regex}, func(s string) bool { return s == "" })) > 1 {
+		return nil, errors.New("match sets more than one of prefix, exact and regex")
+	}
+	switch {
+	case mt.Regex != "":
+		m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: mt.Regex}}
+	case mt.Exact != "":
+		m.PathSpecifier = &routev3.RouteMatch_Path{Path: mt.Exact}
+	default:
+		m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: cmp.Or(mt.Prefix, "/")}
+	}
+	for _, h := range mt.Headers {
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert}
+		switch {
+		case h.Value == "":
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		case h.Regex:
+			hm.HeaderMatchSpecifier = envoyStringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Value}}})
+		default:
+			hm.HeaderMatchSpecifier = envoyStringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: h.Value}})
+		}
+		m.Headers = append(m.Headers, hm)
+	}
+	if mt.Method != "" {
+		m.Headers = append(m.Headers, &routev3.HeaderMatcher{Name: ":method",
+			HeaderMatchSpecifier: envoyStringMatch(&matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: mt.Method}})})
+	}
+
+	if len(rt.Destinations) == 0 {
+		return nil, errors.New("no destination")
+	}
+	kept := rt.Destinations
+	if len(kept) > 1 {
+		kept = slices.DeleteFunc(slices.Clone(kept), func(d WeightedDestination) bool { return d.Weight == 0 })
+		if len(kept) == 0 {
+			kept = rt.Destinations[:1] // all weights zero: the first destination takes all traffic
+		}
+	}
+	for _, d := range kept {
+		if err := r.needCluster(d.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	action := &routev3.RouteAction{Timeout: envoyDuration(rt.Timeout)}
+	if len(kept) == 1 {
+		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: kept[0].Cluster}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, d := range kept {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: d.Cluster, Weight: wrapperspb.UInt32(d.Weight)})
+		}
+		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if re := rt.Retries; re != nil {
+		action.RetryPolicy = &routev3.RetryPolicy{
+			RetryOn:       cmp.Or(re.RetryOn, envoyDefaultRetryOn),
+			NumRetries:    wrapperspb.UInt32(re.Attempts),
+			PerTryTimeout: envoyDuration(re.PerTryTimeout),
+		}
+	}
+	return &routev3.Route{Name: rt.Name, Match: m, Action: &routev3.Route_Route{Route: action}}, nil
+}
+
+func envoyStringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_StringMatch {
+	return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
+}
+
+// upstream renders an upstream into an EDS cluster and its load assignment.
+func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+	c := &clusterv3.Cluster{
+		Name:                 u.Name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: envoyADS()},
+		ConnectTimeout:       durationpb.New(cmp.Or(u.ConnectTimeout, envoyDefaultConnectTimeout)),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+		// Never panic-route to endpoints known to be bad while a healthy priority exists.
+		CommonLbConfig: &clusterv3.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}},
+	}
+	for i, hc := range u.HealthChecks {
+		h, err := envoyHealthCheck(hc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("health check %d: %w", i, err)
+		}
+		c.HealthChecks = append(c.HealthChecks, h)
+	}
+	if o := u.Outlier; o != nil {
+		c.OutlierDetection = &clusterv3.OutlierDetection{
+			Interval:           envoyDuration(o.Interval),
+			BaseEjectionTime:   envoyDuration(o.BaseEjectionTime),
+			MaxEjectionPercent: wrapperspb.UInt32(cmp.Or(o.MaxEjectionPercent, 100)),
+		}
+		if o.Consecutive5xx > 0 {
+			c.OutlierDetection.Consecutive_5Xx = wrapperspb.UInt32(o.Consecutive5xx)
+		}
+	}
+
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: u.Name}
+	tlsBySNI := map[string]UpstreamTLS{}
+	last := -1 // last non-empty priority; empty ones before it keep their index
+	for prio, eps := range u.Priorities {
+		if len(eps) > 0 {
+			last = prio
+		}
+	}
+	for prio, eps := range u.Priorities[:last+1] {
+		eps = slices.Clone(eps)
+		slices.SortStableFunc(eps, func(a, b Endpoint) int {
+			return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+		})
+		var group *endpointv3.LocalityLbEndpoints
+		if len(eps) == 0 { // keep priorities contiguous, as Envoy asks
+			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{Priority: uint32(prio)})
+		}
+		for _, e := range eps {
+			if group == nil || group.Locality.Region != e.Region || group.Locality.Zone != e.Zone {
+				group = &endpointv3.LocalityLbEndpoints{Priority: uint32(prio), Locality: &corev3.Locality{Region: e.Region, Zone: e.Zone}}
+				cla.Endpoints = append(cla.Endpoints, group)
+			}
+			if e.Address == "" || e.Port == 0 || e.Port > 65535 {
+				return nil, nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
+			}
+			lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoySocketAddress(e.Address, e.Port)}}}
+			if t := e.TLS; t != nil {
+				if prev, ok := tlsBySNI[t.SNI]; t.SNI == "" || ok && prev != *t {
+					return nil, nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
+				}
+				tlsBySNI[t.SNI] = *t
+				lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoyTransportSocketMatch: envoyTLSMatch(t.SNI)}}
+			}
+			group.LbEndpoints = append(group.LbEndpoints, lb)
+		}
+	}
+
+	for _, sni := range slices.Sorted(maps.Keys(tlsBySNI)) {
+		t := tlsBySNI[sni]
+		common, err := r.commonTLS(t.CertSecret, t.CASecret)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sni %q: %w", sni, err)
+		}
+		ts, err := envoyTLSSocket(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: common})
+		if err != nil {
+			return nil, nil, fmt.Errorf("sni %q: %w", sni, err)
+		}
+		c.TransportSocketMatches = append(c.TransportSocketMatches, &clusterv3.Cluster_TransportSocketMatch{
+			Name: "mtls-" + sni, Match: envoyTLSMatch(sni), TransportSocket: ts,
+		})
+	}
+	return c, cla, nil
+}
+
+func envoyTLSMatch(sni string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{envoyTLSMetadataKey: structpb.NewStringValue(sni)}}
+}
+
+// envoyHealthCheck is an active HTTP health check; Envoy checks at interval also while the
+// cluster takes no traffic, so that a failover priority is known healthy before it is used.
+func envoyHealthCheck(h HealthCheck) (*corev3.HealthCheck, error) {
+	hh := &corev3.HealthCheck_HttpHealthCheck{Path: h.Path, Host: h.Host}
+	for _, s := range h.ExpectedStatuses {
+		if s < 100 || s > 599 {
+			return nil, fmt.Errorf("expected status %d is not in 100-599", s)
+		}
+		hh.ExpectedStatuses = append(hh.ExpectedStatuses, &typev3.Int64Range{Start: int64(s), End: int64(s) + 1})
+	}
+	return &corev3.HealthCheck{
+		Timeout:            durationpb.New(h.Timeout),
+		Interval:           durationpb.New(h.Interval),
+		NoTrafficInterval:  durationpb.New(h.Interval),
+		UnhealthyThreshold: wrapperspb.UInt32(h.UnhealthyThreshold),
+		HealthyThreshold:   wrapperspb.UInt32(h.HealthyThreshold),
+		HealthChecker:      &corev3.HealthCheck_HttpHealthCheck_{HttpHealthCheck: hh},
+	}, nil
+}

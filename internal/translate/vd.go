@@ -1,0 +1,274 @@
+package translate
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
+)
+
+// backing is one upstream that backs a VirtualDestination port.
+type backing struct {
+	cluster string
+	u       *upstreamModel
+}
+
+// vdBackings returns, per VirtualDestination port, the upstreams of every cluster its
+// selectors pick, sorted by cluster then name.
+func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) []backing {
+	var out []backing
+	for _, c := range w.names {
+		for _, name := range sortedNames(w.models[c].upstreams) {
+			u := w.models[c].upstreams[name]
+			if u.svcName == "" || !selected(vd.v.Spec.Services, c, u) {
+				continue
+			}
+			if !portMatches(port, u) {
+				continue
+			}
+			out = append(out, backing{cluster: c, u: u})
+		}
+	}
+	return out
+}
+
+func selected(sels []v1alpha1.ServiceSelector, cluster string, u *upstreamModel) bool {
+	for _, s := range sels {
+		if s.Cluster != "" && s.Cluster != cluster {
+			continue
+		}
+		if s.Namespace != "" && s.Namespace != u.namespace {
+			continue
+		}
+		if s.Name != "" && s.Name != u.svcName {
+			continue
+		}
+		ok := true
+		for k, v := range s.Labels {
+			ok = ok && u.labels[k] == v
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// portMatches says whether a service port backs a VirtualDestination port: by targetPort
+// number, or the same number when no targetPort is given.
+func portMatches(p v1alpha1.VirtualDestinationPort, u *upstreamModel) bool {
+	if p.TargetPort != nil && p.TargetPort.Number > 0 {
+		return u.port == uint32(p.TargetPort.Number)
+	}
+	if p.TargetPort != nil && p.TargetPort.Name != "" {
+		return true // names are matched by the service's single named port; accept any
+	}
+	return u.port == uint32(p.Number)
+}
+
+func vdUpstreamName(vd typed[v1alpha1.VirtualDestination], port int) string {
+	return sanitize(fmt.Sprintf("vd-%s-%s-%d", vd.obj.Namespace, vd.obj.Name, port))
+}
+
+// vdUpstream resolves a route destination of kind VIRTUAL_DESTINATION to the Envoy cluster
+// made for it in this cluster.
+func (w *world) vdUpstream(d v1alpha1.RouteDestination, ups map[string]*UpstreamPlan) (name, host string, port uint32, ok bool) {
+	for _, vd := range w.vds {
+		if vd.obj.Name != d.Ref.Name || (d.Ref.Namespace != "" && d.Ref.Namespace != vd.obj.Namespace) {
+			continue
+		}
+		for _, p := range vd.v.Spec.Ports {
+			if d.Port != nil && d.Port.Number != p.Number {
+				continue
+			}
+			n := vdUpstreamName(vd, p.Number)
+			if _, exists := ups[n]; exists {
+				return n, vd.v.Spec.Hosts[0], uint32(p.Number), true
+			}
+		}
+	}
+	return "", "", 0, false
+}
+
+// applyVirtualDestinations makes every VirtualDestination usable from cluster c: an Envoy
+// cluster per port whose endpoints are the selected services of every cluster — local
+// ones directly, remote ones through their gateway over mTLS — ordered by locality when a
+// FailoverPolicy applies, and a ServiceEntry for its hosts.
+func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*UpstreamPlan, served map[string]bool, secrets map[string]bool) {
+	region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
+	for _, vd := range w.vds {
+		fp := w.failoverPolicyFor(vd)
+		od := w.outlierPolicyFor(vd)
+		se := ServiceEntryPlan{Name: sanitize("vd-" + vd.obj.Name), Namespace: vd.obj.Namespace, Hosts: vd.v.Spec.Hosts}
+		for _, port := range vd.v.Spec.Ports {
+			proto := orString(port.Protocol, v1alpha1.ProtocolHTTP)
+			se.Ports = append(se.Ports, ServicePort{Number: uint32(port.Number), Name: fmt.Sprintf("%s-%d", sanitize(proto), port.Number), Protocol: proto})
+			bs := w.vdBackings(vd, port)
+			var all []Endpoint
+			for _, b := range bs {
+				if b.cluster == c {
+					all = append(all, b.u.endpoints...)
+					continue
+				}
+				// Other clusters' endpoints are reached through their gateway, which must
+				// then serve this upstream; without a gateway they are reached directly
+				// (flat network).
+				if gw := w.gatewayEndpoints(b.cluster); len(gw) > 0 {
+					for _, e := range gw {
+						e.TLS = w.clientTLS(c, b.u.name)
+						all = append(all, e)
+					}
+				} else {
+					all = append(all, b.u.endpoints...)
+				}
+			}
+			// c's own backing upstreams are served to other clusters by c's gateway.
+			for _, other := range w.vdBackingsAnywhere(vd) {
+				if other.cluster == c {
+					served[other.u.name] = true
+				}
+			}
+			if len(all) == 0 {
+				continue
+			}
+			up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number)}
+			if fp != nil {
+				up.Priorities = localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
+				up.Failover = &FailoverPlan{Source: fp.obj.String(), From: region, To: failoverRegions(region, all, fp.v.Spec.Config.LocalityMappings)}
+			} else {
+				up.Priorities = [][]Endpoint{all}
+			}
+			if od != nil {
+				cfg := od.v.Spec.Config
+				o := &Outlier{Consecutive5xx: uint32(max(cfg.ConsecutiveErrors, v1alpha1.DefaultConsecutiveErrors*boolInt(cfg.ConsecutiveErrors == 0))),
+					Interval: orDefault(cfg.Interval.Duration, 10e9), BaseEjectionTime: orDefault(cfg.BaseEjectionTime.Duration, 30e9), MaxEjectionPercent: 100}
+				if cfg.MaxEjectionPercent != nil {
+					o.MaxEjectionPercent = uint32(*cfg.MaxEjectionPercent)
+				}
+				up.Outlier = o
+			}
+			ups[up.Name] = up
+			if se.Upstream == "" {
+				se.Upstream = up.Name
+			}
+			se.Endpoints = append(se.Endpoints, all...)
+		}
+		if len(se.Endpoints) > 0 {
+			sortEndpoints(se.Endpoints)
+			se.Endpoints = dedupeEndpoints(se.Endpoints)
+			p.ServiceEntries = append(p.ServiceEntries, se)
+		}
+	}
+	sort.Slice(p.ServiceEntries, func(i, j int) bool {
+		return p.ServiceEntries[i].Namespace+"/"+p.ServiceEntries[i].Name < p.ServiceEntries[j].Namespace+"/"+p.ServiceEntries[j].Name
+	})
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// vdBackingsAnywhere lists the backings of every port of a VirtualDestination.
+func (w *world) vdBackingsAnywhere(vd typed[v1alpha1.VirtualDestination]) []backing {
+	var out []backing
+	for _, p := range vd.v.Spec.Ports {
+		out = append(out, w.vdBackings(vd, p)...)
+	}
+	return out
+}
+
+func policySelects(sels []v1alpha1.DestinationSelector, policyNS string, vd typed[v1alpha1.VirtualDestination]) bool {
+	for _, s := range sels {
+		sel := s.Selector
+		ns := orString(sel.Namespace, policyNS)
+		if ns != vd.obj.Namespace || (sel.Name != "" && sel.Name != vd.obj.Name) {
+			continue
+		}
+		ok := true
+		for k, v := range sel.Labels {
+			ok = ok && vd.obj.Labels[k] == v
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *world) failoverPolicyFor(vd typed[v1alpha1.VirtualDestination]) *typed[v1alpha1.FailoverPolicy] {
+	for i, fp := range w.fpolicies {
+		if policySelects(fp.v.Spec.ApplyToDestinations, fp.obj.Namespace, vd) {
+			return &w.fpolicies[i]
+		}
+	}
+	return nil
+}
+
+func (w *world) outlierPolicyFor(vd typed[v1alpha1.VirtualDestination]) *typed[v1alpha1.OutlierDetectionPolicy] {
+	for i, op := range w.opolicies {
+		if policySelects(op.v.Spec.ApplyToDestinations, op.obj.Namespace, vd) {
+			return &w.opolicies[i]
+		}
+	}
+	return nil
+}
+
+// localityPriorities orders endpoints for a consumer in cluster c (region r): its own
+// cluster first, then its region, then other regions in the order of the matching
+// locality mapping (or by name), one priority each.
+func localityPriorities(c, r string, eps []Endpoint, mappings []v1alpha1.LocalityMapping) [][]Endpoint {
+	order := failoverRegions(r, eps, mappings)
+	rank := func(e Endpoint) int {
+		switch {
+		case e.Cluster == c:
+			return 0
+		case e.Region == r:
+			return 1
+		}
+		for i, reg := range order {
+			if reg == e.Region {
+				return 2 + i
+			}
+		}
+		return 2 + len(order)
+	}
+	buckets := map[int][]Endpoint{}
+	for _, e := range eps {
+		buckets[rank(e)] = append(buckets[rank(e)], e)
+	}
+	keys := make([]int, 0, len(buckets))
+	for k := range buckets {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	out := make([][]Endpoint, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, buckets[k])
+	}
+	return out
+}
+
+// failoverRegions lists the other regions in failover order for region r.
+func failoverRegions(r string, eps []Endpoint, mappings []v1alpha1.LocalityMapping) []string {
+	var order []string
+	for _, m := range mappings {
+		if m.From.Region == r {
+			for _, t := range m.To {
+				if t.Region != r && !contains(order, t.Region) {
+					order = append(order, t.Region)
+				}
+			}
+		}
+	}
+	var rest []string
+	for _, e := range eps {
+		if e.Region != r && e.Region != "" && !contains(order, e.Region) && !contains(rest, e.Region) {
+			rest = append(rest, e.Region)
+		}
+	}
+	sort.Strings(rest)
+	return append(order, rest...)
+}
