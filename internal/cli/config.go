@@ -16,6 +16,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 const defaultServer = "127.0.0.1:9901"
@@ -176,10 +177,14 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 	switch format {
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME")
+		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tSTATUS")
 		for _, it := range items {
 			_, ns, name, _ := resource.ParseKey(it.Key)
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", it.Kind, ns, name)
+			st := "OK"
+			if len(it.Status) > 0 {
+				st = strings.Join(it.Status, "; ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Kind, ns, name, st)
 		}
 		return tw.Flush()
 	case "json":
@@ -200,6 +205,9 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 				fmt.Fprintln(w, "---")
 			}
 			w.Write(y)
+			for _, s := range it.Status {
+				fmt.Fprintf(w, "# status: %s\n", s)
+			}
 		}
 		return nil
 	}
@@ -238,8 +246,108 @@ func newDebugCmd() *cobra.Command {
 	snap.Flags().BoolVar(&outputSnap, "output", false, "show the output snapshot (default)")
 	snap.Flags().StringVarP(&output, "format", "o", "yaml", "yaml, json or table")
 	serverFlag(snap, &server)
-	cmd.AddCommand(snap)
+	cmd.AddCommand(snap, newDebugTranslateCmd())
 	return cmd
+}
+
+func newDebugTranslateCmd() *cobra.Command {
+	var configDir, inputsDir, cluster, output string
+	cmd := &cobra.Command{
+		Use:   "translate --config-dir DIR --inputs-dir DIR [--cluster NAME]",
+		Short: "Run the translator offline and print each cluster's outputs (a plan before you apply)",
+		Long: `Run the translator offline, exactly as the server would, and print each cluster's output
+resources, then the status of every resource with a problem (for example a reference to an
+upstream that does not exist).
+
+--config-dir holds the management configuration (what the server's --config-dir or apply would
+hold). --inputs-dir holds one subdirectory per cluster, named after it and laid out like an
+agent's discovery directory (Services, EndpointSlices, resources created in that cluster).`,
+		Example: "  meshrelay debug translate --config-dir ./config --inputs-dir ./clusters --cluster local -o yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configDir == "" || inputsDir == "" {
+				return fmt.Errorf("--config-dir and --inputs-dir are required")
+			}
+			config, errs := resource.LoadPath(configDir)
+			inputs, errs2 := resource.LoadInputsDir(inputsDir)
+			errs = append(errs, errs2...)
+			for _, e := range errs {
+				fmt.Fprintln(cmd.ErrOrStderr(), "invalid:", e)
+			}
+			clusters := translate.Clusters(config)
+			if cluster != "" {
+				if _, ok := clusters[cluster]; !ok {
+					return fmt.Errorf("cluster %q is not registered in %s (no KubernetesCluster of that name)", cluster, configDir)
+				}
+			}
+			for name := range inputs {
+				if _, ok := clusters[name]; !ok {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s/%s is not a registered cluster; its inputs are ignored\n", inputsDir, name)
+				}
+			}
+			res := translate.Translate(translate.Input{Config: config, Inputs: inputs})
+			if err := printTranslation(cmd.OutOrStdout(), res, cluster, output); err != nil {
+				return err
+			}
+			for k, msgs := range res.Status {
+				for _, m := range msgs {
+					fmt.Fprintf(cmd.ErrOrStderr(), "status: %s: %s\n", k, m)
+				}
+			}
+			for _, e := range res.Errors {
+				fmt.Fprintln(cmd.ErrOrStderr(), "error:", e)
+			}
+			if len(errs) > 0 || len(res.Errors) > 0 {
+				return fmt.Errorf("%d invalid inputs, %d translation errors", len(errs), len(res.Errors))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of the management configuration (required)")
+	cmd.Flags().StringVar(&inputsDir, "inputs-dir", "", "directory with one subdirectory of discovered objects per cluster (required)")
+	cmd.Flags().StringVar(&cluster, "cluster", "", "print only this cluster's outputs")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml, json or table (keys only)")
+	return cmd
+}
+
+func printTranslation(w io.Writer, res translate.Result, only, format string) error {
+	var clusters []string
+	for c := range res.Outputs {
+		if only == "" || c == only {
+			clusters = append(clusters, c)
+		}
+	}
+	sort.Strings(clusters)
+	switch format {
+	case "json":
+		out := map[string][]json.RawMessage{}
+		for _, c := range clusters {
+			out[c] = []json.RawMessage{}
+			for _, r := range res.Outputs[c] {
+				out[c] = append(out[c], r.Body)
+			}
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	case "yaml", "table":
+		for _, c := range clusters {
+			fmt.Fprintf(w, "# cluster %s: %d resources\n", c, len(res.Outputs[c]))
+			for _, r := range res.Outputs[c] {
+				if format == "table" {
+					fmt.Fprintln(w, " ", r.Key)
+					continue
+				}
+				y, err := yaml.JSONToYAML(r.Body)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "---\n%s", y)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("-o %q: want yaml, json or table", format)
 }
 
 func printSnapshot(w io.Writer, s *snapshot.Snapshot, format string) error {

@@ -24,6 +24,8 @@ type Backend interface {
 	Config() []resource.Object
 	Input(cluster string) *snapshot.Snapshot
 	Output(cluster string) *snapshot.Snapshot
+	// ResourceStatus returns problems the last translation found, by resource (Object.String).
+	ResourceStatus() map[string][]string
 }
 
 // ApplyResult answers an apply: what was stored and what was refused.
@@ -38,6 +40,8 @@ type Item struct {
 	Kind   string          `json:"kind"`
 	Name   string          `json:"name"`
 	Object json.RawMessage `json:"object"`
+	// Status lists problems the last translation found with this resource; empty is fine.
+	Status []string `json:"status,omitempty"`
 }
 
 const maxBody = 16 << 20
@@ -99,9 +103,10 @@ func Register(s *admin.Server, b Backend) {
 		}
 		name := r.URL.Query().Get("name")
 		items := []Item{}
+		status := b.ResourceStatus()
 		for _, o := range b.Config() {
 			if (kind == "" || o.Kind == kind) && (name == "" || o.Name == name) {
-				items = append(items, Item{Key: o.Key(), Kind: o.Kind, Name: o.Name, Object: o.Raw})
+				items = append(items, Item{Key: o.Key(), Kind: o.Kind, Name: o.Name, Object: o.Raw, Status: status[o.String()]})
 			}
 		}
 		sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })

@@ -108,7 +108,14 @@ func LoadCA(certFile, keyFile, trustDomain string) (*CA, error) {
 // LoadOrCreateCA loads <dir>/relay-ca.crt and <dir>/relay-ca.key, or, when
 // neither exists, creates a 10-year CA and writes it there (created = true).
 func LoadOrCreateCA(dir, trustDomain string) (ca *CA, created bool, err error) {
-	certFile, keyFile := filepath.Join(dir, caCertName), filepath.Join(dir, caKeyName)
+	return LoadOrCreateCAFiles(filepath.Join(dir, caCertName), filepath.Join(dir, caKeyName), trustDomain)
+}
+
+// LoadOrCreateCAFiles loads a CA from certFile and keyFile, or, when neither exists,
+// creates a 10-year CA and writes it there (created = true).
+func LoadOrCreateCAFiles(certFile, keyFile, trustDomain string) (ca *CA, created bool, err error) {
+	dir := filepath.Dir(certFile)
+	caCertName, caKeyName := filepath.Base(certFile), filepath.Base(keyFile)
 	_, certErr := os.Stat(certFile)
 	_, keyErr := os.Stat(keyFile)
 	switch {

@@ -115,6 +115,9 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 	}
 }
 
+// Kick asks for a translation soon (for example because mesh certificates are due).
+func (r *Reconciler) Kick() { r.trigger() }
+
 func (r *Reconciler) trigger() {
 	select {
 	case r.kick <- struct{}{}:
@@ -136,7 +139,13 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			r.sync(ctx)
-			r.trigger()
+			r.mu.Lock()
+			warm := r.warm
+			r.updateStalenessLocked(r.now())
+			r.mu.Unlock()
+			if !warm {
+				r.trigger() // safe-start window deadlines and the first load
+			}
 		case <-r.kick:
 			// Coalesce bursts of changes into one translation.
 			select {
@@ -259,14 +268,16 @@ func (r *Reconciler) flush(ctx context.Context) error {
 	}
 	var items []item
 	r.mu.Lock()
+	// Deletions first, so a cluster removed and re-added while the store was down ends up
+	// with its new output.
+	for c := range r.deadOutputs {
+		items = append(items, item{snapshot.Output, c, nil, true})
+	}
 	for c := range r.dirtyInputs {
 		items = append(items, item{snapshot.Input, c, r.inputs[c], false})
 	}
 	for c := range r.dirtyOutputs {
 		items = append(items, item{snapshot.Output, c, r.outputs[c], false})
-	}
-	for c := range r.deadOutputs {
-		items = append(items, item{snapshot.Output, c, nil, true})
 	}
 	r.mu.Unlock()
 	for _, it := range items {
@@ -489,6 +500,7 @@ func (r *Reconciler) reconcile() {
 		next = next.WithVersion(v, r.cfg.Epoch)
 		r.outputs[c] = next
 		r.dirtyOutputs[c] = true
+		delete(r.deadOutputs, c) // a cluster re-added before its deletion reached the store
 		r.m.outputVersion.WithLabelValues(c).Set(float64(v))
 		r.log.Info("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
 		r.notifyLocked(c)

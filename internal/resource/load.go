@@ -2,6 +2,7 @@ package resource
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -29,11 +30,15 @@ func (e *DocumentError) Unwrap() error { return e.Err }
 
 // Parse decodes every YAML (or JSON) document of data. It returns the valid objects and one
 // error per invalid document; an invalid document never hides the valid ones. A document
-// of kind List has its items decoded.
+// of kind List (what `kubectl get -o yaml` prints) has its items decoded.
 func Parse(source string, data []byte) ([]Object, []error) {
 	var objs []Object
 	var errs []error
-	for i, doc := range splitDocuments(data) {
+	docs := splitDocuments(data)
+	if len(docs) > 1 && len(bytes.TrimSpace(stripComments(docs[0]))) == 0 {
+		docs = docs[1:] // a leading "---" does not start a document
+	}
+	for i, doc := range docs {
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
 		}
@@ -43,6 +48,21 @@ func Parse(source string, data []byte) ([]Object, []error) {
 			continue
 		}
 		if string(js) == "null" {
+			continue
+		}
+		var list struct {
+			Kind  string            `json:"kind"`
+			Items []json.RawMessage `json:"items"`
+		}
+		if json.Unmarshal(js, &list) == nil && list.Kind == "List" {
+			for j, item := range list.Items {
+				o, err := Decode(item)
+				if err != nil {
+					errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: fmt.Errorf("items[%d]: %w", j, err)})
+					continue
+				}
+				objs = append(objs, o)
+			}
 			continue
 		}
 		o, err := Decode(js)

@@ -143,7 +143,7 @@ func CanonicalKind(s string) (string, bool) {
 	l := strings.ToLower(s)
 	for k := range kinds {
 		kl := strings.ToLower(k)
-		if l == kl || l == kl+"s" || l == kl+"es" {
+		if l == kl || l == kl+"s" || l == kl+"es" || (strings.HasSuffix(kl, "y") && l == strings.TrimSuffix(kl, "y")+"ies") {
 			return k, true
 		}
 	}

@@ -226,6 +226,11 @@ func (s *Snapshot) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
+	for _, r := range w.Resources {
+		if got := HashBytes(r.Body); got != r.Hash {
+			return fmt.Errorf("decoded resource %s: body hash %s, recorded %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
+		}
+	}
 	n := New(w.Version, w.Epoch, w.Resources)
 	if w.Hash != "" && n.Hash != w.Hash {
 		return fmt.Errorf("decoded snapshot version %d: content hash %s, recorded %s: %w", w.Version, n.Hash, w.Hash, ErrHashMismatch)

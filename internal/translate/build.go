@@ -40,6 +40,10 @@ type world struct {
 	opolicies     []typed[v1alpha1.OutlierDetectionPolicy]
 
 	status *statusSet
+
+	// Memoized per translation (the world is immutable once built).
+	localCache   map[string]map[string]*upstreamModel
+	backingCache map[string][]backing
 }
 
 type typed[T any] struct {
@@ -114,11 +118,81 @@ func (w *world) plan(c string) Plan {
 		p.Upstreams = append(p.Upstreams, *up)
 	}
 	p.Secrets = w.secrets(c, secrets)
+	w.dropMissingSecrets(&p)
 	return p
 }
 
-// localUpstreams are the cluster's discovered upstreams with declared ones merged on.
+// dropMissingSecrets removes what references TLS material that cannot be produced (no
+// bring-your-own secret and no mesh identity for the cluster): such an Envoy would wait for
+// the secret forever. Each removal is reported.
+func (w *world) dropMissingSecrets(p *Plan) {
+	have := map[string]bool{}
+	for _, s := range p.Secrets {
+		have[s.Name] = true
+	}
+	ok := func(names ...string) bool {
+		for _, n := range names {
+			if n != "" && !have[n] {
+				return false
+			}
+		}
+		return true
+	}
+	obj := object{Object: resource.Object{Kind: v1alpha1.KindKubernetesCluster, Name: p.Cluster}}
+	for i := range p.Upstreams {
+		u := &p.Upstreams[i]
+		var prios [][]Endpoint
+		for _, prio := range u.Priorities {
+			var keep []Endpoint
+			for _, e := range prio {
+				if e.TLS != nil && !ok(e.TLS.CertSecret, e.TLS.CASecret) {
+					w.status.add(obj, "upstream %s: endpoint %s:%d needs TLS secrets %s/%s that cluster %s does not have (no mesh identity issued and no such Secret discovered); left out", u.Name, e.Address, e.Port, e.TLS.CertSecret, e.TLS.CASecret, p.Cluster)
+					continue
+				}
+				keep = append(keep, e)
+			}
+			if len(keep) > 0 || len(prios) == 0 {
+				prios = append(prios, keep)
+			}
+		}
+		if len(prios) == 1 && len(prios[0]) == 0 {
+			prios = nil
+		}
+		u.Priorities = prios
+	}
+	var gws []TCPGateway
+	for _, g := range p.TCPGateways {
+		var hosts []TCPHost
+		for _, h := range g.Hosts {
+			if !ok(h.CertSecret, h.CASecret) {
+				w.status.add(obj, "gateway %s: host %s needs TLS secrets %s/%s that cluster %s does not have; left out", g.Name, h.Name, h.CertSecret, h.CASecret, p.Cluster)
+				continue
+			}
+			hosts = append(hosts, h)
+		}
+		if len(hosts) > 0 {
+			g.Hosts = hosts
+			gws = append(gws, g)
+		}
+	}
+	p.TCPGateways = gws
+}
+
+// localUpstreams are the cluster's discovered upstreams with declared ones merged on. The
+// result is shared: callers must not modify it.
 func (w *world) localUpstreams(c string) map[string]*upstreamModel {
+	if cached, ok := w.localCache[c]; ok {
+		return cached
+	}
+	out := w.mergeUpstreams(c)
+	if w.localCache == nil {
+		w.localCache = map[string]map[string]*upstreamModel{}
+	}
+	w.localCache[c] = out
+	return out
+}
+
+func (w *world) mergeUpstreams(c string) map[string]*upstreamModel {
 	m := w.models[c]
 	out := make(map[string]*upstreamModel, len(m.upstreams))
 	for k, u := range m.upstreams {
@@ -244,10 +318,8 @@ func (w *world) clientTLS(c, sni string) *UpstreamTLS {
 
 // findUpstream finds an upstream of cluster t by reference.
 func (w *world) findUpstream(t, name, namespace string) *upstreamModel {
-	for _, u := range w.localUpstreams(t) {
-		if u.matchesRef(name, namespace) {
-			return u
-		}
+	if u := w.localUpstreams(t)[name]; u != nil && u.matchesRef(name, namespace) {
+		return u
 	}
 	return nil
 }

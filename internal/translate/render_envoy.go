@@ -89,6 +89,7 @@ type envoyEnvelope struct {
 type envoyOut struct {
 	kind, name string
 	msg        envoyMessage
+	memoKey    string // set for upstream resources, to remember them once rendered
 }
 
 // EnvoyTypeURL returns the xDS resource type URL of an Envoy kind, or "" for any other kind.
@@ -154,7 +155,11 @@ func DecodeEnvoy(r snapshot.Resource) (kind string, msg proto.Message, err error
 // Clusters, ClusterLoadAssignments and Secrets), each wrapped in an envelope and sorted by
 // key. Every message passes its protoc-gen-validate rules; the first entry that cannot be
 // rendered fails the whole rendering with an error naming it.
-func renderEnvoy(p Plan) ([]snapshot.Resource, error) {
+func renderEnvoy(p Plan) ([]snapshot.Resource, error) { return renderEnvoyMemo(p, nil) }
+
+// renderEnvoyMemo renders like renderEnvoy, reusing the resources of upstreams rendered
+// before with exactly the same plan (memo may be nil).
+func renderEnvoyMemo(p Plan, memo *renderMemo) ([]snapshot.Resource, error) {
 	r := envoyRenderer{secrets: map[string]bool{}, clusters: map[string]bool{}}
 	for _, s := range p.Secrets {
 		r.secrets[s.Name] = true
@@ -166,37 +171,50 @@ func renderEnvoy(p Plan) ([]snapshot.Resource, error) {
 	fail := func(kind, name string, err error) error {
 		return fmt.Errorf("%s %q: %w: %w", kind, name, ErrInvalidEnvoyResource, err)
 	}
+	var reused []snapshot.Resource
 	for _, u := range p.Upstreams {
+		key := memo.key(u)
+		if rs, ok := memo.get(key); ok {
+			reused = append(reused, rs...)
+			continue
+		}
 		c, cla, err := r.upstream(u)
 		if err != nil {
 			return nil, fail(KindEnvoyCluster, u.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyCluster, u.Name, c}, envoyOut{KindEnvoyClusterLoadAssignment, u.Name, cla})
+		outs = append(outs, envoyOut{KindEnvoyCluster, u.Name, c, key}, envoyOut{KindEnvoyClusterLoadAssignment, u.Name, cla, key})
 	}
 	for _, l := range p.HTTPListeners {
 		lis, rc, err := r.httpListener(l)
 		if err != nil {
 			return nil, fail(KindEnvoyListener, l.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc})
+		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis, ""}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc, ""})
 	}
 	for _, g := range p.TCPGateways {
 		lis, err := r.tcpGateway(g)
 		if err != nil {
 			return nil, fail(KindEnvoyListener, g.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis})
+		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis, ""})
 	}
 	for _, s := range p.Secrets {
 		sec, err := envoySecret(s)
 		if err != nil {
 			return nil, fail(KindEnvoySecret, s.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec})
+		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec, ""})
 	}
 
-	res := make([]snapshot.Resource, 0, len(outs))
-	seen := make(map[string]bool, len(outs))
+	res := make([]snapshot.Resource, 0, len(outs)+len(reused))
+	seen := make(map[string]bool, len(outs)+len(reused))
+	for _, rr := range reused {
+		if seen[rr.Key] {
+			return nil, fmt.Errorf("%s: %w: duplicate name", rr.Key, ErrInvalidEnvoyResource)
+		}
+		seen[rr.Key] = true
+		res = append(res, rr)
+	}
 	for _, o := range outs {
 		key := o.kind + "//" + o.name
 		if seen[key] {
@@ -216,7 +234,9 @@ func renderEnvoy(p Plan) ([]snapshot.Resource, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s %q: marshal envelope: %w", o.kind, o.name, err)
 		}
-		res = append(res, snapshot.NewResource(key, body))
+		rr := snapshot.NewResource(key, body)
+		res = append(res, rr)
+		memo.add(o.memoKey, rr)
 	}
 	slices.SortFunc(res, func(a, b snapshot.Resource) int { return cmp.Compare(a.Key, b.Key) })
 	return res, nil

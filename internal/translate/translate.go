@@ -73,6 +73,7 @@ func Translate(in Input) Result { return NewTranslator().Translate(in) }
 type Translator struct {
 	models  map[string]cachedModel
 	outputs map[string]cachedOutput
+	memo    *renderMemo
 }
 
 type cachedModel struct {
@@ -89,7 +90,7 @@ type cachedOutput struct {
 
 // NewTranslator returns a Translator with empty caches.
 func NewTranslator() *Translator {
-	return &Translator{models: map[string]cachedModel{}, outputs: map[string]cachedOutput{}}
+	return &Translator{models: map[string]cachedModel{}, outputs: map[string]cachedOutput{}, memo: newRenderMemo()}
 }
 
 // Translate computes every registered cluster's output, reusing unchanged ones.
@@ -107,7 +108,7 @@ func (t *Translator) Translate(in Input) Result {
 		if !ok || out.digest != digests[c] {
 			w.status = &statusSet{}
 			p := w.plan(c)
-			rs, errs := render(p)
+			rs, errs := render(p, t.memo)
 			out = cachedOutput{digest: digests[c], resources: rs, status: w.status.m, errors: errs}
 			res.Recomputed = append(res.Recomputed, c)
 		}
@@ -118,6 +119,13 @@ func (t *Translator) Translate(in Input) Result {
 	}
 	mergeStatus(res.Status, global.m)
 	t.outputs = next
+	if len(res.Recomputed) > 0 {
+		inUse := 0
+		for _, rs := range res.Outputs {
+			inUse += len(rs) / 2
+		}
+		t.memo.rotate(inUse)
+	}
 	sort.Strings(res.Errors)
 	res.Errors = uniq(res.Errors)
 	return res
@@ -146,10 +154,10 @@ func uniq(s []string) []string {
 
 // render turns a plan into resources; a renderer failure is reported and leaves that
 // renderer's part of the output out rather than publishing half of it.
-func render(p Plan) ([]snapshot.Resource, []string) {
+func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 	var out []snapshot.Resource
 	var errs []string
-	env, err := renderEnvoy(p)
+	env, err := renderEnvoyMemo(p, memo)
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("cluster %s: envoy: %v", p.Cluster, err))
 	} else {

@@ -16,6 +16,10 @@ type backing struct {
 // vdBackings returns, per VirtualDestination port, the upstreams of every cluster its
 // selectors pick, sorted by cluster then name.
 func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) []backing {
+	key := vd.obj.Key() + "|" + fmt.Sprint(port.Number)
+	if cached, ok := w.backingCache[key]; ok {
+		return cached
+	}
 	var out []backing
 	for _, c := range w.names {
 		for _, name := range sortedNames(w.models[c].upstreams) {
@@ -29,6 +33,10 @@ func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.
 			out = append(out, backing{cluster: c, u: u})
 		}
 	}
+	if w.backingCache == nil {
+		w.backingCache = map[string][]backing{}
+	}
+	w.backingCache[key] = out
 	return out
 }
 

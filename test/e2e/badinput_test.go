@@ -78,7 +78,7 @@ func TestBadInputThroughApply(t *testing.T) {
 	h := newHarness(t)
 	s := h.startServer("server", []string{"local"})
 	good := filepath.Join(h.dir, "good.yaml")
-	writeFile(t, good, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: east\nspec:\n  clusterDomain: east.local\n")
+	writeFile(t, good, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: east\nspec:\n  clusterDomain: east.local\n  skipWarming: true\n")
 	if out, errOut, err := cli(t, "apply", "-f", good, "--server", s.admin); err != nil || !strings.Contains(out, `KubernetesCluster "east" applied`) {
 		t.Fatalf("apply good: %v\n%s%s", err, out, errOut)
 	}
@@ -94,6 +94,8 @@ apiVersion: meshrelay.io/v1alpha1
 kind: KubernetesCluster
 metadata:
   name: west
+spec:
+  skipWarming: true
 ---
 kind: [oops
 `)
@@ -114,6 +116,30 @@ kind: [oops
 	if _, errOut, err := cli(t, "get", "nosuchkind", "--server", s.admin); err == nil || !strings.Contains(errOut, `unknown kind "nosuchkind"`) {
 		t.Fatalf("get of an unknown kind: %v %s", err, errOut)
 	}
+	// A reference to something that does not exist is reported in the resource's status
+	// (once the cluster has reported and translation runs), and breaks nothing else.
+	h.startAgent("local", s)
+	rt := filepath.Join(h.dir, "rt.yaml")
+	writeFile(t, rt, `apiVersion: meshrelay.io/v1alpha1
+kind: RouteTable
+metadata: {name: ghost-route, namespace: default}
+spec:
+  hosts: ["*"]
+  http:
+  - forwardTo:
+      destinations:
+      - ref: {name: default-ghost-80}
+`)
+	if _, errOut, err := cli(t, "apply", "-f", rt, "--server", s.admin); err != nil {
+		t.Fatalf("apply route table: %v %s", err, errOut)
+	}
+	eventually(t, 15*time.Second, "status names the missing upstream", func() error {
+		out, _, err := cli(t, "get", "routetables", "--server", s.admin)
+		if err != nil || !containsAll(out, "ghost-route", `upstream "default-ghost-80" not found in cluster local`) {
+			return fmt.Errorf("get routetables: %v\n%s", err, out)
+		}
+		return nil
+	})
 	// delete works for API-applied resources.
 	if _, errOut, err := cli(t, "delete", "kubernetescluster", "west", "--server", s.admin); err != nil {
 		t.Fatalf("delete: %v %s", err, errOut)

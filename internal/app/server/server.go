@@ -51,6 +51,9 @@ type Config struct {
 	ServerKey       string
 	ServerNames     []string
 	AgentCertTTL    time.Duration
+	MeshCACert      string
+	MeshCAKey       string
+	MeshCertTTL     time.Duration
 	ConfigDir       string
 	RedisAddress    string
 	RedisPassword   string
@@ -73,6 +76,9 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ServerKey, "relay-server-key", "", "private key of --relay-server-cert (PEM)")
 	fs.StringSliceVar(&c.ServerNames, "relay-server-names", nil, "extra DNS names or IPs for the generated serving certificate (localhost, 127.0.0.1, ::1 and the hostname are always included)")
 	fs.DurationVar(&c.AgentCertTTL, "agent-cert-ttl", time.Hour, "lifetime of the client certificates issued to agents; agents renew at two thirds")
+	fs.StringVar(&c.MeshCACert, "mesh-ca-cert", "", "bring your own mesh CA (PEM) for the gateways' east-west mTLS; default: generated into <data-dir>/mesh-ca.crt")
+	fs.StringVar(&c.MeshCAKey, "mesh-ca-key", "", "private key of --mesh-ca-cert (PEM)")
+	fs.DurationVar(&c.MeshCertTTL, "mesh-cert-ttl", 24*time.Hour, "lifetime of the mesh certificates issued to each cluster's gateways; rotated at two thirds")
 	fs.StringVar(&c.ConfigDir, "config-dir", "", "directory of resource YAML to load and watch (GitOps); resources applied through the API are merged on top")
 	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis; empty keeps everything in memory (single server)")
 	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
@@ -102,6 +108,12 @@ func (c *Config) Validate() error {
 	if c.AgentCertTTL < 5*time.Second {
 		errs = append(errs, errors.New("--agent-cert-ttl must be at least 5s"))
 	}
+	if (c.MeshCACert == "") != (c.MeshCAKey == "") {
+		errs = append(errs, errors.New("--mesh-ca-cert and --mesh-ca-key go together"))
+	}
+	if c.MeshCertTTL < 10*time.Second {
+		errs = append(errs, errors.New("--mesh-cert-ttl must be at least 10s"))
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}
@@ -124,6 +136,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err != nil {
 		return err
 	}
+	meshCA, err := loadMeshCA(cfg)
+	if err != nil {
+		return err
+	}
+	issuer := pki.NewMeshIssuer(meshCA, cfg.MeshCertTTL)
 	token, err := tokenSource(cfg, log)
 	if err != nil {
 		return err
@@ -143,7 +160,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		SafeMode:         cfg.SafeMode,
 		SafeStartWindow:  time.Duration(cfg.SafeStartWindow) * time.Second,
 		WaitForConfigDir: cfg.ConfigDir != "",
-	}, store, translate.NewTranslator(), nil, log.With("component", "reconcile"), reg)
+	}, store, translate.NewTranslator(), meshCerts(issuer), log.With("component", "reconcile"), reg)
 
 	rs := relay.NewServer(relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}, rec, ca, log.With("component", "relay"), reg)
 	gs := grpc.NewServer(
@@ -181,6 +198,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rec.Start(gctx) })
+	g.Go(func() error { return rotateMeshCerts(gctx, issuer, rec) })
 	g.Go(func() error { return adm.Start(gctx) })
 	g.Go(func() error {
 		errc := make(chan error, 1)
@@ -213,6 +231,42 @@ func stopGRPC(gs *grpc.Server) {
 	case <-time.After(3 * time.Second):
 		gs.Stop()
 		<-done
+	}
+}
+
+func loadMeshCA(cfg Config) (*pki.CA, error) {
+	if cfg.MeshCACert != "" {
+		return pki.LoadCA(cfg.MeshCACert, cfg.MeshCAKey, cfg.TrustDomain)
+	}
+	ca, _, err := pki.LoadOrCreateCAFiles(filepath.Join(cfg.DataDir, "mesh-ca.crt"), filepath.Join(cfg.DataDir, "mesh-ca.key"), cfg.TrustDomain)
+	return ca, err
+}
+
+// meshCerts adapts the issuer to the translator's input.
+func meshCerts(issuer *pki.MeshIssuer) reconcile.CertSource {
+	return func(clusters []string) map[string]translate.ClusterCert {
+		out := map[string]translate.ClusterCert{}
+		for c, b := range issuer.Bundles(clusters) {
+			out[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+		}
+		return out
+	}
+}
+
+// rotateMeshCerts re-translates when a mesh certificate is due for rotation, so new ones
+// reach the gateways well before the old ones expire.
+func rotateMeshCerts(ctx context.Context, issuer *pki.MeshIssuer, rec *reconcile.Reconciler) error {
+	for {
+		wait := time.Minute
+		if next := issuer.NextRotation(); !next.IsZero() {
+			wait = min(max(time.Until(next)+time.Second, time.Second), time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+			rec.Kick()
+		}
 	}
 }
 

@@ -1,0 +1,132 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// TranslateReport is the result of `meshrelay bench translate`.
+type TranslateReport struct {
+	Options        WorldOptions `json:"options"`
+	Resources      int          `json:"outputResources"`
+	OutputBytes    int          `json:"outputBytes"`
+	FullSeconds    float64      `json:"fullTranslationSeconds"`
+	NoopSeconds    float64      `json:"unchangedTranslationSeconds"`
+	NoopRecomputed int          `json:"unchangedRecomputedClusters"`
+	// One cluster's own change (its endpoints of services no one exports elsewhere).
+	LocalSeconds    float64 `json:"localChangeSeconds"`
+	LocalRecomputed int     `json:"localChangeRecomputedClusters"`
+	// A change to a service every cluster sees through a VirtualDestination.
+	GlobalSeconds    float64 `json:"globalChangeSeconds"`
+	GlobalRecomputed int     `json:"globalChangeRecomputedClusters"`
+	HeapMiB          float64 `json:"heapAfterMiB"`
+	Errors           int     `json:"translationErrors"`
+	GoVersion        string  `json:"goVersion"`
+	CPUs             int     `json:"cpus"`
+}
+
+// Translate measures full and incremental translation of a generated world.
+func Translate(o WorldOptions) TranslateReport {
+	w := NewWorld(o)
+	tr := translate.NewTranslator()
+	in := translate.Input{Config: w.Config, Inputs: w.Inputs, Certs: map[string]translate.ClusterCert{}}
+	for _, c := range w.Names {
+		in.Certs[c] = translate.ClusterCert{CertPEM: []byte("cert of " + c), KeyPEM: []byte("key of " + c), CAPEM: []byte("mesh ca")}
+	}
+	rep := TranslateReport{Options: o, GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+
+	t0 := time.Now()
+	res := tr.Translate(in)
+	rep.FullSeconds = time.Since(t0).Seconds()
+	rep.Errors = len(res.Errors)
+	for _, rs := range res.Outputs {
+		rep.Resources += len(rs)
+		for _, r := range rs {
+			rep.OutputBytes += len(r.Body)
+		}
+	}
+
+	t0 = time.Now()
+	res = tr.Translate(in)
+	rep.NoopSeconds, rep.NoopRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+
+	// Local change: cluster 0 gets a new generation of endpoints for services that are not
+	// selected by any VirtualDestination... every service is svc-N; VDs select svc-0..V-1,
+	// so change only the endpoints of the last service.
+	local := changeEndpoints(w, 0, o, o.Services-1)
+	in.Inputs = local
+	t0 = time.Now()
+	res = tr.Translate(in)
+	rep.LocalSeconds, rep.LocalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+
+	// Global change: an endpoint of svc-0 (exported by a VirtualDestination) in cluster 1.
+	if o.VirtualDestinations > 0 && o.Clusters > 1 {
+		in.Inputs = changeEndpointsIn(local, w, 1, o, 0)
+		t0 = time.Now()
+		res = tr.Translate(in)
+		rep.GlobalSeconds, rep.GlobalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	rep.HeapMiB = float64(ms.HeapAlloc) / (1 << 20)
+	runtime.KeepAlive(tr)
+	return rep
+}
+
+func changeEndpoints(w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
+	return changeEndpointsIn(w.Inputs, w, cluster, o, service)
+}
+
+// changeEndpointsIn replaces one service's endpoint in one cluster's input.
+func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
+	out := make(map[string]*snapshot.Snapshot, len(inputs))
+	for k, v := range inputs {
+		out[k] = v
+	}
+	name := w.Names[cluster]
+	old := inputs[name]
+	fresh := ClusterInput(cluster, o, 1) // generation 1 moves the first endpoint of every service
+	m := make(map[string]snapshot.Resource, len(old.Resources))
+	for k, r := range old.Resources {
+		m[k] = r
+	}
+	key := fmt.Sprintf("EndpointSlice/bench/svc-%d-1", service)
+	for _, r := range fresh {
+		if r.Key == key {
+			m[key] = r
+		}
+	}
+	out[name] = snapshot.FromMap(old.Version+1, 0, m)
+	return out
+}
+
+// Print writes the report as a table.
+func (r TranslateReport) Print(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "world\t%d clusters × %d services, %d virtual destinations, %d routes/cluster\t\n", r.Options.Clusters, r.Options.Services, r.Options.VirtualDestinations, r.Options.Routes)
+	fmt.Fprintf(tw, "output\t%d resources, %.1f MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
+	fmt.Fprintf(tw, "full translation\t%.3f s\t\n", r.FullSeconds)
+	fmt.Fprintf(tw, "nothing changed\t%.3f s (%d clusters recomputed)\t\n", r.NoopSeconds, r.NoopRecomputed)
+	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed)\t\n", r.LocalSeconds, r.LocalRecomputed)
+	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed)\t\n", r.GlobalSeconds, r.GlobalRecomputed)
+	fmt.Fprintf(tw, "heap after\t%.0f MiB\t\n", r.HeapMiB)
+	tw.Flush()
+}
+
+// WriteJSON writes the report to path.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
