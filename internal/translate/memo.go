@@ -19,7 +19,9 @@ func newRenderMemo() *renderMemo {
 	return &renderMemo{cur: map[string][]snapshot.Resource{}, prev: map[string][]snapshot.Resource{}}
 }
 
-type hashWriter struct{ h interface{ Write([]byte) (int, error) } }
+type hashWriter struct {
+	h interface{ Write([]byte) (int, error) }
+}
 
 func (w hashWriter) Write(b []byte) (int, error) { return w.h.Write(b) }
 
