@@ -61,7 +61,7 @@ func Translate(o WorldOptions) TranslateReport {
 	// Local change: cluster 0 gets a new generation of endpoints for services that are not
 	// selected by any VirtualDestination... every service is svc-N; VDs select svc-0..V-1,
 	// so change only the endpoints of the last service.
-	local := changeEndpoints(w, 0, o, o.Services-1)
+	local := ChangeEndpoints(w, 0, o, o.Services-1)
 	in.Inputs = local
 	t0 = time.Now()
 	res = tr.Translate(in)
@@ -82,7 +82,8 @@ func Translate(o WorldOptions) TranslateReport {
 	return rep
 }
 
-func changeEndpoints(w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
+// ChangeEndpoints returns the inputs with one service's endpoint moved in one cluster.
+func ChangeEndpoints(w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
 	return changeEndpointsIn(w.Inputs, w, cluster, o, service)
 }
 

@@ -250,7 +250,7 @@ func (e *env) story(ctx context.Context) error {
 		e.say("2. agent of cluster %s: registers with the token, gets a certificate, connects over mTLS", c)
 		if err := e.start("agent-"+c, "agent", "--cluster", c, "--relay-address", e.relay, "--token-file", token,
 			"--relay-ca-file", filepath.Join(serverData, "relay-ca.crt"), "--state-dir", filepath.Join(e.dir, c, "state"),
-			"--discovery-dir", a.discovery, "--output-dir", a.output, "--admin-address", a.admin); err != nil {
+			"--discovery-dir", a.discovery, "--output-dir", a.output, "--admin-address", a.admin, "--xds-address", "127.0.0.1:0"); err != nil {
 			return err
 		}
 	}

@@ -73,3 +73,17 @@ func (m *MeshIssuer) NextRotation() time.Time {
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
 	return times[0]
 }
+
+// Adopt takes over identities issued before (by another replica, read from the store), so
+// a new leader does not re-issue what is still valid. validity is what they were issued for.
+func (m *MeshIssuer) Adopt(bundles map[string]MeshBundle) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for c, b := range bundles {
+		if cur, ok := m.issued[c]; ok && !cur.NotAfter.Before(b.NotAfter) {
+			continue
+		}
+		issued := b.NotAfter.Add(-m.validity)
+		m.issued[c] = issuedBundle{MeshBundle: b, renewAt: issued.Add(m.validity * 2 / 3)}
+	}
+}

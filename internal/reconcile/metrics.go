@@ -13,6 +13,7 @@ type metrics struct {
 	staleness          *prometheus.GaugeVec
 	safeMode           *prometheus.GaugeVec
 	storeUp            prometheus.Gauge
+	fenced             prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,12 +46,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		safeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshrelay_safe_mode_active", Help: "1 for each registered cluster whose missing input holds translation.",
 		}, []string{"cluster"}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_store_writes_fenced_total", Help: "Writes refused because another management server holds the global lock.",
+		}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshrelay_store_up", Help: "1 when the last store operation succeeded.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp, m.fenced)
 	}
 	return m
 }

@@ -28,6 +28,18 @@ type Translator interface {
 	Translate(in translate.Input) translate.Result
 }
 
+// Role says what this server may do among its peers (ha.Coordinator implements it; nil
+// means a single server that does everything).
+type Role interface {
+	// Active reports whether this server may translate and write, and the epoch it
+	// stamps on outputs.
+	Active() (bool, uint64)
+	// Leader reports whether this replica carries out cluster-wide duties.
+	Leader() bool
+	// Owns reports whether this replica owns (serves and writes the output of) a cluster.
+	Owns(cluster string) bool
+}
+
 // CertSource gives the mesh identities of the clusters (nil: none).
 type CertSource func(clusters []string) map[string]translate.ClusterCert
 
@@ -42,8 +54,8 @@ type Config struct {
 	// WaitForConfigDir makes the first translation wait until the config directory has
 	// been read once.
 	WaitForConfigDir bool
-	// Epoch is stamped on every output snapshot.
-	Epoch uint64
+	// Role decides activity, leadership and ownership among peers; nil = single server.
+	Role Role
 	// Tick is how often the store is polled for config changes and unwritten snapshots are
 	// retried; default 1s.
 	Tick time.Duration
@@ -98,9 +110,6 @@ type ackState struct {
 func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
-	}
-	if cfg.Epoch == 0 {
-		cfg.Epoch = 1
 	}
 	return &Reconciler{
 		cfg: cfg, store: store, translate: tr, certs: certs, log: log, m: newMetrics(reg), now: time.Now,
@@ -206,7 +215,86 @@ func (r *Reconciler) syncStore(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := r.pullChanged(ctx, snapshot.Input); err != nil {
+		return err
+	}
+	if active, _ := r.role(); !active {
+		// A passive server serves what the active one wrote, without translating.
+		if err := r.pullChanged(ctx, snapshot.Output); err != nil {
+			return err
+		}
+	}
 	return r.flush(ctx)
+}
+
+// role returns whether this server is active and its epoch.
+func (r *Reconciler) role() (bool, uint64) {
+	if r.cfg.Role == nil {
+		return true, 1
+	}
+	return r.cfg.Role.Active()
+}
+
+func (r *Reconciler) leader() bool { return r.cfg.Role == nil || r.cfg.Role.Leader() }
+
+func (r *Reconciler) owns(cluster string) bool {
+	if r.cfg.Role == nil {
+		return true
+	}
+	return r.cfg.Role.Owns(cluster)
+}
+
+// pullChanged reads the snapshots of kind that other servers changed in the store (by
+// comparing content hashes) into memory. An input is taken only when its version is newer
+// than the one in memory (an agent connected here may be ahead of the store).
+func (r *Reconciler) pullChanged(ctx context.Context, kind snapshot.Kind) error {
+	idx, err := r.store.Index(ctx, kind)
+	if err != nil {
+		return fmt.Errorf("read %s index: %w", kind, err)
+	}
+	mem := r.inputs
+	if kind == snapshot.Output {
+		mem = r.outputs
+	}
+	var changed []string
+	r.mu.Lock()
+	for c, h := range idx {
+		if cur := mem[c]; cur == nil || cur.Hash != h {
+			changed = append(changed, c)
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range changed {
+		s, err := r.store.Get(ctx, kind, c)
+		if errors.Is(err, snapshot.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s of cluster %s: %w", kind, c, err)
+		}
+		r.mu.Lock()
+		cur := mem[c]
+		switch {
+		case kind == snapshot.Input && (cur == nil || s.Version > cur.Version):
+			r.inputs[c] = s
+			delete(r.dirtyInputs, c)
+			r.m.inputVersion.WithLabelValues(c).Set(float64(s.Version))
+			r.kickLocked()
+		case kind == snapshot.Output && (cur == nil || s.Epoch > cur.Epoch || (s.Epoch == cur.Epoch && s.Version > cur.Version)):
+			r.outputs[c] = s
+			r.m.outputVersion.WithLabelValues(c).Set(float64(s.Version))
+			r.notifyLocked(c)
+		}
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+func (r *Reconciler) kickLocked() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // load reads the inputs and outputs a previous server left in the store.
@@ -271,13 +359,17 @@ func (r *Reconciler) flush(ctx context.Context) error {
 	// Deletions first, so a cluster removed and re-added while the store was down ends up
 	// with its new output.
 	for c := range r.deadOutputs {
-		items = append(items, item{snapshot.Output, c, nil, true})
+		if r.leader() {
+			items = append(items, item{snapshot.Output, c, nil, true})
+		}
 	}
 	for c := range r.dirtyInputs {
 		items = append(items, item{snapshot.Input, c, r.inputs[c], false})
 	}
 	for c := range r.dirtyOutputs {
-		items = append(items, item{snapshot.Output, c, r.outputs[c], false})
+		if r.owns(c) {
+			items = append(items, item{snapshot.Output, c, r.outputs[c], false})
+		}
 	}
 	r.mu.Unlock()
 	for _, it := range items {
@@ -286,6 +378,17 @@ func (r *Reconciler) flush(ctx context.Context) error {
 			err = r.store.Delete(ctx, it.kind, it.cluster)
 		} else {
 			err = r.store.Put(ctx, it.kind, it.cluster, it.snap)
+		}
+		if errors.Is(err, snapshot.ErrFenced) {
+			// Another management server holds the lock: this write must never land. Drop
+			// it; the coordinator will notice the lock moved and make this server passive.
+			r.log.Warn("write refused by the global lock; dropped", "kind", it.kind, "cluster", it.cluster, "error", err)
+			r.m.fenced.Inc()
+			r.mu.Lock()
+			delete(r.dirtyInputs, it.cluster)
+			delete(r.dirtyOutputs, it.cluster)
+			r.mu.Unlock()
+			continue
 		}
 		if err != nil {
 			return fmt.Errorf("write %s of cluster %s: %w", it.kind, it.cluster, err)
@@ -418,12 +521,16 @@ func (r *Reconciler) AdoptVersion(cluster string, version uint64, hash string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := r.outputs[cluster]
-	if cur == nil || cur.Hash != hash || cur.Version >= version {
+	if cur == nil || cur.Version > version || (cur.Version == version && cur.Hash == hash) {
 		return
 	}
-	r.outputs[cluster] = cur.WithVersion(version, cur.Epoch)
+	next := version
+	if cur.Hash != hash {
+		next = version + 1 // different content must come with a version the agent has not seen
+	}
+	r.outputs[cluster] = cur.WithVersion(next, cur.Epoch)
 	r.dirtyOutputs[cluster] = true
-	r.m.outputVersion.WithLabelValues(cluster).Set(float64(version))
+	r.m.outputVersion.WithLabelValues(cluster).Set(float64(next))
 }
 
 // Acked records that the agent of cluster applied version/hash.
@@ -462,6 +569,10 @@ func (r *Reconciler) reconcile() {
 	if !r.loaded || !r.apiLoaded || (r.cfg.WaitForConfigDir && !r.dirLoaded) {
 		return // the configuration or the stored snapshots are not known yet
 	}
+	active, epoch := r.role()
+	if !active {
+		return // passive: outputs come from the store (pullChanged)
+	}
 	config := r.configLocked()
 	clusters := translate.Clusters(config)
 	if !r.warm && r.holdLocked(clusters, now) {
@@ -488,7 +599,7 @@ func (r *Reconciler) reconcile() {
 	r.lastStatus = res.Status
 	r.recomputed = len(res.Recomputed)
 	for c, rs := range res.Outputs {
-		next := snapshot.New(0, r.cfg.Epoch, rs)
+		next := snapshot.New(0, epoch, rs)
 		cur := r.outputs[c]
 		if cur != nil && cur.Hash == next.Hash && cur.Epoch == next.Epoch {
 			continue
@@ -497,7 +608,7 @@ func (r *Reconciler) reconcile() {
 		if cur != nil {
 			v = cur.Version + 1
 		}
-		next = next.WithVersion(v, r.cfg.Epoch)
+		next = next.WithVersion(v, epoch)
 		r.outputs[c] = next
 		r.dirtyOutputs[c] = true
 		delete(r.deadOutputs, c) // a cluster re-added before its deletion reached the store

@@ -228,7 +228,7 @@ func TestSafeModeSkipsSkipWarmingClusters(t *testing.T) {
 
 func TestWithoutSafeModeTranslatesAtOnce(t *testing.T) {
 	config := clusters(t, "east", "west")
-	r := start(t, reconcile.Config{SafeMode: false, SafeStartWindow: 0, Epoch: 7}, memstore.New(), config)
+	r := start(t, reconcile.Config{SafeMode: false, SafeStartWindow: 0, Role: fixedRole{epoch: 7}}, memstore.New(), config)
 	// Nobody reported; translation runs anyway.
 	eventually(t, "outputs without inputs", func() bool {
 		return r.Output("east") != nil && r.Output("west") != nil && publishes(r, expect(t, config, nil))()
@@ -407,28 +407,30 @@ func TestAdoptVersion(t *testing.T) {
 	eventually(t, "outputs", publishes(r, expect(t, config, inputs)))
 	cur := r.Output("east")
 
+	// An agent that holds other content under a higher version (it was served by another
+	// replica): the current content is re-stamped above it, so its version never goes back.
 	r.AdoptVersion("east", cur.Version+5, "0123456789abcdef")
-	if got := r.Output("east").Version; got != cur.Version {
-		t.Errorf("adopted version %d for another hash", got)
+	if got := r.Output("east"); got.Version != cur.Version+6 || got.Hash != cur.Hash {
+		t.Errorf("other hash: version %d hash %s, want %d and unchanged content", got.Version, got.Hash, cur.Version+6)
 	}
 	r.AdoptVersion("nobody", 50, cur.Hash)
 	if r.Output("nobody") != nil {
 		t.Error("AdoptVersion created an output")
 	}
-	r.AdoptVersion("east", cur.Version+5, cur.Hash)
-	if got := r.Output("east"); got.Version != cur.Version+5 || got.Hash != cur.Hash {
-		t.Errorf("equal hash: version %d, want %d", got.Version, cur.Version+5)
+	r.AdoptVersion("east", cur.Version+8, cur.Hash)
+	if got := r.Output("east"); got.Version != cur.Version+8 || got.Hash != cur.Hash {
+		t.Errorf("equal hash: version %d, want %d", got.Version, cur.Version+8)
 	}
 	r.AdoptVersion("east", cur.Version+2, cur.Hash)
-	if got := r.Output("east").Version; got != cur.Version+5 {
+	if got := r.Output("east").Version; got != cur.Version+8 {
 		t.Errorf("lower version adopted: %d", got)
 	}
 	// The next change continues from the adopted version.
 	inputs["east"] = input(t, 2, "web", "db")
 	r.PutInput(t.Context(), "east", inputs["east"])
 	eventually(t, "east output change", publishes(r, expect(t, config, inputs)))
-	if got := r.Output("east").Version; got != cur.Version+6 {
-		t.Errorf("version after change %d, want %d", got, cur.Version+6)
+	if got := r.Output("east").Version; got != cur.Version+9 {
+		t.Errorf("version after change %d, want %d", got, cur.Version+9)
 	}
 }
 
@@ -551,7 +553,7 @@ func TestStoreUnavailable(t *testing.T) {
 func TestRestartResumesVersions(t *testing.T) {
 	store := memstore.New()
 	config := clusters(t, "east", "west")
-	r1 := newReconciler(t, reconcile.Config{SafeMode: true, Epoch: 1}, store)
+	r1 := newReconciler(t, reconcile.Config{SafeMode: true, Role: fixedRole{epoch: 1}}, store)
 	r1.SetDirConfig(config)
 	stop1 := run(t, r1)
 	ctx := t.Context()
@@ -573,7 +575,7 @@ func TestRestartResumesVersions(t *testing.T) {
 	stop1()
 
 	// Same epoch and inputs: the stored output is current, its version is kept.
-	r2 := newReconciler(t, reconcile.Config{SafeMode: true, Epoch: 1}, store)
+	r2 := newReconciler(t, reconcile.Config{SafeMode: true, Role: fixedRole{epoch: 1}}, store)
 	r2.SetDirConfig(config)
 	stop2 := run(t, r2)
 	eventually(t, "a translation after restart", func() bool { return r2.Status().Translations > 0 })
@@ -583,7 +585,7 @@ func TestRestartResumesVersions(t *testing.T) {
 	stop2()
 
 	// A new epoch: same content, next version, new epoch stamped.
-	r3 := newReconciler(t, reconcile.Config{SafeMode: true, Epoch: 2}, store)
+	r3 := newReconciler(t, reconcile.Config{SafeMode: true, Role: fixedRole{epoch: 2}}, store)
 	r3.SetDirConfig(config)
 	run(t, r3)
 	eventually(t, "output of the new epoch", func() bool {
@@ -628,3 +630,10 @@ func TestClusterReAddedDuringStoreOutage(t *testing.T) {
 		return err == nil && s.Hash == want.Hash && s.Version == want.Version
 	})
 }
+
+// fixedRole is an active leader owning every cluster, at a fixed epoch.
+type fixedRole struct{ epoch uint64 }
+
+func (f fixedRole) Active() (bool, uint64) { return true, f.epoch }
+func (f fixedRole) Leader() bool           { return true }
+func (f fixedRole) Owns(string) bool       { return true }

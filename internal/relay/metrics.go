@@ -12,6 +12,7 @@ type metrics struct {
 	pullBytes     *prometheus.CounterVec
 	recycled      *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
+	redirects     *prometheus.CounterVec
 	registrations prometheus.Counter
 	ackSeconds    prometheus.Histogram
 }
@@ -32,6 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pullResources: cv("meshrelay_relay_pull_resources_sent_total", "Output resources upserted or removed in sent deltas.", "cluster"),
 		pullBytes:     cv("meshrelay_relay_pull_bytes_sent_total", "Bytes of resources sent in output deltas.", "cluster"),
 		recycled:      cv("meshrelay_relay_pull_streams_recycled_total", "Pull streams closed because the agent stopped acknowledging.", "cluster"),
+		redirects:     cv("meshrelay_relay_redirects_total", "Agents sent to the replica that owns their cluster.", "cluster"),
 		rejected:      cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -40,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.registrations, m.ackSeconds)
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.redirects, m.registrations, m.ackSeconds)
 	}
 	return m
 }

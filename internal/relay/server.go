@@ -63,6 +63,30 @@ type ServerConfig struct {
 	CertTTL time.Duration
 	// AckTimeout recycles a Pull stream whose agent has not acknowledged a snapshot in time.
 	AckTimeout time.Duration
+	// Balancer, when set, redirects agents owned by another replica (agent balancing).
+	Balancer Balancer
+}
+
+// Balancer says which replica owns a cluster (ha.Coordinator implements it).
+type Balancer interface {
+	// OwnerAddress returns the owning replica's relay address and whether it is this one.
+	OwnerAddress(cluster string) (string, bool)
+	// Watch returns a channel closed at the next change of the replica set.
+	Watch() <-chan struct{}
+}
+
+// redirect tells an agent on the wrong replica where to go; it reports whether it did.
+func (s *Server) redirect(cluster string, send func(*relayv1.Redirect) error) (bool, error) {
+	if s.cfg.Balancer == nil {
+		return false, nil
+	}
+	addr, self := s.cfg.Balancer.OwnerAddress(cluster)
+	if self || addr == "" {
+		return false, nil
+	}
+	s.m.redirects.WithLabelValues(cluster).Inc()
+	s.log.Info("redirecting agent to its replica", "cluster", cluster, "to", addr)
+	return true, send(&relayv1.Redirect{Address: addr, Reason: "cluster " + cluster + " is served by the replica at " + addr})
 }
 
 // Server serves the relay protocol.
@@ -233,6 +257,11 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	if err != nil {
 		return err
 	}
+	if moved, err := s.redirect(cluster, func(r *relayv1.Redirect) error {
+		return stream.Send(&relayv1.PushResponse{Message: &relayv1.PushResponse_Redirect{Redirect: r}})
+	}); moved || err != nil {
+		return err
+	}
 	log := s.log.With("cluster", cluster, "stream", "push", "peer", peerAddr(ctx))
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
@@ -311,6 +340,16 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	if err != nil {
 		return err
 	}
+	sendRedirect := func(r *relayv1.Redirect) error {
+		return stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Redirect{Redirect: r}})
+	}
+	if moved, err := s.redirect(cluster, sendRedirect); moved || err != nil {
+		return err
+	}
+	var rebalance <-chan struct{}
+	if s.cfg.Balancer != nil {
+		rebalance = s.cfg.Balancer.Watch()
+	}
 	agent := peerAddr(ctx)
 	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent)
 	g := s.m.pullConnected.WithLabelValues(cluster)
@@ -325,6 +364,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	// What the agent holds; nil map means "send everything".
 	var held map[string]string
 	heldHash := ""
+	heldEpoch := hello.GetHeld().GetEpoch()
 	if h := hello.GetHeld(); h.GetHash() != "" {
 		held, heldHash = h.GetResourceHashes(), h.GetHash()
 		if held == nil {
@@ -362,7 +402,9 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	defer ackTimer.Stop()
 	for {
 		out := s.backend.Output(cluster)
-		if inflight == nil && out != nil && out.Hash != heldHash && out.Hash != nackedHash {
+		// Send when the content differs, or when only the epoch moved (a new active server):
+		// the agent must learn the epoch to refuse a deposed server's outputs.
+		if inflight == nil && out != nil && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
 			d := snapshot.Diff(held, out)
 			msg := toProto(d, heldHash)
 			if err := stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
@@ -381,6 +423,11 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		case err := <-recvErr:
 			return err
 		case <-sub:
+		case <-rebalance:
+			rebalance = s.cfg.Balancer.Watch()
+			if moved, err := s.redirect(cluster, sendRedirect); moved || err != nil {
+				return err
+			}
 		case <-ackTimer.C:
 			if inflight != nil {
 				log.Warn("agent did not acknowledge in time; recycling stream", "version", inflight.Version, "after", time.Since(sentAt))
@@ -395,7 +442,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 					log.Warn("unexpected ack ignored", "version", a.GetVersion())
 					continue
 				}
-				held, heldHash, nackedHash = inflight.ResourceHashes(), inflight.Hash, ""
+				held, heldHash, heldEpoch, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, ""
 				s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
 				s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
 				inflight = nil

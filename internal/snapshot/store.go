@@ -21,6 +21,10 @@ var ErrNotFound = errors.New("not found")
 // ErrUnavailable wraps store errors that are worth retrying (the backend is unreachable).
 var ErrUnavailable = errors.New("store unavailable")
 
+// ErrFenced is returned by writes of a server that no longer holds the global lock: they
+// were refused, not lost, and retrying them will not help.
+var ErrFenced = errors.New("write fenced: this server does not hold the global lock")
+
 // Store persists snapshots per cluster and the configuration resources applied through the
 // API. Implementations are safe for concurrent use. Snapshots handed to Put are immutable and
 // may be retained; snapshots returned by Get must not be modified.
@@ -33,6 +37,9 @@ type Store interface {
 	Delete(ctx context.Context, kind Kind, cluster string) error
 	// List returns every stored snapshot of kind by cluster name.
 	List(ctx context.Context, kind Kind) (map[string]*Snapshot, error)
+	// Index returns the content hash of every stored snapshot of kind by cluster name,
+	// cheaply, so replicas can notice what others wrote.
+	Index(ctx context.Context, kind Kind) (map[string]string, error)
 
 	// PutConfig stores a configuration resource (its key and canonical JSON body).
 	PutConfig(ctx context.Context, r Resource) error

@@ -24,6 +24,12 @@ const (
 	DefaultHTTPPort = 8080
 )
 
+// caSecretPrefix names the Envoy secret holding the ca.crt of a bring-your-own Secret
+// (an Envoy secret holds either a certificate or a validation context).
+const caSecretPrefix = "ca:"
+
+func caSecretName(secret string) string { return caSecretPrefix + secret }
+
 // world is the parsed configuration and inputs of one translation.
 type world struct {
 	clusters map[string]v1alpha1.KubernetesCluster
@@ -99,6 +105,17 @@ func (w *world) plan(c string) Plan {
 		ups[name] = up
 	}
 	w.applySchemes(c, local, ups, served)
+	for _, rt := range w.routeTables {
+		for _, r := range rt.v.Spec.HTTP {
+			for _, d := range r.ForwardTo.Destinations {
+				if d.Ref.Cluster == c && d.Kind != v1alpha1.DestinationKindVirtualDestination {
+					if u := w.findUpstream(c, d.Ref.Name, d.Ref.Namespace); u != nil {
+						served[u.name] = true
+					}
+				}
+			}
+		}
+	}
 	secrets := map[string]bool{}
 	w.applyVirtualDestinations(c, &p, ups, served, secrets)
 	p.HTTPListeners = w.httpListeners(c, local, ups, secrets)
@@ -309,7 +326,7 @@ func (w *world) clientTLS(c, sni string) *UpstreamTLS {
 	if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
 		t := &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
 		if len(s.Value("ca.crt")) > 0 {
-			t.CASecret = FailoverUpstreamSecret + "-ca"
+			t.CASecret = caSecretName(FailoverUpstreamSecret)
 		}
 		return t
 	}
@@ -327,6 +344,7 @@ func (w *world) findUpstream(t, name, namespace string) *upstreamModel {
 // applySchemes adds failover priorities to primaries in c and records which of c's
 // upstreams other clusters fail over to (served by its TCP gateway).
 func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[string]*UpstreamPlan, served map[string]bool) {
+	primaries := map[string]string{}
 	for _, s := range w.schemes {
 		sp := s.v.Spec
 		for gi, g := range sp.FailoverGroups {
@@ -360,6 +378,11 @@ func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[
 			w.status.add(s.obj, "spec.primary: upstream %q not found in cluster %s", sp.Primary.Name, c)
 			continue
 		}
+		if other, dup := primaries[primary.Name]; dup {
+			w.status.add(s.obj, "spec.primary: upstream %q of cluster %s is already the primary of %s, which applies (the first by name)", primary.Name, c, other)
+			continue
+		}
+		primaries[primary.Name] = s.obj.describe()
 		prios := [][]Endpoint{nil}
 		if len(primary.Priorities) > 0 {
 			prios[0] = primary.Priorities[0]
@@ -591,9 +614,11 @@ func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served ma
 				ref := h.SSLConfig.SecretRef
 				if s, ok := w.models[c].secrets[orString(ref.Namespace, g.gw.Metadata.Namespace)+"/"+ref.Name]; ok {
 					th.CertSecret = ref.Name
-					th.CASecret = ""
 					if len(s.Value("ca.crt")) > 0 {
-						th.CASecret = ref.Name + "-ca"
+						th.CASecret = caSecretName(ref.Name)
+					} else {
+						// Client certificates must still be verified: against the mesh CA.
+						w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q has no ca.crt; client certificates are verified against the mesh CA", hi, ref.Name)
 					}
 				} else if _, ok := w.certs[c]; ok {
 					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s; using the mesh identity issued by the management server", hi, ref.Name, c)
@@ -652,8 +677,8 @@ func (w *world) secrets(c string, names map[string]bool) []SecretPlan {
 			if cert, ok := w.certs[c]; ok {
 				out = append(out, SecretPlan{Name: n, CAPEM: cert.CAPEM})
 			}
-		case strings.HasSuffix(n, "-ca"):
-			if s, ok := w.models[c].secrets[strings.TrimSuffix(n, "-ca")]; ok {
+		case strings.HasPrefix(n, caSecretPrefix):
+			if s, ok := w.models[c].secrets[strings.TrimPrefix(n, caSecretPrefix)]; ok {
 				out = append(out, SecretPlan{Name: n, CAPEM: s.Value("ca.crt")})
 			}
 		default:

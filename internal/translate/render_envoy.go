@@ -287,17 +287,22 @@ func envoyTLSSocket(ctx envoyMessage) (*corev3.TransportSocket, error) {
 // commonTLS presents the certificate of certSecret and verifies the peer against the
 // CA of caSecret, both fetched over SDS.
 func (r envoyRenderer) commonTLS(certSecret, caSecret string) (*tlsv3.CommonTlsContext, error) {
-	for _, s := range []string{certSecret, caSecret} {
-		if !r.secrets[s] {
-			return nil, fmt.Errorf("mutual tls needs a certificate and a ca secret: unknown secret %q", s)
-		}
+	if !r.secrets[certSecret] {
+		return nil, fmt.Errorf("tls needs a certificate secret: unknown secret %q", certSecret)
 	}
-	return &tlsv3.CommonTlsContext{
+	ctx := &tlsv3.CommonTlsContext{
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: certSecret, SdsConfig: envoyADS()}},
-		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
-			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: caSecret, SdsConfig: envoyADS()},
-		},
-	}, nil
+	}
+	if caSecret == "" {
+		return ctx, nil // a client that does not verify the server (bring-your-own secret without ca.crt)
+	}
+	if !r.secrets[caSecret] {
+		return nil, fmt.Errorf("tls validation needs a ca secret: unknown secret %q", caSecret)
+	}
+	ctx.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+		ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: caSecret, SdsConfig: envoyADS()},
+	}
+	return ctx, nil
 }
 
 func envoySocketAddress(addr string, port uint32) *corev3.Address {

@@ -204,6 +204,14 @@ func (t *Translator) world(in Input) *world {
 		objs = append(objs, cm.model.objects...)
 	}
 	t.models = models
+	// A stable order (by key, then origin) so that overlapping objects resolve the same way
+	// whatever order the configuration came in.
+	sort.SliceStable(objs, func(i, j int) bool {
+		if ki, kj := objs[i].Key(), objs[j].Key(); ki != kj {
+			return ki < kj
+		}
+		return objs[i].origin < objs[j].origin
+	})
 	decodeInto(objs, v1alpha1.KindUpstream, w, &w.upstreamDecls)
 	decodeInto(objs, v1alpha1.KindGateway, w, &w.gatewayDecls)
 	decodeInto(objs, v1alpha1.KindFailoverScheme, w, &w.schemes)

@@ -29,25 +29,25 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// goldenCases are the testdata cases (as TestGolden lists them).
-var goldenCases = []string{"seed003", "vd-failover", "weighted", "missing-destination"}
+// ptCases are the testdata cases (as TestGolden lists them).
+var ptCases = []string{"seed003", "vd-failover", "weighted", "missing-destination"}
 
 // TestOutputsValid checks every golden case's output: Envoy resources decode and pass their
 // validation rules, Istio specs survive a strict trip through Istio's own types, keys are
 // unique and sorted, and every reference resolves within the cluster's output.
 func TestOutputsValid(t *testing.T) {
-	for _, name := range goldenCases {
+	for _, name := range ptCases {
 		t.Run(name, func(t *testing.T) {
 			res := translate.Translate(loadCase(t, name))
 			if len(res.Errors) > 0 {
 				t.Fatalf("translation errors: %v", res.Errors)
 			}
-			for _, c := range sortedKeys(res.Outputs) {
-				if err := checkOutput(res.Outputs[c]); err != nil {
+			for _, c := range ptKeys(res.Outputs) {
+				if err := vtCheckOutput(res.Outputs[c]); err != nil {
 					t.Errorf("cluster %s: %v", c, err)
 				}
 			}
-			for _, e := range unservedSNIs(t, res) {
+			for _, e := range vtUnservedSNIs(res) {
 				t.Error(e)
 			}
 		})
@@ -58,31 +58,90 @@ func TestOutputsValid(t *testing.T) {
 // referenced resource, unsorting the keys or adding a field Istio does not know is caught.
 func TestCheckOutputCatchesBreakage(t *testing.T) {
 	rs := translate.Translate(loadCase(t, "seed003")).Outputs["local"]
-	if err := checkOutput(rs); err != nil {
+	if err := vtCheckOutput(rs); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range rs {
 		if strings.HasPrefix(r.Key, "Envoy") && !strings.HasPrefix(r.Key, translate.KindEnvoyListener) {
-			if checkOutput(append(slices.Clone(rs[:i]), rs[i+1:]...)) == nil {
+			if vtCheckOutput(append(slices.Clone(rs[:i]), rs[i+1:]...)) == nil {
 				t.Errorf("dropping %s went unnoticed", r.Key)
 			}
 		}
 	}
-	if checkOutput(append(slices.Clone(rs[1:]), rs[0])) == nil {
+	if vtCheckOutput(append(slices.Clone(rs[1:]), rs[0])) == nil {
 		t.Error("unsorted keys went unnoticed")
 	}
-	if err := istioRoundTrip("DestinationRule", []byte(`{"host":"a","bogus":1}`)); err == nil {
+	if err := vtIstioRoundTrip("DestinationRule", []byte(`{"host":"a","bogus":1}`)); err == nil {
 		t.Error("an unknown Istio field went unnoticed")
 	}
 }
 
-// unservedSNIs checks across clusters: every SNI a cluster originates mTLS with (towards a
+// TestValidWithSecretsAndRemoteRoutes checks worlds beyond the golden cases: bring-your-own
+// TLS Secrets and a route to another cluster's upstream. Valid inputs must give valid
+// outputs in every cluster, no errors, no complaint about a Secret that exists, and every
+// SNI sent to a remote gateway must be served there.
+func TestValidWithSecretsAndRemoteRoutes(t *testing.T) {
+	scheme := []string{ptCluster("c1", ""), ptCluster("c2", ""), ptScheme("s", "c1", "c2", "default-web-8080")}
+	web := func(i int, extra ...string) []string {
+		return append([]string{ptService("default", "web", 8080, fmt.Sprintf("10.%d.0.1", i))}, extra...)
+	}
+	for _, tc := range []struct {
+		name, bug string
+		config    []string
+		inputs    map[string][]string
+	}{
+		{name: "gateway secret with ca.crt", config: scheme,
+			inputs: map[string][]string{"c1": web(1), "c2": web(2, ptGateway("10.2.255.1", "gw"), ptSecret("gw", true))}},
+		{name: "client secret with ca.crt", config: scheme,
+			inputs: map[string][]string{"c1": web(1, ptSecret(translate.FailoverUpstreamSecret, true)), "c2": web(2, ptGateway("10.2.255.1", ""))}},
+		{name: "gateway secret without ca.crt", config: scheme,
+			bug:    "gateway secretRef Secret without ca.crt: plan sets CASecret \"\", renderer rejects it, the cluster's whole Envoy output is dropped",
+			inputs: map[string][]string{"c1": web(1), "c2": web(2, ptGateway("10.2.255.1", "gw"), ptSecret("gw", false))}},
+		{name: "client secret without ca.crt", config: scheme,
+			bug:    "failover-upstream Secret without ca.crt: plan sets CASecret \"\", renderer rejects it, the primary cluster's whole Envoy output is dropped",
+			inputs: map[string][]string{"c1": web(1, ptSecret(translate.FailoverUpstreamSecret, false)), "c2": web(2, ptGateway("10.2.255.1", ""))}},
+		{name: "gateway secret named *-ca", config: scheme,
+			bug:    "a bring-your-own Secret whose name ends in -ca is taken for the CA half of another Secret: the gateway host is dropped as if the Secret were missing",
+			inputs: map[string][]string{"c1": web(1), "c2": web(2, ptGateway("10.2.255.1", "east-ca"), ptSecret("east-ca", true))}},
+		{name: "route to another cluster's upstream",
+			bug:    "a RouteTable destination in another cluster is sent there with SNI <upstream> but that cluster's gateway does not serve it (served names come from FailoverSchemes and VirtualDestinations only)",
+			config: []string{ptCluster("c1", ""), ptCluster("c2", ""), ptRouteTable("rt", "web.example.com", []string{"c1"}, "default-web-8080", "c2/default-api-8080")},
+			inputs: map[string][]string{"c1": web(1), "c2": {ptService("default", "api", 8080, "10.2.1.1"), ptGateway("10.2.255.1", "")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := translate.Translate(ptInput(t, tc.config, tc.inputs))
+			var problems []string
+			for _, e := range res.Errors {
+				problems = append(problems, "error: "+e)
+			}
+			for k, msgs := range res.Status {
+				for _, m := range msgs {
+					if strings.Contains(m, "has no ca.crt; client certificates are verified against the mesh CA") {
+						continue // expected, informational
+					}
+					problems = append(problems, fmt.Sprintf("status %s: %q", k, m))
+				}
+			}
+			for _, c := range ptKeys(res.Outputs) {
+				if err := vtCheckOutput(res.Outputs[c]); err != nil {
+					problems = append(problems, fmt.Sprintf("cluster %s: %v", c, err))
+				}
+			}
+			problems = append(problems, vtUnservedSNIs(res)...)
+			if len(problems) == 0 {
+				return
+			}
+			t.Fatalf("%s:\n%s", tc.bug, strings.Join(problems, "\n"))
+		})
+	}
+}
+
+// vtUnservedSNIs checks across clusters: every SNI a cluster originates mTLS with (towards a
 // remote gateway) is served by a filter chain of another cluster's listener, else that
 // gateway refuses the connection.
-func unservedSNIs(t *testing.T, res translate.Result) []string {
-	t.Helper()
+func vtUnservedSNIs(res translate.Result) []string {
 	sent, served := map[string][]string{}, map[string][]string{}
-	for _, c := range sortedKeys(res.Outputs) {
+	for _, c := range ptKeys(res.Outputs) {
 		for _, r := range res.Outputs[c] {
 			kind, msg, err := translate.DecodeEnvoy(r)
 			if err != nil {
@@ -106,7 +165,7 @@ func unservedSNIs(t *testing.T, res translate.Result) []string {
 		}
 	}
 	var errs []string
-	for _, sni := range sortedKeys(sent) {
+	for _, sni := range ptKeys(sent) {
 		for _, from := range sent[sni] {
 			c, _, _ := strings.Cut(from, " ")
 			if !slices.ContainsFunc(served[sni], func(s string) bool { return s != c }) {
@@ -117,23 +176,23 @@ func unservedSNIs(t *testing.T, res translate.Result) []string {
 	return errs
 }
 
-// envoyOutput is one cluster's Envoy resources by kind, then name.
-type envoyOutput map[string]map[string]proto.Message
+// vtEnvoy is one cluster's Envoy resources by kind, then name.
+type vtEnvoy map[string]map[string]proto.Message
 
-// checkOutput checks one cluster's output and returns every problem found, joined.
-func checkOutput(rs []snapshot.Resource) error {
+// vtCheckOutput checks one cluster's output and returns every problem found, joined.
+func vtCheckOutput(rs []snapshot.Resource) error {
 	var errs []string
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
-	env := envoyOutput{}
+	env := vtEnvoy{}
 	for i, r := range rs {
 		if i > 0 && rs[i-1].Key >= r.Key {
 			fail("keys not unique and sorted: %q then %q", rs[i-1].Key, r.Key)
 		}
-		var head struct{ APIVersion, Kind string }
-		var spec struct {
-			Spec json.RawMessage `json:"spec"`
+		var head struct {
+			APIVersion, Kind string
+			Spec             json.RawMessage
 		}
-		if err := json.Unmarshal(r.Body, &head); err != nil || json.Unmarshal(r.Body, &spec) != nil {
+		if err := json.Unmarshal(r.Body, &head); err != nil {
 			fail("%s: body is not an object: %v", r.Key, err)
 			continue
 		}
@@ -152,7 +211,7 @@ func checkOutput(rs []snapshot.Resource) error {
 			}
 			env[kind][strings.TrimPrefix(r.Key, kind+"//")] = msg
 		case head.APIVersion == "networking.istio.io/v1":
-			if err := istioRoundTrip(head.Kind, spec.Spec); err != nil {
+			if err := vtIstioRoundTrip(head.Kind, head.Spec); err != nil {
 				fail("%s: %v", r.Key, err)
 			}
 		default:
@@ -171,10 +230,10 @@ func checkOutput(rs []snapshot.Resource) error {
 	return nil
 }
 
-// istioRoundTrip decodes a spec strictly into Istio's type for kind, re-encodes it and
+// vtIstioRoundTrip decodes a spec strictly into Istio's type for kind, re-encodes it and
 // compares the two after normalisation: a field Istio does not know fails the decode, a
 // value Istio would write differently fails the comparison.
-func istioRoundTrip(kind string, spec []byte) error {
+func vtIstioRoundTrip(kind string, spec []byte) error {
 	var m proto.Message
 	switch kind {
 	case "ServiceEntry":
@@ -193,14 +252,14 @@ func istioRoundTrip(kind string, spec []byte) error {
 	if err != nil {
 		return err
 	}
-	if a, b := normJSON(spec), normJSON(again); a != b {
+	if a, b := vtNormJSON(spec), vtNormJSON(again); a != b {
 		return fmt.Errorf("spec changes through %T:\n\tstored: %s\n\tistio:  %s", m, a, b)
 	}
 	return nil
 }
 
-// normJSON puts JSON in encoding/json's form: compact, keys sorted, numbers verbatim.
-func normJSON(b []byte) string {
+// vtNormJSON puts JSON in encoding/json's form: compact, keys sorted, numbers verbatim.
+func vtNormJSON(b []byte) string {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v any
@@ -211,12 +270,12 @@ func normJSON(b []byte) string {
 	return string(out)
 }
 
-func (o envoyOutput) has(kind, name string) bool { _, ok := o[kind][name]; return ok }
+func (o vtEnvoy) has(kind, name string) bool { _, ok := o[kind][name]; return ok }
 
 // references lists the references of one cluster's Envoy output that do not resolve in it:
 // clusters without load assignment (and back), route and tcp_proxy clusters, RDS names, SDS
 // secret names of upstream and downstream TLS.
-func (o envoyOutput) references() []string {
+func (o vtEnvoy) references() []string {
 	var errs []string
 	need := func(from, kind, name string) {
 		if !o.has(kind, name) {
@@ -263,7 +322,7 @@ func (o envoyOutput) references() []string {
 			}
 		}
 	}
-	for _, name := range sortedKeys(o[translate.KindEnvoyCluster]) {
+	for _, name := range ptKeys(o[translate.KindEnvoyCluster]) {
 		c := o[translate.KindEnvoyCluster][name].(*clusterv3.Cluster)
 		from := "cluster " + name
 		need(from, translate.KindEnvoyClusterLoadAssignment, cmp.Or(c.GetEdsClusterConfig().GetServiceName(), name))
@@ -272,13 +331,13 @@ func (o envoyOutput) references() []string {
 			socket(from, m.GetTransportSocket())
 		}
 	}
-	for _, name := range sortedKeys(o[translate.KindEnvoyClusterLoadAssignment]) {
+	for _, name := range ptKeys(o[translate.KindEnvoyClusterLoadAssignment]) {
 		need("load assignment "+name, translate.KindEnvoyCluster, name)
 	}
-	for _, name := range sortedKeys(o[translate.KindEnvoyRouteConfiguration]) {
+	for _, name := range ptKeys(o[translate.KindEnvoyRouteConfiguration]) {
 		routes("route configuration "+name, o[translate.KindEnvoyRouteConfiguration][name].(*routev3.RouteConfiguration))
 	}
-	for _, name := range sortedKeys(o[translate.KindEnvoyListener]) {
+	for _, name := range ptKeys(o[translate.KindEnvoyListener]) {
 		l := o[translate.KindEnvoyListener][name].(*listenerv3.Listener)
 		from := "listener " + name
 		for _, fc := range l.GetFilterChains() {
@@ -305,10 +364,10 @@ func (o envoyOutput) references() []string {
 }
 
 // consistent runs go-control-plane's own Consistent() on the output as one xDS snapshot.
-func (o envoyOutput) consistent() error {
+func (o vtEnvoy) consistent() error {
 	byType := map[resourcev3.Type][]types.Resource{}
 	for kind, msgs := range o {
-		for _, name := range sortedKeys(msgs) {
+		for _, name := range ptKeys(msgs) {
 			url := translate.EnvoyTypeURL(kind)
 			byType[url] = append(byType[url], msgs[name].(types.Resource))
 		}
@@ -320,7 +379,7 @@ func (o envoyOutput) consistent() error {
 	return s.Consistent()
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+func ptKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

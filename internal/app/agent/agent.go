@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +21,8 @@ import (
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/sink"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/xds"
 )
 
 // Config is the agent's configuration; RegisterFlags binds it to flags.
@@ -27,6 +31,7 @@ type Config struct {
 	DiscoveryDir string
 	OutputDir    string
 	AdminAddress string
+	XDSAddress   string
 }
 
 // RegisterFlags binds the configuration to flags with their defaults.
@@ -43,6 +48,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
 	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required)")
 	fs.StringVar(&c.OutputDir, "output-dir", "", "directory that receives one YAML file per output resource, replaced atomically (required)")
+	fs.StringVar(&c.XDSAddress, "xds-address", "127.0.0.1:18000", "address of the ADS (xDS) server the cluster's gateways connect to (plaintext gRPC; keep it on loopback or a private network); empty disables it")
 	fs.StringVar(&c.AdminAddress, "admin-address", ":9977", "address of the agent's admin HTTP endpoint: /healthz, /readyz, /metrics, /status")
 }
 
@@ -72,8 +78,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	src := discovery.NewDir(cfg.DiscoveryDir, log.With("component", "discovery"))
-	out := sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
-	ag, err := relayagent.New(cfg.Agent, src, out, log.With("component", "agent"), reg)
+	sinks := splitSink{files: sink.NewDir(cfg.OutputDir, log.With("component", "sink"))}
+	var xdsServer *xds.Server
+	var xdsLn net.Listener
+	if cfg.XDSAddress != "" {
+		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
+		sinks.xds = xdsServer
+		var err error
+		if xdsLn, err = xdsServer.Listen(); err != nil {
+			return err
+		}
+	}
+	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg)
 	if err != nil {
 		return err
 	}
@@ -90,6 +106,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Start(gctx) })
+	if xdsServer != nil {
+		g.Go(func() error { return xdsServer.Start(gctx, xdsLn) })
+	}
 	g.Go(func() error {
 		if err := ag.Start(gctx); err != nil {
 			return fmt.Errorf("agent: %w", err)
@@ -97,4 +116,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// splitSink sends Envoy resources to the xDS server only and everything else
+// (Kubernetes-shaped Istio resources) to the output directory: Envoy secrets hold private
+// keys and are not Kubernetes objects.
+type splitSink struct {
+	files *sink.Dir
+	xds   *xds.Server
+}
+
+func (s splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
+	kube := make(map[string]snapshot.Resource, len(snap.Resources))
+	for k, r := range snap.Resources {
+		if !strings.HasPrefix(k, "Envoy") {
+			kube[k] = r
+		}
+	}
+	if err := s.files.Apply(ctx, snapshot.FromMap(snap.Version, snap.Epoch, kube)); err != nil {
+		return err
+	}
+	if s.xds != nil {
+		return s.xds.Apply(ctx, snap)
+	}
+	return nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -60,6 +61,12 @@ type Config struct {
 	RedisPrefix     string
 	SafeMode        bool
 	SafeStartWindow int
+	MgmtClusterName string
+	LeaderElection  bool
+	LoadBalancing   bool
+	ReplicaID       string
+	Advertise       string
+	LeaseDuration   time.Duration
 }
 
 // RegisterFlags binds the configuration to flags with their defaults.
@@ -83,6 +90,12 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis; empty keeps everything in memory (single server)")
 	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key")
+	fs.StringVar(&c.MgmtClusterName, "mgmt-cluster-name", "", "name of this management cluster; with --redis-address, a global lock in Redis names the one management cluster allowed to write (active/passive); move it with `meshrelay switch-active`")
+	fs.BoolVar(&c.LeaderElection, "leader-election", false, "elect one leader among the replicas of this management cluster (a lease in Redis); the leader issues mesh certificates and deletes outputs of removed clusters")
+	fs.BoolVar(&c.LoadBalancing, "cluster-load-balancing", false, "spread agents over the live replicas (rendezvous hashing of cluster names); a replica redirects agents it does not own")
+	fs.StringVar(&c.ReplicaID, "replica-id", "", "identity of this replica (default: hostname-pid)")
+	fs.StringVar(&c.Advertise, "advertise-address", "", "relay address agents can reach this replica at, for redirects (default: the --relay-address, with the hostname when its host is empty)")
+	fs.DurationVar(&c.LeaseDuration, "lease-duration", 5*time.Second, "leader lease; a leader that cannot renew steps down at two thirds of it")
 	fs.BoolVar(&c.SafeMode, "safe-mode", true, "after a start, hold translation until every registered cluster (except skipWarming ones) has sent its input snapshot")
 	fs.IntVar(&c.SafeStartWindow, "safe-start-window", 0, "with --safe-mode=false: seconds to wait at most for missing inputs before translating with what is present; 0 does not wait")
 }
@@ -117,6 +130,12 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
 	}
+	if (c.LeaderElection || c.LoadBalancing || c.MgmtClusterName != "") && c.RedisAddress == "" {
+		errs = append(errs, errors.New("--leader-election, --cluster-load-balancing and --mgmt-cluster-name need a shared store: set --redis-address"))
+	}
+	if c.LeaseDuration < time.Second {
+		errs = append(errs, errors.New("--lease-duration must be at least 1s"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -150,29 +169,68 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	var store snapshot.Store = memstore.New()
+	var redisStore *redisstore.Store
+	var backend ha.Backend
 	if cfg.RedisAddress != "" {
 		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
 			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1})
 		defer rc.Close()
-		store = redisstore.New(rc, cfg.RedisPrefix)
+		redisStore = redisstore.New(rc, cfg.RedisPrefix)
+		backend = redisStore
+	}
+	replicaID := cfg.ReplicaID
+	if replicaID == "" {
+		h, _ := os.Hostname()
+		replicaID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	lis, err := net.Listen("tcp", cfg.RelayAddress)
+	if err != nil {
+		return fmt.Errorf("relay listen on %s: %w", cfg.RelayAddress, err)
+	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = lis.Addr().String()
+		if host, port, _ := net.SplitHostPort(advertise); host == "::" || host == "0.0.0.0" || host == "" {
+			h, _ := os.Hostname()
+			advertise = net.JoinHostPort(h, port)
+		}
+	}
+	coord := ha.New(ha.Config{MgmtCluster: orDefault(cfg.MgmtClusterName, "default"), ActivePassive: cfg.MgmtClusterName != "",
+		LeaderElection: cfg.LeaderElection, LoadBalancing: cfg.LoadBalancing, ReplicaID: replicaID, Advertise: advertise,
+		LeaseTTL: cfg.LeaseDuration}, backend, log.With("component", "ha"))
+	if redisStore != nil {
+		if cfg.MgmtClusterName != "" {
+			redisStore = redisStore.WithFence(redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch})
+		}
+		store = redisStore
+	}
+	certs := &sharedCerts{issuer: issuer, coord: coord, log: log.With("component", "mesh-certs")}
+	if redisStore != nil {
+		certs.store = redisStore
+	}
+	var role reconcile.Role
+	if backend != nil {
+		role = coord
 	}
 	rec := reconcile.New(reconcile.Config{
 		SafeMode:         cfg.SafeMode,
 		SafeStartWindow:  time.Duration(cfg.SafeStartWindow) * time.Second,
 		WaitForConfigDir: cfg.ConfigDir != "",
-	}, store, translate.NewTranslator(), meshCerts(issuer), log.With("component", "reconcile"), reg)
+		Role:             role,
+	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
+	certs.rec = rec
 
-	rs := relay.NewServer(relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}, rec, ca, log.With("component", "relay"), reg)
+	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}
+	if cfg.LoadBalancing {
+		rcfg.Balancer = coord
+	}
+	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	rs.Attach(gs)
-	lis, err := net.Listen("tcp", cfg.RelayAddress)
-	if err != nil {
-		return fmt.Errorf("relay listen on %s: %w", cfg.RelayAddress, err)
-	}
 
 	var dir *discovery.Dir
 	if cfg.ConfigDir != "" {
@@ -183,7 +241,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if dir != nil {
 			st.ConfigErrors = dir.Errors()
 		}
-		return st
+		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg)}
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
 	configapi.Register(adm, rec)
@@ -198,7 +256,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rec.Start(gctx) })
-	g.Go(func() error { return rotateMeshCerts(gctx, issuer, rec) })
+	g.Go(func() error { return certs.Start(gctx) })
+	g.Go(func() error { return coord.Start(gctx) })
+	g.Go(func() error {
+		// A new role (active, leader, replica set) may change what this server translates.
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-coord.Watch():
+				rec.Kick()
+			}
+		}
+	})
 	g.Go(func() error { return adm.Start(gctx) })
 	g.Go(func() error {
 		errc := make(chan error, 1)
@@ -242,32 +312,19 @@ func loadMeshCA(cfg Config) (*pki.CA, error) {
 	return ca, err
 }
 
-// meshCerts adapts the issuer to the translator's input.
-func meshCerts(issuer *pki.MeshIssuer) reconcile.CertSource {
-	return func(clusters []string) map[string]translate.ClusterCert {
-		out := map[string]translate.ClusterCert{}
-		for c, b := range issuer.Bundles(clusters) {
-			out[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
-		}
-		return out
-	}
+// ServerStatus is the server's /status document.
+type ServerStatus struct {
+	reconcile.Status
+	HA    ha.Status `json:"ha"`
+	Relay string    `json:"relayAddress"`
+	Store string    `json:"store"`
 }
 
-// rotateMeshCerts re-translates when a mesh certificate is due for rotation, so new ones
-// reach the gateways well before the old ones expire.
-func rotateMeshCerts(ctx context.Context, issuer *pki.MeshIssuer, rec *reconcile.Reconciler) error {
-	for {
-		wait := time.Minute
-		if next := issuer.NextRotation(); !next.IsZero() {
-			wait = min(max(time.Until(next)+time.Second, time.Second), time.Hour)
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-			rec.Kick()
-		}
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
 	}
+	return s
 }
 
 func storeName(cfg Config) string {

@@ -69,6 +69,17 @@ func (s *Store) List(_ context.Context, kind snapshot.Kind) (map[string]*snapsho
 	return out, nil
 }
 
+// Index implements snapshot.Store.
+func (s *Store) Index(_ context.Context, kind snapshot.Kind) (map[string]string, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]string, len(s.snapshots[kind]))
+	for k, v := range s.snapshots[kind] {
+		out[k] = v.Hash
+	}
+	return out, nil
+}
+
 // PutConfig implements snapshot.Store.
 func (s *Store) PutConfig(_ context.Context, r snapshot.Resource) error {
 	s.mu.Lock()

@@ -5,9 +5,14 @@
 // of a Redis Cluster and multi-key transactions and Lua scripts work there:
 //
 //	<prefix>:{<prefix>}:<kind>:<cluster>   snapshot of kind for cluster (JSON)
-//	<prefix>:{<prefix>}:clusters:<kind>    set of the clusters that have a snapshot of kind
+//	<prefix>:{<prefix>}:index:<kind>       hash: cluster → content hash of its snapshot of kind
 //	<prefix>:{<prefix>}:config             hash: resource key → JSON of snapshot.Resource
 //	<prefix>:{<prefix>}:config:rev         configuration revision, INCRed on every change
+//	<prefix>:{<prefix>}:activelock         the global lock naming the management server that may write (ha.go)
+//
+// With a Fence (WithFence), every write runs in a Lua script that first checks that the
+// global lock still names this server with the epoch it holds, so a server that lost the
+// lock cannot overwrite anything, even before it notices.
 //
 // Snapshots use the JSON form of snapshot.Snapshot, but resource bodies are written verbatim
 // (json.Marshal would compact them and escape <, > and &, which changes their hash).
@@ -24,6 +29,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -37,6 +43,49 @@ const DefaultPrefix = "meshrelay"
 type Store struct {
 	c      redis.UniversalClient
 	prefix string // "<prefix>:{<prefix>}:"
+	fence  Fence
+}
+
+// Fence names the lock holder a store writes as; the zero Fence writes unconditionally.
+type Fence struct {
+	// Name is the management cluster name that must hold the global lock.
+	Name string
+	// Epoch returns the lock epoch the server believes it holds.
+	Epoch func() uint64
+}
+
+// WithFence returns a copy of the store whose writes are fenced by the global lock.
+func (s *Store) WithFence(f Fence) *Store {
+	c := *s
+	c.fence = f
+	return &c
+}
+
+func (s *Store) fenceArgs() (string, uint64) {
+	if s.fence.Name == "" || s.fence.Epoch == nil {
+		return "", 0
+	}
+	return s.fence.Name, s.fence.Epoch()
+}
+
+// fenceLua checks the fence; KEYS[1] is the lock, ARGV[1] the name ("" = unfenced) and
+// ARGV[2] the epoch.
+const fenceLua = `
+if ARGV[1] ~= '' then
+  local n = redis.call('HGET', KEYS[1], 'name')
+  local e = redis.call('HGET', KEYS[1], 'epoch')
+  if n ~= ARGV[1] or tonumber(e) ~= tonumber(ARGV[2]) then
+    return redis.error_reply('FENCED the global lock is held by ' .. tostring(n) .. ' at epoch ' .. tostring(e))
+  end
+end
+`
+
+// writeErr classifies a write error: fenced writes wrap snapshot.ErrFenced.
+func writeErr(err error, format string, args ...any) error {
+	if strings.HasPrefix(err.Error(), "FENCED ") {
+		return fmt.Errorf("%s: %w: %s", fmt.Sprintf(format, args...), snapshot.ErrFenced, strings.TrimPrefix(err.Error(), "FENCED "))
+	}
+	return unavailable(err, format, args...)
 }
 
 var _ snapshot.Store = (*Store)(nil)
@@ -53,7 +102,8 @@ func New(client redis.UniversalClient, prefix string) *Store {
 func (s *Store) snapKey(kind snapshot.Kind, cluster string) string {
 	return s.prefix + string(kind) + ":" + cluster
 }
-func (s *Store) indexKey(kind snapshot.Kind) string { return s.prefix + "clusters:" + string(kind) }
+func (s *Store) indexKey(kind snapshot.Kind) string { return s.prefix + "index:" + string(kind) }
+func (s *Store) lockKey() string                    { return s.prefix + "activelock" }
 func (s *Store) configKey() string                  { return s.prefix + "config" }
 func (s *Store) revKey() string                     { return s.prefix + "config:rev" }
 
@@ -82,40 +132,55 @@ func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Sna
 	return snap, nil
 }
 
+var putSnapshot = redis.NewScript(fenceLua + `
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+return 1
+`)
+
+var deleteSnapshot = redis.NewScript(fenceLua + `
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[3], ARGV[3])
+return 1
+`)
+
 // Put implements snapshot.Store.
 func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
 	b, err := encodeSnapshot(snap)
 	if err != nil {
 		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
-	_, err = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, s.snapKey(kind, cluster), b, 0)
-		p.SAdd(ctx, s.indexKey(kind), cluster)
-		return nil
-	})
-	if err != nil {
-		return unavailable(err, "put %s snapshot of cluster %q", kind, cluster)
+	name, epoch := s.fenceArgs()
+	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
+	if err := putSnapshot.Run(ctx, s.c, keys, name, epoch, b, cluster, snap.Hash).Err(); err != nil {
+		return writeErr(err, "put %s snapshot of cluster %q", kind, cluster)
 	}
 	return nil
 }
 
 // Delete implements snapshot.Store.
 func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) error {
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, s.snapKey(kind, cluster))
-		p.SRem(ctx, s.indexKey(kind), cluster)
-		return nil
-	})
-	if err != nil {
-		return unavailable(err, "delete %s snapshot of cluster %q", kind, cluster)
+	name, epoch := s.fenceArgs()
+	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
+	if err := deleteSnapshot.Run(ctx, s.c, keys, name, epoch, cluster).Err(); err != nil {
+		return writeErr(err, "delete %s snapshot of cluster %q", kind, cluster)
 	}
 	return nil
+}
+
+// Index implements snapshot.Store: cluster → content hash, in one round trip.
+func (s *Store) Index(ctx context.Context, kind snapshot.Kind) (map[string]string, error) {
+	m, err := s.c.HGetAll(ctx, s.indexKey(kind)).Result()
+	if err != nil {
+		return nil, unavailable(err, "read %s index", kind)
+	}
+	return m, nil
 }
 
 // List implements snapshot.Store. Clusters whose snapshot is deleted between reading the
 // index and reading the values are left out.
 func (s *Store) List(ctx context.Context, kind snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
-	clusters, err := s.c.SMembers(ctx, s.indexKey(kind)).Result()
+	clusters, err := s.c.HKeys(ctx, s.indexKey(kind)).Result()
 	if err != nil {
 		return nil, unavailable(err, "list %s clusters", kind)
 	}
@@ -151,21 +216,21 @@ func (s *Store) List(ctx context.Context, kind snapshot.Kind) (map[string]*snaps
 
 // putConfig stores ARGV[3] under field ARGV[1] of KEYS[1] and increments KEYS[2], unless the
 // stored resource already has hash ARGV[2].
-var putConfig = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+var putConfig = redis.NewScript(fenceLua + `
+local cur = redis.call('HGET', KEYS[2], ARGV[3])
 if cur then
   local ok, r = pcall(cjson.decode, cur)
-  if ok and type(r) == 'table' and r.hash == ARGV[2] then return 0 end
+  if ok and type(r) == 'table' and r.hash == ARGV[4] then return 0 end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
+redis.call('INCR', KEYS[3])
 return 1
 `)
 
 // deleteConfig removes field ARGV[1] of KEYS[1] and increments KEYS[2] if it was there.
-var deleteConfig = redis.NewScript(`
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('INCR', KEYS[2])
+var deleteConfig = redis.NewScript(fenceLua + `
+if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then return 0 end
+redis.call('INCR', KEYS[3])
 return 1
 `)
 
@@ -176,18 +241,20 @@ func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
 	if err := encodeResource(&buf, r); err != nil {
 		return fmt.Errorf("encode config resource %s: %w", r.Key, err)
 	}
-	keys := []string{s.configKey(), s.revKey()}
-	if err := putConfig.Run(ctx, s.c, keys, r.Key, r.Hash, buf.Bytes()).Err(); err != nil {
-		return unavailable(err, "put config resource %s", r.Key)
+	keys := []string{s.lockKey(), s.configKey(), s.revKey()}
+	name, epoch := s.fenceArgs()
+	if err := putConfig.Run(ctx, s.c, keys, name, epoch, r.Key, r.Hash, buf.Bytes()).Err(); err != nil {
+		return writeErr(err, "put config resource %s", r.Key)
 	}
 	return nil
 }
 
 // DeleteConfig implements snapshot.Store.
 func (s *Store) DeleteConfig(ctx context.Context, key string) error {
-	n, err := deleteConfig.Run(ctx, s.c, []string{s.configKey(), s.revKey()}, key).Int()
+	name, epoch := s.fenceArgs()
+	n, err := deleteConfig.Run(ctx, s.c, []string{s.lockKey(), s.configKey(), s.revKey()}, name, epoch, key).Int()
 	if err != nil {
-		return unavailable(err, "delete config resource %s", key)
+		return writeErr(err, "delete config resource %s", key)
 	}
 	if n == 0 {
 		return fmt.Errorf("config resource %s: %w", key, snapshot.ErrNotFound)

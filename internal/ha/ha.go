@@ -1,0 +1,317 @@
+// Package ha coordinates a management server with its peers through the shared store: the
+// leader lease among the replicas of one management cluster, the replicas' advertisements
+// and the rendezvous hashing that gives every workload cluster one owning replica, and the
+// global lock that names the management cluster allowed to write (active/passive).
+package ha
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+)
+
+// Backend is the shared store's coordination API (redisstore.Store implements it).
+type Backend interface {
+	AcquireLockIfFree(ctx context.Context, name string) (redisstore.Lock, error)
+	ReadLock(ctx context.Context) (redisstore.Lock, error)
+	AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (redisstore.Lease, error)
+	ReleaseLease(ctx context.Context, group, id string) error
+	Heartbeat(ctx context.Context, group, id, address string, ttl time.Duration) error
+	Leave(ctx context.Context, group, id string) error
+	Replicas(ctx context.Context, group string) ([]redisstore.Replica, error)
+}
+
+// Config configures a Coordinator.
+type Config struct {
+	// MgmtCluster names this management cluster. With ActivePassive, the global lock
+	// decides whether it may write.
+	MgmtCluster   string
+	ActivePassive bool
+	// LeaderElection elects one leader among the replicas of MgmtCluster.
+	LeaderElection bool
+	// LoadBalancing spreads workload clusters over the live replicas.
+	LoadBalancing bool
+	// ReplicaID identifies this replica; Advertise is where agents reach it.
+	ReplicaID string
+	Advertise string
+	// LeaseTTL is the leader lease; a leader that cannot renew steps down at two thirds.
+	LeaseTTL time.Duration
+	// Interval is how often the lease is renewed, the replica advertised and the lock read.
+	Interval time.Duration
+}
+
+// Coordinator runs the coordination loop and answers role questions. A nil Backend means a
+// single server: always active, leader and owner.
+type Coordinator struct {
+	cfg     Config
+	backend Backend
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu          sync.RWMutex // guards everything below
+	changed     chan struct{} // closed and replaced on every change
+	lock        redisstore.Lock
+	lockKnown   bool
+	lease       redisstore.Lease
+	leaderUntil time.Time
+	replicas    []redisstore.Replica
+	lastErr     string
+}
+
+// New builds a coordinator; it does no I/O.
+func New(cfg Config, backend Backend, log *slog.Logger) *Coordinator {
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 5 * time.Second
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = cfg.LeaseTTL / 5
+	}
+	return &Coordinator{cfg: cfg, backend: backend, log: log, now: time.Now, changed: make(chan struct{})}
+}
+
+// Watch returns a channel that is closed at the next change of the role, the lock or the
+// replica set; call it again for the one after.
+func (c *Coordinator) Watch() <-chan struct{} {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.changed
+}
+
+func (c *Coordinator) notify() {
+	c.mu.Lock()
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// Start runs the loop until ctx ends; on a clean stop it leaves the replica set and
+// releases the lease so peers take over at once.
+func (c *Coordinator) Start(ctx context.Context) error {
+	if c.backend == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		c.round(ctx)
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			if c.cfg.LoadBalancing {
+				_ = c.backend.Leave(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
+			}
+			if c.cfg.LeaderElection {
+				_ = c.backend.ReleaseLease(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
+			}
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Coordinator) round(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Interval)
+	defer cancel()
+	start := c.now()
+	var errs []string
+	changed := false
+	if c.cfg.ActivePassive {
+		lock, err := c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster)
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			c.mu.Lock()
+			if !c.lockKnown || lock != c.lock {
+				if c.lock.Name != lock.Name || c.lock.Epoch != lock.Epoch {
+					c.log.Info("global lock", "holder", lock.Name, "epoch", lock.Epoch, "active", lock.Name == c.cfg.MgmtCluster)
+				}
+				c.lock, c.lockKnown, changed = lock, true, true
+			}
+			c.mu.Unlock()
+		}
+	}
+	if c.cfg.LeaderElection {
+		lease, err := c.backend.AcquireLease(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.LeaseTTL)
+		c.mu.Lock()
+		wasLeader := c.leaderLocked()
+		if err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			c.lease = lease
+			if lease.Holder == c.cfg.ReplicaID {
+				// Step down at two thirds of the lease unless renewed again, so a slow or
+				// unreachable store never leaves two leaders.
+				c.leaderUntil = start.Add(c.cfg.LeaseTTL * 2 / 3)
+			}
+		}
+		if isLeader := c.leaderLocked(); isLeader != wasLeader {
+			c.log.Info("leadership changed", "leader", isLeader, "epoch", c.lease.Epoch)
+			changed = true
+		}
+		c.mu.Unlock()
+	}
+	if c.cfg.LoadBalancing {
+		if err := c.backend.Heartbeat(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.Advertise, 3*c.cfg.Interval); err != nil {
+			errs = append(errs, err.Error())
+		}
+		if reps, err := c.backend.Replicas(ctx, c.cfg.MgmtCluster); err != nil {
+			errs = append(errs, err.Error())
+		} else {
+			c.mu.Lock()
+			if !sameReplicas(reps, c.replicas) {
+				c.log.Info("replicas changed", "replicas", len(reps))
+				c.replicas, changed = reps, true
+			}
+			c.mu.Unlock()
+		}
+	}
+	c.mu.Lock()
+	c.lastErr = ""
+	if len(errs) > 0 {
+		c.lastErr = errs[0]
+	}
+	c.mu.Unlock()
+	if changed {
+		c.notify()
+	}
+}
+
+func sameReplicas(a, b []redisstore.Replica) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Coordinator) leaderLocked() bool {
+	return c.lease.Holder == c.cfg.ReplicaID && c.now().Before(c.leaderUntil)
+}
+
+// Leader reports whether this replica leads (always, without leader election).
+func (c *Coordinator) Leader() bool {
+	if c.backend == nil || !c.cfg.LeaderElection {
+		return true
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.leaderLocked()
+}
+
+// Active reports whether this server may translate and write, and the epoch it writes
+// under. Without active/passive it is always active at epoch 1.
+func (c *Coordinator) Active() (bool, uint64) {
+	if c.backend == nil || !c.cfg.ActivePassive {
+		return true, 1
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.lockKnown && c.lock.Name == c.cfg.MgmtCluster, c.lock.Epoch
+}
+
+// Epoch is the lock epoch this server believes it holds (for the store's fence).
+func (c *Coordinator) Epoch() uint64 {
+	_, e := c.Active()
+	return e
+}
+
+// Owns reports whether this replica owns a workload cluster.
+func (c *Coordinator) Owns(cluster string) bool {
+	_, ok := c.Owner(cluster)
+	return ok
+}
+
+// OwnerAddress returns the relay address of the replica owning a cluster and whether it is
+// this one.
+func (c *Coordinator) OwnerAddress(cluster string) (string, bool) {
+	r, ok := c.Owner(cluster)
+	return r.Address, ok
+}
+
+// Owner returns the replica that owns a workload cluster and whether it is this one. While
+// the replica set is unknown (or balancing is off) every replica owns every cluster.
+func (c *Coordinator) Owner(cluster string) (redisstore.Replica, bool) {
+	self := redisstore.Replica{ID: c.cfg.ReplicaID, Address: c.cfg.Advertise}
+	if c.backend == nil || !c.cfg.LoadBalancing {
+		return self, true
+	}
+	c.mu.RLock()
+	reps := c.replicas
+	c.mu.RUnlock()
+	o, ok := Rendezvous(cluster, reps)
+	if !ok {
+		return self, true
+	}
+	return o, o.ID == c.cfg.ReplicaID
+}
+
+// Rendezvous picks the replica with the highest hash of (cluster, replica id): adding or
+// removing a replica moves only the clusters it gains or loses.
+func Rendezvous(cluster string, reps []redisstore.Replica) (redisstore.Replica, bool) {
+	var best redisstore.Replica
+	var bestScore uint64
+	found := false
+	for _, r := range reps {
+		h := fnv.New64a()
+		h.Write([]byte(cluster))
+		h.Write([]byte{0})
+		h.Write([]byte(r.ID))
+		s := mix(h.Sum64())
+		if !found || s > bestScore || (s == bestScore && r.ID < best.ID) {
+			best, bestScore, found = r, s, true
+		}
+	}
+	return best, found
+}
+
+// mix is a 64-bit finalizer (splitmix64) that spreads fnv's output.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// Status is the coordinator's state for /status and `meshrelay check`.
+type Status struct {
+	MgmtCluster   string               `json:"mgmtCluster,omitempty"`
+	ReplicaID     string               `json:"replica,omitempty"`
+	Active        bool                 `json:"active"`
+	Lock          *redisstore.Lock     `json:"lock,omitempty"`
+	Leader        bool                 `json:"leader"`
+	LeaderElected bool                 `json:"leaderElection"`
+	Lease         *redisstore.Lease    `json:"lease,omitempty"`
+	Replicas      []redisstore.Replica `json:"replicas,omitempty"`
+	Error         string               `json:"error,omitempty"`
+}
+
+// Status returns the current view.
+func (c *Coordinator) Status() Status {
+	active, _ := c.Active()
+	st := Status{MgmtCluster: c.cfg.MgmtCluster, ReplicaID: c.cfg.ReplicaID, Active: active, Leader: c.Leader(), LeaderElected: c.cfg.LeaderElection}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.lockKnown {
+		l := c.lock
+		st.Lock = &l
+	}
+	if c.cfg.LeaderElection && c.lease.Holder != "" {
+		l := c.lease
+		st.Lease = &l
+	}
+	st.Replicas = c.replicas
+	st.Error = c.lastErr
+	return st
+}

@@ -1,0 +1,246 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Lock is the global lock naming the management server allowed to write.
+type Lock struct {
+	Name  string    `json:"name"`
+	Epoch uint64    `json:"epoch"`
+	Since time.Time `json:"since"`
+}
+
+func (s *Store) lockEpochKey() string { return s.prefix + "activelock:epoch" }
+
+// acquireLock takes the lock for ARGV[1] when nobody holds it (epoch = INCR of KEYS[2]);
+// it returns the holder either way.
+var acquireLock = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local e = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
+end
+return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+`)
+
+// switchLock gives the lock to ARGV[1] with a new epoch, whoever held it.
+var switchLock = redis.NewScript(`
+local e = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
+return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+`)
+
+func parseLock(v any) (Lock, error) {
+	vals, ok := v.([]any)
+	if !ok || len(vals) != 3 || vals[0] == nil {
+		return Lock{}, nil
+	}
+	name, _ := vals[0].(string)
+	es, _ := vals[1].(string)
+	ss, _ := vals[2].(string)
+	epoch, err := strconv.ParseUint(es, 10, 64)
+	if err != nil {
+		return Lock{}, fmt.Errorf("decode lock epoch %q: %w", es, err)
+	}
+	ms, _ := strconv.ParseInt(ss, 10, 64)
+	return Lock{Name: name, Epoch: epoch, Since: time.UnixMilli(ms).UTC()}, nil
+}
+
+// AcquireLockIfFree takes the global lock for name when nobody holds it and returns the
+// holder (name itself, or whoever already held it).
+func (s *Store) AcquireLockIfFree(ctx context.Context, name string) (Lock, error) {
+	v, err := acquireLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli()).Result()
+	if err != nil {
+		return Lock{}, unavailable(err, "acquire global lock")
+	}
+	return parseLock(v)
+}
+
+// SwitchLock moves the global lock to name with a new, higher epoch (`switch-active`).
+func (s *Store) SwitchLock(ctx context.Context, name string) (Lock, error) {
+	v, err := switchLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli()).Result()
+	if err != nil {
+		return Lock{}, unavailable(err, "switch global lock")
+	}
+	return parseLock(v)
+}
+
+// ReadLock returns the holder of the global lock (zero Lock when nobody holds it).
+func (s *Store) ReadLock(ctx context.Context) (Lock, error) {
+	v, err := s.c.HMGet(ctx, s.lockKey(), "name", "epoch", "since").Result()
+	if err != nil {
+		return Lock{}, unavailable(err, "read global lock")
+	}
+	return parseLock(v)
+}
+
+func (s *Store) leaseKey(group string) string      { return s.prefix + "leader:" + group }
+func (s *Store) leaseEpochKey(group string) string { return s.prefix + "leader:" + group + ":epoch" }
+
+// acquireLease: KEYS[1] lease, KEYS[2] epoch counter; ARGV[1] id, ARGV[2] ttl ms. The value
+// is "<id> <epoch>". A holder renews its own lease; anyone takes a free one.
+var acquireLease = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local id, e = string.match(cur, '^(%S+) (%d+)$')
+  if id == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+  return cur
+end
+local e = redis.call('INCR', KEYS[2])
+local v = ARGV[1] .. ' ' .. e
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v
+`)
+
+// releaseLease deletes the lease if ARGV[1] holds it.
+var releaseLease = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^(%S+) ') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// Lease is the holder of a leader lease.
+type Lease struct {
+	Holder string `json:"holder"`
+	Epoch  uint64 `json:"epoch"`
+}
+
+func parseLease(v string) Lease {
+	id, e, _ := strings.Cut(v, " ")
+	epoch, _ := strconv.ParseUint(e, 10, 64)
+	return Lease{Holder: id, Epoch: epoch}
+}
+
+// AcquireLease takes or renews the leader lease of group for id for ttl and returns the
+// holder; id leads when the holder is id. Every new holder gets a higher epoch.
+func (s *Store) AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (Lease, error) {
+	v, err := acquireLease.Run(ctx, s.c, []string{s.leaseKey(group), s.leaseEpochKey(group)}, id, ttl.Milliseconds()).Text()
+	if err != nil {
+		return Lease{}, unavailable(err, "acquire leader lease of %s", group)
+	}
+	return parseLease(v), nil
+}
+
+// ReleaseLease gives up the lease if id holds it (a clean shutdown).
+func (s *Store) ReleaseLease(ctx context.Context, group, id string) error {
+	if err := releaseLease.Run(ctx, s.c, []string{s.leaseKey(group)}, id).Err(); err != nil {
+		return unavailable(err, "release leader lease of %s", group)
+	}
+	return nil
+}
+
+// ReadLease returns the current holder of group's lease (zero when none).
+func (s *Store) ReadLease(ctx context.Context, group string) (Lease, error) {
+	v, err := s.c.Get(ctx, s.leaseKey(group)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Lease{}, nil
+	}
+	if err != nil {
+		return Lease{}, unavailable(err, "read leader lease of %s", group)
+	}
+	return parseLease(v), nil
+}
+
+func (s *Store) replicasKey(group string) string { return s.prefix + "replicas:" + group }
+func (s *Store) replicaAddrKey(group string) string {
+	return s.prefix + "replicas:" + group + ":address"
+}
+
+// Replica is a live replica of a management cluster.
+type Replica struct {
+	ID      string `json:"id"`
+	Address string `json:"address"`
+}
+
+// Heartbeat advertises replica id at address for ttl, and drops replicas whose
+// advertisement expired.
+func (s *Store) Heartbeat(ctx context.Context, group, id, address string, ttl time.Duration) error {
+	now := time.Now()
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, s.replicasKey(group), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: id})
+		p.HSet(ctx, s.replicaAddrKey(group), id, address)
+		p.ZRemRangeByScore(ctx, s.replicasKey(group), "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		return nil
+	})
+	if err != nil {
+		return unavailable(err, "heartbeat replica %s", id)
+	}
+	return nil
+}
+
+// Leave removes replica id (a clean shutdown).
+func (s *Store) Leave(ctx context.Context, group, id string) error {
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.replicasKey(group), id)
+		p.HDel(ctx, s.replicaAddrKey(group), id)
+		return nil
+	})
+	if err != nil {
+		return unavailable(err, "remove replica %s", id)
+	}
+	return nil
+}
+
+// Replicas lists the live replicas of group, sorted by id.
+func (s *Store) Replicas(ctx context.Context, group string) ([]Replica, error) {
+	ids, err := s.c.ZRangeByScore(ctx, s.replicasKey(group), &redis.ZRangeBy{Min: strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
+	if err != nil {
+		return nil, unavailable(err, "list replicas")
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	addrs, err := s.c.HMGet(ctx, s.replicaAddrKey(group), ids...).Result()
+	if err != nil {
+		return nil, unavailable(err, "list replica addresses")
+	}
+	out := make([]Replica, 0, len(ids))
+	for i, id := range ids {
+		a, _ := addrs[i].(string)
+		out = append(out, Replica{ID: id, Address: a})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *Store) meshCertsKey() string { return s.prefix + "meshcerts" }
+
+// PutMeshCert stores a cluster's mesh identity (JSON), fenced like every write.
+func (s *Store) PutMeshCert(ctx context.Context, cluster string, value []byte) error {
+	name, epoch := s.fenceArgs()
+	if err := putHashField.Run(ctx, s.c, []string{s.lockKey(), s.meshCertsKey()}, name, epoch, cluster, value).Err(); err != nil {
+		return writeErr(err, "put mesh certificate of %s", cluster)
+	}
+	return nil
+}
+
+var putHashField = redis.NewScript(fenceLua + `
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+return 1
+`)
+
+// MeshCerts returns every stored mesh identity by cluster.
+func (s *Store) MeshCerts(ctx context.Context) (map[string][]byte, error) {
+	m, err := s.c.HGetAll(ctx, s.meshCertsKey()).Result()
+	if err != nil {
+		return nil, unavailable(err, "read mesh certificates")
+	}
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
