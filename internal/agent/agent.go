@@ -47,6 +47,21 @@ type Config struct {
 	// ResolveInterval is how often the relay address is re-resolved while connected; the
 	// agent reconnects when the answer no longer contains the server it is connected to.
 	ResolveInterval time.Duration
+	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
+	// instead of the system's.
+	DNSServer string
+}
+
+// resolver returns the resolver for the relay address.
+func (c *Config) resolver() *net.Resolver {
+	if c.DNSServer == "" {
+		return net.DefaultResolver
+	}
+	server := c.DNSServer
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server)
+	}}
 }
 
 // Validate checks the configuration and fills defaults.

@@ -84,7 +84,7 @@ func (a *Agent) lookup(ctx context.Context) ([]string, string, error) {
 	}
 	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupHost(lctx, host)
+	addrs, err := a.cfg.resolver().LookupHost(lctx, host)
 	if err != nil {
 		return nil, "", fmt.Errorf("resolve relay host %s: %w", host, err)
 	}

@@ -87,7 +87,7 @@ Start with:  meshrelay demo`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json (logs go to stderr)")
 	root.AddCommand(
 		newServerCmd(g), newAgentCmd(g), newApplyCmd(), newDeleteCmd(), newGetCmd(), newDebugCmd(),
-		newDemoCmd(g), newVersionCmd(), newBenchCmd(),
+		newDemoCmd(g), newVersionCmd(), newBenchCmd(), newSwitchActiveCmd(), newCheckCmd(),
 	)
 	return root
 }

@@ -97,6 +97,9 @@ type outlierSpec struct {
 	baseEjection       time.Duration
 	maxEjection        time.Duration
 	maxEjectionPercent uint32
+	alwaysEjectOne     bool
+	// unejectOnHealthy un-ejects a host when active health checking marks it healthy.
+	unejectOnHealthy bool
 }
 
 // loadAssignment is a parsed ClusterLoadAssignment.
@@ -229,6 +232,8 @@ func parseOutlier(od *clusterv3.OutlierDetection) *outlierSpec {
 		baseEjection:       base,
 		maxEjection:        max(durOr(od.GetMaxEjectionTime(), 300*time.Second), base),
 		maxEjectionPercent: min(100, val(od.GetMaxEjectionPercent(), 10, od.GetMaxEjectionPercent() != nil)),
+		alwaysEjectOne:     od.GetAlwaysEjectOneHost().GetValue(),
+		unejectOnHealthy:   od.GetSuccessfulActiveHealthCheckUnejectHost() == nil || od.GetSuccessfulActiveHealthCheckUnejectHost().GetValue(),
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,6 +98,49 @@ type Server struct {
 	ca      *pki.CA
 	log     *slog.Logger
 	m       *metrics
+
+	mu    sync.Mutex // guards conns
+	conns map[string]*Connection
+}
+
+// Connection counts the open streams of one cluster on this server.
+type Connection struct {
+	Push  int       `json:"push"`
+	Pull  int       `json:"pull"`
+	Since time.Time `json:"since,omitzero"`
+	Peer  string    `json:"peer,omitempty"`
+}
+
+func (s *Server) track(cluster, peer string, push bool, delta int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.conns[cluster]
+	if c == nil {
+		c = &Connection{}
+		s.conns[cluster] = c
+	}
+	if push {
+		c.Push += delta
+	} else {
+		c.Pull += delta
+	}
+	if delta > 0 {
+		c.Since, c.Peer = time.Now().UTC(), peer
+	}
+	if c.Push == 0 && c.Pull == 0 {
+		delete(s.conns, cluster)
+	}
+}
+
+// Connections returns the open streams per cluster.
+func (s *Server) Connections() map[string]Connection {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Connection, len(s.conns))
+	for k, v := range s.conns {
+		out[k] = *v
+	}
+	return out
 }
 
 // NewServer builds a relay server; it does no I/O.
@@ -110,7 +154,7 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg)}
+	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), conns: map[string]*Connection{}}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,
@@ -266,6 +310,8 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
+	s.track(cluster, peerAddr(ctx), true, 1)
+	defer s.track(cluster, "", true, -1)
 	log.Info("push stream opened")
 	defer log.Info("push stream closed")
 
@@ -355,6 +401,8 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	g := s.m.pullConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
+	s.track(cluster, agent, false, 1)
+	defer s.track(cluster, "", false, -1)
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}

@@ -241,7 +241,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if dir != nil {
 			st.ConfigErrors = dir.Errors()
 		}
-		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg)}
+		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
+			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter}
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
 	configapi.Register(adm, rec)
@@ -315,9 +316,12 @@ func loadMeshCA(cfg Config) (*pki.CA, error) {
 // ServerStatus is the server's /status document.
 type ServerStatus struct {
 	reconcile.Status
-	HA    ha.Status `json:"ha"`
-	Relay string    `json:"relayAddress"`
-	Store string    `json:"store"`
+	HA                ha.Status                   `json:"ha"`
+	Relay             string                      `json:"relayAddress"`
+	Store             string                      `json:"store"`
+	Connections       map[string]relay.Connection `json:"connections"`
+	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
+	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
 }
 
 func orDefault(s, def string) string {

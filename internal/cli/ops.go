@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+)
+
+type redisFlags struct{ address, password, prefix string }
+
+func (r *redisFlags) register(cmd *cobra.Command, required bool) {
+	usage := "host:port of the shared Redis"
+	if required {
+		usage += " (required)"
+	}
+	cmd.Flags().StringVar(&r.address, "redis-address", "", usage)
+	cmd.Flags().StringVar(&r.password, "redis-password", "", "Redis password (env MESHRELAY_REDIS_PASSWORD)")
+	cmd.Flags().StringVar(&r.prefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key (as given to the servers)")
+}
+
+func (r *redisFlags) store() (*redisstore.Store, func()) {
+	c := redis.NewClient(&redis.Options{Addr: r.address, Password: r.password, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, MaxRetries: 1})
+	return redisstore.New(c, r.prefix), func() { c.Close() }
+}
+
+func newSwitchActiveCmd() *cobra.Command {
+	var rf redisFlags
+	var name string
+	cmd := &cobra.Command{
+		Use:   "switch-active --mgmt-cluster-name NAME --redis-address ADDR",
+		Short: "Move the global lock: make another management server the one that writes",
+		Long: `Move the global lock in the shared Redis to the management cluster NAME, with a new, higher
+epoch. From then on only that management server may write to Redis (every write is fenced by
+the lock, so a former active server cannot overwrite anything, even before it notices), and
+agents refuse outputs made under an older epoch. Switch back the same way.
+
+After a regional failover: switch the DNS record agents use to the new server, then run this
+(and point your CI/CD at the new server if you write configuration to one server only).`,
+		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if name == "" || rf.address == "" {
+				return fmt.Errorf("--mgmt-cluster-name and --redis-address are required")
+			}
+			st, closeFn := rf.store()
+			defer closeFn()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			before, err := st.ReadLock(ctx)
+			if err != nil {
+				return err
+			}
+			after, err := st.SwitchLock(ctx, name)
+			if err != nil {
+				return err
+			}
+			prev := before.Name
+			if prev == "" {
+				prev = "nobody"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "global lock moved from %s (epoch %d) to %s (epoch %d)\n", prev, before.Epoch, after.Name, after.Epoch)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "mgmt-cluster-name", "", "management cluster that becomes active (required)")
+	rf.register(cmd, true)
+	return cmd
+}
+
+// checkResult is one line of `meshrelay check`.
+type checkResult struct {
+	Check  string `json:"check"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+func newCheckCmd() *cobra.Command {
+	var server, output string
+	var rf redisFlags
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check the management plane's health (like meshctl check)",
+		Long: `Check that the management server and its store are reachable, which management cluster is
+active and which replica leads, that every registered cluster has its push and pull streams
+connected and is in sync (and for how long it has not been), whether safe mode holds
+translation and why, when the relay certificates expire, and the last translation errors.
+Exits non-zero when anything is wrong.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			results := runChecks(cmd.Context(), server, rf)
+			failed := 0
+			for _, r := range results {
+				if !r.OK {
+					failed++
+				}
+			}
+			switch output {
+			case "json":
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(map[string]any{"ok": failed == 0, "checks": results}); err != nil {
+					return err
+				}
+			default:
+				for _, r := range results {
+					mark := "✓"
+					if !r.OK {
+						mark = "✗"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %-28s %s\n", mark, r.Check, r.Detail)
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d checks failed", failed, len(results))
+			}
+			return nil
+		},
+	}
+	serverFlag(cmd, &server)
+	rf.register(cmd, false)
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult {
+	var out []checkResult
+	add := func(check string, ok bool, format string, args ...any) {
+		out = append(out, checkResult{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
+	}
+	if rf.address != "" {
+		st, closeFn := rf.store()
+		defer closeFn()
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := st.Ping(cctx); err != nil {
+			add("redis reachable", false, "%v", err)
+		} else {
+			add("redis reachable", true, "%s", rf.address)
+			if l, err := st.ReadLock(cctx); err == nil && l.Name != "" {
+				add("active management cluster", true, "%s (epoch %d, since %s)", l.Name, l.Epoch, l.Since.Format(time.RFC3339))
+			}
+		}
+	}
+	var st serverapp.ServerStatus
+	c := configapi.NewClient(server)
+	if err := c.Status(ctx, &st); err != nil {
+		add("server reachable", false, "%v", err)
+		return out
+	}
+	add("server reachable", true, "%s (relay %s, store %s)", server, st.Relay, st.Store)
+	if resp, err := http.Get(strings.TrimRight(c.Base, "/") + "/readyz"); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		add("server ready", resp.StatusCode == http.StatusOK, "%s", strings.TrimSpace(string(b)))
+	}
+	add("store", st.StoreError == "", "%s", orText(st.StoreError, "reachable"))
+	if st.HA.Lock != nil {
+		add("this server's role", true, "management cluster %s is %s; lock held by %s at epoch %d", st.HA.MgmtCluster, activeWord(st.HA.Active), st.HA.Lock.Name, st.HA.Lock.Epoch)
+	}
+	if st.HA.LeaderElected {
+		holder := "none"
+		if st.HA.Lease != nil {
+			holder = fmt.Sprintf("%s (epoch %d)", st.HA.Lease.Holder, st.HA.Lease.Epoch)
+		}
+		add("leader", st.HA.Lease != nil, "%s; this replica %s leads: %v", holder, st.HA.ReplicaID, st.HA.Leader)
+	}
+	if len(st.HA.Replicas) > 0 {
+		var ids []string
+		for _, r := range st.HA.Replicas {
+			ids = append(ids, r.ID+"@"+r.Address)
+		}
+		add("replicas", true, "%s", strings.Join(ids, ", "))
+	}
+	if st.SafeMode.Active {
+		add("safe mode", false, "%s; missing: %s", st.SafeMode.Reason, strings.Join(st.SafeMode.Missing, ", "))
+	} else {
+		add("safe mode", true, "translation not held")
+	}
+	for _, cl := range st.Clusters {
+		conn := st.Connections[cl.Name]
+		name := "cluster " + cl.Name
+		switch {
+		case conn.Push == 0 || conn.Pull == 0:
+			add(name, false, "registered but not connected here (push %d, pull %d streams)", conn.Push, conn.Pull)
+		case !cl.InSync:
+			add(name, false, "out of sync for %.0fs: desired v%d, acked v%d %s", cl.StaleSeconds, cl.OutputVersion, cl.AckedVersion, cl.LastNack)
+		default:
+			add(name, true, "connected, in sync at v%d", cl.OutputVersion)
+		}
+	}
+	left := time.Until(st.RelayCertNotAfter)
+	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
+	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {
+		all := append(append([]string{}, st.ConfigErrors...), st.TranslationErrors...)
+		add("translation", false, "%d errors: %s", len(all), strings.Join(all, "; "))
+	} else {
+		add("translation", true, "%d translations, no errors", st.Translations)
+	}
+	var keys []string
+	for k := range st.ResourceStatus {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		add("resource "+k, false, "%s", strings.Join(st.ResourceStatus[k], "; "))
+	}
+	return out
+}
+
+func orText(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func activeWord(a bool) string {
+	if a {
+		return "active"
+	}
+	return "passive"
+}
