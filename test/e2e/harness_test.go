@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/demo"
 	"github.com/meshrelay/meshrelay/internal/proc"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"sigs.k8s.io/yaml"
 )
 
 var bin string
@@ -249,7 +250,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 }
 
 func outputHas(t *testing.T, a *agent, key string) error {
-	keys, err := demo.OutputKeys(a.output)
+	keys, err := outputKeys(a.output)
 	if err != nil {
 		return err
 	}
@@ -260,7 +261,7 @@ func outputHas(t *testing.T, a *agent, key string) error {
 }
 
 func outputLacks(t *testing.T, a *agent, key string) error {
-	keys, err := demo.OutputKeys(a.output)
+	keys, err := outputKeys(a.output)
 	if err != nil {
 		return err
 	}
@@ -382,4 +383,35 @@ func logContains(t *testing.T, p *proc.Process, s string) error {
 		return fmt.Errorf("log of %s does not contain %q", p.Name, s)
 	}
 	return nil
+}
+
+// outputKeys reads an agent's output directory and returns the keys (Kind/namespace/name)
+// of the objects in it.
+func outputKeys(dir string) (map[string]bool, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]bool{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			if os.IsNotExist(err) {
+				continue // replaced or removed while we listed
+			}
+			return nil, err
+		}
+		var h struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(b, &h); err != nil {
+			return nil, fmt.Errorf("output file %s: %w", f, err)
+		}
+		keys[resource.Key(h.Kind, h.Metadata.Namespace, h.Metadata.Name)] = true
+	}
+	return keys, nil
 }

@@ -1,0 +1,316 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// The seed 003 resources, as the seed writes them; only addresses and ports differ (every
+// listener is on loopback here).
+const clustersYAML = `apiVersion: admin.gloo.solo.io/v2
+kind: KubernetesCluster
+metadata:
+  name: local
+  namespace: gloo-mesh
+spec:
+  clusterDomain: cluster.local
+---
+apiVersion: admin.gloo.solo.io/v2
+kind: KubernetesCluster
+metadata:
+  name: remote
+  namespace: gloo-mesh
+spec:
+  clusterDomain: cluster.local
+`
+
+const failoverSchemeYAML = `apiVersion: fed.solo.io/v1
+kind: FailoverScheme
+metadata:
+ name: failover-scheme
+ namespace: gloo-fed
+spec:
+ failoverGroups:
+ - priorityGroup:
+   - cluster: remote
+     upstreams:
+     - name: default-service-green-10000
+       namespace: gloo-system
+ primary:
+   clusterName: local
+   name: default-service-blue-10000
+   namespace: gloo-system
+`
+
+// appYAML is a seed app's Service (as in the seed) and the EndpointSlice where it runs here.
+func appYAML(color, text string, port int) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata:
+ labels:
+   app: bluegreen
+   text: %[1]s
+ name: service-%[1]s
+ namespace: default
+spec:
+ ports:
+ - name: color
+   port: 10000
+   protocol: TCP
+   targetPort: 10000
+ selector:
+   app: bluegreen
+   text: %[1]s
+ type: ClusterIP
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: service-%[1]s-pod
+  namespace: default
+  labels:
+    kubernetes.io/service-name: service-%[1]s
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.1"]
+  conditions: {ready: true}
+ports:
+- name: color
+  port: %[2]d
+`, color, port)
+}
+
+const healthCheckPatchYAML = `# kubectl patch upstream -n gloo-system default-service-blue-10000 (seed 003)
+apiVersion: gloo.solo.io/v1
+kind: Upstream
+metadata:
+  name: default-service-blue-10000
+  namespace: gloo-system
+spec:
+ healthChecks:
+ - timeout: 1s
+   interval: 1s
+   unhealthyThreshold: 1
+   healthyThreshold: 1
+   httpHealthCheck:
+     path: /health
+`
+
+func routeYAML(port int) string {
+	return fmt.Sprintf(`# glooctl add route --path-prefix / --dest-name default-service-blue-10000 (seed 003),
+# served by local's HTTP gateway.
+apiVersion: gateway.solo.io/v1
+kind: Gateway
+metadata:
+  name: gateway-proxy
+  namespace: gloo-system
+spec:
+  bindAddress: 127.0.0.1
+  bindPort: %d
+  httpGateway: {}
+---
+apiVersion: meshrelay.io/v1alpha1
+kind: RouteTable
+metadata:
+  name: default
+  namespace: gloo-system
+spec:
+  hosts: ["*"]
+  http:
+  - matchers:
+    - uri: {prefix: /}
+    forwardTo:
+      destinations:
+      - ref: {name: default-service-blue-10000, namespace: gloo-system}
+`, port)
+}
+
+func failoverGatewayYAML(port int) string {
+	return fmt.Sprintf(`# The seed's failover gateway and its Service (the gateway terminates mTLS and forwards
+# by SNI). Without the seed's openssl secret the management server's mesh identity is used.
+apiVersion: gateway.solo.io/v1
+kind: Gateway
+metadata:
+ name: failover-gateway
+ namespace: gloo-system
+ labels:
+   app: gloo
+spec:
+ bindAddress: "127.0.0.1"
+ bindPort: %[1]d
+ tcpGateway:
+   tcpHosts:
+   - name: failover
+     sslConfig:
+       secretRef:
+         name: failover-downstream
+         namespace: gloo-system
+     destination:
+       forwardSniClusterName: {}
+---
+apiVersion: v1
+kind: Service
+metadata:
+ labels:
+   app: gloo
+ name: failover
+ namespace: gloo-system
+spec:
+ ports:
+ - name: failover
+   port: %[1]d
+   protocol: TCP
+   targetPort: %[1]d
+ type: LoadBalancer
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: failover-gateway
+  namespace: gloo-system
+  labels:
+    kubernetes.io/service-name: failover
+addressType: IPv4
+endpoints:
+- addresses: ["127.0.0.1"]
+ports:
+- name: failover
+  port: %[1]d
+`, port)
+}
+
+func (e *env) story(ctx context.Context) error {
+	e.say("meshrelay demo — seed 003's service failover on one machine (working directory %s)", e.dir)
+	for _, n := range []string{"relay", "admin", "blue", "blue-admin", "green", "green-admin", "http", "failover",
+		"agent-local", "agent-remote", "xds-local", "xds-remote", "gw-local", "gw-remote"} {
+		if _, err := e.port(n); err != nil {
+			return err
+		}
+	}
+	cfg := filepath.Join(e.dir, "config")
+	if err := e.write(filepath.Join(cfg, "clusters.yaml"), clustersYAML); err != nil {
+		return err
+	}
+	if err := e.write(filepath.Join(cfg, "failover-scheme.yaml"), failoverSchemeYAML); err != nil {
+		return err
+	}
+	token := filepath.Join(e.dir, "relay-identity-token")
+	if err := e.write(token, "demo-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"\n"); err != nil {
+		return err
+	}
+	localDisc, remoteDisc := filepath.Join(e.dir, "local", "discovery"), filepath.Join(e.dir, "remote", "discovery")
+	files := map[string]string{
+		filepath.Join(localDisc, "service-blue.yaml"):         appYAML("blue", "blue-pod", e.ports["blue"]),
+		filepath.Join(localDisc, "upstream-healthcheck.yaml"): healthCheckPatchYAML,
+		filepath.Join(localDisc, "route.yaml"):                routeYAML(e.ports["http"]),
+		filepath.Join(remoteDisc, "service-green.yaml"):       appYAML("green", "green-pod", e.ports["green"]),
+		filepath.Join(remoteDisc, "failover-gateway.yaml"):    failoverGatewayYAML(e.ports["failover"]),
+	}
+	for path, content := range files {
+		if err := e.write(path, content); err != nil {
+			return err
+		}
+	}
+
+	e.say("1. apps: blue-pod in cluster local (%s), green-pod in cluster remote (%s)", e.addr("blue"), e.addr("green"))
+	for _, app := range []struct{ name, text string }{{"blue", "blue-pod"}, {"green", "green-pod"}} {
+		if err := e.start("app-"+app.name, "demo-app", "--text", app.text, "--port", strconv.Itoa(e.ports[app.name]),
+			"--admin-port", strconv.Itoa(e.ports[app.name+"-admin"])); err != nil {
+			return err
+		}
+	}
+	serverData := filepath.Join(e.dir, "server")
+	e.say("2. management server on %s (admin %s) with clusters local and remote and the seed's FailoverScheme", e.addr("relay"), e.addr("admin"))
+	if err := e.startServer(cfg, serverData, token); err != nil {
+		return err
+	}
+	for _, c := range []string{"local", "remote"} {
+		e.say("3. cluster %s: agent (registers with the token, mTLS to the server, xDS on %s) and its gateway", c, e.addr("xds-"+c))
+		if err := e.start("agent-"+c, "agent", "--cluster", c, "--relay-address", e.addr("relay"), "--token-file", token,
+			"--relay-ca-file", filepath.Join(serverData, "relay-ca.crt"), "--state-dir", filepath.Join(e.dir, c, "state"),
+			"--discovery-dir", filepath.Join(e.dir, c, "discovery"), "--output-dir", filepath.Join(e.dir, c, "output"),
+			"--admin-address", e.addr("agent-"+c), "--xds-address", e.addr("xds-"+c)); err != nil {
+			return err
+		}
+		if err := e.start("gateway-"+c, "gateway", "--xds-address", e.addr("xds-"+c), "--node-id", c+"-gateway",
+			"--admin-address", e.addr("gw-"+c)); err != nil {
+			return err
+		}
+	}
+	url := "http://" + e.addr("http") + "/"
+	e.say("4. curl %s", url)
+	if _, err := e.waitAnswer(ctx, url, "blue-pod"); err != nil {
+		return err
+	}
+	e.say("   → blue-pod")
+	if err := e.failover(ctx, url, "5."); err != nil {
+		return err
+	}
+	e.say("7. the management server goes away (killed); data planes keep their configuration")
+	e.procs["server"].Kill()
+	if got, err := get(url); err != nil || got != "blue-pod" {
+		return fmt.Errorf("after the server was killed the gateway answered %q, %v; want blue-pod", got, err)
+	}
+	e.say("   → blue-pod, still")
+	if err := e.failover(ctx, url, "8."); err != nil {
+		return fmt.Errorf("without the management server: %w", err)
+	}
+	e.say("10. the management server returns; the agents reconnect and resume")
+	if err := e.startServer(cfg, serverData, token); err != nil {
+		return err
+	}
+	if got, err := get(url); err != nil || got != "blue-pod" {
+		return fmt.Errorf("after the server returned the gateway answered %q, %v; want blue-pod", got, err)
+	}
+	e.say("   → blue-pod")
+	return nil
+}
+
+func (e *env) startServer(cfg, data, token string) error {
+	if err := e.start("server", "server", "--relay-address", e.addr("relay"), "--admin-address", e.addr("admin"),
+		"--data-dir", data, "--config-dir", cfg, "--token-file", token); err != nil {
+		return err
+	}
+	return e.waitReady(context.Background(), "management server", "http://"+e.addr("admin")+"/readyz")
+}
+
+// failover fails blue's health check, waits for green, restores blue and waits for blue.
+func (e *env) failover(ctx context.Context, url, step string) error {
+	admin := "http://" + e.addr("blue-admin")
+	e.say("%s blue's health check is failed: curl -X POST %s/healthcheck/fail", step, admin)
+	if err := post(admin + "/healthcheck/fail"); err != nil {
+		return err
+	}
+	d, err := e.waitAnswer(ctx, url, "green-pod")
+	if err != nil {
+		return err
+	}
+	e.say("   → green-pod, served by cluster remote through its failover gateway over mTLS (failover took %s; health check interval 1s, unhealthyThreshold 1)", d.Round(time.Millisecond))
+	n := step[:len(step)-1]
+	next, _ := strconv.Atoi(n)
+	e.say("%d. blue recovers: curl -X POST %s/healthcheck/ok", next+1, admin)
+	if err := post(admin + "/healthcheck/ok"); err != nil {
+		return err
+	}
+	d, err = e.waitAnswer(ctx, url, "blue-pod")
+	if err != nil {
+		return err
+	}
+	e.say("   → blue-pod again (after %s)", d.Round(time.Millisecond))
+	return nil
+}
+
+func (e *env) keepRunning(ctx context.Context) {
+	e.say("")
+	e.say("everything stays up until Ctrl-C. Try:")
+	e.say("  curl http://%s/                                    # through local's gateway", e.addr("http"))
+	e.say("  curl -X POST http://%s/healthcheck/fail             # fail blue (…/healthcheck/ok to restore)", e.addr("blue-admin"))
+	e.say("  curl -s http://%s/status                            # local gateway: active priority, health", e.addr("gw-local"))
+	e.say("  meshrelay get failoverschemes --server %s", e.addr("admin"))
+	e.say("  meshrelay check --server %s", e.addr("admin"))
+	e.say("  meshrelay debug snapshot --cluster local --server %s -o table", e.addr("admin"))
+	<-ctx.Done()
+}
