@@ -52,7 +52,7 @@ type Coordinator struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	mu          sync.RWMutex // guards everything below
+	mu          sync.RWMutex  // guards everything below
 	changed     chan struct{} // closed and replaced on every change
 	lock        redisstore.Lock
 	lockKnown   bool

@@ -48,12 +48,12 @@ func TestKeysShareHashTag(t *testing.T) {
 	keys, err := client.Keys(ctx, "*").Result()
 	must(t, err)
 	want := map[string]bool{
-		"meshrelay:{meshrelay}:input:east":      true,
-		"meshrelay:{meshrelay}:output:west":     true,
+		"meshrelay:{meshrelay}:input:east":   true,
+		"meshrelay:{meshrelay}:output:west":  true,
 		"meshrelay:{meshrelay}:index:input":  true,
 		"meshrelay:{meshrelay}:index:output": true,
-		"meshrelay:{meshrelay}:config":          true,
-		"meshrelay:{meshrelay}:config:rev":      true,
+		"meshrelay:{meshrelay}:config":       true,
+		"meshrelay:{meshrelay}:config:rev":   true,
 	}
 	for _, k := range keys {
 		if !strings.HasPrefix(k, "meshrelay:{meshrelay}:") {
