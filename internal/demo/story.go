@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-// The seed 003 resources, as the seed writes them; only addresses and ports differ (every
+// The seed 003 resources (exported for the end-to-end tests), as the seed writes them; only addresses and ports differ (every
 // listener is on loopback here).
-const clustersYAML = `apiVersion: admin.gloo.solo.io/v2
+// ClustersYAML registers local and remote.
+const ClustersYAML = `apiVersion: admin.gloo.solo.io/v2
 kind: KubernetesCluster
 metadata:
   name: local
@@ -27,7 +28,8 @@ spec:
   clusterDomain: cluster.local
 `
 
-const failoverSchemeYAML = `apiVersion: fed.solo.io/v1
+// FailoverSchemeYAML is the seed's FailoverScheme.
+const FailoverSchemeYAML = `apiVersion: fed.solo.io/v1
 kind: FailoverScheme
 metadata:
  name: failover-scheme
@@ -45,8 +47,8 @@ spec:
    namespace: gloo-system
 `
 
-// appYAML is a seed app's Service (as in the seed) and the EndpointSlice where it runs here.
-func appYAML(color, text string, port int) string {
+// AppYAML is a seed app's Service (as in the seed) and the EndpointSlice where it runs here.
+func AppYAML(color, text string, port int) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata:
@@ -83,7 +85,8 @@ ports:
 `, color, port)
 }
 
-const healthCheckPatchYAML = `# kubectl patch upstream -n gloo-system default-service-blue-10000 (seed 003)
+// HealthCheckPatchYAML is the seed's health-check patch of blue's upstream.
+const HealthCheckPatchYAML = `# kubectl patch upstream -n gloo-system default-service-blue-10000 (seed 003)
 apiVersion: gloo.solo.io/v1
 kind: Upstream
 metadata:
@@ -99,7 +102,8 @@ spec:
      path: /health
 `
 
-func routeYAML(port int) string {
+// RouteYAML is local's HTTP gateway with the seed's route to blue.
+func RouteYAML(port int) string {
 	return fmt.Sprintf(`# glooctl add route --path-prefix / --dest-name default-service-blue-10000 (seed 003),
 # served by local's HTTP gateway.
 apiVersion: gateway.solo.io/v1
@@ -128,7 +132,8 @@ spec:
 `, port)
 }
 
-func failoverGatewayYAML(port int) string {
+// FailoverGatewayYAML is remote's failover gateway and the Service exposing it.
+func FailoverGatewayYAML(port int) string {
 	return fmt.Sprintf(`# The seed's failover gateway and its Service (the gateway terminates mTLS and forwards
 # by SNI). Without the seed's openssl secret the management server's mesh identity is used.
 apiVersion: gateway.solo.io/v1
@@ -191,10 +196,10 @@ func (e *env) story(ctx context.Context) error {
 		}
 	}
 	cfg := filepath.Join(e.dir, "config")
-	if err := e.write(filepath.Join(cfg, "clusters.yaml"), clustersYAML); err != nil {
+	if err := e.write(filepath.Join(cfg, "clusters.yaml"), ClustersYAML); err != nil {
 		return err
 	}
-	if err := e.write(filepath.Join(cfg, "failover-scheme.yaml"), failoverSchemeYAML); err != nil {
+	if err := e.write(filepath.Join(cfg, "failover-scheme.yaml"), FailoverSchemeYAML); err != nil {
 		return err
 	}
 	token := filepath.Join(e.dir, "relay-identity-token")
@@ -203,11 +208,11 @@ func (e *env) story(ctx context.Context) error {
 	}
 	localDisc, remoteDisc := filepath.Join(e.dir, "local", "discovery"), filepath.Join(e.dir, "remote", "discovery")
 	files := map[string]string{
-		filepath.Join(localDisc, "service-blue.yaml"):         appYAML("blue", "blue-pod", e.ports["blue"]),
-		filepath.Join(localDisc, "upstream-healthcheck.yaml"): healthCheckPatchYAML,
-		filepath.Join(localDisc, "route.yaml"):                routeYAML(e.ports["http"]),
-		filepath.Join(remoteDisc, "service-green.yaml"):       appYAML("green", "green-pod", e.ports["green"]),
-		filepath.Join(remoteDisc, "failover-gateway.yaml"):    failoverGatewayYAML(e.ports["failover"]),
+		filepath.Join(localDisc, "service-blue.yaml"):         AppYAML("blue", "blue-pod", e.ports["blue"]),
+		filepath.Join(localDisc, "upstream-healthcheck.yaml"): HealthCheckPatchYAML,
+		filepath.Join(localDisc, "route.yaml"):                RouteYAML(e.ports["http"]),
+		filepath.Join(remoteDisc, "service-green.yaml"):       AppYAML("green", "green-pod", e.ports["green"]),
+		filepath.Join(remoteDisc, "failover-gateway.yaml"):    FailoverGatewayYAML(e.ports["failover"]),
 	}
 	for path, content := range files {
 		if err := e.write(path, content); err != nil {

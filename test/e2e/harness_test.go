@@ -118,7 +118,7 @@ func (h *harness) startServer(name string, clusters []string, extra ...string) *
 	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir,
 		"--config-dir", s.config, "--token-file", h.token, "--log-level", "debug"}, extra...)
 	s.p = h.start(name, s.args...)
-	waitReady(h.t, s.admin)
+	waitProcReady(h.t, s.p, s.admin)
 	return s
 }
 
@@ -126,7 +126,32 @@ func (h *harness) startServer(name string, clusters []string, extra ...string) *
 func (h *harness) restartServer(s *server, name string) {
 	h.t.Helper()
 	s.p = h.start(name, s.args...)
-	waitReady(h.t, s.admin)
+	waitProcReady(h.t, s.p, s.admin)
+}
+
+// waitProcReady waits for /readyz, failing at once (with the log) if the process exits.
+func waitProcReady(t *testing.T, p *proc.Process, admin string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := proc.WaitHTTP(ctx, "http://"+admin+"/readyz"); err != nil {
+		b, _ := os.ReadFile(p.LogPath)
+		t.Fatalf("%s not ready (exited: %v, %v): %v\n%s", p.Name, p.Exited(), exitErr(p), err, b)
+	}
+}
+
+func exitErr(p *proc.Process) error {
+	if !p.Exited() {
+		return nil
+	}
+	return p.Err()
 }
 
 func waitReady(t *testing.T, admin string) {
