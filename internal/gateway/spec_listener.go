@@ -15,12 +15,12 @@ import (
 )
 
 const (
-	hcmFilter         = "envoy.filters.network.http_connection_manager"
-	tcpProxyFilter    = "envoy.filters.network.tcp_proxy"
-	routerFilter      = "envoy.filters.http.router"
-	tlsInspectorName  = "envoy.filters.listener.tls_inspector"
-	transportTLS      = "tls"
-	transportRaw      = "raw_buffer"
+	hcmFilter        = "envoy.filters.network.http_connection_manager"
+	tcpProxyFilter   = "envoy.filters.network.tcp_proxy"
+	routerFilter     = "envoy.filters.http.router"
+	tlsInspectorName = "envoy.filters.listener.tls_inspector"
+	transportTLS     = "tls"
+	transportRaw     = "raw_buffer"
 )
 
 type listenerKind string
@@ -45,11 +45,11 @@ type listenerSpec struct {
 
 // tcpChain is a filter chain ending in tcp_proxy.
 type tcpChain struct {
-	name              string
-	serverNames       []string // exact names or "*.suffix" wildcards; empty matches any
-	transportProtocol string   // "", "tls" or "raw_buffer"
-	tls               *downstreamTLS
-	cluster           string
+	name               string
+	serverNames        []string // exact names or "*.suffix" wildcards; empty matches any
+	transportProtocol  string   // "", "tls" or "raw_buffer"
+	tls                *downstreamTLS
+	cluster            string
 	maxConnectAttempts int
 }
 

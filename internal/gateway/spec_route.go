@@ -43,13 +43,13 @@ type route struct {
 	clusters    []weightedCluster
 	totalWeight uint64
 	// timeout bounds the whole upstream exchange; 0 disables it.
-	timeout         time.Duration
-	retry           *retryPolicy
-	notFoundCode    int
-	prefixRewrite   string
-	hostRewrite     string
-	direct          *directResponse
-	matchedPrefix   string // the prefix to replace with prefixRewrite
+	timeout          time.Duration
+	retry            *retryPolicy
+	notFoundCode     int
+	prefixRewrite    string
+	hostRewrite      string
+	direct           *directResponse
+	matchedPrefix    string // the prefix to replace with prefixRewrite
 	hasPrefixRewrite bool
 }
 
@@ -80,14 +80,14 @@ type routeMatch struct {
 }
 
 type headerMatcher struct {
-	name          string // lower case; pseudo-headers keep their colon
-	invert        bool
+	name           string // lower case; pseudo-headers keep their colon
+	invert         bool
 	missingAsEmpty bool
-	present       *bool // a presence match
-	str           *stringMatcher
-	rangeStart    int64
-	rangeEnd      int64
-	isRange       bool
+	present        *bool // a presence match
+	str            *stringMatcher
+	rangeStart     int64
+	rangeEnd       int64
+	isRange        bool
 }
 
 type stringMatcher struct {
@@ -99,10 +99,10 @@ type stringMatcher struct {
 // retryPolicy is a route's (or virtual host's) retry policy.
 type retryPolicy struct {
 	on5xx, gatewayError, connectFailure, reset, retriable4xx, retriableCodes bool
-	codes                                                                     []int
-	numRetries                                                                int
-	perTryTimeout                                                             time.Duration
-	backoffBase, backoffMax                                                   time.Duration
+	codes                                                                    []int
+	numRetries                                                               int
+	perTryTimeout                                                            time.Duration
+	backoffBase, backoffMax                                                  time.Duration
 }
 
 func parseRouteTable(rc *routev3.RouteConfiguration) (*routeTable, error) {

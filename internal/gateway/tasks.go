@@ -16,7 +16,9 @@ type tasks struct {
 	cancels map[any]context.CancelFunc
 }
 
-func newTasks() *tasks { return &tasks{ctx: context.Background(), cancels: map[any]context.CancelFunc{}} }
+func newTasks() *tasks {
+	return &tasks{ctx: context.Background(), cancels: map[any]context.CancelFunc{}}
+}
 
 // bind sets the parent context; it must be called before any go.
 func (t *tasks) bind(ctx context.Context) { t.ctx = ctx }
