@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -67,8 +68,8 @@ func parseListener(l *listenerv3.Listener) (*listenerSpec, error) {
 	if sa == nil {
 		return nil, errors.New("address: only socket_address is supported")
 	}
-	if sa.GetNamedPort() != "" || sa.GetResolverName() != "" {
-		return nil, errors.New("address: named_port and resolver_name are not supported")
+	if sa.GetNamedPort() != "" || sa.GetResolverName() != "" || sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return nil, errors.New("address: only tcp socket addresses with a port_value are supported")
 	}
 	out.address = net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
 	if len(l.GetAdditionalAddresses()) > 0 || l.GetApiListener() != nil || l.GetInternalListener() != nil {

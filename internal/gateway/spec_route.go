@@ -19,10 +19,12 @@ const defaultRouteTimeout = 15 * time.Second
 type routeTable struct {
 	name       string
 	ignorePort bool
-	exact      map[string]*virtualHost
-	suffixes   []wildcardHost // "*.example.com", longest first
-	prefixes   []wildcardHost // "example.*", longest first
-	any        *virtualHost
+	// vhostHeader replaces the Host header for virtual host matching when set.
+	vhostHeader string
+	exact       map[string]*virtualHost
+	suffixes    []wildcardHost // "*.example.com", longest first
+	prefixes    []wildcardHost // "example.*", longest first
+	any         *virtualHost
 }
 
 type wildcardHost struct {
@@ -109,7 +111,7 @@ func parseRouteTable(rc *routev3.RouteConfiguration) (*routeTable, error) {
 	if rc.GetVhds() != nil {
 		return nil, errors.New("vhds is not supported")
 	}
-	t := &routeTable{name: rc.GetName(), ignorePort: rc.GetIgnorePortInHostMatching(), exact: map[string]*virtualHost{}}
+	t := &routeTable{name: rc.GetName(), ignorePort: rc.GetIgnorePortInHostMatching(), vhostHeader: rc.GetVhostHeader(), exact: map[string]*virtualHost{}}
 	seen := map[string]bool{}
 	for i, v := range rc.GetVirtualHosts() {
 		vh, err := parseVirtualHost(v)
@@ -143,8 +145,8 @@ func parseRouteTable(rc *routev3.RouteConfiguration) (*routeTable, error) {
 }
 
 func parseVirtualHost(v *routev3.VirtualHost) (*virtualHost, error) {
-	if v.GetRequireTls() != routev3.VirtualHost_NONE {
-		return nil, errors.New("require_tls is not supported")
+	if v.GetRequireTls() != routev3.VirtualHost_NONE || v.GetMatcher() != nil {
+		return nil, errors.New("require_tls and matcher are not supported")
 	}
 	vh := &virtualHost{name: v.GetName()}
 	if rp := v.GetRetryPolicy(); rp != nil {

@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const metricPrefix = "meshrelay_gateway_"
+
+// metrics are the gateway's Prometheus metrics. Counters are updated as things happen;
+// endpoint health and active priorities are read from the clusters at scrape time.
+type metrics struct {
+	requests        *prometheus.CounterVec
+	tcpConnections  *prometheus.CounterVec
+	healthChecks    *prometheus.CounterVec
+	ejections       *prometheus.CounterVec
+	priorityChanges *prometheus.CounterVec
+	xdsResponses    *prometheus.CounterVec
+	xdsConnected    prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "requests_total", Help: "HTTP requests by cluster and response code (cluster is empty when no route matched).",
+		}, []string{"cluster", "code"}),
+		tcpConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "tcp_connections_total", Help: "TCP listener connections by listener, cluster and result (proxied, refused, no_healthy_upstream, upstream_connect_error).",
+		}, []string{"listener", "cluster", "result"}),
+		healthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "health_checks_total", Help: "Active health checks by cluster and result.",
+		}, []string{"cluster", "result"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "outlier_ejections_total", Help: "Endpoints ejected by outlier detection, by cluster.",
+		}, []string{"cluster"}),
+		priorityChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "active_priority_changes_total", Help: "Changes of the priority serving a cluster (failovers and failbacks).",
+		}, []string{"cluster"}),
+		xdsResponses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "xds_responses_total", Help: "xDS responses by type and result (ack or nack).",
+		}, []string{"type", "result"}),
+		xdsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "xds_connected", Help: "1 while the ADS stream is established.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.tcpConnections, m.healthChecks, m.ejections, m.priorityChanges, m.xdsResponses, m.xdsConnected,
+		&stateCollector{clusters: clusters})
+	return m
+}
+
+// forgetCluster drops the label values of a removed cluster.
+func (m *metrics) forgetCluster(name string) {
+	l := prometheus.Labels{"cluster": name}
+	m.requests.DeletePartialMatch(l)
+	m.tcpConnections.DeletePartialMatch(l)
+	m.healthChecks.DeletePartialMatch(l)
+	m.ejections.DeletePartialMatch(l)
+	m.priorityChanges.DeletePartialMatch(l)
+}
+
+var (
+	descHealthy = prometheus.NewDesc(metricPrefix+"upstream_healthy",
+		"1 when the endpoint passes health checking (always 1 without health checks), 0 when it fails or is pending.",
+		[]string{"cluster", "endpoint", "priority"}, nil)
+	descEjected = prometheus.NewDesc(metricPrefix+"upstream_ejected",
+		"1 while the endpoint is ejected by outlier detection.",
+		[]string{"cluster", "endpoint", "priority"}, nil)
+	descActive = prometheus.NewDesc(metricPrefix+"active_priority",
+		"The priority serving the cluster's traffic; -1 when no priority has a healthy endpoint.",
+		[]string{"cluster"}, nil)
+)
+
+type stateCollector struct {
+	clusters func() []*upstream
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHealthy
+	ch <- descEjected
+	ch <- descActive
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	for _, u := range c.clusters() {
+		st := u.status()
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(st.ActivePriority), st.Name)
+		for _, e := range st.Endpoints {
+			p := strconv.Itoa(e.Priority)
+			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b(e.Health == "healthy"), st.Name, e.Address, p)
+			ch <- prometheus.MustNewConstMetric(descEjected, prometheus.GaugeValue, b(e.Ejected), st.Name, e.Address, p)
+		}
+	}
+}
