@@ -209,7 +209,22 @@ func (r *Reconciler) syncStore(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	stale := !r.apiLoaded || rev != r.apiRev
+	lost := r.apiLoaded && rev < r.apiRev // the store went back in time (restarted empty, failover)
+	kept := r.apiConfig
 	r.mu.Unlock()
+	if active, _ := r.role(); lost && active && r.leader() {
+		// Never trust a store that forgot configuration: write back what this server holds.
+		r.log.Warn("store lost applied configuration; restoring it from memory", "storeRevision", rev, "resources", len(kept))
+		for _, o := range kept {
+			if err := r.store.PutConfig(ctx, o.Resource()); err != nil {
+				return fmt.Errorf("restore config %s: %w", o, err)
+			}
+		}
+		if rev, err = r.store.ConfigRevision(ctx); err != nil {
+			return fmt.Errorf("read config revision: %w", err)
+		}
+		stale = true
+	}
 	if stale {
 		if err := r.loadAPIConfig(ctx); err != nil {
 			return err
@@ -244,23 +259,36 @@ func (r *Reconciler) owns(cluster string) bool {
 	return r.cfg.Role.Owns(cluster)
 }
 
-// pullChanged reads the snapshots of kind that other servers changed in the store (by
-// comparing content hashes) into memory. An input is taken only when its version is newer
-// than the one in memory (an agent connected here may be ahead of the store).
+// pullChanged reconciles memory with the store for one kind, by content hash: what other
+// servers wrote (and is newer) is read into memory; what the store lacks or holds older
+// (Redis restarted empty, or lost acknowledged writes in a failover) is written again from
+// memory rather than trusted. Outputs are rewritten only by their writer (active, owner).
 func (r *Reconciler) pullChanged(ctx context.Context, kind snapshot.Kind) error {
 	idx, err := r.store.Index(ctx, kind)
 	if err != nil {
 		return fmt.Errorf("read %s index: %w", kind, err)
 	}
+	active, _ := r.role()
+	var changed []string
+	r.mu.Lock()
 	mem := r.inputs
 	if kind == snapshot.Output {
 		mem = r.outputs
 	}
-	var changed []string
-	r.mu.Lock()
 	for c, h := range idx {
 		if cur := mem[c]; cur == nil || cur.Hash != h {
 			changed = append(changed, c)
+		}
+	}
+	for c := range mem {
+		if _, ok := idx[c]; ok {
+			continue
+		}
+		switch {
+		case kind == snapshot.Input:
+			r.dirtyInputs[c] = true
+		case active && r.owns(c):
+			r.dirtyOutputs[c] = true
 		}
 	}
 	r.mu.Unlock()
@@ -273,21 +301,55 @@ func (r *Reconciler) pullChanged(ctx context.Context, kind snapshot.Kind) error 
 			return fmt.Errorf("read %s of cluster %s: %w", kind, c, err)
 		}
 		r.mu.Lock()
-		cur := mem[c]
+		r.takeNewerLocked(kind, c, s, active)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// takeNewerLocked puts a snapshot read from the store into memory when it is newer than
+// memory's; when memory is newer, memory is written back.
+func (r *Reconciler) takeNewerLocked(kind snapshot.Kind, c string, s *snapshot.Snapshot, active bool) {
+	if kind == snapshot.Input {
+		cur := r.inputs[c]
 		switch {
-		case kind == snapshot.Input && (cur == nil || s.Version > cur.Version):
+		case cur == nil || s.Version > cur.Version:
 			r.inputs[c] = s
 			delete(r.dirtyInputs, c)
 			r.m.inputVersion.WithLabelValues(c).Set(float64(s.Version))
 			r.kickLocked()
-		case kind == snapshot.Output && (cur == nil || s.Epoch > cur.Epoch || (s.Epoch == cur.Epoch && s.Version > cur.Version)):
-			r.outputs[c] = s
-			r.m.outputVersion.WithLabelValues(c).Set(float64(s.Version))
-			r.notifyLocked(c)
+		case s.Hash != cur.Hash:
+			r.dirtyInputs[c] = true
 		}
-		r.mu.Unlock()
+		return
 	}
-	return nil
+	cur := r.outputs[c]
+	switch {
+	case cur == nil || s.Epoch > cur.Epoch || (s.Epoch == cur.Epoch && s.Version > cur.Version):
+		r.outputs[c] = s
+		delete(r.dirtyOutputs, c)
+		r.m.outputVersion.WithLabelValues(c).Set(float64(s.Version))
+		r.notifyLocked(c)
+	case s.Hash != cur.Hash && active && r.owns(c):
+		r.dirtyOutputs[c] = true
+	}
+}
+
+// RefreshOutput makes a passive server serve the latest output in the store for a
+// cluster before answering its agent (memory may lag the store by a tick).
+func (r *Reconciler) RefreshOutput(ctx context.Context, cluster string) {
+	if active, _ := r.role(); active {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := r.store.Get(ctx, snapshot.Output, cluster)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	r.takeNewerLocked(snapshot.Output, cluster, s, false)
+	r.mu.Unlock()
 }
 
 func (r *Reconciler) kickLocked() {
@@ -526,6 +588,9 @@ func (r *Reconciler) AdoptVersion(cluster string, version uint64, hash string) {
 	}
 	next := version
 	if cur.Hash != hash {
+		if active, _ := r.role(); !active {
+			return // a passive server serves the store's outputs as they are
+		}
 		next = version + 1 // different content must come with a version the agent has not seen
 	}
 	r.outputs[cluster] = cur.WithVersion(next, cur.Epoch)

@@ -94,6 +94,8 @@ func (b *fakeBackend) PutInput(_ context.Context, cluster string, s *snapshot.Sn
 	b.puts = append(b.puts, call{cluster, s.Version, s.Hash, ""})
 }
 
+func (b *fakeBackend) RefreshOutput(context.Context, string) {}
+
 func (b *fakeBackend) Output(cluster string) *snapshot.Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()

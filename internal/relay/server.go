@@ -33,6 +33,7 @@ type Backend interface {
 	Input(cluster string) *snapshot.Snapshot
 	PutInput(ctx context.Context, cluster string, s *snapshot.Snapshot)
 	Output(cluster string) *snapshot.Snapshot
+	RefreshOutput(ctx context.Context, cluster string)
 	Subscribe(cluster string) (<-chan struct{}, func())
 	AdoptVersion(cluster string, version uint64, hash string)
 	Acked(cluster string, version uint64, hash, agent string)
@@ -413,6 +414,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	var held map[string]string
 	heldHash := ""
 	heldEpoch := hello.GetHeld().GetEpoch()
+	s.backend.RefreshOutput(ctx, cluster)
 	if h := hello.GetHeld(); h.GetHash() != "" {
 		held, heldHash = h.GetResourceHashes(), h.GetHash()
 		if held == nil {
