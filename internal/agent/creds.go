@@ -179,7 +179,11 @@ func (c *credentials) register(ctx context.Context) error {
 	c.mu.Lock()
 	tcfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: c.pool, ServerName: c.serverName()}
 	c.mu.Unlock()
-	conn, err := grpc.NewClient("passthrough:///"+c.cfg.RelayAddress, grpc.WithTransportCredentials(grpccreds.NewTLS(tcfg)))
+	target, err := c.resolveTarget(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(grpccreds.NewTLS(tcfg)))
 	if err != nil {
 		return fmt.Errorf("dial relay %s: %w", c.cfg.RelayAddress, err)
 	}
@@ -254,4 +258,23 @@ func (w *watchedCreds) ClientHandshake(ctx context.Context, authority string, ra
 		w.onErr(err)
 	}
 	return conn, info, err
+}
+
+// resolveTarget resolves the relay host with the configured resolver (--dns-server) now;
+// the TLS server name stays the configured host.
+func (c *credentials) resolveTarget(ctx context.Context) (string, error) {
+	host, port, err := net.SplitHostPort(c.cfg.RelayAddress)
+	if err != nil {
+		return "", fmt.Errorf("relay address %q: %w", c.cfg.RelayAddress, err)
+	}
+	if net.ParseIP(host) != nil {
+		return c.cfg.RelayAddress, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := c.cfg.resolver().LookupHost(lctx, host)
+	if err != nil || len(addrs) == 0 {
+		return "", fmt.Errorf("resolve relay host %s: %w", host, err)
+	}
+	return net.JoinHostPort(addrs[0], port), nil
 }

@@ -269,6 +269,9 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if applied != nil && d.GetEpoch() < applied.Epoch {
 		return nack(false, fmt.Errorf("output version %d is from epoch %d, older than applied epoch %d", d.GetVersion(), d.GetEpoch(), applied.Epoch))
 	}
+	if applied != nil && d.GetEpoch() == applied.Epoch && d.GetVersion() <= applied.Version && d.GetHash() != applied.Hash {
+		return nack(false, fmt.Errorf("output version %d is not newer than applied version %d of epoch %d", d.GetVersion(), applied.Version, applied.Epoch))
+	}
 	base := ""
 	if applied != nil {
 		base = applied.Hash

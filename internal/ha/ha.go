@@ -8,6 +8,7 @@ import (
 	"context"
 	"hash/fnv"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -59,6 +60,8 @@ type Coordinator struct {
 	lease       redisstore.Lease
 	leaderUntil time.Time
 	replicas    []redisstore.Replica
+	clusters    []string
+	assignment  map[string]redisstore.Replica
 	lastErr     string
 }
 
@@ -167,6 +170,7 @@ func (c *Coordinator) round(ctx context.Context) {
 			if !sameReplicas(reps, c.replicas) {
 				c.log.Info("replicas changed", "replicas", len(reps))
 				c.replicas, changed = reps, true
+				c.assignment = Assign(c.clusters, c.replicas)
 			}
 			c.mu.Unlock()
 		}
@@ -225,6 +229,35 @@ func (c *Coordinator) Epoch() uint64 {
 	return e
 }
 
+// SetClusters tells the coordinator every registered cluster, so ownership can be balanced
+// (bounded load); a change that moves clusters is announced on Watch.
+func (c *Coordinator) SetClusters(clusters []string) {
+	cl := append([]string(nil), clusters...)
+	sort.Strings(cl)
+	c.mu.Lock()
+	same := len(cl) == len(c.clusters)
+	for i := 0; same && i < len(cl); i++ {
+		same = cl[i] == c.clusters[i]
+	}
+	if same {
+		c.mu.Unlock()
+		return
+	}
+	old := c.assignment
+	c.clusters = cl
+	c.assignment = Assign(c.clusters, c.replicas)
+	moved := false
+	for k, v := range c.assignment {
+		if o, ok := old[k]; ok && o.ID != v.ID {
+			moved = true
+		}
+	}
+	c.mu.Unlock()
+	if moved {
+		c.notify()
+	}
+}
+
 // Owns reports whether this replica owns a workload cluster.
 func (c *Coordinator) Owns(cluster string) bool {
 	_, ok := c.Owner(cluster)
@@ -247,12 +280,75 @@ func (c *Coordinator) Owner(cluster string) (redisstore.Replica, bool) {
 	}
 	c.mu.RLock()
 	reps := c.replicas
+	o, assigned := c.assignment[cluster]
 	c.mu.RUnlock()
-	o, ok := Rendezvous(cluster, reps)
-	if !ok {
-		return self, true
+	if !assigned {
+		var ok bool
+		if o, ok = Rendezvous(cluster, reps); !ok {
+			return self, true
+		}
 	}
 	return o, o.ID == c.cfg.ReplicaID
+}
+
+// Assign gives every cluster a replica by rendezvous hashing with bounded load: clusters,
+// in name order, go to their highest-ranked replica that has fewer than
+// ceil(1.1·clusters/replicas) clusters. Every replica computes the same assignment from
+// the same cluster and replica sets; a replica joining or leaving moves few clusters.
+func Assign(clusters []string, reps []redisstore.Replica) map[string]redisstore.Replica {
+	out := make(map[string]redisstore.Replica, len(clusters))
+	if len(reps) == 0 {
+		return out
+	}
+	limit := (len(clusters)*11 + len(reps)*10 - 1) / (len(reps) * 10)
+	if limit < 1 {
+		limit = 1
+	}
+	load := map[string]int{}
+	for _, cl := range clusters {
+		ranked := rank(cl, reps)
+		chosen := ranked[0]
+		for _, r := range ranked {
+			if load[r.ID] < limit {
+				chosen = r
+				break
+			}
+		}
+		load[chosen.ID]++
+		out[cl] = chosen
+	}
+	return out
+}
+
+// rank orders replicas by their rendezvous score for a cluster, best first.
+func rank(cluster string, reps []redisstore.Replica) []redisstore.Replica {
+	type scored struct {
+		r redisstore.Replica
+		s uint64
+	}
+	all := make([]scored, len(reps))
+	for i, r := range reps {
+		all[i] = scored{r, score(cluster, r.ID)}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].s != all[j].s {
+			return all[i].s > all[j].s
+		}
+		return all[i].r.ID < all[j].r.ID
+	})
+	out := make([]redisstore.Replica, len(all))
+	for i, a := range all {
+		out[i] = a.r
+	}
+	return out
+}
+
+func score(cluster, id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(cluster))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return mix(h.Sum64())
 }
 
 // Rendezvous picks the replica with the highest hash of (cluster, replica id): adding or
@@ -262,11 +358,7 @@ func Rendezvous(cluster string, reps []redisstore.Replica) (redisstore.Replica, 
 	var bestScore uint64
 	found := false
 	for _, r := range reps {
-		h := fnv.New64a()
-		h.Write([]byte(cluster))
-		h.Write([]byte{0})
-		h.Write([]byte(r.ID))
-		s := mix(h.Sum64())
+		s := score(cluster, r.ID)
 		if !found || s > bestScore || (s == bestScore && r.ID < best.ID) {
 			best, bestScore, found = r, s, true
 		}

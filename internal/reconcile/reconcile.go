@@ -84,6 +84,7 @@ type Reconciler struct {
 	dirtyOutputs map[string]bool
 	deadOutputs  map[string]bool
 	acks         map[string]*ackState
+	seen         map[string]uint64 // highest output version an agent reported holding
 	subs         map[string]map[chan struct{}]struct{}
 	loaded       bool
 	warm         bool
@@ -120,6 +121,7 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 		dirtyOutputs: map[string]bool{},
 		deadOutputs:  map[string]bool{},
 		acks:         map[string]*ackState{},
+		seen:         map[string]uint64{},
 		subs:         map[string]map[chan struct{}]struct{}{},
 	}
 }
@@ -167,7 +169,21 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			default:
 			}
 			r.sync(ctx)
-			r.reconcile()
+			if changed := r.reconcile(); len(changed) > 0 {
+				// Write new outputs through to the store before agents see them, so a
+				// passive server or another replica never has older outputs than an agent
+				// (with the store down they are published from memory all the same).
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := r.flush(fctx); err != nil {
+					r.log.Debug("outputs not written before publishing", "error", err)
+				}
+				cancel()
+				r.mu.Lock()
+				for _, c := range changed {
+					r.notifyLocked(c)
+				}
+				r.mu.Unlock()
+			}
 		}
 	}
 }
@@ -524,24 +540,15 @@ func (r *Reconciler) Input(cluster string) *snapshot.Snapshot {
 	return r.inputs[cluster]
 }
 
-// PutInput records a cluster's new input snapshot in memory and writes it to the store
-// (retried in the background when the store is unavailable).
-func (r *Reconciler) PutInput(ctx context.Context, cluster string, s *snapshot.Snapshot) {
+// PutInput records a cluster's new input snapshot in memory; the loop writes it to the
+// store (retried while the store is unavailable) and translates.
+func (r *Reconciler) PutInput(_ context.Context, cluster string, s *snapshot.Snapshot) {
 	r.mu.Lock()
 	r.inputs[cluster] = s
 	r.dirtyInputs[cluster] = true
 	r.m.inputVersion.WithLabelValues(cluster).Set(float64(s.Version))
 	r.mu.Unlock()
-	if err := r.store.Put(ctx, snapshot.Input, cluster, s); err == nil {
-		r.mu.Lock()
-		if r.inputs[cluster] == s {
-			delete(r.dirtyInputs, cluster)
-		}
-		r.mu.Unlock()
-	} else {
-		r.log.Warn("input not written to store; will retry", "cluster", cluster, "version", s.Version, "error", err)
-	}
-	r.trigger()
+	r.trigger() // the loop writes it to the store, then translates
 }
 
 // Output returns the current output snapshot of a cluster, or nil when none was made yet.
@@ -582,6 +589,9 @@ func (r *Reconciler) notifyLocked(cluster string) {
 func (r *Reconciler) AdoptVersion(cluster string, version uint64, hash string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if version > r.seen[cluster] {
+		r.seen[cluster] = version
+	}
 	cur := r.outputs[cluster]
 	if cur == nil || cur.Version > version || (cur.Version == version && cur.Hash == hash) {
 		return
@@ -626,7 +636,7 @@ func (r *Reconciler) ackLocked(cluster string) *ackState {
 }
 
 // reconcile translates and publishes changed outputs, unless safe mode holds.
-func (r *Reconciler) reconcile() {
+func (r *Reconciler) reconcile() (changed []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
@@ -669,8 +679,8 @@ func (r *Reconciler) reconcile() {
 		if cur != nil && cur.Hash == next.Hash && cur.Epoch == next.Epoch {
 			continue
 		}
-		var v uint64 = 1
-		if cur != nil {
+		v := r.seen[c] + 1 // above anything an agent of this cluster reported holding
+		if cur != nil && cur.Version >= v {
 			v = cur.Version + 1
 		}
 		next = next.WithVersion(v, epoch)
@@ -679,7 +689,7 @@ func (r *Reconciler) reconcile() {
 		delete(r.deadOutputs, c) // a cluster re-added before its deletion reached the store
 		r.m.outputVersion.WithLabelValues(c).Set(float64(v))
 		r.log.Info("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
-		r.notifyLocked(c)
+		changed = append(changed, c)
 	}
 	for c := range r.outputs {
 		if _, ok := clusters[c]; !ok {
@@ -690,6 +700,7 @@ func (r *Reconciler) reconcile() {
 			r.notifyLocked(c)
 		}
 	}
+	return changed
 }
 
 // holdLocked applies safe mode and the safe start window; it reports whether translation

@@ -649,8 +649,9 @@ func TestPullHelloHoldingCurrentGetsNothing(t *testing.T) {
 	}
 	nothingFor(t, p.in, 300*time.Millisecond)
 
-	// The stream is alive: a change arrives as a delta from what the agent holds.
-	b.setOutput("east", output(4, "a=1", "b=3"))
+	// The stream is alive: a change arrives as a delta from what the agent holds (the real
+	// backend numbers it above the agent's version 9, see AdoptVersion).
+	b.setOutput("east", output(10, "a=1", "b=3"))
 	d := p.next(t)
 	if d.GetFull() || d.GetBaseHash() != v3.Hash || !slices.Equal(upsertKeys(d), []string{"b"}) {
 		t.Errorf("delta full %v base %q upserts %v", d.GetFull(), d.GetBaseHash(), upsertKeys(d))

@@ -413,7 +413,8 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	// What the agent holds; nil map means "send everything".
 	var held map[string]string
 	heldHash := ""
-	heldEpoch := hello.GetHeld().GetEpoch()
+	heldEpoch, heldVersion := hello.GetHeld().GetEpoch(), hello.GetHeld().GetVersion()
+	inSyncAt := "" // the output hash last recorded as held without sending
 	s.backend.RefreshOutput(ctx, cluster)
 	if h := hello.GetHeld(); h.GetHash() != "" {
 		held, heldHash = h.GetResourceHashes(), h.GetHash()
@@ -423,6 +424,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		s.backend.AdoptVersion(cluster, h.GetVersion(), h.GetHash())
 		if out := s.backend.Output(cluster); out != nil && out.Hash == heldHash {
 			s.backend.Acked(cluster, out.Version, out.Hash, agent)
+			inSyncAt = out.Hash
 		}
 	}
 
@@ -454,7 +456,16 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		out := s.backend.Output(cluster)
 		// Send when the content differs, or when only the epoch moved (a new active server):
 		// the agent must learn the epoch to refuse a deposed server's outputs.
-		if inflight == nil && out != nil && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
+		if inflight == nil && out != nil && out.Hash == heldHash && out.Epoch <= heldEpoch && inSyncAt != out.Hash {
+			// The agent already holds this content (after a restart of either side): it is
+			// in sync without anything being sent.
+			s.backend.Acked(cluster, max(out.Version, heldVersion), out.Hash, agent)
+			inSyncAt = out.Hash
+		}
+		// Never send an output older than what the agent holds (a passive server or a
+		// replica lagging the store): it would take resources away.
+		stale := out != nil && (out.Epoch < heldEpoch || (out.Epoch == heldEpoch && out.Version <= heldVersion && out.Hash != heldHash))
+		if inflight == nil && out != nil && !stale && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
 			d := snapshot.Diff(held, out)
 			msg := toProto(d, heldHash)
 			if err := stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
@@ -492,7 +503,8 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 					log.Warn("unexpected ack ignored", "version", a.GetVersion())
 					continue
 				}
-				held, heldHash, heldEpoch, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, ""
+				held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
+				inSyncAt = inflight.Hash
 				s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
 				s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
 				inflight = nil

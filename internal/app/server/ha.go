@@ -79,6 +79,11 @@ type storedBundle struct {
 }
 
 func (s *sharedCerts) round(ctx context.Context) {
+	var registered []string
+	for c := range translate.Clusters(s.rec.Config()) {
+		registered = append(registered, c)
+	}
+	s.coord.SetClusters(registered)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	raw, err := s.store.MeshCerts(ctx)

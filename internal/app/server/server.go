@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	var backend ha.Backend
 	if cfg.RedisAddress != "" {
 		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
-			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1})
+			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1})
 		defer rc.Close()
 		redisStore = redisstore.New(rc, cfg.RedisPrefix)
 		backend = redisStore
