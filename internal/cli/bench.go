@@ -15,6 +15,7 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure meshrelay (prints a table, writes JSON)"}
 	cmd.AddCommand(newBenchTranslateCmd(), newBenchRelayCmd(), newBenchBaselineCmd(), newBenchFailoverCmd(),
 		newBenchSimAgentsCmd(), newBenchServerCmd(), newBenchBaselineServerCmd(), newBenchBaselineClientsCmd())
+	cmd.AddCommand(newBenchGatewayCmds()...)
 	return cmd
 }
 

@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	ib "github.com/meshrelay/meshrelay/internal/bench"
+)
+
+// The smoke tests run `meshrelay bench relay` and `bench failover` small, through the same
+// code as the commands (the built binary as child processes), and check that the reports
+// are sane. They measure nothing: performance figures come from the commands (see the
+// README's Performance section).
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/meshrelay once per test process (without -race: the children are
+// measured, not checked; set MESHRELAY_BENCH_RACE=1 to build them with -race).
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "meshrelay-bench-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "meshrelay")
+		args := []string{"build", "-o", binPath, "../cmd/meshrelay"}
+		if os.Getenv("MESHRELAY_BENCH_RACE") != "" {
+			args = []string{"build", "-race", "-o", binPath, "../cmd/meshrelay"}
+		}
+		cmd := exec.Command("go", args...)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("build meshrelay: %v", buildErr)
+	}
+	return binPath
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func TestRelaySmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	const agents = 20
+	rep, err := ib.Relay(t.Context(), ib.RelayOptions{
+		World:   ib.RelayWorld{Clusters: agents, Services: 10, ExportPercent: 10},
+		Changes: 3, Churn: true, ChurnWindow: 3 * time.Second, ChurnInterval: time.Second,
+		Baseline: true, Quick: true, Binary: binary(t), WorkDir: t.TempDir(), StateRoot: t.TempDir(), Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Registration.SyncedAgents != agents || rep.Registration.AllSyncedSeconds <= 0 {
+		t.Errorf("registration: %+v", rep.Registration)
+	}
+	if rep.Output.ResourcesPerAgent < 10 || rep.Output.BytesPerAgent <= 0 {
+		t.Errorf("output per agent: %+v", rep.Output)
+	}
+	p := rep.Propagation
+	if p.Error != "" || p.Missing != 0 || p.Latency.N != 3*agents || !p.Latency.Ordered() || p.Latency.P50 <= 0 {
+		t.Errorf("propagation: %+v", p)
+	}
+	if !p.Distribution.Ordered() || p.Distribution.Max > p.Latency.Max || p.BytesPerChange <= 0 {
+		t.Errorf("propagation distribution: %+v", p)
+	}
+	o := rep.OneCluster
+	if o.Error != "" || o.Latency.N != 3 || !o.Latency.Ordered() {
+		t.Errorf("one-cluster change: %+v", o)
+	}
+	if o.OtherAgentsBytes != 0 || o.OtherAgentsApplies != 0 || o.ServerBytesOthers != 0 {
+		t.Errorf("one-cluster change reached other agents: %d bytes in %d applies (server counted %.0f)", o.OtherAgentsBytes, o.OtherAgentsApplies, o.ServerBytesOthers)
+	}
+	s := rep.Server
+	if s.Idle.Goroutines <= 0 || s.Connected.Goroutines <= s.Idle.Goroutines || s.GoroutinesPerAgent <= 0 || s.Connected.HeapInuseBytes <= 0 {
+		t.Errorf("server resources: %+v", s)
+	}
+	if s.CPUSecondsTotal <= 0 || s.PeakRSSBytes <= 0 {
+		t.Errorf("server totals: %+v", s)
+	}
+	c := rep.Churn
+	if c == nil || c.InputsPerSecond <= 0 || c.Markers == 0 || c.MarkerMissing != 0 || !c.Marker.Ordered() || len(c.Samples) == 0 {
+		t.Errorf("churn: %+v", c)
+	}
+	b := rep.Baseline
+	if b == nil || b.Missing != 0 || b.Latency.N != 3*agents || !b.Latency.Ordered() || b.AllSyncedSeconds <= 0 || rep.Ratio == nil || rep.Ratio.WholePathP99 <= 0 {
+		t.Errorf("baseline: %+v ratio %+v", b, rep.Ratio)
+	}
+	rep.Print(testWriter{t})
+}
+
+func TestFailoverSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not on PATH (%v); install it, e.g. apt-get install -y redis-server", err)
+	}
+	rep, err := ib.Failover(t.Context(), ib.FailoverOptions{
+		World: ib.RelayWorld{Clusters: 10, Services: 10, ExportPercent: 10}, Runs: 1,
+		Scenarios: []string{"replica", "region", "restart"}, Binary: binary(t), WorkDir: t.TempDir(), Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rep.Errors {
+		t.Error(e)
+	}
+	for _, s := range []*ib.ScenarioReport{rep.Replica, rep.Region, rep.Restart} {
+		if s == nil || len(s.Runs) != 1 || s.Back.N != 1 || s.InSync.N != 1 || s.Runs[0].Affected == 0 {
+			t.Errorf("scenario %+v", s)
+			continue
+		}
+		if r := s.Runs[0]; r.FewerResources != 0 {
+			t.Errorf("%s: %d outputs with fewer resources", s.Name, r.FewerResources)
+		}
+	}
+	if rep.Region != nil && len(rep.Region.Runs) == 1 && rep.Region.Runs[0].ContentChanges != 0 {
+		t.Errorf("regional failover changed %d outputs", rep.Region.Runs[0].ContentChanges)
+	}
+	rep.Print(testWriter{t})
+}

@@ -1,0 +1,263 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/proc"
+)
+
+// RaiseFileLimit raises the soft limit of open files to the hard limit: a thousand
+// agents are a thousand connections on each side.
+func RaiseFileLimit() uint64 {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return 0
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
+	return l.Cur
+}
+
+// ProcStats are a process's counters from /proc.
+type ProcStats struct {
+	CPUSeconds float64 `json:"cpuSeconds"`
+	RSSBytes   int64   `json:"rssBytes"`
+	HWMBytes   int64   `json:"peakRSSBytes"`
+	Threads    int     `json:"threads"`
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100
+
+// ReadProcStats reads CPU time (utime+stime) and memory of pid.
+func ReadProcStats(pid int) (ProcStats, error) {
+	var st ProcStats
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, err
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 18 {
+		return st, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	stt, _ := strconv.ParseFloat(f[12], 64)
+	st.CPUSeconds = (ut + stt) / clockTicks
+	st.Threads, _ = strconv.Atoi(f[17])
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, err
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb := func() int64 {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n * 1024
+		}
+		switch k {
+		case "VmRSS":
+			st.RSSBytes = kb()
+		case "VmHWM":
+			st.HWMBytes = kb()
+		}
+	}
+	return st, nil
+}
+
+// Metrics are Prometheus samples: by full series ("name{labels}") and summed by name.
+type Metrics struct {
+	Series map[string]float64
+	Sum    map[string]float64
+}
+
+// ScrapeMetrics reads /metrics of an admin address.
+func ScrapeMetrics(ctx context.Context, admin string) (Metrics, error) {
+	m := Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
+	b, err := httpGet(ctx, "http://"+admin+"/metrics")
+	if err != nil {
+		return m, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		series := line[:i]
+		name := series
+		if j := strings.IndexByte(series, '{'); j >= 0 {
+			name = series[:j]
+		}
+		m.Series[series] = v
+		m.Sum[name] += v
+	}
+	return m, sc.Err()
+}
+
+// ByCluster returns a metric's value per cluster label.
+func (m Metrics) ByCluster(name string) map[string]float64 {
+	out := map[string]float64{}
+	prefix := name + `{cluster="`
+	for s, v := range m.Series {
+		if rest, ok := strings.CutPrefix(s, prefix); ok {
+			if c, _, ok := strings.Cut(rest, `"`); ok {
+				out[c] += v
+			}
+		}
+	}
+	return out
+}
+
+var httpClient = &http.Client{Timeout: 60 * time.Second}
+
+func httpGet(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
+	}
+	return b, nil
+}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	b, err := httpGet(ctx, url)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func postJSON(ctx context.Context, url string, body []byte, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("POST %s: %s: %s", url, resp.Status, bytes.TrimSpace(b))
+	}
+	if v != nil {
+		return json.Unmarshal(b, v)
+	}
+	return nil
+}
+
+// child is a process the benchmark started, with its log.
+type child struct {
+	*proc.Process
+	args []string
+}
+
+// procs starts and stops the benchmark's child processes.
+type procs struct {
+	bin  string
+	dir  string
+	list []*child
+}
+
+func (p *procs) start(name string, args ...string) (*child, error) {
+	pr, err := proc.Start(name, p.bin, filepath.Join(p.dir, name+".log"), args...)
+	if err != nil {
+		return nil, err
+	}
+	c := &child{Process: pr, args: args}
+	p.list = append(p.list, c)
+	return c, nil
+}
+
+// stopAll stops every child still running, the last started first.
+func (p *procs) stopAll() {
+	for i := len(p.list) - 1; i >= 0; i-- {
+		_ = p.list[i].Stop(10 * time.Second)
+	}
+}
+
+// logTail returns the end of a child's log, for error messages.
+func logTail(c *child, n int) string {
+	b, _ := os.ReadFile(c.LogPath)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func loopback() (string, error) {
+	p, err := proc.FreePort()
+	if err != nil {
+		return "", err
+	}
+	return "127.0.0.1:" + strconv.Itoa(p), nil
+}
+
+// waitFor polls f every interval until it returns true, ctx ends or timeout passes.
+func waitFor(ctx context.Context, timeout, interval time.Duration, f func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := f()
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		if time.Now().After(deadline) {
+			if last != nil {
+				return fmt.Errorf("not done within %s (last error: %w)", timeout, last)
+			}
+			return fmt.Errorf("not done within %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
