@@ -232,7 +232,7 @@ func (a *Agent) currentApplied() *snapshot.Snapshot {
 
 // connectLoop keeps one session with the server, reconnecting with backoff and jitter.
 func (a *Agent) connectLoop(ctx context.Context) {
-	attempt := 0
+	attempt, redirects := 0, 0
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := a.session(ctx)
@@ -242,10 +242,22 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		a.setConnected(false, "", err)
 		a.m.reconnects.Inc()
 		if time.Since(start) > 30*time.Second {
-			attempt = 0 // the session was healthy for a while
+			attempt, redirects = 0, 0 // the session was healthy for a while
 		}
-		attempt++
-		d := backoff(attempt, a.cfg.MinBackoff, a.cfg.MaxBackoff)
+		a.mu.Lock()
+		redirected := a.redirect != ""
+		a.mu.Unlock()
+		var d time.Duration
+		if redirected && redirects < maxQuickRedirects {
+			// A server named the replica that owns this cluster: go there at once (with
+			// a little jitter so a replica's agents do not arrive in one burst). Servers
+			// that keep bouncing the agent get the usual backoff.
+			redirects++
+			d = time.Duration(rand.Int64N(int64(quickRedirectJitter)))
+		} else {
+			attempt++
+			d = backoff(attempt, a.cfg.MinBackoff, a.cfg.MaxBackoff)
+		}
 		a.log.Warn("relay session ended; reconnecting", "error", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
@@ -254,6 +266,13 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		}
 	}
 }
+
+// An agent follows up to maxQuickRedirects redirects in a row without backoff, each after
+// a random delay under quickRedirectJitter.
+const (
+	maxQuickRedirects   = 3
+	quickRedirectJitter = 100 * time.Millisecond
+)
 
 // backoff is exponential with full jitter: uniform in [min, min·2^attempt], capped at max.
 func backoff(attempt int, lo, hi time.Duration) time.Duration {

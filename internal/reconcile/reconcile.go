@@ -78,6 +78,7 @@ type Reconciler struct {
 	apiConfig    []resource.Object
 	apiLoaded    bool
 	apiRev       uint64
+	registered   map[string]bool // the registered clusters; nil when the config changed
 	inputs       map[string]*snapshot.Snapshot
 	outputs      map[string]*snapshot.Snapshot
 	dirtyInputs  map[string]bool
@@ -419,6 +420,7 @@ func (r *Reconciler) loadAPIConfig(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.apiConfig, r.apiRev, r.apiLoaded = objs, rev, true
+	r.registered = nil
 	r.mu.Unlock()
 	r.trigger()
 	return nil
@@ -489,6 +491,7 @@ func (r *Reconciler) flush(ctx context.Context) error {
 func (r *Reconciler) SetDirConfig(objs []resource.Object) {
 	r.mu.Lock()
 	r.dirConfig, r.dirLoaded = objs, true
+	r.registered = nil
 	r.mu.Unlock()
 	r.trigger()
 }
@@ -527,10 +530,18 @@ func (r *Reconciler) configLocked() []resource.Object {
 	return resource.Dedupe(all)
 }
 
-// IsRegistered reports whether a KubernetesCluster of that name exists.
+// IsRegistered reports whether a KubernetesCluster of that name exists. It is asked on
+// every registration and stream, so the set is kept until the configuration changes.
 func (r *Reconciler) IsRegistered(cluster string) bool {
-	_, ok := translate.Clusters(r.Config())[cluster]
-	return ok
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.registered == nil {
+		r.registered = map[string]bool{}
+		for c := range translate.Clusters(r.configLocked()) {
+			r.registered[c] = true
+		}
+	}
+	return r.registered[cluster]
 }
 
 // Input returns the latest input snapshot of a cluster, or nil.
@@ -635,10 +646,17 @@ func (r *Reconciler) ackLocked(cluster string) *ackState {
 	return a
 }
 
-// reconcile translates and publishes changed outputs, unless safe mode holds.
+// reconcile translates and publishes changed outputs, unless safe mode holds. The
+// translation itself runs without the lock, so that agents' ACKs, inputs and
+// subscriptions are never held up by it; only the loop goroutine calls reconcile.
 func (r *Reconciler) reconcile() (changed []string) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			r.mu.Unlock()
+		}
+	}()
 	now := r.now()
 	r.updateStalenessLocked(now)
 	if !r.loaded || !r.apiLoaded || (r.cfg.WaitForConfigDir && !r.dirLoaded) {
@@ -660,21 +678,37 @@ func (r *Reconciler) reconcile() (changed []string) {
 		}
 	}
 	in := translate.Input{Config: config, Inputs: inputs}
+	r.mu.Unlock()
+	unlocked = true
+
 	if r.certs != nil {
 		in.Certs = r.certs(sortedKeys(clusters))
 	}
 	start := time.Now()
 	res := r.translate.Translate(in)
+	elapsed := time.Since(start)
+	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
+	for c, rs := range res.Outputs {
+		nexts[c] = snapshot.New(0, epoch, rs)
+	}
+
+	r.mu.Lock()
+	unlocked = false
+	if a, e := r.role(); !a || e != epoch {
+		// The lock moved while translating: these outputs must not be published under
+		// the old epoch. The next round sees the new role.
+		r.trigger()
+		return nil
+	}
 	r.m.translations.Inc()
 	r.m.recomputed.Add(float64(len(res.Recomputed)))
-	r.m.translationSeconds.Observe(time.Since(start).Seconds())
+	r.m.translationSeconds.Observe(elapsed.Seconds())
 	r.translations++
 	r.lastRun = now
 	r.lastErrors = res.Errors
 	r.lastStatus = res.Status
 	r.recomputed = len(res.Recomputed)
-	for c, rs := range res.Outputs {
-		next := snapshot.New(0, epoch, rs)
+	for c, next := range nexts {
 		cur := r.outputs[c]
 		if cur != nil && cur.Hash == next.Hash && cur.Epoch == next.Epoch {
 			continue
@@ -688,8 +722,13 @@ func (r *Reconciler) reconcile() (changed []string) {
 		r.dirtyOutputs[c] = true
 		delete(r.deadOutputs, c) // a cluster re-added before its deletion reached the store
 		r.m.outputVersion.WithLabelValues(c).Set(float64(v))
-		r.log.Info("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
+		r.log.Debug("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
 		changed = append(changed, c)
+	}
+	if len(changed) > 0 {
+		sort.Strings(changed)
+		first := changed[:min(len(changed), 5)]
+		r.log.Info("outputs changed", "clusters", len(changed), "first", first, "recomputed", len(res.Recomputed), "translation", elapsed.Round(time.Millisecond))
 	}
 	for c := range r.outputs {
 		if _, ok := clusters[c]; !ok {

@@ -452,6 +452,38 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	nackedHash := ""
 	ackTimer := time.NewTimer(time.Hour)
 	defer ackTimer.Stop()
+	// handle takes the agent's answer to the snapshot in flight.
+	handle := func(m *relayv1.PullRequest) error {
+		switch {
+		case m.GetAck() != nil:
+			a := m.GetAck()
+			if inflight == nil || a.GetHash() != inflight.Hash {
+				log.Warn("unexpected ack ignored", "version", a.GetVersion())
+				return nil
+			}
+			held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
+			inSyncAt = inflight.Hash
+			s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
+			s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
+			inflight = nil
+		case m.GetNack() != nil:
+			n := m.GetNack()
+			if inflight == nil || n.GetHash() != inflight.Hash {
+				return nil
+			}
+			s.backend.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
+			log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
+			if n.GetNeedFull() {
+				held, heldHash = nil, ""
+			} else {
+				nackedHash = inflight.Hash
+			}
+			inflight = nil
+		default:
+			return status.Error(codes.InvalidArgument, "pull messages after hello must be ack or nack")
+		}
+		return nil
+	}
 	for {
 		out := s.backend.Output(cluster)
 		// Send when the content differs, or when only the epoch moved (a new active server):
@@ -475,7 +507,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			s.m.pullSent.WithLabelValues(cluster).Inc()
 			s.m.pullResources.WithLabelValues(cluster).Add(float64(len(d.Upserts) + len(d.Removals)))
 			s.m.pullBytes.WithLabelValues(cluster).Add(float64(sizeOf(d)))
-			log.Info("output sent", "version", out.Version, "full", d.Full, "upserts", len(d.Upserts), "removals", len(d.Removals))
+			log.Debug("output sent", "version", out.Version, "full", d.Full, "upserts", len(d.Upserts), "removals", len(d.Removals))
 			ackTimer.Reset(s.cfg.AckTimeout)
 		}
 		select {
@@ -491,38 +523,23 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			}
 		case <-ackTimer.C:
 			if inflight != nil {
+				// An answer that arrived together with the deadline wins over it.
+				select {
+				case m := <-replies:
+					if err := handle(m); err != nil {
+						return err
+					}
+				default:
+				}
+			}
+			if inflight != nil {
 				log.Warn("agent did not acknowledge in time; recycling stream", "version", inflight.Version, "after", time.Since(sentAt))
 				s.m.recycled.WithLabelValues(cluster).Inc()
 				return status.Errorf(codes.DeadlineExceeded, "no acknowledgement of version %d within %s", inflight.Version, s.cfg.AckTimeout)
 			}
 		case m := <-replies:
-			switch {
-			case m.GetAck() != nil:
-				a := m.GetAck()
-				if inflight == nil || a.GetHash() != inflight.Hash {
-					log.Warn("unexpected ack ignored", "version", a.GetVersion())
-					continue
-				}
-				held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
-				inSyncAt = inflight.Hash
-				s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
-				s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
-				inflight = nil
-			case m.GetNack() != nil:
-				n := m.GetNack()
-				if inflight == nil || n.GetHash() != inflight.Hash {
-					continue
-				}
-				s.backend.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
-				log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
-				if n.GetNeedFull() {
-					held, heldHash = nil, ""
-				} else {
-					nackedHash = inflight.Hash
-				}
-				inflight = nil
-			default:
-				return status.Error(codes.InvalidArgument, "pull messages after hello must be ack or nack")
+			if err := handle(m); err != nil {
+				return err
 			}
 		}
 	}

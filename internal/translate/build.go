@@ -2,6 +2,7 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -50,6 +51,11 @@ type world struct {
 	// Memoized per translation (the world is immutable once built).
 	localCache   map[string]map[string]*upstreamModel
 	backingCache map[string][]backing
+	// gatewayEndpointsCache remembers gatewayEndpoints by cluster (callers copy elements
+	// before changing them).
+	gatewayEndpointsCache map[string][]Endpoint
+	// tlsCache remembers clientTLS by consumer cluster and SNI.
+	tlsCache map[[2]string]*UpstreamTLS
 }
 
 type typed[T any] struct {
@@ -160,13 +166,33 @@ func (w *world) dropMissingSecrets(p *Plan) {
 		u := &p.Upstreams[i]
 		var prios [][]Endpoint
 		for _, prio := range u.Priorities {
-			var keep []Endpoint
-			for _, e := range prio {
-				if e.TLS != nil && !ok(e.TLS.CertSecret, e.TLS.CASecret) {
-					w.status.add(obj, "upstream %s: endpoint %s:%d needs TLS secrets %s/%s that cluster %s does not have (no mesh identity issued and no such Secret discovered); left out", u.Name, e.Address, e.Port, e.TLS.CertSecret, e.TLS.CASecret, p.Cluster)
+			// Endpoints share their TLS settings (clientTLS): check each once, and copy
+			// the priority only when something is left out.
+			var lastTLS *UpstreamTLS
+			lastOK := true
+			usable := func(t *UpstreamTLS) bool {
+				if t == nil {
+					return true
+				}
+				if t != lastTLS {
+					lastTLS, lastOK = t, ok(t.CertSecret, t.CASecret)
+				}
+				return lastOK
+			}
+			keep := prio
+			for i, e := range prio {
+				if usable(e.TLS) {
 					continue
 				}
-				keep = append(keep, e)
+				keep = slices.Clone(prio[:i])
+				for _, e := range prio[i:] {
+					if !usable(e.TLS) {
+						w.status.add(obj, "upstream %s: endpoint %s:%d needs TLS secrets %s/%s that cluster %s does not have (no mesh identity issued and no such Secret discovered); left out", u.Name, e.Address, e.Port, e.TLS.CertSecret, e.TLS.CASecret, p.Cluster)
+						continue
+					}
+					keep = append(keep, e)
+				}
+				break
 			}
 			if len(keep) > 0 || len(prios) == 0 {
 				prios = append(prios, keep)
@@ -291,12 +317,21 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // gatewayEndpoints returns where cluster t's TCP (failover) gateway is reachable.
 func (w *world) gatewayEndpoints(t string) []Endpoint {
+	if eps, ok := w.gatewayEndpointsCache[t]; ok {
+		return eps
+	}
+	var eps []Endpoint
 	for _, g := range w.gateways(t) {
 		if len(g.addresses) > 0 {
-			return g.addresses
+			eps = g.addresses
+			break
 		}
 	}
-	return nil
+	if w.gatewayEndpointsCache == nil {
+		w.gatewayEndpointsCache = map[string][]Endpoint{}
+	}
+	w.gatewayEndpointsCache[t] = eps
+	return eps
 }
 
 // gateways returns a cluster's gateways: its own and those declared for it on the server.
@@ -321,16 +356,25 @@ func (w *world) gateways(c string) []gatewayModel {
 	return out
 }
 
-// clientTLS is how cluster c authenticates to remote gateways.
+// clientTLS is how cluster c authenticates to remote gateways. The result is shared by
+// every endpoint that needs it (plans never modify it).
 func (w *world) clientTLS(c, sni string) *UpstreamTLS {
+	key := [2]string{c, sni}
+	if t, ok := w.tlsCache[key]; ok {
+		return t
+	}
+	t := &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
 	if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
-		t := &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
+		t = &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
 		if len(s.Value("ca.crt")) > 0 {
 			t.CASecret = caSecretName(FailoverUpstreamSecret)
 		}
-		return t
 	}
-	return &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+	if w.tlsCache == nil {
+		w.tlsCache = map[[2]string]*UpstreamTLS{}
+	}
+	w.tlsCache[key] = t
+	return t
 }
 
 // findUpstream finds an upstream of cluster t by reference.

@@ -1,16 +1,14 @@
 package translate
 
 import (
-	"crypto/sha256"
-	"encoding/gob"
-	"encoding/hex"
-
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// renderMemo remembers the rendered resources of upstream plans by a hash of the whole
-// plan (a key that covers every input of the rendering, CONVENTIONS habit 6). Entries not
-// used in a translation are dropped after it. A nil memo remembers nothing.
+// renderMemo remembers rendered resources by a hash of everything they were rendered
+// from (planHash: a key that covers every input of the rendering, CONVENTIONS habit 6):
+// Envoy clusters and load assignments by their upstream plan, Istio resources by their
+// kind, final name and source plan element. Entries not used in a translation are dropped
+// after it. A nil memo remembers nothing.
 type renderMemo struct {
 	cur, prev map[string][]snapshot.Resource
 }
@@ -19,21 +17,13 @@ func newRenderMemo() *renderMemo {
 	return &renderMemo{cur: map[string][]snapshot.Resource{}, prev: map[string][]snapshot.Resource{}}
 }
 
-type hashWriter struct {
-	h interface{ Write([]byte) (int, error) }
-}
-
-func (w hashWriter) Write(b []byte) (int, error) { return w.h.Write(b) }
-
-func (m *renderMemo) key(u UpstreamPlan) string {
+// key returns the memo key of a plan element ("" without a memo, or when v cannot be
+// keyed: render it afresh).
+func (m *renderMemo) key(v any) string {
 	if m == nil {
 		return ""
 	}
-	h := sha256.New()
-	if err := gob.NewEncoder(hashWriter{h}).Encode(u); err != nil {
-		return "" // not memoizable; render it
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return planHash(v)
 }
 
 func (m *renderMemo) get(key string) ([]snapshot.Resource, bool) {

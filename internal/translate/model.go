@@ -1,7 +1,9 @@
 package translate
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -191,11 +193,11 @@ func targetPort(p v1alpha1.ServicePort) uint32 {
 }
 
 func sortEndpoints(eps []Endpoint) {
-	sort.Slice(eps, func(i, j int) bool {
-		if eps[i].Address != eps[j].Address {
-			return eps[i].Address < eps[j].Address
+	slices.SortFunc(eps, func(a, b Endpoint) int {
+		if c := strings.Compare(a.Address, b.Address); c != 0 {
+			return c
 		}
-		return eps[i].Port < eps[j].Port
+		return cmp.Compare(a.Port, b.Port)
 	})
 }
 

@@ -155,11 +155,12 @@ func DecodeEnvoy(r snapshot.Resource) (kind string, msg proto.Message, err error
 // Clusters, ClusterLoadAssignments and Secrets), each wrapped in an envelope and sorted by
 // key. Every message passes its protoc-gen-validate rules; the first entry that cannot be
 // rendered fails the whole rendering with an error naming it.
-func renderEnvoy(p Plan) ([]snapshot.Resource, error) { return renderEnvoyMemo(p, nil) }
+func renderEnvoy(p Plan) ([]snapshot.Resource, error) { return renderEnvoyMemo(p, nil, nil) }
 
-// renderEnvoyMemo renders like renderEnvoy, reusing the resources of upstreams rendered
-// before with exactly the same plan (memo may be nil).
-func renderEnvoyMemo(p Plan, memo *renderMemo) ([]snapshot.Resource, error) {
+// renderEnvoyMemo renders like renderEnvoy, reusing the resources of plan elements rendered
+// before from exactly the same element and references (memo may be nil; upstreamKeys are
+// the memo keys of p.Upstreams, nil without a memo).
+func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
 	r := envoyRenderer{secrets: map[string]bool{}, clusters: map[string]bool{}}
 	for _, s := range p.Secrets {
 		r.secrets[s.Name] = true
@@ -171,11 +172,34 @@ func renderEnvoyMemo(p Plan, memo *renderMemo) ([]snapshot.Resource, error) {
 	fail := func(kind, name string, err error) error {
 		return fmt.Errorf("%s %q: %w: %w", kind, name, ErrInvalidEnvoyResource, err)
 	}
+	// A rendering depends on its plan element and on which names it may reference: the
+	// memo keys of listeners and gateways cover the plan's cluster and secret names, those
+	// of upstreams its secret names (upstreamKeys do).
+	var refsKey string
+	if memo != nil {
+		refsKey = memo.key([2]map[string]bool{r.clusters, r.secrets})
+	}
+	elemKey := func(kind string, v any) string {
+		if memo == nil {
+			return ""
+		}
+		if k := memo.key(v); k != "" {
+			return kind + "|" + k + "|" + refsKey
+		}
+		return ""
+	}
 	var reused []snapshot.Resource
-	for _, u := range p.Upstreams {
-		key := memo.key(u)
-		if rs, ok := memo.get(key); ok {
-			reused = append(reused, rs...)
+	hit := func(key string) bool {
+		rs, ok := memo.get(key)
+		reused = append(reused, rs...)
+		return ok
+	}
+	for i, u := range p.Upstreams {
+		key := ""
+		if upstreamKeys != nil {
+			key = upstreamKeys[i]
+		}
+		if hit(key) {
 			continue
 		}
 		c, cla, err := r.upstream(u)
@@ -185,25 +209,37 @@ func renderEnvoyMemo(p Plan, memo *renderMemo) ([]snapshot.Resource, error) {
 		outs = append(outs, envoyOut{KindEnvoyCluster, u.Name, c, key}, envoyOut{KindEnvoyClusterLoadAssignment, u.Name, cla, key})
 	}
 	for _, l := range p.HTTPListeners {
+		key := elemKey("http", l)
+		if hit(key) {
+			continue
+		}
 		lis, rc, err := r.httpListener(l)
 		if err != nil {
 			return nil, fail(KindEnvoyListener, l.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis, ""}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc, ""})
+		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis, key}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc, key})
 	}
 	for _, g := range p.TCPGateways {
+		key := elemKey("tcp", g)
+		if hit(key) {
+			continue
+		}
 		lis, err := r.tcpGateway(g)
 		if err != nil {
 			return nil, fail(KindEnvoyListener, g.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis, ""})
+		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis, key})
 	}
 	for _, s := range p.Secrets {
+		key := elemKey("secret", s)
+		if hit(key) {
+			continue
+		}
 		sec, err := envoySecret(s)
 		if err != nil {
 			return nil, fail(KindEnvoySecret, s.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec, ""})
+		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec, key})
 	}
 
 	res := make([]snapshot.Resource, 0, len(outs)+len(reused))

@@ -72,6 +72,10 @@ type istioItem struct {
 	// want is the name before sanitising; name is the final, valid and unique name.
 	want, name string
 	spec       proto.Message
+	// build, when spec is nil, builds it (once it is known not to be in the memo).
+	build func() proto.Message
+	// src is the memo key of the plan element the spec was built from ("" for none).
+	src string
 }
 
 // renderIstio renders the Istio-shaped resources of a plan: a DestinationRule per upstream
@@ -79,9 +83,14 @@ type istioItem struct {
 // ServiceEntry per service entry. Secrets and TCP gateways exist only for Envoy and render
 // nothing here. The resources are keyed KIND/NAMESPACE/NAME and sorted by key; the same plan
 // always gives the same bytes. The plan is not modified.
-func renderIstio(p Plan) ([]snapshot.Resource, error) {
+func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p, nil, nil) }
+
+// renderIstioMemo is renderIstio reusing resources rendered before from exactly the same
+// plan element for the same cluster, under the same name (memo may be nil; upstreamKeys are
+// the memo keys of p.Upstreams, nil without a memo).
+func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
 	var items []istioItem
-	for _, u := range p.Upstreams {
+	for i, u := range p.Upstreams {
 		dr, err := istioDestinationRule(u)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
@@ -89,7 +98,11 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) {
 		if dr == nil {
 			continue
 		}
-		items = append(items, istioItem{kind: istioKindDestinationRule, namespace: istioNamespace(u.Namespace), id: u.Name, want: u.Name, spec: dr})
+		src := ""
+		if upstreamKeys != nil {
+			src = upstreamKeys[i]
+		}
+		items = append(items, istioItem{kind: istioKindDestinationRule, namespace: istioNamespace(u.Namespace), id: u.Name, want: u.Name, spec: dr, src: src})
 	}
 	for _, l := range p.HTTPListeners {
 		for _, vh := range l.VirtualHosts {
@@ -102,12 +115,12 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) {
 			}
 			items = append(items, istioItem{
 				kind: istioKindVirtualService, namespace: istioNamespace(l.Namespace),
-				id: l.Name + "\x00" + vh.Name, want: l.Name + "-" + vh.Name, spec: vs,
+				id: l.Name + "\x00" + vh.Name, want: l.Name + "-" + vh.Name, spec: vs, src: memo.key(vh),
 			})
 		}
 	}
 	for _, se := range p.ServiceEntries {
-		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, spec: istioServiceEntry(se)})
+		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(se) }, src: memo.key(se)})
 	}
 	// Secrets and TCP gateways: Envoy only (SDS secrets and SNI-forwarding listeners have no
 	// counterpart among Istio's networking resources).
@@ -119,6 +132,17 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) {
 	for _, it := range items {
 		if !istioDNSLabel(it.namespace) {
 			return nil, fmt.Errorf("%s %s: namespace %q is not a valid DNS-1123 label", it.kind, it.want, it.namespace)
+		}
+		memoKey := ""
+		if it.src != "" {
+			memoKey = it.kind + "|" + it.namespace + "|" + it.name + "|" + p.Cluster + "|" + it.src
+		}
+		if rs, ok := memo.get(memoKey); ok {
+			out = append(out, rs...)
+			continue
+		}
+		if it.spec == nil {
+			it.spec = it.build()
 		}
 		spec, err := protojson.Marshal(it.spec)
 		if err != nil {
@@ -137,7 +161,9 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s %s/%s: marshal: %w", it.kind, it.namespace, it.name, err)
 		}
-		out = append(out, snapshot.NewResource(resource.Key(it.kind, it.namespace, it.name), body))
+		r := snapshot.NewResource(resource.Key(it.kind, it.namespace, it.name), body)
+		memo.add(memoKey, r)
+		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b snapshot.Resource) int { return strings.Compare(a.Key, b.Key) })
 	return out, nil

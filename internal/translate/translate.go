@@ -13,6 +13,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"slices"
 	"sort"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
@@ -120,9 +122,9 @@ func (t *Translator) Translate(in Input) Result {
 	mergeStatus(res.Status, global.m)
 	t.outputs = next
 	if len(res.Recomputed) > 0 {
-		inUse := 0
+		inUse := 0 // at most one memo entry per output resource
 		for _, rs := range res.Outputs {
-			inUse += len(rs) / 2
+			inUse += len(rs)
 		}
 		t.memo.rotate(inUse)
 	}
@@ -157,13 +159,30 @@ func uniq(s []string) []string {
 func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 	var out []snapshot.Resource
 	var errs []string
-	env, err := renderEnvoyMemo(p, memo)
+	var upstreamKeys []string
+	if memo != nil {
+		// An upstream's rendering depends on it and on which secrets exist (a reference to
+		// a missing one fails it).
+		secrets := make([]string, len(p.Secrets))
+		for i, s := range p.Secrets {
+			secrets[i] = s.Name
+		}
+		slices.Sort(secrets)
+		secretsKey := memo.key(secrets)
+		upstreamKeys = make([]string, len(p.Upstreams))
+		for i, u := range p.Upstreams {
+			if k := memo.key(u); k != "" && secretsKey != "" {
+				upstreamKeys[i] = k + "|" + secretsKey
+			}
+		}
+	}
+	env, err := renderEnvoyMemo(p, memo, upstreamKeys)
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("cluster %s: envoy: %v", p.Cluster, err))
 	} else {
 		out = append(out, env...)
 	}
-	ist, err := renderIstio(p)
+	ist, err := renderIstioMemo(p, memo, upstreamKeys)
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("cluster %s: istio: %v", p.Cluster, err))
 	} else {
@@ -182,19 +201,19 @@ func (t *Translator) world(in Input) *world {
 	for _, o := range in.Config {
 		objs = append(objs, object{Object: o})
 	}
+	// The model depends on the cluster's KubernetesCluster too (domain, locality).
+	kcRaw := make(map[string]string, len(w.names))
+	for _, o := range in.Config {
+		if o.Kind == v1alpha1.KindKubernetesCluster {
+			kcRaw[o.Name] = string(o.Raw)
+		}
+	}
 	for _, c := range w.names {
 		h := ""
 		if s := in.Inputs[c]; s != nil {
 			h = s.Hash
 		}
-		// The model depends on the cluster's KubernetesCluster too (domain, locality).
-		kcRaw := ""
-		for _, o := range in.Config {
-			if o.Kind == v1alpha1.KindKubernetesCluster && o.Name == c {
-				kcRaw = string(o.Raw)
-			}
-		}
-		key := h + "|" + kcRaw
+		key := h + "|" + kcRaw[c]
 		cm, ok := t.models[c]
 		if !ok || cm.hash != key {
 			cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
@@ -234,19 +253,36 @@ func (w *world) digests(in Input) map[string]string {
 		}
 	}
 	sort.Strings(clusterObjs)
-	exports := map[string]string{}
-	for _, c := range w.names {
-		exports[c] = w.exportDigest(c)
+	// What every cluster's output may depend on is hashed once (O(N)), not once per
+	// cluster: the registered clusters and what each of them exports. A cluster's own
+	// exports are in it too; they come from its input, which its digest covers anyway.
+	shared := sha256.New()
+	writeTo := func(h hash.Hash, s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+	for _, s := range clusterObjs {
+		writeTo(shared, s)
 	}
-	relevant := w.relevantObjects()
+	for _, c := range w.names {
+		writeTo(shared, c)
+		writeTo(shared, w.exportDigest(c))
+	}
+	sharedSum := string(shared.Sum(nil))
+	var forAll []relevantObject
+	forCluster := map[string][]relevantObject{}
+	for _, r := range w.relevantObjects() {
+		if r.all {
+			forAll = append(forAll, r)
+			continue
+		}
+		for _, c := range uniqStrings(r.clusters) {
+			forCluster[c] = append(forCluster[c], r)
+		}
+	}
 	out := make(map[string]string, len(w.names))
 	for _, c := range w.names {
 		h := sha256.New()
-		write := func(s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+		write := func(s string) { writeTo(h, s) }
 		write(c)
-		for _, s := range clusterObjs {
-			write(s)
-		}
+		write(sharedSum)
 		if s := in.Inputs[c]; s != nil {
 			write(s.Hash)
 		}
@@ -255,21 +291,21 @@ func (w *world) digests(in Input) map[string]string {
 			write(string(cert.KeyPEM))
 			write(string(cert.CAPEM))
 		}
-		for _, r := range relevant {
-			if r.all || contains(r.clusters, c) {
+		for _, rs := range [][]relevantObject{forAll, forCluster[c]} {
+			for _, r := range rs {
 				write(r.origin)
 				write(string(r.raw))
-			}
-		}
-		for _, other := range w.names {
-			if other != c {
-				write(other)
-				write(exports[other])
 			}
 		}
 		out[c] = hex.EncodeToString(h.Sum(nil))
 	}
 	return out
+}
+
+func uniqStrings(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return slices.Compact(s)
 }
 
 type relevantObject struct {

@@ -122,8 +122,9 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 				// then serve this upstream; without a gateway they are reached directly
 				// (flat network).
 				if gw := w.gatewayEndpoints(b.cluster); len(gw) > 0 {
+					tls := w.clientTLS(c, b.u.name)
 					for _, e := range gw {
-						e.TLS = w.clientTLS(c, b.u.name)
+						e.TLS = tls
 						all = append(all, e)
 					}
 				} else {

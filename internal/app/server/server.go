@@ -229,6 +229,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Agents are idle most of the time: return each connection's write buffer to a
+		// shared pool after every flush instead of keeping 32 KiB per agent.
+		grpc.SharedWriteBuffer(true),
 	)
 	rs.Attach(gs)
 
