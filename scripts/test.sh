@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test of meshrelay — unit, integration with a real redis-server, and end-to-end
-# with real processes — after installing what they need. Used by `make test` and CI.
+# Runs every test of meshrelay — unit, integration with a real redis-server and a real
+# kube-apiserver, and end-to-end with real processes — after installing what they need.
+# Used by `make test` and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +19,10 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet" >&2
 go vet ./...
+echo "== kube-apiserver and etcd for the Kubernetes tests" >&2
+# Builds kube-apiserver from the Go module proxy (minutes the first time, then cached in
+# .bin/envtest) and installs Debian's etcd-server when missing; internal/kubetest uses them.
+scripts/kube-tools.sh kube-apiserver etcd
+export KUBEBUILDER_ASSETS="$PWD/.bin/envtest"
 echo "== go test -race" >&2
 go test -race -count=1 -timeout 20m "$@" ./...

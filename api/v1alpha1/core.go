@@ -1,6 +1,8 @@
 package v1alpha1
 
 // Service is the subset of a Kubernetes v1 Service that discovery reads.
+//
+// +kubebuilder:object:generate=false
 type Service struct {
 	TypeMeta `json:",inline"`
 	Metadata ObjectMeta  `json:"metadata"`
@@ -8,6 +10,8 @@ type Service struct {
 }
 
 // ServiceSpec is the subset of a Service's spec that discovery reads.
+//
+// +kubebuilder:object:generate=false
 type ServiceSpec struct {
 	Type      string            `json:"type,omitempty"`
 	ClusterIP string            `json:"clusterIP,omitempty"`
@@ -16,6 +20,8 @@ type ServiceSpec struct {
 }
 
 // ServicePort is one port of a Service.
+//
+// +kubebuilder:object:generate=false
 type ServicePort struct {
 	Name       string `json:"name,omitempty"`
 	Protocol   string `json:"protocol,omitempty"`
@@ -28,6 +34,8 @@ type ServicePort struct {
 const LabelServiceName = "kubernetes.io/service-name"
 
 // EndpointSlice is the subset of a discovery.k8s.io/v1 EndpointSlice that discovery reads.
+//
+// +kubebuilder:object:generate=false
 type EndpointSlice struct {
 	TypeMeta    `json:",inline"`
 	Metadata    ObjectMeta     `json:"metadata"`
@@ -37,6 +45,8 @@ type EndpointSlice struct {
 }
 
 // Endpoint is one endpoint of an EndpointSlice.
+//
+// +kubebuilder:object:generate=false
 type Endpoint struct {
 	Addresses  []string           `json:"addresses"`
 	Conditions EndpointConditions `json:"conditions,omitempty"`
@@ -49,6 +59,8 @@ type Endpoint struct {
 }
 
 // EndpointConditions are an endpoint's conditions; a nil Ready means ready, as in Kubernetes.
+//
+// +kubebuilder:object:generate=false
 type EndpointConditions struct {
 	Ready       *bool `json:"ready,omitempty"`
 	Serving     *bool `json:"serving,omitempty"`
@@ -59,6 +71,8 @@ type EndpointConditions struct {
 func (e Endpoint) IsReady() bool { return e.Conditions.Ready == nil || *e.Conditions.Ready }
 
 // EndpointPort is one port of an EndpointSlice.
+//
+// +kubebuilder:object:generate=false
 type EndpointPort struct {
 	Name        string `json:"name,omitempty"`
 	Port        int32  `json:"port"`
@@ -69,6 +83,8 @@ type EndpointPort struct {
 // Secret is the subset of a Kubernetes v1 Secret that meshrelay reads: TLS material
 // (type kubernetes.io/tls, keys tls.crt, tls.key and optionally ca.crt), as the seeds'
 // `glooctl create secret tls` makes.
+//
+// +kubebuilder:object:generate=false
 type Secret struct {
 	TypeMeta   `json:",inline"`
 	Metadata   ObjectMeta        `json:"metadata"`

@@ -1,6 +1,13 @@
 // Package v1alpha1 holds the Go types of the resources users write (apiVersion
 // meshrelay.io/v1alpha1) and of the Kubernetes-shaped objects agents discover. The field
 // names follow the seeds so that YAML copied from them loads unchanged.
+//
+// The kubebuilder markers in these comments feed controller-gen (scripts/generate.sh): they
+// generate zz_generated.deepcopy.go and the OpenAPI schemas of the CRDs in
+// charts/meshrelay-server/crds, whose Kubernetes-facing types (api/kube/v1alpha1) reuse the
+// spec types of this package.
+//
+// +kubebuilder:object:generate=true
 package v1alpha1
 
 // Group is the API group of meshrelay's own resources.

@@ -11,6 +11,9 @@ import (
 // Duration means "unset" and is omitted by the `omitzero` tag; the validator rejects zero and
 // negative durations that are written out, so a decoded, validated resource only holds
 // positive or unset durations.
+//
+// +kubebuilder:validation:Type=string
+// +kubebuilder:validation:Pattern=`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+$`
 type Duration struct {
 	// Duration is the parsed value.
 	time.Duration

@@ -19,6 +19,8 @@ type FailoverSchemeSpec struct {
 	Primary ClusterObjectRef `json:"primary"`
 	// FailoverGroups are the failover targets in priority order (at least one): group 0 is
 	// priority 1, group 1 priority 2, and so on.
+	//
+	// +kubebuilder:validation:MinItems=1
 	FailoverGroups []FailoverGroup `json:"failoverGroups"`
 }
 
@@ -26,14 +28,20 @@ type FailoverSchemeSpec struct {
 type FailoverGroup struct {
 	// PriorityGroup are the targets of this priority (at least one); traffic is balanced
 	// over all of them.
+	//
+	// +kubebuilder:validation:MinItems=1
 	PriorityGroup []FailoverTarget `json:"priorityGroup"`
 }
 
 // FailoverTarget is a set of Upstreams in one workload cluster.
 type FailoverTarget struct {
 	// Cluster is the workload cluster of the Upstreams (required).
+	//
+	// +kubebuilder:validation:MinLength=1
 	Cluster string `json:"cluster"`
 	// Upstreams are the target Upstreams (at least one); an empty namespace means the
 	// FailoverScheme's namespace. None of them may be the primary.
+	//
+	// +kubebuilder:validation:MinItems=1
 	Upstreams []ObjectRef `json:"upstreams"`
 }

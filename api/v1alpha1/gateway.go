@@ -16,10 +16,15 @@ type Gateway struct {
 }
 
 // GatewaySpec is the spec of a Gateway. Exactly one of HTTPGateway and TCPGateway is set.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.httpGateway) != has(self.tcpGateway)",message="exactly one of httpGateway, tcpGateway must be set"
 type GatewaySpec struct {
 	// BindAddress is the IP address to listen on; empty means DefaultBindAddress.
 	BindAddress string `json:"bindAddress,omitempty"`
 	// BindPort is the port to listen on, 1-65535 (required).
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	BindPort int `json:"bindPort"`
 	// HTTPGateway makes it an HTTP listener.
 	HTTPGateway *HTTPGateway `json:"httpGateway,omitempty"`
@@ -45,12 +50,16 @@ type HTTPGateway struct {
 // TCPGateway is a TCP listener.
 type TCPGateway struct {
 	// TCPHosts are the listener's filter chains (at least one), chosen by SNI.
+	//
+	// +kubebuilder:validation:MinItems=1
 	TCPHosts []TCPHost `json:"tcpHosts"`
 }
 
 // TCPHost is one filter chain of a TCP listener.
 type TCPHost struct {
 	// Name names the host (required).
+	//
+	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 	// SSLConfig makes the listener terminate TLS; nil means plain TCP.
 	SSLConfig *SSLConfig `json:"sslConfig,omitempty"`
@@ -69,9 +78,14 @@ type SSLConfig struct {
 }
 
 // TCPDestination is where a TCP host forwards. Exactly one field is set.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.forwardSniClusterName) != has(self.single)",message="exactly one of forwardSniClusterName, single must be set"
 type TCPDestination struct {
 	// ForwardSNIClusterName forwards each connection to the local Upstream named by its SNI
 	// (the failover gateway). Its presence is what matters: write `forwardSniClusterName: {}`.
+	//
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
 	ForwardSNIClusterName *struct{} `json:"forwardSniClusterName,omitempty"`
 	// Single forwards every connection to one Upstream.
 	Single *SingleDestination `json:"single,omitempty"`

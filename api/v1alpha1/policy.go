@@ -14,6 +14,8 @@ type FailoverPolicy struct {
 // FailoverPolicySpec is the spec of a FailoverPolicy.
 type FailoverPolicySpec struct {
 	// ApplyToDestinations select the destinations the policy applies to, at least one.
+	//
+	// +kubebuilder:validation:MinItems=1
 	ApplyToDestinations []DestinationSelector `json:"applyToDestinations"`
 	// Config tunes the failover; empty means locality-ordered failover by region, then zone.
 	Config FailoverConfig `json:"config,omitzero"`
@@ -31,12 +33,16 @@ type LocalityMapping struct {
 	// From is the clients' locality (region required).
 	From Locality `json:"from"`
 	// To are the failover localities in priority order, at least one (region required).
+	//
+	// +kubebuilder:validation:MinItems=1
 	To []Locality `json:"to"`
 }
 
 // Locality is a region, or a zone of a region.
 type Locality struct {
 	// Region is the region (required).
+	//
+	// +kubebuilder:validation:MinLength=1
 	Region string `json:"region"`
 	// Zone is a zone of the region; empty means the whole region.
 	Zone string `json:"zone,omitempty"`
@@ -58,6 +64,8 @@ type OutlierDetectionPolicy struct {
 // OutlierDetectionPolicySpec is the spec of an OutlierDetectionPolicy.
 type OutlierDetectionPolicySpec struct {
 	// ApplyToDestinations select the destinations the policy applies to, at least one.
+	//
+	// +kubebuilder:validation:MinItems=1
 	ApplyToDestinations []DestinationSelector `json:"applyToDestinations"`
 	// Config tunes the ejection; empty means the defaults.
 	Config OutlierDetectionConfig `json:"config,omitzero"`
@@ -68,6 +76,8 @@ type OutlierDetectionConfig struct {
 	// ConsecutiveErrors is the number of consecutive errors (5xx answers, connection
 	// failures) that eject an endpoint, at least 1; 0 (unset) means
 	// DefaultConsecutiveErrors.
+	//
+	// +kubebuilder:validation:Minimum=0
 	ConsecutiveErrors int `json:"consecutiveErrors,omitempty"`
 	// Interval is the time between ejection sweeps; unset means Envoy's default, 10s.
 	Interval Duration `json:"interval,omitzero"`
@@ -76,6 +86,9 @@ type OutlierDetectionConfig struct {
 	BaseEjectionTime Duration `json:"baseEjectionTime,omitzero"`
 	// MaxEjectionPercent caps the share of endpoints that may be ejected, 0-100; nil leaves
 	// it to the translator (DESIGN §7: 100 on failover clusters, not Envoy's 10).
+	//
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
 	MaxEjectionPercent *int `json:"maxEjectionPercent,omitempty"`
 }
 
@@ -83,6 +96,8 @@ type OutlierDetectionConfig struct {
 type DestinationSelector struct {
 	// Kind is the kind of destination selected: DestinationKindVirtualDestination (empty
 	// means it), the only kind policies apply to.
+	//
+	// +kubebuilder:validation:Enum=VIRTUAL_DESTINATION
 	Kind string `json:"kind,omitempty"`
 	// Selector selects destinations of that kind.
 	Selector ObjectSelector `json:"selector,omitzero"`

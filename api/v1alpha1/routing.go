@@ -15,6 +15,8 @@ type RouteTable struct {
 type RouteTableSpec struct {
 	// Hosts are the HTTP hosts (authorities) the routes serve, at least one; "*" matches
 	// every host and "*.example.com" every subdomain.
+	//
+	// +kubebuilder:validation:MinItems=1
 	Hosts []string `json:"hosts"`
 	// Clusters are the workload clusters whose gateways serve the table. Empty means the
 	// cluster the RouteTable came from or, when declared on the management server, every
@@ -24,6 +26,8 @@ type RouteTableSpec struct {
 	// namespace); nil means every HTTP Gateway of the clusters.
 	Gateway *ObjectRef `json:"gateway,omitempty"`
 	// HTTP are the routes, at least one, tried in order: the first that matches wins.
+	//
+	// +kubebuilder:validation:MinItems=1
 	HTTP []HTTPRoute `json:"http"`
 }
 
@@ -53,10 +57,16 @@ type HTTPMatcher struct {
 }
 
 // URIMatch matches the request path. Exactly one field is set.
+//
+// +kubebuilder:validation:XValidation:rule="(has(self.prefix) ? 1 : 0) + (has(self.exact) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1",message="exactly one of prefix, exact, regex must be set"
 type URIMatch struct {
 	// Prefix matches paths that start with it; it must start with '/'.
+	//
+	// +kubebuilder:validation:Pattern=`^/`
 	Prefix string `json:"prefix,omitempty"`
 	// Exact matches this path only; it must start with '/'.
+	//
+	// +kubebuilder:validation:Pattern=`^/`
 	Exact string `json:"exact,omitempty"`
 	// Regex matches paths that fully match this RE2 regular expression.
 	Regex string `json:"regex,omitempty"`
@@ -65,6 +75,8 @@ type URIMatch struct {
 // HeaderMatcher matches one request header.
 type HeaderMatcher struct {
 	// Name is the header name (required).
+	//
+	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 	// Value is the value to match; empty matches any value of a present header.
 	Value string `json:"value,omitempty"`
@@ -77,6 +89,8 @@ type HeaderMatcher struct {
 // ForwardTo sends requests to destinations.
 type ForwardTo struct {
 	// Destinations are the destinations, at least one. Traffic is split by weight.
+	//
+	// +kubebuilder:validation:MinItems=1
 	Destinations []RouteDestination `json:"destinations"`
 }
 
@@ -93,6 +107,8 @@ type RouteDestination struct {
 	// Ref names the destination (name required).
 	Ref DestinationRef `json:"ref"`
 	// Kind is DestinationKindUpstream (empty means it) or DestinationKindVirtualDestination.
+	//
+	// +kubebuilder:validation:Enum=UPSTREAM;VIRTUAL_DESTINATION
 	Kind string `json:"kind,omitempty"`
 	// Port picks the destination's port; nil means its only port (an Upstream has one;
 	// a VirtualDestination with several ports needs Port).
@@ -100,12 +116,16 @@ type RouteDestination struct {
 	// Weight is the destination's share of the route's traffic relative to the others,
 	// at least 0. When no destination of a route has a weight the split is even; when some
 	// do, an unset weight counts as 0, and the weights must sum to more than 0.
+	//
+	// +kubebuilder:validation:Minimum=0
 	Weight *int `json:"weight,omitempty"`
 }
 
 // DestinationRef names a route destination.
 type DestinationRef struct {
 	// Name is the destination's metadata.name (required).
+	//
+	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 	// Namespace is the destination's namespace; empty means the RouteTable's namespace.
 	Namespace string `json:"namespace,omitempty"`
@@ -117,12 +137,17 @@ type DestinationRef struct {
 // PortSelector picks a port by number.
 type PortSelector struct {
 	// Number is the port, 1-65535.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	Number int `json:"number"`
 }
 
 // RetryPolicy retries failed requests.
 type RetryPolicy struct {
 	// Attempts is the number of retries, at least 0; 0 disables retries.
+	//
+	// +kubebuilder:validation:Minimum=0
 	Attempts int `json:"attempts,omitempty"`
 	// PerTryTimeout bounds each try; unset means the route's timeout.
 	PerTryTimeout Duration `json:"perTryTimeout,omitzero"`

@@ -14,11 +14,17 @@ type VirtualDestination struct {
 // VirtualDestinationSpec is the spec of a VirtualDestination.
 type VirtualDestinationSpec struct {
 	// Hosts are the global DNS names, at least one (e.g. reviews.global).
+	//
+	// +kubebuilder:validation:MinItems=1
 	Hosts []string `json:"hosts"`
 	// Ports are the ports clients use, at least one, each number at most once.
+	//
+	// +kubebuilder:validation:MinItems=1
 	Ports []VirtualDestinationPort `json:"ports"`
 	// Services select the backing services in every cluster, at least one selector; a
 	// service selected by any selector backs the VirtualDestination.
+	//
+	// +kubebuilder:validation:MinItems=1
 	Services []ServiceSelector `json:"services"`
 }
 
@@ -34,17 +40,27 @@ const (
 // VirtualDestinationPort is one port of a VirtualDestination.
 type VirtualDestinationPort struct {
 	// Number is the port clients use, 1-65535 (required).
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	Number int `json:"number"`
 	// Protocol is one of ProtocolHTTP (empty means it), ProtocolHTTP2, ProtocolGRPC,
 	// ProtocolTCP and ProtocolTLS.
+	//
+	// +kubebuilder:validation:Enum=HTTP;HTTP2;GRPC;TCP;TLS
 	Protocol string `json:"protocol,omitempty"`
 	// TargetPort is the port of the backing services; nil means Number.
 	TargetPort *TargetPort `json:"targetPort,omitempty"`
 }
 
 // TargetPort is a backing service's port, by number or by name. Exactly one field is set.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.number) != has(self.name)",message="exactly one of number, name must be set"
 type TargetPort struct {
 	// Number is the service port number, 1-65535.
+	//
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
 	Number int `json:"number,omitempty"`
 	// Name is the service port name.
 	Name string `json:"name,omitempty"`
@@ -52,6 +68,8 @@ type TargetPort struct {
 
 // ServiceSelector selects services. At least one of Labels and Name is set; all set fields
 // must match.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.labels) || has(self.name)",message="at least one of labels, name must be set"
 type ServiceSelector struct {
 	// Labels the service must carry.
 	Labels map[string]string `json:"labels,omitempty"`
