@@ -9,13 +9,20 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
@@ -32,6 +39,25 @@ type Config struct {
 	OutputDir    string
 	AdminAddress string
 	XDSAddress   string
+	Kube         KubeConfig
+}
+
+// KubeConfig configures Kubernetes mode: discovery through the API server's informers and the
+// server-side apply sink for Istio resources.
+type KubeConfig struct {
+	// Enabled turns Kubernetes mode on (--kubernetes).
+	Enabled bool
+	// Kubeconfig and Context select the API server; when both are empty the config comes from
+	// $KUBECONFIG, else the in-cluster service account, else ~/.kube/config.
+	Kubeconfig string
+	Context    string
+	// Namespaces limits discovery; empty means every namespace.
+	Namespaces []string
+	// MaxDeleteFraction and MinGuardedDeletions configure the sink's deletion guard.
+	MaxDeleteFraction   float64
+	MinGuardedDeletions int
+	// Resync is how often the sink re-applies the last output to repair drift; 0 disables it.
+	Resync time.Duration
 }
 
 // RegisterFlags binds the configuration to flags with their defaults.
@@ -47,8 +73,16 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent moves when its server is no longer in the answer")
 	fs.StringVar(&a.DNSServer, "dns-server", "", "host:port of a DNS server to resolve the relay address with instead of the system resolver")
 	fs.DurationVar(&a.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
-	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required)")
-	fs.StringVar(&c.OutputDir, "output-dir", "", "directory that receives one YAML file per output resource, replaced atomically (required)")
+	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required without --kubernetes)")
+	fs.StringVar(&c.OutputDir, "output-dir", "", "directory that receives one YAML file per output resource, replaced atomically (required without --kubernetes; optional with it, e.g. for inspection)")
+	k := &c.Kube
+	fs.BoolVar(&k.Enabled, "kubernetes", false, "Kubernetes mode: discover v1 Services and discovery.k8s.io/v1 EndpointSlices through the API server (instead of --discovery-dir; an endpoint without a zone takes its node's topology.kubernetes.io/zone label) and apply the output's Istio resources (ServiceEntry, DestinationRule, VirtualService, Gateway) with server-side apply under field manager "+sink.FieldManager+", labelled "+sink.LabelManagedBy+"="+sink.ManagedBy+" and "+sink.LabelCluster+"=<cluster>; only objects the agent created are ever changed or pruned")
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig file of the workload cluster (default: $KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
+	fs.StringVar(&k.Context, "kube-context", "", "Kubernetes mode: kubeconfig context to use (default: the kubeconfig's current context)")
+	fs.StringSliceVar(&k.Namespaces, "kube-namespaces", nil, "Kubernetes mode: discover Services and EndpointSlices only in these namespaces (comma-separated; default: all namespaces)")
+	fs.Float64Var(&k.MaxDeleteFraction, "max-delete-fraction", sink.DefaultMaxDeleteFraction, "Kubernetes mode: deletion guard: an output that would delete more than this share (0 to 1) of the Istio objects the agent owns in one step, and at least --delete-guard-min of them, is held back (nothing of it is written and the agent refuses it) unless its epoch is newer than that of the last applied output (only 'meshrelay switch-active' moves the epoch); shown in /status (kubeSink.deletionGuard), by the metrics meshrelay_sink_deletion_guard_active and meshrelay_sink_deletions_refused_total, and by 'meshrelay check' as the cluster's refusal; 1 turns the guard off")
+	fs.IntVar(&k.MinGuardedDeletions, "delete-guard-min", sink.DefaultMinGuardedDeletions, "Kubernetes mode: a step deleting fewer objects than this is never held back by the deletion guard (so removing the only object of a small cluster goes through)")
+	fs.DurationVar(&k.Resync, "kube-resync", sink.DefaultKubeResync, "Kubernetes mode: how often the last output is re-applied to repair drift (owned objects edited or deleted by hand); only objects that differ are written; 0 disables it")
 	fs.StringVar(&c.XDSAddress, "xds-address", "127.0.0.1:18000", "address of the ADS (xDS) server the cluster's gateways connect to (plaintext gRPC; keep it on loopback or a private network); empty disables it")
 	fs.StringVar(&c.AdminAddress, "admin-address", ":9977", "address of the agent's admin HTTP endpoint: /healthz, /readyz, /metrics, /status")
 }
@@ -62,13 +96,71 @@ func (c *Config) Validate() error {
 	if err := c.Agent.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Kube.Enabled {
+		if c.DiscoveryDir != "" {
+			errs = append(errs, errors.New("--discovery-dir cannot be used with --kubernetes: discovery reads the API server"))
+		}
+		if err := (discovery.KubeConfig{Namespaces: c.Kube.Namespaces}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--kube-namespaces: %w", err))
+		}
+		if err := c.kubeSinkConfig().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Kube.Resync < 0 {
+			errs = append(errs, errors.New("--kube-resync must not be negative"))
+		}
+		return errors.Join(errs...)
+	}
 	if c.DiscoveryDir == "" {
-		errs = append(errs, errors.New("--discovery-dir is required"))
+		errs = append(errs, errors.New("--discovery-dir is required (or --kubernetes)"))
 	}
 	if c.OutputDir == "" {
-		errs = append(errs, errors.New("--output-dir is required"))
+		errs = append(errs, errors.New("--output-dir is required (or --kubernetes)"))
+	}
+	for _, f := range []struct{ flag, value string }{
+		{"--kubeconfig", c.Kube.Kubeconfig}, {"--kube-context", c.Kube.Context}, {"--kube-namespaces", strings.Join(c.Kube.Namespaces, ",")},
+	} {
+		if f.value != "" {
+			errs = append(errs, fmt.Errorf("%s needs --kubernetes", f.flag))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func (c *Config) kubeSinkConfig() sink.KubeConfig {
+	resync := c.Kube.Resync
+	if resync == 0 {
+		resync = -1 // the flag's 0 means off; the sink's zero value means its default
+	}
+	return sink.KubeConfig{
+		Cluster:             c.Agent.Cluster,
+		MaxDeleteFraction:   c.Kube.MaxDeleteFraction,
+		MinGuardedDeletions: c.Kube.MinGuardedDeletions,
+		Resync:              resync,
+	}
+}
+
+// restConfig loads the workload cluster's API server config: --kubeconfig/--kube-context,
+// else $KUBECONFIG, else the in-cluster config, else ~/.kube/config (controller-runtime's
+// order).
+func (c *Config) restConfig() (*rest.Config, error) {
+	k := c.Kube
+	if k.Kubeconfig == "" && k.Context == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		cfg, err := rest.InClusterConfig()
+		if err == nil {
+			return cfg, nil
+		}
+		if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster kubernetes config: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = k.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config (kubeconfig %q, context %q): %w", k.Kubeconfig, k.Context, err)
+	}
+	return cfg, nil
 }
 
 // Run starts the agent and blocks until ctx ends or a component fails.
@@ -78,8 +170,51 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	src := discovery.NewDir(cfg.DiscoveryDir, log.With("component", "discovery"))
-	sinks := splitSink{files: sink.NewDir(cfg.OutputDir, log.With("component", "sink"))}
+	var src interface {
+		relayagent.Source
+		Errors() []string
+	}
+	sinks := &splitSink{log: log.With("component", "sink")}
+	if cfg.OutputDir != "" {
+		sinks.files = sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
+	}
+	var kubeSink *sink.Kube
+	if cfg.Kube.Enabled {
+		klog.SetSlogLogger(log.With("component", "client-go"))
+		rc, err := cfg.restConfig()
+		if err != nil {
+			return err
+		}
+		rc.UserAgent = "meshrelay-agent/" + cfg.Agent.Cluster
+		if rc.QPS == 0 {
+			rc.QPS, rc.Burst = 20, 40 // client-go's 5/10 would throttle applying a large output
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
+		}
+		dyn, err := dynamic.NewForConfig(rc)
+		if err != nil {
+			return fmt.Errorf("kubernetes dynamic client for %s: %w", rc.Host, err)
+		}
+		ks, err := discovery.NewKube(cs, discovery.KubeConfig{Namespaces: cfg.Kube.Namespaces}, log.With("component", "discovery"))
+		if err != nil {
+			return err
+		}
+		src = ks
+		if kubeSink, err = sink.NewKube(dyn, cfg.kubeSinkConfig(), log.With("component", "sink"), reg); err != nil {
+			return err
+		}
+		sinks.kube = kubeSink
+		if _, err := os.Stat(filepath.Join(cfg.Agent.StateDir, agentStateFile)); err == nil {
+			sinks.restoring.Store(true) // the agent's first Apply re-applies its saved output
+		}
+		log.Info("kubernetes mode", "apiServer", rc.Host, "kubeconfig", cfg.Kube.Kubeconfig, "context", cfg.Kube.Context,
+			"namespaces", strings.Join(cfg.Kube.Namespaces, ","), "maxDeleteFraction", cfg.Kube.MaxDeleteFraction,
+			"deleteGuardMin", cfg.Kube.MinGuardedDeletions, "resync", cfg.Kube.Resync)
+	} else {
+		src = discovery.NewDir(cfg.DiscoveryDir, log.With("component", "discovery"))
+	}
 	var xdsServer *xds.Server
 	var xdsLn net.Listener
 	if cfg.XDSAddress != "" {
@@ -95,18 +230,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: ag.Ready, Status: func() any {
-		return struct {
+		st := struct {
 			relayagent.Status
 			DiscoveryErrors []string `json:"discoveryErrors,omitempty"`
-		}{ag.Status(), src.Errors()}
+			// KubeSink is the Kubernetes sink's state, with its deletion guard (Kubernetes mode).
+			KubeSink *sink.KubeStatus `json:"kubeSink,omitempty"`
+		}{Status: ag.Status(), DiscoveryErrors: src.Errors()}
+		if kubeSink != nil {
+			ks := kubeSink.Status()
+			st.KubeSink = &ks
+		}
+		return st
 	}, Gatherer: reg}, log.With("component", "admin"))
 	if _, err := adm.Listen(); err != nil {
 		return err
 	}
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
-		"discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir)
+		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Start(gctx) })
+	if kubeSink != nil {
+		g.Go(func() error { return kubeSink.Start(gctx) })
+	}
 	if xdsServer != nil {
 		g.Go(func() error { return xdsServer.Start(gctx, xdsLn) })
 	}
@@ -119,26 +264,56 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return g.Wait()
 }
 
+// agentStateFile is where internal/agent keeps its last applied output in --state-dir.
+const agentStateFile = "output.json"
+
 // splitSink sends Envoy resources to the xDS server only and everything else
-// (Kubernetes-shaped Istio resources) to the output directory: Envoy secrets hold private
-// keys and are not Kubernetes objects.
+// (Kubernetes-shaped Istio resources) to the output directory and, in Kubernetes mode, to
+// the cluster: Envoy secrets hold private keys and are not Kubernetes objects.
+//
+// A Kubernetes sink error other than a deletion-guard refusal (an API server failure) does
+// not hold back the xDS resources; a refusal does, so that an output suspected of being
+// partial deletes nothing on either side. The error is returned either way, so the agent
+// refuses (NACKs) the output — except when the agent re-applies its saved output at start
+// (restoring): a refusal then is logged and the agent starts with the cluster as it is,
+// instead of failing to start; the server's next output is judged against it.
 type splitSink struct {
-	files *sink.Dir
-	xds   *xds.Server
+	files     *sink.Dir  // nil without --output-dir
+	kube      *sink.Kube // nil outside Kubernetes mode
+	xds       *xds.Server
+	log       *slog.Logger
+	restoring atomic.Bool // the next Apply re-applies the saved output
 }
 
-func (s splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
+func (s *splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
+	restoring := s.restoring.Swap(false)
 	kube := make(map[string]snapshot.Resource, len(snap.Resources))
 	for k, r := range snap.Resources {
 		if !strings.HasPrefix(k, "Envoy") {
 			kube[k] = r
 		}
 	}
-	if err := s.files.Apply(ctx, snapshot.FromMap(snap.Version, snap.Epoch, kube)); err != nil {
-		return err
+	nonEnvoy := snapshot.FromMap(snap.Version, snap.Epoch, kube)
+	if s.files != nil {
+		if err := s.files.Apply(ctx, nonEnvoy); err != nil {
+			return err
+		}
+	}
+	var kubeErr error
+	if s.kube != nil {
+		kubeErr = s.kube.Apply(ctx, nonEnvoy)
+		switch {
+		case errors.Is(kubeErr, sink.ErrDeletionGuard) && restoring:
+			s.log.Warn("deletion guard holds back the saved output; starting with the cluster as it is", "version", snap.Version, "error", kubeErr)
+			kubeErr = nil
+		case errors.Is(kubeErr, sink.ErrDeletionGuard):
+			return kubeErr
+		}
 	}
 	if s.xds != nil {
-		return s.xds.Apply(ctx, snap)
+		if err := s.xds.Apply(ctx, snap); err != nil {
+			return errors.Join(kubeErr, err)
+		}
 	}
-	return nil
+	return kubeErr
 }
