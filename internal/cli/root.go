@@ -88,7 +88,7 @@ Start with:  meshrelay demo`,
 	root.AddCommand(
 		newServerCmd(g), newAgentCmd(g), newApplyCmd(), newDeleteCmd(), newGetCmd(), newDebugCmd(),
 		newDemoCmd(g), newVersionCmd(), newBenchCmd(), newSwitchActiveCmd(), newCheckCmd(),
-		newGatewayCmd(g), newDemoAppCmd(g),
+		newGatewayCmd(g), newDemoAppCmd(g), newClusterCmd(),
 	)
 	return root
 }

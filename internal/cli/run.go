@@ -18,9 +18,25 @@ translation of every cluster's output, the snapshot store (memory, or Redis with
 safe mode, and the admin HTTP API (/healthz, /readyz, /metrics, /status).
 
 On first start it generates a relay CA, a serving certificate and (without --token-file) a relay
-identity token into --data-dir. Copy <data-dir>/relay-ca.crt and the token to every agent.`,
+identity token into --data-dir. Copy <data-dir>/relay-ca.crt and the token to every agent.
+
+Kubernetes mode (--kubernetes): the configuration comes from meshrelay's custom resources
+(meshrelay.io/v1alpha1: KubernetesCluster, Upstream, FailoverScheme, Gateway, RouteTable,
+VirtualDestination, FailoverPolicy, OutlierDetectionPolicy) in every namespace of the management
+cluster, read through controller-runtime's cache, instead of --config-dir; nothing is translated
+before the first full read. After each translation the server writes every resource's status:
+the Accepted condition (False with reason Invalid and the field and why for a resource that
+fails validation, which is left out while the rest keeps flowing; False with reason
+TranslationProblems for problems such as a missing destination), observedGeneration and the
+clusters it selects. Only the leader of the active management server writes status, and only
+when it changed. The API server comes from --kubeconfig/--kube-context, else $KUBECONFIG, else
+the in-cluster service account (the meshrelay-server chart), else ~/.kube/config; it must serve
+the CRDs of charts/meshrelay-server/crds.`,
 		Example: `  meshrelay server --data-dir /var/lib/meshrelay --config-dir ./config
-  meshrelay server --redis-address 127.0.0.1:6379 --token-file /etc/meshrelay/token`,
+  meshrelay server --redis-address 127.0.0.1:6379 --token-file /etc/meshrelay/token
+
+  # Kubernetes mode, from a workstation against the management cluster
+  meshrelay server --kubernetes --kubeconfig ~/.kube/config --kube-context mgmt`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())
@@ -45,10 +61,24 @@ what discovery finds as input snapshots and applies the output snapshots it rece
 
 Universal mode: discovery watches --discovery-dir (Kubernetes-shaped YAML) and outputs are written
 to --output-dir as one YAML file per resource. The last applied output is kept in --state-dir and
-served again after a restart until the server sends a newer one.`,
+served again after a restart until the server sends a newer one.
+
+Kubernetes mode (--kubernetes): discovery reads Services and EndpointSlices (and the zones of
+Nodes) through the API server's informers, producing the same input snapshot as universal mode,
+and the output's Istio resources are applied with server-side apply (field manager
+meshrelay-agent). Every object the agent writes is labelled app.kubernetes.io/managed-by=meshrelay
+and meshrelay.io/cluster=<cluster>; only objects it created are updated or pruned, an unchanged
+output writes nothing, and the deletion guard (--max-delete-fraction) holds back an output that
+would prune most of them at once. The API server comes from --kubeconfig/--kube-context, else
+$KUBECONFIG, else the in-cluster service account. Envoy resources go to the xDS server in both
+modes.`,
 		Example: `  meshrelay agent --cluster local --relay-address mgmt.example.com:9900 \
     --token-file token --relay-ca-file relay-ca.crt --state-dir state \
-    --discovery-dir discovery --output-dir output`,
+    --discovery-dir discovery --output-dir output
+
+  # Kubernetes mode, in a pod of the workload cluster
+  meshrelay agent --kubernetes --cluster local --relay-address mgmt.example.com:9900 \
+    --token-file /etc/meshrelay/token --relay-ca-file /etc/meshrelay/ca.crt --state-dir /var/lib/meshrelay`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger(cmd.ErrOrStderr())

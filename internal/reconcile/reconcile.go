@@ -51,14 +51,20 @@ type Config struct {
 	// SafeStartWindow, used when SafeMode is off, is how long to wait at most for missing
 	// inputs before translating with what is present; 0 does not wait.
 	SafeStartWindow time.Duration
-	// WaitForConfigDir makes the first translation wait until the config directory has
-	// been read once.
+	// WaitForConfigDir makes the first translation wait until the config directory (or, in
+	// Kubernetes mode, the custom resources, which also arrive through SetDirConfig) has been
+	// read once.
 	WaitForConfigDir bool
 	// Role decides activity, leadership and ownership among peers; nil = single server.
 	Role Role
 	// Tick is how often the store is polled for config changes and unwritten snapshots are
 	// retried; default 1s.
 	Tick time.Duration
+	// OnTranslate, when set, is called after every translation this server publishes, from
+	// the loop goroutine without the reconciler's lock held, with the configuration that was
+	// translated and the problems found by resource (translate.Result.Status). It must not
+	// block (the Kubernetes status writer only records them and wakes itself up).
+	OnTranslate func(config []resource.Object, status map[string][]string)
 }
 
 // Reconciler is the server's core loop. Create it with New and run it with Start.
@@ -650,6 +656,14 @@ func (r *Reconciler) ackLocked(cluster string) *ackState {
 // translation itself runs without the lock, so that agents' ACKs, inputs and
 // subscriptions are never held up by it; only the loop goroutine calls reconcile.
 func (r *Reconciler) reconcile() (changed []string) {
+	var translated translate.Input
+	var result translate.Result
+	done := false
+	defer func() { // after the unlock below: the hook runs without the lock
+		if done && r.cfg.OnTranslate != nil {
+			r.cfg.OnTranslate(translated.Config, result.Status)
+		}
+	}()
 	r.mu.Lock()
 	unlocked := false
 	defer func() {
@@ -707,6 +721,7 @@ func (r *Reconciler) reconcile() (changed []string) {
 	r.lastRun = now
 	r.lastErrors = res.Errors
 	r.lastStatus = res.Status
+	translated, result, done = in, res, true
 	r.recomputed = len(res.Recomputed)
 	for c, next := range nexts {
 		cur := r.outputs[c]
@@ -808,7 +823,7 @@ func (r *Reconciler) Ready() error {
 	case !r.apiLoaded:
 		return fmt.Errorf("%w: configuration not loaded from store", ErrNotReady)
 	case r.cfg.WaitForConfigDir && !r.dirLoaded:
-		return fmt.Errorf("%w: config directory not read yet", ErrNotReady)
+		return fmt.Errorf("%w: configuration source (config directory or custom resources) not read yet", ErrNotReady)
 	}
 	return nil
 }

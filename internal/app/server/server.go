@@ -1,11 +1,13 @@
 // Package server is the composition root of `meshrelay server`: it wires the store, the
-// reconciler, the relay gRPC server, the config directory watcher and the admin API.
+// reconciler, the relay gRPC server, the configuration source (the config directory watcher,
+// or the custom resources in Kubernetes mode, with their status writer) and the admin API.
 package server
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
@@ -25,14 +28,21 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
@@ -58,6 +68,9 @@ type Config struct {
 	ConfigDir       string
 	RedisAddress    string
 	RedisPassword   string
+	RedisTLS        bool
+	RedisTLSCAFile  string
+	RedisTLSName    string
 	RedisPrefix     string
 	SafeMode        bool
 	SafeStartWindow int
@@ -67,6 +80,22 @@ type Config struct {
 	ReplicaID       string
 	Advertise       string
 	LeaseDuration   time.Duration
+	Kube            KubeConfig
+}
+
+// KubeConfig configures Kubernetes mode: the configuration comes from meshrelay's custom
+// resources in the management cluster, and their status is written back.
+type KubeConfig struct {
+	// Enabled turns Kubernetes mode on (--kubernetes).
+	Enabled bool
+	// Kubeconfig and Context select the management cluster's API server; when both are
+	// empty the config comes from $KUBECONFIG, else the in-cluster service account, else
+	// ~/.kube/config (the agent's order).
+	Kubeconfig string
+	Context    string
+	// LeaderElectionLease, NAMESPACE/NAME, makes the replicas elect their leader with this
+	// coordination.k8s.io Lease instead of a lease in Redis (--leader-election-lease).
+	LeaderElectionLease string
 }
 
 // RegisterFlags binds the configuration to flags with their defaults.
@@ -86,12 +115,20 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MeshCACert, "mesh-ca-cert", "", "bring your own mesh CA (PEM) for the gateways' east-west mTLS; default: generated into <data-dir>/mesh-ca.crt")
 	fs.StringVar(&c.MeshCAKey, "mesh-ca-key", "", "private key of --mesh-ca-cert (PEM)")
 	fs.DurationVar(&c.MeshCertTTL, "mesh-cert-ttl", 24*time.Hour, "lifetime of the mesh certificates issued to each cluster's gateways; rotated at two thirds")
-	fs.StringVar(&c.ConfigDir, "config-dir", "", "directory of resource YAML to load and watch (GitOps); resources applied through the API are merged on top")
+	fs.StringVar(&c.ConfigDir, "config-dir", "", "directory of resource YAML to load and watch (GitOps); resources applied through the API are merged on top; not with --kubernetes")
+	k := &c.Kube
+	fs.BoolVar(&k.Enabled, "kubernetes", false, "Kubernetes mode: read the configuration from meshrelay's custom resources (meshrelay.io/v1alpha1, all namespaces) in the management cluster instead of --config-dir, and write each one's status (Accepted condition naming the invalid field, observedGeneration, selected clusters); the CRDs must be installed (charts/meshrelay-server/crds)")
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig file of the management cluster (default: $KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
+	fs.StringVar(&k.Context, "kube-context", "", "Kubernetes mode: kubeconfig context to use (default: the kubeconfig's current context)")
+	fs.StringVar(&k.LeaderElectionLease, "leader-election-lease", "", "Kubernetes mode, with --leader-election: NAMESPACE/NAME of a coordination.k8s.io Lease in the management cluster that elects the leader of its replicas (client-go leader election, lease --lease-duration) instead of a lease in Redis; the active/passive lock between management clusters stays in Redis")
 	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis; empty keeps everything in memory (single server)")
 	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
+	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "connect to Redis over TLS (verified against --redis-tls-ca-file, else the system roots)")
+	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", "", "with --redis-tls: PEM bundle of the CA that signed Redis' certificate")
+	fs.StringVar(&c.RedisTLSName, "redis-tls-server-name", "", "with --redis-tls: name to verify in Redis' certificate (default: the host of --redis-address)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key")
 	fs.StringVar(&c.MgmtClusterName, "mgmt-cluster-name", "", "name of this management cluster; with --redis-address, a global lock in Redis names the one management cluster allowed to write (active/passive); move it with `meshrelay switch-active`")
-	fs.BoolVar(&c.LeaderElection, "leader-election", false, "elect one leader among the replicas of this management cluster (a lease in Redis); the leader issues mesh certificates and deletes outputs of removed clusters")
+	fs.BoolVar(&c.LeaderElection, "leader-election", false, "elect one leader among the replicas of this management cluster (a lease in Redis, or a Kubernetes Lease with --leader-election-lease); the leader issues mesh certificates, deletes outputs of removed clusters and, in Kubernetes mode, writes status")
 	fs.BoolVar(&c.LoadBalancing, "cluster-load-balancing", false, "spread agents over the live replicas (rendezvous hashing of cluster names); a replica redirects agents it does not own")
 	fs.StringVar(&c.ReplicaID, "replica-id", "", "identity of this replica (default: hostname-pid)")
 	fs.StringVar(&c.Advertise, "advertise-address", "", "relay address agents can reach this replica at, for redirects (default: the --relay-address, with the hostname when its host is empty)")
@@ -133,16 +170,86 @@ func (c *Config) Validate() error {
 	if (c.LeaderElection || c.LoadBalancing || c.MgmtClusterName != "") && c.RedisAddress == "" {
 		errs = append(errs, errors.New("--leader-election, --cluster-load-balancing and --mgmt-cluster-name need a shared store: set --redis-address"))
 	}
+	if (c.RedisTLS || c.RedisTLSCAFile != "" || c.RedisTLSName != "") && c.RedisAddress == "" {
+		errs = append(errs, errors.New("--redis-tls, --redis-tls-ca-file and --redis-tls-server-name need --redis-address"))
+	}
+	if (c.RedisTLSCAFile != "" || c.RedisTLSName != "") && !c.RedisTLS {
+		errs = append(errs, errors.New("--redis-tls-ca-file and --redis-tls-server-name only apply with --redis-tls"))
+	}
 	if c.LeaseDuration < time.Second {
 		errs = append(errs, errors.New("--lease-duration must be at least 1s"))
 	}
+	if c.Kube.Enabled && c.ConfigDir != "" {
+		errs = append(errs, errors.New("--config-dir cannot be used with --kubernetes: the configuration comes from the custom resources (kubectl apply the files instead)"))
+	}
+	if c.Kube.LeaderElectionLease != "" {
+		if _, _, err := ha.ParseLeaseName(c.Kube.LeaderElectionLease); err != nil {
+			errs = append(errs, fmt.Errorf("--leader-election-lease: %w", err))
+		}
+		if !c.LeaderElection {
+			errs = append(errs, errors.New("--leader-election-lease needs --leader-election"))
+		}
+	}
+	if !c.Kube.Enabled {
+		for _, f := range []struct{ flag, value string }{{"--kubeconfig", c.Kube.Kubeconfig}, {"--kube-context", c.Kube.Context},
+			{"--leader-election-lease", c.Kube.LeaderElectionLease}} {
+			if f.value != "" {
+				errs = append(errs, fmt.Errorf("%s needs --kubernetes", f.flag))
+			}
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// restConfig loads the management cluster's API server config: --kubeconfig/--kube-context,
+// else $KUBECONFIG, else the in-cluster config, else ~/.kube/config.
+func (c *Config) restConfig() (*rest.Config, error) {
+	k := c.Kube
+	if k.Kubeconfig == "" && k.Context == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		cfg, err := rest.InClusterConfig()
+		if err == nil {
+			return cfg, nil
+		}
+		if !errors.Is(err, rest.ErrNotInCluster) {
+			return nil, fmt.Errorf("in-cluster kubernetes config: %w", err)
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = k.Kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes config (kubeconfig %q, context %q): %w", k.Kubeconfig, k.Context, err)
+	}
+	return cfg, nil
+}
+
+// kubeSource builds the custom resource source and status writer of Kubernetes mode.
+func kubeSource(rc *rest.Config, log *slog.Logger, leader func() bool) (*crsource.Source, *crsource.Status, error) {
+	src, err := crsource.New(rc, log.With("component", "crsource"))
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := client.New(rc, client.Options{Scheme: src.Scheme()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client of %s: %w", rc.Host, err)
+	}
+	return src, crsource.NewStatus(src, c, leader, log.With("component", "crstatus")), nil
 }
 
 // Run starts the server and blocks until ctx ends or a component fails.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr, adminAddr string)) error {
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	var kubeRC *rest.Config
+	if cfg.Kube.Enabled {
+		var err error
+		if kubeRC, err = cfg.restConfig(); err != nil {
+			return err
+		}
+		// client-go and controller-runtime log through process-wide loggers: route them to slog.
+		klog.SetSlogLogger(log.With("component", "client-go"))
+		ctrllog.SetLogger(logr.FromSlogHandler(log.With("component", "controller-runtime").Handler()))
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -172,8 +279,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	var redisStore *redisstore.Store
 	var backend ha.Backend
 	if cfg.RedisAddress != "" {
-		rc := redis.NewClient(&redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
-			DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1})
+		rc, err := newRedisClient(cfg)
+		if err != nil {
+			return err
+		}
 		defer rc.Close()
 		redisStore = redisstore.New(rc, cfg.RedisPrefix)
 		backend = redisStore
@@ -182,6 +291,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if replicaID == "" {
 		h, _ := os.Hostname()
 		replicaID = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	var lease *ha.LeaseBackend
+	if cfg.Kube.LeaderElectionLease != "" {
+		ns, name, _ := ha.ParseLeaseName(cfg.Kube.LeaderElectionLease) // checked by Validate
+		if lease, err = ha.NewLeaseBackend(backend, kubeRC, ns, name, replicaID, cfg.LeaseDuration, log.With("component", "lease")); err != nil {
+			return err
+		}
+		backend = lease
 	}
 	lis, err := net.Listen("tcp", cfg.RelayAddress)
 	if err != nil {
@@ -212,11 +329,30 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if backend != nil {
 		role = coord
 	}
+	var crs *crsource.Source
+	var crStatus *crsource.Status
+	var onTranslate func([]resource.Object, map[string][]string)
+	if cfg.Kube.Enabled {
+		// Only the leader of the active management server writes status.
+		leader := func() bool {
+			if role == nil {
+				return true
+			}
+			active, _ := role.Active()
+			return active && role.Leader()
+		}
+		if crs, crStatus, err = kubeSource(kubeRC, log, leader); err != nil {
+			lis.Close()
+			return err
+		}
+		onTranslate = crStatus.Translated
+	}
 	rec := reconcile.New(reconcile.Config{
 		SafeMode:         cfg.SafeMode,
 		SafeStartWindow:  time.Duration(cfg.SafeStartWindow) * time.Second,
-		WaitForConfigDir: cfg.ConfigDir != "",
+		WaitForConfigDir: cfg.ConfigDir != "" || cfg.Kube.Enabled,
 		Role:             role,
+		OnTranslate:      onTranslate,
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
 
@@ -244,6 +380,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if dir != nil {
 			st.ConfigErrors = dir.Errors()
 		}
+		if crs != nil {
+			st.ConfigErrors = crs.Errors()
+		}
 		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
 			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter}
 	}
@@ -255,13 +394,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		return err
 	}
 	log.Info("server starting", "relay", lis.Addr().String(), "admin", adminAddr, "store", storeName(cfg), "tlsMode", cfg.TLSMode,
-		"safeMode", cfg.SafeMode, "safeStartWindow", cfg.SafeStartWindow, "configDir", cfg.ConfigDir, "dataDir", cfg.DataDir,
+		"safeMode", cfg.SafeMode, "safeStartWindow", cfg.SafeStartWindow, "configDir", cfg.ConfigDir, "kubernetes", cfg.Kube.Enabled,
+		"kubeconfig", cfg.Kube.Kubeconfig, "kubeContext", cfg.Kube.Context, "leaderElectionLease", cfg.Kube.LeaderElectionLease, "dataDir", cfg.DataDir,
 		"caBundle", filepath.Join(cfg.DataDir, "relay-ca.crt"))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rec.Start(gctx) })
 	g.Go(func() error { return certs.Start(gctx) })
 	g.Go(func() error { return coord.Start(gctx) })
+	if lease != nil {
+		g.Go(func() error { return lease.Start(gctx) })
+	}
 	g.Go(func() error {
 		// A new role (active, leader, replica set) may change what this server translates.
 		for {
@@ -270,6 +413,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 				return nil
 			case <-coord.Watch():
 				rec.Kick()
+				if crStatus != nil {
+					crStatus.Kick() // a new leader writes what the old one left
+				}
 			}
 		}
 	})
@@ -288,6 +434,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	})
 	if dir != nil {
 		g.Go(func() error { return dir.Start(gctx, rec.SetDirConfig) })
+	}
+	if crs != nil {
+		g.Go(func() error { return crs.Start(gctx, rec.SetDirConfig) })
+		g.Go(func() error { return crStatus.Start(gctx) })
 	}
 	if ready != nil {
 		ready(lis.Addr().String(), adminAddr)
@@ -407,4 +557,42 @@ func tokenSource(cfg Config, log *slog.Logger) (func() (string, error), error) {
 		return nil, err
 	}
 	return read, nil
+}
+
+// newRedisClient connects to --redis-address, over TLS with --redis-tls.
+func newRedisClient(cfg Config) (*redis.Client, error) {
+	opts := &redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
+		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
+	if cfg.RedisTLS {
+		t, err := redisTLSConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLSConfig = t
+	}
+	return redis.NewClient(opts), nil
+}
+
+func redisTLSConfig(cfg Config) (*tls.Config, error) {
+	name := cfg.RedisTLSName
+	if name == "" {
+		host, _, err := net.SplitHostPort(cfg.RedisAddress)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-address %q: %w", cfg.RedisAddress, err)
+		}
+		name = host
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: name}
+	if cfg.RedisTLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.RedisTLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--redis-tls-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--redis-tls-ca-file %s: no PEM certificate in it", cfg.RedisTLSCAFile)
+		}
+		t.RootCAs = pool
+	}
+	return t, nil
 }
