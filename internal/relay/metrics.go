@@ -13,8 +13,10 @@ type metrics struct {
 	recycled      *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
 	redirects     *prometheus.CounterVec
-	registrations prometheus.Counter
-	ackSeconds    prometheus.Histogram
+	// redirectsAvoided counts agents served here because their owner was unreachable.
+	redirectsAvoided *prometheus.CounterVec
+	registrations    prometheus.Counter
+	ackSeconds       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,24 +27,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{label})
 	}
 	m := &metrics{
-		pushConnected: gv("meshrelay_relay_push_clients_connected", "Open push (input) streams per cluster."),
-		pullConnected: gv("meshrelay_relay_pull_clients_connected", "Open pull (output) streams per cluster."),
-		pushWarmed:    gv("meshrelay_relay_push_clients_warmed", "1 when the cluster's full input was received since this server started."),
-		pushes:        cv("meshrelay_relay_push_snapshots_total", "Input snapshots received.", "cluster"),
-		pullSent:      cv("meshrelay_relay_pull_snapshots_sent_total", "Output snapshots (deltas) sent.", "cluster"),
-		pullResources: cv("meshrelay_relay_pull_resources_sent_total", "Output resources upserted or removed in sent deltas.", "cluster"),
-		pullBytes:     cv("meshrelay_relay_pull_bytes_sent_total", "Bytes of resources sent in output deltas.", "cluster"),
-		recycled:      cv("meshrelay_relay_pull_streams_recycled_total", "Pull streams closed because the agent stopped acknowledging.", "cluster"),
-		redirects:     cv("meshrelay_relay_redirects_total", "Agents sent to the replica that owns their cluster.", "cluster"),
-		rejected:      cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
-		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
+		pushConnected:    gv("meshrelay_relay_push_clients_connected", "Open push (input) streams per cluster."),
+		pullConnected:    gv("meshrelay_relay_pull_clients_connected", "Open pull (output) streams per cluster."),
+		pushWarmed:       gv("meshrelay_relay_push_clients_warmed", "1 when the cluster's full input was received since this server started."),
+		pushes:           cv("meshrelay_relay_push_snapshots_total", "Input snapshots received.", "cluster"),
+		pullSent:         cv("meshrelay_relay_pull_snapshots_sent_total", "Output snapshots (deltas) sent.", "cluster"),
+		pullResources:    cv("meshrelay_relay_pull_resources_sent_total", "Output resources upserted or removed in sent deltas.", "cluster"),
+		pullBytes:        cv("meshrelay_relay_pull_bytes_sent_total", "Bytes of resources sent in output deltas.", "cluster"),
+		recycled:         cv("meshrelay_relay_pull_streams_recycled_total", "Pull streams closed because the agent stopped acknowledging.", "cluster"),
+		redirects:        cv("meshrelay_relay_redirects_total", "Agents sent to the replica that owns their cluster.", "cluster"),
+		redirectsAvoided: cv("meshrelay_relay_redirects_avoided_total", "Agents served by this replica because the replica owning their cluster was unreachable.", "cluster"),
+		rejected:         cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
+		registrations:    prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshrelay_relay_pull_ack_duration_seconds", Help: "Time from sending an output to its acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.redirects, m.registrations, m.ackSeconds)
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -86,10 +87,23 @@ func (s *Server) redirect(cluster string, send func(*relayv1.Redirect) error) (b
 	if self || addr == "" {
 		return false, nil
 	}
+	// The owner may have died since it last advertised itself (its entry lives a few
+	// heartbeats): sending the agent there would only cost it a failed attempt and a longer
+	// backoff. Serve the agent here instead; the balancer's next change moves it.
+	c, err := net.DialTimeout("tcp", addr, redirectProbeTimeout)
+	if err != nil {
+		s.m.redirectsAvoided.WithLabelValues(cluster).Inc()
+		s.log.Warn("owner replica unreachable; serving its agent here meanwhile", "cluster", cluster, "owner", addr, "error", err)
+		return false, nil
+	}
+	c.Close()
 	s.m.redirects.WithLabelValues(cluster).Inc()
 	s.log.Info("redirecting agent to its replica", "cluster", cluster, "to", addr)
 	return true, send(&relayv1.Redirect{Address: addr, Reason: "cluster " + cluster + " is served by the replica at " + addr})
 }
+
+// redirectProbeTimeout bounds the reachability check of a replica before redirecting to it.
+const redirectProbeTimeout = 500 * time.Millisecond
 
 // Server serves the relay protocol.
 type Server struct {
