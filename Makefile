@@ -12,6 +12,6 @@ demo:
 build:
 	go build -o bin/meshrelay ./cmd/meshrelay
 
-# Regenerate the relay protocol's Go code (pinned buf and plugins).
+# Regenerate the relay protocol's Go code, deepcopy functions and CRDs (pinned buf, plugins and controller-gen).
 generate:
 	./scripts/generate.sh

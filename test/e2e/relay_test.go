@@ -73,6 +73,14 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 		return nil
 	})
 	before := remote.status(t)
+	// Local has nothing of remote's to receive, so it may get its first output after remote
+	// (under load): wait for it, or the comparison below would catch that first output.
+	eventually(t, 15*time.Second, "local has its first output", func() error {
+		if v := local.status(t).OutputVersion; v == 0 {
+			return fmt.Errorf("local output version %d", v)
+		}
+		return nil
+	})
 	beforeLocal := local.status(t)
 	files := mtimes(t, remote.output)
 	applied := metric(t, remote.admin, "meshrelay_agent_outputs_applied_total")
