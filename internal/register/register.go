@@ -28,10 +28,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubev1alpha1 "github.com/meshrelay/meshrelay/api/kube/v1alpha1"
+	kubecfg "github.com/meshrelay/meshrelay/internal/kubeconfig"
 )
 
 // Labels of the objects Register creates.
@@ -440,11 +440,9 @@ func shellQuote(s string) string {
 // default loading rules, $KUBECONFIG or ~/.kube/config, and the current context), whose
 // scheme knows client-go's kinds and meshrelay's custom resources. It does no I/O.
 func NewClient(kubeconfig, kubeContext string) (client.Client, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	rc, err := kubecfg.LoadFile(kubeconfig, kubeContext)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes config (kubeconfig %q, context %q): %w", kubeconfig, kubeContext, err)
+		return nil, err
 	}
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kubev1alpha1.AddToScheme} {

@@ -21,12 +21,12 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/sink"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/xds"
@@ -140,27 +140,9 @@ func (c *Config) kubeSinkConfig() sink.KubeConfig {
 	}
 }
 
-// restConfig loads the workload cluster's API server config: --kubeconfig/--kube-context,
-// else $KUBECONFIG, else the in-cluster config, else ~/.kube/config (controller-runtime's
-// order).
+// restConfig loads the workload cluster's API server config (kubeconfig.Load's order).
 func (c *Config) restConfig() (*rest.Config, error) {
-	k := c.Kube
-	if k.Kubeconfig == "" && k.Context == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
-		cfg, err := rest.InClusterConfig()
-		if err == nil {
-			return cfg, nil
-		}
-		if !errors.Is(err, rest.ErrNotInCluster) {
-			return nil, fmt.Errorf("in-cluster kubernetes config: %w", err)
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = k.Kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config (kubeconfig %q, context %q): %w", k.Kubeconfig, k.Context, err)
-	}
-	return cfg, nil
+	return kubeconfig.Load(c.Kube.Kubeconfig, c.Kube.Context)
 }
 
 // Run starts the agent and blocks until ctx ends or a component fails.

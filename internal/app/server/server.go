@@ -29,7 +29,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -39,6 +38,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -201,26 +201,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// restConfig loads the management cluster's API server config: --kubeconfig/--kube-context,
-// else $KUBECONFIG, else the in-cluster config, else ~/.kube/config.
+// restConfig loads the management cluster's API server config (kubeconfig.Load's order).
 func (c *Config) restConfig() (*rest.Config, error) {
-	k := c.Kube
-	if k.Kubeconfig == "" && k.Context == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
-		cfg, err := rest.InClusterConfig()
-		if err == nil {
-			return cfg, nil
-		}
-		if !errors.Is(err, rest.ErrNotInCluster) {
-			return nil, fmt.Errorf("in-cluster kubernetes config: %w", err)
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = k.Kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: k.Context}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes config (kubeconfig %q, context %q): %w", k.Kubeconfig, k.Context, err)
-	}
-	return cfg, nil
+	return kubeconfig.Load(c.Kube.Kubeconfig, c.Kube.Context)
 }
 
 // kubeSource builds the custom resource source and status writer of Kubernetes mode.
