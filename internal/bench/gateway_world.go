@@ -13,19 +13,17 @@ import (
 	"strings"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/meshrelay/meshrelay/internal/demo"
 	"github.com/meshrelay/meshrelay/internal/demoapp"
 	"github.com/meshrelay/meshrelay/internal/gateway"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/proc"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/xds"
 )
 
 // Texts the demo apps answer.
@@ -35,11 +33,12 @@ const (
 )
 
 // gatewayWorldDescription says what the gateway benchmarks run.
-const gatewayWorldDescription = "in-process: ADS server (go-control-plane SnapshotCache), gateways local and remote " +
-	"(internal/gateway), demo apps blue-pod and green-pod (internal/demoapp), loopback only"
+const gatewayWorldDescription = "in-process: seed 003 translated by internal/translate and served by the agent's xDS server " +
+	"(internal/xds) per cluster, gateways local and remote (internal/gateway), demo apps blue-pod and green-pod (internal/demoapp), loopback only"
 
 // gatewayWorld is seed 003's data plane, all in this process on loopback: blue-pod in
-// cluster local, green-pod in cluster remote, an ADS server serving both gateways, local's
+// cluster local, green-pod in cluster remote, the translator's output for each cluster
+// served by the agent's xDS server, local's
 // gateway-proxy HTTP listener routing to default-service-blue-10000 (priority 0 blue-pod
 // with an active health check on /health; priority 1 remote's failover gateway over mTLS
 // with SNI default-service-green-10000), and remote's failover gateway forwarding that SNI
@@ -71,12 +70,6 @@ func startGatewayWorld(ctx context.Context, hc gwHealthCheck, log *slog.Logger) 
 		}
 	}()
 
-	ads, err := listenADS()
-	if err != nil {
-		return w, err
-	}
-	g.Go(func() error { return ads.Start(gctx) })
-
 	startApp := func(text string) (*demoapp.Server, string, error) {
 		app, err := demoapp.New(demoapp.Config{Text: text, BindAddress: "127.0.0.1"}, log.With("app", text))
 		if err != nil {
@@ -102,14 +95,6 @@ func startGatewayWorld(ctx context.Context, hc gwHealthCheck, log *slog.Logger) 
 	if err != nil {
 		return w, fmt.Errorf("mesh ca: %w", err)
 	}
-	localCert, localKey, _, err := ca.IssueMesh("local", 24*time.Hour)
-	if err != nil {
-		return w, fmt.Errorf("mesh identity of local: %w", err)
-	}
-	remoteCert, remoteKey, _, err := ca.IssueMesh("remote", 24*time.Hour)
-	if err != nil {
-		return w, fmt.Errorf("mesh identity of remote: %w", err)
-	}
 	proxyAddr, err := freeLoopback()
 	if err != nil {
 		return w, err
@@ -119,33 +104,28 @@ func startGatewayWorld(ctx context.Context, hc gwHealthCheck, log *slog.Logger) 
 	}
 	w.proxyURL = "http://" + proxyAddr + "/"
 
-	var p packer
-	listener, routes := p.httpGateway(seedProxy, proxyAddr, seedBlueCluster)
-	local := []types.Resource{listener, routes,
-		p.failoverCluster(seedBlueCluster, hc, seedGreenCluster),
-		p.loadAssignment(seedBlueCluster, []gwEndpoint{{addr: w.blueAddr}}, []gwEndpoint{{addr: w.remoteGWAddr, sni: seedGreenCluster}}),
-	}
-	remote := []types.Resource{p.failoverGateway(w.remoteGWAddr, seedGreenCluster),
-		edsCluster(seedGreenCluster), p.loadAssignment(seedGreenCluster, []gwEndpoint{{addr: w.greenAddr}}),
-	}
-	for _, s := range meshSecrets(localCert, localKey, ca.CertPEM) {
-		local = append(local, s)
-	}
-	for _, s := range meshSecrets(remoteCert, remoteKey, ca.CertPEM) {
-		remote = append(remote, s)
-	}
-	if p.err != nil {
-		return w, p.err
-	}
-	if err := ads.set(gctx, "local-gateway", local); err != nil {
+	outs, err := translateSeed003(hc, w.blueAddr, w.greenAddr, proxyAddr, w.remoteGWAddr, ca)
+	if err != nil {
 		return w, err
 	}
-	if err := ads.set(gctx, "remote-gateway", remote); err != nil {
-		return w, err
+	// Each cluster's gateway gets its Envoy resources from an ADS server of its own, as
+	// from its agent: the agent's xDS server, fed the translator's output.
+	xdsAddr := map[string]string{}
+	for _, c := range []string{"local", "remote"} {
+		srv := xds.New("127.0.0.1:0", log.With("xds", c))
+		ln, err := srv.Listen()
+		if err != nil {
+			return w, err
+		}
+		g.Go(func() error { return srv.Start(gctx, ln) })
+		if err := srv.Apply(gctx, snapshot.New(1, 0, outs[c])); err != nil {
+			return w, fmt.Errorf("xds of %s: %w", c, err)
+		}
+		xdsAddr[c] = ln.Addr().String()
 	}
 
 	startGateway := func(node, cluster string) (*gateway.Gateway, error) {
-		gw, err := gateway.New(gateway.Config{XDSAddress: ads.addr(), NodeID: node, NodeCluster: cluster,
+		gw, err := gateway.New(gateway.Config{XDSAddress: xdsAddr[cluster], NodeID: node, NodeCluster: cluster,
 			DrainTimeout: 2 * time.Second, MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond}, log.With("gateway", node))
 		if err != nil {
 			return nil, err
@@ -269,55 +249,72 @@ func freeLoopback() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
-// adsServer serves go-control-plane's SnapshotCache over ADS on loopback (plaintext, as
-// the relay agent's xDS server).
-type adsServer struct {
-	ln    net.Listener
-	cache cachev3.SnapshotCache
+// Names the translator gives seed 003's resources.
+const (
+	seedBlueCluster = "default-service-blue-10000"
+)
+
+// gwHealthCheck is the active HTTP health check of the primary's upstream.
+type gwHealthCheck struct {
+	Interval, Timeout  time.Duration
+	Unhealthy, Healthy uint32
 }
 
-func listenADS() (*adsServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// translateSeed003 translates seed 003's resources (the demo's, with the benchmark's
+// health check and loopback addresses) and returns the outputs of clusters local and
+// remote, with mesh identities issued by ca.
+func translateSeed003(hc gwHealthCheck, blueAddr, greenAddr, proxyAddr, failoverAddr string, ca *pki.CA) (map[string][]snapshot.Resource, error) {
+	port := func(addr string) (int, error) {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return 0, err
+		}
+		return strconv.Atoi(p)
+	}
+	var ports [4]int
+	for i, a := range []string{blueAddr, greenAddr, proxyAddr, failoverAddr} {
+		p, err := port(a)
+		if err != nil {
+			return nil, fmt.Errorf("address %q: %w", a, err)
+		}
+		ports[i] = p
+	}
+	parse := func(source string, docs ...string) ([]resource.Object, error) {
+		objs, errs := resource.Parse(source, []byte(strings.Join(docs, "---\n")))
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("seed 003 %s: %w", source, errors.Join(errs...))
+		}
+		return objs, nil
+	}
+	config, err := parse("config", demo.ClustersYAML, demo.FailoverSchemeYAML)
 	if err != nil {
-		return nil, fmt.Errorf("ads listen: %w", err)
+		return nil, err
 	}
-	return &adsServer{ln: ln, cache: cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil)}, nil
-}
-
-func (a *adsServer) addr() string { return a.ln.Addr().String() }
-
-// Start serves until ctx ends.
-func (a *adsServer) Start(ctx context.Context) error {
-	gs := grpc.NewServer()
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, serverv3.NewServer(ctx, a.cache, nil))
-	done := make(chan error, 1)
-	go func() { done <- gs.Serve(a.ln) }()
-	select {
-	case <-ctx.Done():
-		gs.Stop()
-		<-done
-		return nil
-	case err := <-done:
-		return fmt.Errorf("ads serve: %w", err)
+	discovered := map[string][]string{
+		"local": {demo.AppYAML("blue", blueText, ports[0]), demo.HealthCheckYAML(hc.Timeout, hc.Interval, hc.Unhealthy, hc.Healthy),
+			demo.RouteYAML(ports[2])},
+		"remote": {demo.AppYAML("green", greenText, ports[1]), demo.FailoverGatewayYAML(ports[3])},
 	}
-}
-
-// set serves resources to node as one consistent snapshot.
-func (a *adsServer) set(ctx context.Context, node string, resources []types.Resource) error {
-	byType := map[resourcev3.Type][]types.Resource{}
-	for _, r := range resources {
-		typ := resourcev3.APITypePrefix + string(proto.MessageName(r))
-		byType[typ] = append(byType[typ], r)
+	in := translate.Input{Config: config, Inputs: map[string]*snapshot.Snapshot{}, Certs: map[string]translate.ClusterCert{}}
+	for c, docs := range discovered {
+		objs, err := parse(c, docs...)
+		if err != nil {
+			return nil, err
+		}
+		rs := make([]snapshot.Resource, len(objs))
+		for i, o := range objs {
+			rs[i] = o.Resource()
+		}
+		in.Inputs[c] = snapshot.New(1, 0, rs)
+		cert, key, _, err := ca.IssueMesh(c, 24*time.Hour)
+		if err != nil {
+			return nil, fmt.Errorf("mesh identity of %s: %w", c, err)
+		}
+		in.Certs[c] = translate.ClusterCert{CertPEM: cert, KeyPEM: key, CAPEM: ca.CertPEM}
 	}
-	snap, err := cachev3.NewSnapshot("1", byType)
-	if err != nil {
-		return fmt.Errorf("snapshot of %s: %w", node, err)
+	res := translate.NewTranslator().Translate(in)
+	if len(res.Errors) > 0 {
+		return nil, fmt.Errorf("translate seed 003: %s", strings.Join(res.Errors, "; "))
 	}
-	if err := snap.Consistent(); err != nil {
-		return fmt.Errorf("snapshot of %s: %w", node, err)
-	}
-	if err := a.cache.SetSnapshot(ctx, node, snap); err != nil {
-		return fmt.Errorf("snapshot of %s: %w", node, err)
-	}
-	return nil
+	return res.Outputs, nil
 }

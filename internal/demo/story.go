@@ -86,7 +86,11 @@ ports:
 }
 
 // HealthCheckPatchYAML is the seed's health-check patch of blue's upstream.
-const HealthCheckPatchYAML = `# kubectl patch upstream -n gloo-system default-service-blue-10000 (seed 003)
+var HealthCheckPatchYAML = HealthCheckYAML(time.Second, time.Second, 1, 1)
+
+// HealthCheckYAML is the seed's health-check patch of blue's upstream with other settings.
+func HealthCheckYAML(timeout, interval time.Duration, unhealthy, healthy uint32) string {
+	return fmt.Sprintf(`# kubectl patch upstream -n gloo-system default-service-blue-10000 (seed 003)
 apiVersion: gloo.solo.io/v1
 kind: Upstream
 metadata:
@@ -94,13 +98,14 @@ metadata:
   namespace: gloo-system
 spec:
  healthChecks:
- - timeout: 1s
-   interval: 1s
-   unhealthyThreshold: 1
-   healthyThreshold: 1
+ - timeout: %s
+   interval: %s
+   unhealthyThreshold: %d
+   healthyThreshold: %d
    httpHealthCheck:
      path: /health
-`
+`, timeout, interval, unhealthy, healthy)
+}
 
 // RouteYAML is local's HTTP gateway with the seed's route to blue.
 func RouteYAML(port int) string {
