@@ -653,37 +653,57 @@ func (r *Reconciler) ackLocked(cluster string) *ackState {
 }
 
 // reconcile translates and publishes changed outputs, unless safe mode holds. The
-// translation itself runs without the lock, so that agents' ACKs, inputs and
-// subscriptions are never held up by it; only the loop goroutine calls reconcile.
-func (r *Reconciler) reconcile() (changed []string) {
-	var translated translate.Input
-	var result translate.Result
-	done := false
-	defer func() { // after the unlock below: the hook runs without the lock
-		if done && r.cfg.OnTranslate != nil {
-			r.cfg.OnTranslate(translated.Config, result.Status)
-		}
-	}()
+// translation itself runs without the lock (between prepare and publish), so that agents'
+// ACKs, inputs and subscriptions are never held up by it; only the loop goroutine calls
+// reconcile.
+func (r *Reconciler) reconcile() []string {
+	rd, ok := r.prepare()
+	if !ok {
+		return nil
+	}
+	if r.certs != nil {
+		rd.in.Certs = r.certs(sortedKeys(rd.clusters))
+	}
+	start := time.Now()
+	res := r.translate.Translate(rd.in)
+	elapsed := time.Since(start)
+	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
+	for c, rs := range res.Outputs {
+		nexts[c] = snapshot.New(0, rd.epoch, rs)
+	}
+	changed, ok := r.publish(rd, res, nexts, elapsed)
+	if ok && r.cfg.OnTranslate != nil {
+		r.cfg.OnTranslate(rd.in.Config, res.Status)
+	}
+	return changed
+}
+
+// round is what one translation reads, taken under the lock.
+type round struct {
+	in       translate.Input
+	clusters map[string]v1alpha1.KubernetesCluster
+	epoch    uint64
+	now      time.Time
+}
+
+// prepare reports whether to translate now and with what: not before the configuration and
+// stored snapshots are known, not on a passive server, not while safe mode holds.
+func (r *Reconciler) prepare() (round, bool) {
 	r.mu.Lock()
-	unlocked := false
-	defer func() {
-		if !unlocked {
-			r.mu.Unlock()
-		}
-	}()
+	defer r.mu.Unlock()
 	now := r.now()
 	r.updateStalenessLocked(now)
 	if !r.loaded || !r.apiLoaded || (r.cfg.WaitForConfigDir && !r.dirLoaded) {
-		return // the configuration or the stored snapshots are not known yet
+		return round{}, false
 	}
 	active, epoch := r.role()
 	if !active {
-		return // passive: outputs come from the store (pullChanged)
+		return round{}, false // passive: outputs come from the store (pullChanged)
 	}
 	config := r.configLocked()
 	clusters := translate.Clusters(config)
 	if !r.warm && r.holdLocked(clusters, now) {
-		return
+		return round{}, false
 	}
 	inputs := make(map[string]*snapshot.Snapshot, len(clusters))
 	for c := range clusters {
@@ -691,37 +711,28 @@ func (r *Reconciler) reconcile() (changed []string) {
 			inputs[c] = in
 		}
 	}
-	in := translate.Input{Config: config, Inputs: inputs}
-	r.mu.Unlock()
-	unlocked = true
+	return round{in: translate.Input{Config: config, Inputs: inputs}, clusters: clusters, epoch: epoch, now: now}, true
+}
 
-	if r.certs != nil {
-		in.Certs = r.certs(sortedKeys(clusters))
-	}
-	start := time.Now()
-	res := r.translate.Translate(in)
-	elapsed := time.Since(start)
-	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
-	for c, rs := range res.Outputs {
-		nexts[c] = snapshot.New(0, epoch, rs)
-	}
-
+// publish makes the translated outputs current and returns the clusters whose output
+// changed; it reports false, publishing nothing, when the global lock moved during the
+// translation (the outputs must not appear under the old epoch; the next round sees the
+// new role).
+func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*snapshot.Snapshot, elapsed time.Duration) (changed []string, ok bool) {
 	r.mu.Lock()
-	unlocked = false
-	if a, e := r.role(); !a || e != epoch {
-		// The lock moved while translating: these outputs must not be published under
-		// the old epoch. The next round sees the new role.
+	defer r.mu.Unlock()
+	if a, e := r.role(); !a || e != rd.epoch {
 		r.trigger()
-		return nil
+		return nil, false
 	}
+	epoch := rd.epoch
 	r.m.translations.Inc()
 	r.m.recomputed.Add(float64(len(res.Recomputed)))
 	r.m.translationSeconds.Observe(elapsed.Seconds())
 	r.translations++
-	r.lastRun = now
+	r.lastRun = rd.now
 	r.lastErrors = res.Errors
 	r.lastStatus = res.Status
-	translated, result, done = in, res, true
 	r.recomputed = len(res.Recomputed)
 	for c, next := range nexts {
 		cur := r.outputs[c]
@@ -746,7 +757,7 @@ func (r *Reconciler) reconcile() (changed []string) {
 		r.log.Info("outputs changed", "clusters", len(changed), "first", first, "recomputed", len(res.Recomputed), "translation", elapsed.Round(time.Millisecond))
 	}
 	for c := range r.outputs {
-		if _, ok := clusters[c]; !ok {
+		if _, ok := rd.clusters[c]; !ok {
 			delete(r.outputs, c)
 			delete(r.dirtyOutputs, c)
 			r.deadOutputs[c] = true
@@ -754,7 +765,7 @@ func (r *Reconciler) reconcile() (changed []string) {
 			r.notifyLocked(c)
 		}
 	}
-	return changed
+	return changed, true
 }
 
 // holdLocked applies safe mode and the safe start window; it reports whether translation
