@@ -42,9 +42,17 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 
-	mu      sync.Mutex // guards last
+	mu      sync.Mutex // guards everything below
 	last    string     // content hash of the last snapshot set
 	version uint64
+	// decoded holds the messages of the last snapshot by resource hash: a change decodes
+	// only the resources it brings (protojson decoding of a large output is not cheap).
+	decoded map[string]decodedResource
+}
+
+type decodedResource struct {
+	kind string
+	msg  types.Resource
 }
 
 // New returns a server for addr; it does no I/O.
@@ -59,16 +67,25 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 		resourcev3.EndpointType: nil, resourcev3.SecretType: nil,
 	}
 	hashes := map[resourcev3.Type][]string{}
+	s.mu.Lock()
+	prev := s.decoded
+	s.mu.Unlock()
+	decoded := make(map[string]decodedResource, len(prev))
 	for _, r := range snap.Sorted() {
-		kind, msg, err := translate.DecodeEnvoy(r)
-		if errors.Is(err, translate.ErrNotEnvoyResource) {
-			continue
+		d, ok := prev[r.Hash]
+		if !ok {
+			kind, msg, err := translate.DecodeEnvoy(r)
+			if errors.Is(err, translate.ErrNotEnvoyResource) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("xds resource %s: %w", r.Key, err)
+			}
+			d = decodedResource{kind, msg}
 		}
-		if err != nil {
-			return fmt.Errorf("xds resource %s: %w", r.Key, err)
-		}
-		t := resourcev3.Type(translate.EnvoyTypeURL(kind))
-		byType[t] = append(byType[t], msg)
+		decoded[r.Hash] = d
+		t := resourcev3.Type(translate.EnvoyTypeURL(d.kind))
+		byType[t] = append(byType[t], d.msg)
 		hashes[t] = append(hashes[t], r.Hash)
 	}
 	cs, err := cachev3.NewSnapshot("", byType)
@@ -100,6 +117,7 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 	}
 	s.last = sum
 	s.version = snap.Version
+	s.decoded = decoded
 	s.log.Info("xds resources updated", "version", snap.Version, "listeners", len(byType[resourcev3.ListenerType]), "clusters", len(byType[resourcev3.ClusterType]))
 	return nil
 }
