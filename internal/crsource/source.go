@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kubev1alpha1 "github.com/meshrelay/meshrelay/api/kube/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/resource"
 )
 
@@ -216,7 +217,7 @@ func (s *Source) Start(ctx context.Context, emit func([]resource.Object)) error 
 			s.log.Warn("read custom resources from the cache failed", "error", err)
 			return
 		}
-		if first || !equal(objs, last) {
+		if first || !discovery.Equal(objs, last) {
 			first = false
 			last = objs
 			emit(objs)
@@ -225,10 +226,8 @@ func (s *Source) Start(ctx context.Context, emit func([]resource.Object)) error 
 	rebuild()
 	s.log.Info("custom resources synced", "resources", len(last))
 
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	pending, since := false, time.Time{}
+	deb := discovery.NewDebounce(s.debounce)
+	defer deb.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -240,14 +239,9 @@ func (s *Source) Start(ctx context.Context, emit func([]resource.Object)) error 
 			}
 			return nil
 		case <-kick:
-			if now := time.Now(); !pending {
-				pending, since = true, now
-				timer.Reset(s.debounce)
-			} else if now.Sub(since) < 10*s.debounce {
-				timer.Reset(s.debounce) // a burst: wait for it to settle, up to a bound
-			}
-		case <-timer.C:
-			pending = false
+			deb.Changed()
+		case <-deb.C():
+			deb.Fired()
 			rebuild()
 		}
 	}
@@ -373,16 +367,4 @@ func FieldMessages(err error) string {
 	}
 	walk(err)
 	return strings.Join(msgs, "; ")
-}
-
-func equal(a, b []resource.Object) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Key() != b[i].Key() || string(a[i].Raw) != string(b[i].Raw) {
-			return false
-		}
-	}
-	return true
 }

@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,7 +99,7 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 			d.logger.Warn("read manifest directory failed", "dir", d.dir, "error", err)
 			return
 		}
-		changed := !equal(objs, last)
+		changed := !Equal(objs, last)
 		if changed {
 			last = objs
 			emit(objs)
@@ -113,18 +112,9 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 		defer t.Stop()
 		tick = t.C
 	}
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	pending, first := false, time.Time{}
-	schedule := func() {
-		if now := time.Now(); !pending {
-			pending, first = true, now
-			timer.Reset(d.debounce)
-		} else if now.Sub(first) < 10*d.debounce {
-			timer.Reset(d.debounce) // a burst: wait for it to settle, up to a bound
-		}
-	}
+	deb := NewDebounce(d.debounce)
+	defer deb.Stop()
+	schedule := deb.Changed
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,8 +132,8 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 			}
 			d.logger.Warn("file watch error", "dir", d.dir, "error", err)
 			schedule() // e.g. an overflow: events were lost
-		case <-timer.C:
-			pending = false
+		case <-deb.C():
+			deb.Fired()
 			refresh()
 		case <-tick:
 			refresh()
@@ -267,16 +257,4 @@ func (s *scanner) setErrors(errs map[string]string) {
 			s.d.logger.Info("manifest error cleared", "file", f)
 		}
 	}
-}
-
-func equal(a, b []resource.Object) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Key() != b[i].Key() || !bytes.Equal(a[i].Raw, b[i].Raw) {
-			return false
-		}
-	}
-	return true
 }

@@ -199,25 +199,18 @@ func (k *Kube) Start(ctx context.Context, emit func(objs []resource.Object)) err
 	emit(last)
 	k.logger.Info("kubernetes discovery synced", "namespaces", strings.Join(k.cfg.Namespaces, ","), "objects", len(last))
 
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	pending, first := false, time.Time{}
+	deb := NewDebounce(k.cfg.Debounce)
+	defer deb.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-			if now := time.Now(); !pending {
-				pending, first = true, now
-				timer.Reset(k.cfg.Debounce)
-			} else if now.Sub(first) < 10*k.cfg.Debounce {
-				timer.Reset(k.cfg.Debounce) // a burst: wait for it to settle, up to a bound
-			}
-		case <-timer.C:
-			pending = false
+			deb.Changed()
+		case <-deb.C():
+			deb.Fired()
 			objs := k.build(c, ls)
-			if !equal(objs, last) {
+			if !Equal(objs, last) {
 				last = objs
 				emit(objs)
 				k.logger.Debug("kubernetes objects changed", "objects", len(objs))
