@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,11 +29,13 @@ import (
 	apiv1alpha1 "github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
 
 func TestMain(m *testing.M) {
@@ -221,51 +222,21 @@ func (s *server) checkErrs(t *testing.T) {
 
 func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Eventually(t, timeout, what, f)
 }
 
 // dump renders outputs and problems as internal/translate's golden test does.
 func dump(t *testing.T, outputs map[string]*snapshot.Snapshot, status map[string][]string) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	var clusters []string
-	for c := range outputs {
-		clusters = append(clusters, c)
+	sorted := make(map[string][]snapshot.Resource, len(outputs))
+	for c, o := range outputs {
+		sorted[c] = o.Sorted()
 	}
-	sort.Strings(clusters)
-	for _, c := range clusters {
-		rs := outputs[c].Sorted()
-		fmt.Fprintf(&b, "# ===== cluster %s: %d resources\n", c, len(rs))
-		for _, r := range rs {
-			y, err := yaml.JSONToYAML(r.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintf(&b, "---\n# %s\n%s", r.Key, y)
-		}
+	b, err := translatetest.Dump(sorted, status, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	fmt.Fprintf(&b, "# ===== status\n")
-	var keys []string
-	for k := range status {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, m := range status[k] {
-			fmt.Fprintf(&b, "# %s: %s\n", k, m)
-		}
-	}
-	return b.Bytes()
+	return b
 }
 
 func putInputs(t *testing.T, rec *reconcile.Reconciler, dir string) {
@@ -339,27 +310,10 @@ func TestSeed003FromCustomResources(t *testing.T) {
 			outs[c] = out
 		}
 		if got := dump(t, outs, s.rec.ResourceStatus()); !bytes.Equal(got, want) {
-			return fmt.Errorf("outputs differ from seed003.golden.yaml:\n%s", firstDiff(string(want), string(got)))
+			return fmt.Errorf("outputs differ from seed003.golden.yaml:\n%s", translatetest.FirstDiff(string(want), string(got)))
 		}
 		return nil
 	})
-}
-
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(wl) || i < len(gl); i++ {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\n  want: %s\n  got:  %s", i+1, w, g)
-		}
-	}
-	return "(no difference)"
 }
 
 // badScheme passes the CRD's schema but not meshrelay's validation: its failover target is

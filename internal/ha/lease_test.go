@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // redisless stands in for the shared store: with leader election only, the coordinator
@@ -112,17 +113,7 @@ func TestLeaseLeaderElection(t *testing.T) {
 
 func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Eventually(t, timeout, what, f)
 }
 
 func TestParseLeaseName(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -254,4 +255,21 @@ func isModuleRoot(dir string) bool {
 		}
 	}
 	return false
+}
+
+// IstioCRDs returns the path of Istio's own generated CRD file in the module cache
+// (istio.io/api's kubernetes/customresourcedefinitions.gen.yaml, at the version go.mod
+// requires), for WithCRDPaths.
+func IstioCRDs(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
+	dir := strings.TrimSpace(string(out))
+	if err != nil || dir == "" {
+		t.Fatalf("locate module istio.io/api (run `go mod download istio.io/api`): %v %s", err, out)
+	}
+	path := filepath.Join(dir, "kubernetes", "customresourcedefinitions.gen.yaml")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("Istio CRDs: %v", err)
+	}
+	return path
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -27,23 +25,6 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// IstioCRDs returns the path of Istio's generated CRD file in the module cache
-// (istio.io/api's kubernetes/customresourcedefinitions.gen.yaml), at the version go.mod
-// requires.
-func istioCRDs(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		t.Fatalf("locate module istio.io/api (run `go mod download istio.io/api`): %v %s", err, out)
-	}
-	path := filepath.Join(dir, "kubernetes", "customresourcedefinitions.gen.yaml")
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("Istio CRDs: %v", err)
-	}
-	return path
-}
-
 type istioCluster struct {
 	dyn dynamic.Interface
 	cs  kubernetes.Interface
@@ -52,7 +33,7 @@ type istioCluster struct {
 // startIstio starts an API server with Istio's CRDs and the given namespaces.
 func startIstio(t *testing.T, namespaces ...string) *istioCluster {
 	t.Helper()
-	env := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs(), kubetest.WithCRDPaths(istioCRDs(t)))
+	env := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs(), kubetest.WithCRDPaths(kubetest.IstioCRDs(t)))
 	dyn, err := dynamic.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)

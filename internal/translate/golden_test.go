@@ -2,17 +2,13 @@ package translate_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
-
-	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
 
 // testCerts are fixed stand-ins for the mesh identities the server issues; the translator
@@ -51,37 +47,11 @@ func loadCase(t *testing.T, name string) translate.Input {
 // dump renders a result as YAML, cluster by cluster, then the status.
 func dump(t *testing.T, res translate.Result) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	var clusters []string
-	for c := range res.Outputs {
-		clusters = append(clusters, c)
+	b, err := translatetest.Dump(res.Outputs, res.Status, res.Errors)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sort.Strings(clusters)
-	for _, c := range clusters {
-		fmt.Fprintf(&b, "# ===== cluster %s: %d resources\n", c, len(res.Outputs[c]))
-		for _, r := range res.Outputs[c] {
-			y, err := yaml.JSONToYAML(r.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fmt.Fprintf(&b, "---\n# %s\n%s", r.Key, y)
-		}
-	}
-	fmt.Fprintf(&b, "# ===== status\n")
-	var keys []string
-	for k := range res.Status {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		for _, m := range res.Status[k] {
-			fmt.Fprintf(&b, "# %s: %s\n", k, m)
-		}
-	}
-	for _, e := range res.Errors {
-		fmt.Fprintf(&b, "# error: %s\n", e)
-	}
-	return b.Bytes()
+	return b
 }
 
 func golden(t *testing.T, name string, got []byte) {
@@ -98,25 +68,8 @@ func golden(t *testing.T, name string, got []byte) {
 		t.Fatalf("%v (run go test ./internal/translate -update to create it)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("output differs from %s (review, then regenerate with -update):\n%s", path, firstDiff(string(want), string(got)))
+		t.Fatalf("output differs from %s (review, then regenerate with -update):\n%s", path, translatetest.FirstDiff(string(want), string(got)))
 	}
-}
-
-func firstDiff(want, got string) string {
-	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(wl) || i < len(gl); i++ {
-		var w, g string
-		if i < len(wl) {
-			w = wl[i]
-		}
-		if i < len(gl) {
-			g = gl[i]
-		}
-		if w != g {
-			return fmt.Sprintf("line %d:\n  want: %s\n  got:  %s", i+1, w, g)
-		}
-	}
-	return "(no difference)"
 }
 
 func TestGolden(t *testing.T) {

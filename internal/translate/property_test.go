@@ -14,6 +14,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
 
 // ---- Worlds written as YAML, the way users and agents write them ----
@@ -265,7 +266,7 @@ func TestRemoveAndReAdd(t *testing.T) {
 					t.Errorf("without %s: incremental differs from fresh: %s", what, d)
 				}
 				if got := dump(t, tr.Translate(in)); !bytes.Equal(got, want) {
-					t.Errorf("re-adding %s: %s", what, firstDiff(string(want), string(got)))
+					t.Errorf("re-adding %s: %s", what, translatetest.FirstDiff(string(want), string(got)))
 				}
 			}
 			for i, o := range in.Config {

@@ -28,6 +28,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -584,21 +585,7 @@ func historyVersionsGrow(a *agent) error {
 // eventuallyEvery is eventually with a chosen poll interval (for polls that are heavy).
 func eventuallyEvery(t *testing.T, timeout, every time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %s: %v", what, timeout, err)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(every):
-		}
-	}
+	poll.Every(t, timeout, every, what, f)
 }
 
 // sleep waits d unless the test ends.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"sigs.k8s.io/yaml"
@@ -257,21 +258,7 @@ ports:
 // eventually polls f until it returns nil or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true within %s: %v", what, timeout, err)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatal(t.Context().Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	poll.Eventually(t, timeout, what, f)
 }
 
 func outputHas(t *testing.T, a *agent, key string) error {

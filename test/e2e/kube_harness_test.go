@@ -2,10 +2,7 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,22 +17,6 @@ import (
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 )
 
-// istioCRDs returns Istio's generated CRD file in the module cache, at the version go.mod
-// requires.
-func istioCRDs(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
-	dir := strings.TrimSpace(string(out))
-	if err != nil || dir == "" {
-		t.Fatalf("locate module istio.io/api (run `go mod download istio.io/api`): %v %s", err, out)
-	}
-	path := filepath.Join(dir, "kubernetes", "customresourcedefinitions.gen.yaml")
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("Istio CRDs: %v", err)
-	}
-	return path
-}
-
 // kubeCluster is a workload cluster played by an envtest API server with Istio's CRDs.
 type kubeCluster struct {
 	env *kubetest.Env
@@ -45,7 +26,7 @@ type kubeCluster struct {
 
 func startKubeCluster(t *testing.T) *kubeCluster {
 	t.Helper()
-	env := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs(), kubetest.WithCRDPaths(istioCRDs(t)))
+	env := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs(), kubetest.WithCRDPaths(kubetest.IstioCRDs(t)))
 	cs, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/demoapp"
 	"github.com/meshrelay/meshrelay/internal/gateway"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // Logger logs to the test's output; MESHRELAY_TEST_LOG=debug shows debug logs, =off none.
@@ -106,17 +107,7 @@ func StartDemoApp(t testing.TB, text string) (app *demoapp.Server, addr, admin s
 // timeout.
 func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Every(t, timeout, 20*time.Millisecond, "condition", f)
 }
 
 // Client is an HTTP client that opens a new connection per request (so that listener
