@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 )
@@ -240,23 +241,11 @@ func (f *failoverRun) startRedis(ctx context.Context) error {
 }
 
 func redisPing(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
+	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	b := make([]byte, 7)
-	if _, err := io.ReadFull(c, b); err != nil {
-		return err
-	}
-	if string(b) != "+PONG\r\n" {
-		return fmt.Errorf("PING answered %q", b)
-	}
-	return nil
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return c.Ping(ctx).Err()
 }
 
 // startServer starts a management server with the run's token and config.
