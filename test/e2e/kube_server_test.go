@@ -32,11 +32,18 @@ func serverIdentity(t *testing.T, env *kubetest.Env, values map[string]any) *kub
 	for k, v := range values {
 		vals[k] = v
 	}
-	r, err := charts.Render(charts.Server, charts.Options{Values: vals})
+	return chartIdentity(t, env, charts.Server, "meshrelay-server", vals)
+}
+
+// chartIdentity creates a chart's service account (meshrelay-system/saName) and exactly the
+// RBAC the chart renders with values, and returns that identity.
+func chartIdentity(t *testing.T, env *kubetest.Env, chart, saName string, vals map[string]any) *kubetest.User {
+	t.Helper()
+	r, err := charts.Render(chart, charts.Options{Values: vals})
 	if err != nil {
-		t.Fatalf("render the server chart: %v", err)
+		t.Fatalf("render chart %s: %v", chart, err)
 	}
-	sa := env.AddServiceAccount(t, "meshrelay-system", "meshrelay-server")
+	sa := env.AddServiceAccount(t, "meshrelay-system", saName)
 	n := 0
 	for _, o := range r.Objects {
 		var obj client.Object
@@ -61,7 +68,7 @@ func serverIdentity(t *testing.T, env *kubetest.Env, values map[string]any) *kub
 		n++
 	}
 	if n == 0 {
-		t.Fatal("the server chart renders no RBAC")
+		t.Fatalf("chart %s renders no RBAC", chart)
 	}
 	return sa
 }

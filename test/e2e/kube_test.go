@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/charts"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -228,4 +230,51 @@ func keysOfMap[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// TestKubeAndUniversalInOneMesh runs a Kubernetes-mode agent, with nothing but the
+// meshrelay-agent chart's RBAC, and a universal-mode agent against one server: each cluster
+// sees the other's service (the Kubernetes one as an applied ServiceEntry, the universal one
+// in its output directory), and removing the Kubernetes service removes it from the
+// universal cluster.
+func TestKubeAndUniversalInOneMesh(t *testing.T) {
+	h := newHarness(t)
+	kc := startKubeCluster(t)
+	s := h.startServer("server", []string{"kube-a", "uni-b"})
+
+	sa := chartIdentity(t, kc.env, charts.Agent, "meshrelay-agent", map[string]any{
+		"cluster": "kube-a", "relay": map[string]any{"address": s.relay},
+	})
+	ka := h.startKubeAgent("kube-a", s, sa.Kubeconfig)
+	ub := h.startAgent("uni-b", s)
+
+	kc.createService(t, "service-blue", "10.1.0.10", 8080)
+	writeFile(t, filepath.Join(ub.discovery, "green.yaml"), serviceYAML("service-green", "10.2.0.20", 8080))
+
+	eventually(t, 60*time.Second, "the Kubernetes service in the universal cluster's output", func() error {
+		return outputHas(t, ub, seKey("service-blue"))
+	})
+	eventually(t, 60*time.Second, "the universal service applied in the Kubernetes cluster", func() error {
+		ses, err := kc.serviceEntries(t)
+		if err != nil {
+			return err
+		}
+		se := ses["vd-service-green"]
+		if se == nil {
+			return fmt.Errorf("no vd-service-green among %v", keysOfMap(ses))
+		}
+		if eps, _, _ := unstructured.NestedSlice(se.Object, "spec", "endpoints"); len(eps) != 1 || !strings.Contains(fmt.Sprint(eps[0]), "10.2.0.20") {
+			return fmt.Errorf("endpoints %v", eps)
+		}
+		return nil
+	})
+	waitKubeSettled(t, ka)
+	if st, err := kubeStatus(ka); err != nil || st.KubeSink.LastError != "" {
+		t.Fatalf("agent under the chart's RBAC: %+v %v", st.KubeSink, err)
+	}
+
+	kc.deleteService(t, "service-blue")
+	eventually(t, 60*time.Second, "the Kubernetes service gone from the universal cluster's output", func() error {
+		return outputLacks(t, ub, seKey("service-blue"))
+	})
 }
