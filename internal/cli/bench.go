@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -72,15 +73,7 @@ for comparison. Prints a table; -o writes the figures as JSON.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
 			rep, err := bench.Relay(cmd.Context(), o)
-			if rep != nil {
-				rep.Print(cmd.OutOrStdout())
-				if out != "" {
-					if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
-						err = werr
-					}
-				}
-			}
-			return err
+			return report(cmd, rep, out, err)
 		},
 	}
 	f := cmd.Flags()
@@ -117,15 +110,7 @@ client's route configuration, from the first SetSnapshot to each client receivin
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
 			rep, err := bench.Baseline(cmd.Context(), o)
-			if rep != nil {
-				rep.Print(cmd.OutOrStdout())
-				if out != "" {
-					if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
-						err = werr
-					}
-				}
-			}
-			return err
+			return report(cmd, rep, out, err)
 		},
 	}
 	f := cmd.Flags()
@@ -154,15 +139,7 @@ server killed and restarted together, until translation resumes after the last a
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
 			rep, err := bench.Failover(cmd.Context(), o)
-			if rep != nil {
-				rep.Print(cmd.OutOrStdout())
-				if out != "" {
-					if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
-						err = werr
-					}
-				}
-			}
-			return err
+			return report(cmd, rep, out, err)
 		},
 	}
 	f := cmd.Flags()
@@ -293,4 +270,22 @@ func newBenchBaselineClientsCmd() *cobra.Command {
 	f.StringVar(&c.KeyFile, "key-file", "", "client key")
 	f.StringVar(&c.CAFile, "ca-file", "", "CA of the server certificate")
 	return cmd
+}
+
+// report prints a benchmark's report, when there is one, and writes it as JSON to out when
+// set; the run's own error comes first.
+func report[T any, R interface {
+	*T
+	Print(io.Writer)
+}](cmd *cobra.Command, rep R, out string, err error) error {
+	if rep == nil {
+		return err
+	}
+	rep.Print(cmd.OutOrStdout())
+	if out != "" {
+		if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
 }

@@ -48,14 +48,8 @@ polling delay. Prints p50/p90/p99/max against that bound and the request errors 
 			}
 			o.Log, o.Progress = log, cmd.ErrOrStderr()
 			rep, err := bench.HealthFailover(cmd.Context(), o)
-			if rep == nil {
+			if err = report(cmd, rep, out, err); rep == nil {
 				return err
-			}
-			rep.Print(cmd.OutOrStdout())
-			if out != "" {
-				if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
-					err = werr
-				}
 			}
 			if err == nil && rep.Errors > 0 {
 				err = fmt.Errorf("%w: %d of %d", bench.ErrRequestErrors, rep.Errors, rep.Requests)
@@ -104,14 +98,8 @@ requests/s, latency p50/p90/p99/max, the overhead against direct and the request
 			}
 			o.Log, o.Progress = log, cmd.ErrOrStderr()
 			rep, err := bench.Gateway(cmd.Context(), o)
-			if rep == nil {
+			if err = report(cmd, rep, out, err); rep == nil {
 				return err
-			}
-			rep.Print(cmd.OutOrStdout())
-			if out != "" {
-				if werr := bench.WriteJSON(out, rep); werr != nil && err == nil {
-					err = werr
-				}
 			}
 			if err == nil {
 				n := 0
