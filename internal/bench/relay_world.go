@@ -117,28 +117,7 @@ func (w RelayWorld) ClusterInput(i int) []resource.Object {
 	for s := range w.Services {
 		b.WriteString(w.serviceDocs(i, s, 0))
 	}
-	fmt.Fprintf(&b, `apiVersion: meshrelay.io/v1alpha1
-kind: Gateway
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  bindPort: 15443
-  tcpGateway:
-    tcpHosts: [{name: mesh, destination: {forwardSniClusterName: {}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  ports: [{name: tls, port: 15443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: east-west-1, namespace: gloo-system, labels: {kubernetes.io/service-name: east-west}}
-addressType: IPv4
-endpoints: [{addresses: ["%s"]}]
-ports: [{name: tls, port: 15443}]
----
-`, ipAt("172.16.0.0", uint32(i)))
+	b.WriteString(eastWestGatewayYAML(ipAt("172.16.0.0", uint32(i))))
 	return mustParse(b.String())
 }
 
@@ -168,4 +147,31 @@ spec:
   - matchers: [{uri: {prefix: /}}]
     forwardTo: {destinations: [{ref: {name: bench-svc-0-8080}}]}
 `, name, MarkerHost(id), cl)
+}
+
+// eastWestGatewayYAML is a cluster's east-west gateway (a tcpGateway forwarding by SNI on
+// 15443) and the Service and EndpointSlice that expose it at ip.
+func eastWestGatewayYAML(ip string) string {
+	return fmt.Sprintf(`apiVersion: meshrelay.io/v1alpha1
+kind: Gateway
+metadata: {name: east-west, namespace: gloo-system}
+spec:
+  bindPort: 15443
+  tcpGateway:
+    tcpHosts: [{name: mesh, destination: {forwardSniClusterName: {}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: east-west, namespace: gloo-system}
+spec:
+  ports: [{name: tls, port: 15443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: east-west-1, namespace: gloo-system, labels: {kubernetes.io/service-name: east-west}}
+addressType: IPv4
+endpoints: [{addresses: ["%s"]}]
+ports: [{name: tls, port: 15443}]
+---
+`, ip)
 }

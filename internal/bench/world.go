@@ -109,28 +109,7 @@ ports: [{name: http, port: 8080}]
 ---
 `, s, i%250, s/100, (s%100)*2+gen%2, (s%100)*2+1)
 	}
-	fmt.Fprintf(&b, `apiVersion: meshrelay.io/v1alpha1
-kind: Gateway
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  bindPort: 15443
-  tcpGateway:
-    tcpHosts: [{name: mesh, destination: {forwardSniClusterName: {}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  ports: [{name: tls, port: 15443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: east-west-1, namespace: gloo-system, labels: {kubernetes.io/service-name: east-west}}
-addressType: IPv4
-endpoints: [{addresses: ["10.%d.255.1"]}]
-ports: [{name: tls, port: 15443}]
----
-`, i%250)
+	b.WriteString(eastWestGatewayYAML(fmt.Sprintf("10.%d.255.1", i%250)))
 	if o.Routes > 0 {
 		b.WriteString("apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: routes, namespace: bench}\nspec:\n  hosts: [\"*\"]\n  http:\n")
 		for r := range min(o.Routes, o.Services) {
