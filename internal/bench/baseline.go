@@ -156,7 +156,6 @@ func (nodeHash) ID(n *corev3.Node) string { return n.GetId() }
 // the control address gives every client a new route configuration and answers the
 // times the first and last SetSnapshot started and ended.
 func RunBaselineServer(ctx context.Context, cfg BaselineServerConfig, log *slog.Logger) error {
-	RaiseFileLimit()
 	cache := cachev3.NewSnapshotCache(true, nodeHash{}, nil)
 	shared := newBaselineShared(cfg.PayloadBytes, cfg.ChangeBytes)
 	set := func(marker string) error {
@@ -435,27 +434,13 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	if o.SyncTimeout <= 0 {
 		o.SyncTimeout = 2*time.Minute + time.Duration(o.Clients)*100*time.Millisecond
 	}
-	if o.Binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.Binary = exe
-	}
-	RaiseFileLimit()
-	rep := &BaselineReport{Options: o, Machine: ThisMachine()}
-	dir := o.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "meshrelay-bench-baseline-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "baseline")
+	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
+	RaiseFileLimit()
+	rep := &BaselineReport{Options: o, Machine: ThisMachine()}
 	logf := func(format string, args ...any) {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "%s  baseline: "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)

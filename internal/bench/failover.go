@@ -89,27 +89,15 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 2*time.Minute + time.Duration(o.World.Clusters)*100*time.Millisecond
 	}
-	if o.Binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.Binary = exe
+	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "failover")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("bench failover needs redis-server on PATH: %w", err)
 	}
-	RaiseFileLimit()
 	rep := &FailoverReport{Options: o, Machine: ThisMachine()}
-	dir := o.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "meshrelay-bench-failover-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
 	scenarios := map[string]struct {
 		dst *(*ScenarioReport)
 		run func(context.Context, *failoverRun) FailoverRun

@@ -268,27 +268,12 @@ func Relay(ctx context.Context, o RelayOptions) (*RelayReport, error) {
 	if o.SyncTimeout <= 0 {
 		o.SyncTimeout = 3*time.Minute + time.Duration(o.World.Clusters)*300*time.Millisecond
 	}
-	if o.Binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("find meshrelay executable: %w", err)
-		}
-		o.Binary = exe
-	}
-	RaiseFileLimit()
-	r := &relayRun{o: o, rep: &RelayReport{Options: o, Machine: ThisMachine()}}
-	dir := o.WorkDir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "meshrelay-bench-relay-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "relay")
+	if err != nil {
 		return nil, err
 	}
+	defer cleanup()
+	r := &relayRun{o: o, rep: &RelayReport{Options: o, Machine: ThisMachine()}}
 	r.dir = dir
 	r.p = &procs{bin: o.Binary, dir: dir}
 	defer r.p.stopAll()

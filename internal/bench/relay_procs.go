@@ -261,3 +261,28 @@ func waitFor(ctx context.Context, timeout, interval time.Duration, f func() (boo
 		}
 	}
 }
+
+// prepareRun readies a benchmark run: binary defaults to this executable, the process may
+// open enough files for thousands of connections, and dir is workDir (created if needed) or
+// a temporary directory that cleanup removes.
+func prepareRun(binary *string, workDir, name string) (dir string, cleanup func(), err error) {
+	if *binary == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", nil, fmt.Errorf("find meshrelay executable: %w", err)
+		}
+		*binary = exe
+	}
+	RaiseFileLimit()
+	if workDir != "" {
+		if err := os.MkdirAll(workDir, 0o755); err != nil {
+			return "", nil, err
+		}
+		return workDir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", "meshrelay-bench-"+name+"-")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
