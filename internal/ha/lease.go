@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/meshrelay/meshrelay/internal/kubelease"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
@@ -35,15 +34,6 @@ type LeaseBackend struct {
 
 var _ Backend = (*LeaseBackend)(nil)
 
-// ParseLeaseName splits NAMESPACE/NAME.
-func ParseLeaseName(s string) (namespace, name string, err error) {
-	namespace, name, ok := strings.Cut(s, "/")
-	if !ok || namespace == "" || name == "" || strings.Contains(name, "/") {
-		return "", "", fmt.Errorf("lease %q: want NAMESPACE/NAME", s)
-	}
-	return namespace, name, nil
-}
-
 // NewLeaseBackend wraps b so that the leader is elected with the Lease namespace/name of
 // the API server of cfg, under identity id. ttl is the lease duration; a leader that
 // cannot renew for two thirds of it stops leading, and candidates retry every fifth of it.
@@ -55,30 +45,12 @@ func NewLeaseBackend(b Backend, cfg *rest.Config, namespace, name, id string, tt
 	if id == "" {
 		return nil, errors.New("ha: empty replica identity")
 	}
-	cs, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("ha: kubernetes client for lease %s/%s: %w", namespace, name, err)
-	}
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespace, name, cs.CoreV1(), cs.CoordinationV1(),
-		resourcelock.ResourceLockConfig{Identity: id})
-	if err != nil {
-		return nil, fmt.Errorf("ha: lease %s/%s: %w", namespace, name, err)
-	}
 	l := &LeaseBackend{Backend: b, id: id, log: log}
-	l.elector, err = leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock:            lock,
-		LeaseDuration:   ttl,
-		RenewDeadline:   ttl * 2 / 3,
-		RetryPeriod:     ttl / 5,
-		ReleaseOnCancel: true,
-		Name:            namespace + "/" + name,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: l.started,
-			OnStoppedLeading: l.stopped,
-		},
-	})
+	var err error
+	l.elector, err = kubelease.NewElector(cfg, kubelease.Config{Namespace: namespace, Name: name, Identity: id, Duration: ttl},
+		leaderelection.LeaderCallbacks{OnStartedLeading: l.started, OnStoppedLeading: l.stopped})
 	if err != nil {
-		return nil, fmt.Errorf("ha: lease %s/%s: %w", namespace, name, err)
+		return nil, fmt.Errorf("ha: %w", err)
 	}
 	return l, nil
 }

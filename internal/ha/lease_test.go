@@ -115,14 +115,3 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 	t.Helper()
 	poll.Eventually(t, timeout, what, f)
 }
-
-func TestParseLeaseName(t *testing.T) {
-	if ns, n, err := ha.ParseLeaseName("meshrelay-system/leader"); err != nil || ns != "meshrelay-system" || n != "leader" {
-		t.Errorf("ParseLeaseName: %q %q %v", ns, n, err)
-	}
-	for _, bad := range []string{"", "leader", "/leader", "ns/", "a/b/c"} {
-		if _, _, err := ha.ParseLeaseName(bad); err == nil {
-			t.Errorf("ParseLeaseName(%q) accepted", bad)
-		}
-	}
-}

@@ -39,6 +39,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
+	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -183,7 +184,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--config-dir cannot be used with --kubernetes: the configuration comes from the custom resources (kubectl apply the files instead)"))
 	}
 	if c.Kube.LeaderElectionLease != "" {
-		if _, _, err := ha.ParseLeaseName(c.Kube.LeaderElectionLease); err != nil {
+		if _, _, err := kubelease.ParseName(c.Kube.LeaderElectionLease); err != nil {
 			errs = append(errs, fmt.Errorf("--leader-election-lease: %w", err))
 		}
 		if !c.LeaderElection {
@@ -277,7 +278,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	var lease *ha.LeaseBackend
 	if cfg.Kube.LeaderElectionLease != "" {
-		ns, name, _ := ha.ParseLeaseName(cfg.Kube.LeaderElectionLease) // checked by Validate
+		ns, name, _ := kubelease.ParseName(cfg.Kube.LeaderElectionLease) // checked by Validate
 		if lease, err = ha.NewLeaseBackend(backend, kubeRC, ns, name, replicaID, cfg.LeaseDuration, log.With("component", "lease")); err != nil {
 			return err
 		}
