@@ -16,65 +16,49 @@ import (
 	"github.com/meshrelay/meshrelay/internal/cli"
 )
 
-// Flags the charts pass only behind values for features the binary does not have yet
-// (the server's Kubernetes mode, Redis TLS, agent leader election). Renders that do not enable those
-// values must not use them. Once the binary has one of these flags it is parsed like any
-// other, and it can leave the list.
-var (
-	pendingServerFlags = map[string]bool{}
-	pendingAgentFlags  = map[string]bool{"leader-election": true}
-)
-
 var flagForm = regexp.MustCompile(`^--([a-z0-9][a-z0-9-]*)(=.*)?$`)
 
 // parseArgs parses a container's arguments ("server" or "agent", then flags) with the real
 // meshrelay command tree, as the binary would at start. Every flag must be one argument
-// (--flag or --flag=value) and appear once. Flags in pending that the command does not have
-// are left out and returned; any other unknown flag, bad value or missing required flag is
-// an error.
-func parseArgs(args []string, pending map[string]bool) (pendingUsed []string, err error) {
+// (--flag or --flag=value) and appear once; an unknown flag, bad value or missing required
+// flag is an error.
+func parseArgs(args []string) error {
 	if len(args) == 0 {
-		return nil, errors.New("no arguments: want a meshrelay command")
+		return errors.New("no arguments: want a meshrelay command")
 	}
 	root := cli.NewRoot()
 	cmd, rest, err := root.Find(args)
 	if err != nil {
-		return nil, fmt.Errorf("find command of %q: %w", args, err)
+		return fmt.Errorf("find command of %q: %w", args, err)
 	}
 	if cmd == root || cmd.Name() != args[0] {
-		return nil, fmt.Errorf("first argument %q is not a meshrelay command", args[0])
+		return fmt.Errorf("first argument %q is not a meshrelay command", args[0])
 	}
 	seen := map[string]bool{}
-	var keep []string
 	for _, a := range rest {
 		m := flagForm.FindStringSubmatch(a)
 		if m == nil {
-			return nil, fmt.Errorf("argument %q is not --flag or --flag=value", a)
+			return fmt.Errorf("argument %q is not --flag or --flag=value", a)
 		}
 		name := m[1]
 		if seen[name] {
-			return nil, fmt.Errorf("--%s is passed twice", name)
+			return fmt.Errorf("--%s is passed twice", name)
 		}
 		seen[name] = true
-		if pending[name] && cmd.Flags().Lookup(name) == nil && cmd.InheritedFlags().Lookup(name) == nil {
-			pendingUsed = append(pendingUsed, name)
-			continue
-		}
-		keep = append(keep, a)
 	}
-	if err := cmd.ParseFlags(keep); err != nil {
-		return nil, fmt.Errorf("meshrelay %s refuses the chart's arguments: %w", cmd.Name(), err)
+	if err := cmd.ParseFlags(rest); err != nil {
+		return fmt.Errorf("meshrelay %s refuses the chart's arguments: %w", cmd.Name(), err)
 	}
 	if err := cmd.ValidateArgs(cmd.Flags().Args()); err != nil {
-		return nil, fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
+		return fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
 	}
 	if err := cmd.ValidateRequiredFlags(); err != nil {
-		return nil, fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
+		return fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
 	}
 	if err := cmd.ValidateFlagGroups(); err != nil {
-		return nil, fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
+		return fmt.Errorf("meshrelay %s: %w", cmd.Name(), err)
 	}
-	return pendingUsed, nil
+	return nil
 }
 
 // validateConfig runs the role's own Config.Validate on the arguments, what the binary
@@ -106,26 +90,17 @@ func validateConfig(args []string) error {
 	return validate()
 }
 
-// checkArgs checks the Deployment's arguments with parseArgs and, when they use no pending
-// flag, with the binary's own validation. It returns the pending flags used, sorted.
-func checkArgs(t *testing.T, d *appsv1.Deployment) []string {
+// checkArgs checks the Deployment's arguments with parseArgs and with the binary's own
+// validation.
+func checkArgs(t *testing.T, d *appsv1.Deployment) {
 	t.Helper()
 	args := d.Spec.Template.Spec.Containers[0].Args
-	pending := pendingServerFlags
-	if len(args) > 0 && args[0] == "agent" {
-		pending = pendingAgentFlags
-	}
-	used, err := parseArgs(args, pending)
-	if err != nil {
+	if err := parseArgs(args); err != nil {
 		t.Fatalf("%v\nargs: %q", err, args)
 	}
-	if len(used) == 0 {
-		if err := validateConfig(args); err != nil {
-			t.Errorf("the binary would refuse this configuration: %v\nargs: %q", err, args)
-		}
+	if err := validateConfig(args); err != nil {
+		t.Errorf("the binary would refuse this configuration: %v\nargs: %q", err, args)
 	}
-	slices.Sort(used)
-	return used
 }
 
 // wantArgs fails unless every one of want is among args.
@@ -149,28 +124,26 @@ func noFlags(t *testing.T, args []string, flags ...string) {
 }
 
 // TestArgsCheckCatchesMistakes shows that the argument check is not vacuous: a flag the
-// binary does not have, a value of the wrong type, a flag passed twice, a pending flag
-// outside the pending list and a configuration the binary refuses are all caught.
+// binary does not have, a value of the wrong type, a flag passed twice and a configuration
+// the binary refuses are all caught.
 func TestArgsCheckCatchesMistakes(t *testing.T) {
 	argsOf := func(chart string, values map[string]any) []string {
 		return deployment(t, render(t, chart, values)).Spec.Template.Spec.Containers[0].Args
 	}
 	for _, c := range []struct {
-		name    string
-		args    []string
-		pending map[string]bool
-		want    string
+		name string
+		args []string
+		want string
 	}{
-		{"unknown flag", argsOf("meshrelay-server", vals("extraArgs", []any{"--no-such-flag=1"})), pendingServerFlags, "unknown flag: --no-such-flag"},
-		{"bad duration", argsOf("meshrelay-server", vals("relay.agentCertTTL", "one hour")), pendingServerFlags, "agent-cert-ttl"},
-		{"twice", argsOf("meshrelay-agent", agentValues("extraArgs", []any{"--cluster=west"})), pendingAgentFlags, "--cluster is passed twice"},
-		{"pending not allowed", argsOf("meshrelay-agent", agentValues("leaderElection", true)), nil, "unknown flag: --leader-election"},
-		{"not a flag", []string{"server", "-v"}, nil, `"-v" is not --flag`},
-		{"not a command", []string{"serve"}, nil, `unknown command "serve"`},
-		{"the root", []string{"--log-level=info"}, nil, "not a meshrelay command"},
+		{"unknown flag", argsOf("meshrelay-server", vals("extraArgs", []any{"--no-such-flag=1"})), "unknown flag: --no-such-flag"},
+		{"bad duration", argsOf("meshrelay-server", vals("relay.agentCertTTL", "one hour")), "agent-cert-ttl"},
+		{"twice", argsOf("meshrelay-agent", agentValues("extraArgs", []any{"--cluster=west"})), "--cluster is passed twice"},
+		{"not a flag", []string{"server", "-v"}, `"-v" is not --flag`},
+		{"not a command", []string{"serve"}, `unknown command "serve"`},
+		{"the root", []string{"--log-level=info"}, "not a meshrelay command"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := parseArgs(c.args, c.pending)
+			err := parseArgs(c.args)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("parseArgs(%q) = %v, want an error with %q", c.args, err, c.want)
 			}

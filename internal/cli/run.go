@@ -71,13 +71,21 @@ and meshrelay.io/cluster=<cluster>; only objects it created are updated or prune
 output writes nothing, and the deletion guard (--max-delete-fraction) holds back an output that
 would prune most of them at once. The API server comes from --kubeconfig/--kube-context, else
 $KUBECONFIG, else the in-cluster service account. Envoy resources go to the xDS server in both
-modes.`,
+modes.
+
+Replicas (--leader-election): several agents of one cluster elect a leader with a
+coordination.k8s.io Lease; only the leader connects and writes, a standby takes over when the
+leader stops (at once: it releases the Lease) or vanishes (within --lease-duration).`,
 		Example: `  meshrelay agent --cluster local --relay-address mgmt.example.com:9900 \
     --token-file token --relay-ca-file relay-ca.crt --state-dir state \
     --discovery-dir discovery --output-dir output
 
   # Kubernetes mode, in a pod of the workload cluster
   meshrelay agent --kubernetes --cluster local --relay-address mgmt.example.com:9900 \
+    --token-file /etc/meshrelay/token --relay-ca-file /etc/meshrelay/ca.crt --state-dir /var/lib/meshrelay
+
+  # one of several replicas (POD_NAME and POD_NAMESPACE set by the chart)
+  meshrelay agent --kubernetes --leader-election --cluster local --relay-address mgmt.example.com:9900 \
     --token-file /etc/meshrelay/token --relay-ca-file /etc/meshrelay/ca.crt --state-dir /var/lib/meshrelay`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

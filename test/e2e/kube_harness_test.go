@@ -125,11 +125,18 @@ func (c *kubeCluster) versions(t *testing.T) map[string]string {
 // startKubeAgent starts an agent in Kubernetes mode against kubeconfig.
 func (h *harness) startKubeAgent(cluster string, s *server, kubeconfig string, extra ...string) *agent {
 	h.t.Helper()
-	a := &agent{cluster: cluster, state: filepath.Join(h.dir, cluster, "state"), admin: h.addr()}
+	return h.startKubeReplica(cluster, cluster, s, kubeconfig, extra...)
+}
+
+// startKubeReplica starts an agent of cluster in Kubernetes mode against kubeconfig, with
+// the state directory and log of replica name.
+func (h *harness) startKubeReplica(cluster, name string, s *server, kubeconfig string, extra ...string) *agent {
+	h.t.Helper()
+	a := &agent{cluster: cluster, state: filepath.Join(h.dir, name, "state"), admin: h.addr()}
 	a.args = append([]string{"agent", "--kubernetes", "--kubeconfig", kubeconfig, "--cluster", cluster, "--relay-address", s.relay,
 		"--token-file", h.token, "--relay-ca-file", filepath.Join(s.dataDir, "relay-ca.crt"), "--state-dir", a.state,
 		"--admin-address", a.admin, "--xds-address", "127.0.0.1:0", "--max-backoff", "1s", "--log-level", "debug"}, extra...)
-	a.p = h.start("agent-"+cluster, a.args...)
+	a.p = h.start("agent-"+name, a.args...)
 	return a
 }
 
@@ -138,7 +145,12 @@ type kubeAgentStatus struct {
 	Connected     bool   `json:"connected"`
 	OutputVersion uint64 `json:"outputVersion"`
 	InputHash     string `json:"inputHash"`
-	KubeSink      *struct {
+	Leader        *struct {
+		Identity string `json:"identity"`
+		Leading  bool   `json:"leading"`
+		Holder   string `json:"holder"`
+	} `json:"leaderElection"`
+	KubeSink *struct {
 		OwnedObjects  int      `json:"ownedObjects"`
 		Applies       uint64   `json:"applies"`
 		Deletes       uint64   `json:"deletes"`

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -277,4 +280,148 @@ func TestKubeAndUniversalInOneMesh(t *testing.T) {
 	eventually(t, 60*time.Second, "the Kubernetes service gone from the universal cluster's output", func() error {
 		return outputLacks(t, ub, seKey("service-blue"))
 	})
+}
+
+// TestKubeAgentReplicasLeaderElection runs two agent replicas of one Kubernetes cluster
+// with the agent chart's RBAC for leaderElection: they elect a leader with a
+// coordination.k8s.io Lease; only the leader connects and writes. When the leader is killed
+// (kill -9), the standby takes the Lease once it expires, serves the cluster and re-applies
+// the output without rewriting or deleting a single object. A leader that stops cleanly
+// releases the Lease before it exits, and the other takes over.
+func TestKubeAgentReplicasLeaderElection(t *testing.T) {
+	h := newHarness(t)
+	kc := startKubeCluster(t)
+	s := h.startServer("server", []string{"kube-a", "uni-b"})
+	sa := chartIdentity(t, kc.env, charts.Agent, "meshrelay-agent", map[string]any{
+		"cluster": "kube-a", "relay": map[string]any{"address": s.relay}, "replicas": 2, "leaderElection": true,
+	})
+	const lease = "meshrelay-agent" // the chart's Lease: <release namespace>/<full name>
+	start := func(id string) *agent {
+		return h.startKubeReplica("kube-a", id, s, sa.Kubeconfig, "--leader-election", "--leader-election-lease", "meshrelay-system/"+lease,
+			"--leader-election-id", id, "--lease-duration", "3s")
+	}
+	replicas := map[string]*agent{"r1": start("r1"), "r2": start("r2")}
+	other := map[string]string{"r1": "r2", "r2": "r1"}
+	ub := h.startAgent("uni-b", s)
+	writeFile(t, filepath.Join(ub.discovery, "green.yaml"), serviceYAML("service-green", "10.2.0.20", 8080))
+	kc.createService(t, "service-blue", "10.1.0.10", 8080)
+
+	var leader string
+	eventually(t, 30*time.Second, "a replica holds the Lease", func() error {
+		if leader = leaseHolder(t, kc.env, lease); replicas[leader] == nil {
+			return fmt.Errorf("lease holder %q", leader)
+		}
+		return nil
+	})
+	standby := other[leader]
+	eventually(t, 60*time.Second, "the leader applies the universal service and publishes the Kubernetes one", func() error {
+		if err := seHas(t, kc, "vd-service-green"); err != nil {
+			return err
+		}
+		return outputHas(t, ub, seKey("service-blue"))
+	})
+	waitKubeSettled(t, replicas[leader])
+	waitLeading(t, replicas[leader], true, leader)
+	st := waitLeading(t, replicas[standby], false, leader)
+	if st.Connected || st.KubeSink.Applies != 0 || st.OutputVersion != 0 {
+		t.Fatalf("standby %s connected=%v applies=%d output=%d, want idle", standby, st.Connected, st.KubeSink.Applies, st.OutputVersion)
+	}
+	if code := httpStatus(t, replicas[standby].admin, "/readyz"); code != http.StatusOK {
+		t.Errorf("standby /readyz %d, want 200: a standby is ready to take over", code)
+	}
+	before := kc.versions(t)
+
+	// The leader vanishes without releasing the Lease: the standby takes over once it expires.
+	replicas[leader].p.Kill()
+	eventually(t, 30*time.Second, "the standby takes the Lease", func() error {
+		if got := leaseHolder(t, kc.env, lease); got != standby {
+			return fmt.Errorf("lease holder %q, want %q", got, standby)
+		}
+		return nil
+	})
+	waitLeading(t, replicas[standby], true, standby)
+	eventually(t, 30*time.Second, "the new leader connected", func() error {
+		st, err := kubeStatus(replicas[standby])
+		if err != nil || !st.Connected || st.OutputVersion == 0 {
+			return fmt.Errorf("connected=%v output=%d %v", st.Connected, st.OutputVersion, err)
+		}
+		return nil
+	})
+	waitKubeSettled(t, replicas[standby])
+	if after := kc.versions(t); !mapsEqual(before, after) {
+		t.Errorf("taking over rewrote objects: resourceVersions %v, then %v", before, after)
+	}
+	if st, _ := kubeStatus(replicas[standby]); st.KubeSink.Deletes != 0 {
+		t.Errorf("taking over deleted %d objects", st.KubeSink.Deletes)
+	}
+	writeFile(t, filepath.Join(ub.discovery, "red.yaml"), serviceYAML("service-red", "10.2.0.30", 8080))
+	kc.createService(t, "svc-new", "10.1.0.40", 8080)
+	eventually(t, 60*time.Second, "the new leader applies and discovers", func() error {
+		if err := seHas(t, kc, "vd-service-red"); err != nil {
+			return err
+		}
+		return outputHas(t, ub, seKey("svc-new"))
+	})
+
+	// The killed replica comes back as the standby; the leader stops cleanly and releases the
+	// Lease on its way out, so the comeback takes over without waiting for it to expire.
+	replicas[leader] = start(leader)
+	waitLeading(t, replicas[leader], false, standby)
+	if err := replicas[standby].p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := leaseHolder(t, kc.env, lease); got == standby {
+		t.Fatalf("the stopped leader %s still holds the Lease", standby)
+	}
+	waitLeading(t, replicas[leader], true, leader)
+	if err := os.Remove(filepath.Join(ub.discovery, "red.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the comeback leader prunes the removed service", func() error {
+		if err := seHas(t, kc, "vd-service-red"); err == nil {
+			return errors.New("vd-service-red still applied")
+		}
+		return seHas(t, kc, "vd-service-green")
+	})
+}
+
+// httpStatus is the status code of GET path on addr.
+func httpStatus(t *testing.T, addr, path string) int {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + addr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// seHas is nil when the ServiceEntry name exists in the cluster.
+func seHas(t *testing.T, kc *kubeCluster, name string) error {
+	ses, err := kc.serviceEntries(t)
+	if err != nil {
+		return err
+	}
+	if ses[name] == nil {
+		return fmt.Errorf("no %s among %v", name, keysOfMap(ses))
+	}
+	return nil
+}
+
+// waitLeading waits until the replica's /status says whether it leads and who holds the
+// Lease, and returns that status.
+func waitLeading(t *testing.T, a *agent, leading bool, holder string) kubeAgentStatus {
+	t.Helper()
+	var st kubeAgentStatus
+	eventually(t, 30*time.Second, fmt.Sprintf("%s leading=%v under %s", a.state, leading, holder), func() error {
+		var err error
+		if st, err = kubeStatus(a); err != nil {
+			return err
+		}
+		if st.Leader == nil || st.Leader.Leading != leading || st.Leader.Holder != holder {
+			return fmt.Errorf("leader election %+v", st.Leader)
+		}
+		return nil
+	})
+	return st
 }

@@ -145,6 +145,10 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- end }}
 {{- if .Values.leaderElection }}
 - --leader-election
+- {{ printf "--leader-election-lease=%s/%s" .Release.Namespace (include "meshrelay-agent.fullname" .) | quote }}
+{{- with .Values.leaseDuration }}
+- {{ printf "--lease-duration=%s" . | quote }}
+{{- end }}
 {{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}

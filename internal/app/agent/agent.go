@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
+	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/sink"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/xds"
@@ -40,6 +40,20 @@ type Config struct {
 	AdminAddress string
 	XDSAddress   string
 	Kube         KubeConfig
+	Leader       LeaderConfig
+}
+
+// LeaderConfig configures leader election among the agent replicas of one cluster.
+type LeaderConfig struct {
+	// Enabled turns leader election on (--leader-election).
+	Enabled bool
+	// Lease is NAMESPACE/NAME of the coordination.k8s.io Lease; empty means
+	// $POD_NAMESPACE (else meshrelay-system) / meshrelay-agent-<cluster>.
+	Lease string
+	// Identity is this replica's holder identity; empty means $POD_NAME, else host and pid.
+	Identity string
+	// Duration is the lease duration.
+	Duration time.Duration
 }
 
 // KubeConfig configures Kubernetes mode: discovery through the API server's informers and the
@@ -83,6 +97,11 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&k.MaxDeleteFraction, "max-delete-fraction", sink.DefaultMaxDeleteFraction, "Kubernetes mode: deletion guard: an output that would delete more than this share (0 to 1) of the Istio objects the agent owns in one step, and at least --delete-guard-min of them, is held back (nothing of it is written and the agent refuses it) unless its epoch is newer than that of the last applied output (only 'meshrelay switch-active' moves the epoch); shown in /status (kubeSink.deletionGuard), by the metrics meshrelay_sink_deletion_guard_active and meshrelay_sink_deletions_refused_total, and by 'meshrelay check' as the cluster's refusal; 1 turns the guard off")
 	fs.IntVar(&k.MinGuardedDeletions, "delete-guard-min", sink.DefaultMinGuardedDeletions, "Kubernetes mode: a step deleting fewer objects than this is never held back by the deletion guard (so removing the only object of a small cluster goes through)")
 	fs.DurationVar(&k.Resync, "kube-resync", sink.DefaultKubeResync, "Kubernetes mode: how often the last output is re-applied to repair drift (owned objects edited or deleted by hand); only objects that differ are written; 0 disables it")
+	l := &c.Leader
+	fs.BoolVar(&l.Enabled, "leader-election", false, "elect one leader among the agent replicas of this cluster with a coordination.k8s.io Lease in the cluster's API server (client-go leader election; the API server of --kubeconfig/--kube-context, also in universal mode). Only the leader discovers, connects to the management server, applies outputs and opens --xds-address; a standby is live and ready, keeps its xDS port closed (gateways reconnect to the leader) and shows the holder in /status (leaderElection). Stopping releases the Lease after the agent stopped writing; a leader that fails to renew the Lease stops and exits non-zero, to campaign again when restarted")
+	fs.StringVar(&l.Lease, "leader-election-lease", "", "with --leader-election: NAMESPACE/NAME of the Lease (default: $POD_NAMESPACE, else meshrelay-system, / meshrelay-agent-<cluster>)")
+	fs.StringVar(&l.Identity, "leader-election-id", "", "with --leader-election: this replica's identity in the Lease, unique among the replicas (default: $POD_NAME, else <hostname>-<pid>)")
+	fs.DurationVar(&l.Duration, "lease-duration", 15*time.Second, "with --leader-election: lease duration; a leader that cannot renew for two thirds of it stops, and a standby takes over at most this long after a leader vanished without releasing it")
 	fs.StringVar(&c.XDSAddress, "xds-address", "127.0.0.1:18000", "address of the ADS (xDS) server the cluster's gateways connect to (plaintext gRPC; keep it on loopback or a private network); empty disables it")
 	fs.StringVar(&c.AdminAddress, "admin-address", ":9977", "address of the agent's admin HTTP endpoint: /healthz, /readyz, /metrics, /status")
 }
@@ -95,6 +114,13 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Agent.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Leader.Enabled {
+		if _, err := c.leaseConfig(); err != nil {
+			errs = append(errs, err)
+		}
+	} else if c.Leader.Lease != "" || c.Leader.Identity != "" {
+		errs = append(errs, errors.New("--leader-election-lease and --leader-election-id need --leader-election"))
 	}
 	if c.Kube.Enabled {
 		if c.DiscoveryDir != "" {
@@ -117,9 +143,11 @@ func (c *Config) Validate() error {
 	if c.OutputDir == "" {
 		errs = append(errs, errors.New("--output-dir is required (or --kubernetes)"))
 	}
-	for _, f := range []struct{ flag, value string }{
-		{"--kubeconfig", c.Kube.Kubeconfig}, {"--kube-context", c.Kube.Context}, {"--kube-namespaces", strings.Join(c.Kube.Namespaces, ",")},
-	} {
+	kubeFlags := []struct{ flag, value string }{{"--kube-namespaces", strings.Join(c.Kube.Namespaces, ",")}}
+	if !c.Leader.Enabled { // the Lease lives in the API server of --kubeconfig
+		kubeFlags = append(kubeFlags, []struct{ flag, value string }{{"--kubeconfig", c.Kube.Kubeconfig}, {"--kube-context", c.Kube.Context}}...)
+	}
+	for _, f := range kubeFlags {
 		if f.value != "" {
 			errs = append(errs, fmt.Errorf("%s needs --kubernetes", f.flag))
 		}
@@ -138,6 +166,36 @@ func (c *Config) kubeSinkConfig() sink.KubeConfig {
 		MinGuardedDeletions: c.Kube.MinGuardedDeletions,
 		Resync:              resync,
 	}
+}
+
+// leaseConfig is the Lease of --leader-election, with its defaults.
+func (c *Config) leaseConfig() (kubelease.Config, error) {
+	l := c.Leader
+	if l.Lease == "" {
+		ns := os.Getenv("POD_NAMESPACE")
+		if ns == "" {
+			ns = "meshrelay-system"
+		}
+		l.Lease = ns + "/meshrelay-agent-" + c.Agent.Cluster
+	}
+	ns, name, err := kubelease.ParseName(l.Lease)
+	if err != nil {
+		return kubelease.Config{}, fmt.Errorf("--leader-election-lease: %w", err)
+	}
+	if l.Identity == "" {
+		l.Identity = os.Getenv("POD_NAME")
+	}
+	if l.Identity == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return kubelease.Config{}, fmt.Errorf("--leader-election-id is empty and the hostname unknown: %w", err)
+		}
+		l.Identity = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if l.Duration < time.Second {
+		return kubelease.Config{}, errors.New("--lease-duration must be at least 1s")
+	}
+	return kubelease.Config{Namespace: ns, Name: name, Identity: l.Identity, Duration: l.Duration}, nil
 }
 
 // restConfig loads the workload cluster's API server config (kubeconfig.Load's order).
@@ -198,29 +256,72 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		src = discovery.NewDir(cfg.DiscoveryDir, log.With("component", "discovery"))
 	}
 	var xdsServer *xds.Server
-	var xdsLn net.Listener
 	if cfg.XDSAddress != "" {
 		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
 		sinks.xds = xdsServer
-		var err error
-		if xdsLn, err = xdsServer.Listen(); err != nil {
-			return err
-		}
 	}
 	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg)
 	if err != nil {
 		return err
 	}
-	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: ag.Ready, Status: func() any {
+	// run runs what only the leader runs: discovery, the relay session, the sinks, xDS.
+	run := func(ctx context.Context) error {
+		g, gctx := errgroup.WithContext(ctx)
+		if kubeSink != nil {
+			g.Go(func() error { return kubeSink.Start(gctx) })
+		}
+		if xdsServer != nil {
+			ln, err := xdsServer.Listen()
+			if err != nil {
+				return err
+			}
+			g.Go(func() error { return xdsServer.Start(gctx, ln) })
+		}
+		g.Go(func() error {
+			if err := ag.Start(gctx); err != nil {
+				return fmt.Errorf("agent: %w", err)
+			}
+			return nil
+		})
+		return g.Wait()
+	}
+	var leader *kubelease.Leader
+	if cfg.Leader.Enabled {
+		lc, _ := cfg.leaseConfig() // checked by Validate
+		rc, err := cfg.restConfig()
+		if err != nil {
+			return fmt.Errorf("--leader-election: %w", err)
+		}
+		klog.SetSlogLogger(log.With("component", "client-go"))
+		if leader, err = kubelease.NewLeader(rc, lc, run, log.With("component", "leader-election")); err != nil {
+			return fmt.Errorf("--leader-election: %w", err)
+		}
+	}
+	ready := ag.Ready
+	if leader != nil {
+		ready = func() error {
+			if !leader.Leading() {
+				return nil // a standby is ready to take over
+			}
+			return ag.Ready()
+		}
+	}
+	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: ready, Status: func() any {
 		st := struct {
 			relayagent.Status
 			DiscoveryErrors []string `json:"discoveryErrors,omitempty"`
 			// KubeSink is the Kubernetes sink's state, with its deletion guard (Kubernetes mode).
 			KubeSink *sink.KubeStatus `json:"kubeSink,omitempty"`
+			// LeaderElection is the election's state (--leader-election).
+			LeaderElection *kubelease.Status `json:"leaderElection,omitempty"`
 		}{Status: ag.Status(), DiscoveryErrors: src.Errors()}
 		if kubeSink != nil {
 			ks := kubeSink.Status()
 			st.KubeSink = &ks
+		}
+		if leader != nil {
+			ls := leader.Status()
+			st.LeaderElection = &ls
 		}
 		return st
 	}, Gatherer: reg}, log.With("component", "admin"))
@@ -228,20 +329,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
-		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir)
+		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir,
+		"leaderElection", cfg.Leader.Enabled)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Start(gctx) })
-	if kubeSink != nil {
-		g.Go(func() error { return kubeSink.Start(gctx) })
-	}
-	if xdsServer != nil {
-		g.Go(func() error { return xdsServer.Start(gctx, xdsLn) })
-	}
 	g.Go(func() error {
-		if err := ag.Start(gctx); err != nil {
-			return fmt.Errorf("agent: %w", err)
+		if leader != nil {
+			return leader.Run(gctx)
 		}
-		return nil
+		return run(gctx)
 	})
 	return g.Wait()
 }
