@@ -24,5 +24,7 @@ echo "== kube-apiserver and etcd for the Kubernetes tests" >&2
 # .bin/envtest) and installs Debian's etcd-server when missing; internal/kubetest uses them.
 scripts/kube-tools.sh kube-apiserver etcd
 export KUBEBUILDER_ASSETS="$PWD/.bin/envtest"
+echo "== generated deep copies and CRDs are up to date" >&2
+scripts/generate.sh --check
 echo "== go test -race" >&2
 go test -race -count=1 -timeout 20m "$@" ./...
