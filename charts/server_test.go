@@ -94,7 +94,7 @@ func TestServerDefaults(t *testing.T) {
 	}
 	wantArgs(t, args, "server", "--relay-address=:9900", "--admin-address=:9901", "--safe-mode=true",
 		"--relay-ca-cert=/etc/meshrelay/relay-ca/tls.crt", "--mesh-ca-cert=/etc/meshrelay/mesh-ca/tls.crt",
-		"--token-file=/etc/meshrelay/token/token", "--replica-id=$(POD_NAME)", "--advertise-address=$(POD_IP):9900",
+		"--token-file=/etc/meshrelay/token/token", "--admin-token-file=/etc/meshrelay/admin-token/token", "--replica-id=$(POD_NAME)", "--advertise-address=$(POD_IP):9900",
 		"--relay-server-names=meshrelay-server,meshrelay-server.meshrelay-system,meshrelay-server.meshrelay-system.svc,meshrelay-server.meshrelay-system.svc.cluster.local")
 	noFlags(t, args, "leader-election", "cluster-load-balancing", "redis-address", "mgmt-cluster-name", "safe-start-window", "config-dir",
 		"kubernetes", "redis-password")
@@ -207,12 +207,13 @@ func TestServerValues(t *testing.T) {
 	t.Run("bring your own certificates", func(t *testing.T) {
 		r := render(t, charts.Server, vals("relay.ca.generate", false, "relay.ca.secretName", "corp-relay-ca",
 			"relay.serverCertSecretName", "relay-serving", "meshCA.generate", false, "meshCA.secretName", "corp-mesh-ca",
-			"relay.token.generate", false, "relay.token.secretName", "corp-token", "relay.token.secretKey", "relay-token"))
+			"relay.token.generate", false, "relay.token.secretName", "corp-token", "relay.token.secretKey", "relay-token",
+			"admin.token.generate", false, "admin.token.secretName", "corp-admin", "admin.token.secretKey", "admin"))
 		d := deployment(t, r)
 		checkArgs(t, d)
 		args := d.Spec.Template.Spec.Containers[0].Args
 		wantArgs(t, args, "--relay-server-cert=/etc/meshrelay/relay-server/tls.crt", "--relay-server-key=/etc/meshrelay/relay-server/tls.key",
-			"--token-file=/etc/meshrelay/token/relay-token")
+			"--token-file=/etc/meshrelay/token/relay-token", "--admin-token-file=/etc/meshrelay/admin-token/admin")
 		noFlags(t, args, "relay-server-names")
 		if objs := r.OfKind("Secret"); len(objs) != 0 {
 			t.Errorf("bring-your-own renders Secrets: %s", inventory(r))
@@ -223,7 +224,7 @@ func TestServerValues(t *testing.T) {
 				got[v.Name] = v.Secret.SecretName
 			}
 		}
-		want := map[string]string{"token": "corp-token", "relay-ca": "corp-relay-ca", "relay-server": "relay-serving", "mesh-ca": "corp-mesh-ca"}
+		want := map[string]string{"token": "corp-token", "admin-token": "corp-admin", "relay-ca": "corp-relay-ca", "relay-server": "relay-serving", "mesh-ca": "corp-mesh-ca"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Secret volumes %v, want %v", got, want)
 		}

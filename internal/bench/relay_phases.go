@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -16,7 +17,11 @@ import (
 // and churn.
 
 func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.Time, err error) {
-	c := configapi.NewClient(r.servers[0].admin)
+	token, err := configapi.ReadToken(filepath.Join(r.servers[0].data, configapi.TokenFileName))
+	if err != nil {
+		return sent, accepted, err
+	}
+	c := configapi.NewClient(r.servers[0].admin, token)
 	sent = time.Now()
 	res, err := c.Apply(ctx, "bench", []byte(yaml))
 	accepted = time.Now()

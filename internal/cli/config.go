@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -20,6 +21,10 @@ import (
 )
 
 const defaultServer = "127.0.0.1:9901"
+
+// adminTarget is the management server a command talks to: its admin address and the admin
+// token its config API needs.
+type adminTarget struct{ server, tokenFile string }
 
 func serverFlag(cmd *cobra.Command, p *string) {
 	env := os.Getenv("MESHRELAY_SERVER")
@@ -29,8 +34,40 @@ func serverFlag(cmd *cobra.Command, p *string) {
 	cmd.Flags().StringVar(p, "server", env, "admin address of the management server (env MESHRELAY_SERVER)")
 }
 
+func adminFlags(cmd *cobra.Command, t *adminTarget) {
+	serverFlag(cmd, &t.server)
+	cmd.Flags().StringVar(&t.tokenFile, "admin-token-file", "", "file holding the server's admin token (its --admin-token-file; default: $MESHRELAY_ADMIN_TOKEN, else "+
+		defaultAdminTokenFile()+" when it exists, where a server started in this directory generates it)")
+}
+
+func defaultAdminTokenFile() string {
+	return filepath.Join(serverapp.DefaultDataDir, configapi.TokenFileName)
+}
+
+// client returns a config API client presenting the admin token.
+func (t adminTarget) client() (*configapi.Client, error) {
+	token, err := t.token()
+	if err != nil {
+		return nil, err
+	}
+	return configapi.NewClient(t.server, token), nil
+}
+
+func (t adminTarget) token() (string, error) {
+	if t.tokenFile != "" {
+		return configapi.ReadToken(t.tokenFile)
+	}
+	if v := strings.TrimSpace(os.Getenv("MESHRELAY_ADMIN_TOKEN")); v != "" {
+		return v, nil
+	}
+	if _, err := os.Stat(defaultAdminTokenFile()); err == nil {
+		return configapi.ReadToken(defaultAdminTokenFile())
+	}
+	return "", nil // the server's refusal says what is missing
+}
+
 func newApplyCmd() *cobra.Command {
-	var server string
+	var target adminTarget
 	var files []string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE|DIR|-",
@@ -48,7 +85,10 @@ applied. Exits non-zero if anything was refused.`,
 			if len(files) == 0 {
 				return fmt.Errorf("-f is required")
 			}
-			c := configapi.NewClient(server)
+			c, err := target.client()
+			if err != nil {
+				return err
+			}
 			failed := false
 			for _, f := range files {
 				sources, err := manifestFiles(f)
@@ -86,7 +126,7 @@ applied. Exits non-zero if anything was refused.`,
 		},
 	}
 	cmd.Flags().StringSliceVarP(&files, "filename", "f", nil, "file, directory (all *.yaml, *.yml, *.json inside, recursively) or - for stdin; repeatable")
-	serverFlag(cmd, &server)
+	adminFlags(cmd, &target)
 	return cmd
 }
 
@@ -113,7 +153,8 @@ func manifestFiles(path string) ([]string, error) {
 }
 
 func newDeleteCmd() *cobra.Command {
-	var server, namespace string
+	var target adminTarget
+	var namespace string
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
 		Short: "Delete a resource applied through the API",
@@ -124,7 +165,11 @@ func newDeleteCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("unknown kind %q (known: %s)", args[0], strings.Join(resource.Kinds(), ", "))
 			}
-			if err := configapi.NewClient(server).Delete(cmd.Context(), kind, namespace, args[1]); err != nil {
+			c, err := target.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Delete(cmd.Context(), kind, namespace, args[1]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s %q deleted\n", kind, args[1])
@@ -132,12 +177,13 @@ func newDeleteCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of the resource (empty for cluster-scoped kinds such as KubernetesCluster)")
-	serverFlag(cmd, &server)
+	adminFlags(cmd, &target)
 	return cmd
 }
 
 func newGetCmd() *cobra.Command {
-	var server, output string
+	var target adminTarget
+	var output string
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "List resources of the management server's configuration",
@@ -158,7 +204,11 @@ func newGetCmd() *cobra.Command {
 			if len(args) == 2 {
 				name = args[1]
 			}
-			items, err := configapi.NewClient(server).List(cmd.Context(), kind, name)
+			c, err := target.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.List(cmd.Context(), kind, name)
 			if err != nil {
 				return err
 			}
@@ -169,7 +219,7 @@ func newGetCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, yaml or json")
-	serverFlag(cmd, &server)
+	adminFlags(cmd, &target)
 	return cmd
 }
 
@@ -216,7 +266,8 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 
 func newDebugCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "debug", Short: "Inspect the management server's live state"}
-	var server, cluster, output string
+	var target adminTarget
+	var cluster, output string
 	var input, outputSnap bool
 	snap := &cobra.Command{
 		Use:   "snapshot --cluster NAME [--input|--output]",
@@ -234,7 +285,11 @@ func newDebugCmd() *cobra.Command {
 			if input {
 				kind = snapshot.Input
 			}
-			s, err := configapi.NewClient(server).Snapshot(cmd.Context(), cluster, kind)
+			c, err := target.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.Snapshot(cmd.Context(), cluster, kind)
 			if err != nil {
 				return err
 			}
@@ -245,7 +300,7 @@ func newDebugCmd() *cobra.Command {
 	snap.Flags().BoolVar(&input, "input", false, "show the input snapshot")
 	snap.Flags().BoolVar(&outputSnap, "output", false, "show the output snapshot (default)")
 	snap.Flags().StringVarP(&output, "format", "o", "yaml", "yaml, json or table")
-	serverFlag(snap, &server)
+	adminFlags(snap, &target)
 	cmd.AddCommand(snap, newDebugTranslateCmd())
 	return cmd
 }

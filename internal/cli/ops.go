@@ -154,7 +154,7 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 		}
 	}
 	var st serverapp.ServerStatus
-	c := configapi.NewClient(server)
+	c := configapi.NewClient(server, "") // /status and /readyz need no admin token
 	if err := c.Status(ctx, &st); err != nil {
 		add("server reachable", false, "%v", err)
 		return out

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -16,22 +17,41 @@ import (
 
 // Client calls a management server's admin API.
 type Client struct {
-	Base string // e.g. http://127.0.0.1:9901
-	HTTP *http.Client
+	Base  string // e.g. http://127.0.0.1:9901
+	Token string // the admin token the config API needs
+	HTTP  *http.Client
 }
 
-// NewClient returns a client for an admin address ("host:port" or a URL).
-func NewClient(addr string) *Client {
+// NewClient returns a client for an admin address ("host:port" or a URL) that presents
+// token to the config API.
+func NewClient(addr, token string) *Client {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &Client{Base: strings.TrimRight(addr, "/"), HTTP: &http.Client{Timeout: 30 * time.Second}}
+	return &Client{Base: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// ReadToken reads a token file (surrounding white space is ignored): the admin token, and
+// on the server the relay identity token too.
+func ReadToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return t, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.Base+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {

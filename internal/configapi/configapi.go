@@ -4,6 +4,7 @@ package configapi
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,8 +47,15 @@ type Item struct {
 
 const maxBody = 16 << 20
 
-// Register adds the API routes to an admin server.
-func Register(s *admin.Server, b Backend) {
+// TokenFileName is the admin token's file in the server's data directory, where the server
+// generates it without --admin-token-file and where the CLI looks for it by default.
+const TokenFileName = "admin-token"
+
+// Register adds the API routes to an admin server. Every route needs the header
+// "Authorization: Bearer <token>" with the token that token returns at the time of the
+// request (so a rotated token file takes effect at once).
+func Register(adm *admin.Server, b Backend, token func() (string, error)) {
+	s := authenticated{adm, token}
 	s.Handle("POST /api/v1/apply", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
@@ -128,6 +136,35 @@ func Register(s *admin.Server, b Backend) {
 			return
 		}
 		admin.WriteJSON(w, http.StatusOK, snap)
+	}))
+}
+
+// authenticated registers handlers behind the bearer token check.
+type authenticated struct {
+	adm   *admin.Server
+	token func() (string, error)
+}
+
+func (a authenticated) Handle(pattern string, h http.Handler) {
+	a.adm.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want, err := a.token()
+		if err != nil {
+			http.Error(w, "admin token unavailable on the server: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meshrelay admin"`)
+			reason := "no admin token"
+			if ok {
+				reason = "wrong admin token"
+			}
+			http.Error(w, reason+": the config API needs 'Authorization: Bearer <token>' with the server's admin token "+
+				"(its --admin-token-file, by default <data-dir>/"+TokenFileName+"; the CLI takes --admin-token-file or MESHRELAY_ADMIN_TOKEN)",
+				http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
 	}))
 }
 

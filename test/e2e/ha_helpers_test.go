@@ -155,7 +155,7 @@ func (h *harness) startMgmt(name string, o mgmtOpts) *mgmt {
 		writeConfigDir(h.t, m.config, o.clusters)
 	}
 	m.args = []string{"server", "--relay-address", m.relay, "--admin-address", m.admin, "--data-dir", m.dataDir,
-		"--config-dir", m.config, "--token-file", h.token, "--log-level", "info"}
+		"--config-dir", m.config, "--token-file", h.token, "--admin-token-file", h.adminToken, "--log-level", "info"}
 	if o.caFrom != nil {
 		d := o.caFrom.dataDir
 		m.args = append(m.args, "--relay-ca-cert", filepath.Join(d, "relay-ca.crt"), "--relay-ca-key", filepath.Join(d, "relay-ca.key"),

@@ -25,6 +25,10 @@ import (
 
 var bin string
 
+// adminToken is the admin token of every server the tests start (--admin-token-file
+// harness.adminToken); cli passes it to the CLI as MESHRELAY_ADMIN_TOKEN.
+var adminToken = "e2e-admin-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "meshrelay-e2e-bin-")
 	if err != nil {
@@ -48,9 +52,10 @@ func TestMain(m *testing.M) {
 
 // harness owns the processes and files of one test.
 type harness struct {
-	t     *testing.T
-	dir   string
-	token string
+	t          *testing.T
+	dir        string
+	token      string // relay identity token file
+	adminToken string // admin token file
 }
 
 func newHarness(t *testing.T) *harness {
@@ -58,6 +63,10 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, dir: t.TempDir()}
 	h.token = filepath.Join(h.dir, "token")
 	if err := os.WriteFile(h.token, []byte("e2e-token-"+strconv.FormatInt(time.Now().UnixNano(), 36)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.adminToken = filepath.Join(h.dir, "admin-token")
+	if err := os.WriteFile(h.adminToken, []byte(adminToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -116,7 +125,7 @@ func (h *harness) startServer(name string, clusters []string, extra ...string) *
 	}
 	writeFile(h.t, filepath.Join(s.config, "clusters.yaml"), b.String())
 	writeFile(h.t, filepath.Join(s.config, "virtual-destinations.yaml"), virtualDestinations)
-	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir,
+	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir, "--admin-token-file", h.adminToken,
 		"--config-dir", s.config, "--token-file", h.token, "--log-level", "debug"}, extra...)
 	s.p = h.start(name, s.args...)
 	waitProcReady(h.t, s.p, s.admin)

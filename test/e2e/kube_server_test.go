@@ -78,7 +78,7 @@ func (h *harness) startKubeServer(name string, sa *kubetest.User, extra ...strin
 	h.t.Helper()
 	s := &server{relay: h.addr(), admin: h.addr(), dataDir: filepath.Join(h.dir, name+"-data")}
 	s.args = append([]string{"server", "--kubernetes", "--kubeconfig", sa.Kubeconfig, "--relay-address", s.relay, "--admin-address", s.admin,
-		"--data-dir", s.dataDir, "--token-file", h.token, "--log-level", "debug"}, extra...)
+		"--data-dir", s.dataDir, "--token-file", h.token, "--admin-token-file", h.adminToken, "--log-level", "debug"}, extra...)
 	s.p = h.start(name, s.args...)
 	waitProcReady(h.t, s.p, s.admin)
 	return s

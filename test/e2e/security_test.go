@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -249,4 +251,52 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 		t.Fatal("an expired certificate was accepted")
 	}
 	eventually(t, 5*time.Second, "server logs the expiry", func() error { return logContains(t, s.p, "certificate has expired") })
+}
+
+// The admin config API (apply, delete, get, snapshots with their private keys) needs the
+// server's admin token; probes, metrics and /status do not. A server started with the
+// default --data-dir generates the token there, and the CLI run in the same directory finds
+// it without any flag.
+func TestAdminAPINeedsToken(t *testing.T) {
+	h := newHarness(t)
+	admin := h.addr()
+	config := filepath.Join(h.dir, "config")
+	writeFile(t, filepath.Join(config, "clusters.yaml"), "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: local\n")
+	p := h.start("server", "server", "--relay-address", h.addr(), "--admin-address", admin, "--config-dir", config,
+		"--data-dir", filepath.Join(h.dir, "meshrelay-data")) // the default --data-dir, relative to h.dir
+	waitProcReady(t, p, admin)
+
+	for _, path := range []string{"/api/v1/resources", "/api/v1/snapshots/local/output"} {
+		if code := httpStatus(t, admin, path); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without the admin token: %d, want 401", path, code)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/status"} {
+		if code := httpStatus(t, admin, path); code != http.StatusOK {
+			t.Errorf("GET %s: %d, want 200 without a token", path, code)
+		}
+	}
+
+	run := func(env []string, args ...string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), bin, append(args, "--server", admin)...)
+		cmd.Dir, cmd.Env = h.dir, append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	wrong := filepath.Join(h.dir, "wrong-token")
+	writeFile(t, wrong, "not-the-token\n")
+	good := filepath.Join(h.dir, "east.yaml")
+	writeFile(t, good, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: east\n")
+	if out, err := run(nil, "apply", "-f", good, "--admin-token-file", wrong); err == nil || !strings.Contains(out, "wrong admin token") {
+		t.Errorf("apply with a wrong token: %v\n%s", err, out)
+	}
+	if out, err := run([]string{"MESHRELAY_ADMIN_TOKEN=nope"}, "get", "kubernetesclusters"); err == nil || !strings.Contains(out, "wrong admin token") {
+		t.Errorf("get with a wrong token in the environment: %v\n%s", err, out)
+	}
+	if out, err := run(nil, "get", "kubernetesclusters"); err != nil || strings.Contains(out, "east") || !strings.Contains(out, "local") {
+		t.Fatalf("get with the generated token found in ./meshrelay-data: %v\n%s", err, out)
+	}
+	if out, err := run(nil, "apply", "-f", good); err != nil || !strings.Contains(out, `KubernetesCluster "east" applied`) {
+		t.Errorf("apply with the generated token: %v\n%s", err, out)
+	}
 }

@@ -115,6 +115,7 @@ with the real command, so a flag the binary does not have fails the tests.
 - --replica-id=$(POD_NAME)
 - {{ printf "--advertise-address=%s" (.Values.relay.advertiseAddress | default (printf "$(POD_IP):%d" (int .Values.relay.port))) | quote }}
 - {{ printf "--token-file=/etc/meshrelay/token/%s" .Values.relay.token.secretKey | quote }}
+- {{ printf "--admin-token-file=/etc/meshrelay/admin-token/%s" .Values.admin.token.secretKey | quote }}
 {{- if .Values.relay.ca.secretName }}
 - --relay-ca-cert=/etc/meshrelay/relay-ca/tls.crt
 - --relay-ca-key=/etc/meshrelay/relay-ca/tls.key

@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -50,12 +49,16 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
+// DefaultDataDir is --data-dir's default.
+const DefaultDataDir = "meshrelay-data"
+
 // Config is the server's configuration; RegisterFlags binds it to flags.
 type Config struct {
 	RelayAddress    string
 	AdminAddress    string
 	DataDir         string
 	TokenFile       string
+	AdminTokenFile  string
 	TLSMode         string
 	TrustDomain     string
 	CACert, CAKey   string
@@ -103,8 +106,9 @@ type KubeConfig struct {
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RelayAddress, "relay-address", ":9900", "address the relay gRPC endpoint listens on; agents connect here")
 	fs.StringVar(&c.AdminAddress, "admin-address", "127.0.0.1:9901", "address of the admin HTTP API: /healthz, /readyz, /metrics, /status and the config API used by apply/get")
-	fs.StringVar(&c.DataDir, "data-dir", "meshrelay-data", "directory for the generated relay CA, serving certificate and token")
+	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory for the generated relay CA, serving certificate and token")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin config API (/api/v1: apply, delete, get, snapshots with their private keys) requires; re-read on every request, so it can be rotated; /healthz, /readyz, /metrics and /status need none (default: generated into <data-dir>/"+configapi.TokenFileName+", which the CLI finds there)")
 	fs.StringVar(&c.TLSMode, "relay-tls-mode", relay.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
 	fs.StringVar(&c.TrustDomain, "trust-domain", "meshrelay.local", "SPIFFE trust domain of agent identities (spiffe://<trust-domain>/cluster/<name>)")
 	fs.StringVar(&c.CACert, "relay-ca-cert", "", "bring your own relay CA certificate (PEM); default: generated into --data-dir")
@@ -251,9 +255,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		return err
 	}
 	issuer := pki.NewMeshIssuer(meshCA, cfg.MeshCertTTL)
-	token, err := tokenSource(cfg, log)
+	token, err := tokenSource(cfg.TokenFile, filepath.Join(cfg.DataDir, "relay-identity-token"), "relay identity token; give it to agents with --token-file", log)
 	if err != nil {
 		return err
+	}
+	adminToken, err := tokenSource(cfg.AdminTokenFile, filepath.Join(cfg.DataDir, configapi.TokenFileName), "admin token; the CLI reads it with --admin-token-file or MESHRELAY_ADMIN_TOKEN", log)
+	if err != nil {
+		return fmt.Errorf("--admin-token-file: %w", err)
 	}
 
 	reg := prometheus.NewRegistry()
@@ -371,7 +379,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter}
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
-	configapi.Register(adm, rec)
+	configapi.Register(adm, rec, adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
@@ -510,11 +518,10 @@ func loadServerCert(cfg Config, ca *pki.CA) (tls.Certificate, error) {
 }
 
 // tokenSource returns a function that reads the token file each time (so rotating it needs
-// no restart); without --token-file a token is generated once into the data dir.
-func tokenSource(cfg Config, log *slog.Logger) (func() (string, error), error) {
-	path := cfg.TokenFile
+// no restart); without a file (path empty) a token is generated once into generated.
+func tokenSource(path, generated, what string, log *slog.Logger) (func() (string, error), error) {
 	if path == "" {
-		path = filepath.Join(cfg.DataDir, "relay-identity-token")
+		path = generated
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 			b := make([]byte, 32)
 			if _, err := rand.Read(b); err != nil {
@@ -523,20 +530,10 @@ func tokenSource(cfg Config, log *slog.Logger) (func() (string, error), error) {
 			if err := os.WriteFile(path, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
 				return nil, fmt.Errorf("write generated token: %w", err)
 			}
-			log.Warn("generated a relay identity token; give it to agents with --token-file", "file", path)
+			log.Warn("generated a "+what, "file", path)
 		}
 	}
-	read := func() (string, error) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("read token file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("token file %s is empty", path)
-		}
-		return t, nil
-	}
+	read := func() (string, error) { return configapi.ReadToken(path) }
 	if _, err := read(); err != nil {
 		return nil, err
 	}
