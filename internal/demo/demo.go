@@ -8,6 +8,7 @@ package demo
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -142,6 +143,51 @@ func (e *env) waitReady(ctx context.Context, what, url string) error {
 		return fmt.Errorf("%s not ready: %w", what, err)
 	}
 	return nil
+}
+
+// waitInSync polls the server's /status until every named cluster is connected and in sync;
+// it returns how long that took.
+func (e *env) waitInSync(ctx context.Context, clusters ...string) (time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, e.opts.StepTimeout)
+	defer cancel()
+	var last string
+	for {
+		var st struct {
+			Clusters []struct {
+				Name   string `json:"name"`
+				InSync bool   `json:"inSync"`
+			} `json:"clusters"`
+			Connections map[string]json.RawMessage `json:"connections"`
+		}
+		body, err := get("http://" + e.addr("admin") + "/status")
+		if err == nil {
+			err = json.Unmarshal([]byte(body), &st)
+		}
+		waiting := []string{}
+		if err == nil {
+			for _, c := range clusters {
+				inSync := false
+				for _, got := range st.Clusters {
+					inSync = inSync || (got.Name == c && got.InSync)
+				}
+				if _, connected := st.Connections[c]; !inSync || !connected {
+					waiting = append(waiting, c)
+				}
+			}
+			if len(waiting) == 0 {
+				return time.Since(start), nil
+			}
+			last = "waiting for " + strings.Join(waiting, ", ")
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("agents not back in sync with the management server: %s", last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // get fetches the gateway's answer (the app's text, trimmed) or an error description.

@@ -13,7 +13,7 @@ func TestDemoTellsSeed003Story(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s\n%s", err, out, errOut)
 	}
-	for _, want := range []string{"→ blue-pod", "→ green-pod", "failover took", "blue-pod again", "management server goes away", "demo complete"} {
+	for _, want := range []string{"→ blue-pod", "→ green-pod", "failover took", "blue-pod again", "management server goes away", "in sync again after", "demo complete"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
