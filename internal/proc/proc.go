@@ -6,10 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -91,15 +94,36 @@ func (p *Process) Kill() {
 // Signal sends sig (for SIGSTOP/SIGCONT).
 func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago and that this process has
+// not handed out before. It picks below Linux's default ephemeral range (32768-60999), so
+// that neither a later "port 0" listener nor an outgoing connection's local port takes it
+// before the process it is meant for binds it (asking the kernel for port 0 instead hands
+// out recently freed ephemeral ports, and two calls can return the same one).
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := portLow + rand.IntN(portHigh-portLow)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue // in use
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free loopback port found in 1000 tries")
 }
+
+const portLow, portHigh = 20000, 32768
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // WaitHTTP polls url until it answers 200 or ctx ends.
 func WaitHTTP(ctx context.Context, url string) error {

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +19,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/gateway"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/poll"
+	"github.com/meshrelay/meshrelay/internal/proc"
 )
 
 // Logger logs to the test's output; MESHRELAY_TEST_LOG=debug shows debug logs, =off none.
@@ -36,12 +37,11 @@ func Logger(t testing.TB, name string) *slog.Logger {
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := proc.FreePort()
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(p)
 }
 
 // StartGateway runs a gateway until the end of the test, then checks that it stopped

@@ -7,7 +7,6 @@ package redistest
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/meshrelay/meshrelay/internal/proc"
 )
 
 // startTimeout bounds how long a started server may take to answer PING.
@@ -62,7 +63,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	t.Cleanup(s.Stop)
 	// The free port can be taken by someone else before redis-server binds it: try again.
 	for attempt := 1; ; attempt++ {
-		if s.port, err = freePort(); err != nil {
+		if s.port, err = proc.FreePort(); err != nil {
 			t.Fatalf("redistest: find a free port: %v", err)
 		}
 		err = s.start()
@@ -177,19 +178,6 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", strings.TrimSpace(line))
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, errors.New("listener address is not TCP")
-	}
-	return addr.Port, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of exec's copying goroutines.
