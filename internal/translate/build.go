@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
@@ -46,16 +47,54 @@ type world struct {
 	fpolicies     []typed[v1alpha1.FailoverPolicy]
 	opolicies     []typed[v1alpha1.OutlierDetectionPolicy]
 
+	// status collects problems: those of the configuration in the world Translate builds,
+	// those of one cluster's plan in the copy that plans it.
 	status *statusSet
 
-	// Memoized per translation (the world is immutable once built).
-	localCache   map[string]map[string]*upstreamModel
-	backingCache map[string][]backing
+	// Memoized per translation (the world is immutable once built), shared by the copies
+	// that plan clusters in parallel.
+	localCache   *cache[string, map[string]*upstreamModel]
+	backingCache *cache[string, []backing]
 	// gatewayEndpointsCache remembers gatewayEndpoints by cluster (callers copy elements
 	// before changing them).
-	gatewayEndpointsCache map[string][]Endpoint
+	gatewayEndpointsCache *cache[string, []Endpoint]
 	// tlsCache remembers clientTLS by consumer cluster and SNI.
-	tlsCache map[[2]string]*UpstreamTLS
+	tlsCache *cache[[2]string, *UpstreamTLS]
+}
+
+// cache is a concurrency-safe memo of values computed from their key. Racing callers may
+// both compute a value (the same one: computing is deterministic); the first one stored is
+// what every caller gets from then on.
+type cache[K comparable, V any] struct {
+	mu sync.Mutex
+	m  map[K]V
+}
+
+func newCache[K comparable, V any]() *cache[K, V] { return &cache[K, V]{m: map[K]V{}} }
+
+func (c *cache[K, V]) get(k K, compute func() V) V {
+	c.mu.Lock()
+	v, ok := c.m[k]
+	c.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = compute()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[k]; ok {
+		return old
+	}
+	c.m[k] = v
+	return v
+}
+
+// forPlan returns a copy of w that plans one cluster: it shares everything but collects
+// that cluster's problems in a status set of its own.
+func (w *world) forPlan() *world {
+	cw := *w
+	cw.status = &statusSet{}
+	return &cw
 }
 
 type typed[T any] struct {
@@ -224,15 +263,7 @@ func (w *world) dropMissingSecrets(p *Plan) {
 // localUpstreams are the cluster's discovered upstreams with declared ones merged on. The
 // result is shared: callers must not modify it.
 func (w *world) localUpstreams(c string) map[string]*upstreamModel {
-	if cached, ok := w.localCache[c]; ok {
-		return cached
-	}
-	out := w.mergeUpstreams(c)
-	if w.localCache == nil {
-		w.localCache = map[string]map[string]*upstreamModel{}
-	}
-	w.localCache[c] = out
-	return out
+	return w.localCache.get(c, func() map[string]*upstreamModel { return w.mergeUpstreams(c) })
 }
 
 func (w *world) mergeUpstreams(c string) map[string]*upstreamModel {
@@ -317,21 +348,14 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // gatewayEndpoints returns where cluster t's TCP (failover) gateway is reachable.
 func (w *world) gatewayEndpoints(t string) []Endpoint {
-	if eps, ok := w.gatewayEndpointsCache[t]; ok {
-		return eps
-	}
-	var eps []Endpoint
-	for _, g := range w.gateways(t) {
-		if len(g.addresses) > 0 {
-			eps = g.addresses
-			break
+	return w.gatewayEndpointsCache.get(t, func() []Endpoint {
+		for _, g := range w.gateways(t) {
+			if len(g.addresses) > 0 {
+				return g.addresses
+			}
 		}
-	}
-	if w.gatewayEndpointsCache == nil {
-		w.gatewayEndpointsCache = map[string][]Endpoint{}
-	}
-	w.gatewayEndpointsCache[t] = eps
-	return eps
+		return nil
+	})
 }
 
 // gateways returns a cluster's gateways: its own and those declared for it on the server.
@@ -359,22 +383,16 @@ func (w *world) gateways(c string) []gatewayModel {
 // clientTLS is how cluster c authenticates to remote gateways. The result is shared by
 // every endpoint that needs it (plans never modify it).
 func (w *world) clientTLS(c, sni string) *UpstreamTLS {
-	key := [2]string{c, sni}
-	if t, ok := w.tlsCache[key]; ok {
-		return t
-	}
-	t := &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
-	if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
-		t = &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
-		if len(s.Value("ca.crt")) > 0 {
-			t.CASecret = caSecretName(FailoverUpstreamSecret)
+	return w.tlsCache.get([2]string{c, sni}, func() *UpstreamTLS {
+		t := &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+		if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
+			t = &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
+			if len(s.Value("ca.crt")) > 0 {
+				t.CASecret = caSecretName(FailoverUpstreamSecret)
+			}
 		}
-	}
-	if w.tlsCache == nil {
-		w.tlsCache = map[[2]string]*UpstreamTLS{}
-	}
-	w.tlsCache[key] = t
-	return t
+		return t
+	})
 }
 
 // findUpstream finds an upstream of cluster t by reference.

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"sync"
+
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -8,8 +10,9 @@ import (
 // from (planHash: a key that covers every input of the rendering, CONVENTIONS habit 6):
 // Envoy clusters and load assignments by their upstream plan, Istio resources by their
 // kind, final name and source plan element. Entries not used in a translation are dropped
-// after it. A nil memo remembers nothing.
+// after it. A nil memo remembers nothing. get and put are safe for concurrent use.
 type renderMemo struct {
+	mu        sync.Mutex // guards cur and prev
 	cur, prev map[string][]snapshot.Resource
 }
 
@@ -30,6 +33,8 @@ func (m *renderMemo) get(key string) ([]snapshot.Resource, bool) {
 	if m == nil || key == "" {
 		return nil, false
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if rs, ok := m.cur[key]; ok {
 		return rs, true
 	}
@@ -40,17 +45,25 @@ func (m *renderMemo) get(key string) ([]snapshot.Resource, bool) {
 	return nil, false
 }
 
-func (m *renderMemo) add(key string, r snapshot.Resource) {
+// put remembers the resources rendered from key: all of them at once, so that a render
+// racing with another of the same key (rendering the same resources) is not added twice.
+func (m *renderMemo) put(key string, rs ...snapshot.Resource) {
 	if m == nil || key == "" {
 		return
 	}
-	m.cur[key] = append(m.cur[key], r)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.cur[key]; !ok {
+		m.cur[key] = rs
+	}
 }
 
 // rotate ends a translation. Entries used in it are kept; the others too while the memo
 // is under twice the size of what is in use (clusters that were not recomputed still
 // reference theirs), otherwise they are forgotten.
 func (m *renderMemo) rotate(inUse int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if len(m.prev)+len(m.cur) <= 2*inUse {
 		for k, v := range m.cur {
 			m.prev[k] = v

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -492,5 +493,43 @@ func TestRecomputedOnlyChangedCluster(t *testing.T) {
 	}
 	if d := ptDiff(translate.Translate(in), res); d != "" {
 		t.Errorf("incremental differs from fresh: %s", d)
+	}
+}
+
+// TestParallelEqualsSequential: clusters planned and rendered on many goroutines give the
+// same outputs, statuses and errors as on one, fresh and incrementally (the world's caches
+// and the render memo are shared between the goroutines).
+func TestParallelEqualsSequential(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	fresh := map[string]translate.Result{}
+	for _, name := range ptCases {
+		fresh[name] = translate.Translate(loadCase(t, name))
+	}
+	r := rand.New(rand.NewPCG(7, 61))
+	m := ptNewModel()
+	tr := translate.NewTranslator()
+	var ins []translate.Input
+	var incs []translate.Result
+	for range 40 {
+		m.change(r)
+		in := m.input(t)
+		ins, incs = append(ins, in), append(incs, tr.Translate(in))
+	}
+
+	runtime.GOMAXPROCS(8)
+	for _, name := range ptCases {
+		if d := ptDiff(fresh[name], translate.Translate(loadCase(t, name))); d != "" {
+			t.Errorf("%s: parallel translation differs from sequential: %s", name, d)
+		}
+	}
+	tr = translate.NewTranslator()
+	for i, in := range ins {
+		got := tr.Translate(in)
+		if d := ptDiff(incs[i], got); d != "" {
+			t.Fatalf("step %d: parallel incremental translation differs from sequential: %s", i, d)
+		}
+		if !slices.Equal(incs[i].Recomputed, got.Recomputed) {
+			t.Fatalf("step %d: recomputed %v in parallel, %v sequentially", i, got.Recomputed, incs[i].Recomputed)
+		}
 	}
 }

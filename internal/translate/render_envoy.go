@@ -251,6 +251,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		seen[rr.Key] = true
 		res = append(res, rr)
 	}
+	rendered := map[string][]snapshot.Resource{} // by memo key
 	for _, o := range outs {
 		key := o.kind + "//" + o.name
 		if seen[key] {
@@ -272,7 +273,12 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		rr := snapshot.NewResource(key, body)
 		res = append(res, rr)
-		memo.add(o.memoKey, rr)
+		if o.memoKey != "" {
+			rendered[o.memoKey] = append(rendered[o.memoKey], rr)
+		}
+	}
+	for k, rs := range rendered {
+		memo.put(k, rs...)
 	}
 	slices.SortFunc(res, func(a, b snapshot.Resource) int { return cmp.Compare(a.Key, b.Key) })
 	return res, nil

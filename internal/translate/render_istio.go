@@ -162,7 +162,7 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 			return nil, fmt.Errorf("%s %s/%s: marshal: %w", it.kind, it.namespace, it.name, err)
 		}
 		r := snapshot.NewResource(resource.Key(it.kind, it.namespace, it.name), body)
-		memo.add(memoKey, r)
+		memo.put(memoKey, r)
 		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b snapshot.Resource) int { return strings.Compare(a.Key, b.Key) })

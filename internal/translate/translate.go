@@ -14,8 +14,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"runtime"
 	"slices"
 	"sort"
+	"sync"
+	"sync/atomic"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/resource"
@@ -104,16 +107,28 @@ func (t *Translator) Translate(in Input) Result {
 	}
 	global := w.status // problems found while reading the configuration
 	digests := w.digests(in)
-	next := make(map[string]cachedOutput, len(w.names))
-	for _, c := range w.names {
+	outs := make([]cachedOutput, len(w.names))
+	var stale []int // indexes into w.names of the clusters to recompute
+	for i, c := range w.names {
 		out, ok := t.outputs[c]
 		if !ok || out.digest != digests[c] {
-			w.status = &statusSet{}
-			p := w.plan(c)
-			rs, errs := render(p, t.memo)
-			out = cachedOutput{digest: digests[c], resources: rs, status: w.status.m, errors: errs}
+			stale = append(stale, i)
 			res.Recomputed = append(res.Recomputed, c)
+			continue
 		}
+		outs[i] = out
+	}
+	// Clusters are planned and rendered in parallel: each plan reads the shared world (its
+	// caches and the render memo are safe for concurrent use) and writes only its own output.
+	parallel(len(stale), func(j int) {
+		c := w.names[stale[j]]
+		cw := w.forPlan()
+		rs, errs := render(cw.plan(c), t.memo)
+		outs[stale[j]] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs}
+	})
+	next := make(map[string]cachedOutput, len(w.names))
+	for i, c := range w.names {
+		out := outs[i]
 		next[c] = out
 		res.Outputs[c] = out.resources
 		res.Errors = append(res.Errors, out.errors...)
@@ -131,6 +146,27 @@ func (t *Translator) Translate(in Input) Result {
 	sort.Strings(res.Errors)
 	res.Errors = uniq(res.Errors)
 	return res
+}
+
+// parallel runs f(0) … f(n-1) on up to GOMAXPROCS goroutines and returns when all are done.
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func mergeStatus(dst, src map[string][]string) {
@@ -194,7 +230,9 @@ func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 
 // world parses the configuration and the inputs (reusing parsed inputs by hash).
 func (t *Translator) world(in Input) *world {
-	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{}}
+	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
+		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
+		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS]()}
 	w.names = sortedNames(w.clusters)
 	models := make(map[string]cachedModel, len(w.names))
 	var objs []object

@@ -17,27 +17,22 @@ type backing struct {
 // selectors pick, sorted by cluster then name.
 func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) []backing {
 	key := vd.obj.Key() + "|" + fmt.Sprint(port.Number)
-	if cached, ok := w.backingCache[key]; ok {
-		return cached
-	}
-	var out []backing
-	for _, c := range w.names {
-		for _, name := range sortedNames(w.models[c].upstreams) {
-			u := w.models[c].upstreams[name]
-			if u.svcName == "" || !selected(vd.v.Spec.Services, c, u) {
-				continue
+	return w.backingCache.get(key, func() []backing {
+		var out []backing
+		for _, c := range w.names {
+			for _, name := range sortedNames(w.models[c].upstreams) {
+				u := w.models[c].upstreams[name]
+				if u.svcName == "" || !selected(vd.v.Spec.Services, c, u) {
+					continue
+				}
+				if !portMatches(port, u) {
+					continue
+				}
+				out = append(out, backing{cluster: c, u: u})
 			}
-			if !portMatches(port, u) {
-				continue
-			}
-			out = append(out, backing{cluster: c, u: u})
 		}
-	}
-	if w.backingCache == nil {
-		w.backingCache = map[string][]backing{}
-	}
-	w.backingCache[key] = out
-	return out
+		return out
+	})
 }
 
 func selected(sels []v1alpha1.ServiceSelector, cluster string, u *upstreamModel) bool {
