@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 type redisFlags struct{ address, password, prefix string }
@@ -214,7 +216,9 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		add("resource "+k, false, "%s", strings.Join(st.ResourceStatus[k], "; "))
+		msgs := st.ResourceStatus[k]
+		// Notes (a documented fallback, an ignored part) are shown but are not failures.
+		add("resource "+k, !slices.ContainsFunc(msgs, func(m string) bool { return !translate.IsNote(m) }), "%s", strings.Join(msgs, "; "))
 	}
 	return out
 }

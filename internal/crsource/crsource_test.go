@@ -346,6 +346,22 @@ spec:
       - ref: {name: no-such-upstream, namespace: gloo-system}
 `
 
+// twoMatchers is translated with a note (only its first matcher is used): accepted, and the
+// note is in the condition's message.
+const twoMatchers = `
+apiVersion: meshrelay.io/v1alpha1
+kind: RouteTable
+metadata: {name: two-matchers, namespace: gloo-system}
+spec:
+  hosts: [two.example.com]
+  clusters: [local]
+  http:
+  - matchers: [{uri: {prefix: /a}}, {uri: {prefix: /b}}]
+    forwardTo:
+      destinations:
+      - ref: {name: default-service-blue-10000}
+`
+
 func getCR(t *testing.T, c client.Client, kind, namespace, name string) kubev1alpha1.Object {
 	t.Helper()
 	cr, err := kubev1alpha1.New(kind)
@@ -387,7 +403,7 @@ func TestStatus(t *testing.T) {
 	for _, o := range load(t, filepath.Join(seed003, "config")) {
 		crs = append(crs, toCR(t, o))
 	}
-	crs = append(crs, crFromYAML(t, badScheme), crFromYAML(t, ghostRoute))
+	crs = append(crs, crFromYAML(t, badScheme), crFromYAML(t, ghostRoute), crFromYAML(t, twoMatchers))
 	create(t, env.Client, crs...)
 	s := startServer(t, env)
 	putInputs(t, s.rec, filepath.Join(seed003, "inputs"))
@@ -398,6 +414,7 @@ func TestStatus(t *testing.T) {
 		{apiv1alpha1.KindFailoverScheme, "gloo-fed", "failover-scheme"},
 		{apiv1alpha1.KindFailoverScheme, "gloo-fed", "loop"},
 		{apiv1alpha1.KindRouteTable, "gloo-system", "ghost"},
+		{apiv1alpha1.KindRouteTable, "gloo-system", "two-matchers"},
 	}
 	eventually(t, "every status written", 30*time.Second, func() error {
 		s.checkErrs(t)
@@ -445,6 +462,12 @@ func TestStatus(t *testing.T) {
 	if c := accepted(ghost); c.Status != metav1.ConditionFalse || c.Reason != crsource.ReasonTranslationProblems ||
 		!strings.Contains(c.Message, "spec.http[0].forwardTo.destinations[0]") {
 		t.Errorf("RouteTable with a missing destination: Accepted = %+v, want False/%s naming spec.http[0].forwardTo.destinations[0]", c, crsource.ReasonTranslationProblems)
+	}
+	// A note alone (a part that is ignored) leaves the resource accepted, and says so.
+	two := getCR(t, env.Client, apiv1alpha1.KindRouteTable, "gloo-system", "two-matchers")
+	if c := accepted(two); c.Status != metav1.ConditionTrue || c.Reason != kubev1alpha1.ReasonAccepted ||
+		!strings.Contains(c.Message, "note: spec.http[0].matchers: only the first matcher is used") {
+		t.Errorf("RouteTable with two matchers: Accepted = %+v, want True with the note", c)
 	}
 	// ...and the rest is translated all the same: the failover of seed 003 is in local's output.
 	if !failsOverToGreen(s.rec.Output("local")) {

@@ -21,6 +21,7 @@ import (
 	kubev1alpha1 "github.com/meshrelay/meshrelay/api/kube/v1alpha1"
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // ReasonTranslationProblems is the reason of an Accepted=False condition of a valid resource
@@ -190,10 +191,14 @@ func (s *Status) desired(e Entry) (kubev1alpha1.Status, bool) {
 		if !have || !ok || !bytes.Equal(raw, e.Resource.Raw) {
 			return kubev1alpha1.Status{}, false
 		}
-		if len(problems) > 0 {
+		switch {
+		case slices.ContainsFunc(problems, func(m string) bool { return !translate.IsNote(m) }):
 			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonTranslationProblems
 			cond.Message = strings.Join(problems, "; ")
-		} else {
+		case len(problems) > 0: // notes only: accepted as they say
+			cond.Status, cond.Reason = metav1.ConditionTrue, kubev1alpha1.ReasonAccepted
+			cond.Message = "accepted and translated; " + strings.Join(problems, "; ")
+		default:
 			cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, kubev1alpha1.ReasonAccepted, "accepted and translated"
 		}
 		selected = SelectedClusters(e.Resource, clusters)

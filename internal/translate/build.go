@@ -106,6 +106,19 @@ type typed[T any] struct {
 // statusSet collects problems per resource.
 type statusSet struct{ m map[string][]string }
 
+// NotePrefix starts a status message that is informational: the resource is translated as
+// it says (a documented fallback, a part that is ignored), and nothing is left out. IsNote
+// tells such messages from problems.
+const NotePrefix = "note: "
+
+// IsNote reports whether a status message is a note rather than a problem.
+func IsNote(msg string) bool { return strings.HasPrefix(msg, NotePrefix) }
+
+// note adds an informational message (see NotePrefix).
+func (s *statusSet) note(o object, format string, args ...any) {
+	s.add(o, NotePrefix+format, args...)
+}
+
 func (s *statusSet) add(o object, format string, args ...any) {
 	if s.m == nil {
 		s.m = map[string][]string{}
@@ -594,7 +607,7 @@ func (w *world) route(c string, rt typed[v1alpha1.RouteTable], ri int, r v1alpha
 		}
 		route.Match.Method = m.Method
 		if len(r.Matchers) > 1 {
-			w.status.add(rt.obj, "spec.http[%d].matchers: only the first matcher is used", ri)
+			w.status.note(rt.obj, "spec.http[%d].matchers: only the first matcher is used", ri)
 		}
 	}
 	if route.Match.Prefix == "" && route.Match.Exact == "" && route.Match.Regex == "" {
@@ -680,10 +693,10 @@ func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served ma
 						th.CASecret = caSecretName(ref.Name)
 					} else {
 						// Client certificates must still be verified: against the mesh CA.
-						w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q has no ca.crt; client certificates are verified against the mesh CA", hi, ref.Name)
+						w.status.note(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q has no ca.crt; client certificates are verified against the mesh CA", hi, ref.Name)
 					}
 				} else if _, ok := w.certs[c]; ok {
-					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s; using the mesh identity issued by the management server", hi, ref.Name, c)
+					w.status.note(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s; using the mesh identity issued by the management server", hi, ref.Name, c)
 				} else {
 					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].sslConfig.secretRef: secret %q not found in cluster %s", hi, ref.Name, c)
 				}

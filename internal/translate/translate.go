@@ -47,7 +47,8 @@ type Result struct {
 	Outputs map[string][]snapshot.Resource
 	// Status lists problems by resource (`FailoverScheme "gloo-fed/failover-scheme"`):
 	// references to things that do not exist, unsupported combinations. They never stop the
-	// translation of unrelated resources.
+	// translation of unrelated resources. Messages starting with NotePrefix are notes, not
+	// problems (IsNote).
 	Status map[string][]string
 	// Errors are problems that belong to no resource (undecodable inputs, render failures).
 	Errors []string
