@@ -12,7 +12,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
 // Source is where the agent's discovered objects come from.
@@ -107,15 +107,7 @@ func (c *Config) token() (string, error) {
 	if c.TokenFile == "" {
 		return c.Token, nil
 	}
-	b, err := os.ReadFile(c.TokenFile)
-	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("token file %s is empty", c.TokenFile)
-	}
-	return t, nil
+	return tokenfile.Read(c.TokenFile)
 }
 
 // Agent is a relay agent. Build it with New and run it with Start.

@@ -11,13 +11,14 @@ import (
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
 // The measured phases of `bench relay`: changes to every cluster, changes to one cluster,
 // and churn.
 
 func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.Time, err error) {
-	token, err := configapi.ReadToken(filepath.Join(r.servers[0].data, configapi.TokenFileName))
+	token, err := tokenfile.Read(filepath.Join(r.servers[0].data, configapi.TokenFileName))
 	if err != nil {
 		return sent, accepted, err
 	}

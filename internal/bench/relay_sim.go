@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
 // SimConfig configures `meshrelay bench sim-agents`: many real relay agents (internal/agent)
@@ -83,15 +83,15 @@ func RunSim(ctx context.Context, cfg SimConfig, log *slog.Logger) error {
 		return errors.New("sim: at least one agent")
 	}
 	RaiseFileLimit()
-	tok, err := os.ReadFile(cfg.TokenFile)
+	tok, err := tokenfile.Read(cfg.TokenFile)
 	if err != nil {
-		return fmt.Errorf("sim: read token: %w", err)
+		return fmt.Errorf("sim: %w", err)
 	}
 	agents := make([]*simAgent, cfg.Agents)
 	for k := range agents {
 		i := cfg.First + k
 		sa := &simAgent{idx: i, name: ClusterName(i), src: newMemSource(cfg.World, i), sink: newCountSink()}
-		ac := agent.Config{Cluster: sa.name, RelayAddress: cfg.RelayAddress, Token: strings.TrimSpace(string(tok)), RelayCAFile: cfg.CAFile,
+		ac := agent.Config{Cluster: sa.name, RelayAddress: cfg.RelayAddress, Token: tok, RelayCAFile: cfg.CAFile,
 			ServerName: cfg.ServerName, TLSMode: "mtls", StateDir: filepath.Join(cfg.StateRoot, sa.name), DNSServer: cfg.DNSServer,
 			ResolveInterval: cfg.ResolveInterval, MaxBackoff: cfg.MaxBackoff}
 		a, err := agent.New(ac, sa.src, sa.sink, log.With("cluster", sa.name), nil)
@@ -102,7 +102,7 @@ func RunSim(ctx context.Context, cfg SimConfig, log *slog.Logger) error {
 		agents[k] = sa
 	}
 	if cfg.RegisterAddress != "" {
-		if err := preRegister(ctx, cfg, agents, strings.TrimSpace(string(tok))); err != nil {
+		if err := preRegister(ctx, cfg, agents, tok); err != nil {
 			return err
 		}
 	}

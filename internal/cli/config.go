@@ -17,6 +17,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
@@ -55,13 +56,13 @@ func (t adminTarget) client() (*configapi.Client, error) {
 
 func (t adminTarget) token() (string, error) {
 	if t.tokenFile != "" {
-		return configapi.ReadToken(t.tokenFile)
+		return tokenfile.Read(t.tokenFile)
 	}
 	if v := strings.TrimSpace(os.Getenv("MESHRELAY_ADMIN_TOKEN")); v != "" {
 		return v, nil
 	}
 	if _, err := os.Stat(defaultAdminTokenFile()); err == nil {
-		return configapi.ReadToken(defaultAdminTokenFile())
+		return tokenfile.Read(defaultAdminTokenFile())
 	}
 	return "", nil // the server's refusal says what is missing
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -29,20 +28,6 @@ func NewClient(addr, token string) *Client {
 		addr = "http://" + addr
 	}
 	return &Client{Base: strings.TrimRight(addr, "/"), Token: token, HTTP: &http.Client{Timeout: 30 * time.Second}}
-}
-
-// ReadToken reads a token file (surrounding white space is ignored): the admin token, and
-// on the server the relay identity token too.
-func ReadToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read token file: %w", err)
-	}
-	t := strings.TrimSpace(string(b))
-	if t == "" {
-		return "", fmt.Errorf("token file %s is empty", path)
-	}
-	return t, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {

@@ -46,6 +46,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
@@ -533,7 +534,7 @@ func tokenSource(path, generated, what string, log *slog.Logger) (func() (string
 			log.Warn("generated a "+what, "file", path)
 		}
 	}
-	read := func() (string, error) { return configapi.ReadToken(path) }
+	read := func() (string, error) { return tokenfile.Read(path) }
 	if _, err := read(); err != nil {
 		return nil, err
 	}
