@@ -17,8 +17,8 @@ import (
 	"runtime"
 	"slices"
 	"sort"
-	"sync"
-	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/resource"
@@ -121,12 +121,18 @@ func (t *Translator) Translate(in Input) Result {
 	}
 	// Clusters are planned and rendered in parallel: each plan reads the shared world (its
 	// caches and the render memo are safe for concurrent use) and writes only its own output.
-	parallel(len(stale), func(j int) {
-		c := w.names[stale[j]]
-		cw := w.forPlan()
-		rs, errs := render(cw.plan(c), t.memo)
-		outs[stale[j]] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs}
-	})
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, i := range stale {
+		g.Go(func() error {
+			c := w.names[i]
+			cw := w.forPlan()
+			rs, errs := render(cw.plan(c), t.memo)
+			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs}
+			return nil
+		})
+	}
+	_ = g.Wait() // the workers report problems in their outputs, never as errors
 	next := make(map[string]cachedOutput, len(w.names))
 	for i, c := range w.names {
 		out := outs[i]
@@ -147,27 +153,6 @@ func (t *Translator) Translate(in Input) Result {
 	sort.Strings(res.Errors)
 	res.Errors = uniq(res.Errors)
 	return res
-}
-
-// parallel runs f(0) … f(n-1) on up to GOMAXPROCS goroutines and returns when all are done.
-func parallel(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				f(i)
-			}
-		})
-	}
-	wg.Wait()
 }
 
 func mergeStatus(dst, src map[string][]string) {
