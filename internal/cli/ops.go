@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -218,7 +217,7 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 	for _, k := range keys {
 		msgs := st.ResourceStatus[k]
 		// Notes (a documented fallback, an ignored part) are shown but are not failures.
-		add("resource "+k, !slices.ContainsFunc(msgs, func(m string) bool { return !translate.IsNote(m) }), "%s", strings.Join(msgs, "; "))
+		add("resource "+k, !translate.HasProblem(msgs), "%s", strings.Join(msgs, "; "))
 	}
 	return out
 }

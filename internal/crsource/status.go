@@ -192,7 +192,7 @@ func (s *Status) desired(e Entry) (kubev1alpha1.Status, bool) {
 			return kubev1alpha1.Status{}, false
 		}
 		switch {
-		case slices.ContainsFunc(problems, func(m string) bool { return !translate.IsNote(m) }):
+		case translate.HasProblem(problems):
 			cond.Status, cond.Reason = metav1.ConditionFalse, ReasonTranslationProblems
 			cond.Message = strings.Join(problems, "; ")
 		case len(problems) > 0: // notes only: accepted as they say

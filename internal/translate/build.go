@@ -114,6 +114,11 @@ const NotePrefix = "note: "
 // IsNote reports whether a status message is a note rather than a problem.
 func IsNote(msg string) bool { return strings.HasPrefix(msg, NotePrefix) }
 
+// HasProblem reports whether any of a resource's status messages is a problem, not a note.
+func HasProblem(msgs []string) bool {
+	return slices.ContainsFunc(msgs, func(m string) bool { return !IsNote(m) })
+}
+
 // note adds an informational message (see NotePrefix).
 func (s *statusSet) note(o object, format string, args ...any) {
 	s.add(o, NotePrefix+format, args...)
