@@ -131,7 +131,7 @@ func TestServerDefaults(t *testing.T) {
 	}) {
 		t.Error("GOMEMLIMIT does not follow the memory limit")
 	}
-	for _, s := range []string{"meshrelay-relay-token", "meshrelay-relay-ca", "meshrelay-mesh-ca"} {
+	for _, s := range []string{"meshrelay-relay-token", "meshrelay-admin-token", "meshrelay-relay-ca", "meshrelay-mesh-ca"} {
 		sec := get[corev1.Secret](t, r, "Secret", s)
 		if sec.Annotations["helm.sh/resource-policy"] != "keep" {
 			t.Errorf("generated Secret %s is not kept on uninstall", s)
@@ -420,6 +420,10 @@ func TestServerGeneratedSecretsWorkWithTheBinary(t *testing.T) {
 	token := get[corev1.Secret](t, r, "Secret", "meshrelay-relay-token").Data["token"]
 	if len(strings.TrimSpace(string(token))) < 32 {
 		t.Errorf("generated token %q is too short", token)
+	}
+	admin := get[corev1.Secret](t, r, "Secret", "meshrelay-admin-token")
+	if a := admin.Data["token"]; len(strings.TrimSpace(string(a))) < 32 || string(a) == string(token) || admin.Labels["meshrelay.io/secret"] != "admin-token" {
+		t.Errorf("generated admin token Secret: token %q (relay token %q), labels %v", a, token, admin.Labels)
 	}
 	// A second render (a second install, or helm template) generates different secrets: the
 	// chart keeps the first ones only through lookup, which the NOTES explain.

@@ -180,3 +180,33 @@ with the real command, so a flag the binary does not have fails the tests.
 - {{ . | quote }}
 {{- end }}
 {{- end }}
+
+{{/*
+A Secret with a random token under token.secretKey, created once: lookup keeps the existing
+value on upgrades. Arguments: root (the chart's context), token (relay.token or admin.token),
+role (the meshrelay.io/secret label).
+*/}}
+{{- define "meshrelay-server.tokenSecret" -}}
+{{- $root := .root }}
+{{- $name := .token.secretName }}
+{{- $key := .token.secretKey }}
+{{- $old := get (lookup "v1" "Secret" $root.Release.Namespace $name) "data" | default dict }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "meshrelay-server.labels" $root | nindent 4 }}
+    meshrelay.io/secret: {{ .role }}
+  annotations:
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  {{- if hasKey $old $key }}
+  {{ $key }}: {{ index $old $key }}
+  {{- else }}
+  {{ $key }}: {{ randAlphaNum 64 | b64enc }}
+  {{- end }}
+{{- end }}
