@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 
 	"github.com/meshrelay/meshrelay/internal/kubelease"
-
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
 
@@ -41,9 +40,6 @@ var _ Backend = (*LeaseBackend)(nil)
 func NewLeaseBackend(b Backend, cfg *rest.Config, namespace, name, id string, ttl time.Duration, log *slog.Logger) (*LeaseBackend, error) {
 	if b == nil {
 		return nil, errors.New("ha: a Kubernetes Lease elects the leader only with a shared store (--redis-address)")
-	}
-	if id == "" {
-		return nil, errors.New("ha: empty replica identity")
 	}
 	l := &LeaseBackend{Backend: b, id: id, log: log}
 	var err error
