@@ -11,8 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/charts"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshrelay/meshrelay/charts"
 )
 
 // TestKubeModeAcrossClusters runs a server and two agents in Kubernetes mode, each against
@@ -287,7 +291,8 @@ func TestKubeAndUniversalInOneMesh(t *testing.T) {
 // coordination.k8s.io Lease; only the leader connects and writes. When the leader is killed
 // (kill -9), the standby takes the Lease once it expires, serves the cluster and re-applies
 // the output without rewriting or deleting a single object. A leader that stops cleanly
-// releases the Lease before it exits, and the other takes over.
+// releases the Lease before it exits, and the other takes over. A leader whose Lease is taken
+// by another holder exits non-zero and leaves what it applied alone.
 func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 	h := newHarness(t)
 	kc := startKubeCluster(t)
@@ -383,6 +388,32 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 		}
 		return seHas(t, kc, "vd-service-green")
 	})
+
+	// Another holder takes the Lease over (as after a partition outlasting it): the leader
+	// cannot renew, stops and exits non-zero, and what it applied stays.
+	waitKubeSettled(t, replicas[leader])
+	before = kc.versions(t)
+	var l coordinationv1.Lease
+	if err := kc.env.Client.Get(t.Context(), client.ObjectKey{Namespace: "meshrelay-system", Name: lease}, &l); err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.NewMicroTime(time.Now())
+	intruder, hold := "intruder", int32(600)
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.AcquireTime, l.Spec.RenewTime = &intruder, &hold, &now, &now
+	if err := kc.env.Client.Update(t.Context(), &l); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-replicas[leader].p.Done():
+		if err := replicas[leader].p.Err(); err == nil {
+			t.Error("the leader that lost its Lease exited with status 0, want non-zero")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leader that lost its Lease is still running")
+	}
+	if after := kc.versions(t); !mapsEqual(before, after) {
+		t.Errorf("losing the Lease changed objects: resourceVersions %v, then %v", before, after)
+	}
 }
 
 // httpStatus is the status code of GET path on addr.
