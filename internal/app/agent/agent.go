@@ -143,12 +143,14 @@ func (c *Config) Validate() error {
 	if c.OutputDir == "" {
 		errs = append(errs, errors.New("--output-dir is required (or --kubernetes)"))
 	}
-	kubeFlags := []struct{ flag, value string }{{"--kube-namespaces", strings.Join(c.Kube.Namespaces, ",")}}
-	if !c.Leader.Enabled { // the Lease lives in the API server of --kubeconfig
-		kubeFlags = append(kubeFlags, []struct{ flag, value string }{{"--kubeconfig", c.Kube.Kubeconfig}, {"--kube-context", c.Kube.Context}}...)
-	}
-	for _, f := range kubeFlags {
-		if f.value != "" {
+	for _, f := range []struct {
+		flag, value string
+		forLease    bool // also names the API server of --leader-election's Lease
+	}{
+		{"--kubeconfig", c.Kube.Kubeconfig, true}, {"--kube-context", c.Kube.Context, true},
+		{"--kube-namespaces", strings.Join(c.Kube.Namespaces, ","), false},
+	} {
+		if f.value != "" && !(f.forLease && c.Leader.Enabled) {
 			errs = append(errs, fmt.Errorf("%s needs --kubernetes", f.flag))
 		}
 	}
