@@ -45,7 +45,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay (exponential, full jitter).
 	MinBackoff, MaxBackoff time.Duration
 	// ResolveInterval is how often the relay address is re-resolved while connected; the
-	// agent reconnects when the answer no longer contains the server it is connected to.
+	// agent reconnects when the answer no longer contains the address the session was
+	// reached through (not the replica a redirect sent it to).
 	ResolveInterval time.Duration
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.

@@ -84,7 +84,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.ServerName, "relay-server-name", "", "TLS server name to verify (default: the host of --relay-address)")
 	fs.StringVar(&a.TLSMode, "relay-tls-mode", "mtls", "mtls or tls; must match the server")
 	fs.StringVar(&a.StateDir, "state-dir", "", "directory for the agent's key, certificate and last applied output (required)")
-	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent moves when its server is no longer in the answer")
+	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent reconnects when the answer no longer contains the address it connected through (an agent redirected to its replica stays there while the relay address still resolves as before)")
 	fs.StringVar(&a.DNSServer, "dns-server", "", "host:port of a DNS server to resolve the relay address with instead of the system resolver")
 	fs.DurationVar(&a.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
 	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required without --kubernetes)")
