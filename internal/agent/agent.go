@@ -120,6 +120,8 @@ type Agent struct {
 	m      *metrics
 	creds  *credentials
 	state  *stateFile
+	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
+	reporter Reporter
 
 	inputChanged chan struct{}
 
@@ -133,13 +135,16 @@ type Agent struct {
 }
 
 // New builds an agent; it does no I/O.
-func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*Agent, error) {
+func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
 		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir)}
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
+	for _, o := range opts {
+		o(a)
+	}
 	return a, nil
 }
 

@@ -148,6 +148,12 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 	if err := stream.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("push hello: %w", err)
 	}
+	reports := &reportSender{a: a, stream: stream}
+	if err := reports.send(); err != nil {
+		return err
+	}
+	reportTick, stopReports := reports.ticks()
+	defer stopReports()
 	recv := make(chan *relayv1.PushResponse)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -188,6 +194,10 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 		case err := <-recvErr:
 			return fmt.Errorf("push stream: %w", err)
 		case <-a.inputChanged:
+		case <-reportTick:
+			if err := reports.send(); err != nil {
+				return err
+			}
 		case m := <-recv:
 			switch {
 			case m.GetHeld() != nil:

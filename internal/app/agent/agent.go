@@ -262,7 +262,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
 		sinks.xds = xdsServer
 	}
-	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg)
+	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
 	if err != nil {
 		return err
 	}
@@ -316,7 +316,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			KubeSink *sink.KubeStatus `json:"kubeSink,omitempty"`
 			// LeaderElection is the election's state (--leader-election).
 			LeaderElection *kubelease.Status `json:"leaderElection,omitempty"`
+			// GatewayRefusals are the gateways whose latest xDS response was a NACK.
+			GatewayRefusals []xds.Refusal `json:"gatewayRefusals,omitempty"`
 		}{Status: ag.Status(), DiscoveryErrors: src.Errors()}
+		if xdsServer != nil {
+			st.GatewayRefusals = xdsServer.Refusals()
+		}
 		if kubeSink != nil {
 			ks := kubeSink.Status()
 			st.KubeSink = &ks
@@ -342,6 +347,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return run(gctx)
 	})
 	return g.Wait()
+}
+
+// reporter is the agent's Reporter: what discovery cannot read and what the gateways
+// refuse.
+type reporter struct {
+	src interface{ Errors() []string }
+	xds *xds.Server // nil without --xds-address
+}
+
+func (r reporter) Report() relayagent.Report {
+	rep := relayagent.Report{DiscoveryError: strings.Join(r.src.Errors(), "; ")}
+	if r.xds != nil {
+		for _, x := range r.xds.Refusals() {
+			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: x.Node, TypeURL: x.TypeURL, Error: x.Error})
+		}
+	}
+	return rep
 }
 
 // agentStateFile is where internal/agent keeps its last applied output in --state-dir.
