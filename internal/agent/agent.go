@@ -148,6 +148,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
+	release, err := lockStateDir(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := a.creds.loadCA(); err != nil {
 		return err
 	}
