@@ -50,6 +50,8 @@ type Config struct {
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.
 	DNSServer string
+	// Version is the agent's build version, reported to the server in every Hello.
+	Version string
 }
 
 // resolver returns the resolver for the relay address.
