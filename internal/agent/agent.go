@@ -51,6 +51,8 @@ type Config struct {
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.
 	DNSServer string
+	// Version is the agent's build version, reported to the server in every Hello.
+	Version string
 }
 
 // resolver returns the resolver for the relay address.
@@ -154,6 +156,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
+	release, err := lockStateDir(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := a.creds.loadCA(); err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 		return fmt.Errorf("open push stream: %w", err)
 	}
 	cur := a.currentInput()
-	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, Held: &relayv1.Held{}}
+	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, AgentVersion: a.cfg.Version, Held: &relayv1.Held{}}
 	if cur != nil {
 		hello.Held.Hash = cur.Hash
 	}
@@ -241,7 +241,7 @@ func (a *Agent) pull(ctx context.Context, client relayv1.RelayServiceClient, ope
 		return fmt.Errorf("open pull stream: %w", err)
 	}
 	applied := a.currentApplied()
-	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, Held: &relayv1.Held{}}
+	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, AgentVersion: a.cfg.Version, Held: &relayv1.Held{}}
 	if applied != nil {
 		hello.Held = &relayv1.Held{Version: applied.Version, Hash: applied.Hash, ResourceHashes: applied.ResourceHashes(), Epoch: applied.Epoch}
 	}

@@ -328,7 +328,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	}); moved || err != nil {
 		return err
 	}
-	log := s.log.With("cluster", cluster, "stream", "push", "peer", peerAddr(ctx))
+	log := s.log.With("cluster", cluster, "stream", "push", "peer", peerAddr(ctx), "agentVersion", hello.GetAgentVersion())
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
@@ -435,7 +435,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		rebalance = s.cfg.Balancer.Watch()
 	}
 	agent := peerAddr(ctx)
-	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent)
+	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent, "agentVersion", hello.GetAgentVersion())
 	g := s.m.pullConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
