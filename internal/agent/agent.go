@@ -45,7 +45,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnect delay (exponential, full jitter).
 	MinBackoff, MaxBackoff time.Duration
 	// ResolveInterval is how often the relay address is re-resolved while connected; the
-	// agent reconnects when the answer no longer contains the server it is connected to.
+	// agent reconnects when the answer no longer contains the address the session was
+	// reached through (not the replica a redirect sent it to).
 	ResolveInterval time.Duration
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.
@@ -121,6 +122,8 @@ type Agent struct {
 	m      *metrics
 	creds  *credentials
 	state  *stateFile
+	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
+	reporter Reporter
 
 	inputChanged chan struct{}
 
@@ -134,13 +137,16 @@ type Agent struct {
 }
 
 // New builds an agent; it does no I/O.
-func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.Registerer) (*Agent, error) {
+func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
 		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir)}
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
+	for _, o := range opts {
+		o(a)
+	}
 	return a, nil
 }
 

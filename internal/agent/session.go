@@ -19,19 +19,25 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// errMoved ends a session whose server is no longer among the relay address's answers.
-var errMoved = errors.New("relay address no longer resolves to the connected server")
+// errMoved ends a session when the relay address no longer resolves to the answer the
+// session was reached through.
+var errMoved = errors.New("relay address no longer resolves to the address this session was reached through")
 
-// session resolves the relay address, connects to one of its answers and runs the push and
-// pull streams until one fails or ctx ends.
+// session resolves the relay address, connects to one of its answers (or to the replica a
+// server redirected the agent to) and runs the push and pull streams until one fails or ctx
+// ends.
 func (a *Agent) session(ctx context.Context) error {
 	if err := a.creds.ensure(ctx); err != nil {
 		return err
 	}
-	target, err := a.resolve(ctx)
+	// entry is where the relay address leads now; the session stays while it still leads
+	// there, even when a redirect sent the agent to a replica whose address the relay
+	// address never resolves to (replicas behind one load-balancer address).
+	entry, err := a.resolve(ctx)
 	if err != nil {
 		return err
 	}
+	target := entry
 	a.mu.Lock()
 	if a.redirect != "" {
 		target, a.redirect = a.redirect, ""
@@ -57,7 +63,7 @@ func (a *Agent) session(ctx context.Context) error {
 	opened := make(chan struct{}, 2)
 	g.Go(func() error { return a.push(gctx, client, opened) })
 	g.Go(func() error { return a.pull(gctx, client, opened) })
-	g.Go(func() error { return a.watchAddress(gctx, target, opened) })
+	g.Go(func() error { return a.watchAddress(gctx, entry, target, opened) })
 	err = g.Wait()
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Unauthenticated && a.cfg.TLSMode == "mtls" {
 		a.creds.markInvalid()
@@ -95,9 +101,10 @@ func (a *Agent) lookup(ctx context.Context) ([]string, string, error) {
 }
 
 // watchAddress re-resolves the relay address periodically and ends the session when the
-// answer no longer contains the server this session talks to.
-func (a *Agent) watchAddress(ctx context.Context, target string, opened <-chan struct{}) error {
-	host, _, _ := net.SplitHostPort(target)
+// answer no longer contains entry, the answer the session was reached through (a changed DNS
+// record moves the agent); target is the server the session talks to.
+func (a *Agent) watchAddress(ctx context.Context, entry, target string, opened <-chan struct{}) error {
+	host, _, _ := net.SplitHostPort(entry)
 	t := time.NewTicker(a.cfg.ResolveInterval)
 	defer t.Stop()
 	for n := 0; ; {
@@ -120,7 +127,7 @@ func (a *Agent) watchAddress(ctx context.Context, target string, opened <-chan s
 				found = found || ad == host
 			}
 			if !found {
-				a.log.Info("relay address moved; reconnecting", "from", target, "answers", addrs)
+				a.log.Info("relay address moved; reconnecting", "from", entry, "server", target, "answers", addrs)
 				return errMoved
 			}
 		}
@@ -141,6 +148,12 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 	if err := stream.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("push hello: %w", err)
 	}
+	reports := &reportSender{a: a, stream: stream}
+	if err := reports.send(); err != nil {
+		return err
+	}
+	reportTick, stopReports := reports.ticks()
+	defer stopReports()
 	recv := make(chan *relayv1.PushResponse)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -181,6 +194,10 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 		case err := <-recvErr:
 			return fmt.Errorf("push stream: %w", err)
 		case <-a.inputChanged:
+		case <-reportTick:
+			if err := reports.send(); err != nil {
+				return err
+			}
 		case m := <-recv:
 			switch {
 			case m.GetHeld() != nil:

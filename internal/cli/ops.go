@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -15,6 +16,8 @@ import (
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/plane"
+	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -184,22 +187,35 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 		}
 		add("replicas", true, "%s", strings.Join(ids, ", "))
 	}
-	if st.SafeMode.Active {
-		add("safe mode", false, "%s; missing: %s", st.SafeMode.Reason, strings.Join(st.SafeMode.Missing, ", "))
-	} else {
-		add("safe mode", true, "translation not held")
+	pl := st.Plane
+	if len(pl.Servers) == 0 { // a server that does not share the plane's view: itself only
+		pl.Servers = []plane.Server{plane.Local(st.HA.ReplicaID, st.HA.MgmtCluster, st.Relay, st.Status, st.Connections, time.Now())}
+	}
+	if len(pl.Servers) > 1 || pl.Error != "" {
+		var servers []string
+		for _, s := range pl.Servers {
+			servers = append(servers, fmt.Sprintf("%s@%s (%d agents)", s.ID, s.Relay, len(s.Clusters)))
+		}
+		detail := strings.Join(servers, ", ")
+		if pl.Error != "" {
+			detail += "; other servers' views unknown: " + pl.Error
+		}
+		add("plane", pl.Error == "", "%s", detail)
+	}
+	for i, s := range pl.Servers {
+		name := "safe mode"
+		if i > 0 {
+			name = "safe mode on " + s.ID
+		} else if !s.SafeMode.Active {
+			add(name, true, "translation not held")
+		}
+		if s.SafeMode.Active {
+			add(name, false, "%s", safeModeText(s.SafeMode))
+		}
 	}
 	for _, cl := range st.Clusters {
-		conn := st.Connections[cl.Name]
-		name := "cluster " + cl.Name
-		switch {
-		case conn.Push == 0 || conn.Pull == 0:
-			add(name, false, "registered but not connected here (push %d, pull %d streams)", conn.Push, conn.Pull)
-		case !cl.InSync:
-			add(name, false, "out of sync for %.0fs: desired v%d, acked v%d %s", cl.StaleSeconds, cl.OutputVersion, cl.AckedVersion, cl.LastNack)
-		default:
-			add(name, true, "connected, in sync at v%d", cl.OutputVersion)
-		}
+		ok, detail := clusterCheck(pl, cl.Name, st.SafeMode)
+		add("cluster "+cl.Name, ok, "%s", detail)
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
@@ -220,6 +236,74 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 		add("resource "+k, !translate.HasProblem(msgs), "%s", strings.Join(msgs, "; "))
 	}
 	return out
+}
+
+// clusterCheck judges a registered cluster on the whole plane: it must be connected (push
+// and pull) to some server and in sync there, and its agent must report nothing wrong.
+// local is the safe mode of the server asked.
+func clusterCheck(pl plane.Status, cluster string, local reconcile.SafeModeStatus) (bool, string) {
+	at, found, partial := pl.Find(cluster)
+	if !found {
+		detail := "registered but connected to no server"
+		if len(pl.Servers) == 1 {
+			detail = "registered but not connected"
+		}
+		for _, p := range partial {
+			detail += fmt.Sprintf("; %d push and %d pull streams on %s", p.Cluster.Connection.Push, p.Cluster.Connection.Pull, p.Server.ID)
+		}
+		if slices.Contains(local.Missing, cluster) {
+			detail += "; safe mode waits for its input"
+		}
+		return false, detail
+	}
+	ok := true
+	var parts []string
+	if len(pl.Servers) > 1 {
+		parts = append(parts, fmt.Sprintf("connected to %s (%s)", at.Server.ID, at.Server.Relay))
+	} else {
+		parts = append(parts, "connected")
+	}
+	sync := at.Cluster.Sync
+	switch {
+	case !sync.InSync && at.Server.SafeMode.Active:
+		ok = false
+		parts = append(parts, safeModeText(at.Server.SafeMode))
+	case !sync.InSync:
+		ok = false
+		parts = append(parts, strings.TrimSpace(fmt.Sprintf("out of sync for %.0fs: desired v%d, acked v%d %s", sync.StaleSeconds, sync.OutputVersion, sync.AckedVersion, sync.LastNack)))
+	default:
+		parts = append(parts, fmt.Sprintf("in sync at v%d", sync.OutputVersion))
+	}
+	if r := at.Cluster.Connection.Report; r != nil {
+		if r.DiscoveryError != "" {
+			ok = false
+			parts = append(parts, "discovery fails: "+r.DiscoveryError)
+		}
+		for _, p := range r.DataPlane {
+			ok = false
+			parts = append(parts, fmt.Sprintf("gateway %s refuses %s: %s", p.Node, shortTypeURL(p.TypeURL), p.Error))
+		}
+	}
+	return ok, strings.Join(parts, "; ")
+}
+
+// safeModeText says what safe mode waits for.
+func safeModeText(sm reconcile.SafeModeStatus) string {
+	if len(sm.Missing) == 0 {
+		return sm.Reason
+	}
+	if !strings.HasPrefix(sm.Reason, "safe mode") {
+		return fmt.Sprintf("%s; missing the input of %s", sm.Reason, strings.Join(sm.Missing, ", "))
+	}
+	return fmt.Sprintf("safe mode: waiting for the input of %s (held since %s)", strings.Join(sm.Missing, ", "), sm.Since.Format(time.RFC3339))
+}
+
+// shortTypeURL is an xDS type URL's message name (Listener, Cluster, ...).
+func shortTypeURL(t string) string {
+	if i := strings.LastIndexByte(t, '.'); i >= 0 {
+		return t[i+1:]
+	}
+	return t
 }
 
 func orText(s, def string) string {

@@ -57,7 +57,8 @@ func NewDir(dir string, logger *slog.Logger, opts ...DirOption) *Dir {
 }
 
 // Errors returns the current errors of unreadable or invalid files, sorted; each names its
-// file (relative to the directory). It is safe for concurrent use.
+// file (relative to the directory), or the directory when it cannot be read itself. It is
+// safe for concurrent use.
 func (d *Dir) Errors() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -97,6 +98,7 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 		objs, err := s.read()
 		if err != nil {
 			d.logger.Warn("read manifest directory failed", "dir", d.dir, "error", err)
+			d.rootFailed(err)
 			return
 		}
 		changed := !Equal(objs, last)
@@ -234,6 +236,19 @@ func (s *scanner) read() ([]resource.Object, error) {
 	s.good = next
 	s.setErrors(errs)
 	return resource.Dedupe(all), nil
+}
+
+// rootFailed records that the directory itself cannot be read (removed, unreadable); the
+// objects read before are kept, and the next good read clears the error.
+func (d *Dir) rootFailed(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	errs := make(map[string]string, len(d.errs)+1)
+	for f, e := range d.errs {
+		errs[f] = e
+	}
+	errs["."] = fmt.Sprintf("manifest directory %s: %v", d.dir, err)
+	d.errs = errs
 }
 
 func (s *scanner) rel(p string) string {

@@ -291,3 +291,36 @@ func TestResyncCatchesMissedChanges(t *testing.T) {
 		t.Fatal("want 81")
 	}
 }
+
+// The directory removed while watched: the objects read before are kept, Errors names the
+// directory, and the error clears once the directory is back.
+func TestRemovedDirIsAnError(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "manifests")
+	write(t, filepath.Join(dir, "a.yaml"), svc("a", 80))
+	r := start(t, dir, WithResync(50*time.Millisecond))
+	if got := keys(r.next(t)); got != "Service/web/a" {
+		t.Fatalf("initial emit %s", got)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait)
+	for errs := r.d.Errors(); len(errs) == 0 || !strings.Contains(errs[0], dir); errs = r.d.Errors() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Errors() = %q, want the removed directory named", errs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	write(t, filepath.Join(dir, "a.yaml"), svc("a", 80))
+	for errs := r.d.Errors(); len(errs) > 0; errs = r.d.Errors() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Errors() = %q after the directory came back", errs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case objs := <-r.emits:
+		t.Fatalf("emitted %s although nothing changed", keys(objs))
+	default:
+	}
+}

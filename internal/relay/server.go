@@ -113,6 +113,7 @@ type Server struct {
 	ca      *pki.CA
 	log     *slog.Logger
 	m       *metrics
+	reports *reports
 
 	mu    sync.Mutex // guards conns
 	conns map[string]*Connection
@@ -124,6 +125,8 @@ type Connection struct {
 	Pull  int       `json:"pull"`
 	Since time.Time `json:"since,omitzero"`
 	Peer  string    `json:"peer,omitempty"`
+	// Report is what the agent last reported wrong with its own parts (nil: nothing).
+	Report *AgentReport `json:"report,omitempty"`
 }
 
 func (s *Server) track(cluster, peer string, push bool, delta int) {
@@ -153,7 +156,11 @@ func (s *Server) Connections() map[string]Connection {
 	defer s.mu.Unlock()
 	out := make(map[string]Connection, len(s.conns))
 	for k, v := range s.conns {
-		out[k] = *v
+		c := *v
+		if r, ok := s.reports.get(k); ok {
+			c.Report = &r
+		}
+		out[k] = c
 	}
 	return out
 }
@@ -169,7 +176,7 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), conns: map[string]*Connection{}}
+	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), reports: newReports(reg), conns: map[string]*Connection{}}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,
@@ -325,6 +332,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
+	defer s.pushEnded(cluster, log)
 	s.track(cluster, peerAddr(ctx), true, 1)
 	defer s.track(cluster, "", true, -1)
 	log.Info("push stream opened")
@@ -349,9 +357,13 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		if err != nil {
 			return err
 		}
+		if r := msg.GetReport(); r != nil {
+			s.reports.set(cluster, r, log)
+			continue
+		}
 		d := msg.GetSnapshot()
 		if d == nil {
-			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots")
+			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots or reports")
 		}
 		base := s.backend.Input(cluster)
 		if !d.GetFull() && d.GetBaseHash() != hashOf(base) {
@@ -376,6 +388,17 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		if err := stream.Send(&relayv1.PushResponse{Message: &relayv1.PushResponse_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash}}}); err != nil {
 			return err
 		}
+	}
+}
+
+// pushEnded forgets a cluster's agent report when its last push stream here ended.
+func (s *Server) pushEnded(cluster string, log *slog.Logger) {
+	s.mu.Lock()
+	c := s.conns[cluster]
+	open := c != nil && c.Push > 0
+	s.mu.Unlock()
+	if !open {
+		s.reports.set(cluster, nil, log)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package xds serves a cluster's Envoy resources to its gateways over ADS with
 // go-control-plane: the agent hands it each applied output snapshot, and every gateway
 // (any node id) receives the same resources. A type's version is the hash of its
-// resources, so versions change only when content changes.
+// resources, so versions change only when content changes. refusals.go follows the
+// gateways' NACKs so that the agent can report them.
 package xds
 
 import (
@@ -41,6 +42,8 @@ type Server struct {
 	addr  string
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
+	// refused follows the gateways' NACKs.
+	refused *refusals
 
 	mu      sync.Mutex // guards everything below
 	last    string     // content hash of the last snapshot set
@@ -57,7 +60,7 @@ type decodedResource struct {
 
 // New returns a server for addr; it does no I/O.
 func New(addr string, log *slog.Logger) *Server {
-	return &Server{addr: addr, log: log, cache: cachev3.NewSnapshotCache(true, constHash{}, nil)}
+	return &Server{addr: addr, log: log, cache: cachev3.NewSnapshotCache(true, constHash{}, nil), refused: newRefusals(log)}
 }
 
 // Apply implements the agent's sink: it serves the Envoy resources of s.
@@ -122,6 +125,10 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 	return nil
 }
 
+// Refusals returns, per gateway (xDS node id), its latest refused response of a type it
+// has not accepted since; a gateway's refusals end when it disconnects.
+func (s *Server) Refusals() []Refusal { return s.refused.list() }
+
 // Listen binds the address (":0" allowed) and returns the bound address.
 func (s *Server) Listen() (net.Listener, error) {
 	ln, err := net.Listen("tcp", s.addr)
@@ -133,7 +140,7 @@ func (s *Server) Listen() (net.Listener, error) {
 
 // Start serves ADS on ln until ctx ends.
 func (s *Server) Start(ctx context.Context, ln net.Listener) error {
-	srv := serverv3.NewServer(ctx, s.cache, nil)
+	srv := serverv3.NewServer(ctx, s.cache, s.refused.callbacks())
 	g := grpc.NewServer(grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)

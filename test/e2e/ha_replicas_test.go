@@ -29,9 +29,19 @@ func replicaFlags(redisAddr, id, relay string, balancing bool) []string {
 // read one config dir) and waits until each sees all of them when balancing.
 func startReplicas(h *harness, redisAddr string, ids, clusters []string, balancing bool) []*mgmt {
 	h.t.Helper()
+	return startReplicasAt(h, redisAddr, ids, nil, clusters, balancing)
+}
+
+// startReplicasAt is startReplicas with the relay address of each replica given (relays[i]
+// for ids[i]; a free loopback port when relays is nil); each advertises its own.
+func startReplicasAt(h *harness, redisAddr string, ids, relays, clusters []string, balancing bool) []*mgmt {
+	h.t.Helper()
 	var reps []*mgmt
 	for i, id := range ids {
 		relay := h.addr()
+		if relays != nil {
+			relay = relays[i]
+		}
 		o := mgmtOpts{relay: relay, clusters: clusters, args: replicaFlags(redisAddr, id, relay, balancing)}
 		if i > 0 {
 			o.caFrom, o.config = reps[0], reps[0].config

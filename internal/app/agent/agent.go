@@ -84,7 +84,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.ServerName, "relay-server-name", "", "TLS server name to verify (default: the host of --relay-address)")
 	fs.StringVar(&a.TLSMode, "relay-tls-mode", "mtls", "mtls or tls; must match the server")
 	fs.StringVar(&a.StateDir, "state-dir", "", "directory for the agent's key, certificate and last applied output (required)")
-	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent moves when its server is no longer in the answer")
+	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent reconnects when the answer no longer contains the address it connected through (an agent redirected to its replica stays there while the relay address still resolves as before)")
 	fs.StringVar(&a.DNSServer, "dns-server", "", "host:port of a DNS server to resolve the relay address with instead of the system resolver")
 	fs.DurationVar(&a.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
 	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required without --kubernetes)")
@@ -262,7 +262,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
 		sinks.xds = xdsServer
 	}
-	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg)
+	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
 	if err != nil {
 		return err
 	}
@@ -316,7 +316,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			KubeSink *sink.KubeStatus `json:"kubeSink,omitempty"`
 			// LeaderElection is the election's state (--leader-election).
 			LeaderElection *kubelease.Status `json:"leaderElection,omitempty"`
+			// GatewayRefusals are the gateways whose latest xDS response was a NACK.
+			GatewayRefusals []xds.Refusal `json:"gatewayRefusals,omitempty"`
 		}{Status: ag.Status(), DiscoveryErrors: src.Errors()}
+		if xdsServer != nil {
+			st.GatewayRefusals = xdsServer.Refusals()
+		}
 		if kubeSink != nil {
 			ks := kubeSink.Status()
 			st.KubeSink = &ks
@@ -342,6 +347,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return run(gctx)
 	})
 	return g.Wait()
+}
+
+// reporter is the agent's Reporter: what discovery cannot read and what the gateways
+// refuse.
+type reporter struct {
+	src interface{ Errors() []string }
+	xds *xds.Server // nil without --xds-address
+}
+
+func (r reporter) Report() relayagent.Report {
+	rep := relayagent.Report{DiscoveryError: strings.Join(r.src.Errors(), "; ")}
+	if r.xds != nil {
+		for _, x := range r.xds.Refusals() {
+			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: x.Node, TypeURL: x.TypeURL, Error: x.Error})
+		}
+	}
+	return rep
 }
 
 // agentStateFile is where internal/agent keeps its last applied output in --state-dir.

@@ -40,6 +40,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/resource"
@@ -356,7 +357,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			advertise = net.JoinHostPort(h, port)
 		}
 	}
-	coord := ha.New(ha.Config{MgmtCluster: orDefault(cfg.MgmtClusterName, "default"), ActivePassive: cfg.MgmtClusterName != "",
+	mgmtName := orDefault(cfg.MgmtClusterName, "default")
+	coord := ha.New(ha.Config{MgmtCluster: mgmtName, ActivePassive: cfg.MgmtClusterName != "",
 		LeaderElection: cfg.LeaderElection, LoadBalancing: cfg.LoadBalancing, ReplicaID: replicaID, Advertise: advertise,
 		LeaseTTL: cfg.LeaseDuration}, backend, log.With("component", "ha"))
 	if redisStore != nil {
@@ -419,6 +421,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if cfg.ConfigDir != "" {
 		dir = discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
 	}
+	var planeStore plane.Store
+	if redisStore != nil {
+		planeStore = redisStore
+	}
+	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
+		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
+	}, cfg.LeaseDuration/5, log.With("component", "plane"))
 	status := func() any {
 		st := rec.Status()
 		if dir != nil {
@@ -428,7 +437,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			st.ConfigErrors = crs.Errors()
 		}
 		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
-			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter}
+			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
+			Plane: publisher.Status()}
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
@@ -446,6 +456,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	g.Go(func() error { return rec.Start(gctx) })
 	g.Go(func() error { return certs.Start(gctx) })
 	g.Go(func() error { return coord.Start(gctx) })
+	g.Go(func() error { return publisher.Start(gctx) })
 	if lease != nil {
 		g.Go(func() error { return lease.Start(gctx) })
 	}
@@ -519,6 +530,9 @@ type ServerStatus struct {
 	Connections       map[string]relay.Connection `json:"connections"`
 	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
 	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
+	// Plane is every server's view of its agents (this one's first), shared through the
+	// store, so that check judges the whole plane from any replica.
+	Plane plane.Status `json:"plane"`
 }
 
 func orDefault(s, def string) string {

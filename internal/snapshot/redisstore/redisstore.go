@@ -9,6 +9,7 @@
 //	<prefix>:{<prefix>}:config             hash: resource key → JSON of snapshot.Resource
 //	<prefix>:{<prefix>}:config:rev         configuration revision, INCRed on every change
 //	<prefix>:{<prefix>}:activelock         the global lock naming the management server that may write (ha.go)
+//	<prefix>:{<prefix>}:plane, plane:views each server's view of its agents (plane.go)
 //
 // With a Fence (WithFence), every write runs in a Lua script that first checks that the
 // global lock still names this server with the epoch it holds, so a server that lost the
