@@ -59,7 +59,8 @@ type Coordinator struct {
 	changed     chan struct{} // closed and replaced on every change
 	lock        redisstore.Lock
 	lockKnown   bool
-	floor       uint64 // the lowest epoch the lock may have: from agents, outputs, earlier locks
+	floor       uint64    // the lowest epoch the lock may have: from agents, outputs, earlier locks
+	freeSince   time.Time // when the lock another server held was first seen gone (loop only)
 	lease       redisstore.Lease
 	leaderUntil time.Time
 	replicas    []redisstore.Replica
@@ -167,10 +168,34 @@ func (c *Coordinator) round(ctx context.Context) {
 			// Should the lock be gone (the store lost it), the next one is taken above it.
 			floor = max(floor, c.lock.Epoch)
 		}
+		last, known := c.lock, c.lockKnown
 		c.mu.RUnlock()
 		// The store takes a free lock above floor, raises the lock this server holds above
 		// it (Behind), and otherwise records it for the holder's next round.
-		lock, err := c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster, floor)
+		var lock redisstore.Lock
+		var err error
+		if known && last.Name != c.cfg.MgmtCluster {
+			lock, err = c.backend.ReadLock(ctx)
+		}
+		switch {
+		case err != nil:
+		case known && lock.Name == "" && last.Name != c.cfg.MgmtCluster && last.Name != "":
+			// The lock vanished (the store lost its data) while another server held it:
+			// leave it to that server for a lease, so the lock does not move to another
+			// region because of the loss; take it only if that server is gone too.
+			if c.freeSince.IsZero() {
+				c.freeSince = start
+				c.log.Warn("global lock vanished from the store; leaving it to its last holder for a lease", "lastHolder", last.Name, "epoch", last.Epoch)
+			}
+			if start.Sub(c.freeSince) < c.cfg.LeaseTTL {
+				lock = last
+				break
+			}
+			fallthrough
+		default:
+			c.freeSince = time.Time{}
+			lock, err = c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster, floor)
+		}
 		if err != nil {
 			errs = append(errs, err.Error())
 		} else {
