@@ -134,6 +134,10 @@ type Agent struct {
 	server    string
 	lastErr   string
 	redirect  string
+	// refusedEpoch is the epoch of the output last refused as older than the applied one
+	// (0 once an output is applied again); lastRefusal is the last refusal's reason.
+	refusedEpoch uint64
+	lastRefusal  string
 }
 
 // New builds an agent; it does no I/O.
@@ -316,13 +320,18 @@ type Status struct {
 	OutputCount    int       `json:"outputResources"`
 	CertNotAfter   time.Time `json:"certificateNotAfter,omitzero"`
 	LastError      string    `json:"lastError,omitempty"`
+	// RefusedEpoch is set while the agent refuses the server's outputs because they are of
+	// an older epoch than the one it applied; LastRefusal is the last refusal's reason.
+	RefusedEpoch uint64 `json:"refusedEpoch,omitempty"`
+	LastRefusal  string `json:"lastRefusal,omitempty"`
 }
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := Status{Cluster: a.cfg.Cluster, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter()}
+	st := Status{Cluster: a.cfg.Cluster, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter(),
+		RefusedEpoch: a.refusedEpoch, LastRefusal: a.lastRefusal}
 	if a.input != nil {
 		st.InputHash, st.InputResources = a.input.Hash, a.input.Len()
 	}

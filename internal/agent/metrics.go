@@ -8,7 +8,7 @@ type metrics struct {
 	inputVersion  prometheus.Gauge
 	outputVersion prometheus.Gauge
 	applied       prometheus.Counter
-	nacks         prometheus.Counter
+	nacks         *prometheus.CounterVec // by reason
 	registrations prometheus.Counter
 	certExpiry    prometheus.Gauge
 }
@@ -26,7 +26,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inputVersion:  g("meshrelay_agent_input_version", "Version of the last input snapshot the server acknowledged."),
 		outputVersion: g("meshrelay_agent_output_version", "Version of the applied output snapshot."),
 		applied:       c("meshrelay_agent_outputs_applied_total", "Output snapshots applied."),
-		nacks:         c("meshrelay_agent_outputs_refused_total", "Output snapshots refused (NACK)."),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_agent_outputs_refused_total",
+			Help: "Output snapshots refused (NACK), by reason: stale_epoch, stale_version, delta_base, invalid, apply, persist."}, []string{"reason"}),
 		registrations: c("meshrelay_agent_registrations_total", "Certificates obtained from the server."),
 		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
 	}

@@ -277,40 +277,59 @@ func (a *Agent) pull(ctx context.Context, client relayv1.RelayServiceClient, ope
 }
 
 func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *relayv1.PullRequest {
-	nack := func(needFull bool, err error) *relayv1.PullRequest {
-		a.m.nacks.Inc()
-		a.log.Warn("output refused", "version", d.GetVersion(), "error", err, "needFull", needFull)
+	nack := func(reason string, needFull bool, err error) *relayv1.PullRequest {
+		a.m.nacks.WithLabelValues(reason).Inc()
+		a.log.Warn("output refused", "version", d.GetVersion(), "reason", reason, "error", err, "needFull", needFull)
 		return &relayv1.PullRequest{Message: &relayv1.PullRequest_Nack{Nack: &relayv1.Nack{Version: d.GetVersion(), Hash: d.GetHash(), Error: err.Error(), NeedFull: needFull}}}
 	}
 	applied := a.currentApplied()
 	if applied != nil && d.GetEpoch() < applied.Epoch {
-		return nack(false, fmt.Errorf("output version %d is from epoch %d, older than applied epoch %d", d.GetVersion(), d.GetEpoch(), applied.Epoch))
+		return a.refuseStaleEpoch(d, applied.Epoch)
 	}
 	if applied != nil && d.GetEpoch() == applied.Epoch && d.GetVersion() <= applied.Version && d.GetHash() != applied.Hash {
-		return nack(false, fmt.Errorf("output version %d is not newer than applied version %d of epoch %d", d.GetVersion(), applied.Version, applied.Epoch))
+		return nack("stale_version", false, fmt.Errorf("output version %d is not newer than applied version %d of epoch %d", d.GetVersion(), applied.Version, applied.Epoch))
 	}
 	base := ""
 	if applied != nil {
 		base = applied.Hash
 	}
 	if !d.GetFull() && d.GetBaseHash() != base {
-		return nack(true, fmt.Errorf("delta base %.12s does not match applied %.12s", d.GetBaseHash(), base))
+		return nack("delta_base", true, fmt.Errorf("delta base %.12s does not match applied %.12s", d.GetBaseHash(), base))
 	}
 	next, err := snapshot.Apply(applied, relay.FromProto(d))
 	if err != nil {
-		return nack(true, err)
+		return nack("invalid", true, err)
 	}
 	if err := a.sink.Apply(ctx, next); err != nil {
-		return nack(false, fmt.Errorf("apply output: %w", err))
+		return nack("apply", false, fmt.Errorf("apply output: %w", err))
 	}
 	if err := a.state.save(next); err != nil {
-		return nack(false, fmt.Errorf("persist output: %w", err))
+		return nack("persist", false, fmt.Errorf("persist output: %w", err))
 	}
 	a.mu.Lock()
 	a.applied = next
+	a.refusedEpoch = 0
 	a.mu.Unlock()
 	a.m.applied.Inc()
 	a.m.outputVersion.Set(float64(next.Version))
 	a.log.Info("output applied", "version", next.Version, "epoch", next.Epoch, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()))
 	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash}}}
+}
+
+// refuseStaleEpoch refuses an output of an older epoch than the applied one: the agent never
+// goes back to an older epoch (a deposed server, or a store that lost the lock). It logs
+// each distinct pair of epochs once, counts every refusal, shows it in /status, and NACKs
+// with the reason the server recognises (relay.ParseStaleEpoch) so that it raises its
+// epoch above the agent's.
+func (a *Agent) refuseStaleEpoch(d *relayv1.SnapshotDelta, held uint64) *relayv1.PullRequest {
+	reason := relay.StaleEpochError(d.GetEpoch(), held)
+	a.m.nacks.WithLabelValues("stale_epoch").Inc()
+	a.mu.Lock()
+	first := a.refusedEpoch == 0 || a.lastRefusal != reason
+	a.refusedEpoch, a.lastRefusal = d.GetEpoch(), reason
+	a.mu.Unlock()
+	if first {
+		a.log.Warn("output refused: stale epoch", "version", d.GetVersion(), "epoch", d.GetEpoch(), "heldEpoch", held)
+	}
+	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Nack{Nack: &relayv1.Nack{Version: d.GetVersion(), Hash: d.GetHash(), Error: reason}}}
 }

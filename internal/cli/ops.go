@@ -50,6 +50,11 @@ epoch. From then on only that management server may write to Redis (every write 
 the lock, so a former active server cannot overwrite anything, even before it notices), and
 agents refuse outputs made under an older epoch. Switch back the same way.
 
+The new epoch is above the lock's and the epoch counter's. If Redis lost its data, this
+command cannot know the epochs agents hold and may give a lower one: the new active server
+raises it above theirs as soon as its agents (or the other server) report them, and
+'meshrelay check' shows any agent refusing meanwhile.
+
 After a regional failover: switch the DNS record agents use to the new server, then run this
 (and point your CI/CD at the new server if you write configuration to one server only).`,
 		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379",
@@ -216,6 +221,9 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 	for _, cl := range st.Clusters {
 		ok, detail := clusterCheck(pl, cl.Name, st.SafeMode)
 		add("cluster "+cl.Name, ok, "%s", detail)
+		if r := cl.EpochRefusal; r != nil {
+			add("epoch", false, "cluster %s refuses epoch %d: it holds epoch %d (since %s)", cl.Name, r.Refused, r.Held, r.Since.Format(time.RFC3339))
+		}
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))

@@ -17,7 +17,7 @@ import (
 
 // Backend is the shared store's coordination API (redisstore.Store implements it).
 type Backend interface {
-	AcquireLockIfFree(ctx context.Context, name string) (redisstore.Lock, error)
+	AcquireLockIfFree(ctx context.Context, name string, floor uint64) (redisstore.Lock, error)
 	ReadLock(ctx context.Context) (redisstore.Lock, error)
 	AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (redisstore.Lease, error)
 	ReleaseLease(ctx context.Context, group, id string) error
@@ -53,10 +53,14 @@ type Coordinator struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	kick chan struct{} // asks the loop for a round now (an agent holds a newer epoch)
+
 	mu          sync.RWMutex  // guards everything below
 	changed     chan struct{} // closed and replaced on every change
 	lock        redisstore.Lock
 	lockKnown   bool
+	floor       uint64    // the lowest epoch the lock may have: from agents, outputs, earlier locks
+	freeSince   time.Time // when the lock another server held was first seen gone (loop only)
 	lease       redisstore.Lease
 	leaderUntil time.Time
 	replicas    []redisstore.Replica
@@ -73,7 +77,7 @@ func New(cfg Config, backend Backend, log *slog.Logger) *Coordinator {
 	if cfg.Interval <= 0 {
 		cfg.Interval = cfg.LeaseTTL / 5
 	}
-	return &Coordinator{cfg: cfg, backend: backend, log: log, now: time.Now, changed: make(chan struct{})}
+	return &Coordinator{cfg: cfg, backend: backend, log: log, now: time.Now, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // Watch returns a channel that is closed at the next change of the role, the lock or the
@@ -114,8 +118,41 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			}
 			return nil
 		case <-t.C:
+		case <-c.kick:
 		}
 	}
+}
+
+// WitnessEpoch tells the coordinator of an epoch seen outside the lock: held by an agent
+// (its Hello, a refusal) or carried by an output read from the store. With the epochs of
+// the earlier locks it saw (each one plus one), it makes the floor that the coordinator
+// hands to the store at every lock round: a free lock is taken above it, and a lock below
+// it (Behind) is raised above it by its holder. So after the store lost its data, the
+// epoch agents see never goes backwards, with no manual step.
+func (c *Coordinator) WitnessEpoch(epoch uint64) {
+	c.mu.Lock()
+	if epoch <= c.floor {
+		c.mu.Unlock()
+		return
+	}
+	c.floor = epoch
+	behind := c.lockKnown && Behind(c.lock, c.floor)
+	c.mu.Unlock()
+	if behind && c.cfg.ActivePassive {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Behind reports whether lock l is below floor, the lowest epoch the lock may have: an
+// agent holds a newer epoch, or an earlier lock had this epoch or a higher one. That
+// happens only when the store lost the lock and its counter and the lock was taken again
+// too low; its holder must raise it before agents accept anything. (An agent holding the
+// lock's own epoch is the normal case: the holder's outputs carry it.)
+func Behind(l redisstore.Lock, floor uint64) bool {
+	return l.Name != "" && l.Epoch < floor
 }
 
 func (c *Coordinator) round(ctx context.Context) {
@@ -125,14 +162,58 @@ func (c *Coordinator) round(ctx context.Context) {
 	var errs []string
 	changed := false
 	if c.cfg.ActivePassive {
-		lock, err := c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster)
+		c.mu.RLock()
+		floor := c.floor
+		if c.lockKnown {
+			// Should the lock be gone (the store lost it), the next one is taken above it.
+			floor = max(floor, c.lock.Epoch)
+		}
+		last, known := c.lock, c.lockKnown
+		c.mu.RUnlock()
+		// The store takes a free lock above floor, raises the lock this server holds above
+		// it (Behind), and otherwise records it for the holder's next round.
+		var lock redisstore.Lock
+		var err error
+		if known && last.Name != c.cfg.MgmtCluster {
+			lock, err = c.backend.ReadLock(ctx)
+		}
+		switch {
+		case err != nil:
+		case known && lock.Name == "" && last.Name != c.cfg.MgmtCluster && last.Name != "":
+			// The lock vanished (the store lost its data) while another server held it:
+			// leave it to that server for a lease, so the lock does not move to another
+			// region because of the loss; take it only if that server is gone too.
+			if c.freeSince.IsZero() {
+				c.freeSince = start
+				c.log.Warn("global lock vanished from the store; leaving it to its last holder for a lease", "lastHolder", last.Name, "epoch", last.Epoch)
+			}
+			if start.Sub(c.freeSince) < c.cfg.LeaseTTL {
+				lock = last
+				break
+			}
+			fallthrough
+		default:
+			c.freeSince = time.Time{}
+			lock, err = c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster, floor)
+		}
 		if err != nil {
 			errs = append(errs, err.Error())
 		} else {
 			c.mu.Lock()
+			if c.lockKnown && lock != c.lock {
+				// Every lock after this one must be above it: a lock that moved to an
+				// epoch not above it was taken again after the store lost its data.
+				c.floor = max(c.floor, c.lock.Epoch+1)
+			}
 			if !c.lockKnown || lock != c.lock {
 				if c.lock.Name != lock.Name || c.lock.Epoch != lock.Epoch {
 					c.log.Info("global lock", "holder", lock.Name, "epoch", lock.Epoch, "active", lock.Name == c.cfg.MgmtCluster)
+				}
+				if c.lockKnown && lock.Name == c.cfg.MgmtCluster && c.lock.Name == lock.Name && lock.Since.Equal(c.lock.Since) && lock.Epoch > c.lock.Epoch {
+					c.log.Warn("global lock epoch raised above what agents or earlier locks hold", "from", c.lock.Epoch, "epoch", lock.Epoch)
+				}
+				if Behind(lock, c.floor) {
+					c.log.Warn("global lock epoch not above what agents or earlier locks hold; its holder raises it", "holder", lock.Name, "epoch", lock.Epoch, "floor", c.floor)
 				}
 				c.lock, c.lockKnown, changed = lock, true, true
 			}

@@ -67,6 +67,11 @@ type Config struct {
 	// translated and the problems found by resource (translate.Result.Status). It must not
 	// block (the Kubernetes status writer only records them and wakes itself up).
 	OnTranslate func(config []resource.Object, status map[string][]string)
+	// WitnessEpoch, when set, is told every epoch seen outside the global lock: held by an
+	// agent, carried by an output read from the store (ha.Coordinator.WitnessEpoch, which
+	// keeps the lock above them). Called with the reconciler's lock held; it must not call
+	// back.
+	WitnessEpoch func(epoch uint64)
 }
 
 // Reconciler is the server's core loop. Create it with New and run it with Start.
@@ -95,6 +100,7 @@ type Reconciler struct {
 	deadOutputs  map[string]bool
 	acks         map[string]*ackState
 	seen         map[string]uint64 // highest output version an agent reported holding
+	refusals     map[string]*EpochRefusal
 	subs         map[string]map[chan struct{}]struct{}
 	loaded       bool
 	warm         bool
@@ -132,6 +138,7 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 		deadOutputs:  map[string]bool{},
 		acks:         map[string]*ackState{},
 		seen:         map[string]uint64{},
+		refusals:     map[string]*EpochRefusal{},
 		subs:         map[string]map[chan struct{}]struct{}{},
 	}
 }
@@ -294,7 +301,7 @@ func (r *Reconciler) pullChanged(ctx context.Context, kind snapshot.Kind) error 
 	if err != nil {
 		return fmt.Errorf("read %s index: %w", kind, err)
 	}
-	active, _ := r.role()
+	active, epoch := r.role()
 	var changed []string
 	r.mu.Lock()
 	mem := r.inputs
@@ -302,7 +309,10 @@ func (r *Reconciler) pullChanged(ctx context.Context, kind snapshot.Kind) error 
 		mem = r.outputs
 	}
 	for c, h := range idx {
-		if cur := mem[c]; cur == nil || cur.Hash != h {
+		// The index has content hashes only: a passive server also reads an output it
+		// holds under an older epoch than the lock's, which the active server re-stamps
+		// with the same content (its agents must learn the new epoch).
+		if cur := mem[c]; cur == nil || cur.Hash != h || (kind == snapshot.Output && !active && cur.Epoch < epoch) {
 			changed = append(changed, c)
 		}
 	}
@@ -349,6 +359,7 @@ func (r *Reconciler) takeNewerLocked(kind snapshot.Kind, c string, s *snapshot.S
 		}
 		return
 	}
+	r.witnessLocked(s.Epoch)
 	cur := r.outputs[c]
 	switch {
 	case cur == nil || s.Epoch > cur.Epoch || (s.Epoch == cur.Epoch && s.Version > cur.Version):
@@ -403,6 +414,7 @@ func (r *Reconciler) load(ctx context.Context) error {
 		}
 	}
 	for c, s := range outs {
+		r.witnessLocked(s.Epoch)
 		if cur := r.outputs[c]; cur == nil || cur.Version < s.Version {
 			r.outputs[c] = s
 			r.notifyLocked(c)
@@ -632,10 +644,46 @@ func (r *Reconciler) AdoptVersion(cluster string, version uint64, hash string) {
 	r.m.outputVersion.WithLabelValues(cluster).Set(float64(next))
 }
 
+func (r *Reconciler) witnessLocked(epoch uint64) {
+	if r.cfg.WitnessEpoch != nil && epoch > 0 {
+		r.cfg.WitnessEpoch(epoch)
+	}
+}
+
+// AgentEpoch is told the epoch of the output a cluster's agent holds (its Hello).
+func (r *Reconciler) AgentEpoch(_ string, held uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.witnessLocked(held)
+}
+
+// EpochRefusal says that a cluster's agent refuses this server's output because it holds a
+// newer epoch (the store lost the lock and it was taken again too low); it lasts until the
+// agent acknowledges the current output.
+type EpochRefusal struct {
+	Refused uint64    `json:"refusedEpoch"`
+	Held    uint64    `json:"heldEpoch"`
+	Since   time.Time `json:"since"`
+}
+
+// EpochRefused records that the agent of cluster holds epoch held and refuses outputs of
+// epoch refused; the epoch it holds is witnessed so the lock is raised above it.
+func (r *Reconciler) EpochRefused(cluster string, refused, held uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur := r.refusals[cluster]; cur == nil || cur.Refused != refused || cur.Held != held {
+		r.refusals[cluster] = &EpochRefusal{Refused: refused, Held: held, Since: r.now()}
+	}
+	r.witnessLocked(held)
+}
+
 // Acked records that the agent of cluster applied version/hash.
 func (r *Reconciler) Acked(cluster string, version uint64, hash, agent string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if out := r.outputs[cluster]; out != nil && out.Hash == hash {
+		delete(r.refusals, cluster)
+	}
 	a := r.ackLocked(cluster)
 	a.Version, a.Hash, a.Nack, a.NackedHash, a.Agent = version, hash, "", "", agent
 	r.m.ackedVersion.WithLabelValues(cluster).Set(float64(version))

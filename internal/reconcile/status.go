@@ -29,6 +29,8 @@ type ClusterStatus struct {
 	InSync         bool    `json:"inSync"`
 	StaleSeconds   float64 `json:"staleSeconds,omitempty"`
 	LastNack       string  `json:"lastNack,omitempty"`
+	// EpochRefusal is set while the agent refuses this server's output for a stale epoch.
+	EpochRefusal *EpochRefusal `json:"epochRefusal,omitempty"`
 }
 
 // Status is the reconciler's state for /status and `meshrelay check`.
@@ -79,6 +81,10 @@ func (r *Reconciler) Status() Status {
 			if !cs.InSync && !a.pendingSince.IsZero() {
 				cs.StaleSeconds = now.Sub(a.pendingSince).Seconds()
 			}
+		}
+		if ref := r.refusals[name]; ref != nil {
+			e := *ref
+			cs.EpochRefusal = &e
 		}
 		st.Clusters = append(st.Clusters, cs)
 	}

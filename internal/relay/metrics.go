@@ -11,6 +11,8 @@ type metrics struct {
 	pullResources *prometheus.CounterVec
 	pullBytes     *prometheus.CounterVec
 	recycled      *prometheus.CounterVec
+	// epochRefusals counts outputs an agent refused, or would refuse, for a stale epoch.
+	epochRefusals *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
 	redirects     *prometheus.CounterVec
 	// redirectsAvoided counts agents served here because their owner was unreachable.
@@ -35,6 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pullResources:    cv("meshrelay_relay_pull_resources_sent_total", "Output resources upserted or removed in sent deltas.", "cluster"),
 		pullBytes:        cv("meshrelay_relay_pull_bytes_sent_total", "Bytes of resources sent in output deltas.", "cluster"),
 		recycled:         cv("meshrelay_relay_pull_streams_recycled_total", "Pull streams closed because the agent stopped acknowledging.", "cluster"),
+		epochRefusals:    cv("meshrelay_relay_epoch_refusals_total", "Outputs an agent refused (or would refuse, so they were held back) because it holds a newer epoch; each distinct pair of epochs once per stream.", "cluster"),
 		redirects:        cv("meshrelay_relay_redirects_total", "Agents sent to the replica that owns their cluster.", "cluster"),
 		redirectsAvoided: cv("meshrelay_relay_redirects_avoided_total", "Agents served by this replica because the replica owning their cluster was unreachable.", "cluster"),
 		rejected:         cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
@@ -45,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.rejected, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.epochRefusals, m.rejected, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
 	}
 	return m
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +50,8 @@ type fakeBackend struct {
 	acks       []call
 	nacks      []call
 	adopts     []call
+	refusals   []call // EpochRefused: version is the refused epoch, hash the held one
+	agentEpoch map[string]uint64
 }
 
 // call records one backend call.
@@ -128,6 +131,21 @@ func (b *fakeBackend) Acked(cluster string, version uint64, hash, agent string) 
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.acks = append(b.acks, call{cluster, version, hash, agent})
+}
+
+func (b *fakeBackend) AgentEpoch(cluster string, held uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.agentEpoch == nil {
+		b.agentEpoch = map[string]uint64{}
+	}
+	b.agentEpoch[cluster] = held
+}
+
+func (b *fakeBackend) EpochRefused(cluster string, refused, held uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refusals = append(b.refusals, call{cluster, refused, strconv.FormatUint(held, 10), ""})
 }
 
 func (b *fakeBackend) Nacked(cluster string, version uint64, hash, reason string) {
@@ -899,4 +917,47 @@ func TestTLSMode(t *testing.T) {
 		_, err := c.Register(t.Context(), &relayv1.RegisterRequest{Token: token, Cluster: "east", CsrPem: csr})
 		wantCode(t, err, codes.FailedPrecondition)
 	})
+}
+
+// An agent holding an output of a newer epoch than the server's (the store lost the lock
+// and it was taken again too low): the server sends nothing it would refuse, hands the
+// agent's epoch to the backend (which raises the lock above it) and records the refusal;
+// the output made under the raised epoch is sent.
+func TestPullAgentHoldsNewerEpoch(t *testing.T) {
+	b := newBackend("east")
+	agentHolds := output(4, "a=1").WithVersion(4, 2)
+	b.setOutput("east", output(5, "a=1", "b=2")) // epoch 1
+	e := newEnv(t, relay.ServerConfig{}, b)
+	cert := e.register(t, "east")
+	p := pull(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", Held: held(agentHolds)})
+
+	eventually(t, "the refusal recorded", func() bool {
+		r := b.calls(&b.refusals)
+		return len(r) > 0 && r[0] == call{"east", 1, "2", ""}
+	})
+	b.mu.Lock()
+	witnessed := b.agentEpoch["east"]
+	b.mu.Unlock()
+	if witnessed != 2 {
+		t.Errorf("agent epoch handed to the backend %d, want 2", witnessed)
+	}
+	nothingFor(t, p.in, 300*time.Millisecond)
+
+	raised := output(6, "a=1", "b=2").WithVersion(6, 3)
+	b.setOutput("east", raised)
+	if d := p.next(t); d.GetEpoch() != 3 || d.GetHash() != raised.Hash || d.GetBaseHash() != agentHolds.Hash {
+		t.Fatalf("sent epoch %d hash %.12s base %.12s, want the epoch-3 output as a delta", d.GetEpoch(), d.GetHash(), d.GetBaseHash())
+	}
+}
+
+// A stale-epoch NACK is recognised whatever sent it, and nothing else is taken for one.
+func TestParseStaleEpoch(t *testing.T) {
+	if r, h, ok := relay.ParseStaleEpoch(relay.StaleEpochError(1, 2)); !ok || r != 1 || h != 2 {
+		t.Errorf("ParseStaleEpoch(StaleEpochError(1, 2)) = %d, %d, %v", r, h, ok)
+	}
+	for _, s := range []string{"cannot apply", "stale epoch: output epoch 3 is older than applied epoch 2", ""} {
+		if _, _, ok := relay.ParseStaleEpoch(s); ok {
+			t.Errorf("ParseStaleEpoch(%q) ok", s)
+		}
+	}
 }

@@ -39,6 +39,12 @@ type Backend interface {
 	AdoptVersion(cluster string, version uint64, hash string)
 	Acked(cluster string, version uint64, hash, agent string)
 	Nacked(cluster string, version uint64, hash, reason string)
+	// AgentEpoch is told the epoch of the output an agent holds (its Hello): the server's
+	// lock must be above it for the agent to accept anything new.
+	AgentEpoch(cluster string, held uint64)
+	// EpochRefused records that the agent holds epoch held and so refuses the output of
+	// epoch refused (it NACKed it, or it would and the server held it back).
+	EpochRefused(cluster string, refused, held uint64)
 }
 
 // Modes of relay transport security.
@@ -459,6 +465,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			held = map[string]string{}
 		}
 		s.backend.AdoptVersion(cluster, h.GetVersion(), h.GetHash())
+		s.backend.AgentEpoch(cluster, h.GetEpoch())
 		if out := s.backend.Output(cluster); out != nil && out.Hash == heldHash {
 			s.backend.Acked(cluster, out.Version, out.Hash, agent)
 			inSyncAt = out.Hash
@@ -487,6 +494,15 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	var inflight *snapshot.Snapshot
 	var sentAt time.Time
 	nackedHash := ""
+	var refusal [2]uint64 // the last epoch refusal logged: output epoch, agent's epoch
+	refused := func(out, held uint64) {
+		s.backend.EpochRefused(cluster, out, held)
+		if refusal != [2]uint64{out, held} {
+			refusal = [2]uint64{out, held}
+			s.m.epochRefusals.WithLabelValues(cluster).Inc()
+			log.Warn("agent holds a newer epoch than this server's output", "outputEpoch", out, "heldEpoch", held)
+		}
+	}
 	ackTimer := time.NewTimer(time.Hour)
 	defer ackTimer.Stop()
 	// handle takes the agent's answer to the snapshot in flight.
@@ -510,6 +526,10 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			}
 			s.backend.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
 			log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
+			if out, held, ok := ParseStaleEpoch(n.GetError()); ok {
+				heldEpoch = max(heldEpoch, held)
+				refused(out, held)
+			}
 			if n.GetNeedFull() {
 				held, heldHash = nil, ""
 			} else {
@@ -534,6 +554,11 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		// Never send an output older than what the agent holds (a passive server or a
 		// replica lagging the store): it would take resources away.
 		stale := out != nil && (out.Epoch < heldEpoch || (out.Epoch == heldEpoch && out.Version <= heldVersion && out.Hash != heldHash))
+		if inflight == nil && out != nil && out.Epoch < heldEpoch && out.Hash != heldHash && out.Hash != nackedHash {
+			// The agent would refuse it: say so (the lock is raised above the agent's
+			// epoch, and the output made anew under it, see ha.Behind).
+			refused(out.Epoch, heldEpoch)
+		}
 		if inflight == nil && out != nil && !stale && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
 			d := snapshot.Diff(held, out)
 			msg := toProto(d, heldHash)

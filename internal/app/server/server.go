@@ -372,8 +372,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		certs.store = redisStore
 	}
 	var role reconcile.Role
+	var witness func(uint64)
 	if backend != nil {
-		role = coord
+		role, witness = coord, coord.WitnessEpoch
 	}
 	var crs *crsource.Source
 	var crStatus *crsource.Status
@@ -399,6 +400,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		WaitForConfigDir: cfg.ConfigDir != "" || cfg.Kube.Enabled,
 		Role:             role,
 		OnTranslate:      onTranslate,
+		WitnessEpoch:     witness,
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
 

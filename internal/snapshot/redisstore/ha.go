@@ -21,19 +21,47 @@ type Lock struct {
 
 func (s *Store) lockEpochKey() string { return s.prefix + "activelock:epoch" }
 
-// acquireLock takes the lock for ARGV[1] when nobody holds it (epoch = INCR of KEYS[2]);
-// it returns the holder either way.
-var acquireLock = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
+// aboveLua defines above(floor), the epoch a new or raised holder takes: the next value of
+// the counter KEYS[2], moved above floor when the counter is not already there (the store
+// lost its data), and the counter with it.
+const aboveLua = `
+local function above(floor)
   local e = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
+  if e <= floor then
+    e = floor + 1
+    redis.call('SET', KEYS[2], e)
+  end
+  return e
+end
+`
+
+// acquireLock takes the lock for ARGV[1] when nobody holds it; it returns the holder either
+// way. ARGV[3] is the highest epoch the caller knows of (of agents, outputs, locks): the
+// counter KEYS[2] is first moved up to it, whoever holds the lock, and a lock below the
+// counter is taken, or raised by its holder (and only by it), above it. So after the store
+// lost its data, a server knowing of a newer epoch makes the holder go above it at its next
+// round.
+var acquireLock = redis.NewScript(aboveLua + `
+local floor = tonumber(ARGV[3])
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+if floor > counter then
+  redis.call('SET', KEYS[2], floor)
+else
+  floor = counter
+end
+local cur = redis.call('HMGET', KEYS[1], 'name', 'epoch')
+if not cur[1] then
+  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', above(floor), 'since', ARGV[2])
+elseif cur[1] == ARGV[1] and tonumber(cur[2]) < floor then
+  redis.call('HSET', KEYS[1], 'epoch', above(floor))
 end
 return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
 `)
 
-// switchLock gives the lock to ARGV[1] with a new epoch, whoever held it.
-var switchLock = redis.NewScript(`
-local e = redis.call('INCR', KEYS[2])
+// switchLock gives the lock to ARGV[1] with a new epoch, whoever held it: above the
+// counter and above the lock's current epoch (should the counter alone have been lost).
+var switchLock = redis.NewScript(aboveLua + `
+local e = above(tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0'))
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
 return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
 `)
@@ -55,9 +83,12 @@ func parseLock(v any) (Lock, error) {
 }
 
 // AcquireLockIfFree takes the global lock for name when nobody holds it and returns the
-// holder (name itself, or whoever already held it).
-func (s *Store) AcquireLockIfFree(ctx context.Context, name string) (Lock, error) {
-	v, err := acquireLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli()).Result()
+// holder (name itself, or whoever already held it). floor is the highest epoch the caller
+// knows agents or outputs to carry: the lock is taken above it, a lock name holds below it
+// is raised above it, and a lock someone else holds below it is raised by its holder at its
+// next call (the epoch counter records the floor).
+func (s *Store) AcquireLockIfFree(ctx context.Context, name string, floor uint64) (Lock, error) {
+	v, err := acquireLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli(), floor).Result()
 	if err != nil {
 		return Lock{}, unavailable(err, "acquire global lock")
 	}
