@@ -45,6 +45,7 @@ func (a *Agent) session(ctx context.Context) error {
 		return fmt.Errorf("dial relay %s: %w", target, err)
 	}
 	defer conn.Close()
+	ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, a.instance, relay.MetadataAgentVersion, a.cfg.Version)
 	if a.cfg.TLSMode == "tls" {
 		tok, err := a.cfg.token()
 		if err != nil {

@@ -93,6 +93,7 @@ leader stops (at once: it releases the Lease) or vanishes (within --lease-durati
 			if err != nil {
 				return err
 			}
+			cfg.Agent.Version = version()
 			return agentapp.Run(cmd.Context(), cfg, log)
 		},
 	}
