@@ -291,3 +291,34 @@ func TestResyncCatchesMissedChanges(t *testing.T) {
 		t.Fatal("want 81")
 	}
 }
+
+// A directory that goes away is reported at once (log and Errors) and emits nothing, so the
+// objects last read stay; when it is back, the next read clears the error.
+func TestDirGoneKeepsObjects(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "d")
+	write(t, filepath.Join(dir, "s.yaml"), svc("s", 80))
+	r := start(t, dir, WithResync(200*time.Millisecond))
+	if keys(r.next(t)) != "Service/web/s" {
+		t.Fatal("want the Service")
+	}
+	if err := os.Rename(dir, dir+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	r.log(t, "read manifest directory failed; keeping the objects last read", "dir="+dir)
+	if errs := r.d.Errors(); len(errs) != 1 || !strings.Contains(errs[0], dir) {
+		t.Errorf("Errors() = %q, want the directory's error", errs)
+	}
+	select {
+	case o := <-r.emits:
+		t.Fatalf("emitted %q for a directory that went away", keys(o))
+	default:
+	}
+	if err := os.Rename(dir+".moved", dir); err != nil {
+		t.Fatal(err)
+	}
+	r.log(t, "manifest error cleared")
+	if errs := r.d.Errors(); len(errs) != 0 {
+		t.Errorf("Errors() = %q after the directory came back", errs)
+	}
+}
