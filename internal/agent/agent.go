@@ -52,8 +52,8 @@ type Config struct {
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.
 	DNSServer string
-	// Version is the agent's version, told to the server with its instance (a random name
-	// of this process) so that the server can name the agent holding a cluster.
+	// Version is the agent's build version, reported to the server in every Hello; with the
+	// agent's instance it names the agent holding a cluster.
 	Version string
 }
 
@@ -167,6 +167,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
+	release, err := lockStateDir(a.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	if err := a.creds.loadCA(); err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func (a *Agent) session(ctx context.Context) error {
 		return fmt.Errorf("dial relay %s: %w", target, err)
 	}
 	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, a.instance, relay.MetadataAgentVersion, a.cfg.Version)
+	ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, a.instance)
 	if a.cfg.TLSMode == "tls" {
 		tok, err := a.cfg.token()
 		if err != nil {
@@ -135,7 +135,7 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 		return fmt.Errorf("open push stream: %w", err)
 	}
 	cur := a.currentInput()
-	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, Held: &relayv1.Held{}}
+	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, AgentVersion: a.cfg.Version, Held: &relayv1.Held{}}
 	if cur != nil {
 		hello.Held.Hash = cur.Hash
 	}
@@ -225,7 +225,7 @@ func (a *Agent) pull(ctx context.Context, client relayv1.RelayServiceClient, ope
 		return fmt.Errorf("open pull stream: %w", err)
 	}
 	applied := a.currentApplied()
-	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, Held: &relayv1.Held{}}
+	hello := &relayv1.Hello{Cluster: a.cfg.Cluster, AgentVersion: a.cfg.Version, Held: &relayv1.Held{}}
 	if applied != nil {
 		hello.Held = &relayv1.Held{Version: applied.Version, Hash: applied.Hash, ResourceHashes: applied.ResourceHashes(), Epoch: applied.Epoch}
 	}

@@ -21,7 +21,7 @@ type RelayOptions struct {
 	World RelayWorld `json:"world"`
 	// Changes is how many changes of each kind are measured.
 	Changes int `json:"changes"`
-	// RedisAddress, when set, is the servers' store; empty keeps it in memory.
+	// RedisAddress, when set, is the servers' store; empty gives each its default bolt store.
 	RedisAddress string `json:"redisAddress,omitempty"`
 	// Replicas > 1 starts that many servers with --cluster-load-balancing (needs Redis).
 	Replicas int `json:"replicas"`

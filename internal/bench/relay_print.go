@@ -11,7 +11,7 @@ func (r *RelayReport) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	o := r.Options
-	store := "memory"
+	store := "bolt (each server's --data-dir)"
 	if o.RedisAddress != "" {
 		store = "redis " + o.RedisAddress
 	}

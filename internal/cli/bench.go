@@ -81,7 +81,7 @@ for comparison. Prints a table; -o writes the figures as JSON.`,
 	f.IntVar(&o.World.Services, "services-per-cluster", 10, "services per cluster (Service + EndpointSlice with two endpoints)")
 	f.IntVar(&o.World.ExportPercent, "exported-percent", 10, "percentage of each cluster's services selected by a VirtualDestination")
 	f.IntVar(&o.Changes, "changes", 10, "changes of each kind to measure")
-	f.StringVar(&o.RedisAddress, "redis-address", "", "Redis for the servers; empty keeps everything in memory")
+	f.StringVar(&o.RedisAddress, "redis-address", "", "Redis for the servers; empty gives each server its own bolt store in its --data-dir")
 	f.IntVar(&o.Replicas, "replicas", 1, "server replicas (> 1 needs --redis-address; starts them with --cluster-load-balancing)")
 	f.BoolVar(&o.Churn, "churn", false, "also measure endpoint churn in every cluster")
 	f.DurationVar(&o.ChurnWindow, "churn-window", 20*time.Second, "measured churn window")

@@ -4,17 +4,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
@@ -159,8 +164,9 @@ func newDeleteCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delete KIND NAME",
 		Short: "Delete a resource applied through the API",
-		Long:  "Delete a resource that was applied through the admin API. Resources from --config-dir are removed by deleting their file.",
-		Args:  cobra.ExactArgs(2),
+		Long: `Delete a resource that was applied through the admin API. A resource read from the server's
+--config-dir cannot be deleted this way: delete says so and names its file; remove it from that file.`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := resource.CanonicalKind(args[0])
 			if !ok {
@@ -187,10 +193,12 @@ func newGetCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
-		Short: "List resources of the management server's configuration",
-		Long: "List the effective configuration (config directory and API-applied resources) of a kind, or one resource.\n" +
+		Short: "List resources of the management server's configuration and what its agents discovered",
+		Long: "List the resources of a kind, or one resource: the effective configuration (config directory and API-applied\n" +
+			"resources, SOURCE says which) and what each cluster's agent discovered (Services, EndpointSlices, Gateways…,\n" +
+			"with their CLUSTER).\n" +
 			"Kinds: " + strings.Join(resource.Kinds(), ", ") + " (case-insensitive, plural accepted), or \"all\".",
-		Example: "  meshrelay get kubernetesclusters\n  meshrelay get upstream default-service-blue-10000 -o yaml",
+		Example: "  meshrelay get kubernetesclusters\n  meshrelay get services\n  meshrelay get upstream default-service-blue-10000 -o yaml",
 		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind := ""
@@ -228,14 +236,14 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 	switch format {
 	case "table":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tSTATUS")
+		fmt.Fprintln(tw, "KIND\tNAMESPACE\tNAME\tCLUSTER\tSOURCE\tSTATUS")
 		for _, it := range items {
 			_, ns, name, _ := resource.ParseKey(it.Key)
 			st := "OK"
 			if len(it.Status) > 0 {
 				st = strings.Join(it.Status, "; ")
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", it.Kind, ns, name, st)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", it.Kind, orDash(ns), name, orDash(it.Cluster), orDash(it.Source), st)
 		}
 		return tw.Flush()
 	case "json":
@@ -255,6 +263,11 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 			if i > 0 {
 				fmt.Fprintln(w, "---")
 			}
+			if it.Cluster != "" {
+				fmt.Fprintf(w, "# discovered in cluster %s\n", it.Cluster)
+			} else if it.Source != "" {
+				fmt.Fprintf(w, "# source: %s\n", it.Source)
+			}
 			w.Write(y)
 			for _, s := range it.Status {
 				fmt.Fprintf(w, "# status: %s\n", s)
@@ -265,6 +278,13 @@ func printItems(w io.Writer, items []configapi.Item, format string) error {
 	return fmt.Errorf("-o %q: want table, yaml or json", format)
 }
 
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func newDebugCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "debug", Short: "Inspect the management server's live state"}
 	var target adminTarget
@@ -273,8 +293,14 @@ func newDebugCmd() *cobra.Command {
 	snap := &cobra.Command{
 		Use:   "snapshot --cluster NAME [--input|--output]",
 		Short: "Print a cluster's live input or output snapshot",
-		Long:  "Print the input snapshot (what the cluster's agent discovered) or the output snapshot (what the server translated for it, the default) of a cluster, with its version and content hash.",
-		Args:  cobra.NoArgs,
+		Long: `Print the input snapshot (what the cluster's agent discovered) or the output snapshot (what the
+server translated for it, the default) of a cluster, with its version and content hash. Every
+resource's hash is checked against its body. -o yaml prints each resource under a "# KEY"
+comment; -o table lists the keys; -o json is the snapshot exactly as the server holds it
+(compact, so that the hashes still match the bodies when it is read back). Output
+snapshots include the cluster's mesh identity (Secrets with private keys).`,
+		Example: "  meshrelay debug snapshot --cluster local --input\n  meshrelay debug snapshot --cluster remote -o table",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cluster == "" {
 				return fmt.Errorf("--cluster is required")
@@ -317,7 +343,13 @@ upstream that does not exist).
 
 --config-dir holds the management configuration (what the server's --config-dir or apply would
 hold). --inputs-dir holds one subdirectory per cluster, named after it and laid out like an
-agent's discovery directory (Services, EndpointSlices, resources created in that cluster).`,
+agent's discovery directory (Services, EndpointSlices, resources created in that cluster).
+
+The server gives every registered cluster a mesh identity (a certificate from its mesh CA);
+what depends on it (the failover gateways' mTLS, their endpoints in other clusters, the
+mesh-identity and mesh-ca Secrets) is only produced with one. Offline there is no server, so
+each run issues EPHEMERAL identities from a throwaway CA: the plan has the same resources as
+the server's, and only the certificate and key material of those Secrets differs.`,
 		Example: "  meshrelay debug translate --config-dir ./config --inputs-dir ./clusters --cluster local -o yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -341,7 +373,12 @@ agent's discovery directory (Services, EndpointSlices, resources created in that
 					fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s/%s is not a registered cluster; its inputs are ignored\n", inputsDir, name)
 				}
 			}
-			res := translate.Translate(translate.Input{Config: config, Inputs: inputs})
+			certs, err := ephemeralMeshIdentities(clusters)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "note: "+ephemeralNote)
+			res := translate.Translate(translate.Input{Config: config, Inputs: inputs, Certs: certs})
 			if err := printTranslation(cmd.OutOrStdout(), res, cluster, output); err != nil {
 				return err
 			}
@@ -362,9 +399,35 @@ agent's discovery directory (Services, EndpointSlices, resources created in that
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of the management configuration (required)")
 	cmd.Flags().StringVar(&inputsDir, "inputs-dir", "", "directory with one subdirectory of discovered objects per cluster (required)")
 	cmd.Flags().StringVar(&cluster, "cluster", "", "print only this cluster's outputs")
-	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml, json or table (keys only)")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml, json (cluster → [{key, hash, body}]) or table (keys only)")
 	return cmd
 }
+
+const ephemeralNote = "mesh identities are EPHEMERAL: issued by a throwaway CA for this run, so the certificates and keys " +
+	"of the mesh-identity and mesh-ca Secrets differ from the server's; everything else is what the server would publish"
+
+// ephemeralMeshIdentities issues every cluster a mesh identity from a CA that lives only for
+// this run, as the server issues them from its mesh CA, so that an offline translation
+// produces what depends on them.
+func ephemeralMeshIdentities(clusters map[string]v1alpha1.KubernetesCluster) (map[string]translate.ClusterCert, error) {
+	ca, err := pki.NewCA(ephemeralTrustDomain, time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("ephemeral mesh CA: %w", err)
+	}
+	names := slices.Sorted(maps.Keys(clusters))
+	out := make(map[string]translate.ClusterCert, len(names))
+	for c, b := range pki.NewMeshIssuer(ca, time.Hour).Bundles(names) {
+		out[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+	}
+	if len(out) != len(names) {
+		return nil, fmt.Errorf("ephemeral mesh identities: issued %d of %d clusters", len(out), len(names))
+	}
+	return out, nil
+}
+
+// ephemeralTrustDomain names the throwaway CA's trust domain so that its certificates say
+// what they are.
+const ephemeralTrustDomain = "ephemeral.meshrelay.invalid"
 
 func printTranslation(w io.Writer, res translate.Result, only, format string) error {
 	var clusters []string
@@ -376,17 +439,16 @@ func printTranslation(w io.Writer, res translate.Result, only, format string) er
 	sort.Strings(clusters)
 	switch format {
 	case "json":
-		out := map[string][]json.RawMessage{}
+		// Cluster → its resources as a snapshot lists them (key, hash, body), bodies verbatim.
+		out := map[string][]snapshot.Resource{}
 		for _, c := range clusters {
-			out[c] = []json.RawMessage{}
-			for _, r := range res.Outputs[c] {
-				out[c] = append(out[c], r.Body)
-			}
+			out[c] = append([]snapshot.Resource{}, res.Outputs[c]...)
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return json.NewEncoder(w).Encode(out)
 	case "yaml", "table":
+		if len(clusters) > 0 {
+			fmt.Fprintf(w, "# %s\n", ephemeralNote)
+		}
 		for _, c := range clusters {
 			fmt.Fprintf(w, "# cluster %s: %d resources\n", c, len(res.Outputs[c]))
 			for _, r := range res.Outputs[c] {
@@ -409,9 +471,14 @@ func printTranslation(w io.Writer, res translate.Result, only, format string) er
 func printSnapshot(w io.Writer, s *snapshot.Snapshot, format string) error {
 	switch format {
 	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		// Byte for byte what the snapshot encodes (not re-indented), so that its resource
+		// hashes still match their bodies when it is read back.
+		b, err := s.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
 	case "table":
 		fmt.Fprintf(w, "version %d  epoch %d  hash %s  resources %d\n", s.Version, s.Epoch, s.Hash, s.Len())
 		for _, k := range s.Keys() {
@@ -423,11 +490,12 @@ func printSnapshot(w io.Writer, s *snapshot.Snapshot, format string) error {
 		for i, r := range s.Sorted() {
 			y, err := yaml.JSONToYAML(r.Body)
 			if err != nil {
-				return err
+				return fmt.Errorf("resource %s: %w", r.Key, err)
 			}
 			if i > 0 {
 				fmt.Fprintln(w, "---")
 			}
+			fmt.Fprintf(w, "# %s\n", r.Key)
 			w.Write(y)
 		}
 		return nil

@@ -14,11 +14,14 @@ func newServerCmd(g *globals) *cobra.Command {
 		Short: "Run the management server",
 		Long: `Run the management server: the relay endpoint agents connect to (gRPC over TLS, default :9900),
 registration and certificate issuance, the configuration (--config-dir and the admin API), the
-translation of every cluster's output, the snapshot store (memory, or Redis with --redis-address),
-safe mode, and the admin HTTP API (/healthz, /readyz, /metrics, /status).
+translation of every cluster's output, the snapshot store (--store: a bbolt file in --data-dir by
+default, Redis with --redis-address, memory for tests), safe mode, and the admin HTTP API
+(/healthz, /readyz, /metrics, /status).
 
 On first start it generates a relay CA, a serving certificate and (without --token-file) a relay
-identity token into --data-dir. Copy <data-dir>/relay-ca.crt and the token to every agent.
+identity token into --data-dir. Copy <data-dir>/relay-ca.crt and the token to every agent. The
+default store, <data-dir>/store.db, keeps what apply accepted across restarts (every write is
+on disk before apply returns); keep the data directory, and run one server per data directory.
 
 Kubernetes mode (--kubernetes): the configuration comes from meshrelay's custom resources
 (meshrelay.io/v1alpha1: KubernetesCluster, Upstream, FailoverScheme, Gateway, RouteTable,

@@ -9,13 +9,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // Backend is what the API needs from the server's core.
@@ -35,15 +38,28 @@ type ApplyResult struct {
 	Errors  []string `json:"errors,omitempty"`
 }
 
-// Item is one configuration resource as listed.
+// Item is one resource as listed: a resource of the management configuration, or one a
+// cluster's agent discovered (Cluster set).
 type Item struct {
 	Key    string          `json:"key"`
 	Kind   string          `json:"kind"`
 	Name   string          `json:"name"`
 	Object json.RawMessage `json:"object"`
+	// Cluster is the cluster whose agent discovered the resource (its input snapshot);
+	// empty for the management configuration.
+	Cluster string `json:"cluster,omitempty"`
+	// Source says where a configuration resource comes from: "api", or the file of the
+	// config directory; "discovered" for a cluster's resource.
+	Source string `json:"source,omitempty"`
 	// Status lists problems the last translation found with this resource; empty is fine.
 	Status []string `json:"status,omitempty"`
 }
+
+// Sources of listed items.
+const (
+	SourceAPI        = "api"
+	SourceDiscovered = "discovered"
+)
 
 const maxBody = 16 << 20
 
@@ -89,9 +105,16 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 			return
 		}
 		ns := r.URL.Query().Get("namespace")
-		err := b.Delete(r.Context(), resource.Key(kind, ns, r.PathValue("name")))
+		key := resource.Key(kind, ns, r.PathValue("name"))
+		err := b.Delete(r.Context(), key)
 		switch {
 		case errors.Is(err, snapshot.ErrNotFound):
+			if o, ok := findConfig(b.Config(), key); ok {
+				// Not applied through the API, yet in the configuration: it is read from
+				// the config directory (or Kubernetes), and only removing it there lasts.
+				http.Error(w, notFromAPI(o), http.StatusConflict)
+				return
+			}
 			http.Error(w, err.Error(), http.StatusNotFound)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -112,12 +135,34 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 		name := r.URL.Query().Get("name")
 		items := []Item{}
 		status := b.ResourceStatus()
-		for _, o := range b.Config() {
+		config := b.Config()
+		for _, o := range config {
 			if (kind == "" || o.Kind == kind) && (name == "" || o.Name == name) {
-				items = append(items, Item{Key: o.Key(), Kind: o.Kind, Name: o.Name, Object: o.Raw, Status: status[o.String()]})
+				src := o.Source
+				if src == "" {
+					src = SourceAPI
+				}
+				items = append(items, Item{Key: o.Key(), Kind: o.Kind, Name: o.Name, Object: o.Raw, Source: src, Status: status[o.String()]})
 			}
 		}
-		sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })
+		// What the agents discovered (Services, EndpointSlices, Gateways… of their
+		// clusters) is part of what the server translates: list it with its cluster.
+		for _, c := range slices.Sorted(maps.Keys(translate.Clusters(config))) {
+			for _, res := range b.Input(c).Sorted() {
+				k, ns, n, err := resource.ParseKey(res.Key)
+				if err != nil || (kind != "" && k != kind) || (name != "" && n != name) {
+					continue
+				}
+				items = append(items, Item{Key: res.Key, Kind: k, Name: n, Object: res.Body, Cluster: c, Source: SourceDiscovered,
+					Status: status[resource.Object{Kind: k, Namespace: ns, Name: n}.String()]})
+			}
+		}
+		sort.SliceStable(items, func(i, j int) bool {
+			if items[i].Key != items[j].Key {
+				return items[i].Key < items[j].Key
+			}
+			return items[i].Cluster < items[j].Cluster
+		})
 		admin.WriteJSON(w, http.StatusOK, items)
 	}))
 	s.Handle("GET /api/v1/snapshots/{cluster}/{kind}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -135,8 +180,38 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 			http.Error(w, fmt.Sprintf("no %s snapshot for cluster %q", r.PathValue("kind"), r.PathValue("cluster")), http.StatusNotFound)
 			return
 		}
-		admin.WriteJSON(w, http.StatusOK, snap)
+		// Sent exactly as the snapshot encodes itself: its bodies are hashed byte for
+		// byte, and the client checks every hash (re-indenting them would break that).
+		body, err := snap.MarshalJSON()
+		if err != nil {
+			http.Error(w, fmt.Sprintf("encode %s snapshot of cluster %q: %v", r.PathValue("kind"), r.PathValue("cluster"), err), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
 	}))
+}
+
+func findConfig(config []resource.Object, key string) (resource.Object, bool) {
+	for _, o := range config {
+		if o.Key() == key {
+			return o, true
+		}
+	}
+	return resource.Object{}, false
+}
+
+// notFromAPI explains why a configuration resource cannot be deleted through the API.
+func notFromAPI(o resource.Object) string {
+	switch {
+	case o.Source == "":
+		return fmt.Sprintf("%s was not applied through the API, so delete cannot remove it: it is read from the server's "+
+			"--config-dir (or, with --kubernetes, from a custom resource); remove it there", o)
+	case !resource.IsManifest(o.Source):
+		return fmt.Sprintf("%s was not applied through the API, so delete cannot remove it: it comes from %s; delete it there", o, o.Source)
+	}
+	return fmt.Sprintf("%s was not applied through the API, so delete cannot remove it: it comes from the config directory, "+
+		"file %s; remove it from that file (or delete the file) and the server drops it", o, o.Source)
 }
 
 // authenticated registers handlers behind the bearer token check.

@@ -327,7 +327,12 @@ func Convert(cr kubev1alpha1.Object) (resource.Object, error) {
 	if err != nil {
 		return resource.Object{}, fmt.Errorf("convert %s %s: %w", kindName(cr), namespacedName(cr), err)
 	}
-	return resource.Decode(js)
+	o, err := resource.Decode(js)
+	if err != nil {
+		return o, err
+	}
+	o.Source = "Kubernetes custom resource " + kindName(cr) + " " + namespacedName(cr)
+	return o, nil
 }
 
 func kindName(cr kubev1alpha1.Object) string {

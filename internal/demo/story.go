@@ -194,6 +194,28 @@ ports:
 `, port)
 }
 
+// WorldPorts are the loopback ports of the story's apps and gateway listeners.
+type WorldPorts struct {
+	Blue, Green    int // blue-pod's and green-pod's HTTP ports
+	HTTP, Failover int // local's HTTP gateway and remote's failover gateway
+}
+
+// WorldFiles returns the story's resource files by path relative to its working directory:
+// config/ for the management server's --config-dir, local/discovery/ and remote/discovery/
+// for the agents' --discovery-dir. examples/two-clusters in the repository is WorldFiles of
+// fixed ports (checked by a test).
+func WorldFiles(p WorldPorts) map[string]string {
+	return map[string]string{
+		"config/clusters.yaml":                      ClustersYAML,
+		"config/failover-scheme.yaml":               FailoverSchemeYAML,
+		"local/discovery/service-blue.yaml":         AppYAML("blue", "blue-pod", p.Blue),
+		"local/discovery/upstream-healthcheck.yaml": HealthCheckPatchYAML,
+		"local/discovery/route.yaml":                RouteYAML(p.HTTP),
+		"remote/discovery/service-green.yaml":       AppYAML("green", "green-pod", p.Green),
+		"remote/discovery/failover-gateway.yaml":    FailoverGatewayYAML(p.Failover),
+	}
+}
+
 func (e *env) story(ctx context.Context) error {
 	e.say("meshrelay demo — seed 003's service failover on one machine (working directory %s)", e.dir)
 	for _, n := range []string{"relay", "admin", "blue", "blue-admin", "green", "green-admin", "http", "failover",
@@ -202,29 +224,16 @@ func (e *env) story(ctx context.Context) error {
 			return err
 		}
 	}
+	files := WorldFiles(WorldPorts{Blue: e.ports["blue"], Green: e.ports["green"], HTTP: e.ports["http"], Failover: e.ports["failover"]})
+	for path, content := range files {
+		if err := e.write(filepath.Join(e.dir, path), content); err != nil {
+			return err
+		}
+	}
 	cfg := filepath.Join(e.dir, "config")
-	if err := e.write(filepath.Join(cfg, "clusters.yaml"), ClustersYAML); err != nil {
-		return err
-	}
-	if err := e.write(filepath.Join(cfg, "failover-scheme.yaml"), FailoverSchemeYAML); err != nil {
-		return err
-	}
 	token := filepath.Join(e.dir, "relay-identity-token")
 	if err := e.write(token, "demo-"+strconv.FormatInt(time.Now().UnixNano(), 36)+"\n"); err != nil {
 		return err
-	}
-	localDisc, remoteDisc := filepath.Join(e.dir, "local", "discovery"), filepath.Join(e.dir, "remote", "discovery")
-	files := map[string]string{
-		filepath.Join(localDisc, "service-blue.yaml"):         AppYAML("blue", "blue-pod", e.ports["blue"]),
-		filepath.Join(localDisc, "upstream-healthcheck.yaml"): HealthCheckPatchYAML,
-		filepath.Join(localDisc, "route.yaml"):                RouteYAML(e.ports["http"]),
-		filepath.Join(remoteDisc, "service-green.yaml"):       AppYAML("green", "green-pod", e.ports["green"]),
-		filepath.Join(remoteDisc, "failover-gateway.yaml"):    FailoverGatewayYAML(e.ports["failover"]),
-	}
-	for path, content := range files {
-		if err := e.write(path, content); err != nil {
-			return err
-		}
 	}
 
 	e.say("1. apps: blue-pod in cluster local (%s), green-pod in cluster remote (%s)", e.addr("blue"), e.addr("green"))

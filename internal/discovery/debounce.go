@@ -44,13 +44,14 @@ func (b *Debounce) Fired() { b.pending = false }
 // Stop releases the timer.
 func (b *Debounce) Stop() { b.timer.Stop() }
 
-// Equal reports whether two sorted sets of objects are the same (keys and bytes).
+// Equal reports whether two sorted sets of objects are the same (keys, bytes and where
+// each was read).
 func Equal(a, b []resource.Object) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
-		if a[i].Key() != b[i].Key() || !bytes.Equal(a[i].Raw, b[i].Raw) {
+		if a[i].Key() != b[i].Key() || !bytes.Equal(a[i].Raw, b[i].Raw) || a[i].Source != b[i].Source {
 			return false
 		}
 	}

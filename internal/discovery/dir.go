@@ -235,6 +235,9 @@ func (s *scanner) read() ([]resource.Object, error) {
 			for _, e := range perrs {
 				msgs = append(msgs, e.Error())
 			}
+			for i := range objs {
+				objs[i].Source = p // the full path, so that messages say which file to edit
+			}
 		}
 		if len(msgs) == 0 {
 			next[r] = objs

@@ -12,6 +12,7 @@ type metrics struct {
 	nacks              *prometheus.CounterVec
 	staleness          *prometheus.GaugeVec
 	safeMode           *prometheus.GaugeVec
+	configNotLoaded    prometheus.Gauge
 	storeUp            prometheus.Gauge
 	fenced             prometheus.Counter
 }
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		safeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshrelay_safe_mode_active", Help: "1 for each registered cluster whose missing input holds translation.",
 		}, []string{"cluster"}),
+		configNotLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshrelay_safe_mode_config_not_loaded",
+			Help: "1 while translation is held because the configuration is incomplete: not loaded from the store yet, a stored resource that does not decode, or the config directory (custom resources) not read yet.",
+		}),
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_store_writes_fenced_total", Help: "Writes refused because another management server holds the global lock.",
 		}),
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.storeUp, m.fenced)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.configNotLoaded, m.storeUp, m.fenced)
 	}
 	return m
 }

@@ -2,8 +2,9 @@
 // a watched directory and from the store), the latest input snapshot of every cluster (in
 // memory, written through to the store), runs the translator when either changes, and
 // publishes each cluster's output snapshot to the relay streams subscribed to it. Safe mode
-// lives here: after a start, nothing is published until every registered cluster's input is
-// present.
+// lives here: after a start, nothing is translated until the configuration is complete (the
+// store's snapshots and applied resources loaded, every stored resource decoded, the config
+// directory read) and every registered cluster's input is present.
 package reconcile
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,6 +85,7 @@ type Reconciler struct {
 	dirLoaded    bool
 	apiConfig    []resource.Object
 	apiLoaded    bool
+	apiBroken    []string // stored configuration resources that do not decode: "key: error"
 	apiRev       uint64
 	registered   map[string]bool // the registered clusters; nil when the config changed
 	inputs       map[string]*snapshot.Snapshot
@@ -416,16 +419,20 @@ func (r *Reconciler) loadAPIConfig(ctx context.Context) error {
 		return fmt.Errorf("load config: %w", err)
 	}
 	objs := make([]resource.Object, 0, len(rs))
+	var broken []string
 	for _, res := range rs {
 		o, err := resource.Decode(res.Body)
 		if err != nil {
-			r.log.Error("stored config resource does not decode; ignoring it", "key", res.Key, "error", err)
+			// Translating without it would publish outputs that miss what the store holds:
+			// prepare holds translation until it is fixed or deleted.
+			r.log.Error("stored config resource does not decode; translation held until it is deleted or applied again", "key", res.Key, "error", err)
+			broken = append(broken, fmt.Sprintf("%s: %v", res.Key, err))
 			continue
 		}
 		objs = append(objs, o)
 	}
 	r.mu.Lock()
-	r.apiConfig, r.apiRev, r.apiLoaded = objs, rev, true
+	r.apiConfig, r.apiRev, r.apiLoaded, r.apiBroken = objs, rev, true, broken
 	r.registered = nil
 	r.mu.Unlock()
 	r.trigger()
@@ -693,8 +700,14 @@ func (r *Reconciler) prepare() (round, bool) {
 	defer r.mu.Unlock()
 	now := r.now()
 	r.updateStalenessLocked(now)
-	if !r.loaded || !r.apiLoaded || (r.cfg.WaitForConfigDir && !r.dirLoaded) {
+	if reason := r.notLoadedLocked(); reason != "" {
+		r.holdNotLoadedLocked(reason)
 		return round{}, false
+	}
+	r.m.configNotLoaded.Set(0)
+	if r.warm && r.safe.Active {
+		r.log.Info("translation resumed")
+		r.safe = SafeModeStatus{}
 	}
 	active, epoch := r.role()
 	if !active {
@@ -768,6 +781,41 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	return changed, true
 }
 
+// notLoadedLocked says why the configuration this server would translate may lack part of
+// what the store or the configuration source holds ("" when it is complete).
+func (r *Reconciler) notLoadedLocked() string {
+	switch {
+	case !r.loaded || !r.apiLoaded:
+		reason := "configuration not loaded from the store yet"
+		if r.storeErr != "" {
+			reason += ": " + r.storeErr
+		}
+		return reason
+	case len(r.apiBroken) > 0:
+		return "stored configuration resources do not decode (delete or apply them again): " + strings.Join(r.apiBroken, "; ")
+	case r.cfg.WaitForConfigDir && !r.dirLoaded:
+		return "configuration source (config directory or custom resources) not read yet"
+	}
+	return ""
+}
+
+// holdNotLoadedLocked holds translation like safe mode while the configuration is incomplete:
+// outputs are never made from a configuration that misses what the store holds.
+func (r *Reconciler) holdNotLoadedLocked(reason string) {
+	r.m.configNotLoaded.Set(1)
+	if !r.safe.Active || r.safe.Reason != reason {
+		r.log.Warn("translation held", "reason", reason)
+	}
+	since := r.startedAt
+	switch {
+	case r.safe.Active:
+		since = r.safe.Since
+	case r.warm: // a stored resource stopped decoding after translation had started
+		since = r.now()
+	}
+	r.safe = SafeModeStatus{Active: true, Reason: reason, Since: since}
+}
+
 // holdLocked applies safe mode and the safe start window; it reports whether translation
 // must wait.
 func (r *Reconciler) holdLocked(clusters map[string]v1alpha1.KubernetesCluster, now time.Time) bool {
@@ -792,7 +840,7 @@ func (r *Reconciler) holdLocked(clusters map[string]v1alpha1.KubernetesCluster, 
 		for _, c := range missing {
 			r.m.safeMode.WithLabelValues(c).Set(1)
 		}
-		if !r.safe.Active {
+		if !r.safe.Active || r.safe.Reason != reason {
 			r.log.Warn("translation held", "reason", reason, "missing", missing)
 		}
 		r.safe = SafeModeStatus{Active: true, Reason: reason, Missing: missing, Since: r.startedAt}

@@ -301,7 +301,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	agent := agentOf(ctx)
+	agent := agentOf(ctx, hello.GetAgentVersion())
 	st, holder, ok := s.sessions.claim(cluster, agent, true, cancel)
 	if !ok {
 		return s.refuse(cluster, "push", agent, holder)
@@ -423,7 +423,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	who := agentOf(ctx)
+	who := agentOf(ctx, hello.GetAgentVersion())
 	st, holder, ok := s.sessions.claim(cluster, who, false, cancel)
 	if !ok {
 		return s.refuse(cluster, "pull", who, holder)

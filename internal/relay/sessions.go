@@ -18,14 +18,12 @@ import (
 // ended; the streams of another agent of the same cluster are refused meanwhile. An agent is
 // told apart by the instance it sends in MetadataAgentInstance (random per process), else by
 // its connection. The same instance coming back on a new connection (its old one is dead but
-// not yet noticed here) replaces its own old streams at once.
+// not yet noticed here) replaces its own old streams at once. The version comes from Hello.
 
-// Metadata keys the agent sends on its streams to name itself; they identify, they do not
-// authenticate (the cluster comes from the certificate or the token).
-const (
-	MetadataAgentInstance = "x-meshrelay-agent-instance"
-	MetadataAgentVersion  = "x-meshrelay-agent-version"
-)
+// MetadataAgentInstance is the metadata key of the random name an agent process gives its
+// streams; it identifies, it does not authenticate (the cluster comes from the certificate or
+// the token).
+const MetadataAgentInstance = "x-meshrelay-agent-instance"
 
 // Refusal reasons of the relay error details (google.rpc.ErrorInfo).
 const (
@@ -198,15 +196,13 @@ func (s *sessions) connections() map[string]Connection {
 	return out
 }
 
-// agentOf names the agent of a stream from its peer address and metadata.
-func agentOf(ctx context.Context) Agent {
-	a := Agent{Peer: peerAddr(ctx)}
+// agentOf names the agent of a stream from its peer address, metadata and the version its
+// hello reports.
+func agentOf(ctx context.Context, version string) Agent {
+	a := Agent{Peer: peerAddr(ctx), Version: version}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(MetadataAgentInstance); len(v) > 0 {
 		a.Instance = v[0]
-	}
-	if v := md.Get(MetadataAgentVersion); len(v) > 0 {
-		a.Version = v[0]
 	}
 	return a
 }

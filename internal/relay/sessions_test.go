@@ -12,9 +12,9 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// as names the agent process of a stream.
+// as names the agent process of a stream (its version travels in the hello).
 func as(ctx context.Context, instance string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, instance, relay.MetadataAgentVersion, "v-"+instance)
+	return metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, instance)
 }
 
 // A second agent of a cluster is refused, with the holder named, while the first is
@@ -24,21 +24,21 @@ func TestSecondAgentRefused(t *testing.T) {
 	e := newEnv(t, relay.ServerConfig{}, b)
 	cert := e.register(t, "east")
 	firstCtx, stopFirst := context.WithCancel(as(t.Context(), "first"))
-	p1 := push(t, e.client(t, &cert), firstCtx, &relayv1.Hello{Cluster: "east"})
+	p1 := push(t, e.client(t, &cert), firstCtx, &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	p1.held(t)
 	v1 := snapshot.New(1, 0, []snapshot.Resource{res("Service/shop/web", `{"kind":"Service"}`)})
 	p1.send(t, snapshot.Diff(map[string]string{}, v1), "")
 	p1.ack(t)
 
 	second := e.client(t, &cert) // its own connection
-	p2 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east"})
+	p2 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	err := streamError(t, p2.in)
-	wantCode(t, err, codes.AlreadyExists, `cluster "east" is held by another agent`, "instance first", "version v-first")
+	wantCode(t, err, codes.AlreadyExists, `cluster "east" is held by another agent`, "instance first", "version v1.2.3")
 	h, ok := relay.DuplicateHolder(err)
-	if !ok || h.Instance != "first" || h.Version != "v-first" || h.Peer == "" || h.Since.IsZero() {
+	if !ok || h.Instance != "first" || h.Version != "v1.2.3" || h.Peer == "" || h.Since.IsZero() {
 		t.Fatalf("DuplicateHolder(%v) = %+v, %v: want the first agent", err, h, ok)
 	}
-	wantCode(t, streamError(t, pull(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east"}).in), codes.AlreadyExists)
+	wantCode(t, streamError(t, pull(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"}).in), codes.AlreadyExists)
 	if puts := b.calls(&b.puts); len(puts) != 1 || puts[0].hash != v1.Hash {
 		t.Fatalf("PutInput calls %+v: want only the first agent's input", puts)
 	}
@@ -48,11 +48,11 @@ func TestSecondAgentRefused(t *testing.T) {
 	}
 
 	// An agent without an instance name is told apart by its connection.
-	wantCode(t, streamError(t, push(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east"}).in), codes.AlreadyExists)
+	wantCode(t, streamError(t, push(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"}).in), codes.AlreadyExists)
 
 	stopFirst()
 	eventually(t, "the first agent's streams end", func() bool { return e.server.Connections()["east"].Push == 0 })
-	p3 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east"})
+	p3 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	if got := p3.held(t); got.GetHash() != v1.Hash {
 		t.Fatalf("the second agent is told the server holds %q, want the first agent's input %q", got.GetHash(), v1.Hash)
 	}
@@ -68,12 +68,12 @@ func TestSameAgentNewConnectionReplacesOld(t *testing.T) {
 	e := newEnv(t, relay.ServerConfig{}, b)
 	cert := e.register(t, "east")
 	oldConn := e.client(t, &cert)
-	old := push(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east"})
+	old := push(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	old.held(t)
-	oldPull := pull(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east"})
+	oldPull := pull(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	eventually(t, "both streams open", func() bool { c := e.server.Connections()["east"]; return c.Push == 1 && c.Pull == 1 })
 
-	fresh := push(t, e.client(t, &cert), as(t.Context(), "a"), &relayv1.Hello{Cluster: "east"})
+	fresh := push(t, e.client(t, &cert), as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	fresh.held(t)
 	wantCode(t, streamError(t, old.in), codes.Aborted)
 	wantCode(t, streamError(t, oldPull.in), codes.Aborted)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -19,11 +21,12 @@ import (
 type DocumentError struct {
 	Source   string // file name or "stdin"
 	Document int    // 1-based index of the document in the file
+	Line     int    // 1-based line of the file where the document starts
 	Err      error
 }
 
 func (e *DocumentError) Error() string {
-	return fmt.Sprintf("%s: document %d: %v", e.Source, e.Document, e.Err)
+	return fmt.Sprintf("%s: document %d (line %d): %v", e.Source, e.Document, e.Line, e.Err)
 }
 
 func (e *DocumentError) Unwrap() error { return e.Err }
@@ -35,16 +38,18 @@ func Parse(source string, data []byte) ([]Object, []error) {
 	var objs []Object
 	var errs []error
 	docs := splitDocuments(data)
-	if len(docs) > 1 && len(bytes.TrimSpace(stripComments(docs[0]))) == 0 {
+	if len(docs) > 1 && len(bytes.TrimSpace(stripComments(docs[0].data))) == 0 {
 		docs = docs[1:] // a leading "---" does not start a document
 	}
-	for i, doc := range docs {
+	for i, d := range docs {
+		doc := d.data
 		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
 			continue
 		}
+		docErr := func(err error) error { return &DocumentError{Source: source, Document: i + 1, Line: d.line, Err: err} }
 		js, err := yaml.YAMLToJSON(doc)
 		if err != nil {
-			errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: &FieldError{Reason: "malformed YAML: " + err.Error()}})
+			errs = append(errs, docErr(&FieldError{Reason: "malformed YAML: " + fileLines(err.Error(), d.line-1)}))
 			continue
 		}
 		if string(js) == "null" {
@@ -58,35 +63,64 @@ func Parse(source string, data []byte) ([]Object, []error) {
 			for j, item := range list.Items {
 				o, err := Decode(item)
 				if err != nil {
-					errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: fmt.Errorf("items[%d]: %w", j, err)})
+					errs = append(errs, docErr(fmt.Errorf("items[%d]: %w", j, err)))
 					continue
 				}
+				o.Source = source
 				objs = append(objs, o)
 			}
 			continue
 		}
 		o, err := Decode(js)
 		if err != nil {
-			errs = append(errs, &DocumentError{Source: source, Document: i + 1, Err: err})
+			errs = append(errs, docErr(err))
 			continue
 		}
+		o.Source = source
 		objs = append(objs, o)
 	}
 	return objs, errs
 }
 
-func splitDocuments(data []byte) [][]byte {
-	var docs [][]byte
+// document is one YAML document of a file and the file line it starts at (1-based).
+type document struct {
+	data []byte
+	line int
+}
+
+func splitDocuments(data []byte) []document {
+	var docs []document
 	var cur bytes.Buffer
-	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+	start := 1
+	for n, line := range bytes.SplitAfter(data, []byte("\n")) {
 		if t := bytes.TrimRight(line, " \t\r\n"); bytes.Equal(t, []byte("---")) || bytes.HasPrefix(t, []byte("--- ")) {
-			docs = append(docs, bytes.Clone(cur.Bytes()))
+			docs = append(docs, document{bytes.Clone(cur.Bytes()), start})
 			cur.Reset()
+			start = n + 2 // the line after the separator
 			continue
 		}
 		cur.Write(line)
 	}
-	return append(docs, cur.Bytes())
+	return append(docs, document{cur.Bytes(), start})
+}
+
+// yamlLine matches the line numbers the YAML parser puts in its messages ("yaml: line 2:",
+// "line 3: cannot unmarshal"), which count from the start of the document.
+var yamlLine = regexp.MustCompile(`\bline (\d+)\b`)
+
+// fileLines rewrites the document-relative line numbers of a YAML parser message into
+// line numbers of the file, for a document that starts after offset lines.
+func fileLines(msg string, offset int) string {
+	if offset == 0 {
+		return msg
+	}
+	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		n, err := strconv.Atoi(yamlLine.FindStringSubmatch(m)[1])
+		if err != nil {
+			return m
+		}
+		return "line " + strconv.Itoa(n+offset)
+	})
 }
 
 func stripComments(doc []byte) []byte {

@@ -25,6 +25,11 @@ type Object struct {
 	Labels     map[string]string
 	// Raw is the canonical JSON of the whole object (keys sorted, no insignificant space).
 	Raw []byte
+	// Source says where the object was read, for messages: the file (as its reader named
+	// it) or another origin such as a Kubernetes custom resource; empty for objects that
+	// were applied through the API or decoded from a snapshot. It is not part of the
+	// object's content.
+	Source string
 }
 
 // Key identifies an object: "<Kind>/<namespace>/<name>"; cluster-scoped kinds have an empty

@@ -305,7 +305,7 @@ func TestParseMultiDocument(t *testing.T) {
 	if de.Source != "multi.yaml" || de.Document != 2 {
 		t.Errorf("DocumentError source %q document %d, want multi.yaml document 2", de.Source, de.Document)
 	}
-	if msg := errs[0].Error(); !strings.HasPrefix(msg, "multi.yaml: document 2: ") || !strings.Contains(msg, "metadata.name") {
+	if msg := errs[0].Error(); !strings.HasPrefix(msg, "multi.yaml: document 2 (line 7): ") || !strings.Contains(msg, "metadata.name") {
 		t.Errorf("error text %q", msg)
 	}
 }
@@ -330,6 +330,43 @@ func TestParseSkipsEmptyDocuments(t *testing.T) {
 				t.Errorf("got %d objects, errors %v; want nothing", len(objs), errs)
 			}
 		})
+	}
+}
+
+// A YAML syntax error in a later document names the line of the file, not of the document,
+// and the document says where it starts.
+func TestParseErrorLineCountsInFile(t *testing.T) {
+	src := "# three documents\n" + // line 1
+		strings.ReplaceAll(goodCluster, "%s", "east") + // lines 2-5
+		"---\n" + strings.ReplaceAll(goodCluster, "%s", "west") + // separator line 6, lines 7-10
+		"---\n" + // line 11
+		"apiVersion: meshrelay.io/v1alpha1\n" + // line 12
+		"kind: KubernetesCluster\n" + // line 13
+		"metadata: [unclosed\n" + // line 14
+		"spec: {}\n" // line 15
+	if n := strings.Count(strings.ReplaceAll(goodCluster, "%s", "x"), "\n"); n != 4 {
+		t.Fatalf("goodCluster has %d lines; the line numbers below assume 4", n)
+	}
+	objs, errs := resource.Parse("three.yaml", []byte(src))
+	if len(objs) != 2 || len(errs) != 1 {
+		t.Fatalf("got %d objects and errors %v; want 2 objects and one error", len(objs), errs)
+	}
+	var de *resource.DocumentError
+	if !errors.As(errs[0], &de) || de.Document != 3 || de.Line != 12 {
+		t.Fatalf("error %v: want a DocumentError for document 3 starting at line 12", errs[0])
+	}
+	msg := errs[0].Error()
+	if !strings.HasPrefix(msg, "three.yaml: document 3 (line 12): ") || !strings.Contains(msg, "malformed YAML") {
+		t.Errorf("error text %q", msg)
+	}
+	// The unclosed flow sequence is on line 3 of the document, line 14 of the file.
+	if !strings.Contains(msg, "yaml: line 14:") {
+		t.Errorf("error text %q does not name line 14 of the file", msg)
+	}
+	for _, o := range objs {
+		if o.Source != "three.yaml" {
+			t.Errorf("%s: Source %q, want three.yaml", o, o.Source)
+		}
 	}
 }
 
@@ -417,6 +454,7 @@ func TestObjectResourceRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.Source = "" // where it was read is not part of the content a resource carries
 	if !reflect.DeepEqual(back, o) {
 		t.Errorf("FromResource(Resource()) = %+v, want %+v", back, o)
 	}

@@ -396,7 +396,8 @@ func TestHARestartOrderInvariant(t *testing.T) {
 // KubernetesCluster is deleted, or (b) with --safe-mode=false, when the safe start window
 // (3s) has passed.
 func TestHASafeModeAgentNeverReturns(t *testing.T) {
-	w := startWorld3(t) // memory store: a restart loses every input
+	// An explicit memory store: a restart loses every input (the durable default keeps them).
+	w := startWorld3(t, "--store", "memory")
 	s := w.s
 	a, b, c := w.agents[0], w.agents[1], w.agents[2]
 	clustersFile := filepath.Join(s.config, "clusters.yaml")

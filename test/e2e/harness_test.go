@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,10 +37,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "meshrelay")
-	build := exec.Command("go", "build", "-race", "-o", bin, "../../cmd/meshrelay")
+	args := []string{"build", "-race", "-ldflags", "-X github.com/meshrelay/meshrelay/internal/cli.Version=" + gitVersion(), "-o", bin, "../../cmd/meshrelay"}
 	if os.Getenv("MESHRELAY_E2E_NORACE") != "" {
-		build = exec.Command("go", "build", "-o", bin, "../../cmd/meshrelay")
+		args = slices.DeleteFunc(args, func(a string) bool { return a == "-race" })
 	}
+	build := exec.Command("go", args...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build meshrelay:", err)
@@ -48,6 +50,15 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// gitVersion is the version `make build` stamps (git describe), or "" without git.
+func gitVersion() string {
+	out, err := exec.Command("git", "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // harness owns the processes and files of one test.

@@ -63,7 +63,7 @@ change, instead of a pod in CrashLoopBackOff.
 {{- fail "replicas must be at least 1" }}
 {{- end }}
 {{- if and (gt $replicas 1) (not .Values.redis.address) }}
-{{- fail "replicas > 1 needs a shared store: set redis.address (each replica would otherwise keep its own inputs in memory)" }}
+{{- fail "replicas > 1 needs a shared store: set redis.address (each replica would otherwise keep its own store)" }}
 {{- end }}
 {{- if and (gt $replicas 1) (not .Values.leaderElection) }}
 {{- fail "replicas > 1 needs leaderElection: true (exactly one replica may issue mesh certificates and delete outputs)" }}

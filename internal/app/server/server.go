@@ -45,6 +45,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
@@ -72,6 +73,7 @@ type Config struct {
 	MeshCAKey       string
 	MeshCertTTL     time.Duration
 	ConfigDir       string
+	Store           string
 	RedisAddress    string
 	RedisPassword   string
 	RedisTLS        bool
@@ -108,7 +110,7 @@ type KubeConfig struct {
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RelayAddress, "relay-address", ":9900", "address the relay gRPC endpoint listens on; agents connect here")
 	fs.StringVar(&c.AdminAddress, "admin-address", "127.0.0.1:9901", "address of the admin HTTP API: /healthz, /readyz, /metrics, /status and the config API used by apply/get")
-	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory for the generated relay CA, serving certificate and token")
+	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory for the generated relay CA, serving certificate and tokens, and (with --store bolt) the store, "+boltstore.FileName+"; one server per data directory")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin config API (/api/v1: apply, delete, get, snapshots with their private keys) requires; re-read on every request, so it can be rotated; /healthz, /readyz, /metrics and /status need none (default: generated into <data-dir>/"+configapi.TokenFileName+", which the CLI finds there)")
 	fs.StringVar(&c.TLSMode, "relay-tls-mode", relay.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
@@ -128,7 +130,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig file of the management cluster (default: $KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
 	fs.StringVar(&k.Context, "kube-context", "", "Kubernetes mode: kubeconfig context to use (default: the kubeconfig's current context)")
 	fs.StringVar(&k.LeaderElectionLease, "leader-election-lease", "", "Kubernetes mode, with --leader-election: NAMESPACE/NAME of a coordination.k8s.io Lease in the management cluster that elects the leader of its replicas (client-go leader election, lease --lease-duration) instead of a lease in Redis; the active/passive lock between management clusters stays in Redis")
-	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis; empty keeps everything in memory (single server)")
+	fs.StringVar(&c.Store, "store", "", "where applied configuration and snapshots are kept: "+StoreBolt+" (<data-dir>/"+boltstore.FileName+", survives restarts; one server), "+StoreRedis+" (--redis-address; for replicas and management clusters), "+StoreMemory+" (tests only: nothing survives a restart) (default: "+StoreRedis+" with --redis-address, else "+StoreBolt+")")
+	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis, the store shared by replicas and management clusters (implies --store redis)")
 	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
 	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "connect to Redis over TLS (verified against --redis-tls-ca-file, else the system roots)")
 	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", "", "with --redis-tls: PEM bundle of the CA that signed Redis' certificate")
@@ -173,6 +176,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	switch c.Store {
+	case "", StoreBolt, StoreMemory, StoreRedis:
+	default:
+		errs = append(errs, fmt.Errorf("--store %q: want %s, %s or %s", c.Store, StoreBolt, StoreRedis, StoreMemory))
+	}
+	if c.Store == StoreRedis && c.RedisAddress == "" {
+		errs = append(errs, errors.New("--store redis needs --redis-address"))
+	}
+	if (c.Store == StoreBolt || c.Store == StoreMemory) && c.RedisAddress != "" {
+		errs = append(errs, fmt.Errorf("--store %s contradicts --redis-address (which makes Redis the store): drop one of them", c.Store))
 	}
 	if (c.LeaderElection || c.LoadBalancing || c.MgmtClusterName != "") && c.RedisAddress == "" {
 		errs = append(errs, errors.New("--leader-election, --cluster-load-balancing and --mgmt-cluster-name need a shared store: set --redis-address"))
@@ -246,6 +260,24 @@ func (c *Config) CheckPaths() error {
 // listenHint is what to do about a taken server port.
 const listenHint = "another server on this machine? give each server its own --relay-address and --admin-address"
 
+// The stores --store selects.
+const (
+	StoreBolt   = "bolt"
+	StoreMemory = "memory"
+	StoreRedis  = "redis"
+)
+
+// StoreKind is the store the configuration selects (--store, defaulted).
+func (c *Config) StoreKind() string {
+	switch {
+	case c.Store != "":
+		return c.Store
+	case c.RedisAddress != "":
+		return StoreRedis
+	}
+	return StoreBolt
+}
+
 // restConfig loads the management cluster's API server config (kubeconfig.Load's order).
 func (c *Config) restConfig() (*rest.Config, error) {
 	return kubeconfig.Load(c.Kube.Kubeconfig, c.Kube.Context)
@@ -282,6 +314,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		klog.SetSlogLogger(log.With("component", "client-go"))
 		ctrllog.SetLogger(logr.FromSlogHandler(log.With("component", "controller-runtime").Handler()))
 	}
+	var bs *boltstore.Store
+	if cfg.StoreKind() == StoreBolt {
+		// First, so that a second server on this data directory stops before touching it.
+		var err error
+		if bs, err = openBolt(cfg.DataDir); err != nil {
+			return err
+		}
+		defer func() {
+			if err := bs.Close(); err != nil {
+				log.Error("store not closed cleanly", "path", bs.Path(), "error", err)
+			}
+		}()
+	}
 	ca, err := loadCA(cfg, log)
 	if err != nil {
 		return err
@@ -307,10 +352,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	var store snapshot.Store = memstore.New()
+	var store snapshot.Store
 	var redisStore *redisstore.Store
 	var backend ha.Backend
-	if cfg.RedisAddress != "" {
+	switch cfg.StoreKind() {
+	case StoreBolt:
+		store = bs
+	case StoreMemory:
+		store = memstore.New()
+		log.Warn("store is in memory: applied configuration and snapshots are lost when this server stops; use it for tests only", "store", StoreMemory)
+	case StoreRedis:
 		rc, err := newRedisClient(cfg)
 		if err != nil {
 			return err
@@ -517,10 +568,27 @@ func orDefault(s, def string) string {
 }
 
 func storeName(cfg Config) string {
-	if cfg.RedisAddress != "" {
+	switch k := cfg.StoreKind(); k {
+	case StoreRedis:
 		return "redis " + cfg.RedisAddress
+	case StoreBolt:
+		return "bolt " + filepath.Join(cfg.DataDir, boltstore.FileName)
+	default:
+		return k
 	}
-	return "memory"
+}
+
+// openBolt opens the store in the data directory; a data directory another server holds is
+// refused at once.
+func openBolt(dataDir string) (*boltstore.Store, error) {
+	bs, err := boltstore.Open(filepath.Join(dataDir, boltstore.FileName))
+	if errors.Is(err, boltstore.ErrLocked) {
+		return nil, fmt.Errorf("--data-dir %s: another meshrelay server holds it (its store is locked); stop that server or give this one another --data-dir: %w", dataDir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: open the store: %w", dataDir, err)
+	}
+	return bs, nil
 }
 
 func loadCA(cfg Config, log *slog.Logger) (*pki.CA, error) {

@@ -14,17 +14,15 @@
 // global lock still names this server with the epoch it holds, so a server that lost the
 // lock cannot overwrite anything, even before it notices.
 //
-// Snapshots use the JSON form of snapshot.Snapshot, but resource bodies are written verbatim
-// (json.Marshal would compact them and escape <, > and &, which changes their hash).
+// Snapshots and configuration resources are stored in the form of snapshot.EncodeSnapshot
+// and snapshot.EncodeResource (JSON with resource bodies verbatim).
 //
 // Errors other than a missing key or an undecodable value wrap snapshot.ErrUnavailable as
 // well as the error of the Redis client.
 package redisstore
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -125,8 +123,8 @@ func (s *Store) Get(ctx context.Context, kind snapshot.Kind, cluster string) (*s
 }
 
 func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
-	snap := new(snapshot.Snapshot)
-	if err := json.Unmarshal(b, snap); err != nil {
+	snap, err := snapshot.DecodeSnapshot(b)
+	if err != nil {
 		return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
 	return snap, nil
@@ -146,7 +144,7 @@ return 1
 
 // Put implements snapshot.Store.
 func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
-	b, err := encodeSnapshot(snap)
+	b, err := snapshot.EncodeSnapshot(snap)
 	if err != nil {
 		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
@@ -237,13 +235,13 @@ return 1
 // PutConfig implements snapshot.Store. Storing a resource with the hash already stored does
 // not change the revision.
 func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
-	var buf bytes.Buffer
-	if err := encodeResource(&buf, r); err != nil {
+	b, err := snapshot.EncodeResource(r)
+	if err != nil {
 		return fmt.Errorf("encode config resource %s: %w", r.Key, err)
 	}
 	keys := []string{s.lockKey(), s.configKey(), s.revKey()}
 	name, epoch := s.fenceArgs()
-	if err := putConfig.Run(ctx, s.c, keys, name, epoch, r.Key, r.Hash, buf.Bytes()).Err(); err != nil {
+	if err := putConfig.Run(ctx, s.c, keys, name, epoch, r.Key, r.Hash, b).Err(); err != nil {
 		return writeErr(err, "put config resource %s", r.Key)
 	}
 	return nil
@@ -282,7 +280,7 @@ func (s *Store) ListConfig(ctx context.Context) ([]snapshot.Resource, uint64, er
 	}
 	out := make([]snapshot.Resource, len(vals.Val()))
 	for i, v := range vals.Val() {
-		if err := json.Unmarshal([]byte(v), &out[i]); err != nil {
+		if out[i], err = snapshot.DecodeResource([]byte(v)); err != nil {
 			return nil, 0, fmt.Errorf("decode config resource: %w", err)
 		}
 	}
@@ -316,39 +314,5 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.c.Ping(ctx).Err(); err != nil {
 		return unavailable(err, "ping redis")
 	}
-	return nil
-}
-
-// encodeSnapshot writes the JSON form of snap (as snapshot.Snapshot.MarshalJSON) with every
-// resource body verbatim.
-func encodeSnapshot(snap *snapshot.Snapshot) ([]byte, error) {
-	var buf bytes.Buffer
-	hash, _ := json.Marshal(snap.Hash)
-	fmt.Fprintf(&buf, `{"version":%d,"hash":%s,"epoch":%d,"resources":[`, snap.Version, hash, snap.Epoch)
-	for i, r := range snap.Sorted() {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		if err := encodeResource(&buf, r); err != nil {
-			return nil, fmt.Errorf("resource %s: %w", r.Key, err)
-		}
-	}
-	buf.WriteString(`]}`)
-	return buf.Bytes(), nil
-}
-
-// encodeResource writes the JSON of r with its body verbatim; a nil body is written as null.
-func encodeResource(buf *bytes.Buffer, r snapshot.Resource) error {
-	body := []byte(r.Body)
-	if len(body) == 0 {
-		body = []byte("null")
-	} else if !json.Valid(body) {
-		return errors.New("body is not valid JSON")
-	}
-	key, _ := json.Marshal(r.Key)
-	hash, _ := json.Marshal(r.Hash)
-	fmt.Fprintf(buf, `{"key":%s,"hash":%s,"body":`, key, hash)
-	buf.Write(body)
-	buf.WriteByte('}')
 	return nil
 }

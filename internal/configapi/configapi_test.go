@@ -1,0 +1,114 @@
+package configapi_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// backend is a fixed configuration and fixed snapshots.
+type backend struct {
+	config  []resource.Object
+	inputs  map[string]*snapshot.Snapshot
+	outputs map[string]*snapshot.Snapshot
+}
+
+func (b *backend) Apply(context.Context, []resource.Object) error { return nil }
+func (b *backend) Delete(context.Context, string) error           { return snapshot.ErrNotFound }
+func (b *backend) Config() []resource.Object                      { return b.config }
+func (b *backend) Input(c string) *snapshot.Snapshot              { return b.inputs[c] }
+func (b *backend) Output(c string) *snapshot.Snapshot             { return b.outputs[c] }
+func (b *backend) ResourceStatus() map[string][]string            { return nil }
+
+func serve(t *testing.T, b configapi.Backend) *configapi.Client {
+	t.Helper()
+	adm := admin.New("127.0.0.1:0", admin.Config{}, slog.New(slog.DiscardHandler))
+	configapi.Register(adm, b, func() (string, error) { return "tok", nil })
+	addr, err := adm.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- adm.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return configapi.NewClient(addr, "tok")
+}
+
+func mustParse(t *testing.T, source, yaml string) []resource.Object {
+	t.Helper()
+	objs, errs := resource.Parse(source, []byte(yaml))
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return objs
+}
+
+const clusterYAML = "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: local\n"
+const serviceYAML = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\nspec:\n  ports:\n  - port: 80\n    name: \"<http>\"\n"
+
+// A snapshot read through the API keeps every body byte for byte, so its hashes verify; a
+// body that does not match its hash is still refused.
+func TestSnapshotRoundTrip(t *testing.T) {
+	svc := mustParse(t, "in.yaml", serviceYAML)[0]
+	good := snapshot.New(3, 0, []snapshot.Resource{svc.Resource()})
+	bad := snapshot.FromMap(4, 0, map[string]snapshot.Resource{"Service/shop/web": {Key: "Service/shop/web", Hash: snapshot.HashBytes([]byte(`{"a":1}`)), Body: []byte(`{"a":2}`)}})
+	c := serve(t, &backend{inputs: map[string]*snapshot.Snapshot{"local": good, "other": bad}})
+
+	got, err := c.Snapshot(t.Context(), "local", snapshot.Input)
+	if err != nil {
+		t.Fatalf("read snapshot: %v", err)
+	}
+	if got.Hash != good.Hash || got.Version != 3 || string(got.Resources["Service/shop/web"].Body) != string(svc.Raw) {
+		t.Errorf("read snapshot v%d %s, want v3 %s", got.Version, got.Hash, good.Hash)
+	}
+	if _, err := c.Snapshot(t.Context(), "other", snapshot.Input); !errors.Is(err, snapshot.ErrHashMismatch) {
+		t.Errorf("a body that does not match its hash: err %v, want ErrHashMismatch", err)
+	}
+}
+
+// Listing a kind includes what agents discovered, with the cluster; configuration items say
+// where they come from.
+func TestListIncludesDiscovered(t *testing.T) {
+	cluster := mustParse(t, "/etc/config/clusters.yaml", clusterYAML)
+	svc := mustParse(t, "discovered.yaml", serviceYAML)[0]
+	c := serve(t, &backend{config: cluster, inputs: map[string]*snapshot.Snapshot{"local": snapshot.New(1, 0, []snapshot.Resource{svc.Resource()})}})
+	items, err := c.List(t.Context(), "Service", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 1 || items[0].Key != "Service/shop/web" || items[0].Cluster != "local" || items[0].Source != configapi.SourceDiscovered {
+		t.Fatalf("services: %+v", items)
+	}
+	items, err = c.List(t.Context(), "KubernetesCluster", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(items) != 1 || items[0].Source != "/etc/config/clusters.yaml" || items[0].Cluster != "" {
+		t.Fatalf("clusters: %+v", items)
+	}
+}
+
+// Deleting a resource of the config directory names its file instead of "not found".
+func TestDeleteConfigDirResource(t *testing.T) {
+	c := serve(t, &backend{config: mustParse(t, "/etc/config/clusters.yaml", clusterYAML)})
+	err := c.Delete(t.Context(), "KubernetesCluster", "", "local")
+	if err == nil || !strings.Contains(err.Error(), "config directory, file /etc/config/clusters.yaml") || strings.Contains(err.Error(), "not found") {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := c.Delete(t.Context(), "KubernetesCluster", "", "nosuch"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("delete of a missing resource: %v", err)
+	}
+}

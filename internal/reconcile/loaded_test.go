@@ -1,0 +1,159 @@
+package reconcile_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// unreadableStore fails every read while down is set, as a store that cannot be read at
+// start (Redis not up yet, a file that does not open) would.
+type unreadableStore struct {
+	*memstore.Store
+	down atomic.Bool
+}
+
+func (u *unreadableStore) err(what string) error {
+	return fmt.Errorf("%s: connection refused: %w", what, snapshot.ErrUnavailable)
+}
+
+func (u *unreadableStore) List(ctx context.Context, kind snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
+	if u.down.Load() {
+		return nil, u.err("list")
+	}
+	return u.Store.List(ctx, kind)
+}
+
+func (u *unreadableStore) ListConfig(ctx context.Context) ([]snapshot.Resource, uint64, error) {
+	if u.down.Load() {
+		return nil, 0, u.err("list config")
+	}
+	return u.Store.ListConfig(ctx)
+}
+
+func (u *unreadableStore) ConfigRevision(ctx context.Context) (uint64, error) {
+	if u.down.Load() {
+		return 0, u.err("config revision")
+	}
+	return u.Store.ConfigRevision(ctx)
+}
+
+// startWithRegistry is start with a registry the test can read the metrics of.
+func startWithRegistry(t *testing.T, cfg reconcile.Config, store snapshot.Store) (*reconcile.Reconciler, *prometheus.Registry) {
+	t.Helper()
+	cfg.Tick = tick
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := reconcile.New(cfg, store, translate.NewTranslator(), nil, log, reg)
+	return r, reg
+}
+
+func configNotLoaded(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "meshrelay_safe_mode_config_not_loaded" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("meshrelay_safe_mode_config_not_loaded not exported")
+	return 0
+}
+
+// holdsFor checks, for a few ticks, that r publishes nothing and says why in safe mode.
+func holdsFor(t *testing.T, r *reconcile.Reconciler, reason string) {
+	t.Helper()
+	eventually(t, "safe mode naming "+reason, func() bool {
+		st := r.Status()
+		return st.SafeMode.Active && strings.Contains(st.SafeMode.Reason, reason)
+	})
+	for range 10 {
+		time.Sleep(tick)
+		if st := r.Status(); st.Translations != 0 || !st.SafeMode.Active {
+			t.Fatalf("translated while the configuration is incomplete: %+v", st)
+		}
+	}
+}
+
+// A server whose stored configuration cannot be read at start holds translation, even with
+// safe mode off and every input present: publishing from the config directory alone would
+// drop what was applied through the API. It says so in /status and the metric.
+func TestHoldsUntilStoredConfigLoaded(t *testing.T) {
+	ctx := t.Context()
+	store := &unreadableStore{Store: memstore.New()}
+	west := clusters(t, "west")
+	if err := store.PutConfig(ctx, west[0].Resource()); err != nil {
+		t.Fatal(err)
+	}
+	store.down.Store(true)
+	dir := clusters(t, "east")
+	r, reg := startWithRegistry(t, reconcile.Config{SafeMode: false}, store)
+	r.SetDirConfig(dir)
+	run(t, r)
+	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1, "api")}
+	r.PutInput(ctx, "east", inputs["east"])
+	r.PutInput(ctx, "west", inputs["west"])
+
+	holdsFor(t, r, "configuration not loaded from the store yet")
+	if st := r.Status(); !strings.Contains(st.SafeMode.Reason, snapshot.ErrUnavailable.Error()) || st.SafeMode.Since.IsZero() {
+		t.Errorf("safe mode %+v does not carry the store error and its start", st.SafeMode)
+	}
+	if r.Output("east") != nil {
+		t.Fatal("east has an output made without the stored configuration")
+	}
+	if v := configNotLoaded(t, reg); v != 1 {
+		t.Fatalf("meshrelay_safe_mode_config_not_loaded = %v while held, want 1", v)
+	}
+
+	store.down.Store(false)
+	want := expect(t, append(dir, west...), inputs)
+	eventually(t, "outputs of the directory and the stored configuration", publishes(r, want))
+	if st := r.Status(); st.SafeMode.Active {
+		t.Errorf("safe mode still active after loading: %+v", st.SafeMode)
+	}
+	if v := configNotLoaded(t, reg); v != 0 {
+		t.Errorf("meshrelay_safe_mode_config_not_loaded = %v after loading, want 0", v)
+	}
+}
+
+// A stored resource that does not decode (written by another version, or damaged) holds
+// translation instead of being left out of it, until it is deleted.
+func TestUndecodableStoredConfigHolds(t *testing.T) {
+	ctx := t.Context()
+	store := memstore.New()
+	const key = "FutureKind/shop/x"
+	bad := snapshot.NewResource(key, []byte(`{"apiVersion":"meshrelay.io/v1alpha1","kind":"FutureKind","metadata":{"name":"x","namespace":"shop"}}`))
+	if err := store.PutConfig(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	dir := clusters(t, "east")
+	r, reg := startWithRegistry(t, reconcile.Config{SafeMode: false}, store)
+	r.SetDirConfig(dir)
+	run(t, r)
+	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
+	r.PutInput(ctx, "east", inputs["east"])
+
+	holdsFor(t, r, key)
+	if v := configNotLoaded(t, reg); v != 1 {
+		t.Fatalf("meshrelay_safe_mode_config_not_loaded = %v while held, want 1", v)
+	}
+	if err := r.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "outputs once the resource is deleted", publishes(r, expect(t, dir, inputs)))
+	eventually(t, "safe mode released", func() bool { return !r.Status().SafeMode.Active })
+}
