@@ -159,6 +159,17 @@ func TestAgentValues(t *testing.T) {
 			t.Errorf("PodDisruptionBudget selects %v", pdb.Spec.Selector.MatchLabels)
 		}
 	})
+	t.Run("rolling update", func(t *testing.T) {
+		// Without leader election only one without surge: the old pod stops first, since
+		// the server refuses the new one while the old one is connected.
+		noSurge := map[string]any{"type": "RollingUpdate", "rollingUpdate": map[string]any{"maxSurge": 0, "maxUnavailable": 1}}
+		for _, v := range []map[string]any{agentValues("strategy", noSurge), merged(agentKubeValues(), vals("strategy", map[string]any{"type": "RollingUpdate"}))} {
+			d := deployment(t, render(t, charts.Agent, v))
+			if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+				t.Errorf("strategy %+v: want the rolling update given", d.Spec.Strategy)
+			}
+		}
+	})
 	t.Run("xDS off", func(t *testing.T) {
 		r := render(t, charts.Agent, agentValues("xds.enabled", false))
 		d := deployment(t, r)
@@ -181,6 +192,8 @@ func TestAgentRefuses(t *testing.T) {
 		{agentValues("kubernetes.maxDeleteFraction", 1.5), "between 0 and 1"},
 		{agentValues("kubernetes.deleteGuardMin", -1), "deleteGuardMin"},
 		{agentValues("relay.tokenSecret.name", ""), "relay.tokenSecret.name"},
+		{agentValues("strategy", map[string]any{"type": "RollingUpdate"}), "maxSurge: 0"},
+		{agentValues("strategy", map[string]any{"rollingUpdate": map[string]any{"maxSurge": 1}}), "maxSurge: 0"},
 	} {
 		err := renderErr(t, charts.Agent, c.values)
 		if !strings.Contains(err.Error(), c.want) {

@@ -6,10 +6,11 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
@@ -51,7 +53,8 @@ type Config struct {
 	// DNSServer, when set (host:port), is the DNS server used to resolve the relay address
 	// instead of the system's.
 	DNSServer string
-	// Version is the agent's build version, reported to the server in every Hello.
+	// Version is the agent's build version, reported to the server in every Hello; with the
+	// agent's instance it names the agent holding a cluster.
 	Version string
 }
 
@@ -126,6 +129,8 @@ type Agent struct {
 	reporter Reporter
 
 	inputChanged chan struct{}
+	// instance names this process to the server (relay.MetadataAgentInstance).
+	instance string
 
 	mu        sync.Mutex // guards everything below
 	input     *snapshot.Snapshot
@@ -138,6 +143,18 @@ type Agent struct {
 	// (0 once an output is applied again); lastRefusal is the last refusal's reason.
 	refusedEpoch uint64
 	lastRefusal  string
+	refused      *Refusal // set while the server refuses the session: another agent holds the cluster
+}
+
+// Refusal says that the server refuses this agent's session because another agent of the
+// same cluster holds it; the agent keeps retrying and takes over once that one is gone.
+type Refusal struct {
+	// Holder is the agent the server says holds the cluster.
+	Holder relay.Holder `json:"holder"`
+	// Since is the first refusal in a row, At the last one.
+	Since    time.Time `json:"since"`
+	At       time.Time `json:"at"`
+	Attempts int       `json:"attempts"`
 }
 
 // New builds an agent; it does no I/O.
@@ -146,7 +163,7 @@ func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
-		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir)}
+		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir), instance: rand.Text()[:16]}
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
 	for _, o := range opts {
 		o(a)
@@ -188,7 +205,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		if err := a.source.Start(ctx, a.setInput); err != nil && ctx.Err() == nil {
+			// Without discovery the agent has no input to report: stop now, so that the
+			// error is seen at once rather than when the agent is stopped.
 			errc <- fmt.Errorf("discovery: %w", err)
+			cancel()
 		}
 	}()
 	go func() {
@@ -250,6 +270,8 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		}
 		a.setConnected(false, "", err)
 		a.m.reconnects.Inc()
+		holder, refused := relay.DuplicateHolder(err)
+		a.setRefused(holder, refused)
 		if time.Since(start) > 30*time.Second {
 			attempt, redirects = 0, 0 // the session was healthy for a while
 		}
@@ -262,12 +284,17 @@ func (a *Agent) connectLoop(ctx context.Context) {
 			// a little jitter so a replica's agents do not arrive in one burst). Servers
 			// that keep bouncing the agent get the usual backoff.
 			redirects++
-			d = time.Duration(rand.Int64N(int64(quickRedirectJitter)))
+			d = time.Duration(mrand.Int64N(int64(quickRedirectJitter)))
 		} else {
 			attempt++
 			d = backoff(attempt, a.cfg.MinBackoff, a.cfg.MaxBackoff)
 		}
-		a.log.Warn("relay session ended; reconnecting", "error", err, "in", d.Round(time.Millisecond))
+		if refused {
+			a.log.Warn("relay session refused: another agent holds the cluster; retrying", "holder", holder.Peer,
+				"holderInstance", holder.Instance, "holderVersion", holder.Version, "holderSince", holder.Since, "in", d.Round(time.Millisecond))
+		} else {
+			a.log.Warn("relay session ended; reconnecting", "error", err, "in", d.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -289,7 +316,7 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 	if ceil > hi || ceil <= 0 {
 		ceil = hi
 	}
-	return lo + time.Duration(rand.Int64N(int64(ceil-lo)+1))
+	return lo + time.Duration(mrand.Int64N(int64(ceil-lo)+1))
 }
 
 func (a *Agent) setConnected(c bool, server string, err error) {
@@ -301,14 +328,38 @@ func (a *Agent) setConnected(c bool, server string, err error) {
 	}
 	if c {
 		a.m.connected.Set(1)
+		a.refused = nil
+		a.m.refused.Set(0)
 	} else {
 		a.m.connected.Set(0)
 	}
 }
 
+// setRefused records whether the last session was refused because another agent holds the
+// cluster.
+func (a *Agent) setRefused(holder relay.Holder, refused bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !refused {
+		a.refused = nil
+		a.m.refused.Set(0)
+		return
+	}
+	now := time.Now().UTC()
+	if a.refused == nil {
+		a.refused = &Refusal{Since: now}
+	}
+	a.refused.Holder, a.refused.At = holder, now
+	a.refused.Attempts++
+	a.m.refused.Set(1)
+	a.m.refusals.Inc()
+}
+
 // Status is the agent's /status document.
 type Status struct {
-	Cluster        string    `json:"cluster"`
+	Cluster string `json:"cluster"`
+	// Instance names this agent process to the server (the holder a refused agent is told).
+	Instance       string    `json:"instance"`
 	Connected      bool      `json:"connected"`
 	Server         string    `json:"server,omitempty"`
 	InputVersion   uint64    `json:"inputVersion,omitempty"`
@@ -324,14 +375,21 @@ type Status struct {
 	// an older epoch than the one it applied; LastRefusal is the last refusal's reason.
 	RefusedEpoch uint64 `json:"refusedEpoch,omitempty"`
 	LastRefusal  string `json:"lastRefusal,omitempty"`
+	// Refused is set while the server refuses this agent because another agent of the
+	// cluster holds it.
+	Refused *Refusal `json:"refused,omitempty"`
 }
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := Status{Cluster: a.cfg.Cluster, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter(),
+	st := Status{Cluster: a.cfg.Cluster, Instance: a.instance, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter(),
 		RefusedEpoch: a.refusedEpoch, LastRefusal: a.lastRefusal}
+	if a.refused != nil {
+		r := *a.refused
+		st.Refused = &r
+	}
 	if a.input != nil {
 		st.InputHash, st.InputResources = a.input.Hash, a.input.Len()
 	}

@@ -11,6 +11,8 @@ type metrics struct {
 	nacks         *prometheus.CounterVec // by reason
 	registrations prometheus.Counter
 	certExpiry    prometheus.Gauge
+	refused       prometheus.Gauge
+	refusals      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,9 +32,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Output snapshots refused (NACK), by reason: stale_epoch, stale_version, delta_base, invalid, apply, persist."}, []string{"reason"}),
 		registrations: c("meshrelay_agent_registrations_total", "Certificates obtained from the server."),
 		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
+		refused:       g("meshrelay_agent_session_refused", "1 while the server refuses this agent's session because another agent of its cluster holds it."),
+		refusals:      c("meshrelay_agent_sessions_refused_total", "Sessions the server refused because another agent of the cluster held it."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.registrations, m.certExpiry)
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.registrations, m.certExpiry, m.refused, m.refusals)
 	}
 	return m
 }

@@ -51,6 +51,7 @@ func (a *Agent) session(ctx context.Context) error {
 		return fmt.Errorf("dial relay %s: %w", target, err)
 	}
 	defer conn.Close()
+	ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, a.instance)
 	if a.cfg.TLSMode == "tls" {
 		tok, err := a.cfg.token()
 		if err != nil {

@@ -224,6 +224,15 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 		if r := cl.EpochRefusal; r != nil {
 			add("epoch", false, "cluster %s refuses epoch %d: it holds epoch %d (since %s)", cl.Name, r.Refused, r.Held, r.Since.Format(time.RFC3339))
 		}
+		for _, srv := range pl.Servers {
+			for _, pc := range srv.Clusters {
+				if r := pc.Connection.Refused; pc.Name == cl.Name && r != nil {
+					// Shown for relay.RefusalMemory after the last refusal.
+					add("duplicate agent "+cl.Name, false, "a second agent of %s (peer %s, instance %s, version %s) was refused by %s, last at %s (%d streams refused); the cluster stays with the agent at %s (instance %s) since %s; stop the second agent or give it its own --cluster",
+						cl.Name, r.Peer, r.Instance, r.Version, srv.ID, r.At.Format(time.RFC3339), r.Count, r.Holder.Peer, r.Holder.Instance, r.Holder.Since.Format(time.RFC3339))
+				}
+			}
+		}
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))

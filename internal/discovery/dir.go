@@ -97,8 +97,9 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 	refresh := func() {
 		objs, err := s.read()
 		if err != nil {
-			d.logger.Warn("read manifest directory failed", "dir", d.dir, "error", err)
-			d.rootFailed(err)
+			// The objects last read stay: an unreadable directory never removes what runs.
+			d.logger.Warn("read manifest directory failed; keeping the objects last read", "dir", d.dir, "error", err)
+			d.setDirError(err)
 			return
 		}
 		changed := !Equal(objs, last)
@@ -141,6 +142,22 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 			refresh()
 		}
 	}
+}
+
+// dirError is the key in errs of an error reading the directory itself.
+const dirError = "."
+
+// setDirError records that the directory itself could not be read; the next good read
+// clears it.
+func (d *Dir) setDirError(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	errs := make(map[string]string, len(d.errs)+1)
+	for f, e := range d.errs {
+		errs[f] = e
+	}
+	errs[dirError] = "manifest directory unreadable: " + err.Error()
+	d.errs = errs
 }
 
 // scanner holds the state of one Start call.
@@ -236,19 +253,6 @@ func (s *scanner) read() ([]resource.Object, error) {
 	s.good = next
 	s.setErrors(errs)
 	return resource.Dedupe(all), nil
-}
-
-// rootFailed records that the directory itself cannot be read (removed, unreadable); the
-// objects read before are kept, and the next good read clears the error.
-func (d *Dir) rootFailed(err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	errs := make(map[string]string, len(d.errs)+1)
-	for f, e := range d.errs {
-		errs[f] = e
-	}
-	errs["."] = fmt.Sprintf("manifest directory %s: %v", d.dir, err)
-	d.errs = errs
 }
 
 func (s *scanner) rel(p string) string {

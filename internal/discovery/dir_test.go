@@ -292,35 +292,33 @@ func TestResyncCatchesMissedChanges(t *testing.T) {
 	}
 }
 
-// The directory removed while watched: the objects read before are kept, Errors names the
-// directory, and the error clears once the directory is back.
-func TestRemovedDirIsAnError(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "manifests")
-	write(t, filepath.Join(dir, "a.yaml"), svc("a", 80))
-	r := start(t, dir, WithResync(50*time.Millisecond))
-	if got := keys(r.next(t)); got != "Service/web/a" {
-		t.Fatalf("initial emit %s", got)
+// A directory that goes away is reported at once (log and Errors) and emits nothing, so the
+// objects last read stay; when it is back, the next read clears the error.
+func TestDirGoneKeepsObjects(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "d")
+	write(t, filepath.Join(dir, "s.yaml"), svc("s", 80))
+	r := start(t, dir, WithResync(200*time.Millisecond))
+	if keys(r.next(t)) != "Service/web/s" {
+		t.Fatal("want the Service")
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	if err := os.Rename(dir, dir+".moved"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(wait)
-	for errs := r.d.Errors(); len(errs) == 0 || !strings.Contains(errs[0], dir); errs = r.d.Errors() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Errors() = %q, want the removed directory named", errs)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	write(t, filepath.Join(dir, "a.yaml"), svc("a", 80))
-	for errs := r.d.Errors(); len(errs) > 0; errs = r.d.Errors() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Errors() = %q after the directory came back", errs)
-		}
-		time.Sleep(10 * time.Millisecond)
+	r.log(t, "read manifest directory failed; keeping the objects last read", "dir="+dir)
+	if errs := r.d.Errors(); len(errs) != 1 || !strings.Contains(errs[0], dir) {
+		t.Errorf("Errors() = %q, want the directory's error", errs)
 	}
 	select {
-	case objs := <-r.emits:
-		t.Fatalf("emitted %s although nothing changed", keys(objs))
+	case o := <-r.emits:
+		t.Fatalf("emitted %q for a directory that went away", keys(o))
 	default:
+	}
+	if err := os.Rename(dir+".moved", dir); err != nil {
+		t.Fatal(err)
+	}
+	r.log(t, "manifest error cleared")
+	if errs := r.d.Errors(); len(errs) != 0 {
+		t.Errorf("Errors() = %q after the directory came back", errs)
 	}
 }

@@ -14,7 +14,9 @@ type metrics struct {
 	// epochRefusals counts outputs an agent refused, or would refuse, for a stale epoch.
 	epochRefusals *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
-	redirects     *prometheus.CounterVec
+	// refused counts streams refused because another agent holds their cluster.
+	refused   *prometheus.CounterVec
+	redirects *prometheus.CounterVec
 	// redirectsAvoided counts agents served here because their owner was unreachable.
 	redirectsAvoided *prometheus.CounterVec
 	registrations    prometheus.Counter
@@ -41,14 +43,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		redirects:        cv("meshrelay_relay_redirects_total", "Agents sent to the replica that owns their cluster.", "cluster"),
 		redirectsAvoided: cv("meshrelay_relay_redirects_avoided_total", "Agents served by this replica because the replica owning their cluster was unreachable.", "cluster"),
 		rejected:         cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
-		registrations:    prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_relay_streams_refused_total",
+			Help: "Push and pull streams refused because another agent holds their cluster (reason duplicate: a second agent of one cluster)."}, []string{"cluster", "stream", "reason"}),
+		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshrelay_relay_pull_ack_duration_seconds", Help: "Time from sending an output to its acknowledgement.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.epochRefusals, m.rejected, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.epochRefusals, m.rejected, m.refused, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
 	}
 	return m
 }

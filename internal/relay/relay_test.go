@@ -184,6 +184,7 @@ type env struct {
 	ca      *pki.CA
 	backend *fakeBackend
 	addr    string
+	server  *relay.Server
 }
 
 func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
@@ -215,7 +216,7 @@ func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &env{ca: ca, backend: backend, addr: lis.Addr().String()}
+	return &env{ca: ca, backend: backend, addr: lis.Addr().String(), server: rs}
 }
 
 // client dials the server presenting cert (nil: none).

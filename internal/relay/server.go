@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -114,61 +113,43 @@ const redirectProbeTimeout = 500 * time.Millisecond
 // Server serves the relay protocol.
 type Server struct {
 	relayv1.UnimplementedRelayServiceServer
-	cfg     ServerConfig
-	backend Backend
-	ca      *pki.CA
-	log     *slog.Logger
-	m       *metrics
-	reports *reports
-
-	mu    sync.Mutex // guards conns
-	conns map[string]*Connection
+	cfg      ServerConfig
+	backend  Backend
+	ca       *pki.CA
+	log      *slog.Logger
+	m        *metrics
+	sessions *sessions
+	reports  *reports
 }
 
-// Connection counts the open streams of one cluster on this server.
-type Connection struct {
-	Push  int       `json:"push"`
-	Pull  int       `json:"pull"`
-	Since time.Time `json:"since,omitzero"`
-	Peer  string    `json:"peer,omitempty"`
-	// Report is what the agent last reported wrong with its own parts (nil: nothing).
-	Report *AgentReport `json:"report,omitempty"`
-}
-
-func (s *Server) track(cluster, peer string, push bool, delta int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.conns[cluster]
-	if c == nil {
-		c = &Connection{}
-		s.conns[cluster] = c
-	}
-	if push {
-		c.Push += delta
-	} else {
-		c.Pull += delta
-	}
-	if delta > 0 {
-		c.Since, c.Peer = time.Now().UTC(), peer
-	}
-	if c.Push == 0 && c.Pull == 0 {
-		delete(s.conns, cluster)
-	}
-}
-
-// Connections returns the open streams per cluster.
+// Connections returns, per cluster, the open streams of the agent holding it, what that
+// agent last reported wrong with its own parts, and the last duplicate refused.
 func (s *Server) Connections() map[string]Connection {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]Connection, len(s.conns))
-	for k, v := range s.conns {
-		c := *v
+	out := s.sessions.connections()
+	for k, c := range out {
 		if r, ok := s.reports.get(k); ok {
 			c.Report = &r
+			out[k] = c
 		}
-		out[k] = c
 	}
 	return out
+}
+
+// refuse reports a stream refused because another agent holds its cluster.
+func (s *Server) refuse(cluster, kind string, agent Agent, holder Holder) error {
+	s.m.refused.WithLabelValues(cluster, kind, "duplicate").Inc()
+	s.log.Warn("stream refused: another agent holds the cluster", "cluster", cluster, "stream", kind,
+		"peer", agent.Peer, "instance", agent.Instance, "version", agent.Version,
+		"holder", holder.Peer, "holderInstance", holder.Instance, "holderVersion", holder.Version, "holderSince", holder.Since)
+	return duplicateError(cluster, holder)
+}
+
+// endCause is the error a stream returns when its context ends.
+func endCause(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), errSuperseded) {
+		return status.Error(codes.Aborted, errSuperseded.Error())
+	}
+	return ctx.Err()
 }
 
 // NewServer builds a relay server; it does no I/O.
@@ -182,7 +163,7 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), reports: newReports(reg), conns: map[string]*Connection{}}
+	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), sessions: newSessions(), reports: newReports(reg)}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,
@@ -334,14 +315,22 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	}); moved || err != nil {
 		return err
 	}
-	log := s.log.With("cluster", cluster, "stream", "push", "peer", peerAddr(ctx), "agentVersion", hello.GetAgentVersion())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	agent := agentOf(ctx, hello.GetAgentVersion())
+	st, holder, ok := s.sessions.claim(cluster, agent, true, cancel)
+	if !ok {
+		return s.refuse(cluster, "push", agent, holder)
+	}
+	log := s.log.With("cluster", cluster, "stream", "push", "peer", agent.Peer)
+	defer func() {
+		s.sessions.release(cluster, st)
+		s.pushEnded(cluster, log)
+	}()
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
-	defer s.pushEnded(cluster, log)
-	s.track(cluster, peerAddr(ctx), true, 1)
-	defer s.track(cluster, "", true, -1)
-	log.Info("push stream opened")
+	log.Info("push stream opened", "instance", agent.Instance, "version", agent.Version)
 	defer log.Info("push stream closed")
 
 	sendHeld := func() error {
@@ -358,13 +347,35 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	if in := s.backend.Input(cluster); in != nil && in.Hash == hello.GetHeld().GetHash() {
 		s.m.pushWarmed.WithLabelValues(cluster).Set(1)
 	}
+	// Receive in the background, so that a stream replaced by its agent's new connection
+	// ends at once.
+	msgs := make(chan *relayv1.PushRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	for {
-		msg, err := stream.Recv()
-		if err != nil {
+		var msg *relayv1.PushRequest
+		select {
+		case <-ctx.Done():
+			return endCause(ctx)
+		case err := <-recvErr:
 			return err
+		case msg = <-msgs:
 		}
 		if r := msg.GetReport(); r != nil {
-			s.reports.set(cluster, r, log)
+			s.sessions.whileHolding(cluster, st, func() { s.reports.set(cluster, r, log) })
 			continue
 		}
 		d := msg.GetSnapshot()
@@ -387,7 +398,11 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 			}
 			continue
 		}
-		s.backend.PutInput(ctx, cluster, next)
+		// Only the stream of the agent holding the cluster writes its input, checked under
+		// the same lock that hands the cluster over.
+		if !s.sessions.whileHolding(cluster, st, func() { s.backend.PutInput(ctx, cluster, next) }) {
+			return endCause(ctx)
+		}
 		s.m.pushes.WithLabelValues(cluster).Inc()
 		s.m.pushWarmed.WithLabelValues(cluster).Set(1)
 		log.Debug("input received", "version", next.Version, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()))
@@ -399,11 +414,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 
 // pushEnded forgets a cluster's agent report when its last push stream here ended.
 func (s *Server) pushEnded(cluster string, log *slog.Logger) {
-	s.mu.Lock()
-	c := s.conns[cluster]
-	open := c != nil && c.Push > 0
-	s.mu.Unlock()
-	if !open {
+	if s.sessions.connections()[cluster].Push == 0 {
 		s.reports.set(cluster, nil, log)
 	}
 }
@@ -440,13 +451,19 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	if s.cfg.Balancer != nil {
 		rebalance = s.cfg.Balancer.Watch()
 	}
-	agent := peerAddr(ctx)
-	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent, "agentVersion", hello.GetAgentVersion())
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	who := agentOf(ctx, hello.GetAgentVersion())
+	st, holder, ok := s.sessions.claim(cluster, who, false, cancel)
+	if !ok {
+		return s.refuse(cluster, "pull", who, holder)
+	}
+	defer s.sessions.release(cluster, st)
+	agent := who.Peer
+	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent)
 	g := s.m.pullConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
-	s.track(cluster, agent, false, 1)
-	defer s.track(cluster, "", false, -1)
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
@@ -472,8 +489,8 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		}
 	}
 
-	sub, cancel := s.backend.Subscribe(cluster)
-	defer cancel()
+	sub, unsubscribe := s.backend.Subscribe(cluster)
+	defer unsubscribe()
 	replies := make(chan *relayv1.PullRequest)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -574,7 +591,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return endCause(ctx)
 		case err := <-recvErr:
 			return err
 		case <-sub:

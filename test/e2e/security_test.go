@@ -104,11 +104,23 @@ func TestIdentityNegatives(t *testing.T) {
 		if msg != nil {
 			t.Fatalf("received a message of remote's configuration: %v", msg)
 		}
-		// The same certificate asking as itself works — the refusal above is about identity.
-		msg, err = pullAs(t, c, "local")
-		if err != nil || msg.GetSnapshot() == nil {
-			t.Fatalf("local's own pull: %v %v", msg, err)
+		// The same certificate asking as itself passes the identity check: while local's agent
+		// holds the cluster it is refused only as a second agent (docs/adr/0002).
+		_, err = pullAs(t, c, "local")
+		if status.Code(err) != codes.AlreadyExists || !strings.Contains(err.Error(), `cluster "local" is held by another agent`) {
+			t.Fatalf("local's own pull beside local's agent: want AlreadyExists naming the holder, got %v", err)
 		}
+		// Once local's agent is gone it works — the refusal above is about identity.
+		if err := local.p.Stop(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "local's own pull", func() error {
+			msg, err = pullAs(t, c, "local")
+			if err != nil || msg.GetSnapshot() == nil {
+				return fmt.Errorf("local's own pull: %v %v", msg, err)
+			}
+			return nil
+		})
 		// What it got is local's output, not remote's.
 		var localHash, remoteHash string
 		for _, c := range s.status(t).Clusters {

@@ -70,6 +70,11 @@ change, instead of a pod in CrashLoopBackOff.
 {{- if and (gt $replicas 1) (not .Values.leaderElection) }}
 {{- fail "replicas > 1 needs leaderElection: true (exactly one agent may write to the cluster)" }}
 {{- end }}
+{{- if and .Values.strategy (not .Values.leaderElection) (eq (toString (dig "type" "RollingUpdate" .Values.strategy)) "RollingUpdate") }}
+{{- if not (has (toString (dig "rollingUpdate" "maxSurge" "25%" .Values.strategy)) (list "0" "0%")) }}
+{{- fail "strategy: without leaderElection a rolling update must not start the new pod before the old one stops (rollingUpdate.maxSurge: 0): the management server refuses a second agent of a cluster while the first is connected, so the new pod would wait, never ready, and the rollout would stall; keep the default (Recreate), set maxSurge: 0, or use leaderElection: true" }}
+{{- end }}
+{{- end }}
 {{- if not (has .Values.relay.tlsMode (list "mtls" "tls")) }}
 {{- fail (printf "relay.tlsMode %q: want mtls or tls" .Values.relay.tlsMode) }}
 {{- end }}

@@ -25,10 +25,12 @@ import (
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/sink"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/xds"
 )
 
@@ -157,6 +159,40 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckPaths checks, before any network I/O, every path the flags name: the discovery
+// directory, the relay CA file, the token file and the kubeconfig must exist; --state-dir
+// and --output-dir are created when missing. Each error names the flag and the path.
+func (c *Config) CheckPaths() error {
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !c.Kube.Enabled {
+		check(flagcheck.Dir("--discovery-dir", c.DiscoveryDir))
+	}
+	check(flagcheck.File("--relay-ca-file", c.Agent.RelayCAFile))
+	if c.Agent.TokenFile != "" {
+		if err := flagcheck.File("--token-file", c.Agent.TokenFile); err != nil {
+			check(err)
+		} else if _, err := tokenfile.Read(c.Agent.TokenFile); err != nil {
+			check(fmt.Errorf("--token-file %s: %w", c.Agent.TokenFile, err))
+		}
+	}
+	if c.Kube.Kubeconfig != "" {
+		check(flagcheck.File("--kubeconfig", c.Kube.Kubeconfig))
+	}
+	check(flagcheck.MakeDir("--state-dir", c.Agent.StateDir, 0o700))
+	if c.OutputDir != "" {
+		check(flagcheck.MakeDir("--output-dir", c.OutputDir, 0o755))
+	}
+	return errors.Join(errs...)
+}
+
+// listenHint is what to do about a taken agent port.
+const listenHint = "another agent on this machine? give each agent its own --xds-address and --admin-address"
+
 func (c *Config) kubeSinkConfig() sink.KubeConfig {
 	resync := c.Kube.Resync
 	if resync == 0 {
@@ -210,6 +246,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.CheckPaths(); err != nil {
+		return err
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var src interface {
@@ -257,6 +296,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	} else {
 		src = discovery.NewDir(cfg.DiscoveryDir, log.With("component", "discovery"))
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_agent_discovery_errors",
+		Help: "Current discovery errors (unreadable discovery directory, invalid manifests); /status lists them in discoveryErrors."},
+		func() float64 { return float64(len(src.Errors())) }))
 	var xdsServer *xds.Server
 	if cfg.XDSAddress != "" {
 		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
@@ -275,7 +317,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if xdsServer != nil {
 			ln, err := xdsServer.Listen()
 			if err != nil {
-				return err
+				return flagcheck.ListenError("--xds-address", cfg.XDSAddress, listenHint, err)
 			}
 			g.Go(func() error { return xdsServer.Start(gctx, ln) })
 		}
@@ -333,7 +375,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return st
 	}, Gatherer: reg}, log.With("component", "admin"))
 	if _, err := adm.Listen(); err != nil {
-		return err
+		return flagcheck.ListenError("--admin-address", cfg.AdminAddress, listenHint, err)
 	}
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
 		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir,

@@ -36,6 +36,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
@@ -222,6 +223,44 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckPaths checks, before any network I/O, every path the flags name: the config
+// directory, token files, certificate and key files and the kubeconfig must exist;
+// --data-dir is created when missing. Each error names the flag and the path.
+func (c *Config) CheckPaths() error {
+	var errs []error
+	check := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ConfigDir != "" {
+		check(flagcheck.Dir("--config-dir", c.ConfigDir))
+	}
+	for _, f := range []struct{ flag, path string }{{"--token-file", c.TokenFile}, {"--admin-token-file", c.AdminTokenFile}} {
+		if f.path == "" {
+			continue
+		}
+		if err := flagcheck.File(f.flag, f.path); err != nil {
+			check(err)
+		} else if _, err := tokenfile.Read(f.path); err != nil {
+			check(fmt.Errorf("%s %s: %w", f.flag, f.path, err))
+		}
+	}
+	for _, f := range []struct{ flag, path string }{
+		{"--relay-ca-cert", c.CACert}, {"--relay-ca-key", c.CAKey}, {"--relay-server-cert", c.ServerCert}, {"--relay-server-key", c.ServerKey},
+		{"--mesh-ca-cert", c.MeshCACert}, {"--mesh-ca-key", c.MeshCAKey}, {"--redis-tls-ca-file", c.RedisTLSCAFile}, {"--kubeconfig", c.Kube.Kubeconfig},
+	} {
+		if f.path != "" {
+			check(flagcheck.File(f.flag, f.path))
+		}
+	}
+	check(flagcheck.MakeDir("--data-dir", c.DataDir, 0o700))
+	return errors.Join(errs...)
+}
+
+// listenHint is what to do about a taken server port.
+const listenHint = "another server on this machine? give each server its own --relay-address and --admin-address"
+
 // The stores --store selects.
 const (
 	StoreBolt   = "bolt"
@@ -263,6 +302,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.CheckPaths(); err != nil {
+		return err
+	}
 	var kubeRC *rest.Config
 	if cfg.Kube.Enabled {
 		var err error
@@ -272,9 +314,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		// client-go and controller-runtime log through process-wide loggers: route them to slog.
 		klog.SetSlogLogger(log.With("component", "client-go"))
 		ctrllog.SetLogger(logr.FromSlogHandler(log.With("component", "controller-runtime").Handler()))
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
 	}
 	var bs *boltstore.Store
 	if cfg.StoreKind() == StoreBolt {
@@ -345,9 +384,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		backend = lease
 	}
-	lis, err := net.Listen("tcp", cfg.RelayAddress)
+	lis, err := flagcheck.Listen("--relay-address", cfg.RelayAddress, listenHint)
 	if err != nil {
-		return fmt.Errorf("relay listen on %s: %w", cfg.RelayAddress, err)
+		return err
 	}
 	advertise := cfg.Advertise
 	if advertise == "" {
@@ -447,7 +486,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
-		return err
+		return flagcheck.ListenError("--admin-address", cfg.AdminAddress, listenHint, err)
 	}
 	log.Info("server starting", "relay", lis.Addr().String(), "admin", adminAddr, "store", storeName(cfg), "tlsMode", cfg.TLSMode,
 		"safeMode", cfg.SafeMode, "safeStartWindow", cfg.SafeStartWindow, "configDir", cfg.ConfigDir, "kubernetes", cfg.Kube.Enabled,
