@@ -125,6 +125,7 @@ type Agent struct {
 	mu        sync.Mutex // guards everything below
 	input     *snapshot.Snapshot
 	applied   *snapshot.Snapshot
+	refusals  []ObjectRefusal // objects of applied the cluster refused
 	connected bool
 	server    string
 	lastErr   string
@@ -154,9 +155,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	if snap, err := a.state.load(); err != nil {
 		a.log.Warn("last applied output unreadable; starting empty", "error", err)
 	} else if snap != nil {
-		if err := a.sink.Apply(ctx, snap); err != nil {
+		err := a.sink.Apply(ctx, snap)
+		refusals, partial := partialApply(err)
+		if err != nil && !partial {
 			return fmt.Errorf("re-apply last output version %d: %w", snap.Version, err)
 		}
+		a.setRefusals(snap.Version, refusals)
 		a.mu.Lock()
 		a.applied = snap
 		a.mu.Unlock()
@@ -291,22 +295,34 @@ func (a *Agent) setConnected(c bool, server string, err error) {
 
 // Status is the agent's /status document.
 type Status struct {
-	Cluster        string    `json:"cluster"`
-	Connected      bool      `json:"connected"`
-	Server         string    `json:"server,omitempty"`
-	InputVersion   uint64    `json:"inputVersion,omitempty"`
-	InputHash      string    `json:"inputHash,omitempty"`
-	InputResources int       `json:"inputResources"`
-	OutputVersion  uint64    `json:"outputVersion,omitempty"`
-	OutputHash     string    `json:"outputHash,omitempty"`
-	OutputEpoch    uint64    `json:"outputEpoch,omitempty"`
-	OutputCount    int       `json:"outputResources"`
-	CertNotAfter   time.Time `json:"certificateNotAfter,omitzero"`
-	LastError      string    `json:"lastError,omitempty"`
+	Cluster        string `json:"cluster"`
+	Connected      bool   `json:"connected"`
+	Server         string `json:"server,omitempty"`
+	InputVersion   uint64 `json:"inputVersion,omitempty"`
+	InputHash      string `json:"inputHash,omitempty"`
+	InputResources int    `json:"inputResources"`
+	OutputVersion  uint64 `json:"outputVersion,omitempty"`
+	OutputHash     string `json:"outputHash,omitempty"`
+	OutputEpoch    uint64 `json:"outputEpoch,omitempty"`
+	OutputCount    int    `json:"outputResources"`
+	// RefusedObjects are the objects of the applied output the cluster refused while the rest
+	// was applied; they are reported to the server with the ACK.
+	RefusedObjects []ObjectRefusal `json:"refusedObjects,omitempty"`
+	// ExternalReach says where other clusters reach this cluster's exposed Services (such as
+	// the failover gateway's), and why.
+	ExternalReach []ServiceReach `json:"externalReach,omitempty"`
+	CertNotAfter  time.Time      `json:"certificateNotAfter,omitzero"`
+	LastError     string         `json:"lastError,omitempty"`
 }
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
+	st, in := a.status()
+	st.ExternalReach = externalReach(in) // snapshots are immutable: read without the lock
+	return st
+}
+
+func (a *Agent) status() (Status, *snapshot.Snapshot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{Cluster: a.cfg.Cluster, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter()}
@@ -315,8 +331,9 @@ func (a *Agent) Status() Status {
 	}
 	if a.applied != nil {
 		st.OutputVersion, st.OutputHash, st.OutputEpoch, st.OutputCount = a.applied.Version, a.applied.Hash, a.applied.Epoch, a.applied.Len()
+		st.RefusedObjects = append([]ObjectRefusal(nil), a.refusals...)
 	}
-	return st
+	return st, a.input
 }
 
 // Ready is nil once the agent has an output to serve (applied now or restored from disk).

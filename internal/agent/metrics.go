@@ -9,6 +9,7 @@ type metrics struct {
 	outputVersion prometheus.Gauge
 	applied       prometheus.Counter
 	nacks         prometheus.Counter
+	refused       prometheus.Gauge
 	registrations prometheus.Counter
 	certExpiry    prometheus.Gauge
 }
@@ -27,11 +28,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		outputVersion: g("meshrelay_agent_output_version", "Version of the applied output snapshot."),
 		applied:       c("meshrelay_agent_outputs_applied_total", "Output snapshots applied."),
 		nacks:         c("meshrelay_agent_outputs_refused_total", "Output snapshots refused (NACK)."),
+		refused:       g("meshrelay_agent_objects_refused", "Objects of the applied output the cluster refused while the rest was applied (shown in /status refusedObjects)."),
 		registrations: c("meshrelay_agent_registrations_total", "Certificates obtained from the server."),
 		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.registrations, m.certExpiry)
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.refused, m.registrations, m.certExpiry)
 	}
 	return m
 }

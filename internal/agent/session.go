@@ -283,7 +283,9 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if err != nil {
 		return nack(true, err)
 	}
-	if err := a.sink.Apply(ctx, next); err != nil {
+	err = a.sink.Apply(ctx, next)
+	refusals, partial := partialApply(err)
+	if err != nil && !partial {
 		return nack(false, fmt.Errorf("apply output: %w", err))
 	}
 	if err := a.state.save(next); err != nil {
@@ -292,8 +294,9 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	a.mu.Lock()
 	a.applied = next
 	a.mu.Unlock()
+	a.setRefusals(next.Version, refusals)
 	a.m.applied.Inc()
 	a.m.outputVersion.Set(float64(next.Version))
-	a.log.Info("output applied", "version", next.Version, "epoch", next.Epoch, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()))
-	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash}}}
+	a.log.Info("output applied", "version", next.Version, "epoch", next.Epoch, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()), "refused", len(refusals))
+	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash, Refusals: refusalsProto(refusals)}}}
 }

@@ -130,6 +130,8 @@ func (b *fakeBackend) Acked(cluster string, version uint64, hash, agent string) 
 	b.acks = append(b.acks, call{cluster, version, hash, agent})
 }
 
+func (b *fakeBackend) Refused(string, uint64, string, map[string]string) {}
+
 func (b *fakeBackend) Nacked(cluster string, version uint64, hash, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

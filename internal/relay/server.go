@@ -39,6 +39,9 @@ type Backend interface {
 	AdoptVersion(cluster string, version uint64, hash string)
 	Acked(cluster string, version uint64, hash, agent string)
 	Nacked(cluster string, version uint64, hash, reason string)
+	// Refused records, with every ACK, the objects of that output the agent's cluster
+	// refused while the rest was applied (output key → reason; empty when none).
+	Refused(cluster string, version uint64, hash string, refusals map[string]string)
 }
 
 // Modes of relay transport security.
@@ -478,6 +481,11 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
 			inSyncAt = inflight.Hash
 			s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
+			refusals := make(map[string]string, len(a.GetRefusals()))
+			for _, r := range a.GetRefusals() {
+				refusals[r.GetKey()] = r.GetReason()
+			}
+			s.backend.Refused(cluster, a.GetVersion(), a.GetHash(), refusals)
 			s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
 			inflight = nil
 		case m.GetNack() != nil:
