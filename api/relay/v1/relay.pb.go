@@ -473,6 +473,7 @@ type PushRequest struct {
 	//
 	//	*PushRequest_Hello
 	//	*PushRequest_Snapshot
+	//	*PushRequest_Report
 	Message       isPushRequest_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -533,6 +534,15 @@ func (x *PushRequest) GetSnapshot() *SnapshotDelta {
 	return nil
 }
 
+func (x *PushRequest) GetReport() *AgentReport {
+	if x != nil {
+		if x, ok := x.Message.(*PushRequest_Report); ok {
+			return x.Report
+		}
+	}
+	return nil
+}
+
 type isPushRequest_Message interface {
 	isPushRequest_Message()
 }
@@ -545,9 +555,137 @@ type PushRequest_Snapshot struct {
 	Snapshot *SnapshotDelta `protobuf:"bytes,2,opt,name=snapshot,proto3,oneof"`
 }
 
+type PushRequest_Report struct {
+	// The agent's own health; sent after Hello and whenever it changes.
+	Report *AgentReport `protobuf:"bytes,3,opt,name=report,proto3,oneof"`
+}
+
 func (*PushRequest_Hello) isPushRequest_Message() {}
 
 func (*PushRequest_Snapshot) isPushRequest_Message() {}
+
+func (*PushRequest_Report) isPushRequest_Message() {}
+
+// AgentReport is what the agent's own parts see wrong in its cluster, so that the server
+// (its status page and `meshrelay check`) shows it: an agent that cannot discover, or whose
+// gateways refuse the configuration, is connected but not healthy.
+type AgentReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why discovery cannot produce the cluster's input now; empty when it works.
+	DiscoveryError string `protobuf:"bytes,1,opt,name=discovery_error,json=discoveryError,proto3" json:"discovery_error,omitempty"`
+	// The gateways whose latest xDS response was a NACK, one entry per gateway.
+	DataPlane     []*DataPlaneProblem `protobuf:"bytes,2,rep,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentReport) Reset() {
+	*x = AgentReport{}
+	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentReport) ProtoMessage() {}
+
+func (x *AgentReport) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentReport.ProtoReflect.Descriptor instead.
+func (*AgentReport) Descriptor() ([]byte, []int) {
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AgentReport) GetDiscoveryError() string {
+	if x != nil {
+		return x.DiscoveryError
+	}
+	return ""
+}
+
+func (x *AgentReport) GetDataPlane() []*DataPlaneProblem {
+	if x != nil {
+		return x.DataPlane
+	}
+	return nil
+}
+
+// DataPlaneProblem is a gateway that refused configuration the agent served it.
+type DataPlaneProblem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gateway's xDS node id.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The xDS type the gateway refused.
+	TypeUrl string `protobuf:"bytes,2,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
+	// The gateway's error detail.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPlaneProblem) Reset() {
+	*x = DataPlaneProblem{}
+	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPlaneProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPlaneProblem) ProtoMessage() {}
+
+func (x *DataPlaneProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPlaneProblem.ProtoReflect.Descriptor instead.
+func (*DataPlaneProblem) Descriptor() ([]byte, []int) {
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DataPlaneProblem) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DataPlaneProblem) GetTypeUrl() string {
+	if x != nil {
+		return x.TypeUrl
+	}
+	return ""
+}
+
+func (x *DataPlaneProblem) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 type PushResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -563,7 +701,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_v1_relay_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +713,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[7]
+	mi := &file_relay_v1_relay_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +726,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{7}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PushResponse) GetMessage() isPushResponse_Message {
@@ -665,7 +803,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_v1_relay_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +815,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[8]
+	mi := &file_relay_v1_relay_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +828,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{8}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PullRequest) GetMessage() isPullRequest_Message {
@@ -762,7 +900,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_v1_relay_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +912,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[9]
+	mi := &file_relay_v1_relay_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +925,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{9}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullResponse) GetMessage() isPullResponse_Message {
@@ -832,16 +970,19 @@ func (*PullResponse_Snapshot) isPullResponse_Message() {}
 func (*PullResponse_Redirect) isPullResponse_Message() {}
 
 type Ack struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Hash          string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Hash    string                 `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	// Objects of this version the cluster refused while the rest was applied (for example a
+	// namespace that does not exist or an admission webhook's denial). Empty when all applied.
+	Refusals      []*ObjectRefusal `protobuf:"bytes,3,rep,name=refusals,proto3" json:"refusals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_v1_relay_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +994,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[10]
+	mi := &file_relay_v1_relay_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1007,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{10}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Ack) GetVersion() uint64 {
@@ -879,6 +1020,68 @@ func (x *Ack) GetVersion() uint64 {
 func (x *Ack) GetHash() string {
 	if x != nil {
 		return x.Hash
+	}
+	return ""
+}
+
+func (x *Ack) GetRefusals() []*ObjectRefusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+// ObjectRefusal is one output object the cluster did not take.
+type ObjectRefusal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The resource key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Why, as the cluster said it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ObjectRefusal) Reset() {
+	*x = ObjectRefusal{}
+	mi := &file_relay_v1_relay_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ObjectRefusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ObjectRefusal) ProtoMessage() {}
+
+func (x *ObjectRefusal) ProtoReflect() protoreflect.Message {
+	mi := &file_relay_v1_relay_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ObjectRefusal.ProtoReflect.Descriptor instead.
+func (*ObjectRefusal) Descriptor() ([]byte, []int) {
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ObjectRefusal) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ObjectRefusal) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -897,7 +1100,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_v1_relay_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1112,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[11]
+	mi := &file_relay_v1_relay_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1125,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{11}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Nack) GetVersion() uint64 {
@@ -964,7 +1167,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_v1_relay_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1179,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_relay_v1_relay_proto_msgTypes[12]
+	mi := &file_relay_v1_relay_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1192,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_relay_v1_relay_proto_rawDescGZIP(), []int{12}
+	return file_relay_v1_relay_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Redirect) GetAddress() string {
@@ -1043,11 +1246,20 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x05Hello\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\"\n" +
 	"\x04held\x18\x02 \x01(\v2\x0e.relay.v1.HeldR\x04held\x12#\n" +
-	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"x\n" +
+	"\ragent_version\x18\x03 \x01(\tR\fagentVersion\"\xa9\x01\n" +
 	"\vPushRequest\x12'\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.relay.v1.HelloH\x00R\x05hello\x125\n" +
-	"\bsnapshot\x18\x02 \x01(\v2\x17.relay.v1.SnapshotDeltaH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\x94\x01\n" +
+	"\bsnapshot\x18\x02 \x01(\v2\x17.relay.v1.SnapshotDeltaH\x00R\bsnapshot\x12/\n" +
+	"\x06report\x18\x03 \x01(\v2\x15.relay.v1.AgentReportH\x00R\x06reportB\t\n" +
+	"\amessage\"q\n" +
+	"\vAgentReport\x12'\n" +
+	"\x0fdiscovery_error\x18\x01 \x01(\tR\x0ediscoveryError\x129\n" +
+	"\n" +
+	"data_plane\x18\x02 \x03(\v2\x1a.relay.v1.DataPlaneProblemR\tdataPlane\"W\n" +
+	"\x10DataPlaneProblem\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
+	"\btype_url\x18\x02 \x01(\tR\atypeUrl\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\x94\x01\n" +
 	"\fPushResponse\x12$\n" +
 	"\x04held\x18\x01 \x01(\v2\x0e.relay.v1.HeldH\x00R\x04held\x12!\n" +
 	"\x03ack\x18\x02 \x01(\v2\r.relay.v1.AckH\x00R\x03ack\x120\n" +
@@ -1061,10 +1273,14 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\fPullResponse\x125\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x17.relay.v1.SnapshotDeltaH\x00R\bsnapshot\x120\n" +
 	"\bredirect\x18\x02 \x01(\v2\x12.relay.v1.RedirectH\x00R\bredirectB\t\n" +
-	"\amessage\"3\n" +
+	"\amessage\"h\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
-	"\x04hash\x18\x02 \x01(\tR\x04hash\"g\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x123\n" +
+	"\brefusals\x18\x03 \x03(\v2\x17.relay.v1.ObjectRefusalR\brefusals\"9\n" +
+	"\rObjectRefusal\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"g\n" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
@@ -1092,7 +1308,7 @@ func file_relay_v1_relay_proto_rawDescGZIP() []byte {
 	return file_relay_v1_relay_proto_rawDescData
 }
 
-var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_relay_v1_relay_proto_goTypes = []any{
 	(*RegisterRequest)(nil),  // 0: relay.v1.RegisterRequest
 	(*RegisterResponse)(nil), // 1: relay.v1.RegisterResponse
@@ -1101,39 +1317,45 @@ var file_relay_v1_relay_proto_goTypes = []any{
 	(*Held)(nil),             // 4: relay.v1.Held
 	(*Hello)(nil),            // 5: relay.v1.Hello
 	(*PushRequest)(nil),      // 6: relay.v1.PushRequest
-	(*PushResponse)(nil),     // 7: relay.v1.PushResponse
-	(*PullRequest)(nil),      // 8: relay.v1.PullRequest
-	(*PullResponse)(nil),     // 9: relay.v1.PullResponse
-	(*Ack)(nil),              // 10: relay.v1.Ack
-	(*Nack)(nil),             // 11: relay.v1.Nack
-	(*Redirect)(nil),         // 12: relay.v1.Redirect
-	nil,                      // 13: relay.v1.Held.ResourceHashesEntry
+	(*AgentReport)(nil),      // 7: relay.v1.AgentReport
+	(*DataPlaneProblem)(nil), // 8: relay.v1.DataPlaneProblem
+	(*PushResponse)(nil),     // 9: relay.v1.PushResponse
+	(*PullRequest)(nil),      // 10: relay.v1.PullRequest
+	(*PullResponse)(nil),     // 11: relay.v1.PullResponse
+	(*Ack)(nil),              // 12: relay.v1.Ack
+	(*ObjectRefusal)(nil),    // 13: relay.v1.ObjectRefusal
+	(*Nack)(nil),             // 14: relay.v1.Nack
+	(*Redirect)(nil),         // 15: relay.v1.Redirect
+	nil,                      // 16: relay.v1.Held.ResourceHashesEntry
 }
 var file_relay_v1_relay_proto_depIdxs = []int32{
 	2,  // 0: relay.v1.SnapshotDelta.upserts:type_name -> relay.v1.Resource
-	13, // 1: relay.v1.Held.resource_hashes:type_name -> relay.v1.Held.ResourceHashesEntry
+	16, // 1: relay.v1.Held.resource_hashes:type_name -> relay.v1.Held.ResourceHashesEntry
 	4,  // 2: relay.v1.Hello.held:type_name -> relay.v1.Held
 	5,  // 3: relay.v1.PushRequest.hello:type_name -> relay.v1.Hello
 	3,  // 4: relay.v1.PushRequest.snapshot:type_name -> relay.v1.SnapshotDelta
-	4,  // 5: relay.v1.PushResponse.held:type_name -> relay.v1.Held
-	10, // 6: relay.v1.PushResponse.ack:type_name -> relay.v1.Ack
-	12, // 7: relay.v1.PushResponse.redirect:type_name -> relay.v1.Redirect
-	5,  // 8: relay.v1.PullRequest.hello:type_name -> relay.v1.Hello
-	10, // 9: relay.v1.PullRequest.ack:type_name -> relay.v1.Ack
-	11, // 10: relay.v1.PullRequest.nack:type_name -> relay.v1.Nack
-	3,  // 11: relay.v1.PullResponse.snapshot:type_name -> relay.v1.SnapshotDelta
-	12, // 12: relay.v1.PullResponse.redirect:type_name -> relay.v1.Redirect
-	0,  // 13: relay.v1.RelayService.Register:input_type -> relay.v1.RegisterRequest
-	6,  // 14: relay.v1.RelayService.Push:input_type -> relay.v1.PushRequest
-	8,  // 15: relay.v1.RelayService.Pull:input_type -> relay.v1.PullRequest
-	1,  // 16: relay.v1.RelayService.Register:output_type -> relay.v1.RegisterResponse
-	7,  // 17: relay.v1.RelayService.Push:output_type -> relay.v1.PushResponse
-	9,  // 18: relay.v1.RelayService.Pull:output_type -> relay.v1.PullResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	7,  // 5: relay.v1.PushRequest.report:type_name -> relay.v1.AgentReport
+	8,  // 6: relay.v1.AgentReport.data_plane:type_name -> relay.v1.DataPlaneProblem
+	4,  // 7: relay.v1.PushResponse.held:type_name -> relay.v1.Held
+	12, // 8: relay.v1.PushResponse.ack:type_name -> relay.v1.Ack
+	15, // 9: relay.v1.PushResponse.redirect:type_name -> relay.v1.Redirect
+	5,  // 10: relay.v1.PullRequest.hello:type_name -> relay.v1.Hello
+	12, // 11: relay.v1.PullRequest.ack:type_name -> relay.v1.Ack
+	14, // 12: relay.v1.PullRequest.nack:type_name -> relay.v1.Nack
+	3,  // 13: relay.v1.PullResponse.snapshot:type_name -> relay.v1.SnapshotDelta
+	15, // 14: relay.v1.PullResponse.redirect:type_name -> relay.v1.Redirect
+	13, // 15: relay.v1.Ack.refusals:type_name -> relay.v1.ObjectRefusal
+	0,  // 16: relay.v1.RelayService.Register:input_type -> relay.v1.RegisterRequest
+	6,  // 17: relay.v1.RelayService.Push:input_type -> relay.v1.PushRequest
+	10, // 18: relay.v1.RelayService.Pull:input_type -> relay.v1.PullRequest
+	1,  // 19: relay.v1.RelayService.Register:output_type -> relay.v1.RegisterResponse
+	9,  // 20: relay.v1.RelayService.Push:output_type -> relay.v1.PushResponse
+	11, // 21: relay.v1.RelayService.Pull:output_type -> relay.v1.PullResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_relay_v1_relay_proto_init() }
@@ -1144,18 +1366,19 @@ func file_relay_v1_relay_proto_init() {
 	file_relay_v1_relay_proto_msgTypes[6].OneofWrappers = []any{
 		(*PushRequest_Hello)(nil),
 		(*PushRequest_Snapshot)(nil),
+		(*PushRequest_Report)(nil),
 	}
-	file_relay_v1_relay_proto_msgTypes[7].OneofWrappers = []any{
+	file_relay_v1_relay_proto_msgTypes[9].OneofWrappers = []any{
 		(*PushResponse_Held)(nil),
 		(*PushResponse_Ack)(nil),
 		(*PushResponse_Redirect)(nil),
 	}
-	file_relay_v1_relay_proto_msgTypes[8].OneofWrappers = []any{
+	file_relay_v1_relay_proto_msgTypes[10].OneofWrappers = []any{
 		(*PullRequest_Hello)(nil),
 		(*PullRequest_Ack)(nil),
 		(*PullRequest_Nack)(nil),
 	}
-	file_relay_v1_relay_proto_msgTypes[9].OneofWrappers = []any{
+	file_relay_v1_relay_proto_msgTypes[11].OneofWrappers = []any{
 		(*PullResponse_Snapshot)(nil),
 		(*PullResponse_Redirect)(nil),
 	}
@@ -1165,7 +1388,7 @@ func file_relay_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relay_v1_relay_proto_rawDesc), len(file_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
