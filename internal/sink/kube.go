@@ -294,7 +294,8 @@ func (k *Kube) Start(ctx context.Context) error {
 				err = k.applyLocked(ctx, k.last)
 			}
 			k.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			var refused *RefusedError
+			if err != nil && ctx.Err() == nil && !errors.As(err, &refused) { // refusals: logged as they change
 				k.log.Warn("resync of kubernetes objects failed", "cluster", k.cfg.Cluster, "error", err)
 			}
 		}
