@@ -203,7 +203,8 @@ func TestAgentRefuses(t *testing.T) {
 }
 
 // TestAgentRBAC checks that the agent may read services, endpointslices and nodes, write the
-// four Istio kinds it applies, and hold its Lease — and nothing else.
+// four Istio kinds it applies, create the namespaces they need, and hold its Lease — and
+// nothing else.
 func TestAgentRBAC(t *testing.T) {
 	r := render(t, charts.Agent, agentKubeValues())
 	d := deployment(t, r)
@@ -213,6 +214,7 @@ func TestAgentRBAC(t *testing.T) {
 	want := map[string][]string{
 		"/services":                            read,
 		"/nodes":                               read,
+		"/namespaces":                          {"create"},
 		"discovery.k8s.io/endpointslices":      read,
 		"networking.istio.io/serviceentries":   write,
 		"networking.istio.io/destinationrules": write,

@@ -7,6 +7,30 @@ type Service struct {
 	TypeMeta `json:",inline"`
 	Metadata ObjectMeta  `json:"metadata"`
 	Spec     ServiceSpec `json:"spec"`
+	// Status is read for status.loadBalancer.ingress only.
+	Status *ServiceStatus `json:"status,omitempty"`
+}
+
+// ServiceStatus is the subset of a Service's status that discovery reads.
+//
+// +kubebuilder:object:generate=false
+type ServiceStatus struct {
+	LoadBalancer LoadBalancerStatus `json:"loadBalancer"`
+}
+
+// LoadBalancerStatus lists the addresses a cloud load balancer of a Service has.
+//
+// +kubebuilder:object:generate=false
+type LoadBalancerStatus struct {
+	Ingress []LoadBalancerIngress `json:"ingress,omitempty"`
+}
+
+// LoadBalancerIngress is one address of a load balancer: an IP or a hostname.
+//
+// +kubebuilder:object:generate=false
+type LoadBalancerIngress struct {
+	IP       string `json:"ip,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // ServiceSpec is the subset of a Service's spec that discovery reads.

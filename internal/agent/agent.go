@@ -135,6 +135,7 @@ type Agent struct {
 	mu        sync.Mutex // guards everything below
 	input     *snapshot.Snapshot
 	applied   *snapshot.Snapshot
+	refusals  []ObjectRefusal // objects of applied the cluster refused
 	connected bool
 	server    string
 	lastErr   string
@@ -188,9 +189,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	if snap, err := a.state.load(); err != nil {
 		a.log.Warn("last applied output unreadable; starting empty", "error", err)
 	} else if snap != nil {
-		if err := a.sink.Apply(ctx, snap); err != nil {
+		err := a.sink.Apply(ctx, snap)
+		refusals, partial := partialApply(err)
+		if err != nil && !partial {
 			return fmt.Errorf("re-apply last output version %d: %w", snap.Version, err)
 		}
+		a.setRefusals(snap.Version, refusals)
 		a.mu.Lock()
 		a.applied = snap
 		a.mu.Unlock()
@@ -359,18 +363,24 @@ func (a *Agent) setRefused(holder relay.Holder, refused bool) {
 type Status struct {
 	Cluster string `json:"cluster"`
 	// Instance names this agent process to the server (the holder a refused agent is told).
-	Instance       string    `json:"instance"`
-	Connected      bool      `json:"connected"`
-	Server         string    `json:"server,omitempty"`
-	InputVersion   uint64    `json:"inputVersion,omitempty"`
-	InputHash      string    `json:"inputHash,omitempty"`
-	InputResources int       `json:"inputResources"`
-	OutputVersion  uint64    `json:"outputVersion,omitempty"`
-	OutputHash     string    `json:"outputHash,omitempty"`
-	OutputEpoch    uint64    `json:"outputEpoch,omitempty"`
-	OutputCount    int       `json:"outputResources"`
-	CertNotAfter   time.Time `json:"certificateNotAfter,omitzero"`
-	LastError      string    `json:"lastError,omitempty"`
+	Instance       string `json:"instance"`
+	Connected      bool   `json:"connected"`
+	Server         string `json:"server,omitempty"`
+	InputVersion   uint64 `json:"inputVersion,omitempty"`
+	InputHash      string `json:"inputHash,omitempty"`
+	InputResources int    `json:"inputResources"`
+	OutputVersion  uint64 `json:"outputVersion,omitempty"`
+	OutputHash     string `json:"outputHash,omitempty"`
+	OutputEpoch    uint64 `json:"outputEpoch,omitempty"`
+	OutputCount    int    `json:"outputResources"`
+	// RefusedObjects are the objects of the applied output the cluster refused while the rest
+	// was applied; they are reported to the server with the ACK.
+	RefusedObjects []ObjectRefusal `json:"refusedObjects,omitempty"`
+	// ExternalReach says where other clusters reach this cluster's exposed Services (such as
+	// the failover gateway's), and why.
+	ExternalReach []ServiceReach `json:"externalReach,omitempty"`
+	CertNotAfter  time.Time      `json:"certificateNotAfter,omitzero"`
+	LastError     string         `json:"lastError,omitempty"`
 	// RefusedEpoch is set while the agent refuses the server's outputs because they are of
 	// an older epoch than the one it applied; LastRefusal is the last refusal's reason.
 	RefusedEpoch uint64 `json:"refusedEpoch,omitempty"`
@@ -382,6 +392,12 @@ type Status struct {
 
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
+	st, in := a.status()
+	st.ExternalReach = externalReach(in) // snapshots are immutable: read without the lock
+	return st
+}
+
+func (a *Agent) status() (Status, *snapshot.Snapshot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{Cluster: a.cfg.Cluster, Instance: a.instance, Connected: a.connected, Server: a.server, LastError: a.lastErr, CertNotAfter: a.creds.notAfter(),
@@ -395,8 +411,9 @@ func (a *Agent) Status() Status {
 	}
 	if a.applied != nil {
 		st.OutputVersion, st.OutputHash, st.OutputEpoch, st.OutputCount = a.applied.Version, a.applied.Hash, a.applied.Epoch, a.applied.Len()
+		st.RefusedObjects = append([]ObjectRefusal(nil), a.refusals...)
 	}
-	return st
+	return st, a.input
 }
 
 // Ready is nil once the agent has an output to serve (applied now or restored from disk).

@@ -9,6 +9,7 @@ type metrics struct {
 	outputVersion prometheus.Gauge
 	applied       prometheus.Counter
 	nacks         *prometheus.CounterVec // by reason
+	objRefused    prometheus.Gauge
 	registrations prometheus.Counter
 	certExpiry    prometheus.Gauge
 	refused       prometheus.Gauge
@@ -30,13 +31,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		applied:       c("meshrelay_agent_outputs_applied_total", "Output snapshots applied."),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_agent_outputs_refused_total",
 			Help: "Output snapshots refused (NACK), by reason: stale_epoch, stale_version, delta_base, invalid, apply, persist."}, []string{"reason"}),
+		objRefused:    g("meshrelay_agent_objects_refused", "Objects of the applied output the cluster refused while the rest was applied (shown in /status refusedObjects)."),
 		registrations: c("meshrelay_agent_registrations_total", "Certificates obtained from the server."),
 		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
 		refused:       g("meshrelay_agent_session_refused", "1 while the server refuses this agent's session because another agent of its cluster holds it."),
 		refusals:      c("meshrelay_agent_sessions_refused_total", "Sessions the server refused because another agent of the cluster held it."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.registrations, m.certExpiry, m.refused, m.refusals)
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals)
 	}
 	return m
 }

@@ -301,7 +301,9 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if err != nil {
 		return nack("invalid", true, err)
 	}
-	if err := a.sink.Apply(ctx, next); err != nil {
+	err = a.sink.Apply(ctx, next)
+	refusals, partial := partialApply(err)
+	if err != nil && !partial {
 		return nack("apply", false, fmt.Errorf("apply output: %w", err))
 	}
 	if err := a.state.save(next); err != nil {
@@ -311,10 +313,11 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	a.applied = next
 	a.refusedEpoch = 0
 	a.mu.Unlock()
+	a.setRefusals(next.Version, refusals)
 	a.m.applied.Inc()
 	a.m.outputVersion.Set(float64(next.Version))
-	a.log.Info("output applied", "version", next.Version, "epoch", next.Epoch, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()))
-	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash}}}
+	a.log.Info("output applied", "version", next.Version, "epoch", next.Epoch, "resources", next.Len(), "upserts", len(d.GetUpserts()), "removals", len(d.GetRemovals()), "refused", len(refusals))
+	return &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: next.Version, Hash: next.Hash, Refusals: refusalsProto(refusals)}}}
 }
 
 // refuseStaleEpoch refuses an output of an older epoch than the applied one: the agent never

@@ -234,6 +234,12 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 			}
 		}
 	}
+	// Objects a cluster refused while the rest of its output was applied (issue 12, case 10).
+	for _, cl := range st.Clusters {
+		for _, o := range cl.RefusedObjects {
+			add("cluster "+cl.Name+" object "+o.Key, false, "refused by the cluster: %s", o.Reason)
+		}
+	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
 	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {

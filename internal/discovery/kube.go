@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -64,11 +65,14 @@ func (c KubeConfig) Validate() error {
 // a YAML manifest holding the fields discovery reads (api/v1alpha1's Service and
 // EndpointSlice): metadata.name, namespace and labels; a Service's type, clusterIP, selector
 // and ports; an EndpointSlice's addressType, ports and endpoints (addresses, conditions, zone,
-// nodeName, hostname). Everything else — annotations, targetRefs, hints, status,
-// server-populated metadata — is left out, so that a universal-mode manifest written with
-// those fields gives byte-identical objects, and changes translation never reads do not
-// become new input snapshots. An endpoint without a zone gets the topology.kubernetes.io/zone
-// label of its node (nodeName), when the node has one.
+// nodeName, hostname); and where other clusters reach a Service (see ServiceFromKube): the
+// IPs and hostnames of status.loadBalancer.ingress, the annotation
+// meshrelay.io/failover-address, and for NodePort and LoadBalancer Services without either
+// the node addresses as meshrelay.io/node-addresses. Everything else — other annotations,
+// targetRefs, hints, the rest of status, server-populated metadata — is left out, so that a
+// universal-mode manifest written with those fields gives byte-identical objects, and changes
+// translation never reads do not become new input snapshots. An endpoint without a zone gets
+// the topology.kubernetes.io/zone label of its node (nodeName), when the node has one.
 //
 // EndpointSlices without the kubernetes.io/service-name label belong to no Service and are
 // skipped.
@@ -144,7 +148,8 @@ func (k *Kube) Start(ctx context.Context, emit func(objs []resource.Object)) err
 	nodeHandler := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { poke() },
 		UpdateFunc: func(oldObj, newObj any) {
-			if nodeZone(oldObj) != nodeZone(newObj) { // nodes change all the time; zones rarely
+			// Nodes change all the time; their zones and addresses rarely.
+			if nodeZone(oldObj) != nodeZone(newObj) || nodeAddress(oldObj) != nodeAddress(newObj) {
 				poke()
 			}
 		},
@@ -255,6 +260,15 @@ func (k *Kube) build(c *kubeConverter, ls kubeListers) []resource.Object {
 		}
 		return nodeZone(obj)
 	}
+	// The node addresses of NodePort and LoadBalancer Services, computed once per build.
+	var nodeAddrs *string
+	nodeAddresses := func() string {
+		if nodeAddrs == nil {
+			a := clusterNodeAddresses(ls.nodes.List())
+			nodeAddrs = &a
+		}
+		return *nodeAddrs
+	}
 	var objs []resource.Object
 	errs := map[string]string{}
 	seen := map[string]bool{}
@@ -273,7 +287,7 @@ func (k *Kube) build(c *kubeConverter, ls kubeListers) []resource.Object {
 				continue
 			}
 			key := resource.Key(v1alpha1.KindService, s.Namespace, s.Name)
-			o, err := c.service(key, s)
+			o, err := c.service(key, s, nodeAddresses)
 			add(key, o, err)
 		}
 	}
@@ -323,12 +337,18 @@ type cachedObject struct {
 	err     error
 }
 
-func (c *kubeConverter) service(key string, s *corev1.Service) (resource.Object, error) {
-	if e, ok := c.cache[key]; ok && e.version == s.ResourceVersion {
+func (c *kubeConverter) service(key string, s *corev1.Service, nodeAddresses func() string) (resource.Object, error) {
+	// The version covers the node addresses a NodePort or LoadBalancer Service reads.
+	version, nodes := s.ResourceVersion, ""
+	if needsNodeAddresses(s) {
+		nodes = nodeAddresses()
+		version += "\x00" + nodes
+	}
+	if e, ok := c.cache[key]; ok && e.version == version {
 		return e.obj, e.err
 	}
-	o, err := decode(key, ServiceFromKube(s))
-	c.cache[key] = cachedObject{version: s.ResourceVersion, obj: o, err: err}
+	o, err := decode(key, ServiceFromKube(s, nodes))
+	c.cache[key] = cachedObject{version: version, obj: o, err: err}
 	return o, err
 }
 
@@ -373,11 +393,22 @@ func decode(key string, v any) (resource.Object, error) {
 	return o, nil
 }
 
-// ServiceFromKube projects a Kubernetes Service on the fields discovery reports.
-func ServiceFromKube(s *corev1.Service) v1alpha1.Service {
+// ServiceFromKube projects a Kubernetes Service on the fields discovery reports, including
+// where other clusters reach it (v1alpha1.Service.ExternalReach): the IPs and hostnames of
+// status.loadBalancer.ingress, the annotation v1alpha1.AnnotationFailoverAddress, and
+// nodeAddresses (comma-separated) as v1alpha1.AnnotationNodeAddresses when the Service needs
+// them (needsNodeAddresses) and they are not empty.
+func ServiceFromKube(s *corev1.Service, nodeAddresses string) v1alpha1.Service {
+	var ann map[string]string
+	if v := s.Annotations[v1alpha1.AnnotationFailoverAddress]; v != "" {
+		ann = map[string]string{v1alpha1.AnnotationFailoverAddress: v}
+	}
+	if nodeAddresses != "" && needsNodeAddresses(s) {
+		ann = map[string]string{v1alpha1.AnnotationNodeAddresses: nodeAddresses}
+	}
 	out := v1alpha1.Service{
 		TypeMeta: v1alpha1.TypeMeta{APIVersion: "v1", Kind: v1alpha1.KindService},
-		Metadata: v1alpha1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: copyLabels(s.Labels)},
+		Metadata: v1alpha1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: copyLabels(s.Labels), Annotations: ann},
 		Spec: v1alpha1.ServiceSpec{
 			Type:      string(s.Spec.Type),
 			ClusterIP: s.Spec.ClusterIP,
@@ -394,7 +425,81 @@ func ServiceFromKube(s *corev1.Service) v1alpha1.Service {
 		}
 		out.Spec.Ports = append(out.Spec.Ports, sp)
 	}
+	var ingress []v1alpha1.LoadBalancerIngress
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if in.IP != "" || in.Hostname != "" {
+			ingress = append(ingress, v1alpha1.LoadBalancerIngress{IP: in.IP, Hostname: in.Hostname})
+		}
+	}
+	if len(ingress) > 0 {
+		out.Status = &v1alpha1.ServiceStatus{LoadBalancer: v1alpha1.LoadBalancerStatus{Ingress: ingress}}
+	}
 	return out
+}
+
+// needsNodeAddresses reports whether other clusters would reach s on its node ports: a
+// NodePort or LoadBalancer Service with a nodePort whose load balancer has no IP and that has
+// no explicitly configured address (see v1alpha1.Service.ExternalReach).
+func needsNodeAddresses(s *corev1.Service) bool {
+	if s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		return false
+	}
+	if s.Annotations[v1alpha1.AnnotationFailoverAddress] != "" {
+		return false
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			return false
+		}
+	}
+	for _, p := range s.Spec.Ports {
+		if p.NodePort != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// maxNodeAddresses bounds the node addresses reported for a Service.
+const maxNodeAddresses = 16
+
+// clusterNodeAddresses lists, comma-separated, the address of every node (its ExternalIP,
+// else its InternalIP), sorted, at most maxNodeAddresses.
+func clusterNodeAddresses(nodes []any) string {
+	var out []string
+	for _, n := range nodes {
+		if a := nodeAddress(n); a != "" {
+			out = append(out, a)
+		}
+	}
+	sort.Strings(out)
+	out = slices.Compact(out)
+	if len(out) > maxNodeAddresses {
+		out = out[:maxNodeAddresses]
+	}
+	return strings.Join(out, ",")
+}
+
+// nodeAddress is the address other clusters reach a node at: its first ExternalIP, else its
+// first InternalIP.
+func nodeAddress(obj any) string {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return ""
+	}
+	internal := ""
+	for _, a := range n.Status.Addresses {
+		switch {
+		case a.Type == corev1.NodeExternalIP:
+			return a.Address
+		case a.Type == corev1.NodeInternalIP && internal == "":
+			internal = a.Address
+		}
+	}
+	return internal
 }
 
 // EndpointSliceFromKube projects a Kubernetes EndpointSlice on the fields discovery reports.
@@ -453,15 +558,22 @@ func nodeZone(obj any) string {
 }
 
 // trimObject drops what discovery never reads before an object enters an informer cache:
-// managed fields and annotations, and all of a node but its name and labels.
+// managed fields, annotations (but a Service's v1alpha1.AnnotationFailoverAddress), and all
+// of a node but its name, labels and addresses.
 func trimObject(obj any) (any, error) {
 	if n, ok := obj.(*corev1.Node); ok {
 		n.Spec = corev1.NodeSpec{}
-		n.Status = corev1.NodeStatus{}
+		n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
 	}
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
-		m.SetAnnotations(nil)
+		var keep map[string]string
+		if _, ok := obj.(*corev1.Service); ok {
+			if v := m.GetAnnotations()[v1alpha1.AnnotationFailoverAddress]; v != "" {
+				keep = map[string]string{v1alpha1.AnnotationFailoverAddress: v}
+			}
+		}
+		m.SetAnnotations(keep)
 	}
 	return obj, nil
 }

@@ -70,6 +70,7 @@ metadata:
   name: failover
   namespace: gloo-system
   labels: {app: gloo}
+  annotations: {meshrelay.io/failover-address: "203.0.113.10:15443"}
 spec:
   type: LoadBalancer
   clusterIP: 10.0.0.60

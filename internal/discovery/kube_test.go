@@ -13,11 +13,12 @@ import (
 
 func TestServiceFromKube(t *testing.T) {
 	tests := []struct {
-		name string
-		svc  corev1.Service
-		want string
+		name  string
+		svc   corev1.Service
+		nodes string // the cluster's node addresses
+		want  string
 	}{{
-		name: "defaults filled by the API server, extras dropped",
+		name: "defaults filled by the API server, extras dropped, load balancer ingress kept",
 		svc: corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: "blue", Namespace: "web", Labels: map[string]string{"app": "blue"},
 				Annotations: map[string]string{"kubectl.kubernetes.io/last-applied-configuration": "{}"}, ResourceVersion: "7", UID: "u"},
@@ -26,9 +27,29 @@ func TestServiceFromKube(t *testing.T) {
 				Selector: map[string]string{"app": "blue"}, SessionAffinity: corev1.ServiceAffinityNone,
 				Ports: []corev1.ServicePort{{Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(8080)}},
 			},
-			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "1.2.3.4"}}}},
+			Status: corev1.ServiceStatus{LoadBalancer: corev1.LoadBalancerStatus{Ingress: []corev1.LoadBalancerIngress{{IP: "1.2.3.4", IPMode: ptrTo(corev1.LoadBalancerIPModeVIP)}}},
+				Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}},
 		},
-		want: `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"app":"blue"},"name":"blue","namespace":"web"},"spec":{"clusterIP":"10.0.0.5","ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}],"selector":{"app":"blue"},"type":"ClusterIP"}}`,
+		nodes: "192.168.0.1",
+		want:  `{"apiVersion":"v1","kind":"Service","metadata":{"labels":{"app":"blue"},"name":"blue","namespace":"web"},"spec":{"clusterIP":"10.0.0.5","ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}],"selector":{"app":"blue"},"type":"ClusterIP"},"status":{"loadBalancer":{"ingress":[{"ip":"1.2.3.4"}]}}}`,
+	}, {
+		name: "load balancer without ingress takes the node addresses",
+		svc: corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "gloo-system", Annotations: map[string]string{"other": "x"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ClusterIP: "10.0.0.9",
+				Ports: []corev1.ServicePort{{Name: "tls", Protocol: corev1.ProtocolTCP, Port: 15443, TargetPort: intstr.FromInt32(15443), NodePort: 32000}}},
+		},
+		nodes: "192.168.0.1,192.168.0.2",
+		want:  `{"apiVersion":"v1","kind":"Service","metadata":{"annotations":{"meshrelay.io/node-addresses":"192.168.0.1,192.168.0.2"},"name":"gw","namespace":"gloo-system"},"spec":{"clusterIP":"10.0.0.9","ports":[{"name":"tls","nodePort":32000,"port":15443,"protocol":"TCP","targetPort":15443}],"type":"LoadBalancer"}}`,
+	}, {
+		name: "a configured address: no node addresses",
+		svc: corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "gw", Namespace: "gloo-system", Annotations: map[string]string{"meshrelay.io/failover-address": "203.0.113.1:443"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ClusterIP: "10.0.0.9",
+				Ports: []corev1.ServicePort{{Name: "tls", Protocol: corev1.ProtocolTCP, Port: 15443, TargetPort: intstr.FromInt32(15443), NodePort: 32000}}},
+		},
+		nodes: "192.168.0.1",
+		want:  `{"apiVersion":"v1","kind":"Service","metadata":{"annotations":{"meshrelay.io/failover-address":"203.0.113.1:443"},"name":"gw","namespace":"gloo-system"},"spec":{"clusterIP":"10.0.0.9","ports":[{"name":"tls","nodePort":32000,"port":15443,"protocol":"TCP","targetPort":15443}],"type":"NodePort"}}`,
 	}, {
 		name: "named target port and node port",
 		svc: corev1.Service{
@@ -47,7 +68,7 @@ func TestServiceFromKube(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := decode("svc", ServiceFromKube(&tt.svc))
+			o, err := decode("svc", ServiceFromKube(&tt.svc, tt.nodes))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,6 +10,7 @@ type metrics struct {
 	outputVersion      *prometheus.GaugeVec
 	ackedVersion       *prometheus.GaugeVec
 	nacks              *prometheus.CounterVec
+	refused            *prometheus.GaugeVec
 	staleness          *prometheus.GaugeVec
 	safeMode           *prometheus.GaugeVec
 	configNotLoaded    prometheus.Gauge
@@ -41,6 +42,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshrelay_output_snapshot_nacks_total", Help: "Output snapshots an agent refused.",
 		}, []string{"cluster"}),
+		refused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_output_objects_refused", Help: "Objects of the acknowledged output the cluster refused while the rest was applied.",
+		}, []string{"cluster"}),
 		staleness: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshrelay_config_staleness_seconds", Help: "How long the cluster's agent has not acknowledged the desired output.",
 		}, []string{"cluster"}),
@@ -59,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.staleness, m.safeMode, m.configNotLoaded, m.storeUp, m.fenced)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.storeUp, m.fenced)
 	}
 	return m
 }

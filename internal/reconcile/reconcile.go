@@ -121,6 +121,9 @@ type ackState struct {
 	NackedHash   string
 	Agent        string
 	pendingSince time.Time
+	// refusals are the objects of output refusedHash the agent's cluster refused.
+	refusals    []ObjectRefusal
+	refusedHash string
 }
 
 // New builds a reconciler; it does no I/O.

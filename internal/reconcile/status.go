@@ -31,6 +31,9 @@ type ClusterStatus struct {
 	LastNack       string  `json:"lastNack,omitempty"`
 	// EpochRefusal is set while the agent refuses this server's output for a stale epoch.
 	EpochRefusal *EpochRefusal `json:"epochRefusal,omitempty"`
+	// RefusedObjects are the objects of the acknowledged output the cluster refused while the
+	// rest was applied.
+	RefusedObjects []ObjectRefusal `json:"refusedObjects,omitempty"`
 }
 
 // Status is the reconciler's state for /status and `meshrelay check`.
@@ -78,6 +81,9 @@ func (r *Reconciler) Status() Status {
 		if a := r.acks[name]; a != nil {
 			cs.AckedVersion, cs.LastNack = a.Version, a.Nack
 			cs.InSync = out != nil && a.Hash == out.Hash
+			if a.refusedHash == a.Hash {
+				cs.RefusedObjects = append([]ObjectRefusal(nil), a.refusals...)
+			}
 			if !cs.InSync && !a.pendingSince.IsZero() {
 				cs.StaleSeconds = now.Sub(a.pendingSince).Seconds()
 			}

@@ -148,6 +148,8 @@ func (b *fakeBackend) EpochRefused(cluster string, refused, held uint64) {
 	b.refusals = append(b.refusals, call{cluster, refused, strconv.FormatUint(held, 10), ""})
 }
 
+func (b *fakeBackend) Refused(string, uint64, string, map[string]string) {}
+
 func (b *fakeBackend) Nacked(cluster string, version uint64, hash, reason string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

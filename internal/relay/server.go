@@ -44,6 +44,9 @@ type Backend interface {
 	// EpochRefused records that the agent holds epoch held and so refuses the output of
 	// epoch refused (it NACKed it, or it would and the server held it back).
 	EpochRefused(cluster string, refused, held uint64)
+	// Refused records, with every ACK, the objects of that output the agent's cluster
+	// refused while the rest was applied (output key → reason; empty when none).
+	Refused(cluster string, version uint64, hash string, refusals map[string]string)
 }
 
 // Modes of relay transport security.
@@ -534,6 +537,11 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
 			inSyncAt = inflight.Hash
 			s.backend.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
+			refusals := make(map[string]string, len(a.GetRefusals()))
+			for _, r := range a.GetRefusals() {
+				refusals[r.GetKey()] = r.GetReason()
+			}
+			s.backend.Refused(cluster, a.GetVersion(), a.GetHash(), refusals)
 			s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
 			inflight = nil
 		case m.GetNack() != nil:

@@ -205,7 +205,11 @@ func Decode(js []byte) (Object, error) {
 	for _, f := range []string{"resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"} {
 		delete(meta, f)
 	}
-	delete(generic, "status")
+	if st := serviceStatus(h.Kind, generic["status"]); st != nil {
+		generic["status"] = st
+	} else {
+		delete(generic, "status")
+	}
 	raw, err := json.Marshal(generic)
 	if err != nil {
 		return Object{}, fmt.Errorf("%s: canonical encoding: %w", res, err)
@@ -222,6 +226,35 @@ func Decode(js []byte) (Object, error) {
 		}
 	}
 	return o, nil
+}
+
+// serviceStatus keeps of a Service's status only the IPs and hostnames of
+// status.loadBalancer.ingress (where other clusters reach it); nil when there are none or
+// kind is not a Service. Status is otherwise dropped: it is not part of what users declare.
+func serviceStatus(kind string, status any) any {
+	if kind != v1alpha1.KindService {
+		return nil
+	}
+	st, _ := status.(map[string]any)
+	lb, _ := st["loadBalancer"].(map[string]any)
+	ingress, _ := lb["ingress"].([]any)
+	var kept []any
+	for _, in := range ingress {
+		m, _ := in.(map[string]any)
+		k := map[string]any{}
+		for _, f := range []string{"ip", "hostname"} {
+			if v, ok := m[f].(string); ok && v != "" {
+				k[f] = v
+			}
+		}
+		if len(k) > 0 {
+			kept = append(kept, k)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	return map[string]any{"loadBalancer": map[string]any{"ingress": kept}}
 }
 
 func contains(list []string, s string) bool {

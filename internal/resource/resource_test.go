@@ -641,3 +641,15 @@ func TestDedupeKeepsLast(t *testing.T) {
 		t.Errorf("Dedupe = %v", got)
 	}
 }
+
+// TestServiceLoadBalancerStatusKept: of a Service's status only the load balancer's ingress
+// IPs and hostnames are kept (where other clusters reach it, in universal mode as in
+// Kubernetes mode).
+func TestServiceLoadBalancerStatusKept(t *testing.T) {
+	src := "apiVersion: v1\nkind: Service\nmetadata:\n  name: failover\n  namespace: gloo-system\nspec:\n  type: LoadBalancer\n  ports:\n  - {name: tls, port: 15443, nodePort: 32000}\nstatus:\n  conditions: [{type: Ready, status: \"True\"}]\n  loadBalancer:\n    ingress:\n    - {ip: 203.0.113.7, ipMode: VIP, ports: [{port: 15443, protocol: TCP}]}\n    - {hostname: lb.example.com}\n    - {ipMode: Proxy}\n"
+	o := parseOne(t, src)
+	const want = `{"apiVersion":"v1","kind":"Service","metadata":{"name":"failover","namespace":"gloo-system"},"spec":{"ports":[{"name":"tls","nodePort":32000,"port":15443}],"type":"LoadBalancer"},"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"},{"hostname":"lb.example.com"}]}}}`
+	if string(o.Raw) != want {
+		t.Errorf("Raw %s\nwant %s", o.Raw, want)
+	}
+}

@@ -112,6 +112,18 @@ func (c KubeConfig) Validate() error {
 // merely carry the labels are left alone. Owned objects that left the output are pruned, each
 // deleted with its UID and resourceVersion as preconditions.
 //
+// Per object: each object is applied on its own. An object whose namespace does not exist
+// gets it: the sink creates the namespace, labelled LabelManagedBy=ManagedBy and
+// LabelCluster=<cluster>, and never deletes a namespace. An object the API server refuses for
+// a reason retrying it does not fix (a Terminating namespace, an admission policy or webhook,
+// the schema, a kind not installed, RBAC) does not hold back the others: Apply applies the
+// rest, prunes what left the output, counts the output as applied and returns a
+// *RefusedError naming each refused object and the API server's reason (also in Status's
+// Refused); resync retries them. Failures retrying may fix (the API server unreachable,
+// overloaded, a timeout) make Apply return a plain error after attempting every write, and
+// the output does not count as applied. An object is only ever deleted because it left the
+// output, never because another failed.
+//
 // No needless writes: an owned object whose AnnotationAppliedHash equals the hash of the
 // wanted object, and whose live content holds every wanted field with the wanted value, is
 // not written, so re-applying an unchanged output (also from a new Kube after an agent
@@ -163,7 +175,11 @@ type KubeStatus struct {
 	// Conflicts names the output objects whose name an object the sink does not own has taken
 	// (left untouched).
 	Conflicts []string `json:"conflicts,omitempty"`
-	// LastError is the error of the last step, empty when it succeeded.
+	// Refused lists the objects of the last step the API server refused while the rest was
+	// applied (see RefusedError).
+	Refused []Refusal `json:"refused,omitempty"`
+	// LastError is the error of the last step, empty when it succeeded (also when it
+	// succeeded except for the Refused objects).
 	LastError     string      `json:"lastError,omitempty"`
 	DeletionGuard GuardStatus `json:"deletionGuard"`
 }
@@ -248,6 +264,7 @@ func (k *Kube) Status() KubeStatus {
 	defer k.statusMu.Unlock()
 	s := k.status
 	s.Conflicts = append([]string(nil), s.Conflicts...)
+	s.Refused = append([]Refusal(nil), s.Refused...)
 	s.DeletionGuard.Objects = append([]string(nil), s.DeletionGuard.Objects...)
 	return s
 }
@@ -277,7 +294,8 @@ func (k *Kube) Start(ctx context.Context) error {
 				err = k.applyLocked(ctx, k.last)
 			}
 			k.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			var refused *RefusedError
+			if err != nil && ctx.Err() == nil && !errors.As(err, &refused) { // refusals: logged as they change
 				k.log.Warn("resync of kubernetes objects failed", "cluster", k.cfg.Cluster, "error", err)
 			}
 		}
@@ -286,7 +304,9 @@ func (k *Kube) Start(ctx context.Context) error {
 
 // Apply makes the cluster's owned Istio objects match the Istio resources of s (see Kube).
 // Unless the deletion guard holds the step back, every write is attempted even when some
-// fail; the error joins every failure and names the objects.
+// fail. When the only failures are objects the API server refused, the error is a
+// *RefusedError and s counts as applied; otherwise it joins every failure and names the
+// objects.
 func (k *Kube) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 	if s == nil {
 		return errors.New("sink: nil snapshot")
@@ -525,6 +545,7 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
 
 	var errs []error
 	var conflicts []string
+	var refusals []Refusal
 	ids := make([]objectID, 0, len(want))
 	for id := range want {
 		ids = append(ids, id)
@@ -553,9 +574,14 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
 				continue
 			}
 		}
-		got, err := ri.Apply(ctx, id.name, w.obj, metav1.ApplyOptions{FieldManager: k.cfg.FieldManager, Force: true})
+		got, err := k.applyObject(ctx, w)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("apply %s %s/%s: %w", w.gvr.GroupResource(), id.namespace, id.name, err))
+			err = fmt.Errorf("apply %s %s/%s: %w", w.gvr.GroupResource(), id.namespace, id.name, err)
+			if refused(err) {
+				refusals = append(refusals, Refusal{Key: w.key, Object: id.String(), Reason: err.Error()})
+			} else {
+				errs = append(errs, err)
+			}
 			continue
 		}
 		applied++
@@ -589,15 +615,24 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
 		deleted++
 	}
 	var stepErr error
-	if len(errs) > 0 {
-		stepErr = fmt.Errorf("sink: apply output version %d to cluster %s: %w", s.Version, k.cfg.Cluster, errors.Join(errs...))
-	} else {
+	switch {
+	case len(errs) > 0:
+		// A failure retrying may fix (the API server unreachable, overloaded, a timeout): the
+		// output is not applied, and the agent refuses it so that the server sends it again.
+		stepErr = fmt.Errorf("sink: apply output version %d to cluster %s: %w", s.Version, k.cfg.Cluster, errors.Join(append(errs, refusalErrs(refusals)...)...))
+	case len(refusals) > 0:
+		// Only objects the cluster refused: the rest is applied, and the output counts as
+		// applied with these refusals.
+		k.applied, k.appliedEpo = true, s.Epoch
+		stepErr = &RefusedError{Version: s.Version, Cluster: k.cfg.Cluster, Refusals: refusals}
+	default:
 		k.applied, k.appliedEpo = true, s.Epoch
 	}
 	k.finish(s, stepErr, conflicts, owned-deleted+created)
+	k.setRefusals(refusals)
 	if applied+deleted > 0 || stepErr != nil {
 		k.log.Info("applied output to kubernetes", "cluster", k.cfg.Cluster, "version", s.Version, "epoch", s.Epoch,
-			"objects", len(want), "applied", applied, "deleted", deleted, "conflicts", len(conflicts))
+			"objects", len(want), "applied", applied, "deleted", deleted, "conflicts", len(conflicts), "refused", len(refusals))
 	}
 	return stepErr
 }
@@ -659,6 +694,10 @@ func (k *Kube) finish(s *snapshot.Snapshot, err error, conflicts []string, owned
 	defer k.statusMu.Unlock()
 	st := &k.status
 	st.LastError = ""
+	var partial *RefusedError
+	if errors.As(err, &partial) {
+		err = nil // applied, with refusals (setRefusals records them)
+	}
 	if err != nil {
 		st.LastError = err.Error()
 	} else {

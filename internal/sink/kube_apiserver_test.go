@@ -450,18 +450,84 @@ func TestKubeSinkAcceptsTranslatedOutputs(t *testing.T) {
 	t.Logf("applied %d translated Istio objects of %d outputs", total, len(items))
 }
 
-// TestKubeSinkSchemaRejection: an object Istio's schema refuses fails with an error naming
-// it, and the rest of the output is applied.
+// TestKubeSinkSchemaRejection: an object Istio's schema refuses is a refusal naming it, and
+// the rest of the output is applied.
 func TestKubeSinkSchemaRejection(t *testing.T) {
 	c := startIstio(t, "bookinfo")
 	k := newKube(t, c, "east", nil)
 	bad := istioRes("ServiceEntry", "bookinfo", "bad", `{"hosts":["x.global"],"resolution":"NOT-A-RESOLUTION"}`)
 	err := k.Apply(t.Context(), out(1, 0, bad, istioRes("DestinationRule", "bookinfo", "good", specDR)))
-	if err == nil || !strings.Contains(err.Error(), "bookinfo/bad") {
-		t.Fatalf("err = %v, want it to name bookinfo/bad", err)
+	var re *RefusedError
+	if !errors.As(err, &re) || len(re.Refusals) != 1 || re.Refusals[0].Key != "ServiceEntry/bookinfo/bad" || !strings.Contains(err.Error(), "bookinfo/bad") {
+		t.Fatalf("err = %v, want a refusal of ServiceEntry/bookinfo/bad", err)
 	}
 	if _, ok := c.objects(t)["DestinationRule/bookinfo/good"]; !ok {
 		t.Error("the valid object was not applied")
+	}
+}
+
+// TestKubeSinkPerObject: an output needing a namespace that does not exist gets it, created
+// labelled as meshrelay's; an object in a Terminating namespace is refused while the rest is
+// applied and the output counts as applied (the next epoch-less step's deletions are judged
+// against it); a stale object is deleted beside the refused one, and nothing is deleted
+// because a sibling was refused.
+func TestKubeSinkPerObject(t *testing.T) {
+	c := startIstio(t, "bookinfo", "doomed")
+	ctx := t.Context()
+	if err := c.cs.CoreV1().Namespaces().Delete(ctx, "doomed", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	k := newKube(t, c, "east", nil)
+
+	// Version 1: bookinfo and a new namespace fresh; all applied.
+	v1 := out(1, 0, istioRes("DestinationRule", "bookinfo", "a", specDR), istioRes("DestinationRule", "bookinfo", "b", specDR),
+		istioRes("ServiceEntry", "fresh", "vd-reviews", specSE))
+	if err := k.Apply(ctx, v1); err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	ns, err := c.cs.CoreV1().Namespaces().Get(ctx, "fresh", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("namespace fresh: %v", err)
+	}
+	if ns.Labels[LabelManagedBy] != ManagedBy || ns.Labels[LabelCluster] != "east" {
+		t.Errorf("namespace fresh labels %v", ns.Labels)
+	}
+
+	// Version 2: an object in Terminating doomed (refused), b dropped (deleted), a and the
+	// fresh one kept.
+	v2 := out(2, 0, istioRes("DestinationRule", "bookinfo", "a", specDR), istioRes("ServiceEntry", "fresh", "vd-reviews", specSE),
+		istioRes("ServiceEntry", "doomed", "vd-reviews", specSE))
+	err = k.Apply(ctx, v2)
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("version 2: %v, want a RefusedError", err)
+	}
+	if len(re.Refusals) != 1 || re.Refusals[0].Key != "ServiceEntry/doomed/vd-reviews" || !strings.Contains(re.Refusals[0].Reason, "being terminated") {
+		t.Fatalf("refusals %+v", re.Refusals)
+	}
+	if got := re.ObjectRefusals(); len(got) != 1 || got["ServiceEntry/doomed/vd-reviews"] == "" {
+		t.Errorf("ObjectRefusals() = %v", got)
+	}
+	objs := c.objects(t)
+	for _, want := range []string{"DestinationRule/bookinfo/a", "ServiceEntry/fresh/vd-reviews"} {
+		if _, ok := objs[want]; !ok {
+			t.Errorf("%s missing after version 2: %v", want, objs)
+		}
+	}
+	if _, ok := objs["DestinationRule/bookinfo/b"]; ok {
+		t.Error("stale DestinationRule/bookinfo/b not deleted beside the refused object")
+	}
+	st := k.Status()
+	if st.LastError != "" || st.AppliedVersion != 2 || len(st.Refused) != 1 || st.OwnedObjects != 2 {
+		t.Errorf("status %+v", st)
+	}
+
+	// The refusal clears once the output no longer holds the object.
+	if err := k.Apply(ctx, out(3, 0, istioRes("DestinationRule", "bookinfo", "a", specDR), istioRes("ServiceEntry", "fresh", "vd-reviews", specSE))); err != nil {
+		t.Fatalf("version 3: %v", err)
+	}
+	if st := k.Status(); len(st.Refused) != 0 {
+		t.Errorf("refusals after version 3: %+v", st.Refused)
 	}
 }
 

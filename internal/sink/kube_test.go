@@ -3,11 +3,14 @@ package sink
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
@@ -233,3 +236,34 @@ func TestGuardRule(t *testing.T) {
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+// TestRefusedClassification: the API server refusing one object is a refusal; its failures
+// and the connection's are not (the output is then refused and sent again).
+func TestRefusedClassification(t *testing.T) {
+	gr := schema.GroupResource{Group: IstioGroup, Resource: "serviceentries"}
+	tests := []struct {
+		name    string
+		err     error
+		refused bool
+	}{
+		{"terminating namespace", apierrors.NewForbidden(gr, "x", errors.New("unable to create new content in namespace doomed because it is being terminated")), true},
+		{"schema", apierrors.NewInvalid(schema.GroupKind{Group: IstioGroup, Kind: "ServiceEntry"}, "x", nil), true},
+		{"missing kind", apierrors.NewNotFound(gr, ""), true},
+		{"bad request", apierrors.NewBadRequest("no"), true},
+		{"wrapped", fmt.Errorf("apply: %w", apierrors.NewForbidden(gr, "x", errors.New("denied"))), true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), false},
+		{"internal error", apierrors.NewInternalError(errors.New("etcd")), false},
+		{"throttled", apierrors.NewTooManyRequests("later", 1), false},
+		{"unauthorized", apierrors.NewUnauthorized("token"), false},
+		{"connection", errors.New("dial tcp 127.0.0.1:6443: connect: connection refused"), false},
+	}
+	for _, tt := range tests {
+		if got := refused(tt.err); got != tt.refused {
+			t.Errorf("%s: refused = %v, want %v", tt.name, got, tt.refused)
+		}
+	}
+	nsMissing := apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "fresh")
+	if !missingNamespace(nsMissing, "fresh") || missingNamespace(nsMissing, "other") || missingNamespace(apierrors.NewNotFound(gr, "fresh"), "fresh") {
+		t.Error("missingNamespace misreads namespace NotFound errors")
+	}
+}

@@ -387,7 +387,7 @@ func (w *world) gateways(c string) []gatewayModel {
 			gm := gatewayModel{gw: d.v, origin: ""}
 			if d.v.Spec.TCPGateway != nil {
 				kc := w.clusters[c]
-				gm.addresses = gatewayAddresses(c, kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone], d.v, w.models[c].services)
+				gm.addresses, gm.reach = gatewayAddresses(c, kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone], d.v, w.models[c].services)
 			}
 			out = append(out, gm)
 		}
@@ -688,6 +688,9 @@ func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served ma
 		}
 		tg := TCPGateway{Name: listenerName(g.gw), Address: orString(g.gw.Spec.BindAddress, v1alpha1.DefaultBindAddress), Port: uint32(g.gw.Spec.BindPort)}
 		obj := object{Object: resource.Object{Kind: v1alpha1.KindGateway, Name: g.gw.Metadata.Name, Namespace: g.gw.Metadata.Namespace}, origin: g.origin}
+		for _, r := range g.reach {
+			w.status.note(obj, "%s", r)
+		}
 		for hi, h := range g.gw.Spec.TCPGateway.TCPHosts {
 			th := TCPHost{Name: h.Name, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
 			if h.SSLConfig != nil && h.SSLConfig.SecretRef != nil {

@@ -3,8 +3,10 @@ package translate
 import (
 	"cmp"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
@@ -61,8 +63,10 @@ type upstreamModel struct {
 type gatewayModel struct {
 	gw     v1alpha1.Gateway
 	origin string
-	// addresses are where other clusters reach a TCP gateway, from the Service exposing it.
+	// addresses are where other clusters reach a TCP gateway, from the Service exposing it;
+	// reach says how they were chosen.
 	addresses []Endpoint
+	reach     []string
 }
 
 // UpstreamName is the name of the upstream discovered for a service port (seed 003:
@@ -143,7 +147,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 	for _, g := range gws {
 		gm := gatewayModel{gw: g, origin: name}
 		if g.Spec.TCPGateway != nil {
-			gm.addresses = gatewayAddresses(name, region, zone, g, m.services)
+			gm.addresses, gm.reach = gatewayAddresses(name, region, zone, g, m.services)
 		}
 		m.gateways = append(m.gateways, gm)
 	}
@@ -212,23 +216,43 @@ func dedupeEndpoints(eps []Endpoint) []Endpoint {
 	return out
 }
 
-// gatewayAddresses finds where a TCP gateway is reachable: the ready endpoints of the
-// Service in the gateway's namespace that exposes its bind port (seed 003's `failover`
-// Service on 15443).
-func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services []*serviceModel) []Endpoint {
+// gatewayAddresses finds where other clusters reach a TCP gateway: the Service in the
+// gateway's namespace that exposes its bind port and has ready endpoints (seed 003's
+// `failover` Service on 15443), at the address v1alpha1.Service.ExternalReach chooses (its
+// load balancer's IPs, the failover-address annotation, node ports, else the ready endpoint
+// addresses). It also returns how the address was chosen, for the gateway's status.
+func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services []*serviceModel) ([]Endpoint, []string) {
 	for _, s := range services {
 		if s.svc.Metadata.Namespace != g.Metadata.Namespace {
 			continue
 		}
 		for _, p := range s.svc.Spec.Ports {
-			if int(p.Port) == g.Spec.BindPort || int(targetPort(p)) == g.Spec.BindPort {
-				if eps := readyEndpoints(cluster, region, zone, p, s.endpoints); len(eps) > 0 {
-					return eps
-				}
+			if int(p.Port) != g.Spec.BindPort && int(targetPort(p)) != g.Spec.BindPort {
+				continue
 			}
+			eps := readyEndpoints(cluster, region, zone, p, s.endpoints)
+			if len(eps) == 0 {
+				continue // no gateway runs behind it
+			}
+			r := s.svc.ExternalReach(p)
+			if len(r.Addresses) > 0 {
+				eps = make([]Endpoint, 0, len(r.Addresses))
+				for _, a := range r.Addresses {
+					eps = append(eps, Endpoint{Address: a.IP, Port: uint32(a.Port), Cluster: cluster, Region: region, Zone: zone})
+				}
+				sortEndpoints(eps)
+				eps = dedupeEndpoints(eps)
+			}
+			addrs := make([]string, len(eps))
+			for i, e := range eps {
+				addrs[i] = net.JoinHostPort(e.Address, strconv.Itoa(int(e.Port)))
+			}
+			why := append([]string{fmt.Sprintf("other clusters reach it at %s: %s of Service %s/%s port %d",
+				strings.Join(addrs, ", "), r.Source, s.svc.Metadata.Namespace, s.svc.Metadata.Name, p.Port)}, r.Notes...)
+			return eps, why
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // matchesRef reports whether an upstream reference (name, namespace) names u.

@@ -415,12 +415,14 @@ const agentStateFile = "output.json"
 // (Kubernetes-shaped Istio resources) to the output directory and, in Kubernetes mode, to
 // the cluster: Envoy secrets hold private keys and are not Kubernetes objects.
 //
-// A Kubernetes sink error other than a deletion-guard refusal (an API server failure) does
-// not hold back the xDS resources; a refusal does, so that an output suspected of being
-// partial deletes nothing on either side. The error is returned either way, so the agent
-// refuses (NACKs) the output — except when the agent re-applies its saved output at start
-// (restoring): a refusal then is logged and the agent starts with the cluster as it is,
-// instead of failing to start; the server's next output is judged against it.
+// A Kubernetes sink error other than a deletion-guard refusal (an API server failure, or
+// objects the cluster refused) does not hold back the xDS resources; a deletion-guard
+// refusal does, so that an output suspected of being partial deletes nothing on either side.
+// The error is returned either way. The agent refuses (NACKs) the output, unless the error is
+// exactly a *sink.RefusedError (applied but for some objects: the agent ACKs with them) or
+// the agent re-applies its saved output at start (restoring): a deletion-guard refusal then
+// is logged and the agent starts with the cluster as it is, instead of failing to start; the
+// server's next output is judged against it.
 type splitSink struct {
 	files     *sink.Dir  // nil without --output-dir
 	kube      *sink.Kube // nil outside Kubernetes mode
