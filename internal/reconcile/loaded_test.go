@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,4 +157,111 @@ func TestUndecodableStoredConfigHolds(t *testing.T) {
 	}
 	eventually(t, "outputs once the resource is deleted", publishes(r, expect(t, dir, inputs)))
 	eventually(t, "safe mode released", func() bool { return !r.Status().SafeMode.Active })
+}
+
+// forgetfulStore is a real memstore that can be replaced by an empty one, as a Redis that
+// restarted without persistence: its configuration revision goes back in time.
+type forgetfulStore struct {
+	mu  sync.Mutex // guards cur
+	cur *memstore.Store
+}
+
+func (f *forgetfulStore) store() *memstore.Store { f.mu.Lock(); defer f.mu.Unlock(); return f.cur }
+func (f *forgetfulStore) forget()                { f.mu.Lock(); defer f.mu.Unlock(); f.cur = memstore.New() }
+
+func (f *forgetfulStore) Get(ctx context.Context, k snapshot.Kind, c string) (*snapshot.Snapshot, error) {
+	return f.store().Get(ctx, k, c)
+}
+func (f *forgetfulStore) Put(ctx context.Context, k snapshot.Kind, c string, s *snapshot.Snapshot) error {
+	return f.store().Put(ctx, k, c, s)
+}
+func (f *forgetfulStore) Delete(ctx context.Context, k snapshot.Kind, c string) error {
+	return f.store().Delete(ctx, k, c)
+}
+func (f *forgetfulStore) List(ctx context.Context, k snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
+	return f.store().List(ctx, k)
+}
+func (f *forgetfulStore) Index(ctx context.Context, k snapshot.Kind) (map[string]string, error) {
+	return f.store().Index(ctx, k)
+}
+func (f *forgetfulStore) PutConfig(ctx context.Context, r snapshot.Resource) error {
+	return f.store().PutConfig(ctx, r)
+}
+func (f *forgetfulStore) DeleteConfig(ctx context.Context, key string) error {
+	return f.store().DeleteConfig(ctx, key)
+}
+func (f *forgetfulStore) ListConfig(ctx context.Context) ([]snapshot.Resource, uint64, error) {
+	return f.store().ListConfig(ctx)
+}
+func (f *forgetfulStore) ConfigRevision(ctx context.Context) (uint64, error) {
+	return f.store().ConfigRevision(ctx)
+}
+func (f *forgetfulStore) Ping(ctx context.Context) error { return f.store().Ping(ctx) }
+
+// followerRole is an active replica that is not the leader (the leader restores a store
+// that lost data; the others must not adopt the loss meanwhile).
+type followerRole struct{}
+
+func (followerRole) Active() (bool, uint64) { return true, 1 }
+func (followerRole) Leader() bool           { return false }
+func (followerRole) Owns(string) bool       { return true }
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("%s not exported", name)
+	return 0
+}
+
+// A replica that is not the leader must not adopt the shorter configuration of a store that
+// lost data: it keeps translating with what it holds (loudly: log, metric, store error in
+// /status) until the store holds all of it again, and then follows the store.
+func TestStoreLostConfigIsNotAdopted(t *testing.T) {
+	ctx := t.Context()
+	store := &forgetfulStore{cur: memstore.New()}
+	r, reg := startWithRegistry(t, reconcile.Config{Role: followerRole{}}, store)
+	config := clusters(t, "a", "b", "c")
+	if err := r.Apply(ctx, config); err != nil {
+		t.Fatal(err)
+	}
+	// More history than the restore below writes, as in a store that lived a while.
+	for range 3 {
+		if err := r.Apply(ctx, config[:1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, r)
+	eventually(t, "config loaded", func() bool { return r.Ready() == nil && len(r.Config()) == 3 })
+	time.Sleep(3 * tick)
+
+	store.forget() // Redis restarted empty
+	eventually(t, "the loss reported", func() bool { return strings.Contains(r.Status().StoreError, "lost applied configuration") })
+	if got := len(r.Config()); got != 3 {
+		t.Fatalf("after the store lost its data the replica holds %d resources, want its 3", got)
+	}
+	if v := gauge(t, reg, "meshrelay_store_config_lost"); v != 1 {
+		t.Errorf("meshrelay_store_config_lost = %v, want 1", v)
+	}
+
+	// The leader writes back what it holds: the replica follows the store again.
+	for _, o := range config {
+		if err := store.PutConfig(ctx, o.Resource()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the loss cleared", func() bool { return r.Status().StoreError == "" })
+	if v := gauge(t, reg, "meshrelay_store_config_lost"); v != 0 {
+		t.Errorf("meshrelay_store_config_lost = %v after the restore, want 0", v)
+	}
+	if got := len(r.Config()); got != 3 {
+		t.Fatalf("after the restore the replica holds %d resources, want 3", got)
+	}
 }

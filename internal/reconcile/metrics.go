@@ -14,6 +14,7 @@ type metrics struct {
 	staleness          *prometheus.GaugeVec
 	safeMode           *prometheus.GaugeVec
 	configNotLoaded    prometheus.Gauge
+	configLost         prometheus.Gauge
 	storeUp            prometheus.Gauge
 	fenced             prometheus.Counter
 }
@@ -51,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		safeMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meshrelay_safe_mode_active", Help: "1 for each registered cluster whose missing input holds translation.",
 		}, []string{"cluster"}),
+		configLost: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshrelay_store_config_lost",
+			Help: "1 while the store lacks applied configuration this server holds (it lost data); this server keeps translating with its own until the store holds it again."}),
 		configNotLoaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshrelay_safe_mode_config_not_loaded",
 			Help: "1 while translation is held because the configuration is incomplete: not loaded from the store yet, a stored resource that does not decode, or the config directory (custom resources) not read yet.",
@@ -63,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.storeUp, m.fenced)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced)
 	}
 	return m
 }

@@ -91,6 +91,7 @@ type Reconciler struct {
 	apiConfig    []resource.Object
 	apiLoaded    bool
 	apiBroken    []string // stored configuration resources that do not decode: "key: error"
+	apiLost      bool     // the store lost applied configuration this server still holds
 	apiRev       uint64
 	registered   map[string]bool // the registered clusters; nil when the config changed
 	inputs       map[string]*snapshot.Snapshot
@@ -244,8 +245,10 @@ func (r *Reconciler) syncStore(ctx context.Context) error {
 		return fmt.Errorf("read config revision: %w", err)
 	}
 	r.mu.Lock()
-	stale := !r.apiLoaded || rev != r.apiRev
-	lost := r.apiLoaded && rev < r.apiRev // the store went back in time (restarted empty, failover)
+	// The store went back in time (restarted empty, failover), or did and has not been
+	// restored yet: it may lack applied configuration this server holds.
+	lost := r.apiLoaded && (rev < r.apiRev || r.apiLost)
+	stale := !r.apiLoaded || rev != r.apiRev || lost
 	kept := r.apiConfig
 	r.mu.Unlock()
 	if active, _ := r.role(); lost && active && r.leader() {
@@ -262,7 +265,7 @@ func (r *Reconciler) syncStore(ctx context.Context) error {
 		stale = true
 	}
 	if stale {
-		if err := r.loadAPIConfig(ctx); err != nil {
+		if err := r.loadAPIConfig(ctx, lost); err != nil {
 			return err
 		}
 	}
@@ -428,11 +431,37 @@ func (r *Reconciler) load(ctx context.Context) error {
 	return nil
 }
 
-func (r *Reconciler) loadAPIConfig(ctx context.Context) error {
+// loadAPIConfig reads the applied configuration from the store. After the store went back in
+// time (lost), a server that did not restore it (a replica that is not the leader, or before
+// the leader's restore) keeps what it holds until the store holds all of it again: adopting
+// the store's shorter set would publish outputs without configuration that was never deleted.
+func (r *Reconciler) loadAPIConfig(ctx context.Context, lost bool) error {
 	rs, rev, err := r.store.ListConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("load config: %w", err)
 	}
+	if lost {
+		r.mu.Lock()
+		held := r.apiConfig
+		r.mu.Unlock()
+		if missing := missingConfig(held, rs); len(missing) > 0 {
+			r.mu.Lock()
+			first := !r.apiLost
+			r.apiLost = true
+			r.mu.Unlock()
+			if first {
+				r.log.Warn("store lost applied configuration; keeping this server's until it is restored",
+					"storeRevision", rev, "missing", len(missing), "first", missing[:min(len(missing), 5)])
+			}
+			r.m.configLost.Set(1)
+			return nil
+		}
+		r.log.Info("store holds the applied configuration again", "storeRevision", rev, "resources", len(rs))
+	}
+	r.mu.Lock()
+	r.apiLost = false
+	r.mu.Unlock()
+	r.m.configLost.Set(0)
 	objs := make([]resource.Object, 0, len(rs))
 	var broken []string
 	for _, res := range rs {
@@ -452,6 +481,22 @@ func (r *Reconciler) loadAPIConfig(ctx context.Context) error {
 	r.mu.Unlock()
 	r.trigger()
 	return nil
+}
+
+// missingConfig returns the keys of held resources that stored lacks, sorted.
+func missingConfig(held []resource.Object, stored []snapshot.Resource) []string {
+	in := make(map[string]bool, len(stored))
+	for _, r := range stored {
+		in[r.Key] = true
+	}
+	var missing []string
+	for _, o := range held {
+		if k := o.Resource().Key; !in[k] {
+			missing = append(missing, k)
+		}
+	}
+	sort.Strings(missing)
+	return missing
 }
 
 // flush writes snapshots that the store has not accepted yet.
@@ -532,7 +577,7 @@ func (r *Reconciler) Apply(ctx context.Context, objs []resource.Object) error {
 			return fmt.Errorf("store %s: %w", o, err)
 		}
 	}
-	return r.loadAPIConfig(ctx)
+	return r.loadAPIConfig(ctx, false)
 }
 
 // Delete removes an API configuration resource by key.
@@ -540,7 +585,7 @@ func (r *Reconciler) Delete(ctx context.Context, key string) error {
 	if err := r.store.DeleteConfig(ctx, key); err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
-	return r.loadAPIConfig(ctx)
+	return r.loadAPIConfig(ctx, false)
 }
 
 // Config returns the effective configuration: the config directory's objects overridden by

@@ -69,6 +69,9 @@ func (r *Reconciler) Status() Status {
 		ResourceStatus:    r.lastStatus,
 		ConfigResources:   len(config),
 	}
+	if r.apiLost && st.StoreError == "" {
+		st.StoreError = "the store lost applied configuration that this server holds; translating with this server's copy until the leader restores it"
+	}
 	for name, kc := range translate.Clusters(config) {
 		cs := ClusterStatus{Name: name, SkipWarming: kc.Spec.SkipWarming}
 		if in := r.inputs[name]; in != nil {
