@@ -126,16 +126,7 @@ func TestHABalancingBehindOneAddress(t *testing.T) {
 	rs := redistest.Start(t)
 	h := newHarness(t)
 	ids := []string{"replica-1", "replica-2"}
-	// Four clusters, two owned by each replica.
-	var clusters []string
-	per := map[string]int{}
-	for i := 0; len(clusters) < 4; i++ {
-		c := fmt.Sprintf("cluster-%d", i)
-		if o := owners([]string{c}, ids)[c]; per[o] < 2 {
-			per[o]++
-			clusters = append(clusters, c)
-		}
-	}
+	clusters := twoPerReplica(ids)
 	own := owners(clusters, ids)
 	// The replicas listen on their own loopback addresses, none of them the balancer's, as
 	// pods behind a LoadBalancer do; each advertises its own address for redirects.

@@ -140,14 +140,8 @@ func placedAsOwned(reps []*mgmt, want map[string]string) error {
 	return nil
 }
 
-// A replica holding agents is killed (kill -9, Redis intact): its agents come back through
-// the surviving replica, which serves the same outputs: no agent's output hash changes, no
-// version goes backwards, and changes keep flowing.
-func TestHAReplicaKilled(t *testing.T) {
-	rs := redistest.Start(t)
-	h := newHarness(t)
-	ids := []string{"replica-1", "replica-2"}
-	// Four clusters, two owned by each replica.
+// twoPerReplica names four clusters, two owned by each of the two replicas.
+func twoPerReplica(ids []string) []string {
 	var clusters []string
 	per := map[string]int{}
 	for i := 0; len(clusters) < 4; i++ {
@@ -157,6 +151,17 @@ func TestHAReplicaKilled(t *testing.T) {
 			clusters = append(clusters, c)
 		}
 	}
+	return clusters
+}
+
+// A replica holding agents is killed (kill -9, Redis intact): its agents come back through
+// the surviving replica, which serves the same outputs: no agent's output hash changes, no
+// version goes backwards, and changes keep flowing.
+func TestHAReplicaKilled(t *testing.T) {
+	rs := redistest.Start(t)
+	h := newHarness(t)
+	ids := []string{"replica-1", "replica-2"}
+	clusters := twoPerReplica(ids)
 	own := owners(clusters, ids)
 	reps := startReplicas(h, rs.Addr(), ids, clusters, true)
 	r1, r2 := reps[0], reps[1]
