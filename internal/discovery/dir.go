@@ -98,8 +98,8 @@ func (d *Dir) Start(ctx context.Context, emit func(objs []resource.Object)) erro
 		objs, err := s.read()
 		if err != nil {
 			// The objects last read stay: an unreadable directory never removes what runs.
+			d.setDirError(err) // before the log line, so whoever reads the log sees it in Errors
 			d.logger.Warn("read manifest directory failed; keeping the objects last read", "dir", d.dir, "error", err)
-			d.setDirError(err)
 			return
 		}
 		changed := !Equal(objs, last)
