@@ -142,7 +142,7 @@ func (s *Server) Connections() map[string]Connection {
 func (s *Server) refuse(cluster, kind string, agent Agent, holder Holder) error {
 	s.m.refused.WithLabelValues(cluster, kind, "duplicate").Inc()
 	s.log.Warn("stream refused: another agent holds the cluster", "cluster", cluster, "stream", kind,
-		"peer", agent.Peer, "instance", agent.Instance, "version", agent.Version,
+		"peer", agent.Peer, "instance", agent.Instance, "agentVersion", agent.Version,
 		"holder", holder.Peer, "holderInstance", holder.Instance, "holderVersion", holder.Version, "holderSince", holder.Since)
 	return duplicateError(cluster, holder)
 }
@@ -333,7 +333,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	g := s.m.pushConnected.WithLabelValues(cluster)
 	g.Inc()
 	defer g.Dec()
-	log.Info("push stream opened", "instance", agent.Instance, "version", agent.Version)
+	log.Info("push stream opened", "instance", agent.Instance, "agentVersion", agent.Version)
 	defer log.Info("push stream closed")
 
 	sendHeld := func() error {
