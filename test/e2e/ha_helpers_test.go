@@ -474,6 +474,31 @@ func metricOf(admin, name string, labels ...string) (float64, error) {
 	return 0, sc.Err()
 }
 
+// metricSum is the sum of every sample of a metric (all its label sets) at admin.
+func metricSum(t *testing.T, admin, name string) float64 {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatalf("metric %s at %s: %v", name, admin, err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metric %s at %s: %v", name, admin, err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}
+
 // mustMetric is metricOf failing the test on error.
 func mustMetric(t *testing.T, admin, name string, labels ...string) float64 {
 	t.Helper()
