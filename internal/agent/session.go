@@ -155,22 +155,7 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 	}
 	reportTick, stopReports := reports.ticks()
 	defer stopReports()
-	recv := make(chan *relayv1.PushResponse)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case recv <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	recv, recvErr := relay.Receive(ctx, stream.Recv)
 	var serverHeld map[string]string // nil until the server said what it holds
 	serverHash, serverVersion := "", uint64(0)
 	known := false

@@ -352,22 +352,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	}
 	// Receive in the background, so that a stream replaced by its agent's new connection
 	// ends at once.
-	msgs := make(chan *relayv1.PushRequest)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	msgs, recvErr := Receive(ctx, stream.Recv)
 	for {
 		var msg *relayv1.PushRequest
 		select {
@@ -494,22 +479,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 
 	sub, unsubscribe := s.backend.Subscribe(cluster)
 	defer unsubscribe()
-	replies := make(chan *relayv1.PullRequest)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case replies <- m:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	replies, recvErr := Receive(ctx, stream.Recv)
 
 	var inflight *snapshot.Snapshot
 	var sentAt time.Time
