@@ -448,12 +448,23 @@ func (m *mgmt) allInSync(clusters ...string) error {
 // metricOf reads one sample like metric() but returns errors instead of failing, for
 // processes that may be down or stopped.
 func metricOf(admin, name string, labels ...string) (float64, error) {
+	vs, err := metricSamples(admin, name, labels...)
+	if err != nil || len(vs) == 0 {
+		return 0, err
+	}
+	return vs[0], nil
+}
+
+// metricSamples returns the value of every sample of a metric whose label set contains every
+// given label, in exposition order.
+func metricSamples(admin, name string, labels ...string) ([]float64, error) {
 	c := &http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get("http://" + admin + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	var out []float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -469,32 +480,25 @@ func metricOf(admin, name string, labels ...string) (float64, error) {
 			continue
 		}
 		f := strings.Fields(line)
-		return strconv.ParseFloat(f[len(f)-1], 64)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", line, err)
+		}
+		out = append(out, v)
 	}
-	return 0, sc.Err()
+	return out, sc.Err()
 }
 
 // metricSum is the sum of every sample of a metric (all its label sets) at admin.
 func metricSum(t *testing.T, admin, name string) float64 {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + admin + "/metrics")
+	vs, err := metricSamples(admin, name)
 	if err != nil {
 		t.Fatalf("metric %s at %s: %v", name, admin, err)
 	}
-	defer resp.Body.Close()
 	sum := 0.0
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				t.Fatalf("metric %s at %s: %v", name, admin, err)
-			}
-			sum += v
-		}
+	for _, v := range vs {
+		sum += v
 	}
 	return sum
 }
