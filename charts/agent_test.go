@@ -220,6 +220,7 @@ func TestAgentRBAC(t *testing.T) {
 		"networking.istio.io/destinationrules": write,
 		"networking.istio.io/virtualservices":  write,
 		"networking.istio.io/gateways":         write,
+		"networking.istio.io/workloadentries":  write,
 	}
 	crs := r.OfKind("ClusterRole")
 	if len(crs) != 1 {

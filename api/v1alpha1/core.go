@@ -132,4 +132,8 @@ func (s Secret) Value(key string) []byte {
 const (
 	LabelRegion = "topology.kubernetes.io/region"
 	LabelZone   = "topology.kubernetes.io/zone"
+	// LabelNetwork names the cluster's Istio network (Istio's own label, as on the
+	// istio-system namespace); the cluster's name when absent. A cluster's east-west
+	// gateway requests a view of this network only (ISTIO_META_REQUESTED_NETWORK_VIEW).
+	LabelNetwork = "topology.istio.io/network"
 )

@@ -56,6 +56,7 @@ var istioResources = map[string]string{
 	"DestinationRule": "destinationrules",
 	"VirtualService":  "virtualservices",
 	"Gateway":         "gateways",
+	"WorkloadEntry":   "workloadentries",
 }
 
 var (

@@ -162,6 +162,9 @@ func (w *world) plan(c string) Plan {
 		u := local[name]
 		up := &UpstreamPlan{Name: u.name, Namespace: u.namespace, Host: u.host, Port: u.port, ConnectTimeout: u.spec.ConnectTimeout.Duration,
 			HealthChecks: healthChecks(u), Outlier: outlier(u.spec.OutlierDetection)}
+		if u.svcName != "" {
+			up.Service = &ServiceRef{Name: u.svcName, Selector: u.selector, PortName: u.portName}
+		}
 		if len(u.endpoints) > 0 {
 			up.Priorities = [][]Endpoint{u.endpoints}
 		}
@@ -182,7 +185,16 @@ func (w *world) plan(c string) Plan {
 	secrets := map[string]bool{}
 	w.applyVirtualDestinations(c, &p, ups, served, secrets)
 	p.HTTPListeners = w.httpListeners(c, local, ups, secrets)
-	p.TCPGateways = w.tcpGateways(c, local, served, secrets)
+	ew := w.eastWest(c)
+	p.TCPGateways = w.tcpGateways(c, local, served, secrets, ew)
+	if len(p.TCPGateways) > 0 {
+		// Aliases live beside the first gateway, visible to it alone (exportTo ".").
+		for _, se := range ew.aliases {
+			se.Namespace = p.TCPGateways[0].Namespace
+			p.ServiceEntries = append(p.ServiceEntries, se)
+		}
+		sortServiceEntries(p.ServiceEntries)
+	}
 	for _, name := range sortedNames(ups) {
 		up := ups[name]
 		for _, prio := range up.Priorities {
@@ -386,8 +398,7 @@ func (w *world) gateways(c string) []gatewayModel {
 		if d.v.Spec.Cluster == c {
 			gm := gatewayModel{gw: d.v, origin: ""}
 			if d.v.Spec.TCPGateway != nil {
-				kc := w.clusters[c]
-				gm.addresses, gm.reach = gatewayAddresses(c, kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone], d.v, w.models[c].services)
+				gm.addresses, gm.reach, gm.selector = gatewayAddresses(whereIs(c, w.clusters[c]), d.v, w.models[c].services)
 			}
 			out = append(out, gm)
 		}
@@ -675,18 +686,19 @@ func (w *world) remoteUpstream(c, t, name, namespace string) (UpstreamPlan, bool
 		e.TLS = w.clientTLS(c, u.name)
 		eps = append(eps, e)
 	}
-	return UpstreamPlan{Name: t + "." + u.name, Namespace: u.namespace, Host: u.host, Port: u.port, Priorities: [][]Endpoint{eps}}, true
+	return UpstreamPlan{Name: t + "." + u.name, Namespace: u.namespace, Host: u.host, Port: u.port, Priorities: [][]Endpoint{eps}, Remote: true}, true
 }
 
 // tcpGateways builds c's TCP gateways; a forwardSniClusterName host serves the upstreams
 // that other clusters fail over or route to.
-func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served map[string]bool, secrets map[string]bool) []TCPGateway {
+func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served map[string]bool, secrets map[string]bool, ew eastWest) []TCPGateway {
 	var out []TCPGateway
 	for _, g := range w.gateways(c) {
 		if g.gw.Spec.TCPGateway == nil {
 			continue
 		}
-		tg := TCPGateway{Name: listenerName(g.gw), Address: orString(g.gw.Spec.BindAddress, v1alpha1.DefaultBindAddress), Port: uint32(g.gw.Spec.BindPort)}
+		tg := TCPGateway{Name: listenerName(g.gw), Address: orString(g.gw.Spec.BindAddress, v1alpha1.DefaultBindAddress), Port: uint32(g.gw.Spec.BindPort),
+			Namespace: g.gw.Metadata.Namespace, Selector: g.selector, IstioHosts: ew.hosts, SNIAliases: ew.sni}
 		obj := object{Object: resource.Object{Kind: v1alpha1.KindGateway, Name: g.gw.Metadata.Name, Namespace: g.gw.Metadata.Namespace}, origin: g.origin}
 		for _, r := range g.reach {
 			w.status.note(obj, "%s", r)

@@ -56,7 +56,9 @@ type upstreamModel struct {
 	port      uint32
 	labels    map[string]string // of the service, for VirtualDestination selectors
 	svcName   string
-	endpoints []Endpoint // ready, sorted
+	selector  map[string]string // of the service
+	portName  string            // of the service port
+	endpoints []Endpoint        // ready, sorted
 	spec      v1alpha1.UpstreamSpec
 }
 
@@ -67,6 +69,20 @@ type gatewayModel struct {
 	// reach says how they were chosen.
 	addresses []Endpoint
 	reach     []string
+	// selector is the selector of that Service: it selects the gateway's pods.
+	selector map[string]string
+}
+
+// where locates the endpoints of one cluster.
+type where struct {
+	cluster, region, zone, network string
+}
+
+// whereIs locates cluster name's endpoints from its KubernetesCluster's labels. The Istio
+// network is its topology.istio.io/network label, else the cluster's name.
+func whereIs(name string, kc v1alpha1.KubernetesCluster) where {
+	l := kc.Metadata.Labels
+	return where{cluster: name, region: l[v1alpha1.LabelRegion], zone: l[v1alpha1.LabelZone], network: orString(l[v1alpha1.LabelNetwork], name)}
 }
 
 // UpstreamName is the name of the upstream discovered for a service port (seed 003:
@@ -84,7 +100,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 	if domain == "" {
 		domain = "cluster.local"
 	}
-	region, zone := kc.Metadata.Labels[v1alpha1.LabelRegion], kc.Metadata.Labels[v1alpha1.LabelZone]
+	loc := whereIs(name, kc)
 	slices := map[string][]v1alpha1.EndpointSlice{}
 	var gws []v1alpha1.Gateway
 	for _, r := range in.Sorted() {
@@ -139,7 +155,9 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 				port:      uint32(p.Port),
 				labels:    s.svc.Metadata.Labels,
 				svcName:   s.svc.Metadata.Name,
-				endpoints: readyEndpoints(name, region, zone, p, s.endpoints),
+				selector:  s.svc.Spec.Selector,
+				portName:  p.Name,
+				endpoints: readyEndpoints(loc, p, s.endpoints),
 			}
 			m.upstreams[u.name] = u
 		}
@@ -147,7 +165,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 	for _, g := range gws {
 		gm := gatewayModel{gw: g, origin: name}
 		if g.Spec.TCPGateway != nil {
-			gm.addresses, gm.reach = gatewayAddresses(name, region, zone, g, m.services)
+			gm.addresses, gm.reach, gm.selector = gatewayAddresses(loc, g, m.services)
 		}
 		m.gateways = append(m.gateways, gm)
 	}
@@ -157,7 +175,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 
 // readyEndpoints lists the ready addresses of a service port, with the endpoint port that
 // matches it by name (or the target port, or the port).
-func readyEndpoints(cluster, region, zone string, p v1alpha1.ServicePort, slices []v1alpha1.EndpointSlice) []Endpoint {
+func readyEndpoints(loc where, p v1alpha1.ServicePort, slices []v1alpha1.EndpointSlice) []Endpoint {
 	var out []Endpoint
 	for _, es := range slices {
 		port := uint32(0)
@@ -175,10 +193,10 @@ func readyEndpoints(cluster, region, zone string, p v1alpha1.ServicePort, slices
 			}
 			z := e.Zone
 			if z == "" {
-				z = zone
+				z = loc.zone
 			}
 			for _, a := range e.Addresses {
-				out = append(out, Endpoint{Address: a, Port: port, Cluster: cluster, Region: region, Zone: z})
+				out = append(out, Endpoint{Address: a, Port: port, Cluster: loc.cluster, Region: loc.region, Zone: z, Network: loc.network})
 			}
 		}
 	}
@@ -220,8 +238,9 @@ func dedupeEndpoints(eps []Endpoint) []Endpoint {
 // gateway's namespace that exposes its bind port and has ready endpoints (seed 003's
 // `failover` Service on 15443), at the address v1alpha1.Service.ExternalReach chooses (its
 // load balancer's IPs, the failover-address annotation, node ports, else the ready endpoint
-// addresses). It also returns how the address was chosen, for the gateway's status.
-func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services []*serviceModel) ([]Endpoint, []string) {
+// addresses). It also returns how the address was chosen, for the gateway's status, and the
+// Service's selector (the gateway's pods).
+func gatewayAddresses(loc where, g v1alpha1.Gateway, services []*serviceModel) ([]Endpoint, []string, map[string]string) {
 	for _, s := range services {
 		if s.svc.Metadata.Namespace != g.Metadata.Namespace {
 			continue
@@ -230,7 +249,7 @@ func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services
 			if int(p.Port) != g.Spec.BindPort && int(targetPort(p)) != g.Spec.BindPort {
 				continue
 			}
-			eps := readyEndpoints(cluster, region, zone, p, s.endpoints)
+			eps := readyEndpoints(loc, p, s.endpoints)
 			if len(eps) == 0 {
 				continue // no gateway runs behind it
 			}
@@ -238,7 +257,7 @@ func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services
 			if len(r.Addresses) > 0 {
 				eps = make([]Endpoint, 0, len(r.Addresses))
 				for _, a := range r.Addresses {
-					eps = append(eps, Endpoint{Address: a.IP, Port: uint32(a.Port), Cluster: cluster, Region: region, Zone: zone})
+					eps = append(eps, Endpoint{Address: a.IP, Port: uint32(a.Port), Cluster: loc.cluster, Region: loc.region, Zone: loc.zone, Network: loc.network})
 				}
 				sortEndpoints(eps)
 				eps = dedupeEndpoints(eps)
@@ -249,10 +268,10 @@ func gatewayAddresses(cluster, region, zone string, g v1alpha1.Gateway, services
 			}
 			why := append([]string{fmt.Sprintf("other clusters reach it at %s: %s of Service %s/%s port %d",
 				strings.Join(addrs, ", "), r.Source, s.svc.Metadata.Namespace, s.svc.Metadata.Name, p.Port)}, r.Notes...)
-			return eps, why
+			return eps, why, s.svc.Spec.Selector
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // matchesRef reports whether an upstream reference (name, namespace) names u.

@@ -47,16 +47,28 @@ type UpstreamPlan struct {
 	// Failover is set when the priorities come from a FailoverScheme or a FailoverPolicy,
 	// for the Istio DestinationRule's localityLbSetting and for status.
 	Failover *FailoverPlan
+	// Service is set for an upstream discovered from a Kubernetes Service of this cluster:
+	// Istio adds the endpoints that are not the Service's own pods (a FailoverScheme's
+	// remote gateways) as WorkloadEntries its selector selects.
+	Service *ServiceRef
+	// Remote is set for an upstream of another cluster that this cluster routes to (a
+	// RouteTable destination): Istio makes its host resolvable with a ServiceEntry.
+	Remote bool
+}
+
+// ServiceRef is the Kubernetes Service an upstream was discovered from.
+type ServiceRef struct {
+	Name string
+	// Selector selects the Service's pods (and WorkloadEntries) in the upstream's namespace.
+	Selector map[string]string
+	// PortName is the name of the Service port (WorkloadEntry ports are keyed by it).
+	PortName string
 }
 
 // FailoverPlan says where an upstream's priorities come from.
 type FailoverPlan struct {
 	// Source names the FailoverScheme or FailoverPolicy ("FailoverScheme gloo-fed/failover-scheme").
 	Source string
-	// From and To are locality-ordered failover for Istio's localityLbSetting; empty for
-	// FailoverSchemes (explicit priorities).
-	From string
-	To   []string
 }
 
 // Endpoint is one address of an upstream.
@@ -67,6 +79,12 @@ type Endpoint struct {
 	Cluster string
 	// Region and Zone locate the endpoint (Envoy locality).
 	Region, Zone string
+	// Network is the Istio network of the endpoint's cluster (its KubernetesCluster's
+	// topology.istio.io/network label, else the cluster name).
+	Network string
+	// Priority is the endpoint's index in its upstream's Priorities, carried by Istio
+	// ServiceEntry endpoints and WorkloadEntries (see istioFailoverPriority); 0 elsewhere.
+	Priority int
 	// TLS, when set, is used for connections to this endpoint: it is a remote cluster's
 	// gateway reached over mTLS with SNI naming the remote upstream.
 	TLS *UpstreamTLS
@@ -158,12 +176,25 @@ type Retries struct {
 	RetryOn       string
 }
 
-// TCPGateway is a listener that terminates mTLS and forwards by SNI to local upstreams.
+// TCPGateway is a listener that terminates mTLS and forwards by SNI to local upstreams. On
+// Istio it is the cluster's east-west gateway: an Istio Gateway in AUTO_PASSTHROUGH mode
+// on the same port, selecting the pods behind the Service that exposes it.
 type TCPGateway struct {
 	Name    string
 	Address string
 	Port    uint32
 	Hosts   []TCPHost
+	// Namespace is the gateway's namespace (where its pods and Service are).
+	Namespace string
+	// Selector selects the gateway's pods: the selector of the Service that exposes it;
+	// nil when no such Service is known (no Istio Gateway is rendered then).
+	Selector map[string]string
+	// IstioHosts are the hosts other clusters' sidecars reach through this gateway
+	// (SNI outbound_.<port>_._.<host>), sorted.
+	IstioHosts []string
+	// SNIAliases route Istio's SNI form to a local upstream (SNI -> Envoy cluster name), so
+	// that Istio sidecars of other clusters can use this gateway as their east-west gateway.
+	SNIAliases map[string]string
 }
 
 // TCPHost is one filter chain of a TCP gateway.
@@ -190,6 +221,8 @@ type ServiceEntryPlan struct {
 	Endpoints []Endpoint
 	// Upstream is the Envoy cluster that serves the host.
 	Upstream string
+	// ExportTo restricts which namespaces see the entry (Istio exportTo); nil for all.
+	ExportTo []string
 }
 
 // ServicePort is a named port with its protocol.

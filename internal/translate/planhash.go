@@ -142,11 +142,12 @@ func cmpOrdered[T int64 | uint64 | string](a, b T) int {
 var endpointType = reflect.TypeFor[Endpoint]()
 
 func appendEndpoint(buf []byte, e Endpoint) []byte {
-	for _, s := range [...]string{e.Address, e.Cluster, e.Region, e.Zone} {
+	for _, s := range [...]string{e.Address, e.Cluster, e.Region, e.Zone, e.Network} {
 		buf = appendLen(buf, len(s))
 		buf = append(buf, s...)
 	}
 	buf = binary.AppendUvarint(buf, uint64(e.Port))
+	buf = binary.AppendUvarint(buf, uint64(e.Priority))
 	if e.TLS == nil {
 		return append(buf, 0)
 	}

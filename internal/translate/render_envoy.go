@@ -428,6 +428,7 @@ func (r envoyRenderer) tcpGateway(g TCPGateway) (*listenerv3.Listener, error) {
 		}},
 	}
 	served := map[string]string{} // SNI → host that serves it; "" → the plain host
+	aliased := false
 	for _, h := range g.Hosts {
 		common, err := r.commonTLS(h.CertSecret, h.CASecret)
 		if err != nil {
@@ -438,6 +439,14 @@ func (r envoyRenderer) tcpGateway(g TCPGateway) (*listenerv3.Listener, error) {
 		if h.ForwardSNI {
 			for _, n := range h.ServedNames {
 				chains = append(chains, chain{h.Name + "/" + n, n, n})
+			}
+			// Istio's SNI form, so that Istio sidecars of other clusters can use this
+			// gateway as their east-west gateway (the first forwarding host serves them).
+			if !aliased {
+				aliased = true
+				for _, sni := range slices.Sorted(maps.Keys(g.SNIAliases)) {
+					chains = append(chains, chain{h.Name + "/" + sni, sni, g.SNIAliases[sni]})
+				}
 			}
 		} else {
 			chains = []chain{{h.Name, "", h.Cluster}}

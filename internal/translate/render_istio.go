@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,8 @@ const (
 	istioKindDestinationRule = "DestinationRule"
 	istioKindVirtualService  = "VirtualService"
 	istioKindServiceEntry    = "ServiceEntry"
+	istioKindWorkloadEntry   = "WorkloadEntry"
+	istioKindGateway         = "Gateway"
 
 	// istioDefaultNamespace is where a resource goes when its plan names no namespace.
 	istioDefaultNamespace = "default"
@@ -40,6 +43,14 @@ const (
 	// istioLabelCluster names the workload cluster an object was rendered for (metadata) or
 	// the cluster an endpoint is in (ServiceEntry endpoint labels).
 	istioLabelCluster = "meshrelay.io/cluster"
+	// istioLabelTLSMode marks an endpoint whose sidecar (or east-west gateway) speaks Istio
+	// mutual TLS: istiod then gives the client's cluster a transport socket match that
+	// originates ISTIO_MUTUAL towards it, with SNI outbound_.<port>_._.<host>.
+	istioLabelTLSMode = "security.istio.io/tlsMode"
+	istioTLSModeIstio = "istio"
+	// istioLabelPriority (with the priority appended) marks the endpoints of one failover
+	// priority; see istioFailoverPriority.
+	istioLabelPriority = "failover.meshrelay.io/priority-"
 
 	// istioMaxName is the longest Kubernetes object name (a DNS-1123 subdomain).
 	istioMaxName = 253
@@ -91,16 +102,24 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p
 func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
 	var items []istioItem
 	for i, u := range p.Upstreams {
+		src := ""
+		if upstreamKeys != nil {
+			src = upstreamKeys[i]
+		}
+		for j, we := range istioWorkloadEntries(p.Cluster, u) {
+			items = append(items, istioItem{kind: istioKindWorkloadEntry, namespace: istioNamespace(u.Namespace), id: fmt.Sprintf("%s\x00%d", u.Name, j),
+				want: fmt.Sprintf("%s-%s-%d", u.Name, we.Labels[istioLabelCluster], j), spec: we, src: src})
+		}
+		if u.Remote {
+			items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(u.Namespace), id: "remote\x00" + u.Name, want: "remote-" + u.Name,
+				spec: istioRemoteServiceEntry(p.Cluster, u), src: src})
+		}
 		dr, err := istioDestinationRule(u)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.Name, err)
 		}
 		if dr == nil {
 			continue
-		}
-		src := ""
-		if upstreamKeys != nil {
-			src = upstreamKeys[i]
 		}
 		items = append(items, istioItem{kind: istioKindDestinationRule, namespace: istioNamespace(u.Namespace), id: u.Name, want: u.Name, spec: dr, src: src})
 	}
@@ -120,10 +139,15 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 	}
 	for _, se := range p.ServiceEntries {
-		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(se) }, src: memo.key(se)})
+		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(p.Cluster, se) }, src: memo.key(se)})
 	}
-	// Secrets and TCP gateways: Envoy only (SDS secrets and SNI-forwarding listeners have no
-	// counterpart among Istio's networking resources).
+	for _, tg := range p.TCPGateways {
+		if gw := istioEastWestGateway(tg); gw != nil {
+			items = append(items, istioItem{kind: istioKindGateway, namespace: istioNamespace(tg.Namespace), id: tg.Name,
+				want: strings.TrimPrefix(tg.Name, sanitize(tg.Namespace)+"-"), spec: gw, src: memo.key(tg)})
+		}
+	}
+	// Secrets: Envoy only. Istio sidecars and gateways use Istio's own workload identities.
 
 	if err := istioAssignNames(items); err != nil {
 		return nil, err
@@ -172,7 +196,11 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 // istioDestinationRule renders an upstream's traffic policy, or nil when Istio has nothing to
 // say about it. Active health checks have no Istio equivalent (Istio relies on Kubernetes
 // readiness and passive outlier detection), so an upstream with only health checks gets no
-// DestinationRule; neither does its connect timeout (a mesh-wide setting in Istio).
+// DestinationRule; neither does its connect timeout (a mesh-wide setting in Istio). It sets
+// no TLS: endpoints reached through a remote cluster's east-west gateway carry
+// security.istio.io/tlsMode=istio, and istiod's automatic mutual TLS originates Istio
+// mutual TLS towards exactly those (a transport socket match), with the SNI the gateway
+// routes by.
 func istioDestinationRule(u UpstreamPlan) (*networking.DestinationRule, error) {
 	tp := &networking.TrafficPolicy{}
 	if o := u.Outlier; o != nil {
@@ -195,29 +223,15 @@ func istioDestinationRule(u UpstreamPlan) (*networking.DestinationRule, error) {
 		}
 		tp.OutlierDetection = od
 	}
-	// Istio fails over between localities only while outlier detection is configured (its
-	// validation warns otherwise); the translator pairs the two.
-	if f := u.Failover; f != nil && f.From != "" {
-		lb := &networking.LocalityLoadBalancerSetting{Enabled: wrapperspb.Bool(true)}
-		for _, to := range f.To {
-			// Istio rejects a failover to the same region.
-			if to == "" || to == f.From {
-				continue
-			}
-			lb.Failover = append(lb.Failover, &networking.LocalityLoadBalancerSetting_Failover{From: f.From, To: to})
-		}
-		tp.LoadBalancer = &networking.LoadBalancerSettings{LocalityLbSetting: lb}
+	// Istio fails over between priorities only while outlier detection is configured; the
+	// translator pairs the two (every failover upstream has outlier detection).
+	if u.Failover != nil && len(u.Priorities) > 1 && tp.OutlierDetection != nil {
+		tp.LoadBalancer = &networking.LoadBalancerSettings{LocalityLbSetting: &networking.LocalityLoadBalancerSetting{
+			Enabled:          wrapperspb.Bool(true),
+			FailoverPriority: istioFailoverPriority(len(u.Priorities) - 1),
+		}}
 	}
-	if tls := istioFirstTLS(u.Priorities); tls != nil {
-		// Istio applies one TLS setting to the whole host. The client certificate, key and CA
-		// all come from the credential secret (its ca.crt), so CASecret is not referenced.
-		tp.Tls = &networking.ClientTLSSettings{
-			Mode:           networking.ClientTLSSettings_MUTUAL,
-			Sni:            tls.SNI,
-			CredentialName: tls.CertSecret,
-		}
-	}
-	if tp.OutlierDetection == nil && tp.LoadBalancer == nil && tp.Tls == nil {
+	if tp.OutlierDetection == nil && tp.LoadBalancer == nil {
 		return nil, nil
 	}
 	host := u.Host
@@ -227,16 +241,103 @@ func istioDestinationRule(u UpstreamPlan) (*networking.DestinationRule, error) {
 	return &networking.DestinationRule{Host: host, TrafficPolicy: tp}, nil
 }
 
-// istioFirstTLS is the TLS of the first endpoint, in priority order, that has one.
-func istioFirstTLS(prios [][]Endpoint) *UpstreamTLS {
-	for _, eps := range prios {
-		for _, ep := range eps {
-			if ep.TLS != nil {
-				return ep.TLS
+// istioFailoverPriority makes istiod give every endpoint exactly the priority the plan
+// gives it, whatever the regions: an endpoint of priority k > 0 carries the label
+// failover.meshrelay.io/priority-k, and the DestinationRule lists the labels
+// "priority-n=", …, "priority-1=" (an explicit empty value, compared with the endpoint's).
+// istiod ranks an endpoint by the first label it does not match — at index n-k for
+// priority k, which makes priority k — and an endpoint without any (the cluster's own
+// pods) matches them all: priority 0. Istio's region-based failover alone cannot express
+// a FailoverScheme's groups or two clusters in one region.
+func istioFailoverPriority(n int) []string {
+	out := make([]string, 0, n)
+	for k := n; k >= 1; k-- {
+		out = append(out, istioLabelPriority+strconv.Itoa(k)+"=")
+	}
+	return out
+}
+
+// istioEndpointLabels are the labels of an endpoint of cluster c's Istio config: its
+// cluster, Istio mutual TLS, and its failover priority.
+func istioEndpointLabels(e Endpoint) map[string]string {
+	l := map[string]string{istioLabelTLSMode: istioTLSModeIstio}
+	if e.Cluster != "" {
+		l[istioLabelCluster] = e.Cluster
+	}
+	if e.Priority > 0 {
+		l[istioLabelPriority+strconv.Itoa(e.Priority)] = "true"
+	}
+	return l
+}
+
+// istioEndpointNetwork is the Istio network of an endpoint as cluster c sees it: none for
+// c's own (every proxy of c sees them), the remote cluster's for the others — so that c's
+// east-west gateway, which requests a view of its own network only, never forwards to
+// another cluster's gateway (no loops), while sidecars see everything.
+func istioEndpointNetwork(c string, e Endpoint) string {
+	if e.Cluster == c || e.Cluster == "" {
+		return ""
+	}
+	return e.Network
+}
+
+// istioWorkloadEntries adds the endpoints of an upstream discovered from a Kubernetes
+// Service that are not the Service's own pods — a FailoverScheme's remote gateways — to
+// that Service: WorkloadEntries in its namespace labelled with its selector, which istiod
+// selects as endpoints of the Service, each at a remote gateway's address with every port
+// of the Service mapped to the gateway's port.
+func istioWorkloadEntries(c string, u UpstreamPlan) []*networking.WorkloadEntry {
+	if u.Service == nil || len(u.Service.Selector) == 0 {
+		return nil
+	}
+	var out []*networking.WorkloadEntry
+	for prio, eps := range u.Priorities {
+		for _, e := range eps {
+			if e.Cluster == c || e.TLS == nil {
+				continue
 			}
+			e.Priority = prio
+			labels := istioEndpointLabels(e)
+			for k, v := range u.Service.Selector {
+				labels[k] = v
+			}
+			we := &networking.WorkloadEntry{Address: e.Address, Labels: labels, Network: istioEndpointNetwork(c, e), Locality: istioLocality(e.Region, e.Zone)}
+			if u.Service.PortName != "" {
+				we.Ports = map[string]uint32{u.Service.PortName: e.Port}
+			}
+			out = append(out, we)
 		}
 	}
-	return nil
+	return out
+}
+
+// istioRemoteServiceEntry makes the host of another cluster's upstream resolvable here
+// (a RouteTable routes to it): its endpoints are that cluster's gateways.
+func istioRemoteServiceEntry(c string, u UpstreamPlan) *networking.ServiceEntry {
+	var eps []Endpoint
+	for _, prio := range u.Priorities {
+		eps = append(eps, prio...)
+	}
+	return istioServiceEntry(c, ServiceEntryPlan{Hosts: []string{u.Host}, Ports: []ServicePort{{Number: u.Port, Protocol: istioDefaultProtocol}}, Endpoints: eps})
+}
+
+// istioEastWestGateway renders a TCP gateway as the cluster's Istio east-west gateway: a
+// Gateway selecting the gateway's pods, with a TLS server on the gateway's port in
+// AUTO_PASSTHROUGH mode for the hosts other clusters' sidecars reach through it, as Istio's
+// multi-network setup does (istiod routes each SNI outbound_.<port>_._.<host> to the
+// host's local endpoints). nil when the gateway's pods or hosts are unknown.
+func istioEastWestGateway(tg TCPGateway) *networking.Gateway {
+	if len(tg.Selector) == 0 || len(tg.IstioHosts) == 0 {
+		return nil
+	}
+	return &networking.Gateway{
+		Selector: tg.Selector,
+		Servers: []*networking.Server{{
+			Port:  &networking.Port{Number: tg.Port, Name: fmt.Sprintf("tls-%d", tg.Port), Protocol: "TLS"},
+			Hosts: slices.Clone(tg.IstioHosts),
+			Tls:   &networking.ServerTLSSettings{Mode: networking.ServerTLSSettings_AUTO_PASSTHROUGH},
+		}},
+	}
 }
 
 // istioVirtualService renders one virtual host's routes in order, or nil when the virtual
@@ -346,14 +447,18 @@ func istioMatch(rm RouteMatch) (*networking.HTTPMatchRequest, error) {
 	return m, nil
 }
 
-// istioServiceEntry makes hosts of other clusters resolvable here: static, mesh-internal
-// endpoints sorted by address. Endpoint ports are given for the first service port only
-// (an Endpoint carries a single port).
-func istioServiceEntry(sp ServiceEntryPlan) *networking.ServiceEntry {
+// istioServiceEntry makes hosts resolvable in cluster c: static, mesh-internal endpoints
+// sorted by address, every one labelled for Istio mutual TLS (AUTO_PASSTHROUGH gateways
+// forward only to such endpoints, and the workloads behind a VirtualDestination are mesh
+// workloads). Another cluster's endpoint (its gateway) has every port mapped to the
+// gateway's port; an own endpoint has the first port mapped to its port (an Endpoint
+// carries a single port).
+func istioServiceEntry(c string, sp ServiceEntryPlan) *networking.ServiceEntry {
 	se := &networking.ServiceEntry{
 		Hosts:      slices.Clone(sp.Hosts),
 		Location:   networking.ServiceEntry_MESH_INTERNAL,
 		Resolution: networking.ServiceEntry_STATIC,
+		ExportTo:   slices.Clone(sp.ExportTo),
 	}
 	for _, p := range sp.Ports {
 		proto := strings.ToUpper(p.Protocol)
@@ -363,12 +468,14 @@ func istioServiceEntry(sp ServiceEntryPlan) *networking.ServiceEntry {
 		se.Ports = append(se.Ports, &networking.ServicePort{Number: p.Number, Name: istioPortName(p.Name, proto, p.Number), Protocol: proto})
 	}
 	for _, ep := range sp.Endpoints {
-		we := &networking.WorkloadEntry{Address: ep.Address, Locality: istioLocality(ep.Region, ep.Zone)}
-		if len(se.Ports) > 0 && ep.Port > 0 {
+		we := &networking.WorkloadEntry{Address: ep.Address, Locality: istioLocality(ep.Region, ep.Zone), Labels: istioEndpointLabels(ep), Network: istioEndpointNetwork(c, ep)}
+		if ep.Port > 0 && len(se.Ports) > 0 {
 			we.Ports = map[string]uint32{se.Ports[0].Name: ep.Port}
-		}
-		if ep.Cluster != "" {
-			we.Labels = map[string]string{istioLabelCluster: ep.Cluster}
+			if we.Network != "" {
+				for _, p := range se.Ports[1:] {
+					we.Ports[p.Name] = ep.Port
+				}
+			}
 		}
 		se.Endpoints = append(se.Endpoints, we)
 	}

@@ -43,7 +43,17 @@ func istioTestPlan() Plan {
 					{{Address: "10.2.1.1", Port: 9080, Cluster: "west", Region: "us-west", Zone: "zone-c"}},
 				},
 				Outlier:  &Outlier{Consecutive5xx: 3, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second},
-				Failover: &FailoverPlan{Source: "FailoverPolicy bookinfo/reviews", From: "us-east", To: []string{"us-west"}},
+				Failover: &FailoverPlan{Source: "FailoverPolicy bookinfo/reviews"},
+			},
+			{
+				Name: "default-service-red-10000", Namespace: "default", Host: "service-red.default.svc.cluster.local", Port: 10000,
+				Service: &ServiceRef{Name: "service-red", Selector: map[string]string{"app": "red"}, PortName: "http"},
+				Priorities: [][]Endpoint{
+					{{Address: "10.0.0.7", Port: 8080, Cluster: "east", Region: "us-east", Zone: "zone-a", Network: "east"}},
+					{{Address: "192.0.2.30", Port: 15443, Cluster: "west", Region: "us-west", Zone: "zone-c", Network: "west-net", TLS: &UpstreamTLS{SNI: "default-service-pink-10000", CertSecret: "meshrelay-client-east", CASecret: "meshrelay-ca"}}},
+				},
+				Outlier:  &Outlier{Consecutive5xx: 5, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100},
+				Failover: &FailoverPlan{Source: "FailoverScheme gloo-fed/red"},
 			},
 			{
 				Name: "vd.ratings-global-9080", Host: "ratings.global", Port: 9080,
@@ -91,7 +101,8 @@ func istioTestPlan() Plan {
 				},
 			}},
 		}},
-		TCPGateways: []TCPGateway{{Name: "failover-gateway", Address: "0.0.0.0", Port: 15443, Hosts: []TCPHost{{Name: "sni", CertSecret: "gw", CASecret: "ca", ForwardSNI: true}}}},
+		TCPGateways: []TCPGateway{{Name: "gloo-system-failover-gateway", Address: "0.0.0.0", Port: 15443, Hosts: []TCPHost{{Name: "sni", CertSecret: "gw", CASecret: "ca", ForwardSNI: true}},
+			Namespace: "gloo-system", Selector: map[string]string{"istio": "eastwestgateway"}, IstioHosts: []string{"reviews.global"}}},
 		ServiceEntries: []ServiceEntryPlan{{
 			Name: "vd-reviews-global", Namespace: "bookinfo", Hosts: []string{"reviews.global"},
 			Ports: []ServicePort{{Number: 9080, Name: "http-9080"}},
@@ -130,6 +141,10 @@ func istioSpecType(kind string) proto.Message {
 		return &networking.VirtualService{}
 	case istioKindServiceEntry:
 		return &networking.ServiceEntry{}
+	case istioKindWorkloadEntry:
+		return &networking.WorkloadEntry{}
+	case istioKindGateway:
+		return &networking.Gateway{}
 	}
 	return nil
 }
@@ -179,9 +194,11 @@ func TestIstioResourcesRoundTripThroughIstioTypes(t *testing.T) {
 	rs := istioRender(t, p)
 	wantKeys := []string{
 		"DestinationRule/bookinfo/vd.reviews-global",
-		"DestinationRule/default/vd.ratings-global-9080",
+		"DestinationRule/default/default-service-red-10000",
+		"Gateway/gloo-system/failover-gateway",
 		"ServiceEntry/bookinfo/vd-reviews-global",
 		"VirtualService/gateways/gateway-http-shop",
+		"WorkloadEntry/default/default-service-red-10000-west-0",
 	}
 	var keys []string
 	for _, r := range rs {
@@ -258,8 +275,8 @@ func TestIstioDestinationRuleOutlierAndFailover(t *testing.T) {
 	if !lb.GetEnabled().GetValue() {
 		t.Error("localityLbSetting not enabled")
 	}
-	if len(lb.GetFailover()) != 1 || lb.Failover[0].From != "us-east" || lb.Failover[0].To != "us-west" {
-		t.Errorf("failover = %v, want [{us-east us-west}]", lb.GetFailover())
+	if got, want := lb.GetFailoverPriority(), []string{"failover.meshrelay.io/priority-1="}; !reflect.DeepEqual(got, want) || len(lb.GetFailover()) > 0 {
+		t.Errorf("failoverPriority = %v failover = %v, want %v and no region failover", got, lb.GetFailover(), want)
 	}
 	if dr.TrafficPolicy.Tls != nil {
 		t.Errorf("tls set without TLS endpoints: %v", dr.TrafficPolicy.Tls)
@@ -272,25 +289,55 @@ func TestIstioDestinationRuleOutlierAndFailover(t *testing.T) {
 	}
 }
 
-func TestIstioDestinationRuleTLS(t *testing.T) {
+// A FailoverScheme primary discovered from a Service: its remote gateway becomes a
+// WorkloadEntry the Service selects (priority label, Istio mutual TLS, the remote network,
+// every Service port mapped to the gateway's port), and its DestinationRule carries no TLS.
+func TestIstioFailoverSchemeWorkloadEntry(t *testing.T) {
 	m := istioByKey(t, istioRender(t, istioTestPlan()))
-	d, ok := m["DestinationRule/default/vd.ratings-global-9080"]
+	d, ok := m["WorkloadEntry/default/default-service-red-10000-west-0"]
 	if !ok {
-		t.Fatalf("no DestinationRule in the default namespace for vd.ratings-global-9080; have %v", istioKeys(m))
+		t.Fatalf("no WorkloadEntry for the remote gateway; have %v", istioKeys(m))
 	}
-	dr := d.spec.(*networking.DestinationRule)
-	tls := dr.GetTrafficPolicy().GetTls()
-	if tls.GetMode() != networking.ClientTLSSettings_MUTUAL {
-		t.Errorf("tls mode %v, want MUTUAL", tls.GetMode())
+	we := d.spec.(*networking.WorkloadEntry)
+	wantLabels := map[string]string{"app": "red", "security.istio.io/tlsMode": "istio", "meshrelay.io/cluster": "west", "failover.meshrelay.io/priority-1": "true"}
+	if we.Address != "192.0.2.30" || !reflect.DeepEqual(we.Ports, map[string]uint32{"http": 15443}) || !reflect.DeepEqual(we.Labels, wantLabels) ||
+		we.Network != "west-net" || we.Locality != "us-west/zone-c" {
+		t.Errorf("workload entry %v, want 192.0.2.30 ports {http: 15443} labels %v network west-net locality us-west/zone-c", we, wantLabels)
 	}
-	if tls.GetSni() != "bookinfo-ratings-9080" || tls.GetCredentialName() != "meshrelay-client-east" {
-		t.Errorf("tls sni %q credentialName %q: want the first TLS endpoint's", tls.GetSni(), tls.GetCredentialName())
+	dr := m["DestinationRule/default/default-service-red-10000"].spec.(*networking.DestinationRule)
+	if dr.TrafficPolicy.Tls != nil {
+		t.Errorf("tls %v: Istio's automatic mutual TLS must decide per endpoint", dr.TrafficPolicy.Tls)
 	}
-	if dr.TrafficPolicy.OutlierDetection != nil || dr.TrafficPolicy.LoadBalancer != nil {
-		t.Errorf("unexpected policy %v", dr.TrafficPolicy)
+	if got := dr.GetTrafficPolicy().GetLoadBalancer().GetLocalityLbSetting().GetFailoverPriority(); !reflect.DeepEqual(got, []string{"failover.meshrelay.io/priority-1="}) {
+		t.Errorf("failoverPriority %v", got)
 	}
-	if !bytes.Contains(d.obj.Spec, []byte(`"mode":"MUTUAL"`)) {
-		t.Errorf("spec %s lacks mode MUTUAL", d.obj.Spec)
+	gw := m["Gateway/gloo-system/failover-gateway"].spec.(*networking.Gateway)
+	srv := gw.GetServers()
+	if len(srv) != 1 || srv[0].GetPort().GetNumber() != 15443 || srv[0].GetTls().GetMode() != networking.ServerTLSSettings_AUTO_PASSTHROUGH ||
+		!reflect.DeepEqual(srv[0].GetHosts(), []string{"reviews.global"}) || !reflect.DeepEqual(gw.Selector, map[string]string{"istio": "eastwestgateway"}) {
+		t.Errorf("east-west gateway %v", gw)
+	}
+}
+
+// istioFailoverPriority's labels give each endpoint its plan priority under istiod's rule:
+// the priority is (number of labels) minus the index of the first label not matched.
+func TestIstioFailoverPriorityEncoding(t *testing.T) {
+	for n := 1; n <= 4; n++ {
+		labels := istioFailoverPriority(n)
+		for k := 0; k <= n; k++ {
+			ep := istioEndpointLabels(Endpoint{Cluster: "x", Priority: k})
+			prio := 0
+			for j, l := range labels {
+				key, want, _ := strings.Cut(l, "=")
+				if ep[key] != want {
+					prio = n - j
+					break
+				}
+			}
+			if prio != k {
+				t.Errorf("n=%d: endpoint of priority %d gets priority %d from %v", n, k, prio, labels)
+			}
+		}
 	}
 }
 
@@ -318,9 +365,17 @@ func TestIstioNoDestinationRuleWithoutPolicy(t *testing.T) {
 
 func TestIstioEnvoyOnlyPartsRenderNothing(t *testing.T) {
 	p := istioTestPlan()
-	rs := istioRender(t, Plan{Cluster: p.Cluster, TCPGateways: p.TCPGateways, Secrets: p.Secrets})
+	// A TCP gateway is an Istio east-west gateway only when its pods and hosts are known.
+	gw := p.TCPGateways[0]
+	gw.Selector = nil
+	rs := istioRender(t, Plan{Cluster: p.Cluster, TCPGateways: []TCPGateway{gw}, Secrets: p.Secrets})
 	if len(rs) != 0 {
-		t.Fatalf("secrets and TCP gateways rendered %v", istioResourceKeys(rs))
+		t.Fatalf("secrets and a TCP gateway without pods rendered %v", istioResourceKeys(rs))
+	}
+	gw = p.TCPGateways[0]
+	gw.IstioHosts = nil
+	if rs := istioRender(t, Plan{Cluster: p.Cluster, TCPGateways: []TCPGateway{gw}}); len(rs) != 0 {
+		t.Fatalf("a TCP gateway serving no Istio host rendered %v", istioResourceKeys(rs))
 	}
 	if rs, err := renderIstio(Plan{}); err != nil || len(rs) != 0 {
 		t.Fatalf("empty plan: %v, %v", rs, err)
@@ -446,7 +501,7 @@ func TestIstioServiceEntry(t *testing.T) {
 }
 
 func TestIstioServiceEntryPortDefaults(t *testing.T) {
-	se := istioServiceEntry(ServiceEntryPlan{Name: "x", Hosts: []string{"x.global"},
+	se := istioServiceEntry("east", ServiceEntryPlan{Name: "x", Hosts: []string{"x.global"},
 		Ports:     []ServicePort{{Number: 80}, {Number: 9090, Name: "GRPC_Web", Protocol: "grpc"}},
 		Endpoints: []Endpoint{{Address: "10.0.0.1", Port: 8080, Region: "eu"}}})
 	if se.Ports[0].Name != "http-80" || se.Ports[0].Protocol != "HTTP" {
@@ -456,7 +511,7 @@ func TestIstioServiceEntryPortDefaults(t *testing.T) {
 		t.Errorf("named port %v", se.Ports[1])
 	}
 	e := se.Endpoints[0]
-	if e.Locality != "eu" || e.Labels != nil || !reflect.DeepEqual(e.Ports, map[string]uint32{"http-80": 8080}) {
+	if e.Locality != "eu" || !reflect.DeepEqual(e.Labels, map[string]string{"security.istio.io/tlsMode": "istio"}) || !reflect.DeepEqual(e.Ports, map[string]uint32{"http-80": 8080}) {
 		t.Errorf("endpoint %v", e)
 	}
 	if errs := istioCheckRules(se); len(errs) > 0 {

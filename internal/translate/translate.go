@@ -400,6 +400,10 @@ func (w *world) exportDigest(c string) string {
 	local := w.localUpstreams(c)
 	exported := map[string]bool{}
 	for _, s := range w.schemes {
+		// A primary's host and port are the host other clusters' gateways serve for it.
+		if s.v.Spec.Primary.ClusterName == c {
+			exported[s.v.Spec.Primary.Name] = true
+		}
 		for _, g := range s.v.Spec.FailoverGroups {
 			for _, t := range g.PriorityGroup {
 				if t.Cluster == c {

@@ -245,6 +245,10 @@ func vtIstioRoundTrip(kind string, spec []byte) error {
 		m = &networking.DestinationRule{}
 	case "VirtualService":
 		m = &networking.VirtualService{}
+	case "WorkloadEntry":
+		m = &networking.WorkloadEntry{}
+	case "Gateway":
+		m = &networking.Gateway{}
 	default:
 		return fmt.Errorf("unexpected istio kind %q", kind)
 	}

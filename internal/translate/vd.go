@@ -138,7 +138,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number)}
 			if fp != nil {
 				up.Priorities = localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
-				up.Failover = &FailoverPlan{Source: fp.obj.String(), From: region, To: failoverRegions(region, all, fp.v.Spec.Config.LocalityMappings)}
+				up.Failover = &FailoverPlan{Source: fp.obj.String()}
 			} else {
 				up.Priorities = [][]Endpoint{all}
 			}
@@ -155,7 +155,12 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			if se.Upstream == "" {
 				se.Upstream = up.Name
 			}
-			se.Endpoints = append(se.Endpoints, all...)
+			for prio, eps := range up.Priorities {
+				for _, e := range eps {
+					e.Priority = prio
+					se.Endpoints = append(se.Endpoints, e)
+				}
+			}
 		}
 		if len(se.Endpoints) > 0 {
 			sortEndpoints(se.Endpoints)
@@ -163,9 +168,11 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			p.ServiceEntries = append(p.ServiceEntries, se)
 		}
 	}
-	sort.Slice(p.ServiceEntries, func(i, j int) bool {
-		return p.ServiceEntries[i].Namespace+"/"+p.ServiceEntries[i].Name < p.ServiceEntries[j].Namespace+"/"+p.ServiceEntries[j].Name
-	})
+	sortServiceEntries(p.ServiceEntries)
+}
+
+func sortServiceEntries(ses []ServiceEntryPlan) {
+	sort.Slice(ses, func(i, j int) bool { return ses[i].Namespace+"/"+ses[i].Name < ses[j].Namespace+"/"+ses[j].Name })
 }
 
 func boolInt(b bool) int {
