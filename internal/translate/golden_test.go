@@ -73,7 +73,7 @@ func golden(t *testing.T, name string, got []byte) {
 }
 
 func TestGolden(t *testing.T) {
-	for _, name := range []string{"seed003", "vd-failover", "weighted", "missing-destination"} {
+	for _, name := range ptCases {
 		t.Run(name, func(t *testing.T) {
 			in := loadCase(t, name)
 			res := translate.Translate(in)

@@ -30,7 +30,7 @@ import (
 )
 
 // ptCases are the testdata cases (as TestGolden lists them).
-var ptCases = []string{"seed003", "vd-failover", "weighted", "missing-destination"}
+var ptCases = []string{"seed003", "seed003-bluegreen", "vd-failover", "istio-multinetwork", "weighted", "missing-destination"}
 
 // TestOutputsValid checks every golden case's output: Envoy resources decode and pass their
 // validation rules, Istio specs survive a strict trip through Istio's own types, keys are
