@@ -572,6 +572,9 @@ func (w *world) httpListeners(c string, local map[string]*upstreamModel, ups map
 				continue
 			}
 			vh := VirtualHost{Name: sanitize(rt.obj.Namespace + "-" + rt.obj.Name), Domains: append([]string(nil), rt.v.Spec.Hosts...)}
+			if contains(vh.Domains, "*") {
+				w.status.note(rt.obj, "spec.hosts: \"*\" matches every host on meshrelay gateways; Istio sidecars get no VirtualService for it (Istio refuses \"*\" for the mesh), only for the other hosts")
+			}
 			for ri, r := range rt.v.Spec.HTTP {
 				if route, ok := w.route(c, rt, ri, r, local, ups, secrets); ok {
 					vh.Routes = append(vh.Routes, route)

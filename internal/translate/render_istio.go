@@ -340,13 +340,15 @@ func istioEastWestGateway(tg TCPGateway) *networking.Gateway {
 	}
 }
 
-// istioVirtualService renders one virtual host's routes in order, or nil when the virtual
-// host has no domains (it could match nothing).
+// istioVirtualService renders one virtual host's routes in order for the sidecars (the mesh
+// gateway), or nil when the virtual host has no domain a sidecar can match: Istio refuses
+// the bare wildcard "*" for the mesh, so it is left out (the builder notes it).
 func istioVirtualService(vh VirtualHost) (*networking.VirtualService, error) {
-	if len(vh.Domains) == 0 {
+	hosts := slices.DeleteFunc(slices.Clone(vh.Domains), func(h string) bool { return h == "*" })
+	if len(hosts) == 0 {
 		return nil, nil
 	}
-	vs := &networking.VirtualService{Hosts: slices.Clone(vh.Domains)}
+	vs := &networking.VirtualService{Hosts: hosts}
 	for _, r := range vh.Routes {
 		hr, err := istioHTTPRoute(r)
 		if err != nil {
