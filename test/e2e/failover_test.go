@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -36,6 +37,8 @@ type seedWorld struct {
 	blueAdmin      string
 	gwLocalAdmin   string
 	localDiscovery string
+	// failover is remote's failover gateway (host:port).
+	failover string
 }
 
 func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra map[string]string) *seedWorld {
@@ -76,6 +79,7 @@ func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra ma
 	w.url = "http://" + addr("http") + "/"
 	w.blueAdmin = "http://" + addr("blue-admin")
 	w.gwLocalAdmin = addr("gw-local")
+	w.failover = addr("failover")
 	w.expect(t, "blue-pod", 30*time.Second)
 	return w
 }
@@ -224,5 +228,51 @@ func TestBringYourOwnSecrets(t *testing.T) {
 		if strings.Contains(strings.Join(v, " "), "failover-downstream") {
 			t.Fatalf("the bring-your-own secret was not used: %s: %v", k, v)
 		}
+	}
+}
+
+// An Istio sidecar of another cluster reaches the meshrelay failover gateway as its
+// east-west gateway: Istio mutual TLS with SNI outbound_.<port>_._.<host> of the host it
+// called — here the FailoverScheme primary's host — and the gateway forwards to the
+// upstream standing in for it (green). The trust is the bring-your-own secret's CA, which
+// is where Istio's root goes when both modes share a mesh. Another host's SNI is refused.
+func TestIstioSNIThroughMeshrelayGateway(t *testing.T) {
+	tlsCrt, tlsKey := selfSigned(t)   // the gateway's serving certificate
+	mtlsCrt, mtlsKey := selfSigned(t) // the sidecar's client certificate, and the gateway's client CA
+	w := newSeedWorld(t, nil, nil, map[string]string{"failover-downstream.yaml": tlsSecretYAML("failover-downstream", tlsCrt, tlsKey, mtlsCrt)})
+	client, err := tls.X509KeyPair(mtlsCrt, mtlsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(tlsCrt)
+	get := func(sni string) (string, error) {
+		cfg := &tls.Config{ServerName: sni, Certificates: []tls.Certificate{client}, InsecureSkipVerify: true,
+			// The seed's serving certificate names no host; verify its chain only.
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots})
+				return err
+			}}
+		c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		resp, err := c.Get("https://" + w.failover + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b)), nil
+	}
+	eventually(t, 30*time.Second, "green through Istio's SNI form", func() error {
+		got, err := get("outbound_.10000_._.service-blue.default.svc.cluster.local")
+		if err != nil {
+			return err
+		}
+		if got != "green-pod" {
+			return fmt.Errorf("answered %q", got)
+		}
+		return nil
+	})
+	if got, err := get("outbound_.10000_._.service-red.default.svc.cluster.local"); err == nil {
+		t.Fatalf("an SNI the gateway does not serve answered %q", got)
 	}
 }
