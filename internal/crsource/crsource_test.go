@@ -130,18 +130,6 @@ func create(t *testing.T, c client.Client, crs ...kubev1alpha1.Object) {
 	}
 }
 
-func testCerts(clusters []string) map[string]translate.ClusterCert {
-	out := map[string]translate.ClusterCert{}
-	for _, c := range clusters {
-		out[c] = translate.ClusterCert{
-			CertPEM: []byte("-----BEGIN CERTIFICATE-----\n" + c + "-identity\n-----END CERTIFICATE-----\n"),
-			KeyPEM:  []byte("-----BEGIN PRIVATE KEY-----\n" + c + "-key\n-----END PRIVATE KEY-----\n"),
-			CAPEM:   []byte("-----BEGIN CERTIFICATE-----\nmesh-ca\n-----END CERTIFICATE-----\n"),
-		}
-	}
-	return out
-}
-
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
@@ -185,7 +173,7 @@ func startServer(t *testing.T, env *kubetest.Env) *server {
 	})
 	s.status = crsource.NewStatus(src, c, nil, log.With("component", "crstatus"))
 	s.rec = reconcile.New(reconcile.Config{SafeMode: true, WaitForConfigDir: true, OnTranslate: s.status.Translated, Tick: 50 * time.Millisecond},
-		memstore.New(), translate.NewTranslator(), testCerts, log.With("component", "reconcile"), prometheus.NewRegistry())
+		memstore.New(), translate.NewTranslator(), func(cs []string) map[string]translate.ClusterCert { return translatetest.Certs(cs...) }, log.With("component", "reconcile"), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	var wg sync.WaitGroup

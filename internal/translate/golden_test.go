@@ -6,42 +6,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/translate"
 	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
 
-// testCerts are fixed stand-ins for the mesh identities the server issues; the translator
-// only places the bytes, so fixed text keeps the golden files stable.
-func testCerts(clusters ...string) map[string]translate.ClusterCert {
-	out := map[string]translate.ClusterCert{}
-	for _, c := range clusters {
-		out[c] = translate.ClusterCert{
-			CertPEM: []byte("-----BEGIN CERTIFICATE-----\n" + c + "-identity\n-----END CERTIFICATE-----\n"),
-			KeyPEM:  []byte("-----BEGIN PRIVATE KEY-----\n" + c + "-key\n-----END PRIVATE KEY-----\n"),
-			CAPEM:   []byte("-----BEGIN CERTIFICATE-----\nmesh-ca\n-----END CERTIFICATE-----\n"),
-		}
-	}
-	return out
-}
-
-// loadCase reads testdata/<name>/config and testdata/<name>/inputs/<cluster>/.
+// loadCase reads testdata/<name>.
 func loadCase(t *testing.T, name string) translate.Input {
 	t.Helper()
-	dir := filepath.Join("testdata", name)
-	config, errs := resource.LoadPath(filepath.Join(dir, "config"))
-	if len(errs) > 0 {
-		t.Fatalf("config of %s: %v", name, errs)
-	}
-	inputs, errs := resource.LoadInputsDir(filepath.Join(dir, "inputs"))
-	if len(errs) > 0 {
-		t.Fatalf("inputs of %s: %v", name, errs)
-	}
-	var clusters []string
-	for c := range translate.Clusters(config) {
-		clusters = append(clusters, c)
-	}
-	return translate.Input{Config: config, Inputs: inputs, Certs: testCerts(clusters...)}
+	return translatetest.LoadCase(t, filepath.Join("testdata", name))
 }
 
 // dump renders a result as YAML, cluster by cluster, then the status.

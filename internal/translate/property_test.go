@@ -135,7 +135,7 @@ func ptInput(t testing.TB, config []string, inputs map[string][]string) translat
 		return out
 	}
 	in := translate.Input{Config: parse(config), Inputs: map[string]*snapshot.Snapshot{}}
-	in.Certs = testCerts(ptKeys(translate.Clusters(in.Config))...)
+	in.Certs = translatetest.Certs(ptKeys(translate.Clusters(in.Config))...)
 	for c, docs := range inputs {
 		var rs []snapshot.Resource
 		for _, o := range parse(docs) {

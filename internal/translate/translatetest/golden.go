@@ -1,16 +1,20 @@
-// Package translatetest writes and compares translation outputs in the golden-file format of
-// internal/translate/testdata, for every test that checks outputs against those files.
+// Package translatetest loads the translation cases of internal/translate/testdata and writes
+// and compares outputs in their golden-file format, for every test that uses those cases.
 package translatetest
 
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
+	"testing"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // Dump renders outputs (each cluster's resources sorted by key), the problems per resource
@@ -65,4 +69,37 @@ func FirstDiff(want, got string) string {
 		}
 	}
 	return "(no difference)"
+}
+
+// Certs are fixed stand-ins for the mesh identities the server issues to clusters; the
+// translator only places the bytes, so fixed text keeps golden files stable.
+func Certs(clusters ...string) map[string]translate.ClusterCert {
+	out := map[string]translate.ClusterCert{}
+	for _, c := range clusters {
+		out[c] = translate.ClusterCert{
+			CertPEM: []byte("-----BEGIN CERTIFICATE-----\n" + c + "-identity\n-----END CERTIFICATE-----\n"),
+			KeyPEM:  []byte("-----BEGIN PRIVATE KEY-----\n" + c + "-key\n-----END PRIVATE KEY-----\n"),
+			CAPEM:   []byte("-----BEGIN CERTIFICATE-----\nmesh-ca\n-----END CERTIFICATE-----\n"),
+		}
+	}
+	return out
+}
+
+// LoadCase reads a testdata case: <dir>/config (the management server's configuration) and
+// <dir>/inputs/<cluster>/ (each cluster's input), with Certs for every registered cluster.
+func LoadCase(t testing.TB, dir string) translate.Input {
+	t.Helper()
+	config, errs := resource.LoadPath(filepath.Join(dir, "config"))
+	if len(errs) > 0 {
+		t.Fatalf("config of %s: %v", dir, errs)
+	}
+	inputs, errs := resource.LoadInputsDir(filepath.Join(dir, "inputs"))
+	if len(errs) > 0 {
+		t.Fatalf("inputs of %s: %v", dir, errs)
+	}
+	var clusters []string
+	for c := range translate.Clusters(config) {
+		clusters = append(clusters, c)
+	}
+	return translate.Input{Config: config, Inputs: inputs, Certs: Certs(clusters...)}
 }
