@@ -69,13 +69,15 @@ type TLS struct {
 	Name string
 	// SNI is the server name the upstream TLS context sends.
 	SNI string
+	// ALPN are the protocols it offers (istiod's mTLS: istio-peer-exchange, istio).
+	ALPN []string
 }
 
 func (t TLS) String() string {
 	if t.Match == nil {
-		return "transport_socket sni=" + t.SNI
+		return fmt.Sprintf("transport_socket sni=%s alpn=%v", t.SNI, t.ALPN)
 	}
-	return fmt.Sprintf("transport_socket_match %q %v sni=%s", t.Name, t.Match, t.SNI)
+	return fmt.Sprintf("transport_socket_match %q %v sni=%s alpn=%v", t.Name, t.Match, t.SNI, t.ALPN)
 }
 
 // ClusterTLS returns the TLS transport sockets of cluster: its own transport_socket if that
@@ -86,42 +88,38 @@ func (c *Config) ClusterTLS(cluster string) ([]TLS, error) {
 	cl := c.Clusters[cluster]
 	var out []TLS
 	if ts := cl.GetTransportSocket(); ts != nil {
-		sni, ok, err := upstreamSNI(ts)
+		tc, err := upstreamTLS(ts)
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: transport_socket: %w", cluster, err)
 		}
-		if ok {
-			out = append(out, TLS{SNI: sni})
+		if tc != nil {
+			out = append(out, TLS{SNI: tc.GetSni(), ALPN: tc.GetCommonTlsContext().GetAlpnProtocols()})
 		}
 	}
 	for _, m := range cl.GetTransportSocketMatches() {
-		sni, ok, err := upstreamSNI(m.GetTransportSocket())
+		tc, err := upstreamTLS(m.GetTransportSocket())
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: transport_socket_match %q: %w", cluster, m.GetName(), err)
 		}
-		if !ok {
+		if tc == nil {
 			continue
 		}
 		match := map[string]string{}
 		for k, v := range m.GetMatch().GetFields() {
 			match[k] = v.GetStringValue()
 		}
-		out = append(out, TLS{Match: match, Name: m.GetName(), SNI: sni})
+		out = append(out, TLS{Match: match, Name: m.GetName(), SNI: tc.GetSni(), ALPN: tc.GetCommonTlsContext().GetAlpnProtocols()})
 	}
 	return out, nil
 }
 
-// upstreamSNI returns the SNI of ts when it is an upstream TLS socket.
-func upstreamSNI(ts *corev3.TransportSocket) (sni string, ok bool, err error) {
+// upstreamTLS returns ts's upstream TLS context; nil when ts is not an upstream TLS socket.
+func upstreamTLS(ts *corev3.TransportSocket) (*tlsv3.UpstreamTlsContext, error) {
 	a := ts.GetTypedConfig()
 	if a == nil || !a.MessageIs((*tlsv3.UpstreamTlsContext)(nil)) {
-		return "", false, nil
+		return nil, nil
 	}
-	tc, err := unmarshal[*tlsv3.UpstreamTlsContext](a)
-	if err != nil {
-		return "", false, err
-	}
-	return tc.GetSni(), true, nil
+	return unmarshal[*tlsv3.UpstreamTlsContext](a)
 }
 
 // FilterChain is one filter chain of a listener.
@@ -129,6 +127,9 @@ type FilterChain struct {
 	Name string
 	// ServerNames are the SNI server names the chain matches (filter_chain_match.server_names).
 	ServerNames []string
+	// ApplicationProtocols are the ALPN protocols it matches, one of which a client must
+	// offer (filter_chain_match.application_protocols; none: any).
+	ApplicationProtocols []string
 	// Cluster is where the chain's TCP proxy sends connections ("" without a TCP proxy or
 	// with weighted clusters).
 	Cluster string
@@ -139,7 +140,7 @@ type FilterChain struct {
 }
 
 func (f FilterChain) String() string {
-	return fmt.Sprintf("chain %q server_names=%v cluster=%q filters=%v default=%t", f.Name, f.ServerNames, f.Cluster, f.Filters, f.Default)
+	return fmt.Sprintf("chain %q server_names=%v alpn=%v cluster=%q filters=%v default=%t", f.Name, f.ServerNames, f.ApplicationProtocols, f.Cluster, f.Filters, f.Default)
 }
 
 // FilterChains returns the filter chains of listener, the default one last; none when the
@@ -153,9 +154,10 @@ func (c *Config) FilterChains(listener string) ([]FilterChain, error) {
 	}
 	for i, fc := range chains {
 		chain := FilterChain{
-			Name:        fc.GetName(),
-			ServerNames: fc.GetFilterChainMatch().GetServerNames(),
-			Default:     i == len(l.GetFilterChains()),
+			Name:                 fc.GetName(),
+			ServerNames:          fc.GetFilterChainMatch().GetServerNames(),
+			ApplicationProtocols: fc.GetFilterChainMatch().GetApplicationProtocols(),
+			Default:              i == len(l.GetFilterChains()),
 		}
 		for _, f := range fc.GetFilters() {
 			chain.Filters = append(chain.Filters, f.GetName())

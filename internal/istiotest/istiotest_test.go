@@ -180,8 +180,8 @@ func TestIstiod(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if len(tls) != 1 || tls[0].Match == nil || tls[0].Match["tlsMode"] != "istio" || tls[0].SNI != globalSNI {
-			return fmt.Errorf("cluster %s: TLS %v, want one transport socket match tlsMode=istio with SNI %s", globalCluster, tls, globalSNI)
+		if len(tls) != 1 || tls[0].Match == nil || tls[0].Match["tlsMode"] != "istio" || tls[0].SNI != globalSNI || !slices.Contains(tls[0].ALPN, "istio") {
+			return fmt.Errorf("cluster %s: TLS %v, want one transport socket match tlsMode=istio with SNI %s and ALPN istio", globalCluster, tls, globalSNI)
 		}
 		if od := c.Clusters[globalCluster].GetOutlierDetection(); od.GetConsecutive_5Xx().GetValue() != 2 {
 			return fmt.Errorf("cluster %s: outlier detection %v, want consecutive 5xx 2", globalCluster, od)
@@ -235,6 +235,10 @@ func TestIstiod(t *testing.T) {
 			}
 			if chains[i].Cluster != globalSNI {
 				return fmt.Errorf("listener 0.0.0.0_15443: chain for %s goes to cluster %q, want %q", globalSNI, chains[i].Cluster, globalSNI)
+			}
+			// The chain takes only clients that offer Istio's ALPN, as sidecars do.
+			if !slices.Contains(chains[i].ApplicationProtocols, "istio") {
+				return fmt.Errorf("listener 0.0.0.0_15443: chain for %s matches ALPN %v, want istio among them", globalSNI, chains[i].ApplicationProtocols)
 			}
 			// The gateway passes the TLS through: no TLS of its own towards the endpoints,
 			// and only the endpoints that take mTLS (tlsMode istio): not 10.1.0.5, whose
