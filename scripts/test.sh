@@ -24,6 +24,10 @@ echo "== kube-apiserver and etcd for the Kubernetes tests" >&2
 # .bin/envtest) and installs Debian's etcd-server when missing; internal/kubetest uses them.
 scripts/kube-tools.sh kube-apiserver etcd
 export KUBEBUILDER_ASSETS="$PWD/.bin/envtest"
+echo "== istiod (pilot-discovery) for the Istio tests" >&2
+# Builds pilot-discovery from the Go module proxy (~10 minutes the first time, then cached in
+# .bin/istio); internal/istiotest runs it against kubetest's API server.
+scripts/istio-tools.sh
 echo "== generated deep copies and CRDs are up to date" >&2
 scripts/generate.sh --check
 echo "== go test -race" >&2
