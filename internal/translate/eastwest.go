@@ -47,10 +47,7 @@ func (w *world) eastWest(c string) eastWest {
 	}
 	for _, vd := range w.vds {
 		for _, port := range vd.v.Spec.Ports {
-			for _, b := range w.vdBackings(vd, port) {
-				if b.cluster != c {
-					continue
-				}
+			for _, b := range backingsIn(w.vdBackings(vd, port), c) {
 				for _, h := range vd.v.Spec.Hosts {
 					add(h, uint32(port.Number), b.u.name) // the first local backing serves it
 				}

@@ -2,7 +2,9 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 )
@@ -33,6 +35,17 @@ func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.
 		}
 		return out
 	})
+}
+
+// backingsIn returns the backings of cluster c among bs (sorted by cluster, as vdBackings
+// returns them), without scanning the others.
+func backingsIn(bs []backing, c string) []backing {
+	i, _ := slices.BinarySearchFunc(bs, c, func(b backing, c string) int { return strings.Compare(b.cluster, c) })
+	j := i
+	for j < len(bs) && bs[j].cluster == c {
+		j++
+	}
+	return bs[i:j]
 }
 
 func selected(sels []v1alpha1.ServiceSelector, cluster string, u *upstreamModel) bool {
