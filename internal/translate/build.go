@@ -474,6 +474,9 @@ func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[
 			continue
 		}
 		primaries[primary.Name] = s.obj.describe()
+		for _, other := range w.selectingAlso(c, local[primary.Name]) {
+			w.status.note(s.obj, "on Istio, Service %s also selects the WorkloadEntries that add the failover gateways to %s (its selector is part of %s's): its callers fail over too", other, primary.Host, primary.Host)
+		}
 		prios := [][]Endpoint{nil}
 		if len(primary.Priorities) > 0 {
 			prios[0] = primary.Priorities[0]
@@ -513,6 +516,29 @@ func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[
 			primary.Outlier = &Outlier{Consecutive5xx: 5, Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionPercent: 100}
 		}
 	}
+}
+
+// selectingAlso names the other Services of cluster c, in u's namespace, whose selector is a
+// subset of u's Service's: on Istio they select the WorkloadEntries made for u too.
+func (w *world) selectingAlso(c string, u *upstreamModel) []string {
+	if u == nil || len(u.selector) == 0 {
+		return nil
+	}
+	var out []string
+	for _, s := range w.models[c].services {
+		sel := s.svc.Spec.Selector
+		if s.svc.Metadata.Namespace != u.namespace || s.svc.Metadata.Name == u.svcName || len(sel) == 0 {
+			continue
+		}
+		subset := true
+		for k, v := range sel {
+			subset = subset && u.selector[k] == v
+		}
+		if subset {
+			out = append(out, s.svc.Metadata.Namespace+"/"+s.svc.Metadata.Name)
+		}
+	}
+	return out
 }
 
 // routeTablesFor returns the route tables that apply to cluster c.

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
 	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
@@ -54,5 +57,36 @@ func TestGolden(t *testing.T) {
 			}
 			golden(t, name, dump(t, res))
 		})
+	}
+}
+
+// On Istio a FailoverScheme adds the primary's remote gateways as WorkloadEntries its
+// Service selects; another Service whose selector is part of the primary's selects them too,
+// and the scheme's status says so.
+func TestFailoverSchemeNotesServicesSelectingItsWorkloadEntries(t *testing.T) {
+	in := loadCase(t, "seed003")
+	wide := snapshot.NewResource(resource.Key("Service", "default", "bluegreen"),
+		[]byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"bluegreen","namespace":"default"},"spec":{"selector":{"app":"bluegreen"},"ports":[{"name":"color","port":10000}]}}`))
+	local := in.Inputs["local"]
+	in.Inputs["local"] = snapshot.New(local.Version+1, local.Epoch, append(local.Sorted(), wide))
+	res := translate.Translate(in)
+	var notes []string
+	for _, msgs := range res.Status {
+		for _, m := range msgs {
+			if strings.Contains(m, "also selects the WorkloadEntries") {
+				notes = append(notes, m)
+			}
+		}
+	}
+	if len(notes) != 1 || !strings.Contains(notes[0], "Service default/bluegreen") {
+		t.Fatalf("notes about Services selecting the WorkloadEntries: %q, want one naming default/bluegreen", notes)
+	}
+	// Without it, no such note.
+	for _, msgs := range translate.Translate(loadCase(t, "seed003")).Status {
+		for _, m := range msgs {
+			if strings.Contains(m, "also selects the WorkloadEntries") {
+				t.Fatalf("unexpected note %q", m)
+			}
+		}
 	}
 }
