@@ -91,6 +91,10 @@ func FuzzApply(f *testing.F) {
 		f.Add(mustJSON(f, base.WithVersion(7, 3)), mustJSON(f, snapshot.Diff(base.ResourceHashes(), next)))
 	}
 	f.Add([]byte(`{"version":1,"hash":"","resources":[{"key":"a","hash":"x","body":1}]}`), []byte(`{"Full":true}`))
+	// A resource without a body (the hash is that of no bytes) and one with body null.
+	empty := snapshot.HashBytes(nil)
+	f.Add([]byte(`{"version":1,"hash":"","resources":[{"key":"a","hash":"`+empty+`"}]}`),
+		[]byte(`{"Version":2,"Upserts":[{"key":"b","hash":"`+snapshot.HashBytes([]byte("null"))+`","body":null}]}`))
 	f.Fuzz(func(t *testing.T, stored, delta []byte) {
 		base, err := snapshot.DecodeSnapshot(stored)
 		if err != nil {
