@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -108,8 +109,9 @@ func verified(s *snapshot.Snapshot) bool {
 // FuzzPush sends a hello and two more messages on a Push stream (inputs up: Hello,
 // SnapshotDelta, AgentReport). Whatever the bytes: no panic; the cluster's input changes
 // only to a snapshot whose every hash verifies and that some delta announced (or, for a
-// delta announcing no hash, that it built), each change acknowledged once; a stream whose
-// hello is missing or names another cluster stores nothing.
+// delta announcing no hash, that it built) and that the stores can persist and read back,
+// each change acknowledged once; a stream whose hello is missing or names another cluster
+// stores nothing.
 func FuzzPush(f *testing.F) {
 	base, next := fuzzSnapshots(f)
 	hello := marshal(f, &relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: &relayv1.Hello{Cluster: fuzzCluster, Held: held(base), AgentVersion: "fuzz"}}})
@@ -120,6 +122,16 @@ func FuzzPush(f *testing.F) {
 	full := delta(snapshot.Diff(nil, next), "")
 	report := marshal(f, &relayv1.PushRequest{Message: &relayv1.PushRequest_Report{Report: &relayv1.AgentReport{
 		DiscoveryError: "list services: forbidden", DataPlane: []*relayv1.DataPlaneProblem{{Node: "gw-1", TypeUrl: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Error: "bad"}}}}})
+	// Upserts whose bodies match their hashes but are no JSON: not what an agent discovers.
+	odd := func(bodies ...string) []byte {
+		d := snapshot.Delta{Version: 9, Full: true}
+		for i, b := range bodies {
+			d.Upserts = append(d.Upserts, snapshot.Resource{Key: "Service/default/s" + strconv.Itoa(i), Hash: snapshot.HashBytes([]byte(b)), Body: []byte(b)})
+		}
+		return delta(d, "")
+	}
+	f.Add(hello, odd("not json"), report)
+	f.Add(hello, odd(""), incremental)
 	f.Add(hello, incremental, report)
 	f.Add(hello, full, incremental)
 	f.Add(hello, report, full)
@@ -151,6 +163,10 @@ func FuzzPush(f *testing.F) {
 		}
 		if in := b.Input(fuzzCluster); !verified(in) {
 			t.Fatal("stored input does not verify")
+		} else if enc, err := snapshot.EncodeSnapshot(in); err != nil {
+			t.Fatalf("stored input cannot be persisted: %v", err)
+		} else if _, err := snapshot.DecodeSnapshot(enc); err != nil {
+			t.Fatalf("persisted input cannot be read back: %v", err)
 		}
 		acks := 0
 		for _, m := range st.sent {
