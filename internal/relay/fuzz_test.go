@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -215,8 +216,10 @@ func FuzzPull(f *testing.F) {
 			}
 			var from *snapshot.Snapshot
 			if !d.GetFull() {
-				if d.GetBaseHash() != base.Hash {
-					continue // the agent's base is only known by its hashes
+				if d.GetBaseHash() != base.Hash || !maps.Equal(h.GetHello().GetHeld().GetResourceHashes(), base.ResourceHashes()) {
+					// The agent's base is only known by the hashes it announced; an agent
+					// whose hashes disagree with each other finds the mismatch on applying.
+					continue
 				}
 				from = base
 			}
