@@ -2,11 +2,11 @@
 # Runs every Go fuzz target (func FuzzXxx(f *testing.F) in a *_test.go file) for a short
 # time each, one after the other: `go test -fuzz` takes one target per package run.
 #
-# Usage: scripts/fuzz.sh [PACKAGE...]     (default: every package that has a fuzz target)
+# Usage: scripts/fuzz.sh [PACKAGE_DIR...]   (default: every package that has a fuzz target)
 #   FUZZTIME=10s   time per target (any -fuzztime value: 1m, 5000x)
 #
-# Targets are discovered: the packages whose test files declare a Fuzz function are listed
-# with `go test -list '^Fuzz'`. A failing input is written to
+# Targets are discovered: every Fuzz function declared in a package's test files. A failing
+# input is written to
 # <package>/testdata/fuzz/<FuzzName>/<hash>; commit it with the fix, and every `go test` runs
 # it again as a regression case. Inputs that only add coverage stay in the Go build cache.
 # New inputs are not minimized (-fuzzminimizetime 0): Go's default minimizes every new
@@ -17,41 +17,46 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fuzztime=${FUZZTIME:-10s}
+pattern='^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)'
 if [ $# -gt 0 ]; then
-  pkgs=("$@")
+  dirs=("$@")
 else
-  mapfile -t pkgs < <(git grep --untracked -lE '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' -- '*_test.go' \
-    | xargs -r -n1 dirname | sort -u | sed 's|^|./|')
-fi
-if [ ${#pkgs[@]} -eq 0 ]; then
-  echo "no fuzz targets found" >&2
-  exit 1
+  mapfile -t dirs < <(git grep --untracked -lE "$pattern" -- '*_test.go' | xargs -r -n1 dirname | sort -u | sed 's|^|./|')
 fi
 
-# `go test -list` prints a package's matching names, then "ok <package> <time>".
+# One "package target" line per fuzz function, read from the test files (cheaper than
+# building every test binary for `go test -list`).
 targets=()
-names=()
-while read -r first second _; do
-  case "$first" in
-    Fuzz*) names+=("$first") ;;
-    ok)
-      for n in "${names[@]}"; do targets+=("$second $n"); done
-      names=()
-      ;;
-  esac
-done < <(go test -list '^Fuzz' "${pkgs[@]}")
+for d in "${dirs[@]}"; do
+  while read -r name; do
+    targets+=("$d $name")
+  done < <(grep -hoE "$pattern" "$d"/*_test.go | sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/')
+done
 if [ ${#targets[@]} -eq 0 ]; then
-  echo "no fuzz targets found in ${pkgs[*]}" >&2
+  echo "no fuzz targets found in ${dirs[*]:-the repository}" >&2
   exit 1
 fi
 
+# Each package's test binary is built once with the fuzzing instrumentation and run for each
+# of its targets (go test would link it again for every target), from the package directory
+# and with go test's corpus cache.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cache=$(go env GOCACHE)/fuzz
 start=$SECONDS
+built=
 for t in "${targets[@]}"; do
   pkg=${t% *}
   name=${t#* }
+  bin=$tmp/$(echo "$pkg" | tr '/.' '__').test
+  if [ "$built" != "$pkg" ]; then
+    go test -c -fuzz '^Fuzz' -o "$bin" "$pkg"
+    built=$pkg
+  fi
   echo "-- $name ($pkg, $fuzztime)" >&2
   t0=$SECONDS
-  go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" -fuzzminimizetime 0 "$pkg"
+  (cd "$pkg" && "$bin" -test.run '^$' -test.fuzz "^${name}\$" -test.fuzztime "$fuzztime" \
+    -test.fuzzminimizetime 0 -test.fuzzcachedir "$cache/$(go list .)")
   echo "   $name: $((SECONDS - t0)) s" >&2
 done
 echo "fuzzed ${#targets[@]} targets in $((SECONDS - start)) s" >&2
