@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -370,6 +371,11 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		if d == nil {
 			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots or reports")
 		}
+		if err := checkBodies(d); err != nil {
+			s.m.rejected.WithLabelValues("bad-input").Inc()
+			log.Warn("push delta refused", "version", d.GetVersion(), "error", err)
+			return status.Errorf(codes.InvalidArgument, "push delta version %d: %v", d.GetVersion(), err)
+		}
 		base := s.backend.Input(cluster)
 		if !d.GetFull() && d.GetBaseHash() != hashOf(base) {
 			log.Info("push delta base differs; asking for a resend", "base", d.GetBaseHash(), "held", hashOf(base))
@@ -398,6 +404,18 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 			return err
 		}
 	}
+}
+
+// checkBodies refuses a pushed delta with a resource whose body is not one JSON value: what
+// agents discover is JSON, and the stores persist nothing else (an empty body would be
+// written as null and no longer match its hash when read back).
+func checkBodies(d *relayv1.SnapshotDelta) error {
+	for _, r := range d.GetUpserts() {
+		if !json.Valid(r.GetBody()) {
+			return fmt.Errorf("resource %q: body is not a JSON value", r.GetKey())
+		}
+	}
+	return nil
 }
 
 // pushEnded forgets a cluster's agent report when its last push stream here ended.

@@ -163,6 +163,9 @@ func Decode(js []byte) (Object, error) {
 	if err := dec.Decode(&generic); err != nil {
 		return Object{}, &FieldError{Reason: "not an object: " + err.Error()}
 	}
+	if err := checkHeaderSpelling(generic); err != nil {
+		return Object{}, err
+	}
 	var h header
 	if err := json.Unmarshal(js, &h); err != nil {
 		return Object{}, &FieldError{Field: "metadata", Reason: jsonReason(err)}
@@ -226,6 +229,31 @@ func Decode(js []byte) (Object, error) {
 		}
 	}
 	return o, nil
+}
+
+// headerFields are the fields an object's identity is read from: the top level's and
+// metadata's.
+var headerFields = [2][]string{{"apiVersion", "kind", "metadata"}, {"name", "namespace", "labels", "annotations"}}
+
+// checkHeaderSpelling refuses a key spelled like a header field in another case ("Metadata",
+// "nAme"): encoding/json matches field names ignoring case, so the object's key would be
+// read from it while its canonical JSON keeps it as another field.
+func checkHeaderSpelling(generic map[string]any) error {
+	meta, _ := generic["metadata"].(map[string]any)
+	for i, m := range []map[string]any{generic, meta} {
+		for _, k := range sortedKeys(m) {
+			for _, f := range headerFields[i] {
+				if k != f && strings.EqualFold(k, f) {
+					field := k
+					if i == 1 {
+						field = "metadata." + k
+					}
+					return &FieldError{Field: field, Reason: fmt.Sprintf("unknown field (did you mean %q?)", f)}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // serviceStatus keeps of a Service's status only the IPs and hostnames of

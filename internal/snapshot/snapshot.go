@@ -283,6 +283,11 @@ func (s *Snapshot) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	for i, r := range w.Resources {
+		if len(r.Body) == 0 {
+			// Encoding writes a missing body as null, which does not match the hash of no
+			// bytes: such a snapshot could not be read back once stored.
+			return fmt.Errorf("decoded resource %s: no body", r.Key)
+		}
 		if got := HashBytes(r.Body); got != r.Hash {
 			return fmt.Errorf("decoded resource %s: body hash %s, recorded %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
 		}
