@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -80,7 +81,10 @@ func (t adminTarget) clientWith(token string) (*configapi.Client, error) {
 		ca = defaultAdminCAFile()
 	}
 	c, err := configapi.NewClient(t.server, token, ca)
-	if err != nil {
+	switch {
+	case errors.Is(err, configapi.ErrCAFile):
+		return nil, fmt.Errorf("--admin-ca-file: %w", err)
+	case err != nil:
 		return nil, fmt.Errorf("--server: %w", err)
 	}
 	return c, nil

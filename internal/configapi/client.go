@@ -28,6 +28,9 @@ type Client struct {
 	trust string
 }
 
+// ErrCAFile marks the errors of NewClient about its CA file (the rest are about the address).
+var ErrCAFile = errors.New("admin CA file")
+
 // NewClient returns a client for a management server's admin API at addr that presents
 // token to the config API. addr is "host:port" or "https://host:port" (HTTPS, the
 // server's default), or "http://host:port" for a loopback server started with
@@ -51,11 +54,11 @@ func NewClient(addr, token, caFile string) (*Client, error) {
 		if caFile != "" {
 			pem, err := os.ReadFile(caFile)
 			if err != nil {
-				return nil, fmt.Errorf("admin CA file: %w", err)
+				return nil, fmt.Errorf("%w: %w", ErrCAFile, err)
 			}
 			t.RootCAs = x509.NewCertPool()
 			if !t.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("admin CA file %s: no PEM certificate in it", caFile)
+				return nil, fmt.Errorf("%w %s: no PEM certificate in it", ErrCAFile, caFile)
 			}
 			c.trust = "the CA file " + caFile
 		}

@@ -205,3 +205,20 @@ func TestClientPlainHTTP(t *testing.T) {
 		t.Fatalf("HTTPS client against a plain HTTP server: %v", err)
 	}
 }
+
+// A CA file that cannot be used is an error of its own (ErrCAFile), naming the file.
+func TestClientCAFileErrors(t *testing.T) {
+	garbage := filepath.Join(t.TempDir(), "garbage.crt")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(t.TempDir(), "missing.crt"), garbage} {
+		_, err := configapi.NewClient("127.0.0.1:9901", "tok", f)
+		if !errors.Is(err, configapi.ErrCAFile) || !strings.Contains(err.Error(), f) {
+			t.Errorf("CA file %s: %v, want ErrCAFile naming the file", f, err)
+		}
+	}
+	if _, err := configapi.NewClient("http://10.0.0.1:9901", "tok", ""); err == nil || errors.Is(err, configapi.ErrCAFile) {
+		t.Errorf("a refused address: %v, want an error that is not ErrCAFile", err)
+	}
+}
