@@ -245,7 +245,7 @@ func (e *env) story(ctx context.Context) error {
 		}
 	}
 	serverData := e.serverDataDir()
-	e.say("2. management server on %s (admin %s) with clusters local and remote and the seed's FailoverScheme", e.addr("relay"), e.addr("admin"))
+	e.say("2. management server on %s (admin API https://%s) with clusters local and remote and the seed's FailoverScheme", e.addr("relay"), e.addr("admin"))
 	if err := e.startServer(cfg, serverData, token); err != nil {
 		return err
 	}
