@@ -5,6 +5,7 @@
 package charts_test
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path"
@@ -231,6 +232,16 @@ func checkPod(t *testing.T, r *charts.Rendered, d *appsv1.Deployment) {
 		if pr.probe == nil || pr.probe.HTTPGet == nil {
 			t.Errorf("no HTTP %s probe", pr.name)
 			continue
+		}
+		// The management server serves its admin API over HTTPS unless told otherwise; the
+		// agent's is plain HTTP.
+		scheme := cmp.Or(pr.probe.HTTPGet.Scheme, corev1.URISchemeHTTP)
+		want := corev1.URISchemeHTTP
+		if len(c.Args) > 0 && c.Args[0] == "server" && !slices.Contains(c.Args, "--admin-plaintext") {
+			want = corev1.URISchemeHTTPS
+		}
+		if scheme != want {
+			t.Errorf("%s probe scheme %s, want %s (what %s serves)", pr.name, scheme, want, c.Args[0])
 		}
 		if pr.probe.HTTPGet.Path != pr.path {
 			t.Errorf("%s probe path %s, want %s", pr.name, pr.probe.HTTPGet.Path, pr.path)

@@ -95,7 +95,9 @@ func TestServerDefaults(t *testing.T) {
 	wantArgs(t, args, "server", "--relay-address=:9900", "--admin-address=:9901", "--safe-mode=true",
 		"--relay-ca-cert=/etc/meshrelay/relay-ca/tls.crt", "--mesh-ca-cert=/etc/meshrelay/mesh-ca/tls.crt",
 		"--token-file=/etc/meshrelay/token/token", "--admin-token-file=/etc/meshrelay/admin-token/token", "--replica-id=$(POD_NAME)", "--advertise-address=$(POD_IP):9900",
-		"--relay-server-names=meshrelay-server,meshrelay-server.meshrelay-system,meshrelay-server.meshrelay-system.svc,meshrelay-server.meshrelay-system.svc.cluster.local")
+		"--relay-server-names=meshrelay-server,meshrelay-server.meshrelay-system,meshrelay-server.meshrelay-system.svc,meshrelay-server.meshrelay-system.svc.cluster.local,"+
+			"meshrelay-server-admin,meshrelay-server-admin.meshrelay-system,meshrelay-server-admin.meshrelay-system.svc,meshrelay-server-admin.meshrelay-system.svc.cluster.local")
+	noFlags(t, args, "admin-plaintext", "admin-tls-cert-file")
 	noFlags(t, args, "leader-election", "cluster-load-balancing", "redis-address", "mgmt-cluster-name", "safe-start-window", "config-dir",
 		"kubernetes", "redis-password")
 
@@ -107,8 +109,8 @@ func TestServerDefaults(t *testing.T) {
 	if admin.Spec.Type != corev1.ServiceTypeClusterIP || admin.Spec.Ports[0].Port != 9901 {
 		t.Errorf("admin Service: want ClusterIP on 9901, have %s %+v", admin.Spec.Type, admin.Spec.Ports)
 	}
-	if ann := d.Spec.Template.Annotations; ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9901" {
-		t.Errorf("pod annotations %v: want Prometheus scraping of the admin port", ann)
+	if ann := d.Spec.Template.Annotations; ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != "9901" || ann["prometheus.io/scheme"] != "https" {
+		t.Errorf("pod annotations %v: want Prometheus scraping of the admin port over HTTPS", ann)
 	}
 	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "PodDisruptionBudget", "NetworkPolicy"} {
 		if objs := r.OfKind(kind); len(objs) != 0 {
@@ -208,13 +210,15 @@ func TestServerValues(t *testing.T) {
 		r := render(t, charts.Server, vals("relay.ca.generate", false, "relay.ca.secretName", "corp-relay-ca",
 			"relay.serverCertSecretName", "relay-serving", "meshCA.generate", false, "meshCA.secretName", "corp-mesh-ca",
 			"relay.token.generate", false, "relay.token.secretName", "corp-token", "relay.token.secretKey", "relay-token",
-			"admin.token.generate", false, "admin.token.secretName", "corp-admin", "admin.token.secretKey", "admin"))
+			"admin.token.generate", false, "admin.token.secretName", "corp-admin", "admin.token.secretKey", "admin",
+			"admin.serverCertSecretName", "admin-serving"))
 		d := deployment(t, r)
 		checkArgs(t, d)
 		args := d.Spec.Template.Spec.Containers[0].Args
 		wantArgs(t, args, "--relay-server-cert=/etc/meshrelay/relay-server/tls.crt", "--relay-server-key=/etc/meshrelay/relay-server/tls.key",
+			"--admin-tls-cert-file=/etc/meshrelay/admin-server/tls.crt", "--admin-tls-key-file=/etc/meshrelay/admin-server/tls.key",
 			"--token-file=/etc/meshrelay/token/relay-token", "--admin-token-file=/etc/meshrelay/admin-token/admin")
-		noFlags(t, args, "relay-server-names")
+		noFlags(t, args, "relay-server-names") // no certificate is generated
 		if objs := r.OfKind("Secret"); len(objs) != 0 {
 			t.Errorf("bring-your-own renders Secrets: %s", inventory(r))
 		}
@@ -224,7 +228,8 @@ func TestServerValues(t *testing.T) {
 				got[v.Name] = v.Secret.SecretName
 			}
 		}
-		want := map[string]string{"token": "corp-token", "admin-token": "corp-admin", "relay-ca": "corp-relay-ca", "relay-server": "relay-serving", "mesh-ca": "corp-mesh-ca"}
+		want := map[string]string{"token": "corp-token", "admin-token": "corp-admin", "relay-ca": "corp-relay-ca", "relay-server": "relay-serving",
+			"admin-server": "admin-serving", "mesh-ca": "corp-mesh-ca"}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("Secret volumes %v, want %v", got, want)
 		}

@@ -1,10 +1,11 @@
 // Package admin serves the HTTP admin endpoints every meshrelay process has: /healthz,
 // /readyz, /metrics (Prometheus) and /status (JSON), plus routes a role adds (the server's
-// configuration API).
+// configuration API), over plain HTTP or, with Config.TLS, HTTPS.
 package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ type Server struct {
 	addr   string
 	mux    *http.ServeMux
 	log    *slog.Logger
+	tls    *tls.Config
 	listen net.Listener
 }
 
@@ -33,11 +35,14 @@ type Config struct {
 	Status func() any
 	// Gatherer provides /metrics.
 	Gatherer prometheus.Gatherer
+	// TLS, when set, serves every endpoint over HTTPS with it (it must provide the serving
+	// certificate); nil serves plain HTTP.
+	TLS *tls.Config
 }
 
 // New builds an admin server for addr with the standard endpoints; it does no I/O.
 func New(addr string, cfg Config, log *slog.Logger) *Server {
-	s := &Server{addr: addr, mux: http.NewServeMux(), log: log}
+	s := &Server{addr: addr, mux: http.NewServeMux(), log: log, tls: cfg.TLS}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -82,10 +87,19 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	// Failed handshakes (a client that does not trust the certificate, a port scan) are
+	// the client's to report; keep them at debug level.
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tls,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.listen) }()
-	s.log.Info("admin listening", "address", s.listen.Addr().String())
+	go func() {
+		if s.tls != nil {
+			errc <- srv.ServeTLS(s.listen, "", "")
+			return
+		}
+		errc <- srv.Serve(s.listen)
+	}()
+	s.log.Info("admin listening", "address", s.listen.Addr().String(), "tls", s.tls != nil)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin server: %w", err)

@@ -243,7 +243,7 @@ func (f *failoverRun) startServer(ctx context.Context, name, relay string, extra
 		return nil, err
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(f.dir, name)}
-	args := append([]string{"server", "--relay-address", relay, "--admin-address", admin, "--data-dir", s.data, "--config-dir", f.config,
+	args := append([]string{"server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
 		"--token-file", f.token, "--log-level", "warn", "--redis-address", f.redisAt}, extra...)
 	if len(f.servers) > 0 {
 		d0 := f.servers[0].data

@@ -391,7 +391,9 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 		}
 		args = []string{"bench", "server", "--debug-address", s.debug}
 	}
-	args = append(args, "--relay-address", relay, "--admin-address", admin, "--data-dir", s.data, "--config-dir", r.config,
+	// The admin API is plain HTTP on loopback: the bench measures the relay, and reads
+	// /status and /metrics as often as it can.
+	args = append(args, "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", r.config,
 		"--token-file", r.token, "--log-level", "warn")
 	if r.o.RedisAddress != "" {
 		args = append(args, "--redis-address", r.o.RedisAddress, "--redis-prefix", "bench"+strconv.FormatInt(time.Now().UnixNano(), 36))

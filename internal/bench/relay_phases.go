@@ -22,7 +22,10 @@ func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.
 	if err != nil {
 		return sent, accepted, err
 	}
-	c := configapi.NewClient(r.servers[0].admin, token)
+	c, err := configapi.NewClient("http://"+r.servers[0].admin, token, "") // --admin-plaintext
+	if err != nil {
+		return sent, accepted, err
+	}
 	sent = time.Now()
 	res, err := c.Apply(ctx, "bench", []byte(yaml))
 	accepted = time.Now()

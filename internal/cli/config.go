@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -19,6 +20,7 @@ import (
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -28,20 +30,24 @@ import (
 
 const defaultServer = "127.0.0.1:9901"
 
-// adminTarget is the management server a command talks to: its admin address and the admin
-// token its config API needs.
-type adminTarget struct{ server, tokenFile string }
+// adminTarget is the management server a command talks to: its admin address, the CA that
+// verifies its certificate and the admin token its config API needs.
+type adminTarget struct{ server, caFile, tokenFile string }
 
-func serverFlag(cmd *cobra.Command, p *string) {
+// serverFlags registers --server and --admin-ca-file: what every command reaching the admin
+// API needs.
+func serverFlags(cmd *cobra.Command, t *adminTarget) {
 	env := os.Getenv("MESHRELAY_SERVER")
 	if env == "" {
 		env = defaultServer
 	}
-	cmd.Flags().StringVar(p, "server", env, "admin address of the management server (env MESHRELAY_SERVER)")
+	cmd.Flags().StringVar(&t.server, "server", env, "admin address of the management server, host:port (HTTPS), or http://host:port for a loopback server started with --admin-plaintext (env MESHRELAY_SERVER)")
+	cmd.Flags().StringVar(&t.caFile, "admin-ca-file", "", "PEM CA that verifies the server's admin certificate: its <data-dir>/relay-ca.crt, or the CA of its --admin-tls-cert-file (default: "+
+		defaultAdminCAFile()+" when it exists, where a server started in this directory generates it, else the system's root CAs)")
 }
 
 func adminFlags(cmd *cobra.Command, t *adminTarget) {
-	serverFlag(cmd, &t.server)
+	serverFlags(cmd, t)
 	cmd.Flags().StringVar(&t.tokenFile, "admin-token-file", "", "file holding the server's admin token (its --admin-token-file; default: $MESHRELAY_ADMIN_TOKEN, else "+
 		defaultAdminTokenFile()+" when it exists, where a server started in this directory generates it)")
 }
@@ -50,13 +56,38 @@ func defaultAdminTokenFile() string {
 	return filepath.Join(serverapp.DefaultDataDir, configapi.TokenFileName)
 }
 
+func defaultAdminCAFile() string {
+	return filepath.Join(serverapp.DefaultDataDir, pki.CACertName)
+}
+
 // client returns a config API client presenting the admin token.
 func (t adminTarget) client() (*configapi.Client, error) {
 	token, err := t.token()
 	if err != nil {
 		return nil, err
 	}
-	return configapi.NewClient(t.server, token), nil
+	return t.clientWith(token)
+}
+
+// clientWith returns a client for the server, verifying it with --admin-ca-file, else the CA
+// a server generated in the default data directory, else the system's roots.
+func (t adminTarget) clientWith(token string) (*configapi.Client, error) {
+	ca := t.caFile
+	if ca != "" {
+		if err := flagcheck.File("--admin-ca-file", ca); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(defaultAdminCAFile()); err == nil {
+		ca = defaultAdminCAFile()
+	}
+	c, err := configapi.NewClient(t.server, token, ca)
+	switch {
+	case errors.Is(err, configapi.ErrCAFile):
+		return nil, fmt.Errorf("--admin-ca-file: %w", err)
+	case err != nil:
+		return nil, fmt.Errorf("--server: %w", err)
+	}
+	return c, nil
 }
 
 func (t adminTarget) token() (string, error) {

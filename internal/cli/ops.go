@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -96,7 +94,8 @@ type checkResult struct {
 }
 
 func newCheckCmd() *cobra.Command {
-	var server, output string
+	var target adminTarget
+	var output string
 	var rf redisFlags
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -108,7 +107,11 @@ translation and why, when the relay certificates expire, and the last translatio
 Exits non-zero when anything is wrong.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			results := runChecks(cmd.Context(), server, rf)
+			c, err := target.clientWith("") // /status and /readyz need no admin token
+			if err != nil {
+				return err
+			}
+			results := runChecks(cmd.Context(), c, rf)
 			failed := 0
 			for _, r := range results {
 				if !r.OK {
@@ -137,13 +140,13 @@ Exits non-zero when anything is wrong.`,
 			return nil
 		},
 	}
-	serverFlag(cmd, &server)
+	serverFlags(cmd, &target)
 	rf.register(cmd, false)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	return cmd
 }
 
-func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult {
+func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkResult {
 	var out []checkResult
 	add := func(check string, ok bool, format string, args ...any) {
 		out = append(out, checkResult{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
@@ -163,16 +166,15 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 		}
 	}
 	var st serverapp.ServerStatus
-	c := configapi.NewClient(server, "") // /status and /readyz need no admin token
 	if err := c.Status(ctx, &st); err != nil {
 		add("server reachable", false, "%v", err)
 		return out
 	}
-	add("server reachable", true, "%s (relay %s, store %s)", server, st.Relay, st.Store)
-	if resp, err := http.Get(strings.TrimRight(c.Base, "/") + "/readyz"); err == nil {
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		add("server ready", resp.StatusCode == http.StatusOK, "%s", strings.TrimSpace(string(b)))
+	add("server reachable", true, "%s (relay %s, store %s)", c.Base, st.Relay, st.Store)
+	if err := c.Ready(ctx); err != nil {
+		add("server ready", false, "%v", err)
+	} else {
+		add("server ready", true, "ok")
 	}
 	add("store", st.StoreError == "", "%s", orText(st.StoreError, "reachable"))
 	if st.HA.Lock != nil {
@@ -242,6 +244,14 @@ func runChecks(ctx context.Context, server string, rf redisFlags) []checkResult 
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
+	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)
+		left := time.Until(st.AdminCertNotAfter)
+		detail := fmt.Sprintf("expires %s (in %s)", st.AdminCertNotAfter.Format(time.RFC3339), left.Round(time.Hour))
+		if st.AdminCertError != "" {
+			detail += "; " + st.AdminCertError
+		}
+		add("admin certificate", left > 24*time.Hour && st.AdminCertError == "", "%s", detail)
+	}
 	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {
 		all := append(append([]string{}, st.ConfigErrors...), st.TranslationErrors...)
 		add("translation", false, "%d errors: %s", len(all), strings.Join(all, "; "))

@@ -2,13 +2,19 @@ package configapi_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -27,9 +33,51 @@ func (b *backend) Input(c string) *snapshot.Snapshot              { return b.inp
 func (b *backend) Output(c string) *snapshot.Snapshot             { return b.outputs[c] }
 func (b *backend) ResourceStatus() map[string][]string            { return nil }
 
+// serve runs the API over HTTPS with a certificate of a new CA and returns a client that
+// trusts that CA.
 func serve(t *testing.T, b configapi.Backend) *configapi.Client {
 	t.Helper()
-	adm := admin.New("127.0.0.1:0", admin.Config{}, slog.New(slog.DiscardHandler))
+	ca := newCA(t)
+	addr := listen(t, b, serverTLS(t, ca))
+	c, err := configapi.NewClient(addr, "tok", caFile(t, ca))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newCA(t *testing.T) *pki.CA {
+	t.Helper()
+	ca, err := pki.NewCA("test.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// serverTLS serves a certificate for 127.0.0.1 issued by ca.
+func serverTLS(t *testing.T, ca *pki.CA) *tls.Config {
+	t.Helper()
+	cert, _, _, err := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+func caFile(t *testing.T, ca *pki.CA) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(f, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// listen serves the API (HTTPS with tc, plain HTTP without) until the test ends.
+func listen(t *testing.T, b configapi.Backend, tc *tls.Config) string {
+	t.Helper()
+	adm := admin.New("127.0.0.1:0", admin.Config{TLS: tc}, slog.New(slog.DiscardHandler))
 	configapi.Register(adm, b, func() (string, error) { return "tok", nil })
 	addr, err := adm.Listen()
 	if err != nil {
@@ -44,7 +92,7 @@ func serve(t *testing.T, b configapi.Backend) *configapi.Client {
 			t.Error(err)
 		}
 	})
-	return configapi.NewClient(addr, "tok")
+	return addr
 }
 
 func mustParse(t *testing.T, source, yaml string) []resource.Object {
@@ -110,5 +158,67 @@ func TestDeleteConfigDirResource(t *testing.T) {
 	}
 	if err := c.Delete(t.Context(), "KubernetesCluster", "", "nosuch"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("delete of a missing resource: %v", err)
+	}
+}
+
+// The client verifies the server: a certificate from another CA is refused with an error
+// naming the server and the CA file, before any token is sent.
+func TestClientRefusesCertificateOfAnotherCA(t *testing.T) {
+	addr := listen(t, &backend{}, serverTLS(t, newCA(t)))
+	other := caFile(t, newCA(t))
+	c, err := configapi.NewClient(addr, "tok", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.List(t.Context(), "", "")
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) {
+		t.Fatalf("List against a server of another CA: %v, want an unknown authority error", err)
+	}
+	for _, want := range []string{"https://" + addr, other, "--admin-ca-file"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+// Plain HTTP is for loopback servers only; a TLS client meeting a plain HTTP server says so.
+func TestClientPlainHTTP(t *testing.T) {
+	for _, addr := range []string{"http://10.0.0.1:9901", "http://mgmt.example.com:9901", "http://[2001:db8::1]:9901", "ftp://127.0.0.1:1"} {
+		if _, err := configapi.NewClient(addr, "tok", ""); err == nil {
+			t.Errorf("NewClient(%q): no error, want a refusal", addr)
+		}
+	}
+	addr := listen(t, &backend{config: mustParse(t, "a.yaml", clusterYAML)}, nil)
+	c, err := configapi.NewClient("http://"+addr, "tok", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if items, err := c.List(t.Context(), "", ""); err != nil || len(items) != 1 {
+		t.Fatalf("List over plain HTTP on loopback: %v, %v", items, err)
+	}
+	tlsClient, err := configapi.NewClient(addr, "tok", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlsClient.List(t.Context(), "", ""); err == nil || !strings.Contains(err.Error(), "does not speak TLS") {
+		t.Fatalf("HTTPS client against a plain HTTP server: %v", err)
+	}
+}
+
+// A CA file that cannot be used is an error of its own (ErrCAFile), naming the file.
+func TestClientCAFileErrors(t *testing.T) {
+	garbage := filepath.Join(t.TempDir(), "garbage.crt")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(t.TempDir(), "missing.crt"), garbage} {
+		_, err := configapi.NewClient("127.0.0.1:9901", "tok", f)
+		if !errors.Is(err, configapi.ErrCAFile) || !strings.Contains(err.Error(), f) {
+			t.Errorf("CA file %s: %v, want ErrCAFile naming the file", f, err)
+		}
+	}
+	if _, err := configapi.NewClient("http://10.0.0.1:9901", "tok", ""); err == nil || errors.Is(err, configapi.ErrCAFile) {
+		t.Errorf("a refused address: %v, want an error that is not ErrCAFile", err)
 	}
 }

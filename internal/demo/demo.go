@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/proc"
 )
 
@@ -136,13 +138,30 @@ func (e *env) write(path, content string) error {
 	return os.WriteFile(path, []byte(content), 0o644)
 }
 
-func (e *env) waitReady(ctx context.Context, what, url string) error {
+// adminClient is a client of the management server's admin API (HTTPS), verifying it with
+// the relay CA the server generated into its data directory.
+func (e *env) adminClient() (*configapi.Client, error) {
+	return configapi.NewClient(e.addr("admin"), "", filepath.Join(e.serverDataDir(), pki.CACertName))
+}
+
+// waitServerReady polls the server's /readyz; the client is made at every attempt, as a
+// server started the first time writes its CA a moment after it starts.
+func (e *env) waitServerReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, e.opts.StepTimeout)
 	defer cancel()
-	if err := proc.WaitHTTP(ctx, url); err != nil {
-		return fmt.Errorf("%s not ready: %w", what, err)
+	for {
+		c, err := e.adminClient()
+		if err == nil {
+			if err = c.Ready(ctx); err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("management server not ready: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 // waitInSync polls the server's /status until every named cluster is connected and in sync;
@@ -160,9 +179,9 @@ func (e *env) waitInSync(ctx context.Context, clusters ...string) (time.Duration
 			} `json:"clusters"`
 			Connections map[string]json.RawMessage `json:"connections"`
 		}
-		body, err := get("http://" + e.addr("admin") + "/status")
+		c, err := e.adminClient()
 		if err == nil {
-			err = json.Unmarshal([]byte(body), &st)
+			err = c.Status(ctx, &st)
 		}
 		waiting := []string{}
 		if err == nil {

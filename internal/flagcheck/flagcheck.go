@@ -85,3 +85,14 @@ func ListenError(flag, addr, hint string, err error) error {
 	}
 	return fmt.Errorf("%s %s: %w", flag, addr, err)
 }
+
+// Loopback reports whether host (a host name or IP, without port or brackets) names this
+// machine's loopback interface only: localhost or an address of 127.0.0.0/8 or ::1. An empty
+// host (every interface) is not.
+func Loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

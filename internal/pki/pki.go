@@ -28,6 +28,10 @@ import (
 	"time"
 )
 
+// CACertName is the relay CA bundle's file in a server's data directory: agents verify the
+// relay with it, and the CLI the admin API.
+const CACertName = caCertName
+
 const (
 	caCertName = "relay-ca.crt"
 	caKeyName  = "relay-ca.key"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,13 @@ import (
 
 func cli(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	// A management server's admin API is verified with its CA (trustAdmin), unless the test
+	// gives one.
+	if i := slices.Index(args, "--server"); i >= 0 && i+1 < len(args) && !slices.Contains(args, "--admin-ca-file") {
+		if a, ok := adminCAs.Load(args[i+1]); ok {
+			args = slices.Concat(args, []string{"--admin-ca-file", a.(*adminTrust).caFile})
+		}
+	}
 	cmd := exec.CommandContext(t.Context(), bin, args...)
 	cmd.Env = append(os.Environ(), "MESHRELAY_ADMIN_TOKEN="+adminToken)
 	var o, e bytes.Buffer

@@ -8,6 +8,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -143,6 +144,15 @@ type mgmtOpts struct {
 	args     []string // more flags
 }
 
+// caFile is the relay CA that issued the server's admin certificate: its own data
+// directory's, or that of the server it shares the CA with.
+func (m *mgmt) caFile() string {
+	if i := slices.Index(m.args, "--relay-ca-cert"); i >= 0 {
+		return m.args[i+1]
+	}
+	return filepath.Join(m.dataDir, "relay-ca.crt")
+}
+
 // startMgmt starts a management server.
 func (h *harness) startMgmt(name string, o mgmtOpts) *mgmt {
 	h.t.Helper()
@@ -180,7 +190,8 @@ func (m *mgmt) run(wait bool) {
 	for attempt := 1; ; attempt++ {
 		off := logSize(m.h, m.name)
 		m.p = m.h.startFast(m.name, m.args...)
-		err := waitUp(m.h.t, m.p, off, func() string { return "http://" + m.admin + path }, 30*time.Second)
+		m.h.trustAdmin(m.admin, m.caFile())
+		err := waitUp(m.h.t, m.p, off, func() string { return m.admin }, path, 30*time.Second)
 		if err == nil {
 			return
 		}
@@ -210,11 +221,10 @@ func logSize(h *harness, name string) int64 {
 
 // waitUp polls url() until it answers 200. When the process exits first it returns
 // errPortTaken for a bind conflict (seen in the log after off), another error otherwise.
-func waitUp(t *testing.T, p *proc.Process, off int64, url func() string, timeout time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
+func waitUp(t *testing.T, p *proc.Process, off int64, addr func() string, path string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if resp, err := c.Get(url()); err == nil {
+		if resp, err := adminGet(t.Context(), addr(), path, time.Second); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
@@ -231,7 +241,7 @@ func waitUp(t *testing.T, p *proc.Process, off int64, url func() string, timeout
 			return fmt.Errorf("%s exited (%v): %s", p.Name, p.Err(), b)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %s not ready within %s", p.Name, url(), timeout)
+			return fmt.Errorf("%s: %s on %s not ready within %s", p.Name, path, addr(), timeout)
 		}
 		sleep(t, 50*time.Millisecond)
 	}
@@ -308,7 +318,7 @@ func (h *harness) launchAgent(cluster, relay, caDir string, extra ...string) *ag
 func (h *harness) agentUp(a *agent, off int64) {
 	h.t.Helper()
 	for attempt := 1; ; attempt++ {
-		err := waitUp(h.t, a.p, off, func() string { return "http://" + a.admin + "/healthz" }, 30*time.Second)
+		err := waitUp(h.t, a.p, off, func() string { return a.admin }, "/healthz", 30*time.Second)
 		if err == nil {
 			return
 		}
@@ -458,8 +468,7 @@ func metricOf(admin, name string, labels ...string) (float64, error) {
 // metricSamples returns the value of every sample of a metric whose label set contains every
 // given label, in exposition order.
 func metricSamples(admin, name string, labels ...string) ([]float64, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + admin + "/metrics")
+	resp, err := adminGet(context.Background(), admin, "/metrics", 2*time.Second)
 	if err != nil {
 		return nil, err
 	}

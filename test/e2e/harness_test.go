@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,9 +16,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/resource"
@@ -138,9 +141,106 @@ func (h *harness) startServer(name string, clusters []string, extra ...string) *
 	writeFile(h.t, filepath.Join(s.config, "virtual-destinations.yaml"), virtualDestinations)
 	s.args = append([]string{"server", "--relay-address", s.relay, "--admin-address", s.admin, "--data-dir", s.dataDir, "--admin-token-file", h.adminToken,
 		"--config-dir", s.config, "--token-file", h.token, "--log-level", "debug"}, extra...)
+	h.trustAdmin(s.admin, s.caFile())
 	s.p = h.start(name, s.args...)
 	waitProcReady(h.t, s.p, s.admin)
 	return s
+}
+
+// caFile is the relay CA the server generated into its data directory, which issued its
+// admin API's certificate.
+func (s *server) caFile() string { return filepath.Join(s.dataDir, "relay-ca.crt") }
+
+// adminCAs maps the admin address of every management server a test started to what
+// verifies its admin API (HTTPS): the helpers below (adminGet and those built on it, cli)
+// speak verified HTTPS to those and plain HTTP to agents and gateways.
+var adminCAs sync.Map // admin address → *adminTrust
+
+// adminTrust is the CA file of a server's admin API and, once that file exists, a client
+// verifying with it (kept, so that polls reuse its connections).
+type adminTrust struct {
+	addr, caFile string
+
+	mu     sync.Mutex // guards client
+	client *configapi.Client
+}
+
+func (a *adminTrust) get() (*configapi.Client, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.client == nil {
+		c, err := configapi.NewClient(a.addr, "", a.caFile) // fails until the server wrote its CA
+		if err != nil {
+			return nil, err
+		}
+		a.client = c
+	}
+	return a.client, nil
+}
+
+// trustAdmin records that the server at admin serves its admin API over HTTPS with a
+// certificate issued by the CA in caFile, until the test ends.
+func (h *harness) trustAdmin(admin, caFile string) {
+	adminCAs.Store(admin, &adminTrust{addr: admin, caFile: caFile})
+	h.t.Cleanup(func() { adminCAs.Delete(admin) })
+}
+
+// adminGet sends GET path to an admin address: verified HTTPS to a management server's
+// (trustAdmin), plain HTTP to an agent's or a gateway's.
+func adminGet(ctx context.Context, addr, path string, timeout time.Duration) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	base, c := "http://"+addr, http.DefaultClient
+	if a, ok := adminCAs.Load(addr); ok {
+		ac, err := a.(*adminTrust).get()
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		base, c = ac.Base, ac.HTTP
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = cancelOnClose{resp.Body, cancel}
+	return resp, nil
+}
+
+// cancelOnClose ends a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// waitAdmin polls GET path on an admin address until it answers 200 or ctx ends.
+func waitAdmin(ctx context.Context, addr, path string) error {
+	for {
+		resp, err := adminGet(ctx, addr, path, time.Second)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = errors.New(resp.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s on %s: %w (last: %v)", path, addr, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // restart starts the same server again (same ports, data dir and flags).
@@ -162,7 +262,7 @@ func waitProcReady(t *testing.T, p *proc.Process, admin string) {
 		case <-ctx.Done():
 		}
 	}()
-	if err := proc.WaitHTTP(ctx, "http://"+admin+"/readyz"); err != nil {
+	if err := waitAdmin(ctx, admin, "/readyz"); err != nil {
 		b, _ := os.ReadFile(p.LogPath)
 		t.Fatalf("%s not ready (exited: %v, %v): %v\n%s", p.Name, p.Exited(), exitErr(p), err, b)
 	}
@@ -179,7 +279,7 @@ func waitReady(t *testing.T, admin string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := proc.WaitHTTP(ctx, "http://"+admin+"/readyz"); err != nil {
+	if err := waitAdmin(ctx, admin, "/readyz"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -304,8 +404,7 @@ func outputLacks(t *testing.T, a *agent, key string) error {
 }
 
 func getJSON(addr, path string, v any) error {
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
+	resp, err := adminGet(context.Background(), addr, path, 2*time.Second)
 	if err != nil {
 		return err
 	}
@@ -359,7 +458,7 @@ func (s *server) status(t *testing.T) serverStatus {
 // contains every given label (`cluster="a"`), or 0 when absent.
 func metric(t *testing.T, admin, name string, labels ...string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	resp, err := adminGet(t.Context(), admin, "/metrics", 10*time.Second)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}

@@ -79,6 +79,7 @@ func (h *harness) startKubeServer(name string, sa *kubetest.User, extra ...strin
 	s := &server{relay: h.addr(), admin: h.addr(), dataDir: filepath.Join(h.dir, name+"-data")}
 	s.args = append([]string{"server", "--kubernetes", "--kubeconfig", sa.Kubeconfig, "--relay-address", s.relay, "--admin-address", s.admin,
 		"--data-dir", s.dataDir, "--token-file", h.token, "--admin-token-file", h.adminToken, "--log-level", "debug"}, extra...)
+	h.trustAdmin(s.admin, s.caFile())
 	s.p = h.start(name, s.args...)
 	waitProcReady(h.t, s.p, s.admin)
 	return s

@@ -419,7 +419,7 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 // httpStatus is the status code of GET path on addr.
 func httpStatus(t *testing.T, addr, path string) int {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + addr + path)
+	resp, err := adminGet(t.Context(), addr, path, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

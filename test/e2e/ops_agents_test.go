@@ -83,7 +83,7 @@ func (h *harness) secondAgent(s *server, cluster, name string) *agent {
 		"--relay-ca-file", filepath.Join(s.dataDir, "relay-ca.crt"), "--state-dir", a.state, "--discovery-dir", a.discovery,
 		"--output-dir", a.output, "--admin-address", a.admin, "--xds-address", "127.0.0.1:0", "--max-backoff", "1s", "--log-level", "debug"}
 	a.p = h.start(name, a.args...)
-	if err := waitUp(h.t, a.p, 0, func() string { return "http://" + a.admin + "/healthz" }, 30*time.Second); err != nil {
+	if err := waitUp(h.t, a.p, 0, func() string { return a.admin }, "/healthz", 30*time.Second); err != nil {
 		h.t.Fatal(err)
 	}
 	return a
@@ -362,7 +362,7 @@ func TestOpsTwoAgentsOneMachineDefaultPorts(t *testing.T) {
 	s := h.startServer("server", []string{"local", "remote"})
 	xdsAddr := h.addr()
 	local := h.startAgent("local", s, "--xds-address", xdsAddr) // the last --xds-address wins
-	if err := waitUp(t, local.p, 0, func() string { return "http://" + local.admin + "/healthz" }, 30*time.Second); err != nil {
+	if err := waitUp(t, local.p, 0, func() string { return local.admin }, "/healthz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "local's xDS listening", func() error { return logContains(t, local.p, "xds listening") })

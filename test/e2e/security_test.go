@@ -267,16 +267,23 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 
 // The admin config API (apply, delete, get, snapshots with their private keys) needs the
 // server's admin token; probes, metrics and /status do not. A server started with the
-// default --data-dir generates the token there, and the CLI run in the same directory finds
-// it without any flag.
+// default --data-dir generates the token and its CA there, and the CLI run in the same
+// directory finds both without any flag. Everything is HTTPS: plain HTTP gets nothing.
 func TestAdminAPINeedsToken(t *testing.T) {
 	h := newHarness(t)
 	admin := h.addr()
 	config := filepath.Join(h.dir, "config")
 	writeFile(t, filepath.Join(config, "clusters.yaml"), "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: local\n")
+	h.trustAdmin(admin, filepath.Join(h.dir, "meshrelay-data", "relay-ca.crt"))
 	p := h.start("server", "server", "--relay-address", h.addr(), "--admin-address", admin, "--config-dir", config,
 		"--data-dir", filepath.Join(h.dir, "meshrelay-data")) // the default --data-dir, relative to h.dir
 	waitProcReady(t, p, admin)
+
+	if resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + admin + "/status"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("plain HTTP GET /status on the admin port: %s, want 400 (the port speaks TLS)", resp.Status)
+	}
 
 	for _, path := range []string{"/api/v1/resources", "/api/v1/snapshots/local/output"} {
 		if code := httpStatus(t, admin, path); code != http.StatusUnauthorized {

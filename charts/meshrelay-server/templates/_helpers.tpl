@@ -91,11 +91,20 @@ change, instead of a pod in CrashLoopBackOff.
 {{- end }}
 {{- end }}
 
-{{/* Names the server's generated serving certificate must carry: the Service's in-cluster names. */}}
+{{/*
+Names the server's generated serving certificates (relay and admin API) must carry: the
+in-cluster names of the relay Service and, when rendered, of the admin Service.
+*/}}
 {{- define "meshrelay-server.serverNames" -}}
-{{- $svc := include "meshrelay-server.fullname" . }}
 {{- $ns := .Release.Namespace }}
-{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.clusterDomain) }}
+{{- $names := list }}
+{{- $services := list (include "meshrelay-server.fullname" .) }}
+{{- if .Values.admin.service.enabled }}
+{{- $services = append $services (printf "%s-admin" (include "meshrelay-server.fullname" .)) }}
+{{- end }}
+{{- range $svc := $services }}
+{{- $names = concat $names (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns $.Values.clusterDomain)) }}
+{{- end }}
 {{- concat $names .Values.relay.serverNames | uniq | join "," }}
 {{- end }}
 
@@ -123,7 +132,12 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- if .Values.relay.serverCertSecretName }}
 - --relay-server-cert=/etc/meshrelay/relay-server/tls.crt
 - --relay-server-key=/etc/meshrelay/relay-server/tls.key
-{{- else }}
+{{- end }}
+{{- if .Values.admin.serverCertSecretName }}
+- --admin-tls-cert-file=/etc/meshrelay/admin-server/tls.crt
+- --admin-tls-key-file=/etc/meshrelay/admin-server/tls.key
+{{- end }}
+{{- if not (and .Values.relay.serverCertSecretName .Values.admin.serverCertSecretName) }}
 - {{ printf "--relay-server-names=%s" (include "meshrelay-server.serverNames" .) | quote }}
 {{- end }}
 {{- with .Values.relay.agentCertTTL }}

@@ -63,6 +63,9 @@ type Config struct {
 	DataDir         string
 	TokenFile       string
 	AdminTokenFile  string
+	AdminTLSCert    string
+	AdminTLSKey     string
+	AdminPlaintext  bool
 	TLSMode         string
 	TrustDomain     string
 	CACert, CAKey   string
@@ -110,7 +113,10 @@ type KubeConfig struct {
 // RegisterFlags binds the configuration to flags with their defaults.
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RelayAddress, "relay-address", ":9900", "address the relay gRPC endpoint listens on; agents connect here")
-	fs.StringVar(&c.AdminAddress, "admin-address", "127.0.0.1:9901", "address of the admin HTTP API: /healthz, /readyz, /metrics, /status and the config API used by apply/get")
+	fs.StringVar(&c.AdminAddress, "admin-address", "127.0.0.1:9901", "address of the admin API (HTTPS): /healthz, /readyz, /metrics, /status and the config API used by apply/get")
+	fs.StringVar(&c.AdminTLSCert, "admin-tls-cert-file", "", "bring your own serving certificate of the admin API (PEM chain); read again whenever it or the key file changes (default: issued from the relay CA at start, for the relay serving certificate's names and the --admin-address host; the CLI verifies it with <data-dir>/relay-ca.crt)")
+	fs.StringVar(&c.AdminTLSKey, "admin-tls-key-file", "", "private key of --admin-tls-cert-file (PEM)")
+	fs.BoolVar(&c.AdminPlaintext, "admin-plaintext", false, "serve the admin API as plain HTTP instead of HTTPS; only with a loopback --admin-address (127.0.0.1, ::1, localhost), as the admin token would cross the network in clear text")
 	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory for the generated relay CA, serving certificate and tokens, and (with --store bolt) the store, "+boltstore.FileName+"; one server per data directory")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin config API (/api/v1: apply, delete, get, snapshots with their private keys) requires; re-read on every request, so it can be rotated; /healthz, /readyz, /metrics and /status need none (default: generated into <data-dir>/"+configapi.TokenFileName+", which the CLI finds there)")
@@ -120,7 +126,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.CAKey, "relay-ca-key", "", "private key of --relay-ca-cert (PEM)")
 	fs.StringVar(&c.ServerCert, "relay-server-cert", "", "bring your own relay serving certificate (PEM); default: issued from the relay CA at start")
 	fs.StringVar(&c.ServerKey, "relay-server-key", "", "private key of --relay-server-cert (PEM)")
-	fs.StringSliceVar(&c.ServerNames, "relay-server-names", nil, "extra DNS names or IPs for the generated serving certificate (localhost, 127.0.0.1, ::1 and the hostname are always included)")
+	fs.StringSliceVar(&c.ServerNames, "relay-server-names", nil, "extra DNS names or IPs for the generated serving certificates, the relay's and the admin API's (localhost, 127.0.0.1, ::1 and the hostname are always included)")
 	fs.DurationVar(&c.AgentCertTTL, "agent-cert-ttl", time.Hour, "lifetime of the client certificates issued to agents; agents renew at two thirds")
 	fs.StringVar(&c.MeshCACert, "mesh-ca-cert", "", "bring your own mesh CA (PEM) for the gateways' east-west mTLS; default: generated into <data-dir>/mesh-ca.crt")
 	fs.StringVar(&c.MeshCAKey, "mesh-ca-key", "", "private key of --mesh-ca-cert (PEM)")
@@ -159,6 +165,18 @@ func (c *Config) Validate() error {
 	}
 	if (c.ServerCert == "") != (c.ServerKey == "") {
 		errs = append(errs, errors.New("--relay-server-cert and --relay-server-key go together"))
+	}
+	if (c.AdminTLSCert == "") != (c.AdminTLSKey == "") {
+		errs = append(errs, errors.New("--admin-tls-cert-file and --admin-tls-key-file go together"))
+	}
+	if c.AdminPlaintext {
+		if c.AdminTLSCert != "" {
+			errs = append(errs, errors.New("--admin-plaintext and --admin-tls-cert-file exclude each other"))
+		}
+		if host, _, err := net.SplitHostPort(c.AdminAddress); err != nil || !flagcheck.Loopback(host) {
+			errs = append(errs, fmt.Errorf("--admin-plaintext needs a loopback --admin-address (127.0.0.1, ::1 or localhost), got %q: "+
+				"the admin token would cross the network in clear text; drop --admin-plaintext to serve HTTPS", c.AdminAddress))
+		}
 	}
 	if c.SafeStartWindow < 0 {
 		errs = append(errs, errors.New("--safe-start-window must be >= 0"))
@@ -249,6 +267,7 @@ func (c *Config) CheckPaths() error {
 	for _, f := range []struct{ flag, path string }{
 		{"--relay-ca-cert", c.CACert}, {"--relay-ca-key", c.CAKey}, {"--relay-server-cert", c.ServerCert}, {"--relay-server-key", c.ServerKey},
 		{"--mesh-ca-cert", c.MeshCACert}, {"--mesh-ca-key", c.MeshCAKey}, {"--redis-tls-ca-file", c.RedisTLSCAFile}, {"--kubeconfig", c.Kube.Kubeconfig},
+		{"--admin-tls-cert-file", c.AdminTLSCert}, {"--admin-tls-key-file", c.AdminTLSKey},
 	} {
 		if f.path != "" {
 			check(flagcheck.File(f.flag, f.path))
@@ -336,6 +355,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err != nil {
 		return err
 	}
+	adminCert, err := loadAdminCert(cfg, ca, log.With("component", "admin"))
+	if err != nil {
+		return err
+	}
 	meshCA, err := loadMeshCA(cfg)
 	if err != nil {
 		return err
@@ -352,6 +375,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if adminCert != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_admin_certificate_expiry_timestamp_seconds",
+			Help: "When the admin API's serving certificate in service expires (Unix seconds)."},
+			func() float64 { return float64(adminCert.notAfter().Unix()) }))
+	}
 
 	var store snapshot.Store
 	var redisStore *redisstore.Store
@@ -477,11 +505,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if crs != nil {
 			st.ConfigErrors = crs.Errors()
 		}
-		return ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
+		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
 			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
 			Plane: publisher.Status()}
+		if adminCert != nil {
+			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
+		}
+		return ss
 	}
-	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg}, log.With("component", "admin"))
+	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
@@ -491,7 +523,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	log.Info("server starting", "relay", lis.Addr().String(), "admin", adminAddr, "store", storeName(cfg), "tlsMode", cfg.TLSMode,
 		"safeMode", cfg.SafeMode, "safeStartWindow", cfg.SafeStartWindow, "configDir", cfg.ConfigDir, "kubernetes", cfg.Kube.Enabled,
 		"kubeconfig", cfg.Kube.Kubeconfig, "kubeContext", cfg.Kube.Context, "leaderElectionLease", cfg.Kube.LeaderElectionLease, "dataDir", cfg.DataDir,
-		"caBundle", filepath.Join(cfg.DataDir, "relay-ca.crt"))
+		"caBundle", filepath.Join(cfg.DataDir, pki.CACertName), "adminTLS", adminCert != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return rec.Start(gctx) })
@@ -571,6 +603,11 @@ type ServerStatus struct {
 	Connections       map[string]relay.Connection `json:"connections"`
 	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
 	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
+	// AdminCertNotAfter is the expiry of the admin API's serving certificate (zero with
+	// --admin-plaintext); AdminCertError says why a changed --admin-tls-cert-file pair is
+	// not in service.
+	AdminCertNotAfter time.Time `json:"adminCertificateNotAfter,omitzero"`
+	AdminCertError    string    `json:"adminCertificateError,omitempty"`
 	// Plane is every server's view of its agents (this one's first), shared through the
 	// store, so that check judges the whole plane from any replica.
 	Plane plane.Status `json:"plane"`
@@ -622,16 +659,20 @@ func loadCA(cfg Config, log *slog.Logger) (*pki.CA, error) {
 	return ca, nil
 }
 
-func loadServerCert(cfg Config, ca *pki.CA) (tls.Certificate, error) {
-	if cfg.ServerCert != "" {
-		return pki.LoadKeyPair(cfg.ServerCert, cfg.ServerKey)
-	}
+// serverHosts are the names and IPs of the serving certificates issued from the relay CA.
+func serverHosts(cfg Config) []string {
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
 	if h, err := os.Hostname(); err == nil {
 		hosts = append(hosts, h)
 	}
-	hosts = append(hosts, cfg.ServerNames...)
-	cert, certPEM, keyPEM, err := ca.IssueServer(hosts, 365*24*time.Hour)
+	return append(hosts, cfg.ServerNames...)
+}
+
+func loadServerCert(cfg Config, ca *pki.CA) (tls.Certificate, error) {
+	if cfg.ServerCert != "" {
+		return pki.LoadKeyPair(cfg.ServerCert, cfg.ServerKey)
+	}
+	cert, certPEM, keyPEM, err := ca.IssueServer(serverHosts(cfg), 365*24*time.Hour)
 	if err != nil {
 		return cert, fmt.Errorf("issue relay serving certificate: %w", err)
 	}
