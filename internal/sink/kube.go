@@ -146,8 +146,9 @@ func (c KubeConfig) Validate() error {
 // counts; `meshrelay check` shows it as the cluster's refusal, Guard and Status report it,
 // and the metrics meshrelay_sink_deletion_guard_active and
 // meshrelay_sink_deletions_refused_total count it. The hold ends with the first step that
-// passes: an output that keeps the objects (or the resync of the last output that passed),
-// an output of a newer epoch, or a run with a larger MaxDeleteFraction.
+// passes: an output that keeps the objects, an output of a newer epoch, or a run with a
+// larger MaxDeleteFraction (the periodic resync of the last output that passed does not end
+// it).
 type Kube struct {
 	client dynamic.Interface
 	cfg    KubeConfig
@@ -292,7 +293,7 @@ func (k *Kube) Start(ctx context.Context) error {
 			k.mu.Lock()
 			var err error
 			if k.last != nil {
-				err = k.applyLocked(ctx, k.last)
+				err = k.applyLocked(ctx, k.last, true)
 			}
 			k.mu.Unlock()
 			var refused *RefusedError
@@ -314,7 +315,7 @@ func (k *Kube) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.applyLocked(ctx, s)
+	return k.applyLocked(ctx, s, false)
 }
 
 // objectID identifies an object independently of its API version.
@@ -516,7 +517,7 @@ func number(v any) (float64, bool) {
 }
 
 // applyLocked is one step of Apply (see Kube); k.mu is held.
-func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
+func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot, resync bool) error {
 	want, err := k.desired(s)
 	if err != nil {
 		k.finish(s, err, nil, -1)
@@ -536,7 +537,7 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
 	}
 	sortIDs(stale)
 	owned := len(live)
-	if err := k.guard(s, stale, owned); err != nil {
+	if err := k.guard(s, stale, owned, resync); err != nil {
 		// Held back: nothing at all is written, so the cluster keeps the last output that
 		// passed, which is also what the agent keeps as applied after refusing this one.
 		k.finish(s, err, nil, owned)
@@ -639,14 +640,19 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot) error {
 }
 
 // guard decides whether the stale objects may be deleted (nil) or are held back, and records
-// the decision.
-func (k *Kube) guard(s *snapshot.Snapshot, stale []objectID, owned int) error {
+// the decision. A resync re-applies the last output that passed: it may go ahead, but it
+// does not end a hold — the output held back is still refused and must stay visible until
+// an output replaces it.
+func (k *Kube) guard(s *snapshot.Snapshot, stale []objectID, owned int, resync bool) error {
 	d := len(stale)
 	meant := k.applied && s.Epoch > k.appliedEpo
 	hold := d > 0 && d >= k.cfg.MinGuardedDeletions && float64(d) > k.cfg.MaxDeleteFraction*float64(owned) && !meant
 	k.statusMu.Lock()
 	defer k.statusMu.Unlock()
 	g := &k.status.DeletionGuard
+	if !hold && resync && g.Active {
+		return nil
+	}
 	if !hold {
 		if g.Active {
 			k.log.Info("deletion guard released", "cluster", k.cfg.Cluster, "version", s.Version, "epoch", s.Epoch, "deletions", d, "owned", owned, "newEpoch", meant)

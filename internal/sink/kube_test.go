@@ -179,13 +179,6 @@ func TestInSync(t *testing.T) {
 }
 
 func TestGuardRule(t *testing.T) {
-	stale := func(n int) []objectID {
-		var out []objectID
-		for i := range n {
-			out = append(out, objectID{"ServiceEntry", "web", string(rune('a' + i))})
-		}
-		return out
-	}
 	tests := []struct {
 		name        string
 		fraction    float64
@@ -213,7 +206,7 @@ func TestGuardRule(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			k := newTestKube(t, KubeConfig{Cluster: "c", MaxDeleteFraction: tt.fraction, MinGuardedDeletions: tt.min})
 			k.applied, k.appliedEpo = tt.applied, tt.lastEpoch
-			err := k.guard(snapshot.New(7, tt.epoch, nil), stale(tt.deletions), tt.owned)
+			err := k.guard(snapshot.New(7, tt.epoch, nil), stale(tt.deletions), tt.owned, false)
 			if refused := err != nil; refused != tt.wantRefused {
 				t.Fatalf("refused = %v (%v), want %v", refused, err, tt.wantRefused)
 			}
@@ -266,4 +259,38 @@ func TestRefusedClassification(t *testing.T) {
 	if !missingNamespace(nsMissing, "fresh") || missingNamespace(nsMissing, "other") || missingNamespace(apierrors.NewNotFound(gr, "fresh"), "fresh") {
 		t.Error("missingNamespace misreads namespace NotFound errors")
 	}
+}
+
+// A hold ends with an output that passes, not with the periodic resync of the last output
+// that passed: the held-back output is still refused and must stay visible.
+func TestGuardHoldOutlivesResync(t *testing.T) {
+	k := newTestKube(t, KubeConfig{Cluster: "c", MaxDeleteFraction: 0.5, MinGuardedDeletions: 2})
+	k.applied, k.appliedEpo = true, 1
+	if err := k.guard(snapshot.New(8, 1, nil), stale(5), 6, false); err == nil {
+		t.Fatal("5 of 6 deletions not held back")
+	}
+	if err := k.guard(snapshot.New(7, 1, nil), nil, 6, true); err != nil {
+		t.Fatalf("resync of the last output refused: %v", err)
+	}
+	if g := k.Guard(); !g.Active {
+		t.Fatalf("a resync released the hold: %+v", g)
+	}
+	if v := metricValue(t, k.m.guardActive); v != 1 {
+		t.Errorf("meshrelay_sink_deletion_guard_active = %v after a resync, want 1", v)
+	}
+	if err := k.guard(snapshot.New(9, 1, nil), nil, 6, false); err != nil {
+		t.Fatalf("an output keeping the objects: %v", err)
+	}
+	if g := k.Guard(); g.Active {
+		t.Errorf("an output that passes did not release the hold: %+v", g)
+	}
+}
+
+// stale names n owned objects that an output would delete.
+func stale(n int) []objectID {
+	var out []objectID
+	for i := range n {
+		out = append(out, objectID{"ServiceEntry", "web", string(rune('a' + i))})
+	}
+	return out
 }
