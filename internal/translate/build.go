@@ -530,11 +530,7 @@ func (w *world) selectingAlso(c string, u *upstreamModel) []string {
 		if s.svc.Metadata.Namespace != u.namespace || s.svc.Metadata.Name == u.svcName || len(sel) == 0 {
 			continue
 		}
-		subset := true
-		for k, v := range sel {
-			subset = subset && u.selector[k] == v
-		}
-		if subset {
+		if matchLabels(sel, u.selector) {
 			out = append(out, s.svc.Metadata.Namespace+"/"+s.svc.Metadata.Name)
 		}
 	}

@@ -59,15 +59,22 @@ func selected(sels []v1alpha1.ServiceSelector, cluster string, u *upstreamModel)
 		if s.Name != "" && s.Name != u.svcName {
 			continue
 		}
-		ok := true
-		for k, v := range s.Labels {
-			ok = ok && u.labels[k] == v
-		}
-		if ok {
+		if matchLabels(s.Labels, u.labels) {
 			return true
 		}
 	}
 	return false
+}
+
+// matchLabels reports whether labels has every key of sel with its value (a Kubernetes
+// equality selector; an empty selector matches everything).
+func matchLabels(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // portMatches says whether a service port backs a VirtualDestination port: by targetPort
@@ -211,11 +218,7 @@ func policySelects(sels []v1alpha1.DestinationSelector, policyNS string, vd type
 		if ns != vd.obj.Namespace || (sel.Name != "" && sel.Name != vd.obj.Name) {
 			continue
 		}
-		ok := true
-		for k, v := range sel.Labels {
-			ok = ok && vd.obj.Labels[k] == v
-		}
-		if ok {
+		if matchLabels(sel.Labels, vd.obj.Labels) {
 			return true
 		}
 	}
