@@ -22,27 +22,10 @@ mkdir -p "$dir"
 
 log() { echo "istio-tools: $*" >&2; }
 
-build_pilot_discovery() {
-  local want have out
-  have=$(cd hack/istiotools && go list -m -f '{{.Version}}' istio.io/istio)
-  if [ "$have" != "$ISTIO_VERSION" ]; then
-    log "hack/istiotools requires istio.io/istio ${have}, this script pins ${ISTIO_VERSION}; update both together"
-    return 1
-  fi
-  # The stamp covers the pinned version, the Go toolchain and the tools module.
-  want="istio.io/istio ${ISTIO_VERSION} $(go env GOVERSION) $(cat hack/istiotools/go.mod hack/istiotools/go.sum | sha256sum | cut -c1-16)"
-  have=$(cat "$dir/pilot-discovery.version" 2>/dev/null || true)
-  if [ -x "$dir/pilot-discovery" ] && [ "$have" = "$want" ]; then
-    log "pilot-discovery ${ISTIO_VERSION}: cached in $dir"
-    return 0
-  fi
-  log "pilot-discovery ${ISTIO_VERSION}: building from the Go module proxy (~10 minutes from scratch)"
-  out="$dir/pilot-discovery.tmp.$$"
-  (cd hack/istiotools && go build -trimpath -ldflags "-s -w" -o "$out" istio.io/istio/pilot/cmd/pilot-discovery)
-  mv -f "$out" "$dir/pilot-discovery"
-  echo "$want" >"$dir/pilot-discovery.version"
-}
+# shellcheck source=scripts/toolbuild.sh
+. scripts/toolbuild.sh
 
 start=$(date +%s)
-build_pilot_discovery
+toolbuild pilot-discovery hack/istiotools istio.io/istio "$ISTIO_VERSION" istio.io/istio/pilot/cmd/pilot-discovery \
+  "$dir/pilot-discovery" -trimpath -ldflags "-s -w"
 log "ready in $(($(date +%s) - start))s (MESHRELAY_ISTIOD=$dir/pilot-discovery)"

@@ -40,30 +40,15 @@ timed() {
   log "$name: $((end - start))s"
 }
 
+# shellcheck source=scripts/toolbuild.sh
+. scripts/toolbuild.sh
+
 step_kube_apiserver() {
-  local want have out
-  have=$(cd hack/kubetools && go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  if [ "$have" != "$KUBERNETES_VERSION" ]; then
-    log "hack/kubetools requires k8s.io/kubernetes ${have}, this script pins ${KUBERNETES_VERSION}; update both together"
-    return 1
-  fi
-  # The stamp covers the pinned version, the tools module and the Go toolchain.
-  want="k8s.io/kubernetes ${KUBERNETES_VERSION} $(go env GOVERSION) $(cat hack/kubetools/go.mod hack/kubetools/go.sum | sha256sum | cut -c1-16)"
-  have=$(cat "$assets/kube-apiserver.version" 2>/dev/null || true)
-  if [ -x "$assets/kube-apiserver" ] && [ "$have" = "$want" ]; then
-    log "kube-apiserver ${KUBERNETES_VERSION}: cached in $assets"
-    return 0
-  fi
-  log "kube-apiserver ${KUBERNETES_VERSION}: building from the Go module proxy (~10-20 minutes from scratch)"
   local minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
   local v=k8s.io/component-base/version
-  local ldflags="-s -w -X $v.gitVersion=${KUBERNETES_VERSION} -X $v.gitMajor=1 -X $v.gitMinor=${minor} -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
-  out="$assets/kube-apiserver.tmp.$$"
-  (cd hack/kubetools && go build -ldflags "$ldflags" -o "$out" k8s.io/kubernetes/cmd/kube-apiserver)
-  mv -f "$out" "$assets/kube-apiserver"
-  echo "$want" >"$assets/kube-apiserver.version"
-  "$assets/kube-apiserver" --version >&2
+  toolbuild kube-apiserver hack/kubetools k8s.io/kubernetes "$KUBERNETES_VERSION" k8s.io/kubernetes/cmd/kube-apiserver "$assets/kube-apiserver" \
+    -ldflags "-s -w -X $v.gitVersion=${KUBERNETES_VERSION} -X $v.gitMajor=1 -X $v.gitMinor=${minor} -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
 }
 
 etcd_version() { "$1" --version 2>/dev/null | sed -n 's/^etcd Version: //p'; }
