@@ -185,7 +185,10 @@ func (w *world) plan(c string) Plan {
 	secrets := map[string]bool{}
 	w.applyVirtualDestinations(c, &p, ups, served, secrets)
 	p.HTTPListeners = w.httpListeners(c, local, ups, secrets)
-	ew := w.eastWest(c)
+	var ew eastWest
+	if slices.ContainsFunc(w.gateways(c), func(g gatewayModel) bool { return g.gw.Spec.TCPGateway != nil }) {
+		ew = w.eastWest(c) // only a cluster with a TCP gateway serves other clusters' sidecars
+	}
 	p.TCPGateways = w.tcpGateways(c, local, served, secrets, ew)
 	if len(p.TCPGateways) > 0 {
 		// Aliases live beside the first gateway, visible to it alone (exportTo ".").

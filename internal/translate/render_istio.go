@@ -112,7 +112,7 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		if u.Remote {
 			items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(u.Namespace), id: "remote\x00" + u.Name, want: "remote-" + u.Name,
-				spec: istioRemoteServiceEntry(p.Cluster, u), src: src})
+				build: func() proto.Message { return istioRemoteServiceEntry(p.Cluster, u) }, src: src})
 		}
 		dr, err := istioDestinationRule(u)
 		if err != nil {
