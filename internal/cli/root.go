@@ -57,7 +57,7 @@ Start with:  meshrelay demo`,
 	root.AddCommand(
 		newServerCmd(g), newAgentCmd(g), newApplyCmd(), newDeleteCmd(), newGetCmd(), newDebugCmd(),
 		newDemoCmd(g), newVersionCmd(), newBenchCmd(), newSwitchActiveCmd(), newCheckCmd(),
-		newGatewayCmd(g), newDemoAppCmd(g), newClusterCmd(),
+		newGatewayCmd(g), newDemoAppCmd(g), newClusterCmd(), newCACmd(),
 	)
 	return root
 }
