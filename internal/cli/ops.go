@@ -242,6 +242,10 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 			add("cluster "+cl.Name+" object "+o.Key, false, "refused by the cluster: %s", o.Reason)
 		}
 	}
+	for _, r := range st.RateLimited {
+		add("relay rate limit", false, "%s: %d attempts refused from %s to %s (too many failed attempts or registrations; a misconfigured agent or a flood)",
+			r.Source, r.Refused, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
+	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
 	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)

@@ -476,14 +476,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		rcfg.Balancer = coord
 	}
 	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append(rs.GRPCOptions(),
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Agents are idle most of the time: return each connection's write buffer to a
 		// shared pool after every flush instead of keeping 32 KiB per agent.
 		grpc.SharedWriteBuffer(true),
-	)
+	)...)
 	rs.Attach(gs)
 
 	var dir *discovery.Dir
@@ -506,7 +506,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			st.ConfigErrors = crs.Errors()
 		}
 		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
-			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
+			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
 			Plane: publisher.Status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
@@ -611,6 +611,9 @@ type ServerStatus struct {
 	// Plane is every server's view of its agents (this one's first), shared through the
 	// store, so that check judges the whole plane from any replica.
 	Plane plane.Status `json:"plane"`
+	// RateLimited are the sources (and clusters' registrations) the relay refused for
+	// too many attempts in the last relay.RateLimitMemory.
+	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
 }
 
 func orDefault(s, def string) string {
