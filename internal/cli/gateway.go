@@ -19,8 +19,8 @@ func newGatewayCmd(g *globals) *cobra.Command {
 		Use:   "gateway",
 		Short: "Run a gateway: the xDS-driven data plane of a cluster",
 		Long: `Run a gateway: meshrelay's data plane. It connects to the relay agent's ADS server
-(--xds-address), receives Listeners, Routes, Clusters,
-ClusterLoadAssignments and Secrets, and serves them with a documented subset of Envoy's
+(--xds-address), receives Listeners, Routes, Clusters, ClusterLoadAssignments and Secrets,
+and serves them with a documented subset of Envoy's
 semantics (docs/gateway.md): HTTP listeners with routes, weighted clusters, retries and
 timeouts; clusters with priority failover, active HTTP health checks and outlier detection;
 upstream mTLS with SNI; TCP listeners that terminate mTLS and forward by SNI.
