@@ -318,6 +318,10 @@ func clusterCheck(pl plane.Status, cluster string, local reconcile.SafeModeStatu
 		}
 		for _, p := range r.DataPlane {
 			ok = false
+			if p.TypeURL == "" { // the agent's xDS server itself (docs/adr/0007)
+				parts = append(parts, fmt.Sprintf("%s: %s", p.Node, p.Error))
+				continue
+			}
 			parts = append(parts, fmt.Sprintf("gateway %s refuses %s: %s", p.Node, shortTypeURL(p.TypeURL), p.Error))
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -69,6 +70,7 @@ type configSink interface {
 // in use is never cleared when the server goes away.
 type xdsClient struct {
 	addr       string
+	creds      credentials.TransportCredentials // nil: plaintext
 	node       *corev3.Node
 	sink       configSink
 	metrics    *metrics
@@ -88,7 +90,11 @@ func newXDSClient(addr string, node *corev3.Node, sink configSink, m *metrics, l
 
 // Start runs the stream until ctx ends.
 func (c *xdsClient) Start(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := c.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.addr, err)
 	}
@@ -162,7 +168,7 @@ func (c *xdsClient) session(ctx context.Context, client discoveryv3.AggregatedDi
 		}
 	}
 	c.setConnected(true, nil)
-	c.log.Info("xds stream established", "address", c.addr, "node", c.node.GetId())
+	c.log.Info("xds stream established", "address", c.addr, "node", c.node.GetId(), "tls", c.creds != nil)
 	for {
 		resp, err := s.Recv()
 		if err != nil {

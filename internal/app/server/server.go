@@ -515,6 +515,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
+	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshCA, cfg.MeshCertTTL), adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
