@@ -83,6 +83,10 @@ type xdsClient struct {
 	status   XDSStatus
 }
 
+// MaxXDSMessageBytes bounds one xDS response (all resources of a type): gRPC's default of
+// 4 MiB would cut off a cluster of some ten thousand endpoints. The relay has the same limit.
+const MaxXDSMessageBytes = 64 << 20
+
 func newXDSClient(addr string, node *corev3.Node, sink configSink, m *metrics, log *slog.Logger, minB, maxB time.Duration) *xdsClient {
 	return &xdsClient{addr: addr, node: node, sink: sink, metrics: m, log: log, minBackoff: minB, maxBackoff: maxB,
 		versions: map[string]string{}, status: XDSStatus{Address: addr}}
@@ -94,7 +98,8 @@ func (c *xdsClient) Start(ctx context.Context) error {
 	if creds == nil {
 		creds = insecure.NewCredentials()
 	}
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxXDSMessageBytes)))
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.addr, err)
 	}
