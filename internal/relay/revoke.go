@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -104,7 +105,34 @@ type cutError struct {
 
 func (e *cutError) Error() string { return e.msg }
 
-func (e *cutError) status() error { return status.Error(e.code, e.msg) }
+// ReasonCARotation is the ErrorInfo reason of a stream closed or refused by the relay CA's
+// rotation: the agent is asked to register again, which is not a failed attempt (the rate
+// limit of failures per source does not count it).
+const ReasonCARotation = "CA_ROTATION"
+
+func (e *cutError) status() error {
+	st := status.New(e.code, e.msg)
+	if e.reason == ReasonRenew || e.reason == ReasonUntrusted {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonCARotation, Domain: errorDomain}); err == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
+// caRotation reports whether err asks the agent to register again for a relay CA rotation.
+func caRotation(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == ReasonCARotation {
+			return true
+		}
+	}
+	return false
+}
 
 // revokedAt returns the revocation of cluster when leaf was issued before it.
 func (s *Server) revokedAt(cluster string, leaf *x509.Certificate) (time.Time, bool) {
