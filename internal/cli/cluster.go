@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/register"
 )
 
@@ -108,8 +109,8 @@ func newClusterRevokeCmd() *cobra.Command {
 		Use:   "revoke NAME",
 		Short: "Refuse, at once, every relay certificate issued to a cluster's agent until now",
 		Long: `Revoke the relay client certificates of cluster NAME issued until now, for instance when one
-has leaked. The server records the revocation in its store (replicas sharing Redis all see it
-within a second), closes the cluster's open relay streams at once and refuses those
+has leaked. The server records the revocation (in <data-dir>/revoked-clusters.json, or in Redis,
+where every replica sees it within a second), closes the cluster's open relay streams at once and refuses those
 certificates from then on, with the reason in its log, in
 meshrelay_relay_rejected_total{reason="revoked"} and in the agent's status. The cluster stays
 registered: its legitimate agent registers again with the relay identity token and gets a new
@@ -118,6 +119,9 @@ token, rotate the token file first.`,
 		Example: `  meshrelay cluster revoke east --server mgmt:9901`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := pki.ValidateCluster(args[0]); err != nil {
+				return fmt.Errorf("cluster revoke: %w", err)
+			}
 			c, err := target.client()
 			if err != nil {
 				return err
