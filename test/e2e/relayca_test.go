@@ -126,6 +126,85 @@ func TestRelayCARotation(t *testing.T) {
 	eventually(t, 20*time.Second, "svc-0 reaches the restarted remote", func() error { return outputHas(t, remote, seKey("svc-0")) })
 }
 
+// An agent that never comes back under the new CA keeps the rotation in trust-both: the
+// command fails after --overlap naming it, status and check show it, and --drop-old-now
+// ends the rotation, closing that agent's stream.
+func TestRelayCARotationWaitsForStragglers(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("server", []string{"local", "remote"})
+	local := h.startAgent("local", s)
+	remote := h.startAgent("remote", s)
+	eventually(t, 15*time.Second, "remote in sync", func() error {
+		if st := remote.status(t); !st.Connected || st.OutputHash == "" {
+			return fmt.Errorf("remote: %+v", st)
+		}
+		return nil
+	})
+	cert := copyKeyPair(t, remote.state, filepath.Join(h.dir, "straggler"))
+	if err := remote.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// A client that holds remote's stream and never registers again.
+	oldPool := poolOf(t, readFile(t, s.caFile()))
+	var recv func() (*relayv1.PullResponse, error)
+	eventually(t, 15*time.Second, "the straggler opens a stream", func() error {
+		r, err := pullWith(t, s.relay, oldPool, cert, "remote")
+		recv = r
+		return err
+	})
+
+	out, errOut, code := cliExit(t, "ca", "rotate", "relay", "--server", s.admin, "--overlap", "3s", "--interval", "200ms")
+	if code == 0 || !strings.Contains(errOut, "agents of remote did not move to the new CA") || !strings.Contains(out, "waiting for 1 agents still on the old CA: remote") {
+		t.Fatalf("rotation with a straggler: exit %d, want a failure naming remote:\n%s%s", code, out, errOut)
+	}
+	if _, err := recv(); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "relay CA rotation") {
+		t.Fatalf("the straggler's stream ended with %v, want a request to register again", err)
+	}
+	var st struct {
+		RelayCA struct {
+			Phase   string   `json:"phase"`
+			Pending []string `json:"pendingClusters"`
+		} `json:"relayCA"`
+	}
+	if err := getJSON(s.admin, "/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.RelayCA.Phase != "trust-both" || strings.Join(st.RelayCA.Pending, ",") != "remote" {
+		t.Fatalf("relay CA after the failed wait: %+v, want trust-both pending remote", st.RelayCA)
+	}
+	if out, _, code := cliExit(t, "check", "--server", s.admin); code == 0 || !strings.Contains(out, "agents still on the old CA: remote") {
+		t.Fatalf("check during the rotation: exit %d:\n%s", code, out)
+	}
+	if n := metric(t, s.admin, "meshrelay_relay_ca_rotation_pending_agents"); n != 1 {
+		t.Fatalf("meshrelay_relay_ca_rotation_pending_agents = %v, want 1", n)
+	}
+	// The local agent moved and keeps receiving meanwhile.
+	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
+	eventually(t, 15*time.Second, "local's input reaches the server", func() error {
+		for _, c := range s.status(t).Clusters {
+			if c.Name == "local" && c.InSync {
+				return nil
+			}
+		}
+		return fmt.Errorf("local not in sync")
+	})
+
+	out, errOut, code = cliExit(t, "ca", "rotate", "relay", "--server", s.admin, "--drop-old-now")
+	if code != 0 || !strings.Contains(out, "old relay CA dropped") {
+		t.Fatalf("--drop-old-now: exit %d:\n%s%s", code, out, errOut)
+	}
+	h.trustAdmin(s.admin, s.caFile())
+	if err := getJSON(s.admin, "/status", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.RelayCA.Phase != "idle" {
+		t.Fatalf("relay CA after --drop-old-now: %+v", st.RelayCA)
+	}
+	if _, err := pullWith(t, s.relay, poolOf(t, readFile(t, s.caFile())), cert, "remote"); err == nil {
+		t.Fatal("the straggler's certificate of the dropped CA was accepted")
+	}
+}
+
 // `meshrelay cluster revoke` refuses the cluster's current certificate within seconds: an
 // open stream holding a copy of it is closed, a new one is refused, also after a server
 // restart; the real agent registers again with the token and recovers. Removing the
