@@ -41,7 +41,13 @@ func newCredentials(cfg *Config, log *slog.Logger, m *metrics) *credentials {
 func (c *credentials) certFile() string { return filepath.Join(c.cfg.StateDir, "agent.crt") }
 func (c *credentials) keyFile() string  { return filepath.Join(c.cfg.StateDir, "agent.key") }
 
-func (c *credentials) loadCA() error {
+// bundleFile is the relay CA bundle the server handed at the last registration: during a
+// relay CA rotation it holds the old and the new CA, so an agent restarted mid-rotation
+// still trusts the server's new serving certificate (docs/adr/0008).
+func (c *credentials) bundleFile() string { return filepath.Join(c.cfg.StateDir, "relay-ca.crt") }
+
+// loadPool trusts the relay with --relay-ca-file and the bundle learned at registration.
+func (c *credentials) loadPool() error {
 	b, err := os.ReadFile(c.cfg.RelayCAFile)
 	if err != nil {
 		return fmt.Errorf("read relay CA file: %w", err)
@@ -50,9 +56,23 @@ func (c *credentials) loadCA() error {
 	if !pool.AppendCertsFromPEM(b) {
 		return fmt.Errorf("relay CA file %s holds no PEM certificate", c.cfg.RelayCAFile)
 	}
+	if learned, err := os.ReadFile(c.bundleFile()); err == nil {
+		if !pool.AppendCertsFromPEM(learned) {
+			c.log.Warn("relay ca bundle learned from the server holds no certificate; ignored", "file", c.bundleFile())
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read the relay CA bundle learned from the server: %w", err)
+	}
 	c.mu.Lock()
 	c.pool = pool
 	c.mu.Unlock()
+	return nil
+}
+
+func (c *credentials) loadCA() error {
+	if err := c.loadPool(); err != nil {
+		return err
+	}
 	if c.cfg.TLSMode == "mtls" {
 		if cert, err := pki.LoadKeyPair(c.certFile(), c.keyFile()); err == nil {
 			// A certificate of another cluster (a copied state dir) is not ours: register anew.
@@ -201,6 +221,14 @@ func (c *credentials) register(ctx context.Context) error {
 	if err := pki.WriteKeyPair(c.certFile(), c.keyFile(), resp.GetCertificatePem(), keyPEM); err != nil {
 		return err
 	}
+	if ca := resp.GetCaPem(); len(ca) > 0 {
+		if err := writeFileAtomic(c.bundleFile(), ca); err != nil {
+			return fmt.Errorf("persist the relay CA bundle: %w", err)
+		}
+		if err := c.loadPool(); err != nil {
+			return err
+		}
+	}
 	cert, err := pki.LoadKeyPair(c.certFile(), c.keyFile())
 	if err != nil {
 		return err
@@ -209,6 +237,14 @@ func (c *credentials) register(ctx context.Context) error {
 	c.m.registrations.Inc()
 	c.log.Info("registered; certificate issued", "identity", resp.GetIdentity(), "notAfter", cert.Leaf.NotAfter)
 	return nil
+}
+
+func writeFileAtomic(name string, data []byte) error {
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, name)
 }
 
 func loadOrCreateKey(path string) (*ecdsaKey, error) {

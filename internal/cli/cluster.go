@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/register"
 )
 
@@ -95,9 +97,45 @@ func printClusterResult(w io.Writer, res clusterResult, format string) error {
 func newClusterCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cluster",
-		Short: "Register and deregister workload clusters (Kubernetes mode)",
+		Short: "Register and deregister workload clusters (Kubernetes mode); revoke a cluster's certificates",
 	}
-	cmd.AddCommand(newClusterRegisterCmd(), newClusterDeregisterCmd())
+	cmd.AddCommand(newClusterRegisterCmd(), newClusterDeregisterCmd(), newClusterRevokeCmd())
+	return cmd
+}
+
+func newClusterRevokeCmd() *cobra.Command {
+	var target adminTarget
+	cmd := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Refuse, at once, every relay certificate issued to a cluster's agent until now",
+		Long: `Revoke the relay client certificates of cluster NAME issued until now, for instance when one
+has leaked. The server records the revocation (in <data-dir>/revoked-clusters.json, or in Redis,
+where every replica sees it within a second), closes the cluster's open relay streams at once and refuses those
+certificates from then on, with the reason in its log, in
+meshrelay_relay_rejected_total{reason="revoked"} and in the agent's status. The cluster stays
+registered: its legitimate agent registers again with the relay identity token and gets a new
+certificate; a copy of the old certificate stays refused. To also shut out whoever holds the
+token, rotate the token file first.`,
+		Example: `  meshrelay cluster revoke east --server mgmt:9901`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := pki.ValidateCluster(args[0]); err != nil {
+				return fmt.Errorf("cluster revoke: %w", err)
+			}
+			c, err := target.client()
+			if err != nil {
+				return err
+			}
+			var res serverapp.RevokeResult
+			if err := c.RevokeCluster(cmd.Context(), args[0], &res); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cluster %s: relay certificates issued before %s are revoked; its open streams are closed; its agent registers again with the relay identity token\n",
+				res.Cluster, res.RevokedBefore.Format(time.RFC3339))
+			return nil
+		},
+	}
+	adminFlags(cmd, &target)
 	return cmd
 }
 

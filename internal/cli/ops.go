@@ -16,6 +16,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -248,6 +249,13 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
+	if r := st.RelayCA; r.Phase == relay.PhaseTrustBoth {
+		detail := fmt.Sprintf("rotation in phase %s since %s: old and new relay CA trusted", r.Phase, r.Since.Format(time.RFC3339))
+		if len(r.Pending) > 0 {
+			detail += "; agents still on the old CA: " + strings.Join(r.Pending, ", ")
+		}
+		add("relay CA rotation", false, "%s; finish it with meshrelay ca rotate relay", detail)
+	}
 	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)
 		left := time.Until(st.AdminCertNotAfter)
 		detail := fmt.Sprintf("expires %s (in %s)", st.AdminCertNotAfter.Format(time.RFC3339), left.Round(time.Hour))

@@ -189,6 +189,10 @@ func (ca *CA) IssueServer(hosts []string, validity time.Duration) (tc tls.Certif
 	return tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}, certPEM, keyPEM, nil
 }
 
+// IssuedAt is when a certificate this package issued was signed (to the second): its
+// NotBefore is backdated by the allowed clock skew.
+func IssuedAt(cert *x509.Certificate) time.Time { return cert.NotBefore.Add(clockSkew) }
+
 // SignClusterCSR signs a PEM CSR for cluster. Only the CSR's public key is
 // used: the certificate gets CN=cluster and the single URI SAN
 // SpiffeID(ca.TrustDomain, cluster). certPEM holds the leaf followed by any
@@ -435,6 +439,9 @@ var (
 	clusterName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`) // DNS-1123 label
 	trustDomain = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
 )
+
+// ValidateCluster checks that name is a cluster name (a DNS label).
+func ValidateCluster(name string) error { return validateCluster(name) }
 
 func validateCluster(name string) error {
 	if !clusterName.MatchString(name) {

@@ -161,8 +161,12 @@ func (l *limits) list() []RateLimited {
 }
 
 // authFailure reports whether an RPC's error is a refused identity (a bad token, an unknown
-// cluster, a certificate of another cluster) or a malformed registration.
+// cluster, a certificate of another cluster) or a malformed registration; a request to
+// register again under a rotated relay CA is none.
 func authFailure(err error) bool {
+	if caRotation(err) {
+		return false
+	}
 	switch status.Code(err) {
 	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
 		return true

@@ -19,8 +19,13 @@ type metrics struct {
 	redirects *prometheus.CounterVec
 	// redirectsAvoided counts agents served here because their owner was unreachable.
 	redirectsAvoided *prometheus.CounterVec
-	registrations    prometheus.Counter
-	ackSeconds       prometheus.Histogram
+	// closed counts clusters whose open streams were closed, by reason (revoked,
+	// deregistered, ca-rotation, ca-dropped).
+	closed        *prometheus.CounterVec
+	caPhase       prometheus.Gauge
+	caPending     prometheus.Gauge
+	registrations prometheus.Counter
+	ackSeconds    prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,6 +50,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		rejected:         cv("meshrelay_relay_rejected_total", "Registrations and streams refused, by reason.", "reason"),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_relay_streams_refused_total",
 			Help: "Push and pull streams refused because another agent holds their cluster (reason duplicate: a second agent of one cluster)."}, []string{"cluster", "stream", "reason"}),
+		closed: cv("meshrelay_relay_streams_closed_total", "Clusters whose open streams the server closed, by reason: revoked, deregistered, ca-rotation (asked to register under the new relay CA), ca-dropped.", "reason"),
+		caPhase: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshrelay_relay_ca_rotation_in_progress",
+			Help: "1 while a relay CA rotation trusts both the old and the new CA."}),
+		caPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meshrelay_relay_ca_rotation_pending_agents",
+			Help: "Connected agents still holding a certificate of the old relay CA during a rotation."}),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "meshrelay_relay_registrations_total", Help: "Agent certificates issued."}),
 		ackSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meshrelay_relay_pull_ack_duration_seconds", Help: "Time from sending an output to its acknowledgement.",
@@ -52,7 +62,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.epochRefusals, m.rejected, m.refused, m.redirects, m.redirectsAvoided, m.registrations, m.ackSeconds)
+		reg.MustRegister(m.pushConnected, m.pullConnected, m.pushWarmed, m.pushes, m.pullSent, m.pullResources, m.pullBytes, m.recycled, m.epochRefusals, m.rejected, m.refused, m.redirects, m.redirectsAvoided, m.closed, m.caPhase, m.caPending, m.registrations, m.ackSeconds)
 	}
 	return m
 }

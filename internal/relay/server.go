@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +80,11 @@ type ServerConfig struct {
 	Balancer Balancer
 	// MaxMessageBytes bounds one relay message (a whole delta); zero is MaxMessageBytes.
 	MaxMessageBytes int
+	// Authority is the relay CA in service and its rotation (default: the CA given to
+	// NewServer, in memory, serving the certificate given to TLSConfig).
+	Authority *Authority
+	// Revocations keeps the revoked clusters (nil: revocation unavailable).
+	Revocations Revocations
 }
 
 // Balancer says which replica owns a cluster (ha.Coordinator implements it).
@@ -121,12 +127,22 @@ type Server struct {
 	relayv1.UnimplementedRelayServiceServer
 	cfg      ServerConfig
 	backend  Backend
-	ca       *pki.CA
+	auth     *Authority
 	log      *slog.Logger
 	m        *metrics
 	sessions *sessions
 	reports  *reports
 	limits   *limits
+	kick     chan struct{}
+
+	sweepMu sync.Mutex           // serializes sweeps; guards caGen
+	caGen   uint64               // the Authority's generation open streams were last checked against
+	revMu   sync.Mutex           // guards revoked
+	revoked map[string]time.Time // cluster → certificates issued before are revoked
+
+	rotMu        sync.Mutex      // guards awaiting and lastRotation
+	awaiting     map[string]bool // clusters asked to register again under the new CA, not yet back
+	lastRotation time.Time
 }
 
 // Connections returns, per cluster, the open streams of the agent holding it, what that
@@ -156,6 +172,10 @@ func endCause(ctx context.Context) error {
 	if errors.Is(context.Cause(ctx), errSuperseded) {
 		return status.Error(codes.Aborted, errSuperseded.Error())
 	}
+	var cut *cutError
+	if errors.As(context.Cause(ctx), &cut) {
+		return cut.status()
+	}
 	return ctx.Err()
 }
 
@@ -173,19 +193,33 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = MaxMessageBytes
 	}
+	auth := cfg.Authority
+	if auth == nil {
+		auth = &Authority{current: ca}
+		if ca != nil { // nil: tls mode, no certificates
+			auth.changed()
+		}
+	}
 	m := newMetrics(reg)
 	limits := newLimits(log, func(reason string) { m.rejected.WithLabelValues(reason).Inc() })
-	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: m, sessions: newSessions(), reports: newReports(reg), limits: limits}
+	return &Server{cfg: cfg, backend: backend, auth: auth, log: log, m: m, sessions: newSessions(), reports: newReports(reg), limits: limits,
+		kick: make(chan struct{}, 1), revoked: map[string]time.Time{}, awaiting: map[string]bool{}}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,
-// when presented, verified against the relay CA with a clear log line when they fail.
+// when presented, verified against the trusted relay CAs with a clear log line when they
+// fail. The serving certificate is the Authority's (cert when it has none).
 func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequestClientCert,
-		NextProtos:   []string{"h2"},
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if c := s.auth.Serving(); c != nil {
+				return c, nil
+			}
+			return &cert, nil
+		},
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"h2"},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return nil // registration, or tls mode: checked per RPC
@@ -195,7 +229,7 @@ func (s *Server) TLSConfig(cert tls.Certificate) *tls.Config {
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
-			_, err := leaf.Verify(x509.VerifyOptions{Roots: s.ca.Pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: s.auth.Trusted(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 			if err != nil {
 				s.log.Warn("client certificate rejected", "subject", leaf.Subject.CommonName, "notAfter", leaf.NotAfter, "error", err)
 				s.m.rejected.WithLabelValues("certificate").Inc()
@@ -250,7 +284,8 @@ func (s *Server) Register(ctx context.Context, req *relayv1.RegisterRequest) (*r
 	if err := s.limits.admitRegistration(req.GetCluster()); err != nil {
 		return nil, err
 	}
-	certPEM, notAfter, err := s.ca.SignClusterCSR(req.GetCsrPem(), req.GetCluster(), s.cfg.CertTTL)
+	signer := s.auth.Signer()
+	certPEM, notAfter, err := signer.SignClusterCSR(req.GetCsrPem(), req.GetCluster(), s.cfg.CertTTL)
 	if err != nil {
 		log.Warn("registration refused: bad csr", "error", err)
 		return nil, status.Errorf(codes.InvalidArgument, "certificate signing request: %v", err)
@@ -259,15 +294,42 @@ func (s *Server) Register(ctx context.Context, req *relayv1.RegisterRequest) (*r
 	s.m.registrations.Inc()
 	return &relayv1.RegisterResponse{
 		CertificatePem: certPEM,
-		CaPem:          s.ca.CertPEM,
+		CaPem:          s.auth.Bundle(),
 		NotAfterUnix:   notAfter.Unix(),
-		Identity:       pki.SpiffeID(s.ca.TrustDomain, req.GetCluster()),
+		Identity:       pki.SpiffeID(signer.TrustDomain, req.GetCluster()),
 	}, nil
 }
 
-// identify returns the cluster a stream is allowed to act for.
-func (s *Server) identify(ctx context.Context, claimed string) (string, error) {
+// identify returns the cluster a stream is allowed to act for, and its client certificate
+// (nil in tls mode).
+func (s *Server) identify(ctx context.Context, claimed string) (string, *x509.Certificate, error) {
+	cluster, leaf, err := s.identity(ctx, claimed)
+	if err != nil {
+		return "", nil, err
+	}
+	if c := s.cause(cluster, leaf, true); c != nil {
+		s.m.rejected.WithLabelValues(c.reason).Inc()
+		if c.reason == ReasonRenew {
+			s.rotMu.Lock()
+			s.awaiting[cluster] = true
+			s.rotMu.Unlock()
+			s.log.Info("stream refused: agent asked to register under the new relay CA", "cluster", cluster, "peer", peerAddr(ctx))
+		} else {
+			s.log.Warn("stream refused", "cluster", cluster, "reason", c.reason, "peer", peerAddr(ctx), "error", c.msg)
+		}
+		return "", nil, c.status()
+	}
+	if leaf != nil {
+		s.rotMu.Lock()
+		delete(s.awaiting, cluster)
+		s.rotMu.Unlock()
+	}
+	return cluster, leaf, nil
+}
+
+func (s *Server) identity(ctx context.Context, claimed string) (string, *x509.Certificate, error) {
 	var cluster string
+	var leaf *x509.Certificate
 	if s.cfg.Mode == ModeTLS {
 		md, _ := metadata.FromIncomingContext(ctx)
 		tok := ""
@@ -276,7 +338,7 @@ func (s *Server) identify(ctx context.Context, claimed string) (string, error) {
 		}
 		if err := s.checkToken(tok); err != nil {
 			s.m.rejected.WithLabelValues("token").Inc()
-			return "", err
+			return "", nil, err
 		}
 		if v := md.Get(MetadataCluster); len(v) > 0 {
 			cluster = v[0]
@@ -284,30 +346,31 @@ func (s *Server) identify(ctx context.Context, claimed string) (string, error) {
 	} else {
 		p, ok := peer.FromContext(ctx)
 		if !ok {
-			return "", status.Error(codes.Unauthenticated, "no peer information")
+			return "", nil, status.Error(codes.Unauthenticated, "no peer information")
 		}
 		ti, ok := p.AuthInfo.(credentials.TLSInfo)
 		if !ok || len(ti.State.PeerCertificates) == 0 {
 			s.m.rejected.WithLabelValues("no-certificate").Inc()
-			return "", status.Error(codes.Unauthenticated, "no client certificate: call Register with the relay identity token first")
+			return "", nil, status.Error(codes.Unauthenticated, "no client certificate: call Register with the relay identity token first")
 		}
-		c, err := pki.ClusterFromCert(ti.State.PeerCertificates[0], s.ca.TrustDomain)
+		leaf = ti.State.PeerCertificates[0]
+		c, err := pki.ClusterFromCert(leaf, s.auth.TrustDomain())
 		if err != nil {
 			s.m.rejected.WithLabelValues("identity").Inc()
-			return "", status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+			return "", nil, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
 		}
 		cluster = c
 	}
 	if claimed != cluster {
 		s.m.rejected.WithLabelValues("identity-mismatch").Inc()
 		s.log.Warn("stream refused: identity mismatch", "identity", cluster, "claimed", claimed, "peer", peerAddr(ctx))
-		return "", status.Errorf(codes.PermissionDenied, "connection identifies cluster %q but the agent claims %q", cluster, claimed)
+		return "", nil, status.Errorf(codes.PermissionDenied, "connection identifies cluster %q but the agent claims %q", cluster, claimed)
 	}
 	if !s.backend.IsRegistered(cluster) {
 		s.m.rejected.WithLabelValues("unknown-cluster").Inc()
-		return "", status.Errorf(codes.PermissionDenied, "cluster %q is not registered", cluster)
+		return "", nil, status.Errorf(codes.PermissionDenied, "cluster %q is not registered", cluster)
 	}
-	return cluster, nil
+	return cluster, leaf, nil
 }
 
 // Push receives a cluster's input snapshots.
@@ -321,7 +384,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first push message must be hello")
 	}
-	cluster, err := s.identify(ctx, hello.GetCluster())
+	cluster, leaf, err := s.identify(ctx, hello.GetCluster())
 	if err != nil {
 		return err
 	}
@@ -333,7 +396,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	agent := agentOf(ctx, hello.GetAgentVersion())
-	st, holder, ok := s.sessions.claim(cluster, agent, true, cancel)
+	st, holder, ok := s.sessions.claim(cluster, agent, true, leaf, cancel)
 	if !ok {
 		return s.refuse(cluster, "push", agent, holder)
 	}
@@ -463,7 +526,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "the first pull message must be hello")
 	}
-	cluster, err := s.identify(ctx, hello.GetCluster())
+	cluster, leaf, err := s.identify(ctx, hello.GetCluster())
 	if err != nil {
 		return err
 	}
@@ -480,7 +543,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	who := agentOf(ctx, hello.GetAgentVersion())
-	st, holder, ok := s.sessions.claim(cluster, who, false, cancel)
+	st, holder, ok := s.sessions.claim(cluster, who, false, leaf, cancel)
 	if !ok {
 		return s.refuse(cluster, "pull", who, holder)
 	}

@@ -2,8 +2,10 @@ package relay
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,6 +73,7 @@ var errSuperseded = errors.New("the same agent opened new streams on another con
 type stream struct {
 	push   bool
 	cancel context.CancelCauseFunc
+	leaf   *x509.Certificate // the client certificate it was opened with (nil in tls mode)
 }
 
 // holding is the agent holding a cluster and its open streams.
@@ -95,7 +98,7 @@ func newSessions() *sessions {
 // claim registers a stream of agent for cluster. It returns the stream (to release and to
 // check with whileHolding), or, when another agent holds the cluster, that holder and ok false.
 // Old streams of the same agent on another connection are cancelled.
-func (s *sessions) claim(cluster string, agent Agent, push bool, cancel context.CancelCauseFunc) (st *stream, holder Holder, ok bool) {
+func (s *sessions) claim(cluster string, agent Agent, push bool, leaf *x509.Certificate, cancel context.CancelCauseFunc) (st *stream, holder Holder, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.held[cluster]
@@ -119,7 +122,7 @@ func (s *sessions) claim(cluster string, agent Agent, push bool, cancel context.
 		}
 		h.agent, h.since, h.streams = agent, s.now().UTC(), map[*stream]struct{}{}
 	}
-	st = &stream{push: push, cancel: cancel}
+	st = &stream{push: push, cancel: cancel, leaf: leaf}
 	h.streams[st] = struct{}{}
 	return st, Holder{Agent: h.agent, Since: h.since}, true
 }
@@ -152,6 +155,40 @@ func (s *sessions) whileHolding(cluster string, st *stream, f func()) bool {
 	}
 	f()
 	return true
+}
+
+// cut cancels every open stream for which cause returns a reason, and returns, per cluster,
+// the reason its streams were closed for.
+func (s *sessions) cut(cause func(cluster string, leaf *x509.Certificate) *cutError) map[string]*cutError {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]*cutError{}
+	for cluster, h := range s.held {
+		for st := range h.streams {
+			if c := cause(cluster, st.leaf); c != nil {
+				st.cancel(c)
+				out[cluster] = c
+			}
+		}
+	}
+	return out
+}
+
+// pending returns, sorted, the clusters with an open stream whose certificate is outdated.
+func (s *sessions) pending(outdated func(*x509.Certificate) bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for cluster, h := range s.held {
+		for st := range h.streams {
+			if outdated(st.leaf) {
+				out = append(out, cluster)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Connection is what this server knows of one cluster's agents.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/pki"
@@ -15,8 +16,8 @@ import (
 // or the --admin-tls-cert-file pair, read again when its files change. nil means plain HTTP
 // (--admin-plaintext, loopback only).
 type adminCert struct {
-	issued *tls.Certificate  // issued from the relay CA
-	files  *pki.KeyPairFiles // or brought by the operator
+	issued atomic.Pointer[tls.Certificate] // issued from the relay CA (again when it rotates)
+	files  *pki.KeyPairFiles               // or brought by the operator
 }
 
 // loadAdminCert prepares the admin API's certificate, or logs that it is plain HTTP.
@@ -35,11 +36,25 @@ func loadAdminCert(cfg Config, ca *pki.CA, log *slog.Logger) (*adminCert, error)
 		}
 		return &adminCert{files: files}, nil
 	}
+	a := &adminCert{}
+	if err := a.reissue(cfg, ca); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// reissue issues the admin certificate from ca (a rotated relay CA); it keeps the
+// operator's --admin-tls-cert-file.
+func (a *adminCert) reissue(cfg Config, ca *pki.CA) error {
+	if a == nil || a.files != nil {
+		return nil
+	}
 	cert, _, _, err := ca.IssueServer(adminHosts(cfg), 365*24*time.Hour)
 	if err != nil {
-		return nil, fmt.Errorf("issue admin serving certificate: %w", err)
+		return fmt.Errorf("issue admin serving certificate: %w", err)
 	}
-	return &adminCert{issued: &cert}, nil
+	a.issued.Store(&cert)
+	return nil
 }
 
 // adminHosts are the relay serving certificate's names plus the --admin-address host when it
@@ -62,7 +77,7 @@ func (a *adminCert) tlsConfig() *tls.Config {
 		if a.files != nil {
 			return a.files.GetCertificate(hello)
 		}
-		return a.issued, nil
+		return a.issued.Load(), nil
 	}}
 }
 
@@ -70,7 +85,7 @@ func (a *adminCert) notAfter() time.Time {
 	if a.files != nil {
 		return a.files.NotAfter()
 	}
-	return a.issued.Leaf.NotAfter
+	return a.issued.Load().Leaf.NotAfter
 }
 
 func (a *adminCert) errText() string {

@@ -351,11 +351,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err != nil {
 		return err
 	}
-	serverCert, err := loadServerCert(cfg, ca)
+	adminCert, err := loadAdminCert(cfg, ca, log.With("component", "admin"))
 	if err != nil {
 		return err
 	}
-	adminCert, err := loadAdminCert(cfg, ca, log.With("component", "admin"))
+	auth, err := loadAuthority(cfg, ca, adminCert, log.With("component", "relay-ca"))
 	if err != nil {
 		return err
 	}
@@ -471,13 +471,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
 
-	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}
+	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: relay.NewFileRevocations(cfg.DataDir)}
+	if redisStore != nil {
+		rcfg.Revocations = redisStore // shared by every replica and management server
+	}
 	if cfg.LoadBalancing {
 		rcfg.Balancer = coord
 	}
 	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
 	gs := grpc.NewServer(append(rs.GRPCOptions(),
-		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
+		grpc.Creds(credentials.NewTLS(rs.TLSConfig(tls.Certificate{}))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Agents are idle most of the time: return each connection's write buffer to a
@@ -506,8 +509,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			st.ConfigErrors = crs.Errors()
 		}
 		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
-			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
-			Plane: publisher.Status()}
+			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: auth.Serving().Leaf.NotAfter, RelayCANotAfter: auth.Current().Cert.NotAfter,
+			RelayCA: rs.Rotation(), Plane: publisher.Status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
 		}
@@ -516,6 +519,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
 	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshCA, cfg.MeshCertTTL), adminToken)
+	registerRelayCA(adm, rs, cfg.TrustDomain, adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
@@ -549,6 +553,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 	})
 	g.Go(func() error { return adm.Start(gctx) })
+	g.Go(func() error { return rs.Run(gctx) })
 	g.Go(func() error {
 		errc := make(chan error, 1)
 		go func() { errc <- gs.Serve(lis) }()
@@ -604,6 +609,8 @@ type ServerStatus struct {
 	Connections       map[string]relay.Connection `json:"connections"`
 	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
 	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
+	// RelayCA is the relay CA's rotation: its phase and the agents still on the old CA.
+	RelayCA relay.RotationStatus `json:"relayCA"`
 	// AdminCertNotAfter is the expiry of the admin API's serving certificate (zero with
 	// --admin-plaintext); AdminCertError says why a changed --admin-tls-cert-file pair is
 	// not in service.
@@ -672,18 +679,24 @@ func serverHosts(cfg Config) []string {
 	return append(hosts, cfg.ServerNames...)
 }
 
-func loadServerCert(cfg Config, ca *pki.CA) (tls.Certificate, error) {
+// loadAuthority serves the relay CA: the relay serving certificate is issued from it (or
+// is --relay-server-cert), and a rotation under way in the data directory resumes. When a
+// rotation completes, the admin API's certificate is issued again from the new CA.
+func loadAuthority(cfg Config, ca *pki.CA, admin *adminCert, log *slog.Logger) (*relay.Authority, error) {
+	acfg := relay.AuthorityConfig{Dir: cfg.DataDir, BYO: cfg.CACert != "", Hosts: serverHosts(cfg)}
 	if cfg.ServerCert != "" {
-		return pki.LoadKeyPair(cfg.ServerCert, cfg.ServerKey)
+		cert, err := pki.LoadKeyPair(cfg.ServerCert, cfg.ServerKey)
+		if err != nil {
+			return nil, err
+		}
+		acfg.Serving = &cert
 	}
-	cert, certPEM, keyPEM, err := ca.IssueServer(serverHosts(cfg), 365*24*time.Hour)
-	if err != nil {
-		return cert, fmt.Errorf("issue relay serving certificate: %w", err)
+	acfg.OnChange = func(current *pki.CA) {
+		if err := admin.reissue(cfg, current); err != nil {
+			log.Error("admin certificate not issued from the new relay CA; the CLI may not verify it", "error", err)
+		}
 	}
-	if err := pki.WriteKeyPair(filepath.Join(cfg.DataDir, "relay-server.crt"), filepath.Join(cfg.DataDir, "relay-server.key"), certPEM, keyPEM); err != nil {
-		return cert, err
-	}
-	return cert, nil
+	return relay.NewAuthority(ca, acfg, log)
 }
 
 // tokenSource returns a function that reads the token file each time (so rotating it needs
