@@ -16,22 +16,38 @@ type MeshBundle struct {
 // thirds of its lifetime have passed. Between rotations it returns the same bytes, so
 // translation stays deterministic. Safe for concurrent use.
 type MeshIssuer struct {
-	ca       *CA
 	validity time.Duration
 	now      func() time.Time
 
-	mu     sync.Mutex // guards issued
+	mu     sync.Mutex // guards ca, trust and issued
+	ca     *CA        // signs
+	trust  []byte     // the CA bundle every cluster gets (CAPEM)
 	issued map[string]issuedBundle
 }
 
 type issuedBundle struct {
 	MeshBundle
 	renewAt time.Time
+	by      *CA // the signer it was checked against (nil: not yet, e.g. adopted)
 }
 
-// NewMeshIssuer returns an issuer signing with ca.
+// NewMeshIssuer returns an issuer signing with ca and handing out ca's bundle as the trust.
 func NewMeshIssuer(ca *CA, validity time.Duration) *MeshIssuer {
-	return &MeshIssuer{ca: ca, validity: validity, now: time.Now, issued: map[string]issuedBundle{}}
+	return &MeshIssuer{ca: ca, trust: ca.CertPEM, validity: validity, now: time.Now, issued: map[string]issuedBundle{}}
+}
+
+// SetCA changes the signer and the trust bundle (a mesh CA rotation): identities the new
+// signer did not issue are issued again at the next Bundles; the others keep their bytes.
+func (m *MeshIssuer) SetCA(signer *CA, trust []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ca, m.trust = signer, trust
+}
+
+// signedBy reports whether certPEM's leaf verifies against ca's certificate.
+func signedBy(certPEM []byte, ca *CA) bool {
+	leaf, err := ParseCertPEM(certPEM)
+	return err == nil && leaf.CheckSignatureFrom(ca.Cert) == nil
 }
 
 // Bundles returns the current identity of every named cluster, issuing or rotating as
@@ -45,13 +61,17 @@ func (m *MeshIssuer) Bundles(clusters []string) map[string]MeshBundle {
 	keep := map[string]issuedBundle{}
 	for _, c := range clusters {
 		b, ok := m.issued[c]
-		if !ok || !now.Before(b.renewAt) {
+		if ok && b.by != m.ca && signedBy(b.CertPEM, m.ca) {
+			b.by = m.ca // checked once per signer, not at every translation
+		}
+		if !ok || !now.Before(b.renewAt) || b.by != m.ca {
 			cert, key, notAfter, err := m.ca.IssueMesh(c, m.validity)
 			if err != nil {
 				continue
 			}
-			b = issuedBundle{MeshBundle: MeshBundle{CertPEM: cert, KeyPEM: key, CAPEM: m.ca.CertPEM, NotAfter: notAfter}, renewAt: now.Add(notAfter.Sub(now) * 2 / 3)}
+			b = issuedBundle{MeshBundle: MeshBundle{CertPEM: cert, KeyPEM: key, NotAfter: notAfter}, renewAt: now.Add(notAfter.Sub(now) * 2 / 3), by: m.ca}
 		}
+		b.CAPEM = m.trust
 		keep[c] = b
 		out[c] = b.MeshBundle
 	}
