@@ -14,6 +14,7 @@ import (
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
@@ -244,6 +245,23 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
+	if m := st.MeshCA; m.Signer.Subject != "" {
+		if m.Phase == pki.PhaseNone {
+			add("mesh CA", true, "%s expires %s", m.Signer.Subject, m.Signer.NotAfter.Format(time.RFC3339))
+		} else {
+			var waits []string
+			for _, c := range m.Clusters {
+				if !c.Done {
+					waits = append(waits, c.Name+": "+c.Waiting)
+				}
+			}
+			detail := fmt.Sprintf("rotation in phase %s since %s (both CAs trusted); run `meshrelay ca rotate mesh` to finish it", m.Phase, m.Since.Format(time.RFC3339))
+			if len(waits) > 0 {
+				detail += "; waiting for " + strings.Join(waits, "; ")
+			}
+			add("mesh CA", false, "%s", detail)
+		}
+	}
 	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)
 		left := time.Until(st.AdminCertNotAfter)
 		detail := fmt.Sprintf("expires %s (in %s)", st.AdminCertNotAfter.Format(time.RFC3339), left.Round(time.Hour))

@@ -105,7 +105,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 		}
 		sort.Strings(clusters)
 		for c, b := range s.issuer.Bundles(clusters) {
-			if cur, ok := stored[c]; ok && bytes.Equal(cur.CertPEM, b.CertPEM) {
+			if cur, ok := stored[c]; ok && bytes.Equal(cur.CertPEM, b.CertPEM) && bytes.Equal(cur.CAPEM, b.CAPEM) {
 				continue
 			}
 			v, _ := json.Marshal(storedBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter})
@@ -124,7 +124,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 	s.mu.Lock()
 	changed := len(next) != len(s.certs)
 	for c, b := range next {
-		if !bytes.Equal(s.certs[c].CertPEM, b.CertPEM) {
+		if !bytes.Equal(s.certs[c].CertPEM, b.CertPEM) || !bytes.Equal(s.certs[c].CAPEM, b.CAPEM) {
 			changed = true
 		}
 	}

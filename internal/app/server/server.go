@@ -363,7 +363,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err != nil {
 		return err
 	}
-	issuer := pki.NewMeshIssuer(meshCA, cfg.MeshCertTTL)
+	meshAuth, err := pki.OpenMeshAuthority(cfg.DataDir, meshCA)
+	if err != nil {
+		return err
+	}
+	issuer := pki.NewMeshIssuer(meshAuth.Signer(), cfg.MeshCertTTL)
+	issuer.SetCA(meshAuth.Signer(), meshAuth.Trust())
 	token, err := tokenSource(cfg.TokenFile, filepath.Join(cfg.DataDir, "relay-identity-token"), "relay identity token; give it to agents with --token-file", log)
 	if err != nil {
 		return err
@@ -470,12 +475,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		WitnessEpoch:     witness,
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
+	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
+		leader: func() bool {
+			if role == nil {
+				return true
+			}
+			active, _ := role.Active()
+			return active && role.Leader()
+		}}
+	rotation.metrics(reg)
 
 	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL}
 	if cfg.LoadBalancing {
 		rcfg.Balancer = coord
 	}
 	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
+	rotation.conns = rs.Connections
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -507,7 +522,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
 			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
-			Plane: publisher.Status()}
+			Plane: publisher.Status(), MeshCA: rotation.status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
 		}
@@ -515,6 +530,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
+	rotation.register(configapi.Protected(adm, adminToken))
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
@@ -590,7 +606,8 @@ func loadMeshCA(cfg Config) (*pki.CA, error) {
 	if cfg.MeshCACert != "" {
 		return pki.LoadCA(cfg.MeshCACert, cfg.MeshCAKey, cfg.TrustDomain)
 	}
-	ca, _, err := pki.LoadOrCreateCAFiles(filepath.Join(cfg.DataDir, "mesh-ca.crt"), filepath.Join(cfg.DataDir, "mesh-ca.key"), cfg.TrustDomain)
+	certFile, keyFile := pki.MeshCAFiles(cfg.DataDir)
+	ca, _, err := pki.LoadOrCreateCAFiles(certFile, keyFile, cfg.TrustDomain)
 	return ca, err
 }
 
@@ -611,6 +628,8 @@ type ServerStatus struct {
 	// Plane is every server's view of its agents (this one's first), shared through the
 	// store, so that check judges the whole plane from any replica.
 	Plane plane.Status `json:"plane"`
+	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
+	MeshCA MeshCAStatus `json:"meshCA"`
 }
 
 func orDefault(s, def string) string {
