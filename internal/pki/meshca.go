@@ -219,3 +219,30 @@ func (a *MeshAuthority) saveLocked(st meshRotation) error {
 	a.state = st
 	return nil
 }
+
+// LoadOrCreateMeshCA loads the data directory's mesh CA, or creates one (NewMeshCA) when
+// neither of its files exists.
+func LoadOrCreateMeshCA(dir, trustDomain string) (*CA, error) {
+	certFile, keyFile := MeshCAFiles(dir)
+	_, certErr := os.Stat(certFile)
+	_, keyErr := os.Stat(keyFile)
+	if !errors.Is(certErr, fs.ErrNotExist) || !errors.Is(keyErr, fs.ErrNotExist) {
+		ca, _, err := LoadOrCreateCAFiles(certFile, keyFile, trustDomain) // loads, or names what is missing
+		return ca, err
+	}
+	ca, err := NewMeshCA(trustDomain)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := KeyPEM(ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create mesh CA directory: %w", err)
+	}
+	if err := WriteKeyPair(certFile, keyFile, ca.CertPEM, keyPEM); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}

@@ -2,8 +2,10 @@ package pki
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -104,5 +106,72 @@ func TestMeshIssuerSetCA(t *testing.T) {
 	}
 	if err := leaf.CheckSignatureFrom(next.Cert); err != nil {
 		t.Fatalf("identity after the signer changed: %v", err)
+	}
+}
+
+// The Istio workload CA: an intermediate of the mesh CA that verifies up to it, renewed at
+// two thirds of its lifetime with the same root, and issued again when the signer changes.
+func TestMeshIssuerIstioCA(t *testing.T) {
+	root, err := NewMeshCA(td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMeshIssuer(root, time.Hour)
+	m.IssueIstioCAs(30 * time.Minute)
+	now := time.Now()
+	m.now = func() time.Time { return now }
+	first := m.Bundles([]string{"east"})["east"].Istio
+	if first == nil {
+		t.Fatalf("no Istio CA: %v", m.IstioError())
+	}
+	verify := func(ist *IstioCA) *x509.Certificate {
+		t.Helper()
+		certs, err := parseCerts(ist.ChainPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := ParseCertPEM(ist.CertPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !leaf.IsCA || !leaf.MaxPathLenZero || !bytes.Equal(certs[0].Raw, leaf.Raw) {
+			t.Fatalf("ca-cert.pem: IsCA %v MaxPathLenZero %v, first of cert-chain.pem %v", leaf.IsCA, leaf.MaxPathLenZero, bytes.Equal(certs[0].Raw, leaf.Raw))
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(ist.RootPEM)
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots}); err != nil {
+			t.Fatalf("ca-cert.pem does not verify up to root-cert.pem: %v", err)
+		}
+		return leaf
+	}
+	first1 := verify(first)
+	if !bytes.Equal(first.RootPEM, root.CertPEM) {
+		t.Fatal("root-cert.pem is not the mesh CA")
+	}
+	now = now.Add(19 * time.Minute) // before two thirds: the same
+	if again := m.Bundles([]string{"east"})["east"].Istio; !bytes.Equal(again.CertPEM, first.CertPEM) {
+		t.Fatal("Istio CA renewed before two thirds of its lifetime")
+	}
+	now = now.Add(2 * time.Minute) // past two thirds, before expiry: renewed, same root
+	renewed := m.Bundles([]string{"east"})["east"].Istio
+	if bytes.Equal(renewed.CertPEM, first.CertPEM) || !now.Before(first1.NotAfter) {
+		t.Fatal("Istio CA not renewed after two thirds of its lifetime, before it expires")
+	}
+	verify(renewed)
+	if !bytes.Equal(renewed.RootPEM, first.RootPEM) {
+		t.Fatal("the renewed Istio CA has another root")
+	}
+	// A path-length-0 mesh CA (the relay-style CAs of older data directories) cannot sign it.
+	old := mustCA(t, td)
+	m2 := NewMeshIssuer(old, time.Hour)
+	m2.IssueIstioCAs(time.Hour)
+	if b := m2.Bundles([]string{"east"})["east"]; b.Istio != nil || m2.IstioError() == nil {
+		t.Fatal("a path-length-0 mesh CA issued an Istio CA")
+	}
+	next, _ := NewMeshCA(td)
+	m.SetCA(next, append(slices.Clone(root.CertPEM), next.CertPEM...))
+	rotated := m.Bundles([]string{"east"})["east"].Istio
+	if leaf := verify(rotated); leaf.CheckSignatureFrom(next.Cert) != nil {
+		t.Fatal("the Istio CA was not issued again by the new signer")
 	}
 }

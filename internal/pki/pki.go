@@ -49,16 +49,17 @@ type CA struct {
 
 // NewCA creates a self-signed ECDSA P-256 CA for trustDomain.
 func NewCA(trustDomain string, validity time.Duration) (*CA, error) {
-	return newCA(trustDomain, "meshrelay relay CA", validity)
+	return newCA(trustDomain, "meshrelay relay CA", validity, 0)
 }
 
 // NewMeshCA creates a self-signed mesh CA whose subject names its creation time, so that
 // the old and the new CA of a rotation are told apart by name as well as by key.
+// Its path length is 1: it signs the clusters' Istio intermediate CAs (IssueIntermediate).
 func NewMeshCA(trustDomain string) (*CA, error) {
-	return newCA(trustDomain, "meshrelay mesh CA "+time.Now().UTC().Format("20060102T150405Z"), caValidity)
+	return newCA(trustDomain, "meshrelay mesh CA "+time.Now().UTC().Format("20060102T150405Z"), caValidity, 1)
 }
 
-func newCA(trustDomain, commonName string, validity time.Duration) (*CA, error) {
+func newCA(trustDomain, commonName string, validity time.Duration, maxPathLen int) (*CA, error) {
 	if err := validateTrustDomain(trustDomain); err != nil {
 		return nil, err
 	}
@@ -77,7 +78,8 @@ func newCA(trustDomain, commonName string, validity time.Duration) (*CA, error) 
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 		URIs:                  []*url.URL{{Scheme: "spiffe", Host: trustDomain}},
 	}
 	ca := &CA{Cert: tmpl, Key: key, TrustDomain: trustDomain} // self-signed: tmpl is its own parent
