@@ -261,6 +261,9 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 			}
 			add("mesh CA", false, "%s", detail)
 		}
+		if m.IstioCAError != "" {
+			add("istio CA (cacerts)", false, "%s", m.IstioCAError)
+		}
 	}
 	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)
 		left := time.Until(st.AdminCertNotAfter)

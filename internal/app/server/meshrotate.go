@@ -43,6 +43,8 @@ type MeshCAStatus struct {
 	Clusters []MeshCACluster `json:"clusters,omitempty"`
 	// Ready: every connected cluster acknowledged the outputs of the current phase.
 	Ready bool `json:"ready"`
+	// IstioCAError says why a cluster's Istio workload CA (cacerts) could not be issued.
+	IstioCAError string `json:"istioCAError,omitempty"`
 }
 
 // MeshCAInfo names a mesh CA.
@@ -102,6 +104,9 @@ func (m *meshRotation) status() MeshCAStatus {
 	st := MeshCAStatus{Phase: phase, Since: since, Signer: caInfo(signer), Trusted: []MeshCAInfo{caInfo(current)}, Ready: true}
 	if next != nil {
 		st.Trusted = append(st.Trusted, caInfo(next))
+	}
+	if err := m.issuer.IstioError(); err != nil {
+		st.IstioCAError = err.Error()
 	}
 	conns := m.conns()
 	for _, cs := range m.rec.Status().Clusters {
@@ -279,6 +284,14 @@ func (m *meshRotation) metrics(reg prometheus.Registerer) {
 					}
 				}
 				return float64(n)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_istio_ca_issue_failing",
+			Help: "1 while a cluster's Istio workload CA (cacerts) cannot be issued (see /status meshCA.istioCAError), else 0."},
+			func() float64 {
+				if m.issuer.IstioError() != nil {
+					return 1
+				}
+				return 0
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_mesh_ca_expiry_timestamp_seconds",
 			Help: "When the mesh CA that signs the clusters' identities expires (Unix seconds)."},
