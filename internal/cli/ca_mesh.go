@@ -21,7 +21,7 @@ import (
 func newCARotateMeshCmd() *cobra.Command {
 	var target adminTarget
 	var certFile, keyFile string
-	var overlap, poll time.Duration
+	var overlap, hold, poll time.Duration
 	cmd := &cobra.Command{
 		Use:   "mesh",
 		Short: "Rotate the mesh CA (the gateways' east-west mTLS) without dropping a request",
@@ -61,20 +61,24 @@ are trusted) and running the command again resumes it.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), overlap)
 			defer cancel()
-			return rotateMesh(ctx, c, req, poll, cmd.OutOrStdout())
+			if hold < 0 || hold >= overlap {
+				return fmt.Errorf("--hold %v: must be at least 0 and shorter than --overlap %v", hold, overlap)
+			}
+			return rotateMesh(ctx, c, req, hold, poll, cmd.OutOrStdout())
 		},
 	}
 	adminFlags(cmd, &target)
 	cmd.Flags().StringVar(&certFile, "cert", "", "PEM certificate of the new mesh CA (bring your own; default: the server generates one)")
 	cmd.Flags().StringVar(&keyFile, "key", "", "PEM private key of --cert")
 	cmd.Flags().DurationVar(&overlap, "overlap", 10*time.Minute, "how long to wait, in all, for every connected cluster to acknowledge each phase")
+	cmd.Flags().DurationVar(&hold, "hold", 0, "stay at least this long in the trust and sign phases even once acknowledged: with Istio, the time istiod and the sidecars need to pick up the new root (the gateways need none)")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "how often to ask the server for progress")
 	_ = cmd.Flags().MarkHidden("poll-interval")
 	return cmd
 }
 
 // rotateMesh drives the rotation from wherever it stands to its end, printing each phase.
-func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARotateRequest, poll time.Duration, out io.Writer) error {
+func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARotateRequest, hold, poll time.Duration, out io.Writer) error {
 	var st serverapp.MeshCAStatus
 	if err := c.DoJSON(ctx, http.MethodPost, serverapp.MeshCARotatePath, req, &st); err != nil {
 		return fmt.Errorf("start the mesh CA rotation: %w", err)
@@ -84,6 +88,14 @@ func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARo
 		var err error
 		if st, err = waitMeshPhase(ctx, c, st, poll, out); err != nil {
 			return err
+		}
+		if wait := time.Until(st.Since.Add(hold)); wait > 0 {
+			fmt.Fprintf(out, "  holding phase %s for %s (--hold)\n", st.Phase, wait.Round(time.Second))
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("--overlap elapsed while holding phase %q (--hold %v); it stays there (both CAs trusted); run the command again to resume", st.Phase, hold)
+			case <-time.After(wait):
+			}
 		}
 		from := st.Phase
 		if err := c.DoJSON(ctx, http.MethodPost, serverapp.MeshCAAdvancePath, serverapp.MeshCAAdvanceRequest{From: from}, &st); err != nil {
