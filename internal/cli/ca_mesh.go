@@ -89,8 +89,8 @@ func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARo
 		if st, err = waitMeshPhase(ctx, c, st, poll, out); err != nil {
 			return err
 		}
-		if wait := time.Until(st.Since.Add(hold)); wait > 0 {
-			fmt.Fprintf(out, "  holding phase %s for %s (--hold)\n", st.Phase, wait.Round(time.Second))
+		if wait := time.Until(st.Since.Add(hold)); hold > 0 {
+			fmt.Fprintf(out, "  holding phase %s until %s (--hold %s)\n", st.Phase, st.Since.Add(hold).Format(time.RFC3339), hold)
 			select {
 			case <-ctx.Done():
 				return fmt.Errorf("--overlap elapsed while holding phase %q (--hold %v); it stays there (both CAs trusted); run the command again to resume", st.Phase, hold)

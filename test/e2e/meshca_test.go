@@ -165,7 +165,7 @@ func TestMeshCARotationKeepsTraffic(t *testing.T) {
 		_ = w.remote.p.Signal(syscall.SIGCONT)
 	}()
 	start := time.Now()
-	out, errOut, err := cli(t, "ca", "rotate", "mesh", "--server", w.server.admin, "--overlap", "2m")
+	out, errOut, err := cli(t, "ca", "rotate", "mesh", "--server", w.server.admin, "--overlap", "2m", "--hold", "2s")
 	time.Sleep(2 * time.Second) // keep sending after the old CA was dropped everywhere
 	close(stop)
 	<-done
@@ -173,7 +173,7 @@ func TestMeshCARotationKeepsTraffic(t *testing.T) {
 		t.Fatalf("ca rotate mesh: %v\n%s\n%s", err, out, errOut)
 	}
 	t.Logf("ca rotate mesh took %v:\n%s", time.Since(start).Round(time.Millisecond), out)
-	for _, want := range []string{"phase trust", "phase sign", "phase drop", "mesh CA rotated to"} {
+	for _, want := range []string{"phase trust", "holding phase trust", "phase sign", "holding phase sign", "phase drop", "mesh CA rotated to"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
