@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 
@@ -48,7 +49,8 @@ func agentEverythingValues() map[string]any {
 		"admin.port", 19977,
 		"stateVolume", map[string]any{"persistentVolumeClaim": map[string]any{"claimName": "agent-state"}},
 		"networkPolicy.enabled", true,
-		"networkPolicy.xdsFrom", []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": "meshrelay-gateway"}}}},
+		"xds.service.enabled", true,
+		"xds.service.gatewaySelector", map[string]any{"app": "meshrelay-gateway"},
 		"networkPolicy.adminFrom", []any{map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{"name": "monitoring"}}}},
 		"topologySpreadConstraints", []any{map[string]any{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}},
 		"extraArgs", []any{"--dns-server=10.96.0.10:53"},
@@ -72,8 +74,8 @@ func TestAgentDefaults(t *testing.T) {
 	args := d.Spec.Template.Spec.Containers[0].Args
 	wantArgs(t, args, "agent", "--cluster=east", "--relay-address=mgmt.example.com:9900", "--relay-tls-mode=mtls",
 		"--token-file=/etc/meshrelay/token/token", "--relay-ca-file=/etc/meshrelay/relay-ca/ca.crt",
-		"--state-dir=/var/lib/meshrelay/state", "--admin-address=:9977", "--xds-address=:18000", "--kubernetes")
-	noFlags(t, args, "leader-election", "relay-server-name", "discovery-dir", "output-dir", "kubeconfig", "kube-context",
+		"--state-dir=/var/lib/meshrelay/state", "--admin-address=:9977", "--xds-address=unix:///var/lib/meshrelay/state/xds.sock", "--kubernetes")
+	noFlags(t, args, "xds-tls", "leader-election", "relay-server-name", "discovery-dir", "output-dir", "kubeconfig", "kube-context",
 		"kube-namespaces", "max-delete-fraction", "delete-guard-min", "kube-resync")
 	if *d.Spec.Replicas != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("replicas %d strategy %s: want 1 and Recreate (two agents of one cluster must not overlap)", *d.Spec.Replicas, d.Spec.Strategy.Type)
@@ -87,9 +89,14 @@ func TestAgentDefaults(t *testing.T) {
 	if want := map[string]string{"token": "meshrelay-relay-token", "relay-ca": "meshrelay-relay-ca"}; !reflect.DeepEqual(secrets, want) {
 		t.Errorf("Secret volumes %v, want %v (the names the server chart and registration use)", secrets, want)
 	}
-	xds := get[corev1.Service](t, r, "Service", agentName+"-xds")
-	if xds.Spec.Type != corev1.ServiceTypeClusterIP || xds.Spec.Ports[0].Port != 18000 || xds.Spec.Ports[0].TargetPort.String() != "xds" {
-		t.Errorf("xDS Service %s %+v: want ClusterIP 18000 to the xds port", xds.Spec.Type, xds.Spec.Ports)
+	// xDS carries the mesh private keys: by default on the Unix socket, no port, no Service.
+	if _, ok := r.Get("Service", agentName+"-xds"); ok {
+		t.Error("defaults render an xDS Service")
+	}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		if p.Name == "xds" {
+			t.Errorf("defaults declare the xDS container port %+v", p)
+		}
 	}
 	if at := d.Spec.Template.Spec.AutomountServiceAccountToken; at == nil || !*at {
 		t.Error("Kubernetes mode without the service account token")
@@ -145,7 +152,7 @@ func TestAgentValues(t *testing.T) {
 		args := d.Spec.Template.Spec.Containers[0].Args
 		wantArgs(t, args, "--relay-server-name=meshrelay-server.meshrelay-system.svc", "--relay-tls-mode=tls",
 			"--resolve-interval=30s", "--max-backoff=1m", "--token-file=/etc/meshrelay/token/relay-token",
-			"--relay-ca-file=/etc/meshrelay/relay-ca/bundle.pem", "--xds-address=:18001", "--admin-address=:19977",
+			"--relay-ca-file=/etc/meshrelay/relay-ca/bundle.pem", "--xds-address=:18001", "--xds-tls", "--admin-address=:19977",
 			"--kubernetes", "--kubeconfig=/etc/meshrelay/kubeconfig/kubeconfig", "--kube-context=east-admin",
 			"--kube-namespaces=default,shop", "--max-delete-fraction=0.2", "--delete-guard-min=3", "--kube-resync=30s",
 			"--leader-election", "--leader-election-lease=meshrelay-system/meshrelay-agent", "--lease-duration=20s", "--dns-server=10.96.0.10:53")
@@ -174,6 +181,40 @@ func TestAgentValues(t *testing.T) {
 			}
 		}
 	})
+	t.Run("xDS service", func(t *testing.T) {
+		// Only the mutual TLS port, admitted from the gateway pods only; networkPolicy.enabled
+		// is false, so the admin port stays open.
+		r := render(t, charts.Agent, agentValues("xds.service.enabled", true, "xds.service.gatewaySelector", map[string]any{"app": "gw"}))
+		d := deployment(t, r)
+		checkArgs(t, d)
+		wantArgs(t, d.Spec.Template.Spec.Containers[0].Args, "--xds-address=:18000", "--xds-tls")
+		xds := get[corev1.Service](t, r, "Service", agentName+"-xds")
+		if xds.Spec.Type != corev1.ServiceTypeClusterIP || len(xds.Spec.Ports) != 1 || xds.Spec.Ports[0].Port != 18000 || xds.Spec.Ports[0].TargetPort.String() != "xds" {
+			t.Errorf("xDS Service %s %+v: want ClusterIP 18000 to the xds port only", xds.Spec.Type, xds.Spec.Ports)
+		}
+		np := get[networkingv1.NetworkPolicy](t, r, "NetworkPolicy", agentName)
+		if !selects(np.Spec.PodSelector.MatchLabels, d.Spec.Template.Labels) {
+			t.Errorf("NetworkPolicy selects %v", np.Spec.PodSelector.MatchLabels)
+		}
+		var xdsRule, adminRule *networkingv1.NetworkPolicyIngressRule
+		for i, in := range np.Spec.Ingress {
+			switch in.Ports[0].Port.String() {
+			case "xds":
+				xdsRule = &np.Spec.Ingress[i]
+			case "admin":
+				adminRule = &np.Spec.Ingress[i]
+			default:
+				t.Errorf("NetworkPolicy admits port %s", in.Ports[0].Port)
+			}
+		}
+		if xdsRule == nil || len(xdsRule.From) != 1 || xdsRule.From[0].PodSelector == nil ||
+			!reflect.DeepEqual(xdsRule.From[0].PodSelector.MatchLabels, map[string]string{"app": "gw"}) || xdsRule.From[0].NamespaceSelector != nil {
+			t.Errorf("xDS ingress %+v: want only pods labelled app=gw", xdsRule)
+		}
+		if adminRule == nil || len(adminRule.From) != 0 {
+			t.Errorf("admin ingress %+v: want open (networkPolicy.enabled is false)", adminRule)
+		}
+	})
 	t.Run("xDS off", func(t *testing.T) {
 		r := render(t, charts.Agent, agentValues("xds.enabled", false))
 		d := deployment(t, r)
@@ -191,6 +232,7 @@ func TestAgentRefuses(t *testing.T) {
 		want   string
 	}{
 		{agentValues("replicas", 2), "leaderElection: true"},
+		{agentValues("xds.service.enabled", true), "xds.service.gatewaySelector is required"},
 		{agentValues("relay.tlsMode", "none"), "relay.tlsMode"},
 		{agentValues("relay.address", "mgmt.example.com"), "want host:port"},
 		{agentValues("kubernetes.maxDeleteFraction", 1.5), "between 0 and 1"},

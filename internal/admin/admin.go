@@ -89,7 +89,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	// Failed handshakes (a client that does not trust the certificate, a port scan) are
 	// the client's to report; keep them at debug level.
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: s.tls,
+	// The timeouts bound a slow client (a large apply has a minute to arrive); headers are
+	// small.
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, MaxHeaderBytes: 64 << 10, TLSConfig: s.tls,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() {

@@ -14,6 +14,7 @@ type metrics struct {
 	certExpiry    prometheus.Gauge
 	refused       prometheus.Gauge
 	refusals      prometheus.Counter
+	inputTooLarge prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -36,9 +37,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		certExpiry:    g("meshrelay_agent_certificate_expiry_timestamp_seconds", "When the agent's client certificate expires (Unix seconds)."),
 		refused:       g("meshrelay_agent_session_refused", "1 while the server refuses this agent's session because another agent of its cluster holds it."),
 		refusals:      c("meshrelay_agent_sessions_refused_total", "Sessions the server refused because another agent of the cluster held it."),
+		inputTooLarge: c("meshrelay_agent_input_too_large_total", "Input snapshots not sent because they are over the relay's message or resource limit."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals)
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals, m.inputTooLarge)
 	}
 	return m
 }

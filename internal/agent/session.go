@@ -46,6 +46,7 @@ func (a *Agent) session(ctx context.Context) error {
 	conn, err := grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(a.creds.transport()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		relay.CallOptions(),
 	)
 	if err != nil {
 		return fmt.Errorf("dial relay %s: %w", target, err)
@@ -168,8 +169,12 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 			if serverHash == "" {
 				held = nil
 			}
-			d := snapshot.Diff(held, next)
-			if err := stream.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relay.ToProto(d, serverHash)}}); err != nil {
+			msg := relay.ToProto(snapshot.Diff(held, next), serverHash)
+			if err := relay.CheckSize("input of cluster "+a.cfg.Cluster, msg, relay.MaxMessageBytes); err != nil {
+				a.m.inputTooLarge.Inc()
+				return fmt.Errorf("push input: %w; discover fewer services (narrow the discovery) or split the cluster", err)
+			}
+			if err := stream.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: msg}}); err != nil {
 				return fmt.Errorf("push input: %w", err)
 			}
 			pending = next

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/demo"
 	"github.com/meshrelay/meshrelay/internal/demoapp"
+	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/gateway"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/proc"
@@ -112,7 +113,7 @@ func startGatewayWorld(ctx context.Context, hc gwHealthCheck, log *slog.Logger) 
 	// from its agent: the agent's xDS server, fed the translator's output.
 	xdsAddr := map[string]string{}
 	for _, c := range []string{"local", "remote"} {
-		srv := xds.New("127.0.0.1:0", log.With("xds", c))
+		srv := xds.New(xds.Config{Address: flagcheck.Endpoint{Network: "tcp", Address: "127.0.0.1:0"}}, log.With("xds", c))
 		ln, err := srv.Listen()
 		if err != nil {
 			return w, err

@@ -243,6 +243,10 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 			add("cluster "+cl.Name+" object "+o.Key, false, "refused by the cluster: %s", o.Reason)
 		}
 	}
+	for _, r := range st.RateLimited {
+		add("relay rate limit", false, "%s: %d attempts refused from %s to %s (too many failed attempts or registrations; a misconfigured agent or a flood)",
+			r.Source, r.Refused, r.First.Format(time.RFC3339), r.Last.Format(time.RFC3339))
+	}
 	left := time.Until(st.RelayCertNotAfter)
 	add("relay certificate", left > 24*time.Hour, "expires %s (in %s); CA expires %s", st.RelayCertNotAfter.Format(time.RFC3339), left.Round(time.Hour), st.RelayCANotAfter.Format(time.RFC3339))
 	if m := st.MeshCA; m.Signer.Subject != "" {
@@ -335,6 +339,10 @@ func clusterCheck(pl plane.Status, cluster string, local reconcile.SafeModeStatu
 		}
 		for _, p := range r.DataPlane {
 			ok = false
+			if p.TypeURL == "" { // the agent's xDS server itself (docs/adr/0007)
+				parts = append(parts, fmt.Sprintf("%s: %s", p.Node, p.Error))
+				continue
+			}
 			parts = append(parts, fmt.Sprintf("gateway %s refuses %s: %s", p.Node, shortTypeURL(p.TypeURL), p.Error))
 		}
 	}

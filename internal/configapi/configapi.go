@@ -61,7 +61,11 @@ const (
 	SourceDiscovered = "discovered"
 )
 
-const maxBody = 16 << 20
+// Limits of one apply request: its body and the resources in it.
+const (
+	maxBody      = 16 << 20
+	maxResources = 10_000
+)
 
 // TokenFileName is the admin token's file in the server's data directory, where the server
 // generates it without --admin-token-file and where the CLI looks for it by default.
@@ -74,6 +78,11 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 	s := authenticated{adm, token}
 	s.Handle("POST /api/v1/apply", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			admin.WriteJSON(w, http.StatusRequestEntityTooLarge, ApplyResult{Errors: []string{
+				fmt.Sprintf("request body over the limit of %d MiB: apply the resources in several smaller requests", maxBody>>20)}})
+			return
+		}
 		if err != nil {
 			admin.WriteJSON(w, http.StatusBadRequest, ApplyResult{Errors: []string{"read request: " + err.Error()}})
 			return
@@ -83,6 +92,11 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 			source = "request"
 		}
 		objs, errs := resource.Parse(source, data)
+		if n := len(objs) + len(errs); n > maxResources {
+			admin.WriteJSON(w, http.StatusRequestEntityTooLarge, ApplyResult{Errors: []string{
+				fmt.Sprintf("%s holds %d resources, over the limit of %d per request: apply them in several requests", source, n, maxResources)}})
+			return
+		}
 		res := ApplyResult{Errors: errStrings(errs)}
 		if err := b.Apply(r.Context(), objs); err != nil {
 			res.Errors = append(res.Errors, err.Error())

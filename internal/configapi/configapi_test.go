@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -220,5 +221,41 @@ func TestClientCAFileErrors(t *testing.T) {
 	}
 	if _, err := configapi.NewClient("http://10.0.0.1:9901", "tok", ""); err == nil || errors.Is(err, configapi.ErrCAFile) {
 		t.Errorf("a refused address: %v, want an error that is not ErrCAFile", err)
+	}
+}
+
+// recorder counts what reaches the store.
+type recorder struct {
+	backend
+	applied int
+}
+
+func (r *recorder) Apply(_ context.Context, objs []resource.Object) error {
+	r.applied += len(objs)
+	return nil
+}
+
+// An apply over the body or resource limit is refused whole, with the limit in words.
+func TestApplyLimits(t *testing.T) {
+	b := &recorder{}
+	c := serve(t, b)
+	var many strings.Builder
+	for i := range 10_001 {
+		fmt.Fprintf(&many, "apiVersion: v1\nkind: Service\nmetadata:\n  name: s%d\n  namespace: shop\n---\n", i)
+	}
+	huge := strings.Repeat("#", 17<<20)
+	for _, tc := range []struct{ name, body, want string }{
+		{"too many resources", many.String(), "many.yaml holds 10001 resources, over the limit of 10000 per request"},
+		{"body too large", huge, "request body over the limit of 16 MiB"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := c.Apply(t.Context(), "many.yaml", []byte(tc.body))
+			if err != nil || len(res.Errors) != 1 || !strings.Contains(res.Errors[0], tc.want) {
+				t.Fatalf("apply: %+v, %v; want one error saying %q", res, err, tc.want)
+			}
+			if b.applied != 0 || len(res.Applied) != 0 {
+				t.Fatalf("%d resources stored from a refused apply", b.applied)
+			}
+		})
 	}
 }

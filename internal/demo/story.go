@@ -220,7 +220,7 @@ func WorldFiles(p WorldPorts) map[string]string {
 func (e *env) story(ctx context.Context) error {
 	e.say("meshrelay demo — seed 003's service failover on one machine (working directory %s)", e.dir)
 	for _, n := range []string{"relay", "admin", "blue", "blue-admin", "green", "green-admin", "http", "failover",
-		"agent-local", "agent-remote", "xds-local", "xds-remote", "gw-local", "gw-remote"} {
+		"agent-local", "agent-remote", "gw-local", "gw-remote"} {
 		if _, err := e.port(n); err != nil {
 			return err
 		}
@@ -250,14 +250,19 @@ func (e *env) story(ctx context.Context) error {
 		return err
 	}
 	for _, c := range []string{"local", "remote"} {
-		e.say("3. cluster %s: agent (registers with the token, mTLS to the server, xDS on %s) and its gateway", c, e.addr("xds-"+c))
+		state, err := filepath.Abs(filepath.Join(e.dir, c, "state"))
+		if err != nil {
+			return fmt.Errorf("state directory of %s: %w", c, err)
+		}
+		xdsSocket := "unix://" + filepath.Join(state, "xds.sock") // the agent's default --xds-address
+		e.say("3. cluster %s: agent (registers with the token, mTLS to the server, xDS on its socket %s) and its gateway", c, xdsSocket)
 		if err := e.start("agent-"+c, "agent", "--cluster", c, "--relay-address", e.addr("relay"), "--token-file", token,
-			"--relay-ca-file", filepath.Join(serverData, "relay-ca.crt"), "--state-dir", filepath.Join(e.dir, c, "state"),
+			"--relay-ca-file", filepath.Join(serverData, "relay-ca.crt"), "--state-dir", state,
 			"--discovery-dir", filepath.Join(e.dir, c, "discovery"), "--output-dir", filepath.Join(e.dir, c, "output"),
-			"--admin-address", e.addr("agent-"+c), "--xds-address", e.addr("xds-"+c), "--max-backoff", "1s"); err != nil {
+			"--admin-address", e.addr("agent-"+c), "--max-backoff", "1s"); err != nil {
 			return err
 		}
-		if err := e.start("gateway-"+c, "gateway", "--xds-address", e.addr("xds-"+c), "--node-id", c+"-gateway",
+		if err := e.start("gateway-"+c, "gateway", "--xds-address", xdsSocket, "--node-id", c+"-gateway",
 			"--admin-address", e.addr("gw-"+c)); err != nil {
 			return err
 		}

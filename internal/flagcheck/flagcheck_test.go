@@ -67,3 +67,32 @@ func TestListenTaken(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// TestListenUnixPrivate: the socket is 0600; a live one is refused as in use; a stale one
+// is replaced.
+func TestListenUnixPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.sock")
+	ln, err := flagcheck.ListenUnixPrivate(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v %v, want 0600", fi.Mode(), err)
+	}
+	if _, err := flagcheck.ListenUnixPrivate(path); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("second listener: %v, want EADDRINUSE", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // leave a stale socket, as a killed process does
+	ln.Close()
+	ln, err = flagcheck.ListenUnixPrivate(path)
+	if err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	ln.Close()
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := flagcheck.ListenUnixPrivate(path); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("over a regular file: %v", err)
+	}
+}

@@ -7,13 +7,23 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/meshrelay/meshrelay/internal/flagcheck"
 )
 
 // Config is the gateway's configuration.
 type Config struct {
-	// XDSAddress is host:port of the ADS server (the relay agent). The connection is
-	// plaintext gRPC: keep it on loopback or a private network.
+	// XDSAddress is the ADS server (the relay agent): host:port, or its Unix socket
+	// (unix:///path). Plaintext is allowed on a socket and on loopback only; elsewhere the
+	// link needs mutual TLS (XDSCertFile, XDSKeyFile, XDSCAFile and Cluster).
 	XDSAddress string
+	// XDSCertFile and XDSKeyFile are the gateway's certificate for the xDS link, naming
+	// spiffe://<td>/cluster/<Cluster>/gateway/<NodeID>; XDSCAFile is the mesh CA bundle that
+	// verifies the agent, whose certificate must name spiffe://<td>/cluster/<Cluster>. The
+	// files are read again when they change.
+	XDSCertFile, XDSKeyFile, XDSCAFile string
+	// Cluster is the gateway's cluster (required with TLS).
+	Cluster string
 	// NodeID is the Envoy node id sent to the xDS server.
 	NodeID string
 	// NodeCluster is the Envoy node cluster sent to the xDS server (optional).
@@ -38,7 +48,12 @@ const (
 
 // RegisterFlags adds the gateway's flags to fs, with their defaults.
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.XDSAddress, "xds-address", "", "host:port of the ADS server (the relay agent's --xds-address); plaintext gRPC, keep it on loopback (required)")
+	fs.StringVar(&c.XDSAddress, "xds-address", "", "the ADS server, the relay agent's --xds-address: unix:///absolute/path or unix:relative/path (its Unix socket, by default <agent state-dir>/xds.sock), "+
+		"or host:port; plaintext TCP is allowed on loopback only (127.0.0.0/8, ::1, localhost), any other address needs --xds-tls-cert-file, --xds-tls-key-file, --xds-ca-file and --cluster (required)")
+	fs.StringVar(&c.Cluster, "cluster", "", "the gateway's cluster; with TLS the agent's certificate must name spiffe://<trust-domain>/cluster/<cluster>, else the gateway refuses it and keeps its last configuration")
+	fs.StringVar(&c.XDSCertFile, "xds-tls-cert-file", "", "mutual TLS to the agent (its --xds-tls): this gateway's certificate, naming spiffe://<trust-domain>/cluster/<cluster>/gateway/<node-id> ('meshrelay gateway issue-cert' writes it); read again when it changes")
+	fs.StringVar(&c.XDSKeyFile, "xds-tls-key-file", "", "private key of --xds-tls-cert-file")
+	fs.StringVar(&c.XDSCAFile, "xds-ca-file", "", "mesh CA bundle (PEM) that verifies the agent's certificate ('meshrelay gateway issue-cert' writes it as ca.crt); read again when it changes")
 	fs.StringVar(&c.NodeID, "node-id", "", "Envoy node id sent to the xDS server (required)")
 	fs.StringVar(&c.NodeCluster, "node-cluster", "", "Envoy node cluster sent to the xDS server")
 	fs.StringVar(&c.AdminAddress, "admin-address", DefaultAdminAddress, "admin HTTP address: /healthz, /readyz, /metrics, /status; empty disables it")
@@ -63,13 +78,24 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// tls says whether the xDS link uses mutual TLS.
+func (c Config) tls() bool { return c.XDSCertFile != "" }
+
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
 	if c.XDSAddress == "" {
 		errs = append(errs, errors.New("--xds-address is required"))
-	} else if _, _, err := net.SplitHostPort(c.XDSAddress); err != nil {
-		errs = append(errs, fmt.Errorf("--xds-address %q: %w", c.XDSAddress, err))
+	} else if e, err := flagcheck.ParseEndpoint("--xds-address", c.XDSAddress); err != nil {
+		errs = append(errs, err)
+	} else if !e.Local() && !c.tls() {
+		errs = append(errs, fmt.Errorf("--xds-address %s: a non-loopback TCP address needs mutual TLS (--xds-tls-cert-file, --xds-tls-key-file, --xds-ca-file, --cluster): "+
+			"the xDS stream carries the mesh private keys (or connect to the agent's Unix socket, unix:///path, or to loopback)", c.XDSAddress))
+	}
+	if c.tls() || c.XDSKeyFile != "" || c.XDSCAFile != "" {
+		if c.XDSCertFile == "" || c.XDSKeyFile == "" || c.XDSCAFile == "" || c.Cluster == "" {
+			errs = append(errs, errXDSNoTLS)
+		}
 	}
 	if c.NodeID == "" {
 		errs = append(errs, errors.New("--node-id is required"))

@@ -17,7 +17,8 @@
 // transport_socket_match are reached over mutual TLS with SNI. Certificates come from SDS
 // Secrets and rotate without cutting connections.
 //
-// The parts: xds.go (the ADS stream), store.go (per-type state, ACK/NACK decisions),
+// The parts: xds.go (the ADS stream), xdstls.go (its mutual TLS: the agent of its own
+// cluster only), store.go (per-type state, ACK/NACK decisions),
 // spec_*.go (pure parsing of Envoy messages into immutable specs), clusters.go, upstream.go,
 // health.go, outlier.go (endpoint state and load balancing), listeners.go, proxy_http.go,
 // proxy_tcp.go (serving), tlsconf.go (TLS from secrets), status.go and metrics.go (admin).

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 )
@@ -61,8 +61,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 // the configuration asks for. At the end, listeners drain (up to the drain timeout) and
 // every goroutine is waited for.
 func (g *Gateway) Start(ctx context.Context) error {
-	g.log.Info("gateway starting", "xdsAddress", g.cfg.XDSAddress, "nodeId", g.cfg.NodeID, "adminAddress", g.cfg.AdminAddress,
-		"drainTimeout", g.cfg.DrainTimeout)
+	g.log.Info("gateway starting", "xdsAddress", g.cfg.XDSAddress, "nodeId", g.cfg.NodeID, "cluster", g.cfg.Cluster, "xdsTLS", g.cfg.tls(),
+		"adminAddress", g.cfg.AdminAddress, "drainTimeout", g.cfg.DrainTimeout)
 	defer g.adminOnce.Do(func() { close(g.adminReady) })
 	var adm *admin.Server
 	if g.cfg.AdminAddress != "" {
@@ -77,10 +77,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.adminMu.Unlock()
 	}
 	g.adminOnce.Do(func() { close(g.adminReady) })
-	if host, _, err := net.SplitHostPort(g.cfg.XDSAddress); err == nil {
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			g.log.Warn("xds connection is plaintext grpc to a non-loopback address", "xdsAddress", g.cfg.XDSAddress)
+	if g.cfg.tls() {
+		x, err := loadXDSTLS(g.cfg, g.metrics.xdsServerRefused, g.log.With("component", "xds"))
+		if err != nil {
+			return err
 		}
+		g.xds.creds = credentials.NewTLS(x.config())
 	}
 
 	rctx, cancel := context.WithCancel(ctx)

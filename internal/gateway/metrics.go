@@ -18,6 +18,8 @@ type metrics struct {
 	priorityChanges *prometheus.CounterVec
 	xdsResponses    *prometheus.CounterVec
 	xdsConnected    prometheus.Gauge
+	// xdsServerRefused counts xDS servers refused by the mutual TLS, by reason.
+	xdsServerRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics {
@@ -43,9 +45,15 @@ func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics
 		xdsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricPrefix + "xds_connected", Help: "1 while the ADS stream is established.",
 		}),
+		xdsServerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "xds_server_refused_total", Help: "TLS handshakes with an xDS server the gateway refused, by reason (untrusted, not_agent, foreign_cluster).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{serverUntrusted, serverNotAgent, serverForeignCluster} {
+		m.xdsServerRefused.WithLabelValues(r)
 	}
 	reg.MustRegister(m.requests, m.tcpConnections, m.healthChecks, m.ejections, m.priorityChanges, m.xdsResponses, m.xdsConnected,
-		&stateCollector{clusters: clusters})
+		m.xdsServerRefused, &stateCollector{clusters: clusters})
 	return m
 }
 

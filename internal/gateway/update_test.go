@@ -9,6 +9,7 @@ import (
 	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	gt "github.com/meshrelay/meshrelay/internal/gateway/gatewaytest"
 )
@@ -195,4 +196,21 @@ func TestClusterUpdateKeepsHealthChecking(t *testing.T) {
 	gt.WantBody(t, s.client, s.url, "green-2", 5*time.Second)
 	gt.Post(t, s.client, "http://"+s.blueAdmin+"/healthcheck/ok")
 	gt.WantBody(t, s.client, s.url, "blue-pod", 5*time.Second)
+}
+
+// A configuration larger than gRPC's default message limit (4 MiB) is received whole: a
+// big cluster's endpoints come in one xDS response.
+func TestConfigOverGRPCDefaultLimit(t *testing.T) {
+	s := newHTTPSetup(t)
+	_, green, _ := gt.StartDemoApp(t, "green-pod")
+	eps := []gt.Endpoint{{Addr: green}}
+	for i := range 200_000 {
+		eps = append(eps, gt.Endpoint{Addr: fmt.Sprintf("10.%d.%d.%d:8080", i>>16, i>>8&255, i&255)})
+	}
+	cla := gt.LoadAssignment(t, "big", eps)
+	if n := proto.Size(cla); n <= 4<<20 {
+		t.Fatalf("the load assignment is %d bytes; the test needs more than 4 MiB", n)
+	}
+	s.xds.SetAndWait(t, s.node, gt.HTTPListener(t, "http", s.listen), gt.RouteConfig("http", gt.PrefixRoute("/", "big")),
+		gt.Cluster(t, "big", gt.ClusterOptions{}), cla)
 }

@@ -16,6 +16,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -69,6 +70,7 @@ type configSink interface {
 // in use is never cleared when the server goes away.
 type xdsClient struct {
 	addr       string
+	creds      credentials.TransportCredentials // nil: plaintext
 	node       *corev3.Node
 	sink       configSink
 	metrics    *metrics
@@ -81,6 +83,10 @@ type xdsClient struct {
 	status   XDSStatus
 }
 
+// MaxXDSMessageBytes bounds one xDS response (all resources of a type): gRPC's default of
+// 4 MiB would cut off a cluster of some ten thousand endpoints. The relay has the same limit.
+const MaxXDSMessageBytes = 64 << 20
+
 func newXDSClient(addr string, node *corev3.Node, sink configSink, m *metrics, log *slog.Logger, minB, maxB time.Duration) *xdsClient {
 	return &xdsClient{addr: addr, node: node, sink: sink, metrics: m, log: log, minBackoff: minB, maxBackoff: maxB,
 		versions: map[string]string{}, status: XDSStatus{Address: addr}}
@@ -88,7 +94,12 @@ func newXDSClient(addr string, node *corev3.Node, sink configSink, m *metrics, l
 
 // Start runs the stream until ctx ends.
 func (c *xdsClient) Start(ctx context.Context) error {
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := c.creds
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxXDSMessageBytes)))
 	if err != nil {
 		return fmt.Errorf("xds client for %s: %w", c.addr, err)
 	}
@@ -162,7 +173,7 @@ func (c *xdsClient) session(ctx context.Context, client discoveryv3.AggregatedDi
 		}
 	}
 	c.setConnected(true, nil)
-	c.log.Info("xds stream established", "address", c.addr, "node", c.node.GetId())
+	c.log.Info("xds stream established", "address", c.addr, "node", c.node.GetId(), "tls", c.creds != nil)
 	for {
 		resp, err := s.Recv()
 		if err != nil {

@@ -204,7 +204,7 @@ func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rs := relay.NewServer(cfg, backend, ca, log, prometheus.NewRegistry())
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))), grpc.WaitForHandlers(true))
+	gs := grpc.NewServer(append(rs.GRPCOptions(), grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))), grpc.WaitForHandlers(true))...)
 	rs.Attach(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -77,6 +77,8 @@ type ServerConfig struct {
 	AckTimeout time.Duration
 	// Balancer, when set, redirects agents owned by another replica (agent balancing).
 	Balancer Balancer
+	// MaxMessageBytes bounds one relay message (a whole delta); zero is MaxMessageBytes.
+	MaxMessageBytes int
 }
 
 // Balancer says which replica owns a cluster (ha.Coordinator implements it).
@@ -124,6 +126,7 @@ type Server struct {
 	m        *metrics
 	sessions *sessions
 	reports  *reports
+	limits   *limits
 }
 
 // Connections returns, per cluster, the open streams of the agent holding it, what that
@@ -167,7 +170,12 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 	if cfg.AckTimeout <= 0 {
 		cfg.AckTimeout = 30 * time.Second
 	}
-	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: newMetrics(reg), sessions: newSessions(), reports: newReports(reg)}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = MaxMessageBytes
+	}
+	m := newMetrics(reg)
+	limits := newLimits(log, func(reason string) { m.rejected.WithLabelValues(reason).Inc() })
+	return &Server{cfg: cfg, backend: backend, ca: ca, log: log, m: m, sessions: newSessions(), reports: newReports(reg), limits: limits}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,
@@ -238,6 +246,9 @@ func (s *Server) Register(ctx context.Context, req *relayv1.RegisterRequest) (*r
 		log.Warn("registration refused: cluster not registered")
 		s.m.rejected.WithLabelValues("unknown-cluster").Inc()
 		return nil, status.Errorf(codes.PermissionDenied, "cluster %q is not registered: create a KubernetesCluster named %q on the management server first", req.GetCluster(), req.GetCluster())
+	}
+	if err := s.limits.admitRegistration(req.GetCluster()); err != nil {
+		return nil, err
 	}
 	certPEM, notAfter, err := s.ca.SignClusterCSR(req.GetCsrPem(), req.GetCluster(), s.cfg.CertTTL)
 	if err != nil {
@@ -360,6 +371,10 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		case <-ctx.Done():
 			return endCause(ctx)
 		case err := <-recvErr:
+			if status.Code(err) == codes.ResourceExhausted {
+				s.m.rejected.WithLabelValues("too-large").Inc()
+				log.Warn("push message over the relay's size limit", "limitBytes", s.cfg.MaxMessageBytes, "error", err)
+			}
 			return err
 		case msg = <-msgs:
 		}
@@ -370,6 +385,11 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		d := msg.GetSnapshot()
 		if d == nil {
 			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots or reports")
+		}
+		if len(d.GetUpserts()) > MaxResources {
+			s.m.rejected.WithLabelValues("too-large").Inc()
+			log.Warn("push delta refused: too many resources", "version", d.GetVersion(), "resources", len(d.GetUpserts()), "limit", MaxResources)
+			return status.Errorf(codes.InvalidArgument, "push delta version %d holds %d resources, over the relay's limit of %d", d.GetVersion(), len(d.GetUpserts()), MaxResources)
 		}
 		if err := checkBodies(d); err != nil {
 			s.m.rejected.WithLabelValues("bad-input").Inc()
@@ -575,6 +595,11 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		if inflight == nil && out != nil && !stale && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
 			d := snapshot.Diff(held, out)
 			msg := toProto(d, heldHash)
+			if err := CheckSize("output of cluster "+cluster, msg, s.cfg.MaxMessageBytes-messageSlack); err != nil {
+				s.m.rejected.WithLabelValues("too-large").Inc()
+				log.Error("output cannot be sent: over the relay's limits", "version", out.Version, "error", err)
+				return status.Error(codes.ResourceExhausted, err.Error())
+			}
 			if err := stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
 				return err
 			}

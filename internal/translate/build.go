@@ -212,6 +212,10 @@ func (w *world) plan(c string) Plan {
 		}
 		p.Upstreams = append(p.Upstreams, *up)
 	}
+	// The mesh identity always goes to the cluster (when the server has one for it): besides
+	// the gateways' east-west mTLS, it is what the agent serves its xDS over TLS with
+	// (docs/adr/0007).
+	secrets[MeshIdentitySecret], secrets[MeshCASecret] = true, true
 	p.Secrets = w.secrets(c, secrets)
 	w.dropMissingSecrets(&p)
 	return p

@@ -46,7 +46,7 @@ func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra ma
 	h := newHarness(t)
 	w := &seedWorld{h: h}
 	ports := map[string]int{}
-	for _, n := range []string{"blue", "blue-admin", "green", "green-admin", "http", "failover", "xds-local", "xds-remote", "gw-local", "gw-remote"} {
+	for _, n := range []string{"blue", "blue-admin", "green", "green-admin", "http", "failover", "gw-local", "gw-remote"} {
 		p, err := proc.FreePort()
 		if err != nil {
 			t.Fatal(err)
@@ -72,10 +72,11 @@ func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra ma
 	for f, c := range remoteExtra {
 		writeFile(t, filepath.Join(remote.discovery, f), c)
 	}
-	w.local = h.startAgent("local", w.server, "--xds-address", addr("xds-local"))
-	w.remote = h.startAgent("remote", w.server, "--xds-address", addr("xds-remote"))
-	w.gwLocal = h.start("gateway-local", "gateway", "--xds-address", addr("xds-local"), "--node-id", "local", "--admin-address", addr("gw-local"), "--drain-timeout", "1s")
-	w.gwRemote = h.start("gateway-remote", "gateway", "--xds-address", addr("xds-remote"), "--node-id", "remote", "--admin-address", addr("gw-remote"), "--drain-timeout", "1s")
+	// The agents serve xDS on their default Unix socket in --state-dir.
+	w.local = h.startAgent("local", w.server)
+	w.remote = h.startAgent("remote", w.server)
+	w.gwLocal = h.start("gateway-local", "gateway", "--xds-address", w.local.xdsSocket(), "--node-id", "local", "--admin-address", addr("gw-local"), "--drain-timeout", "1s")
+	w.gwRemote = h.start("gateway-remote", "gateway", "--xds-address", w.remote.xdsSocket(), "--node-id", "remote", "--admin-address", addr("gw-remote"), "--drain-timeout", "1s")
 	w.url = "http://" + addr("http") + "/"
 	w.blueAdmin = "http://" + addr("blue-admin")
 	w.gwLocalAdmin = addr("gw-local")

@@ -308,10 +308,13 @@ func (h *harness) startAgent(cluster string, s *server, extra ...string) *agent 
 	a := h.agentDirs(cluster)
 	a.args = append([]string{"agent", "--cluster", cluster, "--relay-address", s.relay, "--token-file", h.token,
 		"--relay-ca-file", filepath.Join(s.dataDir, "relay-ca.crt"), "--state-dir", a.state, "--discovery-dir", a.discovery,
-		"--output-dir", a.output, "--admin-address", a.admin, "--xds-address", "127.0.0.1:0", "--max-backoff", "1s", "--log-level", "debug"}, extra...)
+		"--output-dir", a.output, "--admin-address", a.admin, "--max-backoff", "1s", "--log-level", "debug"}, extra...)
 	a.p = h.start("agent-"+cluster, a.args...)
 	return a
 }
+
+// xdsSocket is the agent's default --xds-address: the Unix socket xds.sock in its state dir.
+func (a *agent) xdsSocket() string { return "unix://" + filepath.Join(a.state, "xds.sock") }
 
 func (h *harness) restartAgent(a *agent) {
 	h.t.Helper()

@@ -93,6 +93,9 @@ change, instead of a pod in CrashLoopBackOff.
 {{- if not (has .Values.log.format (list "text" "json")) }}
 {{- fail (printf "log.format %q: want text or json" .Values.log.format) }}
 {{- end }}
+{{- if and .Values.xds.enabled .Values.xds.service.enabled (not .Values.xds.service.gatewaySelector) }}
+{{- fail "xds.service.gatewaySelector is required with xds.service.enabled: the labels of the gateway pods the NetworkPolicy admits to the xDS port (e.g. {app.kubernetes.io/name: meshrelay-gateway})" }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -117,10 +120,13 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- end }}
 - --state-dir=/var/lib/meshrelay/state
 - {{ printf "--admin-address=:%d" (int .Values.admin.port) | quote }}
-{{- if .Values.xds.enabled }}
-- {{ printf "--xds-address=:%d" (int .Values.xds.port) | quote }}
-{{- else }}
+{{- if not .Values.xds.enabled }}
 - --xds-address=
+{{- else if .Values.xds.service.enabled }}
+- {{ printf "--xds-address=:%d" (int .Values.xds.port) | quote }}
+- --xds-tls
+{{- else }}
+- --xds-address=unix:///var/lib/meshrelay/state/xds.sock
 {{- end }}
 - {{ printf "--log-level=%s" .Values.log.level | quote }}
 - {{ printf "--log-format=%s" .Values.log.format | quote }}

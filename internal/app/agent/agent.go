@@ -40,9 +40,12 @@ type Config struct {
 	DiscoveryDir string
 	OutputDir    string
 	AdminAddress string
-	XDSAddress   string
-	Kube         KubeConfig
-	Leader       LeaderConfig
+	// XDSAddress is where the xDS server listens (DefaultXDSAddress: a socket in the state
+	// directory); empty disables it. XDSTLS turns mutual TLS on.
+	XDSAddress string
+	XDSTLS     bool
+	Kube       KubeConfig
+	Leader     LeaderConfig
 }
 
 // LeaderConfig configures leader election among the agent replicas of one cluster.
@@ -104,7 +107,12 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Lease, "leader-election-lease", "", "with --leader-election: NAMESPACE/NAME of the Lease (default: $POD_NAMESPACE, else meshrelay-system, / meshrelay-agent-<cluster>)")
 	fs.StringVar(&l.Identity, "leader-election-id", "", "with --leader-election: this replica's identity in the Lease, unique among the replicas (default: $POD_NAME, else <hostname>-<pid>)")
 	fs.DurationVar(&l.Duration, "lease-duration", 15*time.Second, "with --leader-election: lease duration; a leader that cannot renew for two thirds of it stops, and a standby takes over at most this long after a leader vanished without releasing it")
-	fs.StringVar(&c.XDSAddress, "xds-address", "127.0.0.1:18000", "address of the ADS (xDS) server the cluster's gateways connect to (plaintext gRPC; keep it on loopback or a private network); empty disables it")
+	fs.StringVar(&c.XDSAddress, "xds-address", DefaultXDSAddress, "where the ADS (xDS) server the cluster's gateways connect to listens; the stream carries the mesh private keys. "+
+		"unix:///absolute/path or unix:relative/path: a Unix socket only this user can open (mode 0600; the default is xds.sock in --state-dir); "+
+		"host:port: plaintext TCP, allowed on loopback only (127.0.0.0/8, ::1, localhost), any other address needs --xds-tls; empty disables xDS")
+	fs.BoolVar(&c.XDSTLS, "xds-tls", false, "serve xDS over mutual TLS, for gateways on other hosts or pods: the agent serves with its cluster's mesh identity (spiffe://<trust-domain>/cluster/<cluster>, from the management server's output; "+
+		"until it arrives every handshake is refused) and admits only clients whose certificate chains to the mesh CA and names spiffe://<trust-domain>/cluster/<cluster>/gateway/<node> for the xDS node id they send "+
+		"('meshrelay gateway issue-cert' issues them); refusals are logged, counted in meshrelay_xds_refused_total{reason} and shown in /status (xds.refusedConnections)")
 	fs.StringVar(&c.AdminAddress, "admin-address", ":9977", "address of the agent's admin HTTP endpoint: /healthz, /readyz, /metrics, /status")
 }
 
@@ -123,6 +131,9 @@ func (c *Config) Validate() error {
 		}
 	} else if c.Leader.Lease != "" || c.Leader.Identity != "" {
 		errs = append(errs, errors.New("--leader-election-lease and --leader-election-id need --leader-election"))
+	}
+	if _, err := c.xdsEndpoint(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Kube.Enabled {
 		if c.DiscoveryDir != "" {
@@ -188,6 +199,39 @@ func (c *Config) CheckPaths() error {
 		check(flagcheck.MakeDir("--output-dir", c.OutputDir, 0o755))
 	}
 	return errors.Join(errs...)
+}
+
+// DefaultXDSAddress is the default of --xds-address: the Unix socket xds.sock in --state-dir.
+const DefaultXDSAddress = "unix://<state-dir>/xds.sock"
+
+// xdsEndpoint is the parsed --xds-address (a zero Endpoint when xDS is off). Plaintext TCP
+// is allowed on loopback only: the stream carries the mesh private keys.
+func (c *Config) xdsEndpoint() (flagcheck.Endpoint, error) {
+	addr := c.XDSAddress
+	switch {
+	case addr == "" && c.XDSTLS:
+		return flagcheck.Endpoint{}, errors.New("--xds-tls needs an --xds-address")
+	case addr == "":
+		return flagcheck.Endpoint{}, nil
+	case addr == DefaultXDSAddress:
+		if c.Agent.StateDir == "" {
+			return flagcheck.Endpoint{}, nil // --state-dir is required: reported by Agent.Validate
+		}
+		abs, err := filepath.Abs(c.Agent.StateDir)
+		if err != nil {
+			return flagcheck.Endpoint{}, fmt.Errorf("--state-dir %s: %w", c.Agent.StateDir, err)
+		}
+		addr = "unix://" + filepath.Join(abs, "xds.sock")
+	}
+	e, err := flagcheck.ParseEndpoint("--xds-address", addr)
+	if err != nil {
+		return e, err
+	}
+	if !e.Local() && !c.XDSTLS {
+		return e, fmt.Errorf("--xds-address %s: a non-loopback TCP address needs --xds-tls: the xDS stream carries the mesh private keys "+
+			"(or listen on a Unix socket, unix:///path, or on loopback)", addr)
+	}
+	return e, nil
 }
 
 // listenHint is what to do about a taken agent port.
@@ -300,8 +344,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Help: "Current discovery errors (unreadable discovery directory, invalid manifests); /status lists them in discoveryErrors."},
 		func() float64 { return float64(len(src.Errors())) }))
 	var xdsServer *xds.Server
-	if cfg.XDSAddress != "" {
-		xdsServer = xds.New(cfg.XDSAddress, log.With("component", "xds"))
+	if xdsAt, _ := cfg.xdsEndpoint(); xdsAt.Network != "" { // checked by Validate
+		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
 		sinks.xds = xdsServer
 	}
 	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
@@ -317,7 +361,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if xdsServer != nil {
 			ln, err := xdsServer.Listen()
 			if err != nil {
-				return flagcheck.ListenError("--xds-address", cfg.XDSAddress, listenHint, err)
+				return flagcheck.ListenError("--xds-address", xdsServer.Status().Address, listenHint, err)
 			}
 			g.Go(func() error { return xdsServer.Start(gctx, ln) })
 		}
@@ -360,9 +404,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			LeaderElection *kubelease.Status `json:"leaderElection,omitempty"`
 			// GatewayRefusals are the gateways whose latest xDS response was a NACK.
 			GatewayRefusals []xds.Refusal `json:"gatewayRefusals,omitempty"`
+			// XDS is the xDS server's link to the gateways: address, TLS identity, refused clients.
+			XDS *xds.Status `json:"xds,omitempty"`
 		}{Status: ag.Status(), DiscoveryErrors: src.Errors()}
 		if xdsServer != nil {
 			st.GatewayRefusals = xdsServer.Refusals()
+			xs := xdsServer.Status()
+			st.XDS = &xs
 		}
 		if kubeSink != nil {
 			ks := kubeSink.Status()
@@ -379,7 +427,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
 		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir,
-		"leaderElection", cfg.Leader.Enabled)
+		"leaderElection", cfg.Leader.Enabled, "xdsAddress", cfg.XDSAddress, "xdsTLS", cfg.XDSTLS)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return adm.Start(gctx) })
 	g.Go(func() error {
@@ -403,6 +451,14 @@ func (r reporter) Report() relayagent.Report {
 	if r.xds != nil {
 		for _, x := range r.xds.Refusals() {
 			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: x.Node, TypeURL: x.TypeURL, Error: x.Error})
+		}
+		st := r.xds.Status()
+		if st.IdentityError != "" && st.IdentityNotAfter == nil {
+			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: "xds server", Error: "cannot serve over tls: " + st.IdentityError})
+		}
+		for _, x := range st.RefusedConnections {
+			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: "xds client " + x.Peer,
+				Error: fmt.Sprintf("refused by the agent's xds server (%s): %s", x.Reason, x.Error)})
 		}
 	}
 	return rep

@@ -56,3 +56,37 @@ func TestLeaderElectionFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestXDSAddressFlags: the default socket in the state dir, the accepted forms, and the
+// refusal of plaintext TCP off loopback, naming the flag.
+func TestXDSAddressFlags(t *testing.T) {
+	c := parse(t, "--kubernetes")
+	e, err := c.xdsEndpoint()
+	if err != nil || e.Network != "unix" || !strings.HasSuffix(e.Address, "/s/xds.sock") || !strings.HasPrefix(e.Address, "/") {
+		t.Errorf("default: %+v %v, want the absolute socket <state-dir>/xds.sock", e, err)
+	}
+	for _, ok := range [][]string{
+		{"--xds-address=unix:///run/x.sock"}, {"--xds-address=unix:x.sock"}, {"--xds-address=127.0.0.1:18000"},
+		{"--xds-address=[::1]:18000"}, {"--xds-address=localhost:0"}, {"--xds-address=:18000", "--xds-tls"},
+		{"--xds-address=10.0.0.1:18000", "--xds-tls"}, {"--xds-address="},
+	} {
+		if err := parse(t, append([]string{"--kubernetes"}, ok...)...).Validate(); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--xds-address=:18000"}, "--xds-address :18000: a non-loopback TCP address needs --xds-tls"},
+		{[]string{"--xds-address=10.0.0.1:18000"}, "needs --xds-tls"},
+		{[]string{"--xds-address=unix://x.sock"}, "unix:// takes an absolute path"},
+		{[]string{"--xds-address=18000"}, "--xds-address \"18000\": want host:port"},
+		{[]string{"--xds-address=", "--xds-tls"}, "--xds-tls needs an --xds-address"},
+	} {
+		err := parse(t, append([]string{"--kubernetes"}, bad.args...)...).Validate()
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v, want an error saying %q", bad.args, err, bad.want)
+		}
+	}
+}

@@ -503,14 +503,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
 	rotation.conns = rs.Connections
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append(rs.GRPCOptions(),
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Agents are idle most of the time: return each connection's write buffer to a
 		// shared pool after every flush instead of keeping 32 KiB per agent.
 		grpc.SharedWriteBuffer(true),
-	)
+	)...)
 	rs.Attach(gs)
 
 	var dir *discovery.Dir
@@ -533,7 +533,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			st.ConfigErrors = crs.Errors()
 		}
 		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
-			Connections: rs.Connections(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
+			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: serverCert.Leaf.NotAfter, RelayCANotAfter: ca.Cert.NotAfter,
 			Plane: publisher.Status(), MeshCA: rotation.status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
@@ -543,6 +543,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
 	rotation.register(configapi.Protected(adm, adminToken))
+	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
 		lis.Close()
@@ -638,6 +639,9 @@ type ServerStatus struct {
 	// Plane is every server's view of its agents (this one's first), shared through the
 	// store, so that check judges the whole plane from any replica.
 	Plane plane.Status `json:"plane"`
+	// RateLimited are the sources (and clusters' registrations) the relay refused for
+	// too many attempts in the last relay.RateLimitMemory.
+	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
 	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
 	MeshCA MeshCAStatus `json:"meshCA"`
 }
