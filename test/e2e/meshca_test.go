@@ -215,3 +215,67 @@ func TestMeshCARotationKeepsTraffic(t *testing.T) {
 		t.Fatalf("meshrelay_mesh_ca_rotation_phase = %v after the rotation, want 0", v)
 	}
 }
+
+// A rotation that cannot go on stays where it is, safe and visible, and resumes: bad input
+// is refused naming the flag; a cluster that does not acknowledge keeps the rotation in its
+// first phase past --overlap (non-zero exit naming the cluster, check and metric show it);
+// running the command again once the agent is back finishes it.
+func TestMeshCARotationStallsAndResumes(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("server", []string{"local"})
+	a := h.startAgent("local", s)
+	eventually(t, 30*time.Second, "local in sync", func() error {
+		for _, c := range s.status(t).Clusters {
+			if c.Name == "local" && c.InSync {
+				return nil
+			}
+		}
+		return fmt.Errorf("local not in sync")
+	})
+
+	notCA := filepath.Join(t.TempDir(), "not-a-ca.pem")
+	writeFile(t, notCA, "junk")
+	if _, errOut, code := cliExit(t, "ca", "rotate", "mesh", "--server", s.admin, "--cert", notCA); code == 0 || !strings.Contains(errOut, "--cert and --key go together") {
+		t.Fatalf("--cert without --key: exit %d, %s", code, errOut)
+	}
+	if _, errOut, code := cliExit(t, "ca", "rotate", "mesh", "--server", s.admin, "--cert", notCA, "--key", notCA); code == 0 ||
+		!strings.Contains(errOut, "new mesh CA (--cert, --key)") || !strings.Contains(errOut, "no CERTIFICATE PEM block") {
+		t.Fatalf("--cert that is not a CA: exit %d, %s", code, errOut)
+	}
+	if v := metric(t, s.admin, "meshrelay_mesh_ca_rotation_phase"); v != 0 {
+		t.Fatalf("a refused rotation started anyway: phase %v", v)
+	}
+
+	if err := a.p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.p.Signal(syscall.SIGCONT) })
+	_, errOut, code := cliExit(t, "ca", "rotate", "mesh", "--server", s.admin, "--overlap", "3s")
+	if code == 0 || !strings.Contains(errOut, `--overlap elapsed with the mesh CA rotation in phase "trust"`) || !strings.Contains(errOut, "local:") {
+		t.Fatalf("rotation with a frozen agent: exit %d, %s", code, errOut)
+	}
+	if v := metric(t, s.admin, "meshrelay_mesh_ca_rotation_phase"); v != 1 {
+		t.Fatalf("meshrelay_mesh_ca_rotation_phase = %v, want 1 (trust)", v)
+	}
+	if v := metric(t, s.admin, "meshrelay_mesh_ca_rotation_pending_clusters"); v != 1 {
+		t.Fatalf("meshrelay_mesh_ca_rotation_pending_clusters = %v, want 1", v)
+	}
+	out, _, _ := cli(t, "check", "--server", s.admin)
+	if !strings.Contains(out, "✗ mesh CA") || !strings.Contains(out, "rotation in phase trust") {
+		t.Fatalf("check during a stalled rotation:\n%s", out)
+	}
+
+	if err := a.p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, err := cli(t, "ca", "rotate", "mesh", "--server", s.admin, "--overlap", "1m")
+	if err != nil || !strings.Contains(out, "mesh CA rotated to") {
+		t.Fatalf("resumed rotation: %v\n%s\n%s", err, out, errOut)
+	}
+	if v := metric(t, s.admin, "meshrelay_mesh_ca_rotation_phase"); v != 0 {
+		t.Fatalf("meshrelay_mesh_ca_rotation_phase = %v after the resumed rotation, want 0", v)
+	}
+	if retired, _ := filepath.Glob(filepath.Join(s.dataDir, "mesh-ca.crt.retired-*")); len(retired) != 1 {
+		t.Fatalf("retired mesh CA files %v, want one (resuming did not start a second rotation)", retired)
+	}
+}
