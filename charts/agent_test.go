@@ -104,11 +104,15 @@ func TestAgentDefaults(t *testing.T) {
 	if len(r.OfKind("ClusterRole")) != 1 || len(r.OfKind("ClusterRoleBinding")) != 1 {
 		t.Errorf("Kubernetes mode without its ClusterRole: %s", inventory(r))
 	}
-	for _, kind := range []string{"Role", "RoleBinding", "PodDisruptionBudget", "NetworkPolicy", "Secret"} {
+	for _, kind := range []string{"PodDisruptionBudget", "NetworkPolicy", "Secret"} {
 		if objs := r.OfKind(kind); len(objs) != 0 {
 			t.Errorf("defaults render a %s", kind)
 		}
 	}
+	if roles := r.OfKind("Role"); len(roles) != 1 || len(r.OfKind("RoleBinding")) != 1 {
+		t.Errorf("defaults render Roles other than Istio's cacerts one: %s", inventory(r))
+	}
+	get[rbacv1.Role](t, r, "Role", agentName+"-istio-cacerts")
 	if d.Labels["meshrelay.io/cluster"] != "east" {
 		t.Errorf("Deployment labels %v: want meshrelay.io/cluster=east", d.Labels)
 	}
@@ -278,11 +282,22 @@ func TestAgentRBAC(t *testing.T) {
 	crb := get[rbacv1.ClusterRoleBinding](t, r, "ClusterRoleBinding", agentName)
 	checkBinding(t, crb.RoleRef, crb.Subjects, "ClusterRole", cr.Name, d)
 
-	roles := r.OfKind("Role")
-	if len(roles) != 1 {
-		t.Fatalf("want one Role (the Lease), have %s", inventory(r))
+	// Istio's cacerts: that one Secret in istio-system (get, patch), create there.
+	ca := get[rbacv1.Role](t, r, "Role", agentName+"-istio-cacerts")
+	wantCA := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"cacerts"}, Verbs: []string{"get", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 	}
-	role := into[rbacv1.Role](t, roles[0])
+	if ca.Namespace != "istio-system" || !reflect.DeepEqual(ca.Rules, wantCA) {
+		t.Errorf("cacerts Role in %q with rules %+v, want istio-system and exactly %+v", ca.Namespace, ca.Rules, wantCA)
+	}
+	carb := get[rbacv1.RoleBinding](t, r, "RoleBinding", ca.Name)
+	checkBinding(t, carb.RoleRef, carb.Subjects, "Role", ca.Name, d)
+	if _, ok := render(t, charts.Agent, merged(agentKubeValues(), vals("kubernetes.istioCACerts", false))).Get("Role", ca.Name); ok {
+		t.Error("cacerts Role with kubernetes.istioCACerts=false")
+	}
+
+	role := get[rbacv1.Role](t, r, "Role", agentName+"-leader-election")
 	if role.Namespace != d.Namespace {
 		t.Errorf("Lease Role in %q, the agent runs in %q", role.Namespace, d.Namespace)
 	}
@@ -294,7 +309,7 @@ func TestAgentRBAC(t *testing.T) {
 
 	// Without leader election: no Lease Role. Without Kubernetes mode: no ClusterRole.
 	r = render(t, charts.Agent, agentValues())
-	if objs := r.OfKind("Role"); len(objs) != 0 {
+	if _, ok := r.Get("Role", agentName+"-leader-election"); ok {
 		t.Error("Lease Role without leaderElection")
 	}
 	r = render(t, charts.Agent, agentValues("kubernetes.enabled", false, "leaderElection", true))

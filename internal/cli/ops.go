@@ -14,6 +14,7 @@ import (
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -255,6 +256,26 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 			detail += "; agents still on the old CA: " + strings.Join(r.Pending, ", ")
 		}
 		add("relay CA rotation", false, "%s; finish it with meshrelay ca rotate relay", detail)
+	}
+	if m := st.MeshCA; m.Signer.Subject != "" {
+		if m.Phase == pki.PhaseNone {
+			add("mesh CA", true, "%s expires %s", m.Signer.Subject, m.Signer.NotAfter.Format(time.RFC3339))
+		} else {
+			var waits []string
+			for _, c := range m.Clusters {
+				if !c.Done {
+					waits = append(waits, c.Name+": "+c.Waiting)
+				}
+			}
+			detail := fmt.Sprintf("rotation in phase %s since %s (both CAs trusted); run `meshrelay ca rotate mesh` to finish it", m.Phase, m.Since.Format(time.RFC3339))
+			if len(waits) > 0 {
+				detail += "; waiting for " + strings.Join(waits, "; ")
+			}
+			add("mesh CA", false, "%s", detail)
+		}
+		if m.IstioCAError != "" {
+			add("istio CA (cacerts)", false, "%s", m.IstioCAError)
+		}
 	}
 	if !st.AdminCertNotAfter.IsZero() { // zero: plain HTTP on loopback (--admin-plaintext)
 		left := time.Until(st.AdminCertNotAfter)

@@ -196,6 +196,32 @@ func (c *Client) Snapshot(ctx context.Context, cluster string, kind snapshot.Kin
 	return &s, nil
 }
 
+// DoJSON sends in (nil: no body) as JSON to path and decodes a 2xx answer into out (nil:
+// ignored); any other answer is an error carrying the server's message.
+func (c *Client) DoJSON(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("%s %s: encode request: %w", method, path, err)
+		}
+	}
+	code, b, err := c.do(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if code < 200 || code > 299 {
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, code, strings.TrimSpace(string(b)))
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}
+
 // Ready reads /readyz: nil when the server is ready, else why not.
 func (c *Client) Ready(ctx context.Context) error {
 	code, b, err := c.do(ctx, http.MethodGet, "/readyz", nil)

@@ -228,6 +228,12 @@ func notFromAPI(o resource.Object) string {
 		"file %s; remove it from that file (or delete the file) and the server drops it", o, o.Source)
 }
 
+// Protected returns a registrar of routes behind the same admin token check as Register's,
+// for APIs that live elsewhere (such as the CA rotations).
+func Protected(adm *admin.Server, token func() (string, error)) interface{ Handle(string, http.Handler) } {
+	return authenticated{adm, token}
+}
+
 // authenticated registers handlers behind the bearer token check.
 type authenticated struct {
 	adm   *admin.Server

@@ -49,6 +49,17 @@ type CA struct {
 
 // NewCA creates a self-signed ECDSA P-256 CA for trustDomain.
 func NewCA(trustDomain string, validity time.Duration) (*CA, error) {
+	return newCA(trustDomain, "meshrelay relay CA", validity, 0)
+}
+
+// NewMeshCA creates a self-signed mesh CA whose subject names its creation time, so that
+// the old and the new CA of a rotation are told apart by name as well as by key.
+// Its path length is 1: it signs the clusters' Istio intermediate CAs (IssueIntermediate).
+func NewMeshCA(trustDomain string) (*CA, error) {
+	return newCA(trustDomain, "meshrelay mesh CA "+time.Now().UTC().Format("20060102T150405Z"), caValidity, 1)
+}
+
+func newCA(trustDomain, commonName string, validity time.Duration, maxPathLen int) (*CA, error) {
 	if err := validateTrustDomain(trustDomain); err != nil {
 		return nil, err
 	}
@@ -61,13 +72,14 @@ func NewCA(trustDomain string, validity time.Duration) (*CA, error) {
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "meshrelay relay CA"},
+		Subject:               pkix.Name{CommonName: commonName},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(validity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		MaxPathLenZero:        true,
+		MaxPathLen:            maxPathLen,
+		MaxPathLenZero:        maxPathLen == 0,
 		URIs:                  []*url.URL{{Scheme: "spiffe", Host: trustDomain}},
 	}
 	ca := &CA{Cert: tmpl, Key: key, TrustDomain: trustDomain} // self-signed: tmpl is its own parent
@@ -92,21 +104,58 @@ func LoadCA(certFile, keyFile, trustDomain string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA key: %w", err)
 	}
+	ca, err := caFrom(certs, key, trustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("load CA %s, %s: %w", certFile, keyFile, err)
+	}
+	return ca, nil
+}
+
+// ParseCA parses a PEM CA certificate (or a bundle whose first certificate is the signer)
+// and its PEM private key, as LoadCA does with files.
+func ParseCA(certPEM, keyPEM []byte, trustDomain string) (*CA, error) {
+	if err := validateTrustDomain(trustDomain); err != nil {
+		return nil, err
+	}
+	certs, err := parseCerts(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
+	return caFrom(certs, key, trustDomain)
+}
+
+// caFrom checks that certs[0] is a CA valid now whose key is key.
+func caFrom(certs []*x509.Certificate, key crypto.Signer, trustDomain string) (*CA, error) {
 	cert := certs[0]
 	switch {
 	case !cert.BasicConstraintsValid || !cert.IsCA:
-		return nil, fmt.Errorf("load CA certificate: %s: %q is not a CA certificate", certFile, cert.Subject)
+		return nil, fmt.Errorf("%q is not a CA certificate", cert.Subject)
 	case time.Now().After(cert.NotAfter):
-		return nil, fmt.Errorf("load CA certificate: %s: expired at %s", certFile, cert.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("CA certificate expired at %s", cert.NotAfter.Format(time.RFC3339))
 	}
 	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load CA: key %s does not match certificate %s", keyFile, certFile)
+		return nil, errors.New("the key does not match certificate")
 	}
 	var all []byte
 	for _, c := range certs {
 		all = append(all, CertPEM(c.Raw)...)
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: all, TrustDomain: trustDomain}, nil
+}
+
+// readPEM reads file and parses it, naming the file in errors.
+func readPEM[T any](file string, parse func([]byte) (T, error)) (v T, err error) {
+	b, err := os.ReadFile(file) // os errors name the file already
+	if err == nil {
+		if v, err = parse(b); err != nil {
+			err = fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	return v, err
 }
 
 // LoadOrCreateCA loads <dir>/relay-ca.crt and <dir>/relay-ca.key, or, when
@@ -422,17 +471,6 @@ func parseKey(b []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("unsupported private key type %T", key)
 	}
 	return nil, errors.New("no private key PEM block found")
-}
-
-// readPEM reads file and parses it, naming the file in errors.
-func readPEM[T any](file string, parse func([]byte) (T, error)) (v T, err error) {
-	b, err := os.ReadFile(file) // os errors name the file already
-	if err == nil {
-		if v, err = parse(b); err != nil {
-			err = fmt.Errorf("%s: %w", file, err)
-		}
-	}
-	return v, err
 }
 
 var (

@@ -46,6 +46,15 @@ const (
 // IstioGroup is the API group of the resources Kube applies.
 const IstioGroup = "networking.istio.io"
 
+// The only core object Kube applies: Istio's plugged-in CA Secret (Kube needs get and patch
+// on it, create in its namespace).
+const (
+	IstioCASecretNamespace = "istio-system"
+	IstioCASecretName      = "cacerts"
+)
+
+var coreV1 = schema.GroupVersion{Version: "v1"}
+
 // istioListVersion is the version Kube lists owned objects with (served by Istio ≥ 1.22; the
 // same objects are visible in every served version).
 const istioListVersion = "v1"
@@ -100,8 +109,11 @@ func (c KubeConfig) Validate() error {
 }
 
 // Kube is a Sink that applies the Istio resources of an output snapshot (ServiceEntry,
-// DestinationRule, VirtualService and Gateway of networking.istio.io) to a Kubernetes cluster
-// with server-side apply under its own field manager. Other resources of the snapshot (the
+// DestinationRule, VirtualService and Gateway of networking.istio.io), and Istio's plugged-in
+// CA Secret istio-system/cacerts, to a Kubernetes cluster with server-side apply under its
+// own field manager. A cacerts Secret it does not own (plugged in by the user, cert-manager
+// or external-secrets) is left alone, a conflict and also a refused object (so that the
+// management server's check shows it); one it owns is never deleted. Other resources of the snapshot (the
 // Envoy ones, served over xDS) are not its business and are ignored.
 //
 // Ownership: every object it writes carries LabelManagedBy=ManagedBy and
@@ -343,11 +355,12 @@ func (k *Kube) desired(s *snapshot.Snapshot) (map[objectID]*wantObject, error) {
 			continue // not a Kubernetes object (e.g. an Envoy resource): not ours
 		}
 		gv, err := schema.ParseGroupVersion(head.APIVersion)
-		if err != nil || gv.Group != IstioGroup {
+		if err != nil {
 			continue
 		}
 		plural, ok := istioResources[head.Kind]
-		if !ok {
+		caSecret := gv == coreV1 && head.Kind == "Secret"
+		if !(gv.Group == IstioGroup && ok) && !caSecret {
 			continue
 		}
 		obj := &unstructured.Unstructured{}
@@ -356,6 +369,14 @@ func (k *Kube) desired(s *snapshot.Snapshot) (map[objectID]*wantObject, error) {
 		}
 		if obj.GetName() == "" || obj.GetNamespace() == "" {
 			return nil, fmt.Errorf("sink: resource %s: an Istio object needs a name and a namespace", r.Key)
+		}
+		if caSecret {
+			// The one core object: Istio's plugged-in CA. It is never listed (the agent may
+			// read no other Secret) nor pruned (istiod would make a CA of its own at restart).
+			if obj.GetNamespace() != IstioCASecretNamespace || obj.GetName() != IstioCASecretName {
+				continue
+			}
+			plural = "secrets"
 		}
 		labels := obj.GetLabels()
 		if labels == nil {
@@ -568,6 +589,13 @@ func (k *Kube) applyLocked(ctx context.Context, s *snapshot.Snapshot, resync boo
 			switch {
 			case err == nil && !k.owns(cur):
 				conflicts = append(conflicts, id.String())
+				if id.kind == "Secret" {
+					// Istio's CA plugged in by someone else: the mesh may not share meshrelay's
+					// root, so it is reported with the output's acknowledgement (check) too.
+					refusals = append(refusals, Refusal{Key: w.key, Object: id.String(), Reason: fmt.Sprintf(
+						"%s/%s exists and was not created by meshrelay (plugged in by hand, cert-manager or external-secrets?): left alone; "+
+							"start the management server with --istio-cacerts=false to stop issuing it", id.namespace, id.name)})
+				}
 				continue
 			case err == nil && inSync(w, cur):
 				continue

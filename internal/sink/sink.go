@@ -44,7 +44,9 @@ var managedName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*\.yaml$`)
 type Dir struct {
 	dir    string
 	logger *slog.Logger
-	mu     sync.Mutex // serializes Apply
+	mu     sync.Mutex // serializes Apply; guards skipped
+	// skipped are the Secrets of the last Apply, not written (logged when they change).
+	skipped string
 }
 
 // NewDir returns a Sink writing into dir, which Apply creates if missing.
@@ -86,7 +88,13 @@ func (d *Dir) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 	defer d.mu.Unlock()
 	want := make(map[string][]byte, s.Len())
 	owner := make(map[string]string, s.Len())
+	var skipped []string
 	for _, r := range s.Sorted() {
+		if strings.HasPrefix(r.Key, "Secret/") {
+			// Secrets (Istio's cacerts) hold private keys: never written to plain files.
+			skipped = append(skipped, r.Key)
+			continue
+		}
 		name, err := FileName(r.Key)
 		if err != nil {
 			return fmt.Errorf("sink: %w", err)
@@ -99,6 +107,12 @@ func (d *Dir) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 			return fmt.Errorf("sink: %s: resource %s: %w", filepath.Join(d.dir, name), r.Key, err)
 		}
 		owner[name], want[name] = r.Key, append([]byte(Marker+"\n"), y...)
+	}
+	if k := strings.Join(skipped, ","); k != d.skipped {
+		d.skipped = k
+		if k != "" {
+			d.logger.Info("secrets not written to the output directory", "dir", d.dir, "resources", k, "reason", "they hold private keys; only the Kubernetes sink applies them")
+		}
 	}
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return fmt.Errorf("sink: create directory %s: %w", d.dir, err)

@@ -240,3 +240,18 @@ func TestApplyErrors(t *testing.T) {
 		t.Error("cancelled context: want an error")
 	}
 }
+
+// Secrets (Istio's cacerts holds a CA private key) are never written to plain files.
+func TestApplySkipsSecrets(t *testing.T) {
+	dir := t.TempDir()
+	d := NewDir(dir, nil)
+	s := snap(t, 1, manifests+"\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: cacerts, namespace: istio-system}\ndata: {ca-key.pem: a2V5}\n")
+	if _, ok := s.Resources["Secret/istio-system/cacerts"]; !ok {
+		t.Fatalf("the test snapshot lacks the Secret: %v", s.Keys())
+	}
+	apply(t, d, s)
+	want := []string{"endpointslice_web_a-1.yaml", "kubernetescluster__local.yaml", "service_web_a.yaml"}
+	if got := files(t, d); !slices.Equal(got, want) {
+		t.Fatalf("files %v, want %v (no Secret)", got, want)
+	}
+}

@@ -29,6 +29,9 @@ import (
 // certificate and key, and the CA bundle that verifies every cluster's certificate.
 type ClusterCert struct {
 	CertPEM, KeyPEM, CAPEM []byte
+	// Istio is the cluster's Istio workload CA, rendered as Istio's `cacerts` Secret
+	// (nil: none).
+	Istio *IstioCA
 }
 
 // Input is everything a translation reads.
@@ -128,6 +131,10 @@ func (t *Translator) Translate(in Input) Result {
 			c := w.names[i]
 			cw := w.forPlan()
 			rs, errs := render(cw.plan(c), t.memo)
+			if cert := in.Certs[c]; cert.Istio != nil {
+				rs = append(rs, istioCASecret(*cert.Istio))
+				sort.Slice(rs, func(i, j int) bool { return rs[i].Key < rs[j].Key })
+			}
 			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs}
 			return nil
 		})
@@ -314,6 +321,9 @@ func (w *world) digests(in Input) map[string]string {
 			write(string(cert.CertPEM))
 			write(string(cert.KeyPEM))
 			write(string(cert.CAPEM))
+			if ist := cert.Istio; ist != nil {
+				write(string(ist.CertPEM) + string(ist.KeyPEM) + string(ist.RootPEM) + string(ist.ChainPEM))
+			}
 		}
 		for _, rs := range [][]relevantObject{forAll, forCluster[c]} {
 			for _, r := range rs {

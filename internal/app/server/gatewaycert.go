@@ -11,17 +11,18 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// gatewayIssuer signs gateways' xDS client certificates with the mesh CA, for clusters of
-// the configuration only (docs/adr/0007).
-func gatewayIssuer(config func() []resource.Object, ca *pki.CA, validity time.Duration) configapi.GatewayIssuer {
+// gatewayIssuer signs gateways' xDS client certificates with the mesh CA that signs now
+// (docs/adr/0009), for clusters of the configuration only (docs/adr/0007); the CA returned is
+// every mesh CA trusted now.
+func gatewayIssuer(config func() []resource.Object, auth *pki.MeshAuthority, validity time.Duration) configapi.GatewayIssuer {
 	return func(_ context.Context, cluster, node string, csrPEM []byte) (configapi.GatewayCert, error) {
 		if _, ok := translate.Clusters(config())[cluster]; !ok {
 			return configapi.GatewayCert{}, fmt.Errorf("%w: no KubernetesCluster named %q; register it first (meshrelay apply)", configapi.ErrUnknownCluster, cluster)
 		}
-		cert, notAfter, err := ca.SignGatewayCSR(csrPEM, cluster, node, validity)
+		cert, notAfter, err := auth.Signer().SignGatewayCSR(csrPEM, cluster, node, validity)
 		if err != nil {
 			return configapi.GatewayCert{}, fmt.Errorf("%w: gateway %s of cluster %s: %w", configapi.ErrBadRequest, node, cluster, err)
 		}
-		return configapi.GatewayCert{Certificate: string(cert), CA: string(ca.CertPEM), NotAfter: notAfter}, nil
+		return configapi.GatewayCert{Certificate: string(cert), CA: string(auth.Trust()), NotAfter: notAfter}, nil
 	}
 }

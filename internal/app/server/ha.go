@@ -35,7 +35,7 @@ func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert
 	if s.store == nil {
 		out := map[string]translate.ClusterCert{}
 		for c, b := range s.issuer.Bundles(clusters) {
-			out[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+			out[c] = clusterCert(b)
 		}
 		return out
 	}
@@ -55,7 +55,14 @@ func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert
 func (s *sharedCerts) Start(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var istioErr string
 	for {
+		if err := s.issuer.IstioError(); err != nil && err.Error() != istioErr {
+			istioErr = err.Error()
+			s.log.Warn("istio ca not issued", "error", err)
+		} else if err == nil {
+			istioErr = ""
+		}
 		if s.store == nil {
 			if next := s.issuer.NextRotation(); !next.IsZero() && time.Now().After(next) {
 				s.rec.Kick()
@@ -72,10 +79,29 @@ func (s *sharedCerts) Start(ctx context.Context) error {
 }
 
 type storedBundle struct {
-	CertPEM  []byte    `json:"cert"`
-	KeyPEM   []byte    `json:"key"`
-	CAPEM    []byte    `json:"ca"`
-	NotAfter time.Time `json:"notAfter"`
+	CertPEM  []byte       `json:"cert"`
+	KeyPEM   []byte       `json:"key"`
+	CAPEM    []byte       `json:"ca"`
+	NotAfter time.Time    `json:"notAfter"`
+	Istio    *pki.IstioCA `json:"istio,omitempty"`
+}
+
+// clusterCert is what translation gets of a cluster's bundle.
+func clusterCert(b pki.MeshBundle) translate.ClusterCert {
+	c := translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+	if ist := b.Istio; ist != nil {
+		c.Istio = &translate.IstioCA{CertPEM: ist.CertPEM, KeyPEM: ist.KeyPEM, RootPEM: ist.RootPEM, ChainPEM: ist.ChainPEM}
+	}
+	return c
+}
+
+// sameBundle reports whether two bundles hold the same bytes.
+func sameBundle(a, b pki.MeshBundle) bool {
+	same := bytes.Equal(a.CertPEM, b.CertPEM) && bytes.Equal(a.CAPEM, b.CAPEM) && (a.Istio == nil) == (b.Istio == nil)
+	if same && a.Istio != nil {
+		same = bytes.Equal(a.Istio.CertPEM, b.Istio.CertPEM) && bytes.Equal(a.Istio.RootPEM, b.Istio.RootPEM)
+	}
+	return same
 }
 
 func (s *sharedCerts) round(ctx context.Context) {
@@ -94,7 +120,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 	for c, v := range raw {
 		var b storedBundle
 		if json.Unmarshal(v, &b) == nil {
-			stored[c] = pki.MeshBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter}
+			stored[c] = pki.MeshBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter, Istio: b.Istio}
 		}
 	}
 	if active, _ := s.coord.Active(); active && s.coord.Leader() {
@@ -105,10 +131,10 @@ func (s *sharedCerts) round(ctx context.Context) {
 		}
 		sort.Strings(clusters)
 		for c, b := range s.issuer.Bundles(clusters) {
-			if cur, ok := stored[c]; ok && bytes.Equal(cur.CertPEM, b.CertPEM) {
+			if cur, ok := stored[c]; ok && sameBundle(cur, b) {
 				continue
 			}
-			v, _ := json.Marshal(storedBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter})
+			v, _ := json.Marshal(storedBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter, Istio: b.Istio})
 			if err := s.store.PutMeshCert(ctx, c, v); err != nil {
 				s.log.Warn("mesh certificate not stored", "cluster", c, "error", err)
 				continue
@@ -119,12 +145,14 @@ func (s *sharedCerts) round(ctx context.Context) {
 	}
 	next := make(map[string]translate.ClusterCert, len(stored))
 	for c, b := range stored {
-		next[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+		next[c] = clusterCert(b)
 	}
 	s.mu.Lock()
 	changed := len(next) != len(s.certs)
 	for c, b := range next {
-		if !bytes.Equal(s.certs[c].CertPEM, b.CertPEM) {
+		cur := s.certs[c]
+		if !bytes.Equal(cur.CertPEM, b.CertPEM) || !bytes.Equal(cur.CAPEM, b.CAPEM) || (cur.Istio == nil) != (b.Istio == nil) ||
+			(b.Istio != nil && !bytes.Equal(cur.Istio.CertPEM, b.Istio.CertPEM)) || (b.Istio != nil && !bytes.Equal(cur.Istio.RootPEM, b.Istio.RootPEM)) {
 			changed = true
 		}
 	}

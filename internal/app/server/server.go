@@ -58,24 +58,28 @@ const DefaultDataDir = "meshrelay-data"
 
 // Config is the server's configuration; RegisterFlags binds it to flags.
 type Config struct {
-	RelayAddress    string
-	AdminAddress    string
-	DataDir         string
-	TokenFile       string
-	AdminTokenFile  string
-	AdminTLSCert    string
-	AdminTLSKey     string
-	AdminPlaintext  bool
-	TLSMode         string
-	TrustDomain     string
-	CACert, CAKey   string
-	ServerCert      string
-	ServerKey       string
-	ServerNames     []string
-	AgentCertTTL    time.Duration
-	MeshCACert      string
-	MeshCAKey       string
-	MeshCertTTL     time.Duration
+	RelayAddress   string
+	AdminAddress   string
+	DataDir        string
+	TokenFile      string
+	AdminTokenFile string
+	AdminTLSCert   string
+	AdminTLSKey    string
+	AdminPlaintext bool
+	TLSMode        string
+	TrustDomain    string
+	CACert, CAKey  string
+	ServerCert     string
+	ServerKey      string
+	ServerNames    []string
+	AgentCertTTL   time.Duration
+	MeshCACert     string
+	MeshCAKey      string
+	MeshCertTTL    time.Duration
+	// IstioCACerts issues every cluster an Istio workload CA (Istio's `cacerts` Secret,
+	// written by Kubernetes-mode agents), valid for IstioCATTL.
+	IstioCACerts    bool
+	IstioCATTL      time.Duration
 	ConfigDir       string
 	Store           string
 	RedisAddress    string
@@ -131,6 +135,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.MeshCACert, "mesh-ca-cert", "", "bring your own mesh CA (PEM) for the gateways' east-west mTLS; default: generated into <data-dir>/mesh-ca.crt")
 	fs.StringVar(&c.MeshCAKey, "mesh-ca-key", "", "private key of --mesh-ca-cert (PEM)")
 	fs.DurationVar(&c.MeshCertTTL, "mesh-cert-ttl", 24*time.Hour, "lifetime of the mesh certificates issued to each cluster's gateways; rotated at two thirds")
+	fs.BoolVar(&c.IstioCACerts, "istio-cacerts", true, "issue every cluster an Istio workload CA (an intermediate of the mesh CA), which Kubernetes-mode agents write as Istio's cacerts Secret in istio-system; false when cert-manager or external-secrets provides cacerts")
+	fs.DurationVar(&c.IstioCATTL, "istio-ca-ttl", 720*time.Hour, "lifetime of each cluster's Istio workload CA; renewed at two thirds, and when the mesh CA rotates")
 	fs.StringVar(&c.ConfigDir, "config-dir", "", "directory of resource YAML to load and watch (GitOps); resources applied through the API are merged on top; not with --kubernetes")
 	k := &c.Kube
 	fs.BoolVar(&k.Enabled, "kubernetes", false, "Kubernetes mode: read the configuration from meshrelay's custom resources (meshrelay.io/v1alpha1, all namespaces) in the management cluster instead of --config-dir, and write each one's status (Accepted condition naming the invalid field, observedGeneration, selected clusters); the CRDs must be installed (charts/meshrelay-server/crds)")
@@ -192,6 +198,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MeshCertTTL < 10*time.Second {
 		errs = append(errs, errors.New("--mesh-cert-ttl must be at least 10s"))
+	}
+	if c.IstioCACerts && c.IstioCATTL < 10*time.Second {
+		errs = append(errs, fmt.Errorf("--istio-ca-ttl %v: must be at least 10s (workload certificates it signs are clamped to its lifetime)", c.IstioCATTL))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
@@ -363,7 +372,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	if err != nil {
 		return err
 	}
-	issuer := pki.NewMeshIssuer(meshCA, cfg.MeshCertTTL)
+	meshAuth, err := pki.OpenMeshAuthority(cfg.DataDir, meshCA)
+	if err != nil {
+		return err
+	}
+	issuer := pki.NewMeshIssuer(meshAuth.Signer(), cfg.MeshCertTTL)
+	issuer.SetCA(meshAuth.Signer(), meshAuth.Trust())
+	if cfg.IstioCACerts {
+		issuer.IssueIstioCAs(cfg.IstioCATTL)
+	}
 	token, err := tokenSource(cfg.TokenFile, filepath.Join(cfg.DataDir, "relay-identity-token"), "relay identity token; give it to agents with --token-file", log)
 	if err != nil {
 		return err
@@ -470,6 +487,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		WitnessEpoch:     witness,
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
+	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
+		leader: func() bool {
+			if role == nil {
+				return true
+			}
+			active, _ := role.Active()
+			return active && role.Leader()
+		}}
+	rotation.metrics(reg)
 
 	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: relay.NewFileRevocations(cfg.DataDir)}
 	if redisStore != nil {
@@ -479,6 +505,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		rcfg.Balancer = coord
 	}
 	rs := relay.NewServer(rcfg, rec, ca, log.With("component", "relay"), reg)
+	rotation.conns = rs.Connections
 	gs := grpc.NewServer(append(rs.GRPCOptions(),
 		grpc.Creds(credentials.NewTLS(rs.TLSConfig(tls.Certificate{}))),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -510,7 +537,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
 			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: auth.Serving().Leaf.NotAfter, RelayCANotAfter: auth.Current().Cert.NotAfter,
-			RelayCA: rs.Rotation(), Plane: publisher.Status()}
+			RelayCA: rs.Rotation(), Plane: publisher.Status(), MeshCA: rotation.status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
 		}
@@ -518,7 +545,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
-	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshCA, cfg.MeshCertTTL), adminToken)
+	rotation.register(configapi.Protected(adm, adminToken))
+	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
 	registerRelayCA(adm, rs, cfg.TrustDomain, adminToken)
 	adminAddr, err := adm.Listen()
 	if err != nil {
@@ -596,8 +624,7 @@ func loadMeshCA(cfg Config) (*pki.CA, error) {
 	if cfg.MeshCACert != "" {
 		return pki.LoadCA(cfg.MeshCACert, cfg.MeshCAKey, cfg.TrustDomain)
 	}
-	ca, _, err := pki.LoadOrCreateCAFiles(filepath.Join(cfg.DataDir, "mesh-ca.crt"), filepath.Join(cfg.DataDir, "mesh-ca.key"), cfg.TrustDomain)
-	return ca, err
+	return pki.LoadOrCreateMeshCA(cfg.DataDir, cfg.TrustDomain)
 }
 
 // ServerStatus is the server's /status document.
@@ -622,6 +649,8 @@ type ServerStatus struct {
 	// RateLimited are the sources (and clusters' registrations) the relay refused for
 	// too many attempts in the last relay.RateLimitMemory.
 	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
+	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
+	MeshCA MeshCAStatus `json:"meshCA"`
 }
 
 func orDefault(s, def string) string {

@@ -1,0 +1,300 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// Admin API paths of the mesh CA rotation (docs/adr/0009-mesh-ca-rotation-and-istio-cacerts.md).
+const (
+	MeshCAPath        = "/api/v1/ca/mesh"
+	MeshCARotatePath  = "/api/v1/ca/mesh/rotate"
+	MeshCAAdvancePath = "/api/v1/ca/mesh/advance"
+)
+
+// MeshCAStatus is the mesh CA and its rotation, in /status and the rotation API.
+type MeshCAStatus struct {
+	// Phase is "" (no rotation), "trust" (old CA signs, both trusted) or "sign" (new CA
+	// signs, both trusted).
+	Phase   string       `json:"phase"`
+	Since   time.Time    `json:"since,omitzero"`
+	Signer  MeshCAInfo   `json:"signer"`
+	Trusted []MeshCAInfo `json:"trusted"`
+	// Clusters says, for every registered cluster, whether the gateways have the outputs of
+	// the current phase (acknowledged by its agent).
+	Clusters []MeshCACluster `json:"clusters,omitempty"`
+	// Ready: every connected cluster acknowledged the outputs of the current phase.
+	Ready bool `json:"ready"`
+	// IstioCAError says why a cluster's Istio workload CA (cacerts) could not be issued.
+	IstioCAError string `json:"istioCAError,omitempty"`
+}
+
+// MeshCAInfo names a mesh CA.
+type MeshCAInfo struct {
+	Subject     string    `json:"subject"`
+	Fingerprint string    `json:"sha256"`
+	NotAfter    time.Time `json:"notAfter"`
+}
+
+// MeshCACluster is where one cluster stands in the current phase.
+type MeshCACluster struct {
+	Name      string `json:"name"`
+	Connected bool   `json:"connected"`
+	Done      bool   `json:"done"`
+	// Waiting says what the rotation waits for (empty when Done).
+	Waiting string `json:"waiting,omitempty"`
+}
+
+// MeshCARotateRequest starts a rotation; without a certificate the server generates the
+// new CA.
+type MeshCARotateRequest struct {
+	CertPEM []byte `json:"cert,omitempty"`
+	KeyPEM  []byte `json:"key,omitempty"`
+}
+
+// MeshCAAdvanceRequest moves the rotation out of phase From, once Ready.
+type MeshCAAdvanceRequest struct {
+	From string `json:"from"`
+}
+
+// meshRotation moves the mesh CA from phase to phase through the admin API, each step only
+// once every connected cluster acknowledged the outputs of the previous one.
+type meshRotation struct {
+	auth   *pki.MeshAuthority
+	issuer *pki.MeshIssuer
+	rec    *reconcile.Reconciler
+	conns  func() map[string]relay.Connection
+	leader func() bool // this server issues the mesh identities
+	log    *slog.Logger
+}
+
+// apply hands the authority's signer and trust to the issuer and re-translates.
+func (m *meshRotation) apply() {
+	m.issuer.SetCA(m.auth.Signer(), m.auth.Trust())
+	m.rec.Kick()
+}
+
+func caInfo(ca *pki.CA) MeshCAInfo {
+	return MeshCAInfo{Subject: ca.Cert.Subject.CommonName, Fingerprint: pki.Fingerprint(ca), NotAfter: ca.Cert.NotAfter}
+}
+
+// status judges every registered cluster's output and acknowledgement against the phase.
+func (m *meshRotation) status() MeshCAStatus {
+	phase, since := m.auth.Phase()
+	current, next := m.auth.CAs()
+	signer, trust := m.auth.Signer(), m.auth.Trust()
+	st := MeshCAStatus{Phase: phase, Since: since, Signer: caInfo(signer), Trusted: []MeshCAInfo{caInfo(current)}, Ready: true}
+	if next != nil {
+		st.Trusted = append(st.Trusted, caInfo(next))
+	}
+	if err := m.issuer.IstioError(); err != nil {
+		st.IstioCAError = err.Error()
+	}
+	conns := m.conns()
+	for _, cs := range m.rec.Status().Clusters {
+		_, connected := conns[cs.Name]
+		c := MeshCACluster{Name: cs.Name, Connected: connected}
+		c.Waiting = meshOutputWaits(m.rec.Output(cs.Name), signer, trust)
+		if c.Waiting == "" && !cs.InSync {
+			c.Waiting = "its agent has not acknowledged the output with the new certificates"
+		}
+		c.Done = c.Waiting == ""
+		if !c.Done && connected {
+			st.Ready = false
+		}
+		if !connected && !c.Done {
+			c.Waiting += " (not connected: it gets them when its agent reconnects)"
+		}
+		st.Clusters = append(st.Clusters, c)
+	}
+	return st
+}
+
+// meshOutputWaits says what a cluster's output lacks for the phase: the trust bundle must
+// be exactly trust and the identity signed by signer. An output without mesh certificates
+// (no gateway of the cluster uses them) lacks nothing.
+func meshOutputWaits(out *snapshot.Snapshot, signer *pki.CA, trust []byte) string {
+	if out == nil {
+		return "no output translated yet"
+	}
+	var ca, id *tlsv3.Secret
+	for _, r := range out.Sorted() {
+		if r.Key != translate.KindEnvoySecret+"//"+translate.MeshCASecret && r.Key != translate.KindEnvoySecret+"//"+translate.MeshIdentitySecret {
+			continue
+		}
+		_, msg, err := translate.DecodeEnvoy(r)
+		if err != nil {
+			return err.Error()
+		}
+		if s, ok := msg.(*tlsv3.Secret); ok && s.GetName() == translate.MeshCASecret {
+			ca = s
+		} else if ok {
+			id = s
+		}
+	}
+	if ca != nil && !bytes.Equal(ca.GetValidationContext().GetTrustedCa().GetInlineBytes(), trust) {
+		return "its output does not carry the trust bundle of this phase yet"
+	}
+	if id != nil {
+		leaf, err := pki.ParseCertPEM(id.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+		if err != nil || leaf.CheckSignatureFrom(signer.Cert) != nil {
+			return "its output's mesh identity is not issued by " + signer.Cert.Subject.CommonName + " yet"
+		}
+	}
+	return ""
+}
+
+// register adds the rotation's routes to the admin API (behind the admin token).
+func (m *meshRotation) register(mux interface{ Handle(string, http.Handler) }) {
+	mux.Handle("GET "+MeshCAPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		admin.WriteJSON(w, http.StatusOK, m.status())
+	}))
+	mux.Handle("POST "+MeshCARotatePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req MeshCARotateRequest
+		if !m.decode(w, r, &req) {
+			return
+		}
+		var next *pki.CA
+		current, inRotation := m.auth.CAs()
+		var err error
+		switch {
+		case len(req.CertPEM) > 0 || len(req.KeyPEM) > 0:
+			if next, err = pki.ParseCA(req.CertPEM, req.KeyPEM, current.TrustDomain); err != nil {
+				http.Error(w, "new mesh CA (--cert, --key): "+err.Error(), http.StatusBadRequest)
+				return
+			}
+		case inRotation == nil:
+			if next, err = pki.NewMeshCA(current.TrustDomain); err != nil {
+				http.Error(w, "generate the new mesh CA: "+err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		if err := m.auth.Begin(next); err != nil {
+			m.refuse(w, err)
+			return
+		}
+		m.apply()
+		phase, _ := m.auth.Phase()
+		_, n := m.auth.CAs()
+		m.log.Info("mesh ca rotation", "phase", phase, "next", n.Cert.Subject.CommonName, "sha256", pki.Fingerprint(n))
+		admin.WriteJSON(w, http.StatusOK, m.status())
+	}))
+	mux.Handle("POST "+MeshCAAdvancePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req MeshCAAdvanceRequest
+		if !m.decode(w, r, &req) {
+			return
+		}
+		st := m.status()
+		if st.Phase != req.From {
+			m.refuse(w, fmt.Errorf("%w: asked to leave phase %q, the rotation is in phase %q", pki.ErrRotationPhase, req.From, st.Phase))
+			return
+		}
+		if !st.Ready {
+			var waits []string
+			for _, c := range st.Clusters {
+				if !c.Done && c.Connected {
+					waits = append(waits, c.Name+": "+c.Waiting)
+				}
+			}
+			m.log.Warn("mesh ca rotation waits", "phase", st.Phase, "clusters", strings.Join(waits, "; "))
+			http.Error(w, fmt.Sprintf("mesh CA rotation stays in phase %s: %s", st.Phase, strings.Join(waits, "; ")), http.StatusConflict)
+			return
+		}
+		var err error
+		switch req.From {
+		case pki.PhaseTrust:
+			err = m.auth.Sign()
+		case pki.PhaseSign:
+			err = m.auth.Finish()
+		default:
+			err = fmt.Errorf("%w: no rotation in progress", pki.ErrRotationPhase)
+		}
+		if err != nil {
+			m.refuse(w, err)
+			return
+		}
+		m.apply()
+		phase, _ := m.auth.Phase()
+		m.log.Info("mesh ca rotation", "phase", phase, "signer", m.auth.Signer().Cert.Subject.CommonName)
+		admin.WriteJSON(w, http.StatusOK, m.status())
+	}))
+}
+
+// decode reads a JSON request; false when it answered with an error.
+func (m *meshRotation) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if !m.leader() {
+		m.log.Warn("mesh ca rotation refused", "reason", "not the leader")
+		http.Error(w, "this replica does not issue the mesh certificates: send the rotation to the leader of the active management cluster (see `meshrelay check`)", http.StatusConflict)
+		return false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err == nil && len(b) > 0 {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		http.Error(w, "read request: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func (m *meshRotation) refuse(w http.ResponseWriter, err error) {
+	m.log.Warn("mesh ca rotation refused", "error", err)
+	code := http.StatusInternalServerError
+	if errors.Is(err, pki.ErrRotationPhase) {
+		code = http.StatusConflict
+	}
+	http.Error(w, err.Error(), code)
+}
+
+// metrics registers the rotation's phase, the clusters it waits for and the signer's expiry.
+func (m *meshRotation) metrics(reg prometheus.Registerer) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_mesh_ca_rotation_phase",
+			Help: "Phase of the mesh CA rotation: 0 none, 1 trust (old CA signs, both trusted), 2 sign (new CA signs, both trusted)."},
+			func() float64 {
+				phase, _ := m.auth.Phase()
+				return float64(slices.Index([]string{pki.PhaseNone, pki.PhaseTrust, pki.PhaseSign}, phase))
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_mesh_ca_rotation_pending_clusters",
+			Help: "Connected clusters whose gateways do not have the mesh certificates of the current phase yet (acknowledged)."},
+			func() float64 {
+				n := 0
+				for _, c := range m.status().Clusters {
+					if c.Connected && !c.Done {
+						n++
+					}
+				}
+				return float64(n)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_istio_ca_issue_failing",
+			Help: "1 while a cluster's Istio workload CA (cacerts) cannot be issued (see /status meshCA.istioCAError), else 0."},
+			func() float64 {
+				if m.issuer.IstioError() != nil {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_mesh_ca_expiry_timestamp_seconds",
+			Help: "When the mesh CA that signs the clusters' identities expires (Unix seconds)."},
+			func() float64 { return float64(m.auth.Signer().Cert.NotAfter.Unix()) }),
+	)
+}

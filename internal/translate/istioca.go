@@ -1,0 +1,38 @@
+package translate
+
+import (
+	"encoding/json"
+
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+)
+
+// Istio's plugged-in CA Secret (https://istio.io/latest/docs/tasks/security/cert-management/plugin-ca-cert/).
+const (
+	IstioCASecretNamespace = "istio-system"
+	IstioCASecretName      = "cacerts"
+	// IstioCASecretKey is the output resource key of the Secret.
+	IstioCASecretKey = "Secret/" + IstioCASecretNamespace + "/" + IstioCASecretName
+)
+
+// IstioCA is a cluster's Istio workload CA: an intermediate of the mesh CA.
+type IstioCA struct {
+	CertPEM, KeyPEM, RootPEM, ChainPEM []byte
+}
+
+// istioCASecret renders Istio's `cacerts` Secret: ca-cert.pem, ca-key.pem, root-cert.pem and
+// cert-chain.pem (the intermediate, then up to the root).
+func istioCASecret(ca IstioCA) snapshot.Resource {
+	body, _ := json.Marshal(map[string]any{ // maps of strings and byte slices always marshal
+		"apiVersion": "v1",
+		"kind":       "Secret",
+		"type":       "Opaque",
+		"metadata":   map[string]any{"name": IstioCASecretName, "namespace": IstioCASecretNamespace},
+		"data": map[string][]byte{
+			"ca-cert.pem":    ca.CertPEM,
+			"ca-key.pem":     ca.KeyPEM,
+			"root-cert.pem":  ca.RootPEM,
+			"cert-chain.pem": ca.ChainPEM,
+		},
+	})
+	return snapshot.NewResource(IstioCASecretKey, body)
+}
