@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,7 +79,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.adminOnce.Do(func() { close(g.adminReady) })
 	if g.cfg.tls() {
-		x, err := loadXDSTLS(g.cfg, g.metrics.xdsServerRefused, g.log.With("component", "xds"))
+		x, err := loadXDSTLS(g.cfg, g.meshTrust, g.metrics.xdsServerRefused, g.log.With("component", "xds"))
 		if err != nil {
 			return err
 		}
@@ -138,4 +139,16 @@ func (g *Gateway) Status() Status {
 		st.Clusters = []ClusterStatus{}
 	}
 	return st
+}
+
+// meshCASecret is the Secret in which the agent serves the mesh CA bundle (translation's
+// name for it).
+const meshCASecret = "meshrelay-mesh-ca"
+
+// meshTrust is the mesh CA bundle of the configuration in service, nil before there is one.
+func (g *Gateway) meshTrust() *x509.CertPool {
+	if sec := g.secrets.get(meshCASecret); sec != nil {
+		return sec.ca
+	}
+	return nil
 }

@@ -34,6 +34,10 @@ type xdsTLS struct {
 	ca      *pki.CAFile
 	refused *prometheus.CounterVec
 	log     *slog.Logger
+	// meshTrust is the mesh CA bundle received from the agent (nil before the first), trusted
+	// beside --xds-ca-file: during a mesh CA rotation it brings the new CA before the
+	// agent's identity is issued from it, so the gateway keeps its link without new files.
+	meshTrust func() *x509.CertPool
 
 	mu      sync.Mutex // guards lastErr
 	lastErr string     // of the last refusal, so that a repeated one is not logged again
@@ -41,7 +45,7 @@ type xdsTLS struct {
 
 // loadXDSTLS reads the files and checks that the certificate is a gateway identity of
 // cluster for node.
-func loadXDSTLS(cfg Config, refused *prometheus.CounterVec, log *slog.Logger) (*xdsTLS, error) {
+func loadXDSTLS(cfg Config, meshTrust func() *x509.CertPool, refused *prometheus.CounterVec, log *slog.Logger) (*xdsTLS, error) {
 	pair, err := pki.LoadKeyPairFiles(cfg.XDSCertFile, cfg.XDSKeyFile, func(err error) {
 		log.Warn("xds client certificate reload failed", "certFile", cfg.XDSCertFile, "error", err)
 	})
@@ -60,7 +64,7 @@ func loadXDSTLS(cfg Config, refused *prometheus.CounterVec, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("--xds-tls-cert-file %s: %w", cfg.XDSCertFile, err)
 	}
-	return &xdsTLS{cluster: cfg.Cluster, pair: pair, ca: ca, refused: refused, log: log}, nil
+	return &xdsTLS{cluster: cfg.Cluster, pair: pair, ca: ca, refused: refused, log: log, meshTrust: meshTrust}, nil
 }
 
 // config is the client TLS configuration. The server's name is not checked against the
@@ -85,7 +89,13 @@ func (x *xdsTLS) verify(cs tls.ConnectionState) error {
 	}
 	want := pki.SpiffeID(td, x.cluster)
 	if err := pki.VerifyChain(cs.PeerCertificates, x.ca.Pool(), x509.ExtKeyUsageServerAuth); err != nil {
-		return x.refuse(serverUntrusted, fmt.Errorf("xds server certificate not trusted by --xds-ca-file: %w", err))
+		var mesh *x509.CertPool
+		if x.meshTrust != nil {
+			mesh = x.meshTrust()
+		}
+		if mesh == nil || pki.VerifyChain(cs.PeerCertificates, mesh, x509.ExtKeyUsageServerAuth) != nil {
+			return x.refuse(serverUntrusted, fmt.Errorf("xds server certificate not trusted by --xds-ca-file nor by the mesh CA bundle received from the agent: %w", err))
+		}
 	}
 	leaf := cs.PeerCertificates[0]
 	p, err := pki.ParseMeshPeer(leaf)

@@ -15,6 +15,7 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
+	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -277,5 +278,62 @@ func TestMeshCARotationStallsAndResumes(t *testing.T) {
 	}
 	if retired, _ := filepath.Glob(filepath.Join(s.dataDir, "mesh-ca.crt.retired-*")); len(retired) != 1 {
 		t.Fatalf("retired mesh CA files %v, want one (resuming did not start a second rotation)", retired)
+	}
+}
+
+// A gateway on the xDS link's mutual TLS regains its link in the middle of a mesh CA
+// rotation without new files: in the sign phase its agent serves an identity of the new CA,
+// which the gateway trusts from the mesh CA bundle the agent sent it in the trust phase.
+func TestXDSGatewayTrustsRotatedMeshCA(t *testing.T) {
+	h, s, agents, xdsAddr := tlsAgents(t)
+	certs := h.gatewayCert(s, "east", "east-gw")
+	gwAdmin := h.addr()
+	h.start("gateway-east", append([]string{"gateway", "--xds-address", xdsAddr["east"], "--node-id", "east-gw",
+		"--admin-address", gwAdmin, "--xds-max-backoff", "1s"}, gatewayTLSArgs("east", certs)...)...)
+	connected := func(what string) {
+		eventually(t, 30*time.Second, what, func() error {
+			var st gatewayXDSStatus
+			if err := getJSON(gwAdmin, "/status", &st); err != nil {
+				return err
+			}
+			if !st.XDS.Connected || st.XDS.Versions["Secret"] == "" {
+				return fmt.Errorf("xds status %+v", st.XDS)
+			}
+			return nil
+		})
+	}
+	connected("east's gateway configured before the rotation")
+
+	c, err := configapi.NewClient(s.admin, adminToken, s.caFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st serverapp.MeshCAStatus
+	if err := c.DoJSON(t.Context(), http.MethodPost, serverapp.MeshCARotatePath, serverapp.MeshCARotateRequest{}, &st); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "the rotation in phase sign", func() error {
+		return c.DoJSON(t.Context(), http.MethodPost, serverapp.MeshCAAdvancePath, serverapp.MeshCAAdvanceRequest{From: pki.PhaseTrust}, &st)
+	})
+	eventually(t, 60*time.Second, "phase sign acknowledged", func() error {
+		if err := c.DoJSON(t.Context(), http.MethodGet, serverapp.MeshCAPath, nil, &st); err != nil {
+			return err
+		}
+		if st.Phase != pki.PhaseSign || !st.Ready {
+			return fmt.Errorf("phase %q, ready %v", st.Phase, st.Ready)
+		}
+		return nil
+	})
+	// The agent restarts: the gateway reconnects to an identity its --xds-ca-file (written
+	// before the rotation) does not trust.
+	east := agents["east"]
+	if err := east.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	refusedBefore := metric(t, gwAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="untrusted"`)
+	h.restartAgent(east)
+	connected("east's gateway reconnected to its agent serving a new-CA identity")
+	if n := metric(t, gwAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="untrusted"`); n != refusedBefore {
+		t.Fatalf("the gateway refused its agent as untrusted %v times", n-refusedBefore)
 	}
 }
