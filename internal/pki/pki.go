@@ -258,16 +258,9 @@ func (ca *CA) signClusterCSR(csrPEM []byte, cluster string, notBefore, notAfter 
 	if err := validateCluster(cluster); err != nil {
 		return nil, time.Time{}, err
 	}
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
-		return nil, time.Time{}, errors.New("CSR: no CERTIFICATE REQUEST PEM block found")
-	}
-	csr, err := x509.ParseCertificateRequest(block.Bytes)
-	if err == nil {
-		err = csr.CheckSignature()
-	}
+	pub, err := csrPublicKey(csrPEM)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("CSR: %w", err)
+		return nil, time.Time{}, err
 	}
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: cluster},
@@ -275,12 +268,29 @@ func (ca *CA) signClusterCSR(csrPEM []byte, cluster string, notBefore, notAfter 
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
-	cert, err := ca.sign(tmpl, csr.PublicKey, notBefore, notAfter)
+	cert, err := ca.sign(tmpl, pub, notBefore, notAfter)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	_, out := ca.chain(cert)
 	return out, cert.NotAfter, nil
+}
+
+// csrPublicKey returns the public key of a PEM CSR whose signature checks; nothing else of
+// the CSR is used.
+func csrPublicKey(csrPEM []byte) (crypto.PublicKey, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || (block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST") {
+		return nil, errors.New("CSR: no CERTIFICATE REQUEST PEM block found")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err == nil {
+		err = csr.CheckSignature()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("CSR: %w", err)
+	}
+	return csr.PublicKey, nil
 }
 
 // sign signs tmpl for pub, with notAfter clamped to the CA's own NotAfter.
