@@ -290,19 +290,7 @@ func TestXDSGatewayTrustsRotatedMeshCA(t *testing.T) {
 	gwAdmin := h.addr()
 	h.start("gateway-east", append([]string{"gateway", "--xds-address", xdsAddr["east"], "--node-id", "east-gw",
 		"--admin-address", gwAdmin, "--xds-max-backoff", "1s"}, gatewayTLSArgs("east", certs)...)...)
-	connected := func(what string) {
-		eventually(t, 30*time.Second, what, func() error {
-			var st gatewayXDSStatus
-			if err := getJSON(gwAdmin, "/status", &st); err != nil {
-				return err
-			}
-			if !st.XDS.Connected || st.XDS.Versions["Secret"] == "" {
-				return fmt.Errorf("xds status %+v", st.XDS)
-			}
-			return nil
-		})
-	}
-	connected("east's gateway configured before the rotation")
+	gatewayConfigured(t, gwAdmin, "east's gateway configured before the rotation")
 
 	c, err := configapi.NewClient(s.admin, adminToken, s.caFile())
 	if err != nil {
@@ -332,7 +320,7 @@ func TestXDSGatewayTrustsRotatedMeshCA(t *testing.T) {
 	}
 	refusedBefore := metric(t, gwAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="untrusted"`)
 	h.restartAgent(east)
-	connected("east's gateway reconnected to its agent serving a new-CA identity")
+	gatewayConfigured(t, gwAdmin, "east's gateway reconnected to its agent serving a new-CA identity")
 	if n := metric(t, gwAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="untrusted"`); n != refusedBefore {
 		t.Fatalf("the gateway refused its agent as untrusted %v times", n-refusedBefore)
 	}

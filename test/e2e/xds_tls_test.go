@@ -47,6 +47,22 @@ func gatewayTLSArgs(cluster, dir string) []string {
 		"--xds-tls-key-file", filepath.Join(dir, "gateway.key"), "--xds-ca-file", filepath.Join(dir, "ca.crt")}
 }
 
+// gatewayConfigured waits until the gateway at admin is connected to its agent and holds
+// its Secrets.
+func gatewayConfigured(t *testing.T, admin, what string) {
+	t.Helper()
+	eventually(t, 30*time.Second, what, func() error {
+		var st gatewayXDSStatus
+		if err := getJSON(admin, "/status", &st); err != nil {
+			return err
+		}
+		if !st.XDS.Connected || st.XDS.Versions["Secret"] == "" {
+			return fmt.Errorf("xds status %+v", st.XDS)
+		}
+		return nil
+	})
+}
+
 type gatewayXDSStatus struct {
 	XDS struct {
 		Connected bool              `json:"connected"`
@@ -125,16 +141,7 @@ func TestXDSGatewayRefusesForeignAgent(t *testing.T) {
 	rightAdmin := h.addr()
 	h.start("gateway-east", append([]string{"gateway", "--xds-address", xdsAddr["east"], "--node-id", "east-gw",
 		"--admin-address", rightAdmin, "--xds-max-backoff", "1s"}, gatewayTLSArgs("east", certs)...)...)
-	eventually(t, 30*time.Second, "east's gateway configured by east's agent", func() error {
-		var st gatewayXDSStatus
-		if err := getJSON(rightAdmin, "/status", &st); err != nil {
-			return err
-		}
-		if !st.XDS.Connected || st.XDS.Versions["Secret"] == "" {
-			return fmt.Errorf("xds status %+v", st.XDS)
-		}
-		return nil
-	})
+	gatewayConfigured(t, rightAdmin, "east's gateway configured by east's agent")
 	if n := metric(t, rightAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="foreign_cluster"`); n != 0 {
 		t.Errorf("the gateway at its own agent refused it %v times", n)
 	}
