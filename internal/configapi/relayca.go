@@ -7,14 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/meshrelay/meshrelay/internal/admin"
 )
-
-// HandleAuthenticated registers h on the admin API behind the admin token check.
-func HandleAuthenticated(adm *admin.Server, token func() (string, error), pattern string, h http.Handler) {
-	authenticated{adm: adm, token: token}.Handle(pattern, h)
-}
 
 // RotateRequest is the body of POST /api/v1/ca/relay/rotate.
 type RotateRequest struct {

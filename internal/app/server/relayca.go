@@ -28,7 +28,8 @@ type RevokeResult struct {
 // registerRelayCA adds the admin endpoints of the relay CA's lifecycle (behind the admin
 // token): the rotation of the relay CA and the revocation of a cluster's certificates.
 func registerRelayCA(adm *admin.Server, rs *relay.Server, trustDomain string, token func() (string, error)) {
-	configapi.HandleAuthenticated(adm, token, "POST /api/v1/ca/relay/rotate", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := configapi.Protected(adm, token)
+	api.Handle("POST /api/v1/ca/relay/rotate", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var req configapi.RotateRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRotateBody)).Decode(&req); err != nil {
 			http.Error(w, "rotation request: "+err.Error(), http.StatusBadRequest)
@@ -60,7 +61,7 @@ func registerRelayCA(adm *admin.Server, rs *relay.Server, trustDomain string, to
 		}
 		admin.WriteJSON(w, http.StatusOK, st)
 	}))
-	configapi.HandleAuthenticated(adm, token, "POST /api/v1/clusters/{name}/revoke", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api.Handle("POST /api/v1/clusters/{name}/revoke", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("name")
 		if err := pki.ValidateCluster(name); err != nil {
 			http.Error(w, "revoke: "+err.Error(), http.StatusBadRequest)
