@@ -54,9 +54,6 @@ func meshProbe(t *testing.T, addr string, ca *pki.CA, trusted *x509.CertPool) (s
 	return strings.TrimSpace(string(b)), nil
 }
 
-// `meshrelay ca rotate mesh`, run while requests flow continuously through the east-west
-// (mTLS failover) path, fails none of them; at the end the gateway serves a certificate of
-// the new CA only and refuses a client of the old CA.
 // localDial opens a new east-west connection as cluster local's gateway would at this
 // moment: with the identity and trust bundle of local's current output (which its agent
 // applies within milliseconds) to the remote gateway (whose state is what it is).
@@ -104,6 +101,9 @@ func localDial(t *testing.T, c *configapi.Client, addr string) error {
 	return nil
 }
 
+// `meshrelay ca rotate mesh`, run while requests flow continuously through the east-west
+// (mTLS failover) path, fails none of them; at the end the gateway serves a certificate of
+// the new CA only and refuses a client of the old CA.
 func TestMeshCARotationKeepsTraffic(t *testing.T) {
 	w := newSeedWorld(t, nil, nil, nil)
 	w.blue(t, "fail") // all traffic goes through the mTLS failover path

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -363,4 +364,63 @@ func pullWith(t *testing.T, relayAddr string, roots *x509.CertPool, cert tls.Cer
 		return nil, err
 	}
 	return stream.Recv, nil
+}
+
+// `meshrelay ca rotate relay`, run while requests flow through both gateways and the
+// east-west mTLS path, fails none of them: the agents re-register under the new CA and their
+// gateways keep serving (and keep their xDS link) meanwhile.
+func TestRelayCARotationKeepsTraffic(t *testing.T) {
+	w := newSeedWorld(t, nil, nil, nil)
+	w.blue(t, "fail") // through local's gateway to remote's failover gateway over mTLS
+	w.expect(t, "green-pod", 15*time.Second)
+	oldCA := readFile(t, w.server.caFile())
+
+	var ok, failed atomic.Int64
+	var lastErr atomic.Value
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if got, err := answer(w.url); err != nil || got != "green-pod" {
+				failed.Add(1)
+				lastErr.Store(fmt.Sprintf("%q %v", got, err))
+			} else {
+				ok.Add(1)
+			}
+		}
+	}()
+	out, errOut, err := cli(t, "ca", "rotate", "relay", "--server", w.server.admin, "--overlap", "60s", "--interval", "200ms")
+	time.Sleep(time.Second) // keep sending after the old CA was dropped
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatalf("ca rotate relay: %v\n%s%s", err, out, errOut)
+	}
+	w.h.trustAdmin(w.server.admin, w.server.caFile()) // the admin API's certificate is now the new CA's
+	if failed.Load() > 0 {
+		t.Fatalf("%d of %d requests failed during the relay CA rotation; last: %v", failed.Load(), failed.Load()+ok.Load(), lastErr.Load())
+	}
+	if ok.Load() < 20 {
+		t.Fatalf("only %d requests went through during the rotation", ok.Load())
+	}
+	newPool := poolOf(t, readFile(t, w.server.caFile()))
+	if bytes.Equal(readFile(t, w.server.caFile()), oldCA) {
+		t.Fatal("the relay CA did not change")
+	}
+	for _, a := range []*agent{w.local, w.remote} {
+		eventually(t, 15*time.Second, a.cluster+" holds a certificate of the new CA", func() error {
+			leaf, err := leafOf(filepath.Join(a.state, "agent.crt"))
+			if err != nil {
+				return err
+			}
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: newPool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			return err
+		})
+	}
+	t.Logf("%d requests through the gateways during the relay CA rotation, none failed", ok.Load())
 }
