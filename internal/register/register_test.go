@@ -345,6 +345,11 @@ func TestRegisterNoCRDs(t *testing.T) {
 // it on a second run and uninstalls it.
 func TestInstall(t *testing.T) {
 	remote := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs())
+	// The agent writes Istio's cacerts into istio-system, which must exist before the install
+	// (Istio wants cacerts before istiod starts: namespace, agent, then Istio).
+	if err := remote.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}); err != nil {
+		t.Fatal(err)
+	}
 	cfg := register.Config{Cluster: "east"}
 	h := register.Helm{Kubeconfig: remote.Kubeconfig, RelayAddress: "mgmt.example.com:9900", Set: []string{"image.tag=test"}}
 	rev, err := register.Install(t.Context(), cfg, h)
