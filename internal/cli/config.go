@@ -435,20 +435,22 @@ the server's, and only the certificate and key material of those Secrets differs
 }
 
 const ephemeralNote = "mesh identities are EPHEMERAL: issued by a throwaway CA for this run, so the certificates and keys " +
-	"of the mesh-identity and mesh-ca Secrets differ from the server's; everything else is what the server would publish"
+	"of the mesh-identity and mesh-ca Secrets and of Istio's cacerts differ from the server's; everything else is what the server would publish"
 
 // ephemeralMeshIdentities issues every cluster a mesh identity from a CA that lives only for
 // this run, as the server issues them from its mesh CA, so that an offline translation
 // produces what depends on them.
 func ephemeralMeshIdentities(clusters map[string]v1alpha1.KubernetesCluster) (map[string]translate.ClusterCert, error) {
-	ca, err := pki.NewCA(ephemeralTrustDomain, time.Hour)
+	ca, err := pki.NewMeshCA(ephemeralTrustDomain)
 	if err != nil {
 		return nil, fmt.Errorf("ephemeral mesh CA: %w", err)
 	}
 	names := slices.Sorted(maps.Keys(clusters))
 	out := make(map[string]translate.ClusterCert, len(names))
-	for c, b := range pki.NewMeshIssuer(ca, time.Hour).Bundles(names) {
-		out[c] = translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
+	issuer := pki.NewMeshIssuer(ca, time.Hour)
+	issuer.IssueIstioCAs(time.Hour) // as the server does by default (--istio-cacerts)
+	for c, b := range issuer.Bundles(names) {
+		out[c] = serverapp.ClusterCert(b)
 	}
 	if len(out) != len(names) {
 		return nil, fmt.Errorf("ephemeral mesh identities: issued %d of %d clusters", len(out), len(names))

@@ -35,6 +35,10 @@ func startKubeCluster(t *testing.T) *kubeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A cluster with Istio has istio-system, where the agent chart's cacerts Role lives.
+	if _, err := cs.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	return &kubeCluster{env: env, cs: cs, dyn: dyn}
 }
 

@@ -375,6 +375,10 @@ func TestKubeServerReplicasLease(t *testing.T) {
 func TestClusterRegisterCLI(t *testing.T) {
 	mgmt := kubetest.Start(t)
 	remote := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs())
+	// The agent chart's cacerts Role lives in istio-system, which must exist (README).
+	if err := remote.Client.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}); err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	ca, _ := selfSigned(t)
 	writeFile(t, filepath.Join(dir, "ca.crt"), string(ca))

@@ -35,7 +35,7 @@ func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert
 	if s.store == nil {
 		out := map[string]translate.ClusterCert{}
 		for c, b := range s.issuer.Bundles(clusters) {
-			out[c] = clusterCert(b)
+			out[c] = ClusterCert(b)
 		}
 		return out
 	}
@@ -86,8 +86,8 @@ type storedBundle struct {
 	Istio    *pki.IstioCA `json:"istio,omitempty"`
 }
 
-// clusterCert is what translation gets of a cluster's bundle.
-func clusterCert(b pki.MeshBundle) translate.ClusterCert {
+// ClusterCert is what translation needs of a cluster's mesh identity and Istio CA.
+func ClusterCert(b pki.MeshBundle) translate.ClusterCert {
 	c := translate.ClusterCert{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM}
 	if ist := b.Istio; ist != nil {
 		c.Istio = &translate.IstioCA{CertPEM: ist.CertPEM, KeyPEM: ist.KeyPEM, RootPEM: ist.RootPEM, ChainPEM: ist.ChainPEM}
@@ -145,7 +145,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 	}
 	next := make(map[string]translate.ClusterCert, len(stored))
 	for c, b := range stored {
-		next[c] = clusterCert(b)
+		next[c] = ClusterCert(b)
 	}
 	s.mu.Lock()
 	changed := len(next) != len(s.certs)
