@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"net"
 	"strings"
@@ -34,7 +35,8 @@ func (e *env) clientFrom(t *testing.T, ip string, cert *tls.Certificate) relayv1
 	return relayv1.NewRelayServiceClient(conn)
 }
 
-func registerReq(t *testing.T, cluster, tok string) *relayv1.RegisterRequest {
+// registerReq is a registration of cluster with token tok, and the key of its CSR.
+func registerReq(t *testing.T, cluster, tok string) (*relayv1.RegisterRequest, crypto.Signer) {
 	t.Helper()
 	key, err := pki.NewKey()
 	if err != nil {
@@ -44,7 +46,13 @@ func registerReq(t *testing.T, cluster, tok string) *relayv1.RegisterRequest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &relayv1.RegisterRequest{Token: tok, Cluster: cluster, CsrPem: csr}
+	return &relayv1.RegisterRequest{Token: tok, Cluster: cluster, CsrPem: csr}, key
+}
+
+// request is registerReq without the key.
+func request(t *testing.T, cluster, tok string) *relayv1.RegisterRequest {
+	req, _ := registerReq(t, cluster, tok)
+	return req
 }
 
 // A source that keeps presenting a bad token is refused cheaply after its budget, while
@@ -52,7 +60,7 @@ func registerReq(t *testing.T, cluster, tok string) *relayv1.RegisterRequest {
 func TestBadTokensRateLimitedPerSource(t *testing.T) {
 	e := newEnv(t, relay.ServerConfig{}, newBackend("east", "west"))
 	flood := e.clientFrom(t, "127.0.0.2", nil)
-	req := registerReq(t, "east", "wrong-token")
+	req := request(t, "east", "wrong-token")
 	var unauthenticated, limited int
 	for range 40 {
 		_, err := flood.Register(t.Context(), req)
@@ -73,11 +81,11 @@ func TestBadTokensRateLimitedPerSource(t *testing.T) {
 		t.Fatalf("bad tokens: %d refused for the token, %d rate limited; want the first 20 or so checked and the rest limited", unauthenticated, limited)
 	}
 	// Even the right token is refused from the flooding source until its budget refills...
-	if _, err := flood.Register(t.Context(), registerReq(t, "east", token)); status.Code(err) != codes.ResourceExhausted {
+	if _, err := flood.Register(t.Context(), request(t, "east", token)); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("good token from the flooding source: %v, want ResourceExhausted", err)
 	}
 	// ...but not from another source.
-	if _, err := e.clientFrom(t, "127.0.0.3", nil).Register(t.Context(), registerReq(t, "west", token)); err != nil {
+	if _, err := e.clientFrom(t, "127.0.0.3", nil).Register(t.Context(), request(t, "west", token)); err != nil {
 		t.Fatalf("registration from another source: %v", err)
 	}
 	got := e.server.RateLimited()
@@ -94,7 +102,7 @@ func TestRegistrationsRateLimitedPerCluster(t *testing.T) {
 	ok := 0
 	var err error
 	for range 12 {
-		if _, err = c.Register(t.Context(), registerReq(t, "east", token)); err != nil {
+		if _, err = c.Register(t.Context(), request(t, "east", token)); err != nil {
 			break
 		}
 		ok++
@@ -102,7 +110,7 @@ func TestRegistrationsRateLimitedPerCluster(t *testing.T) {
 	if ok != 10 || status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), `too many registrations of cluster "east"`) {
 		t.Fatalf("%d registrations of east passed, then %v; want 10, then ResourceExhausted naming the cluster", ok, err)
 	}
-	if _, err := c.Register(t.Context(), registerReq(t, "west", token)); err != nil {
+	if _, err := c.Register(t.Context(), request(t, "west", token)); err != nil {
 		t.Fatalf("west after east's limit: %v", err)
 	}
 }

@@ -239,15 +239,8 @@ func (e *env) client(t *testing.T, cert *tls.Certificate) relayv1.RelayServiceCl
 // register obtains a client certificate for cluster through the Register RPC.
 func (e *env) register(t *testing.T, cluster string) tls.Certificate {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := e.client(t, nil).Register(t.Context(), &relayv1.RegisterRequest{Token: token, Cluster: cluster, CsrPem: csr})
+	req, key := registerReq(t, cluster, token)
+	resp, err := e.client(t, nil).Register(t.Context(), req)
 	if err != nil {
 		t.Fatalf("Register(%s): %v", cluster, err)
 	}
