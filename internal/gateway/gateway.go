@@ -27,6 +27,7 @@ type Gateway struct {
 	reg       *prometheus.Registry
 	metrics   *metrics
 	secrets   *secretStore
+	xdsTLS    *xdsTLS // nil without --xds-tls-cert-file; set before the admin API serves
 	tasks     *tasks
 	clusters  *clusterManager
 	listeners *listenerManager
@@ -84,6 +85,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 			return err
 		}
 		g.xds.creds = credentials.NewTLS(x.config())
+		g.xdsTLS = x
+		g.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: metricPrefix + "xds_certificate_expiry_timestamp_seconds",
+			Help: "When the gateway's xDS client certificate (--xds-tls-cert-file) expires, Unix seconds: run `meshrelay gateway issue-cert` again before."},
+			func() float64 { return float64(x.pair.NotAfter().Unix()) }))
 	}
 
 	rctx, cancel := context.WithCancel(ctx)
@@ -129,6 +134,9 @@ func (g *Gateway) AdminAddress(ctx context.Context) (string, error) {
 func (g *Gateway) Status() Status {
 	st := Status{NodeID: g.cfg.NodeID, Ready: g.Ready() == nil, XDS: g.xds.snapshot(), Listeners: g.listeners.status(),
 		Secrets: g.store.secretStatus()}
+	if g.xdsTLS != nil {
+		st.XDS.CertificateNotAfter = g.xdsTLS.pair.NotAfter()
+	}
 	for _, u := range g.clusters.list() {
 		st.Clusters = append(st.Clusters, u.status())
 	}

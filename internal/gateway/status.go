@@ -25,6 +25,8 @@ type XDSStatus struct {
 	LastError string `json:"lastError,omitempty"`
 	// LastNack is the last rejected update, with its type and reason.
 	LastNack string `json:"lastNack,omitempty"`
+	// CertificateNotAfter is when the xDS client certificate expires (mutual TLS only).
+	CertificateNotAfter time.Time `json:"certificateNotAfter,omitzero"`
 }
 
 // ListenerStatus describes a listener.

@@ -142,6 +142,14 @@ func TestXDSGatewayRefusesForeignAgent(t *testing.T) {
 	h.start("gateway-east", append([]string{"gateway", "--xds-address", xdsAddr["east"], "--node-id", "east-gw",
 		"--admin-address", rightAdmin, "--xds-max-backoff", "1s"}, gatewayTLSArgs("east", certs)...)...)
 	gatewayConfigured(t, rightAdmin, "east's gateway configured by east's agent")
+	// The certificate's expiry is there to alert on (issue-cert again before it).
+	leaf, err := leafOf(filepath.Join(certs, "gateway.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(t, rightAdmin, "meshrelay_gateway_xds_certificate_expiry_timestamp_seconds"); got != float64(leaf.NotAfter.Unix()) {
+		t.Errorf("meshrelay_gateway_xds_certificate_expiry_timestamp_seconds = %v, want %d", got, leaf.NotAfter.Unix())
+	}
 	if n := metric(t, rightAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="foreign_cluster"`); n != 0 {
 		t.Errorf("the gateway at its own agent refused it %v times", n)
 	}
