@@ -265,3 +265,21 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 		t.Fatalf("after the restore the replica holds %d resources, want 3", got)
 	}
 }
+
+// Until the mesh identities are read from the shared store (a restarted server), nothing is
+// translated: an output made without them would take every gateway's identity away.
+func TestHoldsUntilMeshIdentitiesLoaded(t *testing.T) {
+	ctx := t.Context()
+	var certsLoaded atomic.Bool
+	config := clusters(t, "east")
+	r := start(t, reconcile.Config{SafeMode: false, CertsLoaded: certsLoaded.Load}, memstore.New(), config)
+	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
+	r.PutInput(ctx, "east", inputs["east"])
+	holdsFor(t, r, "mesh identities not read from the store yet")
+	if r.Output("east") != nil {
+		t.Fatal("east has an output made without the mesh identities")
+	}
+	certsLoaded.Store(true)
+	r.Kick()
+	eventually(t, "east's output once the identities are loaded", publishes(r, expect(t, config, inputs)))
+}

@@ -72,6 +72,10 @@ type Config struct {
 	// keeps the lock above them). Called with the reconciler's lock held; it must not call
 	// back.
 	WitnessEpoch func(epoch uint64)
+	// CertsLoaded reports whether the mesh identities the CertSource gives are those of the
+	// store (nil: always). Until then translation is held: an output made without them would
+	// take every cluster's mesh identity away from its gateways.
+	CertsLoaded func() bool
 }
 
 // Reconciler is the server's core loop. Create it with New and run it with Start.
@@ -891,6 +895,8 @@ func (r *Reconciler) notLoadedLocked() string {
 		return "stored configuration resources do not decode (delete or apply them again): " + strings.Join(r.apiBroken, "; ")
 	case r.cfg.WaitForConfigDir && !r.dirLoaded:
 		return "configuration source (config directory or custom resources) not read yet"
+	case r.cfg.CertsLoaded != nil && !r.cfg.CertsLoaded():
+		return "mesh identities not read from the store yet"
 	}
 	return ""
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
@@ -28,7 +29,13 @@ type sharedCerts struct {
 
 	mu    sync.RWMutex // guards certs
 	certs map[string]translate.ClusterCert
+	// loaded is set once the identities were read from the shared store.
+	loaded atomic.Bool
 }
+
+// Loaded is the reconciler's CertsLoaded: with a shared store, translation waits for the
+// stored identities (a restarted server would otherwise publish outputs without them).
+func (s *sharedCerts) Loaded() bool { return s.store == nil || s.loaded.Load() }
 
 // source is the reconciler's CertSource.
 func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert {
@@ -158,7 +165,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 	}
 	s.certs = next
 	s.mu.Unlock()
-	if changed {
+	if first := !s.loaded.Swap(true); changed || first {
 		s.rec.Kick()
 	}
 }
