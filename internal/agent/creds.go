@@ -222,7 +222,7 @@ func (c *credentials) register(ctx context.Context) error {
 		return err
 	}
 	if ca := resp.GetCaPem(); len(ca) > 0 {
-		if err := writeFileAtomic(c.bundleFile(), ca); err != nil {
+		if err := pki.WriteFileAtomic(c.bundleFile(), ca, 0o644); err != nil {
 			return fmt.Errorf("persist the relay CA bundle: %w", err)
 		}
 		if err := c.loadPool(); err != nil {
@@ -237,14 +237,6 @@ func (c *credentials) register(ctx context.Context) error {
 	c.m.registrations.Inc()
 	c.log.Info("registered; certificate issued", "identity", resp.GetIdentity(), "notAfter", cert.Leaf.NotAfter)
 	return nil
-}
-
-func writeFileAtomic(name string, data []byte) error {
-	tmp := name + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, name)
 }
 
 func loadOrCreateKey(path string) (*ecdsaKey, error) {

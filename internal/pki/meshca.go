@@ -213,7 +213,7 @@ func (a *MeshAuthority) saveLocked(st meshRotation) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(a.dir, meshRotationDoc), append(b, '\n'), 0o600); err != nil {
+	if err := WriteFileAtomic(filepath.Join(a.dir, meshRotationDoc), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save mesh CA rotation: %w", err)
 	}
 	a.state = st

@@ -397,10 +397,10 @@ func NewCSR(key crypto.Signer, cluster string) ([]byte, error) {
 // WriteKeyPair atomically writes the key (mode 0600), then the certificate
 // (mode 0644).
 func WriteKeyPair(certFile, keyFile string, certPEM, keyPEM []byte) error {
-	if err := writeFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyFile, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("write key %s: %w", keyFile, err)
 	}
-	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certFile, certPEM, 0o644); err != nil {
 		return fmt.Errorf("write certificate %s: %w", certFile, err)
 	}
 	return nil
@@ -505,9 +505,9 @@ func validateTrustDomain(td string) error {
 	return nil
 }
 
-// writeFileAtomic writes data to a temporary file next to name and renames it
-// over name, so readers never see a partial file.
-func writeFileAtomic(name string, data []byte, perm os.FileMode) error {
+// WriteFileAtomic writes data to a temporary file next to name, syncs it and renames it
+// over name, so readers never see a partial file and a crash leaves the old or the new one.
+func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
 	if err != nil {
 		return err

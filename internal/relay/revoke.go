@@ -76,11 +76,7 @@ func (f *FileRevocations) Revoke(_ context.Context, cluster string, at time.Time
 	if err != nil {
 		return err
 	}
-	tmp := f.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write revocations: %w", err)
-	}
-	if err := os.Rename(tmp, f.path); err != nil {
+	if err := pki.WriteFileAtomic(f.path, b, 0o600); err != nil {
 		return fmt.Errorf("write revocations: %w", err)
 	}
 	return nil
