@@ -263,15 +263,8 @@ func keyPair(t *testing.T, certPEM []byte, key crypto.Signer) tls.Certificate {
 // signed issues a client certificate for cluster directly from ca, bypassing Register.
 func signed(t *testing.T, ca *pki.CA, cluster string) tls.Certificate {
 	t.Helper()
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, _, err := ca.SignClusterCSR(csr, cluster, time.Hour)
+	req, key := registerReq(t, cluster, "")
+	certPEM, _, err := ca.SignClusterCSR(req.GetCsrPem(), cluster, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
