@@ -16,6 +16,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/translate/translatetest"
 )
 
 // unreadableStore fails every read while down is set, as a store that cannot be read at
@@ -266,20 +267,101 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 	}
 }
 
-// Until the mesh identities are read from the shared store (a restarted server), nothing is
-// translated: an output made without them would take every gateway's identity away.
-func TestHoldsUntilMeshIdentitiesLoaded(t *testing.T) {
+// Every registered cluster's output carries its mesh identity. Until the identity is there
+// (a server restarted on an emptied shared store, before the leader issued them again)
+// nothing is translated, and when one disappears the outputs already published stay as they
+// are: an output without it would take the identity away from every gateway of the cluster.
+func TestHoldsUntilEveryMeshIdentity(t *testing.T) {
 	ctx := t.Context()
-	var certsLoaded atomic.Bool
-	config := clusters(t, "east")
-	r := start(t, reconcile.Config{SafeMode: false, CertsLoaded: certsLoaded.Load}, memstore.New(), config)
-	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
-	r.PutInput(ctx, "east", inputs["east"])
-	holdsFor(t, r, "mesh identities not read from the store yet")
-	if r.Output("east") != nil {
-		t.Fatal("east has an output made without the mesh identities")
+	var mu sync.Mutex
+	certs := translatetest.Certs("east")
+	source := func(clusters []string) map[string]translate.ClusterCert {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]translate.ClusterCert{}
+		for _, c := range clusters {
+			if b, ok := certs[c]; ok {
+				out[c] = b
+			}
+		}
+		return out
 	}
-	certsLoaded.Store(true)
+	setCerts := func(c map[string]translate.ClusterCert) {
+		mu.Lock()
+		certs = c
+		mu.Unlock()
+	}
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := reconcile.New(reconcile.Config{SafeMode: false, Tick: tick}, memstore.New(), translate.NewTranslator(), source, log, reg)
+	config := clusters(t, "east", "west")
+	r.SetDirConfig(config)
+	run(t, r)
+	r.PutInput(ctx, "east", input(t, 1, "web"))
+	r.PutInput(ctx, "west", input(t, 1, "api"))
+
+	holdsFor(t, r, "mesh identity not issued or not read from the store yet for clusters west")
+	if r.Output("east") != nil || r.Output("west") != nil {
+		t.Fatal("an output was published while west has no mesh identity")
+	}
+	if v := configNotLoaded(t, reg); v != 1 {
+		t.Errorf("meshrelay_safe_mode_config_not_loaded = %v while held, want 1", v)
+	}
+
+	setCerts(translatetest.Certs("east", "west"))
 	r.Kick()
-	eventually(t, "east's output once the identities are loaded", publishes(r, expect(t, config, inputs)))
+	eventually(t, "both outputs once west's identity is there", func() bool { return r.Output("east") != nil && r.Output("west") != nil })
+	for _, c := range []string{"east", "west"} {
+		if !hasKind(r.Output(c), "EnvoySecret") {
+			t.Fatalf("%s's output carries no mesh identity (EnvoySecret)", c)
+		}
+	}
+	if st := r.Status(); st.SafeMode.Active {
+		t.Fatalf("still held once every identity is there: %+v", st.SafeMode)
+	}
+	east, west := r.Output("east").Hash, r.Output("west").Hash
+
+	// The identities disappear (the shared store emptied); inputs keep changing.
+	setCerts(nil)
+	r.PutInput(ctx, "east", input(t, 2, "web", "shop"))
+	holdsForWithOutputs(t, r, "mesh identity not issued or not read from the store yet for clusters east, west")
+	if got := r.Output("east").Hash; got != east {
+		t.Error("east's output changed while its mesh identity was missing")
+	}
+	if got := r.Output("west").Hash; got != west {
+		t.Error("west's output changed while its mesh identity was missing")
+	}
+
+	setCerts(translatetest.Certs("east", "west"))
+	r.Kick()
+	eventually(t, "east's new input translated once the identities are back", func() bool { return r.Output("east").Hash != east })
+	if !hasKind(r.Output("east"), "EnvoySecret") {
+		t.Fatal("east's output carries no mesh identity (EnvoySecret)")
+	}
+}
+
+// holdsForWithOutputs is holdsFor for a reconciler that translated before: the translation
+// count stays where it is.
+func holdsForWithOutputs(t *testing.T, r *reconcile.Reconciler, reason string) {
+	t.Helper()
+	eventually(t, "safe mode naming "+reason, func() bool {
+		st := r.Status()
+		return st.SafeMode.Active && strings.Contains(st.SafeMode.Reason, reason)
+	})
+	n := r.Status().Translations
+	for range 10 {
+		time.Sleep(tick)
+		if st := r.Status(); st.Translations != n || !st.SafeMode.Active {
+			t.Fatalf("translated while a mesh identity is missing: %+v", st)
+		}
+	}
+}
+
+func hasKind(s *snapshot.Snapshot, kind string) bool {
+	for _, res := range s.Sorted() {
+		if strings.HasPrefix(res.Key, kind+"/") {
+			return true
+		}
+	}
+	return false
 }

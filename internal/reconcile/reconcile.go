@@ -42,7 +42,9 @@ type Role interface {
 	Owns(cluster string) bool
 }
 
-// CertSource gives the mesh identities of the clusters (nil: none).
+// CertSource gives the mesh identities of the clusters. With a CertSource (nil: outputs carry
+// none) translation holds until every registered cluster has one. It is called with the
+// reconciler's lock held and must not call back.
 type CertSource func(clusters []string) map[string]translate.ClusterCert
 
 // Config tunes a Reconciler.
@@ -72,10 +74,6 @@ type Config struct {
 	// keeps the lock above them). Called with the reconciler's lock held; it must not call
 	// back.
 	WitnessEpoch func(epoch uint64)
-	// CertsLoaded reports whether the mesh identities the CertSource gives are those of the
-	// store (nil: always). Until then translation is held: an output made without them would
-	// take every cluster's mesh identity away from its gateways.
-	CertsLoaded func() bool
 }
 
 // Reconciler is the server's core loop. Create it with New and run it with Start.
@@ -768,9 +766,6 @@ func (r *Reconciler) reconcile() []string {
 	if !ok {
 		return nil
 	}
-	if r.certs != nil {
-		rd.in.Certs = r.certs(sortedKeys(rd.clusters))
-	}
 	start := time.Now()
 	res := r.translate.Translate(rd.in)
 	elapsed := time.Since(start)
@@ -804,17 +799,26 @@ func (r *Reconciler) prepare() (round, bool) {
 		r.holdNotLoadedLocked(reason)
 		return round{}, false
 	}
+	active, epoch := r.role()
+	if !active {
+		r.m.configNotLoaded.Set(0)
+		return round{}, false // passive: outputs come from the store (pullChanged)
+	}
+	config := r.configLocked()
+	clusters := translate.Clusters(config)
+	var certs map[string]translate.ClusterCert
+	if r.certs != nil {
+		certs = r.certs(sortedKeys(clusters))
+		if missing := missingCerts(clusters, certs); len(missing) > 0 {
+			r.holdNotLoadedLocked("mesh identity not issued or not read from the store yet for clusters " + strings.Join(missing, ", "))
+			return round{}, false
+		}
+	}
 	r.m.configNotLoaded.Set(0)
 	if r.warm && r.safe.Active {
 		r.log.Info("translation resumed")
 		r.safe = SafeModeStatus{}
 	}
-	active, epoch := r.role()
-	if !active {
-		return round{}, false // passive: outputs come from the store (pullChanged)
-	}
-	config := r.configLocked()
-	clusters := translate.Clusters(config)
 	if !r.warm && r.holdLocked(clusters, now) {
 		return round{}, false
 	}
@@ -824,7 +828,21 @@ func (r *Reconciler) prepare() (round, bool) {
 			inputs[c] = in
 		}
 	}
-	return round{in: translate.Input{Config: config, Inputs: inputs}, clusters: clusters, epoch: epoch, now: now}, true
+	return round{in: translate.Input{Config: config, Inputs: inputs, Certs: certs}, clusters: clusters, epoch: epoch, now: now}, true
+}
+
+// missingCerts lists the clusters without a mesh identity. Translating them would publish
+// outputs without it: every gateway of theirs would lose its identity, and with it the
+// east-west mTLS (a server restarted on an emptied store, before the leader issued again).
+func missingCerts(clusters map[string]v1alpha1.KubernetesCluster, certs map[string]translate.ClusterCert) []string {
+	var missing []string
+	for c := range clusters {
+		if len(certs[c].CertPEM) == 0 {
+			missing = append(missing, c)
+		}
+	}
+	sort.Strings(missing)
+	return missing
 }
 
 // publish makes the translated outputs current and returns the clusters whose output
@@ -895,8 +913,6 @@ func (r *Reconciler) notLoadedLocked() string {
 		return "stored configuration resources do not decode (delete or apply them again): " + strings.Join(r.apiBroken, "; ")
 	case r.cfg.WaitForConfigDir && !r.dirLoaded:
 		return "configuration source (config directory or custom resources) not read yet"
-	case r.cfg.CertsLoaded != nil && !r.cfg.CertsLoaded():
-		return "mesh identities not read from the store yet"
 	}
 	return ""
 }

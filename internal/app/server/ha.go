@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
@@ -29,15 +28,11 @@ type sharedCerts struct {
 
 	mu    sync.RWMutex // guards certs
 	certs map[string]translate.ClusterCert
-	// loaded is set once the identities were read from the shared store.
-	loaded atomic.Bool
 }
 
-// Loaded is the reconciler's CertsLoaded: with a shared store, translation waits for the
-// stored identities (a restarted server would otherwise publish outputs without them).
-func (s *sharedCerts) Loaded() bool { return s.store == nil || s.loaded.Load() }
-
-// source is the reconciler's CertSource.
+// source is the reconciler's CertSource. With a shared store it gives only what the store
+// holds: the reconciler holds translation until every registered cluster's identity is
+// there (a server restarted on an emptied store waits for the leader to issue them again).
 func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert {
 	if s.store == nil {
 		out := map[string]translate.ClusterCert{}
@@ -165,7 +160,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 	}
 	s.certs = next
 	s.mu.Unlock()
-	if first := !s.loaded.Swap(true); changed || first {
+	if changed {
 		s.rec.Kick()
 	}
 }

@@ -485,7 +485,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		Role:             role,
 		OnTranslate:      onTranslate,
 		WitnessEpoch:     witness,
-		CertsLoaded:      certs.Loaded,
 	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
 	certs.rec = rec
 	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
