@@ -4,16 +4,12 @@ import (
 	"sort"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/reconcile/safemode"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// SafeModeStatus says whether translation is held and why.
-type SafeModeStatus struct {
-	Active  bool      `json:"active"`
-	Reason  string    `json:"reason,omitempty"`
-	Missing []string  `json:"missingClusters,omitempty"`
-	Since   time.Time `json:"since,omitzero"`
-}
+// SafeModeStatus says whether translation is held and why (decided by package safemode).
+type SafeModeStatus = safemode.Status
 
 // ClusterStatus is what the server knows of one registered cluster.
 type ClusterStatus struct {
@@ -58,43 +54,29 @@ func (r *Reconciler) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	config := r.configLocked()
+	config := r.config.effective()
 	st := Status{
-		Ready:             r.loaded && r.apiLoaded && (!r.cfg.WaitForConfigDir || r.dirLoaded),
-		StoreError:        r.storeErr,
-		SafeMode:          r.safe,
+		Ready:             r.config.apiLoaded && r.store.loaded && (!r.cfg.WaitForConfigDir || r.config.dirLoaded),
+		StoreError:        r.store.storeErr,
+		SafeMode:          r.safe.Status,
 		Translations:      r.translations,
 		LastTranslation:   r.lastRun,
 		TranslationErrors: r.lastErrors,
 		ResourceStatus:    r.lastStatus,
 		ConfigResources:   len(config),
 	}
-	if r.apiLost && st.StoreError == "" {
+	if r.config.apiLost && st.StoreError == "" {
 		st.StoreError = "the store lost applied configuration that this server holds; translating with this server's copy until the leader restores it"
 	}
 	for name, kc := range translate.Clusters(config) {
 		cs := ClusterStatus{Name: name, SkipWarming: kc.Spec.SkipWarming}
-		if in := r.inputs[name]; in != nil {
+		if in := r.store.inputs[name]; in != nil {
 			cs.InputVersion, cs.InputHash, cs.InputResources = in.Version, in.Hash, in.Len()
 		}
-		out := r.outputs[name]
-		if out != nil {
+		if out := r.store.outputs[name]; out != nil {
 			cs.OutputVersion, cs.OutputHash, cs.OutputResource = out.Version, out.Hash, out.Len()
 		}
-		if a := r.acks[name]; a != nil {
-			cs.AckedVersion, cs.LastNack = a.Version, a.Nack
-			cs.InSync = out != nil && a.Hash == out.Hash
-			if a.refusedHash == a.Hash {
-				cs.RefusedObjects = append([]ObjectRefusal(nil), a.refusals...)
-			}
-			if !cs.InSync && !a.pendingSince.IsZero() {
-				cs.StaleSeconds = now.Sub(a.pendingSince).Seconds()
-			}
-		}
-		if ref := r.refusals[name]; ref != nil {
-			e := *ref
-			cs.EpochRefusal = &e
-		}
+		r.acks.clusterStatusLocked(&cs, now)
 		st.Clusters = append(st.Clusters, cs)
 	}
 	sort.Slice(st.Clusters, func(i, j int) bool { return st.Clusters[i].Name < st.Clusters[j].Name })
