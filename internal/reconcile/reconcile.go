@@ -110,7 +110,6 @@ type Reconciler struct {
 	startedAt    time.Time
 	lastErrors   []string
 	lastStatus   map[string][]string
-	recomputed   int
 	lastRun      time.Time
 	translations uint64
 }
@@ -447,7 +446,6 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	r.lastRun = rd.now
 	r.lastErrors = res.Errors
 	r.lastStatus = res.Status
-	r.recomputed = len(res.Recomputed)
 	for c, next := range nexts {
 		cur := r.store.outputs[c]
 		if cur != nil && cur.Hash == next.Hash && cur.Epoch == next.Epoch {
