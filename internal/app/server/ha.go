@@ -21,7 +21,7 @@ import (
 // them from the store, so all replicas translate with the same bytes.
 type sharedCerts struct {
 	issuer *pki.MeshIssuer
-	store  *redisstore.Store // nil: single server, the issuer is used directly
+	store  *redisstore.Certs // nil: single server, the issuer is used directly
 	coord  *ha.Coordinator
 	rec    *reconcile.Reconciler
 	log    *slog.Logger

@@ -400,7 +400,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 
 	var store snapshot.Store
 	var redisStore *redisstore.Store
-	var backend ha.Backend
+	var redisCerts *redisstore.Certs
+	var stores ha.Stores
+	var revocations relay.Revocations = relay.NewFileRevocations(cfg.DataDir)
+	var planeStore plane.Store
 	switch cfg.StoreKind() {
 	case StoreBolt:
 		store = bs
@@ -414,20 +417,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		defer rc.Close()
 		redisStore = redisstore.New(rc, cfg.RedisPrefix)
-		backend = redisStore
+		redisCerts = redisstore.NewCerts(rc, cfg.RedisPrefix)
+		haStore := redisstore.NewHA(rc, cfg.RedisPrefix)
+		stores = ha.Stores{Lock: haStore, Lease: haStore, Replicas: haStore}
+		revocations = redisstore.NewRevocations(rc, cfg.RedisPrefix) // shared by every replica and management server
+		planeStore = redisstore.NewPlane(rc, cfg.RedisPrefix)
 	}
 	replicaID := cfg.ReplicaID
 	if replicaID == "" {
 		h, _ := os.Hostname()
 		replicaID = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	var lease *ha.LeaseBackend
+	var lease *kubelease.Election
 	if cfg.Kube.LeaderElectionLease != "" {
+		// Validate made sure of a shared store: the lock and the replica set stay there.
 		ns, name, _ := kubelease.ParseName(cfg.Kube.LeaderElectionLease) // checked by Validate
-		if lease, err = ha.NewLeaseBackend(backend, kubeRC, ns, name, replicaID, cfg.LeaseDuration, log.With("component", "lease")); err != nil {
+		if lease, err = kubelease.NewElection(kubeRC, kubelease.Config{Namespace: ns, Name: name, Identity: replicaID, Duration: cfg.LeaseDuration},
+			log.With("component", "lease")); err != nil {
 			return err
 		}
-		backend = lease
+		stores.Lease = lease
 	}
 	lis, err := flagcheck.Listen("--relay-address", cfg.RelayAddress, listenHint)
 	if err != nil {
@@ -444,20 +453,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	mgmtName := orDefault(cfg.MgmtClusterName, "default")
 	coord := ha.New(ha.Config{MgmtCluster: mgmtName, ActivePassive: cfg.MgmtClusterName != "",
 		LeaderElection: cfg.LeaderElection, LoadBalancing: cfg.LoadBalancing, ReplicaID: replicaID, Advertise: advertise,
-		LeaseTTL: cfg.LeaseDuration}, backend, log.With("component", "ha"))
+		LeaseTTL: cfg.LeaseDuration}, stores, log.With("component", "ha"))
 	if redisStore != nil {
 		if cfg.MgmtClusterName != "" {
-			redisStore = redisStore.WithFence(redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch})
+			fence := redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch}
+			redisStore, redisCerts = redisStore.WithFence(fence), redisCerts.WithFence(fence)
 		}
 		store = redisStore
 	}
 	certs := &sharedCerts{issuer: issuer, coord: coord, log: log.With("component", "mesh-certs")}
 	if redisStore != nil {
-		certs.store = redisStore
+		certs.store = redisCerts
 	}
 	var role reconcile.Role
 	var witness func(uint64)
-	if backend != nil {
+	if redisStore != nil {
 		role, witness = coord, coord.WitnessEpoch
 	}
 	var crs *crsource.Source
@@ -497,10 +507,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}}
 	rotation.metrics(reg)
 
-	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: relay.NewFileRevocations(cfg.DataDir)}
-	if redisStore != nil {
-		rcfg.Revocations = redisStore // shared by every replica and management server
-	}
+	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: revocations}
 	if cfg.LoadBalancing {
 		rcfg.Balancer = coord
 	}
@@ -519,10 +526,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	var dir *discovery.Dir
 	if cfg.ConfigDir != "" {
 		dir = discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
-	}
-	var planeStore plane.Store
-	if redisStore != nil {
-		planeStore = redisStore
 	}
 	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
 		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
