@@ -40,6 +40,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
+	"github.com/meshrelay/meshrelay/internal/meshcerts"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
@@ -454,17 +455,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	coord := ha.New(ha.Config{MgmtCluster: mgmtName, ActivePassive: cfg.MgmtClusterName != "",
 		LeaderElection: cfg.LeaderElection, LoadBalancing: cfg.LoadBalancing, ReplicaID: replicaID, Advertise: advertise,
 		LeaseTTL: cfg.LeaseDuration}, stores, log.With("component", "ha"))
+	var certStore meshcerts.Store
 	if redisStore != nil {
 		if cfg.MgmtClusterName != "" {
 			fence := redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch}
 			redisStore, redisCerts = redisStore.WithFence(fence), redisCerts.WithFence(fence)
 		}
-		store = redisStore
+		store, certStore = redisStore, redisCerts
 	}
-	certs := &sharedCerts{issuer: issuer, coord: coord, log: log.With("component", "mesh-certs")}
-	if redisStore != nil {
-		certs.store = redisCerts
-	}
+	certs := meshcerts.New(issuer, certStore, coord, log.With("component", "mesh-certs"))
 	var role reconcile.Role
 	var witness func(uint64)
 	if redisStore != nil {
@@ -495,8 +494,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		Role:             role,
 		OnTranslate:      onTranslate,
 		WitnessEpoch:     witness,
-	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
-	certs.rec = rec
+	}, store, translate.NewTranslator(), certs.Source, log.With("component", "reconcile"), reg)
+	certs.SetReconciler(rec)
 	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
 		leader: func() bool {
 			if role == nil {

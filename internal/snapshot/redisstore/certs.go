@@ -7,7 +7,7 @@ import (
 )
 
 // Certs keeps the mesh identities the leader of the active management server issues, so
-// that every replica translates with the same bytes. Writes are fenced
+// that every replica translates with the same bytes (internal/meshcerts). Writes are fenced
 // like the Store's. It is safe for concurrent use.
 type Certs struct {
 	keys
