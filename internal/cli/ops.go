@@ -36,7 +36,7 @@ func (r *redisFlags) register(cmd *cobra.Command, required bool) {
 
 // dial returns a client of the shared Redis; the caller closes it.
 func (r *redisFlags) dial() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: r.address, Password: r.password, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, MaxRetries: 1})
+	return redisstore.Dial(redisstore.Options{Addr: r.address, Password: r.password, Timeout: 2 * time.Second, MaxRetries: 1})
 }
 
 func newSwitchActiveCmd() *cobra.Command {

@@ -755,16 +755,15 @@ func tokenSource(path, generated, what string, log *slog.Logger) (func() (string
 
 // newRedisClient connects to --redis-address, over TLS with --redis-tls.
 func newRedisClient(cfg Config) (*redis.Client, error) {
-	opts := &redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
+	opts := redisstore.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword, Timeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
 	if cfg.RedisTLS {
 		t, err := redisTLSConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		opts.TLSConfig = t
+		opts.TLS = t
 	}
-	return redis.NewClient(opts), nil
+	return redisstore.Dial(opts), nil
 }
 
 func redisTLSConfig(cfg Config) (*tls.Config, error) {
