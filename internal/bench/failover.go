@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/redis/go-redis/v9"
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
 
 // FailoverOptions configure `meshrelay bench failover`.
@@ -229,7 +229,7 @@ func (f *failoverRun) startRedis(ctx context.Context) error {
 }
 
 func redisPing(addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second, ReadTimeout: time.Second, MaxRetries: -1})
+	c := redisstore.Dial(redisstore.Options{Addr: addr, Timeout: time.Second, MaxRetries: -1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

@@ -21,6 +21,7 @@ import (
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
+	"github.com/meshrelay/meshrelay/internal/meshcerts"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -450,7 +451,7 @@ func ephemeralMeshIdentities(clusters map[string]v1alpha1.KubernetesCluster) (ma
 	issuer := pki.NewMeshIssuer(ca, time.Hour)
 	issuer.IssueIstioCAs(time.Hour) // as the server does by default (--istio-cacerts)
 	for c, b := range issuer.Bundles(names) {
-		out[c] = serverapp.ClusterCert(b)
+		out[c] = meshcerts.ClusterCert(b)
 	}
 	if len(out) != len(names) {
 		return nil, fmt.Errorf("ephemeral mesh identities: issued %d of %d clusters", len(out), len(names))

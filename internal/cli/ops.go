@@ -34,9 +34,9 @@ func (r *redisFlags) register(cmd *cobra.Command, required bool) {
 	cmd.Flags().StringVar(&r.prefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key (as given to the servers)")
 }
 
-func (r *redisFlags) store() (*redisstore.Store, func()) {
-	c := redis.NewClient(&redis.Options{Addr: r.address, Password: r.password, DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, MaxRetries: 1})
-	return redisstore.New(c, r.prefix), func() { c.Close() }
+// dial returns a client of the shared Redis; the caller closes it.
+func (r *redisFlags) dial() *redis.Client {
+	return redisstore.Dial(redisstore.Options{Addr: r.address, Password: r.password, Timeout: 2 * time.Second, MaxRetries: 1})
 }
 
 func newSwitchActiveCmd() *cobra.Command {
@@ -63,8 +63,9 @@ After a regional failover: switch the DNS record agents use to the new server, t
 			if name == "" || rf.address == "" {
 				return fmt.Errorf("--mgmt-cluster-name and --redis-address are required")
 			}
-			st, closeFn := rf.store()
-			defer closeFn()
+			rc := rf.dial()
+			defer rc.Close()
+			st := redisstore.NewHA(rc, rf.prefix)
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
 			defer cancel()
 			before, err := st.ReadLock(ctx)
@@ -154,15 +155,15 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		out = append(out, checkResult{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
 	}
 	if rf.address != "" {
-		st, closeFn := rf.store()
-		defer closeFn()
+		rc := rf.dial()
+		defer rc.Close()
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		defer cancel()
-		if err := st.Ping(cctx); err != nil {
+		if err := redisstore.New(rc, rf.prefix).Ping(cctx); err != nil {
 			add("redis reachable", false, "%v", err)
 		} else {
 			add("redis reachable", true, "%s", rf.address)
-			if l, err := st.ReadLock(cctx); err == nil && l.Name != "" {
+			if l, err := redisstore.NewHA(rc, rf.prefix).ReadLock(cctx); err == nil && l.Name != "" {
 				add("active management cluster", true, "%s (epoch %d, since %s)", l.Name, l.Epoch, l.Since.Format(time.RFC3339))
 			}
 		}

@@ -18,14 +18,14 @@ import (
 
 func TestBehind(t *testing.T) {
 	for _, tc := range []struct {
-		lock  redisstore.Lock
+		lock  ha.Lock
 		floor uint64
 		want  bool
 	}{
-		{redisstore.Lock{Name: "west", Epoch: 1}, 2, true},
-		{redisstore.Lock{Name: "west", Epoch: 2}, 2, false}, // the holder's own outputs
-		{redisstore.Lock{Name: "west", Epoch: 3}, 2, false},
-		{redisstore.Lock{}, 2, false}, // nobody holds it: taken above the floor
+		{ha.Lock{Name: "west", Epoch: 1}, 2, true},
+		{ha.Lock{Name: "west", Epoch: 2}, 2, false}, // the holder's own outputs
+		{ha.Lock{Name: "west", Epoch: 3}, 2, false},
+		{ha.Lock{}, 2, false}, // nobody holds it: taken above the floor
 	} {
 		if got := ha.Behind(tc.lock, tc.floor); got != tc.want {
 			t.Errorf("Behind(%+v, %d) = %v, want %v", tc.lock, tc.floor, got, tc.want)
@@ -39,13 +39,13 @@ func TestBehind(t *testing.T) {
 func TestCoordinatorEpochNeverGoesBackwards(t *testing.T) {
 	rs := redistest.Start(t)
 	client := rs.Client(t)
-	store := redisstore.New(client, "")
+	store := redisstore.NewHA(client, "")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := func(name string) ha.Config {
 		return ha.Config{MgmtCluster: name, ActivePassive: true, ReplicaID: name, Interval: 20 * time.Millisecond}
 	}
-	west := ha.New(cfg("west"), store, log)
-	east := ha.New(cfg("east"), store, log)
+	west := ha.New(cfg("west"), ha.Stores{Lock: store}, log)
+	east := ha.New(cfg("east"), ha.Stores{Lock: store}, log)
 	ctx, cancel := context.WithCancel(t.Context())
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return west.Start(gctx) })

@@ -2,6 +2,10 @@
 // leader lease among the replicas of one management cluster, the replicas' advertisements
 // and the rendezvous hashing that gives every workload cluster one owning replica, and the
 // global lock that names the management cluster allowed to write (active/passive).
+//
+// It defines what it needs of the store as three small interfaces (store.go): LockStore,
+// LeaseStore and ReplicaStore. internal/snapshot/redisstore implements all three in Redis;
+// internal/kubelease implements LeaseStore with a coordination.k8s.io Lease.
 package ha
 
 import (
@@ -11,20 +15,7 @@ import (
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
-
-// Backend is the shared store's coordination API (redisstore.Store implements it).
-type Backend interface {
-	AcquireLockIfFree(ctx context.Context, name string, floor uint64) (redisstore.Lock, error)
-	ReadLock(ctx context.Context) (redisstore.Lock, error)
-	AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (redisstore.Lease, error)
-	ReleaseLease(ctx context.Context, group, id string) error
-	Heartbeat(ctx context.Context, group, id, address string, ttl time.Duration) error
-	Leave(ctx context.Context, group, id string) error
-	Replicas(ctx context.Context, group string) ([]redisstore.Replica, error)
-}
 
 // Config configures a Coordinator.
 type Config struct {
@@ -45,39 +36,39 @@ type Config struct {
 	Interval time.Duration
 }
 
-// Coordinator runs the coordination loop and answers role questions. A nil Backend means a
+// Coordinator runs the coordination loop and answers role questions. With no Stores it is a
 // single server: always active, leader and owner.
 type Coordinator struct {
-	cfg     Config
-	backend Backend
-	log     *slog.Logger
-	now     func() time.Time
+	cfg    Config
+	stores Stores
+	log    *slog.Logger
+	now    func() time.Time
 
 	kick chan struct{} // asks the loop for a round now (an agent holds a newer epoch)
 
 	mu          sync.RWMutex  // guards everything below
 	changed     chan struct{} // closed and replaced on every change
-	lock        redisstore.Lock
+	lock        Lock
 	lockKnown   bool
 	floor       uint64    // the lowest epoch the lock may have: from agents, outputs, earlier locks
 	freeSince   time.Time // when the lock another server held was first seen gone (loop only)
-	lease       redisstore.Lease
+	lease       Lease
 	leaderUntil time.Time
-	replicas    []redisstore.Replica
+	replicas    []Replica
 	clusters    []string
-	assignment  map[string]redisstore.Replica
+	assignment  map[string]Replica
 	lastErr     string
 }
 
 // New builds a coordinator; it does no I/O.
-func New(cfg Config, backend Backend, log *slog.Logger) *Coordinator {
+func New(cfg Config, stores Stores, log *slog.Logger) *Coordinator {
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 5 * time.Second
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = cfg.LeaseTTL / 5
 	}
-	return &Coordinator{cfg: cfg, backend: backend, log: log, now: time.Now, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	return &Coordinator{cfg: cfg, stores: stores, log: log, now: time.Now, changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // Watch returns a channel that is closed at the next change of the role, the lock or the
@@ -98,7 +89,7 @@ func (c *Coordinator) notify() {
 // Start runs the loop until ctx ends; on a clean stop it leaves the replica set and
 // releases the lease so peers take over at once.
 func (c *Coordinator) Start(ctx context.Context) error {
-	if c.backend == nil {
+	if !c.activePassive() && !c.leaderElection() && !c.loadBalancing() {
 		<-ctx.Done()
 		return nil
 	}
@@ -110,11 +101,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
-			if c.cfg.LoadBalancing {
-				_ = c.backend.Leave(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
+			if c.loadBalancing() {
+				_ = c.stores.Replicas.Leave(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
 			}
-			if c.cfg.LeaderElection {
-				_ = c.backend.ReleaseLease(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
+			if c.leaderElection() {
+				_ = c.stores.Lease.ReleaseLease(cctx, c.cfg.MgmtCluster, c.cfg.ReplicaID)
 			}
 			return nil
 		case <-t.C:
@@ -138,7 +129,7 @@ func (c *Coordinator) WitnessEpoch(epoch uint64) {
 	c.floor = epoch
 	behind := c.lockKnown && Behind(c.lock, c.floor)
 	c.mu.Unlock()
-	if behind && c.cfg.ActivePassive {
+	if behind && c.activePassive() {
 		select {
 		case c.kick <- struct{}{}:
 		default:
@@ -151,7 +142,7 @@ func (c *Coordinator) WitnessEpoch(epoch uint64) {
 // happens only when the store lost the lock and its counter and the lock was taken again
 // too low; its holder must raise it before agents accept anything. (An agent holding the
 // lock's own epoch is the normal case: the holder's outputs carry it.)
-func Behind(l redisstore.Lock, floor uint64) bool {
+func Behind(l Lock, floor uint64) bool {
 	return l.Name != "" && l.Epoch < floor
 }
 
@@ -161,7 +152,7 @@ func (c *Coordinator) round(ctx context.Context) {
 	start := c.now()
 	var errs []string
 	changed := false
-	if c.cfg.ActivePassive {
+	if c.activePassive() {
 		c.mu.RLock()
 		floor := c.floor
 		if c.lockKnown {
@@ -172,10 +163,10 @@ func (c *Coordinator) round(ctx context.Context) {
 		c.mu.RUnlock()
 		// The store takes a free lock above floor, raises the lock this server holds above
 		// it (Behind), and otherwise records it for the holder's next round.
-		var lock redisstore.Lock
+		var lock Lock
 		var err error
 		if known && last.Name != c.cfg.MgmtCluster {
-			lock, err = c.backend.ReadLock(ctx)
+			lock, err = c.stores.Lock.ReadLock(ctx)
 		}
 		switch {
 		case err != nil:
@@ -194,7 +185,7 @@ func (c *Coordinator) round(ctx context.Context) {
 			fallthrough
 		default:
 			c.freeSince = time.Time{}
-			lock, err = c.backend.AcquireLockIfFree(ctx, c.cfg.MgmtCluster, floor)
+			lock, err = c.stores.Lock.AcquireLockIfFree(ctx, c.cfg.MgmtCluster, floor)
 		}
 		if err != nil {
 			errs = append(errs, err.Error())
@@ -220,8 +211,8 @@ func (c *Coordinator) round(ctx context.Context) {
 			c.mu.Unlock()
 		}
 	}
-	if c.cfg.LeaderElection {
-		lease, err := c.backend.AcquireLease(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.LeaseTTL)
+	if c.leaderElection() {
+		lease, err := c.stores.Lease.AcquireLease(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.LeaseTTL)
 		c.mu.Lock()
 		wasLeader := c.leaderLocked()
 		if err != nil {
@@ -240,11 +231,11 @@ func (c *Coordinator) round(ctx context.Context) {
 		}
 		c.mu.Unlock()
 	}
-	if c.cfg.LoadBalancing {
-		if err := c.backend.Heartbeat(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.Advertise, 3*c.cfg.Interval); err != nil {
+	if c.loadBalancing() {
+		if err := c.stores.Replicas.Heartbeat(ctx, c.cfg.MgmtCluster, c.cfg.ReplicaID, c.cfg.Advertise, 3*c.cfg.Interval); err != nil {
 			errs = append(errs, err.Error())
 		}
-		if reps, err := c.backend.Replicas(ctx, c.cfg.MgmtCluster); err != nil {
+		if reps, err := c.stores.Replicas.Replicas(ctx, c.cfg.MgmtCluster); err != nil {
 			errs = append(errs, err.Error())
 		} else {
 			c.mu.Lock()
@@ -267,7 +258,7 @@ func (c *Coordinator) round(ctx context.Context) {
 	}
 }
 
-func sameReplicas(a, b []redisstore.Replica) bool {
+func sameReplicas(a, b []Replica) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -279,13 +270,19 @@ func sameReplicas(a, b []redisstore.Replica) bool {
 	return true
 }
 
+// activePassive, leaderElection and loadBalancing report whether each job is configured
+// and has its store; otherwise this server does it alone.
+func (c *Coordinator) activePassive() bool  { return c.cfg.ActivePassive && c.stores.Lock != nil }
+func (c *Coordinator) leaderElection() bool { return c.cfg.LeaderElection && c.stores.Lease != nil }
+func (c *Coordinator) loadBalancing() bool  { return c.cfg.LoadBalancing && c.stores.Replicas != nil }
+
 func (c *Coordinator) leaderLocked() bool {
 	return c.lease.Holder == c.cfg.ReplicaID && c.now().Before(c.leaderUntil)
 }
 
 // Leader reports whether this replica leads (always, without leader election).
 func (c *Coordinator) Leader() bool {
-	if c.backend == nil || !c.cfg.LeaderElection {
+	if !c.leaderElection() {
 		return true
 	}
 	c.mu.RLock()
@@ -296,7 +293,7 @@ func (c *Coordinator) Leader() bool {
 // Active reports whether this server may translate and write, and the epoch it writes
 // under. Without active/passive it is always active at epoch 1.
 func (c *Coordinator) Active() (bool, uint64) {
-	if c.backend == nil || !c.cfg.ActivePassive {
+	if !c.activePassive() {
 		return true, 1
 	}
 	c.mu.RLock()
@@ -354,9 +351,9 @@ func (c *Coordinator) OwnerAddress(cluster string) (string, bool) {
 
 // Owner returns the replica that owns a workload cluster and whether it is this one. While
 // the replica set is unknown (or balancing is off) every replica owns every cluster.
-func (c *Coordinator) Owner(cluster string) (redisstore.Replica, bool) {
-	self := redisstore.Replica{ID: c.cfg.ReplicaID, Address: c.cfg.Advertise}
-	if c.backend == nil || !c.cfg.LoadBalancing {
+func (c *Coordinator) Owner(cluster string) (Replica, bool) {
+	self := Replica{ID: c.cfg.ReplicaID, Address: c.cfg.Advertise}
+	if !c.loadBalancing() {
 		return self, true
 	}
 	c.mu.RLock()
@@ -376,8 +373,8 @@ func (c *Coordinator) Owner(cluster string) (redisstore.Replica, bool) {
 // in name order, go to their highest-ranked replica that has fewer than
 // ceil(1.1·clusters/replicas) clusters. Every replica computes the same assignment from
 // the same cluster and replica sets; a replica joining or leaving moves few clusters.
-func Assign(clusters []string, reps []redisstore.Replica) map[string]redisstore.Replica {
-	out := make(map[string]redisstore.Replica, len(clusters))
+func Assign(clusters []string, reps []Replica) map[string]Replica {
+	out := make(map[string]Replica, len(clusters))
 	if len(reps) == 0 {
 		return out
 	}
@@ -402,9 +399,9 @@ func Assign(clusters []string, reps []redisstore.Replica) map[string]redisstore.
 }
 
 // rank orders replicas by their rendezvous score for a cluster, best first.
-func rank(cluster string, reps []redisstore.Replica) []redisstore.Replica {
+func rank(cluster string, reps []Replica) []Replica {
 	type scored struct {
-		r redisstore.Replica
+		r Replica
 		s uint64
 	}
 	all := make([]scored, len(reps))
@@ -417,7 +414,7 @@ func rank(cluster string, reps []redisstore.Replica) []redisstore.Replica {
 		}
 		return all[i].r.ID < all[j].r.ID
 	})
-	out := make([]redisstore.Replica, len(all))
+	out := make([]Replica, len(all))
 	for i, a := range all {
 		out[i] = a.r
 	}
@@ -434,8 +431,8 @@ func score(cluster, id string) uint64 {
 
 // Rendezvous picks the replica with the highest hash of (cluster, replica id): adding or
 // removing a replica moves only the clusters it gains or loses.
-func Rendezvous(cluster string, reps []redisstore.Replica) (redisstore.Replica, bool) {
-	var best redisstore.Replica
+func Rendezvous(cluster string, reps []Replica) (Replica, bool) {
+	var best Replica
 	var bestScore uint64
 	found := false
 	for _, r := range reps {
@@ -459,15 +456,15 @@ func mix(x uint64) uint64 {
 
 // Status is the coordinator's state for /status and `meshrelay check`.
 type Status struct {
-	MgmtCluster   string               `json:"mgmtCluster,omitempty"`
-	ReplicaID     string               `json:"replica,omitempty"`
-	Active        bool                 `json:"active"`
-	Lock          *redisstore.Lock     `json:"lock,omitempty"`
-	Leader        bool                 `json:"leader"`
-	LeaderElected bool                 `json:"leaderElection"`
-	Lease         *redisstore.Lease    `json:"lease,omitempty"`
-	Replicas      []redisstore.Replica `json:"replicas,omitempty"`
-	Error         string               `json:"error,omitempty"`
+	MgmtCluster   string    `json:"mgmtCluster,omitempty"`
+	ReplicaID     string    `json:"replica,omitempty"`
+	Active        bool      `json:"active"`
+	Lock          *Lock     `json:"lock,omitempty"`
+	Leader        bool      `json:"leader"`
+	LeaderElected bool      `json:"leaderElection"`
+	Lease         *Lease    `json:"lease,omitempty"`
+	Replicas      []Replica `json:"replicas,omitempty"`
+	Error         string    `json:"error,omitempty"`
 }
 
 // Status returns the current view.

@@ -5,13 +5,12 @@ import (
 	"testing"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
-	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
 
-func replicas(n int) []redisstore.Replica {
-	out := make([]redisstore.Replica, n)
+func replicas(n int) []ha.Replica {
+	out := make([]ha.Replica, n)
 	for i := range out {
-		out[i] = redisstore.Replica{ID: fmt.Sprintf("replica-%d", i+1)}
+		out[i] = ha.Replica{ID: fmt.Sprintf("replica-%d", i+1)}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 // Package kubelease elects one leader among the replicas of a process with a
 // coordination.k8s.io Lease, through client-go's leaderelection: the server's replicas of
-// one management cluster (internal/ha) and the agent's replicas of one workload cluster.
+// one management cluster (Election, an ha.LeaseStore) and the agent's replicas of one
+// workload cluster (Leader).
 package kubelease
 
 import (

@@ -39,7 +39,7 @@ func TestFind(t *testing.T) {
 
 func TestPublishersSeeEachOther(t *testing.T) {
 	rs := redistest.Start(t)
-	store := redisstore.New(rs.Client(t), "")
+	store := redisstore.NewPlane(rs.Client(t), "")
 	log := slog.New(slog.DiscardHandler)
 	view := func(id string, clusters ...string) func() Server {
 		return func() Server {
@@ -94,7 +94,7 @@ func TestPublishersSeeEachOther(t *testing.T) {
 
 func TestViewsExpire(t *testing.T) {
 	rs := redistest.Start(t)
-	store := redisstore.New(rs.Client(t), "")
+	store := redisstore.NewPlane(rs.Client(t), "")
 	ctx := t.Context()
 	if err := store.PutPlaneView(ctx, "dead", []byte(`{}`), 100*time.Millisecond); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Store is where the servers' views are shared (redisstore.Store implements it).
+// Store is where the servers' views are shared (redisstore.Plane implements it).
 type Store interface {
 	PutPlaneView(ctx context.Context, id string, view []byte, ttl time.Duration) error
 	PlaneViews(ctx context.Context) (map[string][]byte, error)

@@ -21,7 +21,7 @@ import (
 
 // Revocations keeps, per cluster, the time before which its certificates are revoked
 // (`meshrelay cluster revoke`). The file store serves one server; replicas sharing Redis
-// share the store's (redisstore.Store implements it).
+// share the store's (redisstore.Revocations implements it).
 type Revocations interface {
 	Revoke(ctx context.Context, cluster string, at time.Time) error
 	Revoked(ctx context.Context) (map[string]time.Time, error)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
-	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -85,9 +84,9 @@ func sortedCopy(s []string) []string {
 // owners computes each cluster's owning replica id with the product's assignment
 // (rendezvous hashing with bounded load).
 func owners(clusters, ids []string) map[string]string {
-	reps := make([]redisstore.Replica, len(ids))
+	reps := make([]ha.Replica, len(ids))
 	for i, id := range ids {
-		reps[i] = redisstore.Replica{ID: id}
+		reps[i] = ha.Replica{ID: id}
 	}
 	sorted := append([]string(nil), clusters...)
 	sort.Strings(sorted)

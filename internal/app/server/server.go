@@ -40,6 +40,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
+	"github.com/meshrelay/meshrelay/internal/meshcerts"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
@@ -400,7 +401,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 
 	var store snapshot.Store
 	var redisStore *redisstore.Store
-	var backend ha.Backend
+	var redisCerts *redisstore.Certs
+	var stores ha.Stores
+	var revocations relay.Revocations = relay.NewFileRevocations(cfg.DataDir)
+	var planeStore plane.Store
 	switch cfg.StoreKind() {
 	case StoreBolt:
 		store = bs
@@ -414,20 +418,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		defer rc.Close()
 		redisStore = redisstore.New(rc, cfg.RedisPrefix)
-		backend = redisStore
+		redisCerts = redisstore.NewCerts(rc, cfg.RedisPrefix)
+		haStore := redisstore.NewHA(rc, cfg.RedisPrefix)
+		stores = ha.Stores{Lock: haStore, Lease: haStore, Replicas: haStore}
+		revocations = redisstore.NewRevocations(rc, cfg.RedisPrefix) // shared by every replica and management server
+		planeStore = redisstore.NewPlane(rc, cfg.RedisPrefix)
 	}
 	replicaID := cfg.ReplicaID
 	if replicaID == "" {
 		h, _ := os.Hostname()
 		replicaID = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	var lease *ha.LeaseBackend
+	var lease *kubelease.Election
 	if cfg.Kube.LeaderElectionLease != "" {
+		// Validate made sure of a shared store: the lock and the replica set stay there.
 		ns, name, _ := kubelease.ParseName(cfg.Kube.LeaderElectionLease) // checked by Validate
-		if lease, err = ha.NewLeaseBackend(backend, kubeRC, ns, name, replicaID, cfg.LeaseDuration, log.With("component", "lease")); err != nil {
+		if lease, err = kubelease.NewElection(kubeRC, kubelease.Config{Namespace: ns, Name: name, Identity: replicaID, Duration: cfg.LeaseDuration},
+			log.With("component", "lease")); err != nil {
 			return err
 		}
-		backend = lease
+		stores.Lease = lease
 	}
 	lis, err := flagcheck.Listen("--relay-address", cfg.RelayAddress, listenHint)
 	if err != nil {
@@ -444,20 +454,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	mgmtName := orDefault(cfg.MgmtClusterName, "default")
 	coord := ha.New(ha.Config{MgmtCluster: mgmtName, ActivePassive: cfg.MgmtClusterName != "",
 		LeaderElection: cfg.LeaderElection, LoadBalancing: cfg.LoadBalancing, ReplicaID: replicaID, Advertise: advertise,
-		LeaseTTL: cfg.LeaseDuration}, backend, log.With("component", "ha"))
+		LeaseTTL: cfg.LeaseDuration}, stores, log.With("component", "ha"))
+	var certStore meshcerts.Store
 	if redisStore != nil {
 		if cfg.MgmtClusterName != "" {
-			redisStore = redisStore.WithFence(redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch})
+			fence := redisstore.Fence{Name: cfg.MgmtClusterName, Epoch: coord.Epoch}
+			redisStore, redisCerts = redisStore.WithFence(fence), redisCerts.WithFence(fence)
 		}
-		store = redisStore
+		store, certStore = redisStore, redisCerts
 	}
-	certs := &sharedCerts{issuer: issuer, coord: coord, log: log.With("component", "mesh-certs")}
-	if redisStore != nil {
-		certs.store = redisStore
-	}
+	certs := meshcerts.New(issuer, certStore, coord, log.With("component", "mesh-certs"))
 	var role reconcile.Role
 	var witness func(uint64)
-	if backend != nil {
+	if redisStore != nil {
 		role, witness = coord, coord.WitnessEpoch
 	}
 	var crs *crsource.Source
@@ -485,8 +494,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		Role:             role,
 		OnTranslate:      onTranslate,
 		WitnessEpoch:     witness,
-	}, store, translate.NewTranslator(), certs.source, log.With("component", "reconcile"), reg)
-	certs.rec = rec
+	}, store, translate.NewTranslator(), certs.Source, log.With("component", "reconcile"), reg)
+	certs.SetReconciler(rec)
 	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
 		leader: func() bool {
 			if role == nil {
@@ -497,10 +506,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}}
 	rotation.metrics(reg)
 
-	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: relay.NewFileRevocations(cfg.DataDir)}
-	if redisStore != nil {
-		rcfg.Revocations = redisStore // shared by every replica and management server
-	}
+	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: revocations}
 	if cfg.LoadBalancing {
 		rcfg.Balancer = coord
 	}
@@ -519,10 +525,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	var dir *discovery.Dir
 	if cfg.ConfigDir != "" {
 		dir = discovery.NewDir(cfg.ConfigDir, log.With("component", "config-dir"))
-	}
-	var planeStore plane.Store
-	if redisStore != nil {
-		planeStore = redisStore
 	}
 	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
 		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
@@ -753,16 +755,15 @@ func tokenSource(path, generated, what string, log *slog.Logger) (func() (string
 
 // newRedisClient connects to --redis-address, over TLS with --redis-tls.
 func newRedisClient(cfg Config) (*redis.Client, error) {
-	opts := &redis.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword,
-		DialTimeout: 2 * time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
+	opts := redisstore.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword, Timeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
 	if cfg.RedisTLS {
 		t, err := redisTLSConfig(cfg)
 		if err != nil {
 			return nil, err
 		}
-		opts.TLSConfig = t
+		opts.TLS = t
 	}
-	return redis.NewClient(opts), nil
+	return redisstore.Dial(opts), nil
 }
 
 func redisTLSConfig(cfg Config) (*tls.Config, error) {

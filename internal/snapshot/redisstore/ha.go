@@ -10,16 +10,28 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/meshrelay/meshrelay/internal/ha"
 )
 
-// Lock is the global lock naming the management server allowed to write.
-type Lock struct {
-	Name  string    `json:"name"`
-	Epoch uint64    `json:"epoch"`
-	Since time.Time `json:"since"`
+// HA keeps in Redis what the management servers coordinate through (internal/ha): the
+// global lock with its fencing epochs, the leader lease of each management cluster's
+// replicas, and the replica set. It is safe for concurrent use.
+type HA struct{ keys }
+
+var (
+	_ ha.LockStore    = (*HA)(nil)
+	_ ha.LeaseStore   = (*HA)(nil)
+	_ ha.ReplicaStore = (*HA)(nil)
+)
+
+// NewHA returns the coordination store under prefix (DefaultPrefix when empty). It does
+// no I/O; the caller owns client and closes it.
+func NewHA(client redis.UniversalClient, prefix string) *HA {
+	return &HA{keys: newKeys(client, prefix)}
 }
 
-func (s *Store) lockEpochKey() string { return s.prefix + "activelock:epoch" }
+func (s *HA) lockEpochKey() string { return s.prefix + "activelock:epoch" }
 
 // aboveLua defines above(floor), the epoch a new or raised holder takes: the next value of
 // the counter KEYS[2], moved above floor when the counter is not already there (the store
@@ -66,20 +78,20 @@ redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
 return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
 `)
 
-func parseLock(v any) (Lock, error) {
+func parseLock(v any) (ha.Lock, error) {
 	vals, ok := v.([]any)
 	if !ok || len(vals) != 3 || vals[0] == nil {
-		return Lock{}, nil
+		return ha.Lock{}, nil
 	}
 	name, _ := vals[0].(string)
 	es, _ := vals[1].(string)
 	ss, _ := vals[2].(string)
 	epoch, err := strconv.ParseUint(es, 10, 64)
 	if err != nil {
-		return Lock{}, fmt.Errorf("decode lock epoch %q: %w", es, err)
+		return ha.Lock{}, fmt.Errorf("decode lock epoch %q: %w", es, err)
 	}
 	ms, _ := strconv.ParseInt(ss, 10, 64)
-	return Lock{Name: name, Epoch: epoch, Since: time.UnixMilli(ms).UTC()}, nil
+	return ha.Lock{Name: name, Epoch: epoch, Since: time.UnixMilli(ms).UTC()}, nil
 }
 
 // AcquireLockIfFree takes the global lock for name when nobody holds it and returns the
@@ -87,34 +99,34 @@ func parseLock(v any) (Lock, error) {
 // knows agents or outputs to carry: the lock is taken above it, a lock name holds below it
 // is raised above it, and a lock someone else holds below it is raised by its holder at its
 // next call (the epoch counter records the floor).
-func (s *Store) AcquireLockIfFree(ctx context.Context, name string, floor uint64) (Lock, error) {
+func (s *HA) AcquireLockIfFree(ctx context.Context, name string, floor uint64) (ha.Lock, error) {
 	v, err := acquireLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli(), floor).Result()
 	if err != nil {
-		return Lock{}, unavailable(err, "acquire global lock")
+		return ha.Lock{}, unavailable(err, "acquire global lock")
 	}
 	return parseLock(v)
 }
 
 // SwitchLock moves the global lock to name with a new, higher epoch (`switch-active`).
-func (s *Store) SwitchLock(ctx context.Context, name string) (Lock, error) {
+func (s *HA) SwitchLock(ctx context.Context, name string) (ha.Lock, error) {
 	v, err := switchLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli()).Result()
 	if err != nil {
-		return Lock{}, unavailable(err, "switch global lock")
+		return ha.Lock{}, unavailable(err, "switch global lock")
 	}
 	return parseLock(v)
 }
 
 // ReadLock returns the holder of the global lock (zero Lock when nobody holds it).
-func (s *Store) ReadLock(ctx context.Context) (Lock, error) {
+func (s *HA) ReadLock(ctx context.Context) (ha.Lock, error) {
 	v, err := s.c.HMGet(ctx, s.lockKey(), "name", "epoch", "since").Result()
 	if err != nil {
-		return Lock{}, unavailable(err, "read global lock")
+		return ha.Lock{}, unavailable(err, "read global lock")
 	}
 	return parseLock(v)
 }
 
-func (s *Store) leaseKey(group string) string      { return s.prefix + "leader:" + group }
-func (s *Store) leaseEpochKey(group string) string { return s.prefix + "leader:" + group + ":epoch" }
+func (s *HA) leaseKey(group string) string      { return s.prefix + "leader:" + group }
+func (s *HA) leaseEpochKey(group string) string { return s.prefix + "leader:" + group + ":epoch" }
 
 // acquireLease: KEYS[1] lease, KEYS[2] epoch counter; ARGV[1] id, ARGV[2] ttl ms. The value
 // is "<id> <epoch>". A holder renews its own lease; anyone takes a free one.
@@ -143,30 +155,24 @@ end
 return 0
 `)
 
-// Lease is the holder of a leader lease.
-type Lease struct {
-	Holder string `json:"holder"`
-	Epoch  uint64 `json:"epoch"`
-}
-
-func parseLease(v string) Lease {
+func parseLease(v string) ha.Lease {
 	id, e, _ := strings.Cut(v, " ")
 	epoch, _ := strconv.ParseUint(e, 10, 64)
-	return Lease{Holder: id, Epoch: epoch}
+	return ha.Lease{Holder: id, Epoch: epoch}
 }
 
 // AcquireLease takes or renews the leader lease of group for id for ttl and returns the
 // holder; id leads when the holder is id. Every new holder gets a higher epoch.
-func (s *Store) AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (Lease, error) {
+func (s *HA) AcquireLease(ctx context.Context, group, id string, ttl time.Duration) (ha.Lease, error) {
 	v, err := acquireLease.Run(ctx, s.c, []string{s.leaseKey(group), s.leaseEpochKey(group)}, id, ttl.Milliseconds()).Text()
 	if err != nil {
-		return Lease{}, unavailable(err, "acquire leader lease of %s", group)
+		return ha.Lease{}, unavailable(err, "acquire leader lease of %s", group)
 	}
 	return parseLease(v), nil
 }
 
 // ReleaseLease gives up the lease if id holds it (a clean shutdown).
-func (s *Store) ReleaseLease(ctx context.Context, group, id string) error {
+func (s *HA) ReleaseLease(ctx context.Context, group, id string) error {
 	if err := releaseLease.Run(ctx, s.c, []string{s.leaseKey(group)}, id).Err(); err != nil {
 		return unavailable(err, "release leader lease of %s", group)
 	}
@@ -174,31 +180,25 @@ func (s *Store) ReleaseLease(ctx context.Context, group, id string) error {
 }
 
 // ReadLease returns the current holder of group's lease (zero when none).
-func (s *Store) ReadLease(ctx context.Context, group string) (Lease, error) {
+func (s *HA) ReadLease(ctx context.Context, group string) (ha.Lease, error) {
 	v, err := s.c.Get(ctx, s.leaseKey(group)).Result()
 	if errors.Is(err, redis.Nil) {
-		return Lease{}, nil
+		return ha.Lease{}, nil
 	}
 	if err != nil {
-		return Lease{}, unavailable(err, "read leader lease of %s", group)
+		return ha.Lease{}, unavailable(err, "read leader lease of %s", group)
 	}
 	return parseLease(v), nil
 }
 
-func (s *Store) replicasKey(group string) string { return s.prefix + "replicas:" + group }
-func (s *Store) replicaAddrKey(group string) string {
+func (s *HA) replicasKey(group string) string { return s.prefix + "replicas:" + group }
+func (s *HA) replicaAddrKey(group string) string {
 	return s.prefix + "replicas:" + group + ":address"
-}
-
-// Replica is a live replica of a management cluster.
-type Replica struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
 }
 
 // Heartbeat advertises replica id at address for ttl, and drops replicas whose
 // advertisement expired.
-func (s *Store) Heartbeat(ctx context.Context, group, id, address string, ttl time.Duration) error {
+func (s *HA) Heartbeat(ctx context.Context, group, id, address string, ttl time.Duration) error {
 	now := time.Now()
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, s.replicasKey(group), redis.Z{Score: float64(now.Add(ttl).UnixMilli()), Member: id})
@@ -213,7 +213,7 @@ func (s *Store) Heartbeat(ctx context.Context, group, id, address string, ttl ti
 }
 
 // Leave removes replica id (a clean shutdown).
-func (s *Store) Leave(ctx context.Context, group, id string) error {
+func (s *HA) Leave(ctx context.Context, group, id string) error {
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRem(ctx, s.replicasKey(group), id)
 		p.HDel(ctx, s.replicaAddrKey(group), id)
@@ -226,7 +226,7 @@ func (s *Store) Leave(ctx context.Context, group, id string) error {
 }
 
 // Replicas lists the live replicas of group, sorted by id.
-func (s *Store) Replicas(ctx context.Context, group string) ([]Replica, error) {
+func (s *HA) Replicas(ctx context.Context, group string) ([]ha.Replica, error) {
 	ids, err := s.c.ZRangeByScore(ctx, s.replicasKey(group), &redis.ZRangeBy{Min: strconv.FormatInt(time.Now().UnixMilli(), 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, unavailable(err, "list replicas")
@@ -238,40 +238,11 @@ func (s *Store) Replicas(ctx context.Context, group string) ([]Replica, error) {
 	if err != nil {
 		return nil, unavailable(err, "list replica addresses")
 	}
-	out := make([]Replica, 0, len(ids))
+	out := make([]ha.Replica, 0, len(ids))
 	for i, id := range ids {
 		a, _ := addrs[i].(string)
-		out = append(out, Replica{ID: id, Address: a})
+		out = append(out, ha.Replica{ID: id, Address: a})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
-
-func (s *Store) meshCertsKey() string { return s.prefix + "meshcerts" }
-
-// PutMeshCert stores a cluster's mesh identity (JSON), fenced like every write.
-func (s *Store) PutMeshCert(ctx context.Context, cluster string, value []byte) error {
-	name, epoch := s.fenceArgs()
-	if err := putHashField.Run(ctx, s.c, []string{s.lockKey(), s.meshCertsKey()}, name, epoch, cluster, value).Err(); err != nil {
-		return writeErr(err, "put mesh certificate of %s", cluster)
-	}
-	return nil
-}
-
-var putHashField = redis.NewScript(fenceLua + `
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-return 1
-`)
-
-// MeshCerts returns every stored mesh identity by cluster.
-func (s *Store) MeshCerts(ctx context.Context) (map[string][]byte, error) {
-	m, err := s.c.HGetAll(ctx, s.meshCertsKey()).Result()
-	if err != nil {
-		return nil, unavailable(err, "read mesh certificates")
-	}
-	out := make(map[string][]byte, len(m))
-	for k, v := range m {
-		out[k] = []byte(v)
-	}
 	return out, nil
 }

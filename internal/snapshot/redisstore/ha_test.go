@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"testing"
 
+	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
@@ -14,9 +15,9 @@ import (
 func TestLockEpochAboveFloor(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t)
-	s := redisstore.New(client, "")
+	s := redisstore.NewHA(client, "")
 	ctx := t.Context()
-	epoch := func(l redisstore.Lock, err error) uint64 {
+	epoch := func(l ha.Lock, err error) uint64 {
 		t.Helper()
 		must(t, err)
 		return l.Epoch

@@ -8,15 +8,24 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Every management server sharing the store publishes its view of the agents connected to
-// it, so that any server can report the whole plane (`meshrelay check`):
+// Plane keeps the servers' views of their agents (a plane.Store). Every management server
+// sharing the store publishes its view of the agents connected to it, so that any server
+// can report the whole plane (`meshrelay check`):
 //
 //	<prefix>:{<prefix>}:plane          sorted set: server id → expiry of its view (Unix ms)
 //	<prefix>:{<prefix>}:plane:views    hash: server id → its view (JSON, opaque here)
 //
-// Views are not fenced: passive servers publish theirs too.
-func (s *Store) planeKey() string      { return s.prefix + "plane" }
-func (s *Store) planeViewsKey() string { return s.prefix + "plane:views" }
+// Views are not fenced: passive servers publish theirs too. It is safe for concurrent use.
+type Plane struct{ keys }
+
+// NewPlane returns the store of views under prefix (DefaultPrefix when empty). It does no
+// I/O; the caller owns client and closes it.
+func NewPlane(client redis.UniversalClient, prefix string) *Plane {
+	return &Plane{keys: newKeys(client, prefix)}
+}
+
+func (s *Plane) planeKey() string      { return s.prefix + "plane" }
+func (s *Plane) planeViewsKey() string { return s.prefix + "plane:views" }
 
 // putPlaneView: KEYS[1] expiries, KEYS[2] views; ARGV[1] id, ARGV[2] view, ARGV[3] expiry
 // (ms), ARGV[4] now (ms). It also drops the views that expired.
@@ -32,7 +41,7 @@ return 1
 `)
 
 // PutPlaneView publishes server id's view for ttl.
-func (s *Store) PutPlaneView(ctx context.Context, id string, view []byte, ttl time.Duration) error {
+func (s *Plane) PutPlaneView(ctx context.Context, id string, view []byte, ttl time.Duration) error {
 	now := time.Now()
 	err := putPlaneView.Run(ctx, s.c, []string{s.planeKey(), s.planeViewsKey()}, id, view,
 		now.Add(ttl).UnixMilli(), now.UnixMilli()).Err()
@@ -43,7 +52,7 @@ func (s *Store) PutPlaneView(ctx context.Context, id string, view []byte, ttl ti
 }
 
 // PlaneViews returns the views that have not expired, by server id.
-func (s *Store) PlaneViews(ctx context.Context) (map[string][]byte, error) {
+func (s *Plane) PlaneViews(ctx context.Context) (map[string][]byte, error) {
 	ids, err := s.c.ZRangeByScore(ctx, s.planeKey(), &redis.ZRangeBy{Min: strconv.FormatInt(time.Now().UnixMilli()+1, 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, unavailable(err, "list plane views")
@@ -65,7 +74,7 @@ func (s *Store) PlaneViews(ctx context.Context) (map[string][]byte, error) {
 }
 
 // LeavePlane removes server id's view (a clean shutdown).
-func (s *Store) LeavePlane(ctx context.Context, id string) error {
+func (s *Plane) LeavePlane(ctx context.Context, id string) error {
 	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZRem(ctx, s.planeKey(), id)
 		p.HDel(ctx, s.planeViewsKey(), id)

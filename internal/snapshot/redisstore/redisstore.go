@@ -1,5 +1,14 @@
-// Package redisstore is a snapshot.Store backed by Redis, so that several management server
-// replicas share snapshots and configuration.
+// Package redisstore keeps in Redis what several management server replicas share. Each job
+// has its own type, and all of them share one client and one key prefix:
+//
+//   - Store: snapshots and configuration (a snapshot.Store);
+//   - HA: the global lock, the leader leases and the replica set (ha.LockStore,
+//     ha.LeaseStore, ha.ReplicaStore; ha.go);
+//   - Certs: the mesh identities the leader issues (certs.go);
+//   - Revocations: the revoked relay certificates of clusters (revoked.go);
+//   - Plane: each server's view of its agents (plane.go).
+//
+// Dial builds the client (client.go).
 //
 // Every key carries the same hash tag, {<prefix>}, so all keys of a store live in one slot
 // of a Redis Cluster and multi-key transactions and Lua scripts work there:
@@ -10,10 +19,13 @@
 //	<prefix>:{<prefix>}:config:rev         configuration revision, INCRed on every change
 //	<prefix>:{<prefix>}:activelock         the global lock naming the management server that may write (ha.go)
 //	<prefix>:{<prefix>}:plane, plane:views each server's view of its agents (plane.go)
+//	<prefix>:{<prefix>}:leader:<group>...  leader leases, replicas:<group>... replica sets (ha.go)
+//	<prefix>:{<prefix>}:meshcerts          hash: cluster → its mesh identity (certs.go)
+//	<prefix>:{<prefix>}:revoked            hash: cluster → revocation time (revoked.go)
 //
-// With a Fence (WithFence), every write runs in a Lua script that first checks that the
-// global lock still names this server with the epoch it holds, so a server that lost the
-// lock cannot overwrite anything, even before it notices.
+// With a Fence (WithFence on Store and Certs), every write runs in a Lua script that first
+// checks that the global lock still names this server with the epoch it holds, so a server
+// that lost the lock cannot overwrite anything, even before it notices.
 //
 // Snapshots and configuration resources are stored in the form of snapshot.EncodeSnapshot
 // and snapshot.EncodeResource (JSON with resource bodies verbatim).
@@ -35,14 +47,11 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// DefaultPrefix is the key prefix used when New is given an empty one.
-const DefaultPrefix = "meshrelay"
-
-// Store is a snapshot.Store in Redis. It is safe for concurrent use.
+// Store is a snapshot.Store in Redis: snapshots and configuration. It is safe for
+// concurrent use.
 type Store struct {
-	c      redis.UniversalClient
-	prefix string // "<prefix>:{<prefix>}:"
-	fence  Fence
+	keys
+	fence Fence
 }
 
 // Fence names the lock holder a store writes as; the zero Fence writes unconditionally.
@@ -60,11 +69,12 @@ func (s *Store) WithFence(f Fence) *Store {
 	return &c
 }
 
-func (s *Store) fenceArgs() (string, uint64) {
-	if s.fence.Name == "" || s.fence.Epoch == nil {
+// args are the fence's arguments to fenceLua.
+func (f Fence) args() (string, uint64) {
+	if f.Name == "" || f.Epoch == nil {
 		return "", 0
 	}
-	return s.fence.Name, s.fence.Epoch()
+	return f.Name, f.Epoch()
 }
 
 // fenceLua checks the fence; KEYS[1] is the lock, ARGV[1] the name ("" = unfenced) and
@@ -92,24 +102,15 @@ var _ snapshot.Store = (*Store)(nil)
 // New returns a store that keeps its keys under prefix (DefaultPrefix when empty). It does
 // no I/O; the caller owns client and closes it.
 func New(client redis.UniversalClient, prefix string) *Store {
-	if prefix == "" {
-		prefix = DefaultPrefix
-	}
-	return &Store{c: client, prefix: prefix + ":{" + prefix + "}:"}
+	return &Store{keys: newKeys(client, prefix)}
 }
 
 func (s *Store) snapKey(kind snapshot.Kind, cluster string) string {
 	return s.prefix + string(kind) + ":" + cluster
 }
 func (s *Store) indexKey(kind snapshot.Kind) string { return s.prefix + "index:" + string(kind) }
-func (s *Store) lockKey() string                    { return s.prefix + "activelock" }
 func (s *Store) configKey() string                  { return s.prefix + "config" }
 func (s *Store) revKey() string                     { return s.prefix + "config:rev" }
-
-// unavailable wraps a Redis client error so that it matches snapshot.ErrUnavailable too.
-func unavailable(err error, format string, args ...any) error {
-	return fmt.Errorf("%s: %w: %w", fmt.Sprintf(format, args...), snapshot.ErrUnavailable, err)
-}
 
 // Get implements snapshot.Store.
 func (s *Store) Get(ctx context.Context, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
@@ -149,7 +150,7 @@ func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, sna
 	if err != nil {
 		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
-	name, epoch := s.fenceArgs()
+	name, epoch := s.fence.args()
 	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
 	if err := putSnapshot.Run(ctx, s.c, keys, name, epoch, b, cluster, snap.Hash).Err(); err != nil {
 		return writeErr(err, "put %s snapshot of cluster %q", kind, cluster)
@@ -159,7 +160,7 @@ func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, sna
 
 // Delete implements snapshot.Store.
 func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) error {
-	name, epoch := s.fenceArgs()
+	name, epoch := s.fence.args()
 	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
 	if err := deleteSnapshot.Run(ctx, s.c, keys, name, epoch, cluster).Err(); err != nil {
 		return writeErr(err, "delete %s snapshot of cluster %q", kind, cluster)
@@ -241,7 +242,7 @@ func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
 		return fmt.Errorf("encode config resource %s: %w", r.Key, err)
 	}
 	keys := []string{s.lockKey(), s.configKey(), s.revKey()}
-	name, epoch := s.fenceArgs()
+	name, epoch := s.fence.args()
 	if err := putConfig.Run(ctx, s.c, keys, name, epoch, r.Key, r.Hash, b).Err(); err != nil {
 		return writeErr(err, "put config resource %s", r.Key)
 	}
@@ -250,7 +251,7 @@ func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
 
 // DeleteConfig implements snapshot.Store.
 func (s *Store) DeleteConfig(ctx context.Context, key string) error {
-	name, epoch := s.fenceArgs()
+	name, epoch := s.fence.args()
 	n, err := deleteConfig.Run(ctx, s.c, []string{s.lockKey(), s.configKey(), s.revKey()}, name, epoch, key).Int()
 	if err != nil {
 		return writeErr(err, "delete config resource %s", key)

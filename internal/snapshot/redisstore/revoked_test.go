@@ -11,7 +11,7 @@ import (
 // Revocations are shared through Redis: what one server revokes another reads, to the second.
 func TestRevocationsShared(t *testing.T) {
 	srv := redistest.Start(t)
-	a, b := redisstore.New(srv.Client(t), ""), redisstore.New(srv.Client(t), "")
+	a, b := redisstore.NewRevocations(srv.Client(t), ""), redisstore.NewRevocations(srv.Client(t), "")
 	ctx := t.Context()
 	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
 	must(t, a.Revoke(ctx, "east", at))

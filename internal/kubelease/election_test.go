@@ -1,4 +1,4 @@
-package ha_test
+package kubelease_test
 
 import (
 	"context"
@@ -14,28 +14,25 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
-// redisless stands in for the shared store: with leader election only, the coordinator
-// asks its Backend for nothing but the lease, which the LeaseBackend answers itself.
-type redisless struct{ ha.Backend }
-
-type replica struct {
+type haReplica struct {
 	coord  *ha.Coordinator
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func startReplica(t *testing.T, env *kubetest.Env, id string, ttl time.Duration) *replica {
+func startReplica(t *testing.T, env *kubetest.Env, id string, ttl time.Duration) *haReplica {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	lb, err := ha.NewLeaseBackend(redisless{}, env.Config, "meshrelay-system", "meshrelay-server-leader", id, ttl, log)
+	lb, err := kubelease.NewElection(env.Config, kubelease.Config{Namespace: "meshrelay-system", Name: "meshrelay-server-leader", Identity: id, Duration: ttl}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{coord: ha.New(ha.Config{MgmtCluster: "mgmt", LeaderElection: true, ReplicaID: id, LeaseTTL: ttl}, lb, log)}
+	r := &haReplica{coord: ha.New(ha.Config{MgmtCluster: "mgmt", LeaderElection: true, ReplicaID: id, LeaseTTL: ttl}, ha.Stores{Lease: lb}, log)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	for _, f := range []func(context.Context) error{lb.Start, r.coord.Start} {
@@ -51,12 +48,12 @@ func startReplica(t *testing.T, env *kubetest.Env, id string, ttl time.Duration)
 	return r
 }
 
-func (r *replica) stop() {
+func (r *haReplica) stop() {
 	r.cancel()
 	r.wg.Wait()
 }
 
-func leaders(rs ...*replica) (n int, which int) {
+func leaders(rs ...*haReplica) (n int, which int) {
 	for i, r := range rs {
 		if r.coord.Leader() {
 			n, which = n+1, i
@@ -74,9 +71,9 @@ func TestLeaseLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ttl = 2 * time.Second
-	rs := []*replica{startReplica(t, env, "a", ttl), startReplica(t, env, "b", ttl), startReplica(t, env, "c", ttl)}
+	rs := []*haReplica{startReplica(t, env, "a", ttl), startReplica(t, env, "b", ttl), startReplica(t, env, "c", ttl)}
 	var first int
-	waitFor(t, 15*time.Second, "one leader", func() error {
+	poll.Eventually(t, 15*time.Second, "one leader", func() error {
 		n, w := leaders(rs...)
 		if n != 1 {
 			return fmt.Errorf("%d leaders", n)
@@ -101,17 +98,12 @@ func TestLeaseLeaderElection(t *testing.T) {
 
 	stopped := time.Now()
 	rs[first].stop()
-	rest := append(append([]*replica{}, rs[:first]...), rs[first+1:]...)
-	waitFor(t, 3*ttl, "a new leader", func() error {
+	rest := append(append([]*haReplica{}, rs[:first]...), rs[first+1:]...)
+	poll.Eventually(t, 3*ttl, "a new leader", func() error {
 		if n, _ := leaders(rest...); n != 1 {
 			return fmt.Errorf("%d leaders", n)
 		}
 		return nil
 	})
 	t.Logf("new leader %s after the old one stopped", time.Since(stopped).Round(10*time.Millisecond))
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	poll.Eventually(t, timeout, what, f)
 }

@@ -1,4 +1,8 @@
-package server
+// Package meshcerts gives translation every cluster's mesh identity (its certificate, key
+// and CA, and its Istio workload CA). A single server takes them from its issuer. Replicas
+// sharing a store use the same bytes: the leader of the active management server issues
+// them and stores them, and every replica reads them from the store.
+package meshcerts
 
 import (
 	"bytes"
@@ -9,31 +13,63 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/pki"
-	"github.com/meshrelay/meshrelay/internal/reconcile"
-	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// sharedCerts keeps the mesh identities every replica uses. With a shared store the
-// leader of the active management server issues them and stores them; every replica reads
-// them from the store, so all replicas translate with the same bytes.
-type sharedCerts struct {
+// Store keeps the mesh identities every replica shares, by cluster (redisstore.Certs
+// implements it, fenced by the global lock).
+type Store interface {
+	PutMeshCert(ctx context.Context, cluster string, value []byte) error
+	MeshCerts(ctx context.Context) (map[string][]byte, error)
+}
+
+// Role is this server's place among its peers (ha.Coordinator implements it).
+type Role interface {
+	// SetClusters tells it every registered cluster.
+	SetClusters(clusters []string)
+	// Active reports whether this management server may write.
+	Active() (bool, uint64)
+	// Leader reports whether this replica leads its management cluster.
+	Leader() bool
+}
+
+// Reconciler is the translation the identities are for (reconcile.Reconciler implements
+// it).
+type Reconciler interface {
+	// Config is the configuration, whose KubernetesClusters get identities.
+	Config() []resource.Object
+	// Kick asks for a translation now.
+	Kick()
+}
+
+// Shared keeps the mesh identities every replica uses.
+type Shared struct {
 	issuer *pki.MeshIssuer
-	store  *redisstore.Store // nil: single server, the issuer is used directly
-	coord  *ha.Coordinator
-	rec    *reconcile.Reconciler
+	store  Store // nil: single server, the issuer is used directly
+	role   Role
+	rec    Reconciler // set by SetReconciler before Start
 	log    *slog.Logger
 
 	mu    sync.RWMutex // guards certs
 	certs map[string]translate.ClusterCert
 }
 
-// source is the reconciler's CertSource. With a shared store it gives only what the store
+// New keeps the identities issuer issues; with a store (nil for a single server) they are
+// shared through it, and role says whether this server issues them. It does no I/O.
+func New(issuer *pki.MeshIssuer, store Store, role Role, log *slog.Logger) *Shared {
+	return &Shared{issuer: issuer, store: store, role: role, log: log}
+}
+
+// SetReconciler gives the translation to keep in sync (the reconciler takes Source, so it
+// is made after New); call it before Start.
+func (s *Shared) SetReconciler(rec Reconciler) { s.rec = rec }
+
+// Source is the reconciler's CertSource. With a shared store it gives only what the store
 // holds: the reconciler holds translation until every registered cluster's identity is
 // there (a server restarted on an emptied store waits for the leader to issue them again).
-func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert {
+func (s *Shared) Source(clusters []string) map[string]translate.ClusterCert {
 	if s.store == nil {
 		out := map[string]translate.ClusterCert{}
 		for c, b := range s.issuer.Bundles(clusters) {
@@ -54,7 +90,7 @@ func (s *sharedCerts) source(clusters []string) map[string]translate.ClusterCert
 
 // Start keeps the shared identities in sync until ctx ends (shared store only); it also
 // re-translates when one is due for rotation.
-func (s *sharedCerts) Start(ctx context.Context) error {
+func (s *Shared) Start(ctx context.Context) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var istioErr string
@@ -106,12 +142,12 @@ func sameBundle(a, b pki.MeshBundle) bool {
 	return same
 }
 
-func (s *sharedCerts) round(ctx context.Context) {
+func (s *Shared) round(ctx context.Context) {
 	var registered []string
 	for c := range translate.Clusters(s.rec.Config()) {
 		registered = append(registered, c)
 	}
-	s.coord.SetClusters(registered)
+	s.role.SetClusters(registered)
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	raw, err := s.store.MeshCerts(ctx)
@@ -125,7 +161,7 @@ func (s *sharedCerts) round(ctx context.Context) {
 			stored[c] = pki.MeshBundle{CertPEM: b.CertPEM, KeyPEM: b.KeyPEM, CAPEM: b.CAPEM, NotAfter: b.NotAfter, Istio: b.Istio}
 		}
 	}
-	if active, _ := s.coord.Active(); active && s.coord.Leader() {
+	if active, _ := s.role.Active(); active && s.role.Leader() {
 		s.issuer.Adopt(stored)
 		var clusters []string
 		for c := range translate.Clusters(s.rec.Config()) {
