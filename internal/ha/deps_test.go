@@ -13,7 +13,8 @@ func TestStoreIndependence(t *testing.T) {
 	const redis, redisstore, clientGo = "github.com/redis/", "github.com/meshrelay/meshrelay/internal/snapshot/redisstore", "k8s.io/client-go"
 	for pkg, forbidden := range map[string][]string{
 		".":            {redis, redisstore, clientGo, "github.com/meshrelay/meshrelay/internal/kubelease", "google.golang.org/grpc"},
-		"../kubelease": {redis, redisstore},
+		"../kubelease": {redis, redisstore, "github.com/meshrelay/meshrelay/internal/ha"},
+		"./kubeha":     {redis, redisstore},
 		"../meshcerts": {redis, redisstore, clientGo},
 	} {
 		out, err := exec.Command("go", "list", "-deps", pkg).Output()

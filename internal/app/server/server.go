@@ -38,6 +38,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/discovery"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/ha/kubeha"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/meshcerts"
@@ -429,11 +430,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		h, _ := os.Hostname()
 		replicaID = fmt.Sprintf("%s-%d", h, os.Getpid())
 	}
-	var lease *kubelease.Election
+	var lease *kubeha.Election
 	if cfg.Kube.LeaderElectionLease != "" {
 		// Validate made sure of a shared store: the lock and the replica set stay there.
 		ns, name, _ := kubelease.ParseName(cfg.Kube.LeaderElectionLease) // checked by Validate
-		if lease, err = kubelease.NewElection(kubeRC, kubelease.Config{Namespace: ns, Name: name, Identity: replicaID, Duration: cfg.LeaseDuration},
+		if lease, err = kubeha.NewElection(kubeRC, kubelease.Config{Namespace: ns, Name: name, Identity: replicaID, Duration: cfg.LeaseDuration},
 			log.With("component", "lease")); err != nil {
 			return err
 		}

@@ -1,4 +1,7 @@
-package kubelease
+// Package kubeha elects the leader among the replicas of one management cluster with a
+// Kubernetes Lease (an ha.LeaseStore); the agent's own election stays in internal/kubelease,
+// which knows nothing of the server's HA.
+package kubeha
 
 import (
 	"context"
@@ -11,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/kubelease"
 )
 
 // Election is an ha.LeaseStore whose leader lease among the replicas of one management
@@ -33,10 +37,10 @@ var _ ha.LeaseStore = (*Election)(nil)
 // NewElection elects the leader with the Lease of c (c.Identity is this replica) in the API
 // server of rc. c.Duration is the lease duration; a leader that cannot renew for two thirds
 // of it stops leading, and candidates retry every fifth of it. It does no I/O.
-func NewElection(rc *rest.Config, c Config, log *slog.Logger) (*Election, error) {
+func NewElection(rc *rest.Config, c kubelease.Config, log *slog.Logger) (*Election, error) {
 	l := &Election{id: c.Identity, log: log}
 	var err error
-	l.elector, err = NewElector(rc, c, leaderelection.LeaderCallbacks{OnStartedLeading: l.started, OnStoppedLeading: l.stopped})
+	l.elector, err = kubelease.NewElector(rc, c, leaderelection.LeaderCallbacks{OnStartedLeading: l.started, OnStoppedLeading: l.stopped})
 	if err != nil {
 		return nil, fmt.Errorf("leader election: %w", err)
 	}

@@ -1,4 +1,4 @@
-package kubelease_test
+package kubeha_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/ha/kubeha"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 	"github.com/meshrelay/meshrelay/internal/poll"
@@ -28,7 +29,7 @@ type haReplica struct {
 func startReplica(t *testing.T, env *kubetest.Env, id string, ttl time.Duration) *haReplica {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	lb, err := kubelease.NewElection(env.Config, kubelease.Config{Namespace: "meshrelay-system", Name: "meshrelay-server-leader", Identity: id, Duration: ttl}, log)
+	lb, err := kubeha.NewElection(env.Config, kubelease.Config{Namespace: "meshrelay-system", Name: "meshrelay-server-leader", Identity: id, Duration: ttl}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
