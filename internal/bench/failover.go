@@ -17,7 +17,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 )
 
 // FailoverOptions configure `meshrelay bench failover`.
@@ -312,7 +312,7 @@ func inSyncOn(ctx context.Context, servers ...*relayServer) (map[string]bool, er
 		if s.c.Exited() {
 			continue
 		}
-		var st serverapp.ServerStatus
+		var st configapi.ServerStatus
 		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return nil, err
 		}
@@ -665,7 +665,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 	resumeErr := make(chan error, 1)
 	go func() {
 		resumeErr <- waitFor(ctx, f.o.Timeout, 20*time.Millisecond, func() (bool, error) {
-			var st serverapp.ServerStatus
+			var st configapi.ServerStatus
 			if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 				return false, nil
 			}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 )
 
 // RelayOptions configure `meshrelay bench relay`.
@@ -542,7 +542,7 @@ func (r *relayRun) inSync(ctx context.Context) (int, float64, error) {
 	in := map[string]bool{}
 	stale := 0.0
 	for _, s := range r.servers {
-		var st serverapp.ServerStatus
+		var st configapi.ServerStatus
 		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return 0, 0, err
 		}

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
@@ -276,7 +275,7 @@ func (r *relayRun) inputLag(ctx context.Context) ([]float64, float64, time.Durat
 	stale := 0.0
 	t0 := time.Now()
 	for _, s := range r.servers {
-		var st serverapp.ServerStatus
+		var st configapi.ServerStatus
 		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return nil, 0, 0, err
 		}

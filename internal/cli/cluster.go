@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/register"
 )
@@ -126,7 +126,7 @@ token, rotate the token file first.`,
 			if err != nil {
 				return err
 			}
-			var res serverapp.RevokeResult
+			var res configapi.RevokeResult
 			if err := c.RevokeCluster(cmd.Context(), args[0], &res); err != nil {
 				return err
 			}

@@ -53,11 +53,11 @@ func adminFlags(cmd *cobra.Command, t *adminTarget) {
 }
 
 func defaultAdminTokenFile() string {
-	return filepath.Join(serverapp.DefaultDataDir, configapi.TokenFileName)
+	return filepath.Join(configapi.DefaultDataDir, configapi.TokenFileName)
 }
 
 func defaultAdminCAFile() string {
-	return filepath.Join(serverapp.DefaultDataDir, pki.CACertName)
+	return filepath.Join(configapi.DefaultDataDir, pki.CACertName)
 }
 
 // client returns a config API client presenting the admin token.
