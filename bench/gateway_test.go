@@ -10,7 +10,7 @@ import (
 	ib "github.com/meshrelay/meshrelay/internal/bench"
 )
 
-// The gateway smoke tests run `bench health-failover` and `bench gateway` tiny, in this
+// The gateway smoke tests run `meshrelay-bench health-failover` and `meshrelay-bench gateway` tiny, in this
 // process, through the same functions as the commands, and check that the reports are sane.
 
 func TestHealthFailoverSmoke(t *testing.T) {

@@ -49,7 +49,7 @@ func withConfig(b *testing.B, in translate.Input, yaml string) translate.Input {
 	return in
 }
 
-// BenchmarkRelayMarkerTranslate is what `bench relay` measures as propagation's
+// BenchmarkRelayMarkerTranslate is what `meshrelay-bench relay` measures as propagation's
 // translation: a RouteTable for every cluster gets a new host (every cluster recomputed).
 // Profile it with -cpuprofile to see what bounds propagation at scale.
 func BenchmarkRelayMarkerTranslate(b *testing.B) {

@@ -11,7 +11,7 @@ import (
 	ib "github.com/meshrelay/meshrelay/internal/bench"
 )
 
-// The smoke tests run `meshrelay bench relay` and `bench failover` small, through the same
+// The smoke tests run `meshrelay-bench relay` and `meshrelay-bench failover` small, through the same
 // code as the commands (the built binary as child processes), and check that the reports
 // are sane. They measure nothing: performance figures come from the commands (see the
 // README's Performance section).
@@ -22,7 +22,7 @@ var (
 	buildErr  error
 )
 
-// binary builds cmd/meshrelay once per test process (without -race: the children are
+// binary builds cmd/meshrelay-bench once per test process (without -race: the children are
 // measured, not checked; set MESHRELAY_BENCH_RACE=1 to build them with -race).
 func binary(t *testing.T) string {
 	t.Helper()
@@ -32,17 +32,17 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "meshrelay")
-		args := []string{"build", "-o", binPath, "../cmd/meshrelay"}
+		binPath = filepath.Join(dir, "meshrelay-bench")
+		args := []string{"build", "-o", binPath, "../cmd/meshrelay-bench"}
 		if os.Getenv("MESHRELAY_BENCH_RACE") != "" {
-			args = []string{"build", "-race", "-o", binPath, "../cmd/meshrelay"}
+			args = []string{"build", "-race", "-o", binPath, "../cmd/meshrelay-bench"}
 		}
 		cmd := exec.Command("go", args...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		buildErr = cmd.Run()
 	})
 	if buildErr != nil {
-		t.Fatalf("build meshrelay: %v", buildErr)
+		t.Fatalf("build meshrelay-bench: %v", buildErr)
 	}
 	return binPath
 }

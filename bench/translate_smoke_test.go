@@ -6,7 +6,7 @@ import (
 	ib "github.com/meshrelay/meshrelay/internal/bench"
 )
 
-// TestTranslateSmoke runs `meshrelay bench translate` tiny, through the same function as
+// TestTranslateSmoke runs `meshrelay-bench translate` tiny, through the same function as
 // the command, and checks that the report is sane: incremental changes recompute exactly
 // the clusters they can affect. It measures nothing.
 func TestTranslateSmoke(t *testing.T) {

@@ -1,5 +1,5 @@
 // Package bench holds Go benchmarks of meshrelay (`go test -bench . ./bench`); the
-// `meshrelay bench …` commands measure the same worlds and print a table with JSON.
+// `meshrelay-bench …` commands measure the same worlds and print a table with JSON.
 package bench
 
 import (

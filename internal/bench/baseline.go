@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -43,7 +45,7 @@ import (
 // go-control-plane's SnapshotCache over ADS (state of the world, mTLS), in a server process
 // and a clients process like the relay benchmark's, timed the same way.
 
-// BaselineOptions configure `meshrelay bench baseline`.
+// BaselineOptions configure `meshrelay-bench baseline`.
 type BaselineOptions struct {
 	Clients int `json:"clients"`
 	// PayloadBytes is what each client holds after the initial sync (serialized protobuf).
@@ -60,7 +62,7 @@ type BaselineOptions struct {
 	Progress io.Writer `json:"-"`
 }
 
-// BaselineReport is the result of `meshrelay bench baseline`.
+// BaselineReport is the result of `meshrelay-bench baseline`.
 type BaselineReport struct {
 	Options BaselineOptions `json:"options"`
 	Machine Machine         `json:"machine"`
@@ -79,7 +81,7 @@ type BaselineReport struct {
 	Missing             int       `json:"missing"`
 }
 
-// BaselineServerConfig configures the hidden `bench baseline-server`.
+// BaselineServerConfig configures the hidden `meshrelay-bench baseline-server`.
 type BaselineServerConfig struct {
 	Listen, Control           string
 	Clients                   int
@@ -243,7 +245,7 @@ func certPool(file string) (*x509.CertPool, error) {
 	return p, nil
 }
 
-// BaselineClientsConfig configures the hidden `bench baseline-clients`.
+// BaselineClientsConfig configures the hidden `meshrelay-bench baseline-clients`.
 type BaselineClientsConfig struct {
 	Server, Listen            string
 	Clients                   int
@@ -464,7 +466,7 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := p.start("baseline-server", "bench", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
+	srv, err := p.start("baseline-server", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
 		"--payload-bytes", strconv.Itoa(o.PayloadBytes), "--change-bytes", strconv.Itoa(o.ChangeBytes),
 		"--cert-file", cert, "--key-file", key, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
@@ -482,7 +484,7 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	}); err != nil {
 		return nil, err
 	}
-	cl, err := p.start("baseline-clients", "bench", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
+	cl, err := p.start("baseline-clients", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
 		"--cert-file", ccert, "--key-file", ckey, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
 		return nil, err
@@ -579,4 +581,35 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	rep.SetSnapshotMs, rep.CPUSecondsPerChange = setMs/float64(o.Changes), cpu/float64(o.Changes)
 	rep.Server, _ = ReadProcStats(srv.Pid())
 	return rep, nil
+}
+
+// Flags registers the baseline benchmark's flags with their defaults.
+func (o *BaselineOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Clients, "clients", 100, "number of xDS clients")
+	fs.IntVar(&o.PayloadBytes, "payload-bytes", 32<<10, "bytes each client holds after the initial sync")
+	fs.IntVar(&o.ChangeBytes, "change-bytes", 2<<10, "bytes of the route configuration each change replaces")
+	fs.IntVar(&o.Changes, "changes", 10, "changes to measure")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory (default: a temporary directory removed at exit)")
+}
+
+// Flags registers the baseline server's flags with their defaults.
+func (c *BaselineServerConfig) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "ADS address")
+	fs.StringVar(&c.Control, "control", "127.0.0.1:0", "control HTTP address")
+	fs.IntVar(&c.Clients, "clients", 100, "number of clients (node ids c000…)")
+	fs.IntVar(&c.PayloadBytes, "payload-bytes", 32<<10, "bytes per client")
+	fs.IntVar(&c.ChangeBytes, "change-bytes", 2<<10, "bytes of the changing route configuration")
+	fs.StringVar(&c.CertFile, "cert-file", "", "server certificate")
+	fs.StringVar(&c.KeyFile, "key-file", "", "server key")
+	fs.StringVar(&c.CAFile, "ca-file", "", "CA of the client certificates")
+}
+
+// Flags registers the baseline clients' flags with their defaults.
+func (c *BaselineClientsConfig) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Server, "server", "", "ADS server address")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address of the report API")
+	fs.IntVar(&c.Clients, "clients", 100, "number of clients")
+	fs.StringVar(&c.CertFile, "cert-file", "", "client certificate")
+	fs.StringVar(&c.KeyFile, "key-file", "", "client key")
+	fs.StringVar(&c.CAFile, "ca-file", "", "CA of the server certificate")
 }

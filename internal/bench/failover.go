@@ -14,13 +14,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meshrelay/meshrelay/internal/configapi"
 )
 
-// FailoverOptions configure `meshrelay bench failover`.
+// FailoverOptions configure `meshrelay-bench failover`.
 type FailoverOptions struct {
 	World RelayWorld `json:"world"`
 	// Runs of each scenario.
@@ -34,7 +36,7 @@ type FailoverOptions struct {
 	Progress io.Writer     `json:"-"`
 }
 
-// FailoverReport is the result of `meshrelay bench failover`.
+// FailoverReport is the result of `meshrelay-bench failover`.
 type FailoverReport struct {
 	Options FailoverOptions `json:"options"`
 	Machine Machine         `json:"machine"`
@@ -243,7 +245,7 @@ func (f *failoverRun) startServer(ctx context.Context, name, relay string, extra
 		return nil, err
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(f.dir, name)}
-	args := append([]string{"server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
+	args := append([]string{ProductCommand, "server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
 		"--token-file", f.token, "--log-level", "warn", "--redis-address", f.redisAt}, extra...)
 	if len(f.servers) > 0 {
 		d0 := f.servers[0].data
@@ -292,7 +294,7 @@ func (f *failoverRun) startSim(relay string, extra ...string) error {
 			}
 		}
 	}
-	args := append([]string{"bench", "sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
+	args := append([]string{"sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
 		"--exported-percent", strconv.Itoa(w.ExportPercent), "--relay-address", relay, "--token-file", f.token,
 		"--relay-ca-file", filepath.Join(f.servers[0].data, "relay-ca.crt"), "--state-root", state, "--listen", api, "--log-level", "warn"}, extra...)
 	f.sim, err = f.p.start("sim-agents", args...)
@@ -589,7 +591,7 @@ func (f *failoverRun) regionalFailover(ctx context.Context) FailoverRun {
 	t0 := time.Now()
 	se.c.Kill()
 	d.set("127.0.0.2")
-	sa, err := f.p.start("switch-active", "switch-active", "--mgmt-cluster-name", "west", "--redis-address", f.redisAt)
+	sa, err := f.p.start("switch-active", ProductCommand, "switch-active", "--mgmt-cluster-name", "west", "--redis-address", f.redisAt)
 	if err != nil {
 		return failed(err)
 	}
@@ -718,4 +720,12 @@ func (r *FailoverReport) Print(w io.Writer) {
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+}
+
+// Flags registers the failover benchmark's flags with their defaults.
+func (o *FailoverOptions) Flags(fs *pflag.FlagSet) {
+	o.World.Flags(fs)
+	fs.IntVar(&o.Runs, "runs", 3, "runs of each scenario")
+	fs.StringSliceVar(&o.Scenarios, "scenarios", []string{"replica", "region", "restart"}, "scenarios to run: replica, region, restart")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory (default: a temporary directory removed at exit)")
 }

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
-// HealthFailoverOptions configure `meshrelay bench health-failover`.
+// HealthFailoverOptions configure `meshrelay-bench health-failover`.
 type HealthFailoverOptions struct {
 	// Runs is the number of failovers, each followed by a failback.
 	Runs int
@@ -57,7 +59,7 @@ type HealthFailoverConfig struct {
 	PollIntervalMs     float64 `json:"pollIntervalMs"`
 }
 
-// HealthFailoverReport is the result of `meshrelay bench health-failover`.
+// HealthFailoverReport is the result of `meshrelay-bench health-failover`.
 type HealthFailoverReport struct {
 	Setup   string               `json:"setup"`
 	Config  HealthFailoverConfig `json:"config"`
@@ -363,3 +365,21 @@ func (r *HealthFailoverReport) Print(w io.Writer) {
 
 // ErrRequestErrors reports that a benchmark saw failed requests (its report says which).
 var ErrRequestErrors = errors.New("requests failed during the benchmark")
+
+// Flags registers the health-failover benchmark's flags with their defaults.
+func (o *HealthFailoverOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Runs, "runs", 30, "failovers to measure, each followed by a failback")
+	fs.DurationVar(&o.Interval, "interval", 200*time.Millisecond, "health check interval")
+	fs.DurationVar(&o.Timeout, "timeout", 100*time.Millisecond, "health check timeout")
+	fs.Uint32Var(&o.UnhealthyThreshold, "unhealthy-threshold", 1, "failed checks that make an endpoint unhealthy")
+	fs.Uint32Var(&o.HealthyThreshold, "healthy-threshold", 1, "passed checks that make an unhealthy endpoint healthy")
+	fs.DurationVar(&o.PollInterval, "poll-interval", 2*time.Millisecond, "pause between two requests of the polling client")
+}
+
+// Validate checks the flags' values.
+func (o HealthFailoverOptions) Validate() error {
+	if o.Runs < 1 || o.Interval <= 0 || o.Timeout <= 0 || o.PollInterval <= 0 {
+		return errors.New("--runs must be at least 1 and --interval, --timeout, --poll-interval positive")
+	}
+	return nil
+}

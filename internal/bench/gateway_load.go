@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,9 +14,11 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
-// GatewayOptions configure `meshrelay bench gateway`.
+// GatewayOptions configure `meshrelay-bench gateway`.
 type GatewayOptions struct {
 	// Connections is the number of concurrent keep-alive clients, one connection each.
 	Connections int
@@ -56,7 +59,7 @@ type GatewayConfig struct {
 	GOMAXPROCS  int     `json:"gomaxprocs"`
 }
 
-// GatewayReport is the result of `meshrelay bench gateway`.
+// GatewayReport is the result of `meshrelay-bench gateway`.
 type GatewayReport struct {
 	Setup   string        `json:"setup"`
 	Config  GatewayConfig `json:"config"`
@@ -322,4 +325,20 @@ func (r *GatewayReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "  error: %s\n", e)
 		}
 	}
+}
+
+// Flags registers the gateway benchmark's flags with their defaults.
+func (o *GatewayOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Connections, "connections", 32, "concurrent keep-alive clients, one connection each")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per target")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "unmeasured load before each target (default a fifth of --duration, at most 1s)")
+	fs.IntVar(&o.MaxRequests, "max-requests", 0, "bound of the measured requests per target (default 50 million)")
+}
+
+// Validate checks the flags' values.
+func (o GatewayOptions) Validate() error {
+	if o.Connections < 1 || o.Duration <= 0 {
+		return errors.New("--connections must be at least 1 and --duration positive")
+	}
+	return nil
 }

@@ -13,10 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/meshrelay/meshrelay/internal/configapi"
 )
 
-// RelayOptions configure `meshrelay bench relay`.
+// RelayOptions configure `meshrelay-bench relay`.
 type RelayOptions struct {
 	World RelayWorld `json:"world"`
 	// Changes is how many changes of each kind are measured.
@@ -33,14 +35,14 @@ type RelayOptions struct {
 	StartRate int `json:"agentStartRate"`
 	// Baseline also runs the go-control-plane baseline with the measured payload sizes.
 	Baseline bool `json:"baseline"`
-	// Profile runs the servers under `meshrelay bench server` (the same server with pprof
+	// Profile runs the servers under the hidden `meshrelay-bench server` (the same server with pprof
 	// and a forced-GC endpoint) and writes CPU profiles of each phase to WorkDir.
 	Profile bool `json:"profile"`
 	// SyncTimeout bounds the initial sync; 0 picks one from the number of agents.
 	SyncTimeout time.Duration `json:"syncTimeout"`
 	// Quick shortens the fixed pauses between phases (for tests).
 	Quick bool `json:"quick,omitempty"`
-	// Binary is the meshrelay executable (default: this one).
+	// Binary is the meshrelay-bench executable (default: this one).
 	Binary string `json:"-"`
 	// WorkDir holds data, state and logs; default a temporary directory removed at the end.
 	WorkDir string `json:"-"`
@@ -50,7 +52,7 @@ type RelayOptions struct {
 	Progress io.Writer `json:"-"`
 }
 
-// RelayReport is the result of `meshrelay bench relay`.
+// RelayReport is the result of `meshrelay-bench relay`.
 type RelayReport struct {
 	Options      RelayOptions       `json:"options"`
 	Machine      Machine            `json:"machine"`
@@ -226,7 +228,7 @@ type relayServer struct {
 	data  string
 }
 
-// relayRun is the state of one `bench relay` run.
+// relayRun is the state of one `meshrelay-bench relay` run.
 type relayRun struct {
 	o       RelayOptions
 	p       *procs
@@ -384,12 +386,12 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 		return nil, err
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(r.dir, fmt.Sprintf("server-%d", i))}
-	args := []string{"server"}
+	args := []string{ProductCommand, "server"}
 	if r.o.Profile {
 		if s.debug, err = loopback(); err != nil {
 			return nil, err
 		}
-		args = []string{"bench", "server", "--debug-address", s.debug}
+		args = []string{"server", "--debug-address", s.debug}
 	}
 	// The admin API is plain HTTP on loopback: the bench measures the relay, and reads
 	// /status and /metrics as often as it can.
@@ -432,7 +434,7 @@ func (r *relayRun) startSim(ctx context.Context, stateRoot string) error {
 	}
 	r.simAPI = api
 	w := r.o.World
-	args := []string{"bench", "sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
+	args := []string{"sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
 		"--exported-percent", strconv.Itoa(w.ExportPercent), "--relay-address", r.servers[0].relay,
 		"--token-file", r.token, "--relay-ca-file", filepath.Join(r.servers[0].data, "relay-ca.crt"), "--state-root", stateRoot,
 		"--listen", api, "--start-rate", strconv.Itoa(r.o.StartRate), "--log-level", "warn"}
@@ -747,4 +749,21 @@ func (r *relayRun) saveProfiles(ctx context.Context, phase string) {
 			r.logf("%s profile: %s", p.name, path)
 		}
 	}
+}
+
+// Flags registers the relay benchmark's flags with their defaults.
+func (o *RelayOptions) Flags(fs *pflag.FlagSet) {
+	o.World.Flags(fs)
+	fs.IntVar(&o.Changes, "changes", 10, "changes of each kind to measure")
+	fs.StringVar(&o.RedisAddress, "redis-address", "", "Redis for the servers; empty gives each server its own bolt store in its --data-dir")
+	fs.IntVar(&o.Replicas, "replicas", 1, "server replicas (> 1 needs --redis-address; starts them with --cluster-load-balancing)")
+	fs.BoolVar(&o.Churn, "churn", false, "also measure endpoint churn in every cluster")
+	fs.DurationVar(&o.ChurnWindow, "churn-window", 20*time.Second, "measured churn window")
+	fs.DurationVar(&o.ChurnInterval, "churn-interval", time.Second, "each cluster changes one endpoint this often during churn")
+	fs.IntVar(&o.StartRate, "start-rate", 0, "agents started per second (0: all at once)")
+	fs.BoolVar(&o.Baseline, "baseline", false, "also run the go-control-plane baseline with the measured payload sizes and print ours/baseline")
+	fs.BoolVar(&o.Profile, "profile", false, "run the servers with pprof (the hidden `server` command), force GC for exact heap figures, write CPU profiles per phase to --dir")
+	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 0, "time allowed for the initial sync (default 3m + 300ms per agent)")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory for data, logs and profiles (default: a temporary directory removed at exit)")
+	fs.StringVar(&o.StateRoot, "state-root", "", "where the agents keep their state (default /dev/shm)")
 }

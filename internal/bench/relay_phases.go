@@ -13,7 +13,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
-// The measured phases of `bench relay`: changes to every cluster, changes to one cluster,
+// The measured phases of `meshrelay-bench relay`: changes to every cluster, changes to one cluster,
 // and churn.
 
 func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.Time, err error) {

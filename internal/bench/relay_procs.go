@@ -262,6 +262,10 @@ func waitFor(ctx context.Context, timeout, interval time.Duration, f func() (boo
 	}
 }
 
+// ProductCommand is the hidden command of meshrelay-bench that is meshrelay's own command
+// tree: the benchmarks run `meshrelay-bench meshrelay server ...` as the measured server.
+const ProductCommand = "meshrelay"
+
 // prepareRun readies a benchmark run: binary defaults to this executable, the process may
 // open enough files for thousands of connections, and dir is workDir (created if needed) or
 // a temporary directory that cleanup removes.
@@ -269,7 +273,7 @@ func prepareRun(binary *string, workDir, name string) (dir string, cleanup func(
 	if *binary == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return "", nil, fmt.Errorf("find meshrelay executable: %w", err)
+			return "", nil, fmt.Errorf("find meshrelay-bench executable: %w", err)
 		}
 		*binary = exe
 	}

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
 
+	"github.com/spf13/pflag"
+
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 
 	"github.com/meshrelay/meshrelay/internal/agent"
@@ -31,23 +33,23 @@ import (
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
-// SimConfig configures `meshrelay bench sim-agents`: many real relay agents (internal/agent)
+// SimConfig configures `meshrelay-bench sim-agents`: many real relay agents (internal/agent)
 // in one process, each with an in-memory discovery source and a counting sink, reporting
 // over a small loopback HTTP API (see simAPI).
 type SimConfig struct {
 	World RelayWorld
 	// First is the index of the first simulated cluster; Agents run First…First+Agents-1.
 	First, Agents int
-	// RelayAddress, ServerName, TokenFile, CAFile and DNSServer are the agents' settings.
-	RelayAddress, ServerName, TokenFile, CAFile, DNSServer string
+	// Agent is every agent's configuration but its cluster and state directory: the relay
+	// address, token file, CA bundle, TLS mode and name, DNS server, resolve interval and
+	// backoff, set by the real agent's flags (agent.Config.RegisterRelayFlags).
+	Agent agent.Config
 	// StateRoot holds one state directory per agent.
 	StateRoot string
 	// Listen is the address of the report API.
 	Listen string
 	// StartRate is how many agents start per second; 0 starts them all at once.
 	StartRate int
-	// ResolveInterval and MaxBackoff are passed to every agent.
-	ResolveInterval, MaxBackoff time.Duration
 	// RegisterAddress, when set, is where the sim registers every agent (token + CSR,
 	// writing the certificate into its state directory) before starting it: agents
 	// register by dialing their relay address with the system resolver, so a relay name
@@ -83,7 +85,7 @@ func RunSim(ctx context.Context, cfg SimConfig, log *slog.Logger) error {
 		return errors.New("sim: at least one agent")
 	}
 	RaiseFileLimit()
-	tok, err := tokenfile.Read(cfg.TokenFile)
+	tok, err := tokenfile.Read(cfg.Agent.TokenFile)
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
@@ -91,9 +93,8 @@ func RunSim(ctx context.Context, cfg SimConfig, log *slog.Logger) error {
 	for k := range agents {
 		i := cfg.First + k
 		sa := &simAgent{idx: i, name: ClusterName(i), src: newMemSource(cfg.World, i), sink: newCountSink()}
-		ac := agent.Config{Cluster: sa.name, RelayAddress: cfg.RelayAddress, Token: tok, RelayCAFile: cfg.CAFile,
-			ServerName: cfg.ServerName, TLSMode: "mtls", StateDir: filepath.Join(cfg.StateRoot, sa.name), DNSServer: cfg.DNSServer,
-			ResolveInterval: cfg.ResolveInterval, MaxBackoff: cfg.MaxBackoff}
+		ac := cfg.Agent
+		ac.Cluster, ac.TokenFile, ac.Token, ac.StateDir = sa.name, "", tok, filepath.Join(cfg.StateRoot, sa.name)
 		a, err := agent.New(ac, sa.src, sa.sink, log.With("cluster", sa.name), nil)
 		if err != nil {
 			return fmt.Errorf("sim: agent %s: %w", sa.name, err)
@@ -530,17 +531,17 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // preRegister obtains every agent's certificate from RegisterAddress, as the agent would.
 func preRegister(ctx context.Context, cfg SimConfig, agents []*simAgent, token string) error {
-	ca, err := os.ReadFile(cfg.CAFile)
+	ca, err := os.ReadFile(cfg.Agent.RelayCAFile)
 	if err != nil {
 		return fmt.Errorf("sim: read relay ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
-		return fmt.Errorf("sim: %s holds no certificate", cfg.CAFile)
+		return fmt.Errorf("sim: %s holds no certificate", cfg.Agent.RelayCAFile)
 	}
-	name := cfg.ServerName
+	name := cfg.Agent.ServerName
 	if name == "" {
-		name, _, _ = net.SplitHostPort(cfg.RelayAddress)
+		name, _, _ = net.SplitHostPort(cfg.Agent.RelayAddress)
 	}
 	conn, err := grpc.NewClient("passthrough:///"+cfg.RegisterAddress,
 		grpc.WithTransportCredentials(grpccreds.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name})))
@@ -579,4 +580,17 @@ func preRegister(ctx context.Context, cfg SimConfig, agents []*simAgent, token s
 		})
 	}
 	return g.Wait()
+}
+
+// Flags registers the simulated agents' flags with their defaults; the relay flags are the
+// real agent's (agent.Config.RegisterRelayFlags).
+func (c *SimConfig) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&c.Agents, "agents", 100, "number of agents")
+	fs.IntVar(&c.First, "first", 0, "index of the first simulated cluster")
+	c.World.ServiceFlags(fs)
+	c.Agent.RegisterRelayFlags(fs)
+	fs.StringVar(&c.StateRoot, "state-root", "", "directory for the agents' state directories")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address of the report API")
+	fs.IntVar(&c.StartRate, "start-rate", 0, "agents started per second (0: all at once)")
+	fs.StringVar(&c.RegisterAddress, "register-address", "", "register every agent at this address before starting it")
 }

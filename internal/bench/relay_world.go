@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/spf13/pflag"
+
 	"github.com/meshrelay/meshrelay/internal/resource"
 )
 
@@ -174,4 +176,18 @@ endpoints: [{addresses: ["%s"]}]
 ports: [{name: tls, port: 15443}]
 ---
 `, ip)
+}
+
+// Flags registers the world's flags with their defaults: --agents (one cluster each) and the
+// clusters' shape (ServiceFlags).
+func (w *RelayWorld) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&w.Clusters, "agents", 100, "number of simulated agents (one cluster each)")
+	w.ServiceFlags(fs)
+}
+
+// ServiceFlags registers the flags of a cluster's shape: --services-per-cluster and
+// --exported-percent.
+func (w *RelayWorld) ServiceFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&w.Services, "services-per-cluster", 10, "services per cluster (Service + EndpointSlice with two endpoints)")
+	fs.IntVar(&w.ExportPercent, "exported-percent", 10, "percentage of each cluster's services selected by a VirtualDestination")
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// TranslateReport is the result of `meshrelay bench translate`.
+// TranslateReport is the result of `meshrelay-bench translate`.
 type TranslateReport struct {
 	Options        WorldOptions `json:"options"`
 	Resources      int          `json:"outputResources"`

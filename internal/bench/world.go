@@ -1,4 +1,4 @@
-// Package bench holds meshrelay's benchmarks that run as commands (`meshrelay bench …`):
+// Package bench holds meshrelay's benchmarks that run as commands (`meshrelay-bench …`):
 // they generate a world, measure, print a table and write JSON. Go benchmarks in bench/
 // reuse the same generators.
 package bench
@@ -6,6 +6,8 @@ package bench
 import (
 	"fmt"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -122,4 +124,12 @@ ports: [{name: http, port: 8080}]
 		rs[k] = o.Resource()
 	}
 	return rs
+}
+
+// Flags registers the world's flags (`translate`) with their defaults.
+func (o *WorldOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Clusters, "clusters", 100, "number of clusters")
+	fs.IntVar(&o.Services, "services", 1000, "services per cluster")
+	fs.IntVar(&o.VirtualDestinations, "virtual-destinations", 10, "virtual destinations spanning every cluster")
+	fs.IntVar(&o.Routes, "routes", 10, "routes per cluster")
 }
