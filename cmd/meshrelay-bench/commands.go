@@ -8,6 +8,11 @@ import (
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/failoverbench"
+	"github.com/meshrelay/meshrelay/internal/bench/gatewaybench"
+	"github.com/meshrelay/meshrelay/internal/bench/relaybench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
+	"github.com/meshrelay/meshrelay/internal/bench/translatebench"
 )
 
 func newTranslateCmd() *cobra.Command {
@@ -26,7 +31,7 @@ to a service every cluster sees. Prints a table; -o writes the figures as JSON.`
 			if o.Clusters < 1 || o.Services < 1 {
 				return errors.New("--clusters and --services must be at least 1")
 			}
-			rep := bench.Translate(o)
+			rep := translatebench.Run(o)
 			rep.Print(cmd.OutOrStdout())
 			if out != "" {
 				return bench.WriteJSON(out, rep)
@@ -40,7 +45,7 @@ to a service every cluster sees. Prints a table; -o writes the figures as JSON.`
 }
 
 func newRelayCmd() *cobra.Command {
-	var o bench.RelayOptions
+	var o relaybench.Options
 	var out string
 	cmd := &cobra.Command{
 		Use:   "relay",
@@ -60,7 +65,7 @@ for comparison. Prints a table; -o writes the figures as JSON.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Relay(cmd.Context(), o)
+			rep, err := relaybench.Run(cmd.Context(), o)
 			return report(cmd, rep, out, err)
 		},
 	}
@@ -70,7 +75,7 @@ for comparison. Prints a table; -o writes the figures as JSON.`,
 }
 
 func newBaselineCmd() *cobra.Command {
-	var o bench.BaselineOptions
+	var o relaybench.BaselineOptions
 	var out string
 	cmd := &cobra.Command{
 		Use:   "baseline",
@@ -82,7 +87,7 @@ client's route configuration, from the first SetSnapshot to each client receivin
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Baseline(cmd.Context(), o)
+			rep, err := relaybench.Baseline(cmd.Context(), o)
 			return report(cmd, rep, out, err)
 		},
 	}
@@ -92,7 +97,7 @@ client's route configuration, from the first SetSnapshot to each client receivin
 }
 
 func newFailoverCmd() *cobra.Command {
-	var o bench.FailoverOptions
+	var o failoverbench.Options
 	var out string
 	cmd := &cobra.Command{
 		Use:   "failover",
@@ -106,7 +111,7 @@ server killed and restarted together, until translation resumes after the last a
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()
-			rep, err := bench.Failover(cmd.Context(), o)
+			rep, err := failoverbench.Run(cmd.Context(), o)
 			return report(cmd, rep, out, err)
 		},
 	}
@@ -116,7 +121,7 @@ server killed and restarted together, until translation resumes after the last a
 }
 
 func newHealthFailoverCmd() *cobra.Command {
-	var o bench.HealthFailoverOptions
+	var o gatewaybench.HealthFailoverOptions
 	var out string
 	cmd := &cobra.Command{
 		Use:   "health-failover",
@@ -147,12 +152,12 @@ polling delay. Prints p50/p90/p99/max against that bound and the request errors 
 				return err
 			}
 			o.Log, o.Progress = log, cmd.ErrOrStderr()
-			rep, err := bench.HealthFailover(cmd.Context(), o)
+			rep, err := gatewaybench.HealthFailover(cmd.Context(), o)
 			if err = report(cmd, rep, out, err); rep == nil {
 				return err
 			}
 			if err == nil && rep.Errors > 0 {
-				err = fmt.Errorf("%w: %d of %d", bench.ErrRequestErrors, rep.Errors, rep.Requests)
+				err = fmt.Errorf("%w: %d of %d", gatewaybench.ErrRequestErrors, rep.Errors, rep.Requests)
 			}
 			return err
 		},
@@ -163,7 +168,7 @@ polling delay. Prints p50/p90/p99/max against that bound and the request errors 
 }
 
 func newGatewayCmd() *cobra.Command {
-	var o bench.GatewayOptions
+	var o gatewaybench.Options
 	var out string
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -191,7 +196,7 @@ requests/s, latency p50/p90/p99/max, the overhead against direct and the request
 				return err
 			}
 			o.Log, o.Progress = log, cmd.ErrOrStderr()
-			rep, err := bench.Gateway(cmd.Context(), o)
+			rep, err := gatewaybench.Run(cmd.Context(), o)
 			if err = report(cmd, rep, out, err); rep == nil {
 				return err
 			}
@@ -201,7 +206,7 @@ requests/s, latency p50/p90/p99/max, the overhead against direct and the request
 					n += t.Errors
 				}
 				if n > 0 {
-					err = fmt.Errorf("%w: %d", bench.ErrRequestErrors, n)
+					err = fmt.Errorf("%w: %d", gatewaybench.ErrRequestErrors, n)
 				}
 			}
 			return err
@@ -215,7 +220,7 @@ requests/s, latency p50/p90/p99/max, the overhead against direct and the request
 // The hidden commands are the child processes of relay, baseline and failover.
 
 func newSimAgentsCmd() *cobra.Command {
-	var c bench.SimConfig
+	var c sim.Config
 	cmd := &cobra.Command{
 		Use:    "sim-agents",
 		Short:  "Run many relay agents in one process with in-memory discovery (used by relay and failover)",
@@ -226,7 +231,7 @@ func newSimAgentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return bench.RunSim(cmd.Context(), c, log)
+			return sim.Run(cmd.Context(), c, log)
 		},
 	}
 	c.Flags(cmd.Flags())
@@ -246,7 +251,7 @@ func newServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return bench.RunProfiledServer(cmd.Context(), cfg, debugAddr, log)
+			return relaybench.RunProfiledServer(cmd.Context(), cfg, debugAddr, log)
 		},
 	}
 	cfg.RegisterFlags(cmd.Flags())
@@ -255,7 +260,7 @@ func newServerCmd() *cobra.Command {
 }
 
 func newBaselineServerCmd() *cobra.Command {
-	var c bench.BaselineServerConfig
+	var c relaybench.BaselineServerConfig
 	cmd := &cobra.Command{
 		Use:    "baseline-server",
 		Short:  "Serve ADS from go-control-plane's SnapshotCache (used by baseline)",
@@ -266,7 +271,7 @@ func newBaselineServerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return bench.RunBaselineServer(cmd.Context(), c, log)
+			return relaybench.RunBaselineServer(cmd.Context(), c, log)
 		},
 	}
 	c.Flags(cmd.Flags())
@@ -274,7 +279,7 @@ func newBaselineServerCmd() *cobra.Command {
 }
 
 func newBaselineClientsCmd() *cobra.Command {
-	var c bench.BaselineClientsConfig
+	var c relaybench.BaselineClientsConfig
 	cmd := &cobra.Command{
 		Use:    "baseline-clients",
 		Short:  "Run many ADS clients in one process (used by baseline)",
@@ -285,7 +290,7 @@ func newBaselineClientsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return bench.RunBaselineClients(cmd.Context(), c, log)
+			return relaybench.RunBaselineClients(cmd.Context(), c, log)
 		},
 	}
 	c.Flags(cmd.Flags())
