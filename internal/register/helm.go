@@ -61,7 +61,7 @@ func (h Helm) Check(cfg Config) (string, error) {
 	h = h.withDefaults()
 	bin, err := exec.LookPath("helm")
 	if err != nil {
-		return "", fmt.Errorf("%w (%v): install helm v4 (https://helm.sh/docs/intro/install/) and run again; "+
+		return "", fmt.Errorf("%w (%w): install helm v4 (https://helm.sh/docs/intro/install/) and run again; "+
 			"or run without --install, then install the agent chart from meshrelay's source (charts/%s of this version) with:\n  %s",
 			ErrNoHelm, err, charts.Agent, HelmCommand(cfg, h.RelayAddress, h.Release, AgentChartSource, h.Kubeconfig, h.Context, h.Set))
 	}
@@ -105,8 +105,11 @@ func Install(ctx context.Context, cfg Config, h Helm) (int, error) {
 	var rel struct {
 		Version int `json:"version"`
 	}
-	if err := json.Unmarshal(out, &rel); err != nil || rel.Version < 1 {
-		return 0, fmt.Errorf("helm upgrade --install %s: no release revision in its output (%v): %.200s", h.Release, err, out)
+	if err := json.Unmarshal(out, &rel); err != nil {
+		return 0, fmt.Errorf("helm upgrade --install %s: read its output: %w: %.200s", h.Release, err, out)
+	}
+	if rel.Version < 1 {
+		return 0, fmt.Errorf("helm upgrade --install %s: no release revision in its output: %.200s", h.Release, out)
 	}
 	return rel.Version, nil
 }
@@ -120,7 +123,7 @@ func Uninstall(ctx context.Context, cfg Config, h Helm) (bool, error) {
 	h = h.withDefaults()
 	bin, err := exec.LookPath("helm")
 	if err != nil {
-		return false, fmt.Errorf("--uninstall runs the helm binary, which is not on PATH (%v): install helm v4 (https://helm.sh/docs/intro/install/), "+
+		return false, fmt.Errorf("--uninstall runs the helm binary, which is not on PATH (%w): install helm v4 (https://helm.sh/docs/intro/install/), "+
 			"or run: %s", err, shellJoin(append([]string{"helm", "uninstall", h.Release}, h.target(cfg)...)))
 	}
 	// helm list, in every state, tells a missing release apart without matching helm's error
