@@ -44,6 +44,7 @@ func (d Dist) String() string {
 	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s  (n=%d)", Ms(d.P50), Ms(d.P90), Ms(d.P99), Ms(d.Max), d.N)
 }
 
+// Ms formats a duration in milliseconds for a table (ms, or s from a second).
 func Ms(v float64) string {
 	switch {
 	case v >= 10000:
@@ -51,12 +52,13 @@ func Ms(v float64) string {
 	case v >= 1000:
 		return fmt.Sprintf("%.2f s", v/1000)
 	case v >= 10:
-		return fmt.Sprintf("%.0f Ms", v)
+		return fmt.Sprintf("%.0f ms", v)
 	default:
-		return fmt.Sprintf("%.1f Ms", v)
+		return fmt.Sprintf("%.1f ms", v)
 	}
 }
 
+// MiB formats a size in bytes for a table (KiB, MiB or GiB).
 func MiB(b float64) string {
 	switch {
 	case math.Abs(b) >= 1<<30:

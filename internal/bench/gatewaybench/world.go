@@ -39,7 +39,7 @@ const (
 
 // gatewayWorldDescription says what the gateway benchmarks run.
 const gatewayWorldDescription = "in-process: seed 003 translated by internal/translate and served by the agent's xDS server " +
-	"(internal/xds) per cluster, gateways local and remote (internal/gateway), demo apps blue-pod and green-pod (internal/demoapp), bench.Loopback only"
+	"(internal/xds) per cluster, gateways local and remote (internal/gateway), demo apps blue-pod and green-pod (internal/demoapp), loopback only"
 
 // gatewayWorld is seed 003's data plane, all in this process on loopback: blue-pod in
 // cluster local, green-pod in cluster remote, the translator's output for each cluster

@@ -116,11 +116,11 @@ func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *bench.World, clu
 func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "world\t%d clusters × %d services, %d virtual destinations, %d routes/cluster\t\n", r.Options.Clusters, r.Options.Services, r.Options.VirtualDestinations, r.Options.Routes)
-	fmt.Fprintf(tw, "output\t%d resources, %.1f bench.MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
+	fmt.Fprintf(tw, "output\t%d resources, %.1f MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
 	fmt.Fprintf(tw, "full translation\t%.3f s\t\n", r.FullSeconds)
 	fmt.Fprintf(tw, "nothing changed\t%.3f s (%d clusters recomputed)\t\n", r.NoopSeconds, r.NoopRecomputed)
 	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed)\t\n", r.LocalSeconds, r.LocalRecomputed)
 	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed)\t\n", r.GlobalSeconds, r.GlobalRecomputed)
-	fmt.Fprintf(tw, "heap after\t%.0f bench.MiB\t\n", r.HeapMiB)
+	fmt.Fprintf(tw, "heap after\t%.0f MiB\t\n", r.HeapMiB)
 	tw.Flush()
 }
