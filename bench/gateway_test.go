@@ -7,10 +7,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	ib "github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/gatewaybench"
 )
 
-// The gateway smoke tests run `bench health-failover` and `bench gateway` tiny, in this
+// The gateway smoke tests run `meshrelay-bench health-failover` and `meshrelay-bench gateway` tiny, in this
 // process, through the same functions as the commands, and check that the reports are sane.
 
 func TestHealthFailoverSmoke(t *testing.T) {
@@ -19,7 +19,7 @@ func TestHealthFailoverSmoke(t *testing.T) {
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	const interval = 200 * time.Millisecond
-	rep, err := ib.HealthFailover(t.Context(), ib.HealthFailoverOptions{
+	rep, err := gatewaybench.HealthFailover(t.Context(), gatewaybench.HealthFailoverOptions{
 		Runs: 3, Interval: interval, Timeout: 100 * time.Millisecond, UnhealthyThreshold: 1, HealthyThreshold: 1,
 		Log: slog.New(slog.DiscardHandler), Progress: t.Output(),
 	})
@@ -31,7 +31,7 @@ func TestHealthFailoverSmoke(t *testing.T) {
 		t.Fatalf("%d runs, want 3", len(rep.Runs))
 	}
 	slack := float64(interval/time.Millisecond) + 1000 // interval × threshold + 1 s
-	for name, s := range map[string]ib.SwitchReport{"failover": rep.Failover, "failback": rep.Failback} {
+	for name, s := range map[string]gatewaybench.SwitchReport{"failover": rep.Failover, "failback": rep.Failback} {
 		d := s.FirstResponse
 		if d.N != 3 || !d.Ordered() || d.P50 <= 0 || d.Max > slack {
 			t.Errorf("%s: first response %+v, want 3 ordered samples in (0, %v ms]", name, d, slack)
@@ -58,7 +58,7 @@ func TestGatewayLoadSmoke(t *testing.T) {
 		t.Skip("runs gateways")
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	rep, err := ib.Gateway(t.Context(), ib.GatewayOptions{
+	rep, err := gatewaybench.Run(t.Context(), gatewaybench.Options{
 		Connections: 4, Duration: time.Second, Warmup: 200 * time.Millisecond,
 		Log: slog.New(slog.DiscardHandler), Progress: t.Output(),
 	})

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	ib "github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
@@ -14,13 +15,13 @@ import (
 
 // relayWorld builds the relay benchmark's world in memory: MESHRELAY_BENCH_CLUSTERS
 // clusters (default 200) × 10 services, 10% exported.
-func relayWorld(b *testing.B) (ib.RelayWorld, translate.Input) {
+func relayWorld(b *testing.B) (sim.RelayWorld, translate.Input) {
 	b.Helper()
 	n := 200
 	if v, err := strconv.Atoi(os.Getenv("MESHRELAY_BENCH_CLUSTERS")); err == nil && v > 0 {
 		n = v
 	}
-	w := ib.RelayWorld{Clusters: n, Services: 10, ExportPercent: 10}
+	w := sim.RelayWorld{Clusters: n, Services: 10, ExportPercent: 10}
 	cfg, errs := resource.Parse("bench", []byte(w.RelayConfig()))
 	if len(errs) > 0 {
 		b.Fatal(errs)
@@ -49,17 +50,17 @@ func withConfig(b *testing.B, in translate.Input, yaml string) translate.Input {
 	return in
 }
 
-// BenchmarkRelayMarkerTranslate is what `bench relay` measures as propagation's
+// BenchmarkRelayMarkerTranslate is what `meshrelay-bench relay` measures as propagation's
 // translation: a RouteTable for every cluster gets a new host (every cluster recomputed).
 // Profile it with -cpuprofile to see what bounds propagation at scale.
 func BenchmarkRelayMarkerTranslate(b *testing.B) {
 	_, in := relayWorld(b)
 	tr := translate.NewTranslator()
-	tr.Translate(withConfig(b, in, ib.MarkerRouteTable("bench-marker", "p0")))
+	tr.Translate(withConfig(b, in, sim.MarkerRouteTable("bench-marker", "p0")))
 	k := 0
 	for b.Loop() {
 		k++
-		res := tr.Translate(withConfig(b, in, ib.MarkerRouteTable("bench-marker", fmt.Sprintf("p%d", k))))
+		res := tr.Translate(withConfig(b, in, sim.MarkerRouteTable("bench-marker", fmt.Sprintf("p%d", k))))
 		if len(res.Recomputed) != len(in.Inputs) {
 			b.Fatalf("recomputed %d clusters, want %d", len(res.Recomputed), len(in.Inputs))
 		}
@@ -71,11 +72,11 @@ func BenchmarkRelayMarkerTranslate(b *testing.B) {
 func BenchmarkRelayOneClusterTranslate(b *testing.B) {
 	_, in := relayWorld(b)
 	tr := translate.NewTranslator()
-	tr.Translate(withConfig(b, in, ib.MarkerRouteTable("bench-one", "o0", ib.ClusterName(0))))
+	tr.Translate(withConfig(b, in, sim.MarkerRouteTable("bench-one", "o0", ib.ClusterName(0))))
 	k := 0
 	for b.Loop() {
 		k++
-		res := tr.Translate(withConfig(b, in, ib.MarkerRouteTable("bench-one", fmt.Sprintf("o%d", k), ib.ClusterName(0))))
+		res := tr.Translate(withConfig(b, in, sim.MarkerRouteTable("bench-one", fmt.Sprintf("o%d", k), ib.ClusterName(0))))
 		if len(res.Recomputed) != 1 {
 			b.Fatalf("recomputed %d clusters, want 1", len(res.Recomputed))
 		}

@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
-	ib "github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/failoverbench"
+	"github.com/meshrelay/meshrelay/internal/bench/relaybench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
 )
 
-// The smoke tests run `meshrelay bench relay` and `bench failover` small, through the same
+// The smoke tests run `meshrelay-bench relay` and `meshrelay-bench failover` small, through the same
 // code as the commands (the built binary as child processes), and check that the reports
 // are sane. They measure nothing: performance figures come from the commands (see the
 // README's Performance section).
@@ -22,7 +24,7 @@ var (
 	buildErr  error
 )
 
-// binary builds cmd/meshrelay once per test process (without -race: the children are
+// binary builds cmd/meshrelay-bench once per test process (without -race: the children are
 // measured, not checked; set MESHRELAY_BENCH_RACE=1 to build them with -race).
 func binary(t *testing.T) string {
 	t.Helper()
@@ -32,17 +34,17 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binPath = filepath.Join(dir, "meshrelay")
-		args := []string{"build", "-o", binPath, "../cmd/meshrelay"}
+		binPath = filepath.Join(dir, "meshrelay-bench")
+		args := []string{"build", "-o", binPath, "../cmd/meshrelay-bench"}
 		if os.Getenv("MESHRELAY_BENCH_RACE") != "" {
-			args = []string{"build", "-race", "-o", binPath, "../cmd/meshrelay"}
+			args = []string{"build", "-race", "-o", binPath, "../cmd/meshrelay-bench"}
 		}
 		cmd := exec.Command("go", args...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		buildErr = cmd.Run()
 	})
 	if buildErr != nil {
-		t.Fatalf("build meshrelay: %v", buildErr)
+		t.Fatalf("build meshrelay-bench: %v", buildErr)
 	}
 	return binPath
 }
@@ -59,8 +61,8 @@ func TestRelaySmoke(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	const agents = 20
-	rep, err := ib.Relay(t.Context(), ib.RelayOptions{
-		World:   ib.RelayWorld{Clusters: agents, Services: 10, ExportPercent: 10},
+	rep, err := relaybench.Run(t.Context(), relaybench.Options{
+		World:   sim.RelayWorld{Clusters: agents, Services: 10, ExportPercent: 10},
 		Changes: 3, Churn: true, ChurnWindow: 3 * time.Second, ChurnInterval: time.Second,
 		Baseline: true, Quick: true, Binary: binary(t), WorkDir: t.TempDir(), StateRoot: t.TempDir(), Progress: testWriter{t},
 	})
@@ -112,8 +114,8 @@ func TestFailoverSmoke(t *testing.T) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not on PATH (%v); install it, e.g. apt-get install -y redis-server", err)
 	}
-	rep, err := ib.Failover(t.Context(), ib.FailoverOptions{
-		World: ib.RelayWorld{Clusters: 10, Services: 10, ExportPercent: 10}, Runs: 1,
+	rep, err := failoverbench.Run(t.Context(), failoverbench.Options{
+		World: sim.RelayWorld{Clusters: 10, Services: 10, ExportPercent: 10}, Runs: 1,
 		Scenarios: []string{"replica", "region", "restart"}, Binary: binary(t), WorkDir: t.TempDir(), Progress: testWriter{t},
 	})
 	if err != nil {
@@ -122,7 +124,7 @@ func TestFailoverSmoke(t *testing.T) {
 	for _, e := range rep.Errors {
 		t.Error(e)
 	}
-	for _, s := range []*ib.ScenarioReport{rep.Replica, rep.Region, rep.Restart} {
+	for _, s := range []*failoverbench.ScenarioReport{rep.Replica, rep.Region, rep.Restart} {
 		if s == nil || len(s.Runs) != 1 || s.Back.N != 1 || s.InSync.N != 1 || s.Runs[0].Affected == 0 {
 			t.Errorf("scenario %+v", s)
 			continue

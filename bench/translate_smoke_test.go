@@ -4,14 +4,15 @@ import (
 	"testing"
 
 	ib "github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/translatebench"
 )
 
-// TestTranslateSmoke runs `meshrelay bench translate` tiny, through the same function as
+// TestTranslateSmoke runs `meshrelay-bench translate` tiny, through the same function as
 // the command, and checks that the report is sane: incremental changes recompute exactly
 // the clusters they can affect. It measures nothing.
 func TestTranslateSmoke(t *testing.T) {
 	o := ib.WorldOptions{Clusters: 4, Services: 20, VirtualDestinations: 2, Routes: 2}
-	rep := ib.Translate(o)
+	rep := translatebench.Run(o)
 	rep.Print(t.Output())
 	if rep.Errors != 0 || rep.Resources <= 0 || rep.OutputBytes <= 0 || rep.FullSeconds <= 0 {
 		t.Errorf("full translation: %+v", rep)

@@ -1,11 +1,12 @@
 // Package bench holds Go benchmarks of meshrelay (`go test -bench . ./bench`); the
-// `meshrelay bench …` commands measure the same worlds and print a table with JSON.
+// `meshrelay-bench …` commands measure the same worlds and print a table with JSON.
 package bench
 
 import (
 	"testing"
 
 	ib "github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/translatebench"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
@@ -37,7 +38,7 @@ func BenchmarkTranslatePrivateChange(b *testing.B) {
 	tr.Translate(in)
 	a, c := in, in
 	a.Inputs = w.Inputs
-	c.Inputs = ib.ChangeEndpoints(w, 0, o, o.Services-1)
+	c.Inputs = translatebench.ChangeEndpoints(w, 0, o, o.Services-1)
 	i := 0
 	for b.Loop() {
 		if i%2 == 0 {

@@ -25,6 +25,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
 	"github.com/meshrelay/meshrelay/charts"
+	"github.com/meshrelay/meshrelay/charts/chartstest"
 )
 
 // vals builds nested values from "a.b.c" paths, as `helm --set` would.
@@ -64,9 +65,9 @@ func merged(a, b map[string]any) map[string]any {
 	return out
 }
 
-func render(t *testing.T, name string, values map[string]any) *charts.Rendered {
+func render(t *testing.T, name string, values map[string]any) *chartstest.Rendered {
 	t.Helper()
-	r, err := charts.Render(name, charts.Options{Values: values})
+	r, err := chartstest.Render(name, chartstest.Options{Values: values})
 	if err != nil {
 		t.Fatalf("render %s with %v: %v", name, values, err)
 	}
@@ -76,14 +77,14 @@ func render(t *testing.T, name string, values map[string]any) *charts.Rendered {
 // renderErr renders and returns the error, failing the test when there is none.
 func renderErr(t *testing.T, name string, values map[string]any) error {
 	t.Helper()
-	_, err := charts.Render(name, charts.Options{Values: values})
+	_, err := chartstest.Render(name, chartstest.Options{Values: values})
 	if err == nil {
 		t.Fatalf("render %s with %v: no error, want one", name, values)
 	}
 	return err
 }
 
-func into[T any](t *testing.T, o charts.Object) *T {
+func into[T any](t *testing.T, o chartstest.Object) *T {
 	t.Helper()
 	v := new(T)
 	if err := o.Into(v); err != nil {
@@ -92,7 +93,7 @@ func into[T any](t *testing.T, o charts.Object) *T {
 	return v
 }
 
-func get[T any](t *testing.T, r *charts.Rendered, kind, name string) *T {
+func get[T any](t *testing.T, r *chartstest.Rendered, kind, name string) *T {
 	t.Helper()
 	o, ok := r.Get(kind, name)
 	if !ok {
@@ -101,7 +102,7 @@ func get[T any](t *testing.T, r *charts.Rendered, kind, name string) *T {
 	return into[T](t, o)
 }
 
-func inventory(r *charts.Rendered) string {
+func inventory(r *chartstest.Rendered) string {
 	var s []string
 	for _, o := range r.Objects {
 		s = append(s, o.Kind+"/"+o.Name)
@@ -111,7 +112,7 @@ func inventory(r *charts.Rendered) string {
 
 // decodeAll decodes every rendered object into its k8s.io/api type, so that a misspelled
 // field anywhere in a template fails.
-func decodeAll(t *testing.T, r *charts.Rendered) {
+func decodeAll(t *testing.T, r *chartstest.Rendered) {
 	t.Helper()
 	for _, o := range r.Objects {
 		var v any
@@ -147,7 +148,7 @@ func decodeAll(t *testing.T, r *charts.Rendered) {
 }
 
 // deployment returns the chart's single Deployment after checking the pod spec is coherent.
-func deployment(t *testing.T, r *charts.Rendered) *appsv1.Deployment {
+func deployment(t *testing.T, r *chartstest.Rendered) *appsv1.Deployment {
 	t.Helper()
 	ds := r.OfKind("Deployment")
 	if len(ds) != 1 {
@@ -170,7 +171,7 @@ var (
 // the chart creates that Secret), every $(VAR) an argument uses is defined, the probes and
 // Services hit the ports the binary listens on, and the container runs as non-root on a
 // read-only root filesystem.
-func checkPod(t *testing.T, r *charts.Rendered, d *appsv1.Deployment) {
+func checkPod(t *testing.T, r *chartstest.Rendered, d *appsv1.Deployment) {
 	t.Helper()
 	spec := d.Spec.Template.Spec
 	if len(spec.Containers) != 1 {
@@ -413,7 +414,7 @@ func TestRenderedObjectsDecode(t *testing.T) {
 // TestRenderHelper checks the package's own helper: unknown charts are refused and names
 // default to the chart's.
 func TestRenderHelper(t *testing.T) {
-	if _, err := charts.Render("nope", charts.Options{}); err == nil {
+	if _, err := chartstest.Render("nope", chartstest.Options{}); err == nil {
 		t.Error("Render of an unknown chart: no error")
 	}
 	r := render(t, charts.Server, nil)

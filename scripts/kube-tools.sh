@@ -4,10 +4,13 @@
 #                                k8s.io/kubernetes and its staging modules)
 #   .bin/envtest/etcd            Debian's etcd-server (installed with apt-get when missing)
 #   .bin/controller-gen          sigs.k8s.io/controller-tools, for scripts/generate.sh
+#   .bin/helm/helm               helm.sh/helm/v4/cmd/helm at the version go.mod requires, for
+#                                the tests of `meshrelay cluster register --install` (which
+#                                runs helm; internal/kubetest.UseHelm puts it on PATH)
 # internal/kubetest (controller-runtime's envtest) starts kube-apiserver and etcd from
 # .bin/envtest; KUBEBUILDER_ASSETS=$PWD/.bin/envtest works for any envtest user.
 #
-# Usage: scripts/kube-tools.sh [kube-apiserver|etcd|controller-gen]...   (default: all three)
+# Usage: scripts/kube-tools.sh [kube-apiserver|etcd|controller-gen|helm]...   (default: all four)
 # A binary whose version stamp matches is kept; each step prints how long it took.
 # From scratch (empty Go caches) building kube-apiserver downloads ~700 MB of modules and
 # takes ~20 CPU-minutes (about 10 minutes on an idle 2-core machine, 21 on a loaded one);
@@ -20,6 +23,8 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=3.4.23
 CONTROLLER_TOOLS_VERSION=v0.23.0
+# helm: the version of helm.sh/helm/v4 in go.mod (the charts' tests render with its Go SDK).
+HELM_VERSION=$(go list -m -f '{{.Version}}' helm.sh/helm/v4)
 
 root=$(pwd)
 bin="$root/.bin"
@@ -83,15 +88,31 @@ step_controller_gen() {
   GOBIN="$bin" go install "sigs.k8s.io/controller-tools/cmd/controller-gen@${CONTROLLER_TOOLS_VERSION}"
 }
 
+# helm's version is that of its module in the binary's build info (`helm version` says only
+# v4.3 without release ldflags).
+helm_version() { go version -m "$1" 2>/dev/null | awk '$1 == "mod" && $2 == "helm.sh/helm/v4" { print $3 }'; }
+
+step_helm() {
+  local out="$bin/helm/helm"
+  if [ -x "$out" ] && [ "$(helm_version "$out")" = "$HELM_VERSION" ]; then
+    log "helm ${HELM_VERSION}: cached in $bin/helm"
+    return 0
+  fi
+  log "helm ${HELM_VERSION}: installing (a few minutes from scratch, seconds with warm Go caches)"
+  mkdir -p "$bin/helm"
+  GOBIN="$bin/helm" go install "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}"
+}
+
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(kube-apiserver etcd controller-gen)
+[ ${#steps[@]} -gt 0 ] || steps=(kube-apiserver etcd controller-gen helm)
 total_start=$(date +%s)
 for s in "${steps[@]}"; do
   case $s in
     kube-apiserver) timed "kube-apiserver" step_kube_apiserver ;;
     etcd) timed "etcd" step_etcd ;;
     controller-gen) timed "controller-gen" step_controller_gen ;;
-    *) log "unknown step '$s': want kube-apiserver, etcd or controller-gen"; exit 2 ;;
+    helm) timed "helm" step_helm ;;
+    *) log "unknown step '$s': want kube-apiserver, etcd, controller-gen or helm"; exit 2 ;;
   esac
 done
 log "ready in $(($(date +%s) - total_start))s (KUBEBUILDER_ASSETS=$assets)"

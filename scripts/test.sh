@@ -19,10 +19,12 @@ if [ -n "$unformatted" ]; then
 fi
 echo "== go vet" >&2
 go vet ./...
-echo "== kube-apiserver and etcd for the Kubernetes tests" >&2
+echo "== kube-apiserver, etcd and helm for the Kubernetes tests" >&2
 # Builds kube-apiserver from the Go module proxy (minutes the first time, then cached in
 # .bin/envtest) and installs Debian's etcd-server when missing; internal/kubetest uses them.
-scripts/kube-tools.sh kube-apiserver etcd
+# Installs helm (go.mod's version) into .bin/helm for the tests of `cluster register
+# --install`, which runs it (internal/kubetest.UseHelm puts it on PATH).
+scripts/kube-tools.sh kube-apiserver etcd helm
 export KUBEBUILDER_ASSETS="$PWD/.bin/envtest"
 echo "== istiod (pilot-discovery) for the Istio tests" >&2
 # Builds pilot-discovery from the Go module proxy (~10 minutes the first time, then cached in

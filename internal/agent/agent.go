@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -56,6 +58,21 @@ type Config struct {
 	// Version is the agent's build version, reported to the server in every Hello; with the
 	// agent's instance it names the agent holding a cluster.
 	Version string
+}
+
+// RegisterRelayFlags binds how the agent reaches the management server's relay to flags
+// with their defaults: --relay-address, --token-file, --relay-ca-file, --relay-server-name,
+// --relay-tls-mode, --resolve-interval, --dns-server, --max-backoff. `meshrelay agent` and the
+// benchmarks' simulated agents share them.
+func (c *Config) RegisterRelayFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.RelayAddress, "relay-address", "", "host:port of the management server's relay endpoint; the host is re-resolved on every connection attempt and every --resolve-interval (required)")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token (or set MESHRELAY_TOKEN)")
+	fs.StringVar(&c.RelayCAFile, "relay-ca-file", "", "PEM bundle of the relay CA that signed the server's certificate (the server writes it to <data-dir>/relay-ca.crt) (required)")
+	fs.StringVar(&c.ServerName, "relay-server-name", "", "TLS server name to verify (default: the host of --relay-address)")
+	fs.StringVar(&c.TLSMode, "relay-tls-mode", "mtls", "mtls or tls; must match the server")
+	fs.DurationVar(&c.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent reconnects when the answer no longer contains the address it connected through (an agent redirected to its replica stays there while the relay address still resolves as before)")
+	fs.StringVar(&c.DNSServer, "dns-server", "", "host:port of a DNS server to resolve the relay address with instead of the system resolver")
+	fs.DurationVar(&c.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
 }
 
 // resolver returns the resolver for the relay address.

@@ -1,11 +1,17 @@
-// Package bench holds meshrelay's benchmarks that run as commands (`meshrelay bench …`):
-// they generate a world, measure, print a table and write JSON. Go benchmarks in bench/
-// reuse the same generators.
+// Package bench is the shared kit of meshrelay's benchmarks (cmd/meshrelay-bench; one
+// sub-package per family: translatebench, relaybench, failoverbench, gatewaybench, and sim,
+// the simulated agents): the generated world (world.go), the child processes and what is read
+// from them (procs.go), latency distributions (stats.go), and the machine and the JSON report
+// (report.go). Go benchmarks in bench/ reuse the same generators.
 package bench
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net"
 	"strings"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -32,7 +38,7 @@ type World struct {
 // ClusterName is the name of generated cluster i.
 func ClusterName(i int) string { return fmt.Sprintf("c%03d", i) }
 
-func mustParse(docs string) []resource.Object {
+func MustParse(docs string) []resource.Object {
 	objs, errs := resource.Parse("generated", []byte(docs))
 	if len(errs) > 0 {
 		panic(fmt.Sprintf("generated YAML does not parse: %v", errs[0]))
@@ -78,7 +84,7 @@ spec:
     - {from: {region: us-west}, to: [{region: us-east}]}
 `)
 	}
-	w.Config = mustParse(cfg.String())
+	w.Config = MustParse(cfg.String())
 	for i, name := range w.Names {
 		w.Inputs[name] = snapshot.New(1, 0, ClusterInput(i, o, 0))
 	}
@@ -109,17 +115,60 @@ ports: [{name: http, port: 8080}]
 ---
 `, s, i%250, s/100, (s%100)*2+gen%2, (s%100)*2+1)
 	}
-	b.WriteString(eastWestGatewayYAML(fmt.Sprintf("10.%d.255.1", i%250)))
+	b.WriteString(EastWestGatewayYAML(fmt.Sprintf("10.%d.255.1", i%250)))
 	if o.Routes > 0 {
 		b.WriteString("apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: routes, namespace: bench}\nspec:\n  hosts: [\"*\"]\n  http:\n")
 		for r := range min(o.Routes, o.Services) {
 			fmt.Fprintf(&b, "  - matchers: [{uri: {prefix: /svc-%[1]d}}]\n    forwardTo: {destinations: [{ref: {name: bench-svc-%[1]d-8080}}]}\n", r)
 		}
 	}
-	objs := mustParse(b.String())
+	objs := MustParse(b.String())
 	rs := make([]snapshot.Resource, len(objs))
 	for k, o := range objs {
 		rs[k] = o.Resource()
 	}
 	return rs
+}
+
+// Flags registers the world's flags (`translate`) with their defaults.
+func (o *WorldOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Clusters, "clusters", 100, "number of clusters")
+	fs.IntVar(&o.Services, "services", 1000, "services per cluster")
+	fs.IntVar(&o.VirtualDestinations, "virtual-destinations", 10, "virtual destinations spanning every cluster")
+	fs.IntVar(&o.Routes, "routes", 10, "routes per cluster")
+}
+
+// IPAt returns base + off as a dotted IPv4 address.
+func IPAt(base string, off uint32) string {
+	b := binary.BigEndian.Uint32(net.ParseIP(base).To4())
+	ip := make(net.IP, 4)
+	binary.BigEndian.PutUint32(ip, b+off)
+	return ip.String()
+}
+
+// EastWestGatewayYAML is a cluster's east-west gateway (a tcpGateway forwarding by SNI on
+// 15443) and the Service and EndpointSlice that expose it at ip.
+func EastWestGatewayYAML(ip string) string {
+	return fmt.Sprintf(`apiVersion: meshrelay.io/v1alpha1
+kind: Gateway
+metadata: {name: east-west, namespace: gloo-system}
+spec:
+  bindPort: 15443
+  tcpGateway:
+    tcpHosts: [{name: mesh, destination: {forwardSniClusterName: {}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: east-west, namespace: gloo-system}
+spec:
+  ports: [{name: tls, port: 15443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: east-west-1, namespace: gloo-system, labels: {kubernetes.io/service-name: east-west}}
+addressType: IPv4
+endpoints: [{addresses: ["%s"]}]
+ports: [{name: tls, port: 15443}]
+---
+`, ip)
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 )
@@ -42,7 +41,7 @@ are trusted) and running the command again resumes it.`,
 			if (certFile == "") != (keyFile == "") {
 				return fmt.Errorf("--cert and --key go together")
 			}
-			var req serverapp.MeshCARotateRequest
+			var req configapi.MeshCARotateRequest
 			if certFile != "" {
 				var err error
 				if req.CertPEM, err = os.ReadFile(certFile); err != nil {
@@ -78,9 +77,9 @@ are trusted) and running the command again resumes it.`,
 }
 
 // rotateMesh drives the rotation from wherever it stands to its end, printing each phase.
-func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARotateRequest, hold, poll time.Duration, out io.Writer) error {
-	var st serverapp.MeshCAStatus
-	if err := c.DoJSON(ctx, http.MethodPost, serverapp.MeshCARotatePath, req, &st); err != nil {
+func rotateMesh(ctx context.Context, c *configapi.Client, req configapi.MeshCARotateRequest, hold, poll time.Duration, out io.Writer) error {
+	var st configapi.MeshCAStatus
+	if err := c.DoJSON(ctx, http.MethodPost, configapi.MeshCARotatePath, req, &st); err != nil {
 		return fmt.Errorf("start the mesh CA rotation: %w", err)
 	}
 	fmt.Fprintf(out, "phase %s: both %s and %s are trusted; %s signs\n", st.Phase, st.Trusted[0].Subject, st.Trusted[len(st.Trusted)-1].Subject, st.Signer.Subject)
@@ -98,7 +97,7 @@ func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARo
 			}
 		}
 		from := st.Phase
-		if err := c.DoJSON(ctx, http.MethodPost, serverapp.MeshCAAdvancePath, serverapp.MeshCAAdvanceRequest{From: from}, &st); err != nil {
+		if err := c.DoJSON(ctx, http.MethodPost, configapi.MeshCAAdvancePath, configapi.MeshCAAdvanceRequest{From: from}, &st); err != nil {
 			return fmt.Errorf("leave phase %s: %w (the rotation stays there; run the command again to resume)", from, err)
 		}
 		switch st.Phase {
@@ -116,7 +115,7 @@ func rotateMesh(ctx context.Context, c *configapi.Client, req serverapp.MeshCARo
 }
 
 // waitMeshPhase polls until every connected cluster acknowledged the current phase.
-func waitMeshPhase(ctx context.Context, c *configapi.Client, st serverapp.MeshCAStatus, poll time.Duration, out io.Writer) (serverapp.MeshCAStatus, error) {
+func waitMeshPhase(ctx context.Context, c *configapi.Client, st configapi.MeshCAStatus, poll time.Duration, out io.Writer) (configapi.MeshCAStatus, error) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
@@ -151,9 +150,9 @@ func waitMeshPhase(ctx context.Context, c *configapi.Client, st serverapp.MeshCA
 	}
 }
 
-func getMeshCA(ctx context.Context, c *configapi.Client) (serverapp.MeshCAStatus, error) {
-	var st serverapp.MeshCAStatus
-	if err := c.DoJSON(ctx, http.MethodGet, serverapp.MeshCAPath, nil, &st); err != nil {
+func getMeshCA(ctx context.Context, c *configapi.Client) (configapi.MeshCAStatus, error) {
+	var st configapi.MeshCAStatus
+	if err := c.DoJSON(ctx, http.MethodGet, configapi.MeshCAPath, nil, &st); err != nil {
 		return st, fmt.Errorf("read the mesh CA rotation: %w", err)
 	}
 	return st, nil

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/relay"
@@ -138,7 +137,7 @@ func rotateRelay(ctx context.Context, w io.Writer, target adminTarget, req confi
 		if err != nil {
 			return err
 		}
-		var ss serverapp.ServerStatus
+		var ss configapi.ServerStatus
 		if err := c.Status(ctx, &ss); err != nil {
 			fmt.Fprintf(w, "status unavailable, retrying: %v\n", err)
 			continue

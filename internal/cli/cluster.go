@@ -11,7 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/register"
 )
@@ -126,7 +126,7 @@ token, rotate the token file first.`,
 			if err != nil {
 				return err
 			}
-			var res serverapp.RevokeResult
+			var res configapi.RevokeResult
 			if err := c.RevokeCluster(cmd.Context(), args[0], &res); err != nil {
 				return err
 			}
@@ -156,9 +156,10 @@ func newClusterRegisterCmd() *cobra.Command {
     ` + register.DefaultTokenSecret + ` (key ` + register.DefaultTokenKey + `) and ` + register.DefaultCASecret + ` (key ` + register.DefaultCAKey + `) there, the names the
     meshrelay-agent chart mounts by default;
  3. create the KubernetesCluster in the management cluster;
- 4. print the helm command that installs the agent chart, or, with --install, install it (the
-    chart is built into this binary; Helm's Go SDK does an upgrade --install, without waiting for
-    the agent's pod).
+ 4. print the helm command that installs the agent chart, or, with --install, install it: the
+    chart is built into this binary, and the helm binary (v4, from PATH) runs helm upgrade
+    --install on a copy of it in a temporary directory, without waiting for the agent's pod.
+    Without helm on PATH, --install changes nothing and prints the helm command to run.
 
 Objects it creates are labelled app.kubernetes.io/managed-by=` + register.ManagedBy + ` and
 meshrelay.io/cluster=<cluster>. Running it again changes nothing, or repairs what differs. An
@@ -177,8 +178,12 @@ deregister) when it holds the same data, and is an error otherwise.`,
 			if install && h.RelayAddress == "" {
 				return fmt.Errorf("--install needs --relay-address (the chart's relay.address)")
 			}
-			if _, err := h.Values(f.cfg); err != nil {
-				return err
+			h.Kubeconfig, h.Context, h.Release = f.remoteKubeconfig, f.remoteContext, f.release
+			if install {
+				// Before changing anything: without helm, say what to run instead.
+				if _, err := h.Check(f.cfg); err != nil {
+					return err
+				}
 			}
 			mgmt, remote, err := f.clients()
 			if err != nil {
@@ -192,14 +197,13 @@ deregister) when it holds the same data, and is an error otherwise.`,
 				_ = printClusterResult(cmd.OutOrStdout(), res, f.output)
 				return err
 			}
-			h.Kubeconfig, h.Context, h.Release = f.remoteKubeconfig, f.remoteContext, f.release
 			if install {
 				if res.HelmRevision, err = register.Install(ctx, f.cfg, h); err != nil {
 					_ = printClusterResult(cmd.OutOrStdout(), res, f.output)
 					return err
 				}
 			} else {
-				res.HelmCommand = register.HelmCommand(f.cfg, h.RelayAddress, f.release, "./charts/meshrelay-agent", f.remoteKubeconfig, f.remoteContext, h.Set)
+				res.HelmCommand = register.HelmCommand(f.cfg, h.RelayAddress, f.release, register.AgentChartSource, f.remoteKubeconfig, f.remoteContext, h.Set)
 				if h.RelayAddress == "" {
 					fmt.Fprintln(cmd.ErrOrStderr(), "note: no --relay-address: replace <RELAY_HOST:PORT> with the address agents reach the management server at (its LoadBalancer Service on 9900)")
 				}
@@ -213,7 +217,7 @@ deregister) when it holds the same data, and is an error otherwise.`,
 	fs.StringVar(&f.cfg.RelayCAFile, "relay-ca-file", "", "PEM bundle of the relay CA (default: read from the management cluster's Secret "+register.DefaultCASecret+", key "+register.DefaultCAKey+")")
 	fs.StringVar(&f.cfg.ClusterDomain, "cluster-domain", "", "spec.clusterDomain of the KubernetesCluster (default: cluster.local)")
 	fs.StringVar(&h.RelayAddress, "relay-address", "", "host:port agents reach the management server's relay at (the agent chart's relay.address); required with --install")
-	fs.BoolVar(&install, "install", false, "install (or upgrade) the agent chart in the workload cluster with Helm's Go SDK instead of printing the helm command")
+	fs.BoolVar(&install, "install", false, "install (or upgrade) the agent chart built into this binary in the workload cluster by running helm (v4, from PATH) instead of printing the helm command")
 	fs.StringArrayVar(&h.Set, "set", nil, "extra agent chart value, helm --set syntax (repeatable), e.g. image.tag=0.1.0")
 	return cmd
 }
@@ -244,7 +248,7 @@ release is uninstalled first.`,
 			defer cancel()
 			var res clusterResult
 			if uninstall {
-				done, err := register.Uninstall(f.cfg, register.Helm{Kubeconfig: f.remoteKubeconfig, Context: f.remoteContext, Release: f.release})
+				done, err := register.Uninstall(ctx, f.cfg, register.Helm{Kubeconfig: f.remoteKubeconfig, Context: f.remoteContext, Release: f.release})
 				if err != nil {
 					return err
 				}
@@ -258,6 +262,6 @@ release is uninstalled first.`,
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "also uninstall the agent's Helm release (--release) from the workload cluster")
+	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "also uninstall the agent's Helm release (--release) from the workload cluster (runs helm from PATH)")
 	return cmd
 }

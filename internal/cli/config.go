@@ -18,7 +18,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/meshcerts"
@@ -54,11 +53,11 @@ func adminFlags(cmd *cobra.Command, t *adminTarget) {
 }
 
 func defaultAdminTokenFile() string {
-	return filepath.Join(serverapp.DefaultDataDir, configapi.TokenFileName)
+	return filepath.Join(configapi.DefaultDataDir, configapi.TokenFileName)
 }
 
 func defaultAdminCAFile() string {
-	return filepath.Join(serverapp.DefaultDataDir, pki.CACertName)
+	return filepath.Join(configapi.DefaultDataDir, pki.CACertName)
 }
 
 // client returns a config API client presenting the admin token.

@@ -12,7 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
@@ -168,7 +167,7 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 			}
 		}
 	}
-	var st serverapp.ServerStatus
+	var st configapi.ServerStatus
 	if err := c.Status(ctx, &st); err != nil {
 		add("server reachable", false, "%v", err)
 		return out

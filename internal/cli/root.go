@@ -21,18 +21,24 @@ type globals struct {
 }
 
 func (g *globals) logger(w io.Writer) (*slog.Logger, error) {
+	return NewLogger(g.logLevel, g.logFormat, w)
+}
+
+// NewLogger returns the logger of --log-level and --log-format, writing to w (meshrelay-bench
+// builds its processes' loggers with it too).
+func NewLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
-	switch strings.ToLower(g.logFormat) {
+	switch strings.ToLower(format) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // NewRoot returns the meshrelay command tree.
@@ -56,7 +62,7 @@ Start with:  meshrelay demo`,
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json (logs go to stderr)")
 	root.AddCommand(
 		newServerCmd(g), newAgentCmd(g), newApplyCmd(), newDeleteCmd(), newGetCmd(), newDebugCmd(),
-		newDemoCmd(g), newVersionCmd(), newBenchCmd(), newSwitchActiveCmd(), newCheckCmd(),
+		newDemoCmd(g), newVersionCmd(), newSwitchActiveCmd(), newCheckCmd(),
 		newGatewayCmd(g), newDemoAppCmd(g), newClusterCmd(), newCACmd(),
 	)
 	return root

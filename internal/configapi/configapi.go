@@ -1,5 +1,8 @@
 // Package configapi is the management server's HTTP configuration API — apply, delete and
-// list resources, read live snapshots — and the client the CLI uses to call it.
+// list resources, read live snapshots — and the client the CLI uses to call it, with the
+// documents both sides share: the server's /status (ServerStatus), the mesh CA rotation
+// (meshca.go), the relay CA's rotation and revocations (relayca.go), and where a server keeps
+// its admin token by default (DefaultDataDir, TokenFileName).
 package configapi
 
 import (

@@ -7,7 +7,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
+
+// RevokeResult answers POST /api/v1/clusters/{name}/revoke.
+type RevokeResult struct {
+	Cluster string `json:"cluster"`
+	// RevokedBefore: the cluster's certificates issued before it are refused.
+	RevokedBefore time.Time `json:"revokedBefore"`
+}
 
 // RotateRequest is the body of POST /api/v1/ca/relay/rotate.
 type RotateRequest struct {

@@ -5,7 +5,9 @@
 // module proxy (hack/kubetools) and provides etcd (Debian's etcd-server) in
 // <repo>/.bin/envtest, which Start uses unless KUBEBUILDER_ASSETS names another directory.
 // scripts/test.sh runs it before the tests. A test whose binaries are missing fails with a
-// message naming scripts/kube-tools.sh; it never skips.
+// message naming scripts/kube-tools.sh; it never skips. The same script installs helm into
+// <repo>/.bin/helm for the tests of `meshrelay cluster register --install`, which UseHelm puts
+// on PATH (helm.go).
 //
 // Each Start gives a test its own API server and etcd (ready in a few seconds), stopped when the
 // test ends. The API server authorizes with RBAC: Env.Client is an admin (system:masters),

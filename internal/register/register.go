@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -402,38 +401,6 @@ func ensureCluster(ctx context.Context, mgmt client.Client, cfg Config) (Change,
 		ch.Action = Updated
 	}
 	return ch, nil
-}
-
-// HelmCommand is the agent chart's install command for a registered cluster, for a shell.
-// An empty relayAddress is written as a placeholder.
-func HelmCommand(cfg Config, relayAddress, release, chart, kubeconfig, kubeContext string, set []string) string {
-	if relayAddress == "" {
-		relayAddress = "<RELAY_HOST:PORT>"
-	}
-	args := []string{"helm", "upgrade", "--install", release, chart, "--namespace", cfg.Namespace, "--create-namespace"}
-	if kubeconfig != "" {
-		args = append(args, "--kubeconfig", kubeconfig)
-	}
-	if kubeContext != "" {
-		args = append(args, "--kube-context", kubeContext)
-	}
-	args = append(args, "--set", "cluster="+cfg.Cluster, "--set", "relay.address="+relayAddress)
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	for i, a := range args {
-		args[i] = shellQuote(a)
-	}
-	return strings.Join(args, " ")
-}
-
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
-
-func shellQuote(s string) string {
-	if shellSafe.MatchString(s) {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // NewClient returns a client of the cluster of a kubeconfig file and context (empty: the

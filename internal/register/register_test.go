@@ -341,9 +341,10 @@ func TestRegisterNoCRDs(t *testing.T) {
 	}
 }
 
-// TestInstall installs the agent chart with Helm's Go SDK into a real API server, upgrades
+// TestInstall installs the agent chart with the helm binary into a real API server, upgrades
 // it on a second run and uninstalls it.
 func TestInstall(t *testing.T) {
+	kubetest.UseHelm(t)
 	remote := kubetest.Start(t, kubetest.WithoutMeshrelayCRDs())
 	// The agent writes Istio's cacerts into istio-system, which must exist before the install
 	// (Istio wants cacerts before istiod starts: namespace, agent, then Istio).
@@ -377,18 +378,39 @@ func TestInstall(t *testing.T) {
 	if rev, err = register.Install(t.Context(), cfg, h); err != nil || rev != 2 {
 		t.Errorf("install again: revision %d, %v; want an upgrade to 2", rev, err)
 	}
-	done, err := register.Uninstall(cfg, h)
+	done, err := register.Uninstall(t.Context(), cfg, h)
 	if err != nil || !done {
 		t.Fatalf("uninstall: %v, %v", done, err)
 	}
 	if err := remote.Client.Get(t.Context(), client.ObjectKeyFromObject(&d), &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the agent's Deployment after uninstall: %v", err)
 	}
-	if done, err := register.Uninstall(cfg, h); err != nil || done {
+	if done, err := register.Uninstall(t.Context(), cfg, h); err != nil || done {
 		t.Errorf("uninstall again: %v, %v; want nothing to do", done, err)
 	}
 	if _, err := register.Install(t.Context(), cfg, register.Helm{Kubeconfig: remote.Kubeconfig}); err == nil {
 		t.Errorf("install without a relay address succeeded")
+	}
+}
+
+// TestInstallWithoutHelm: without helm on PATH, Install refuses before touching the cluster,
+// with ErrNoHelm and the helm command to run instead; Uninstall says what to run too.
+func TestInstallWithoutHelm(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	cfg := register.Config{Cluster: "east"}
+	h := register.Helm{Kubeconfig: "/nonexistent/kubeconfig", Context: "east ctx", RelayAddress: "mgmt.example.com:9900", Set: []string{"image.tag=0.1.0"}}
+	_, err := register.Install(t.Context(), cfg, h)
+	if !errors.Is(err, register.ErrNoHelm) {
+		t.Fatalf("install without helm: %v, want ErrNoHelm", err)
+	}
+	want := "helm upgrade --install meshrelay-agent ./charts/meshrelay-agent --namespace meshrelay-system --create-namespace " +
+		"--kubeconfig /nonexistent/kubeconfig --kube-context 'east ctx' --set cluster=east --set relay.address=mgmt.example.com:9900 --set image.tag=0.1.0"
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "install helm") {
+		t.Errorf("install without helm: %v\nwant the command %s", err, want)
+	}
+	if _, err := register.Uninstall(t.Context(), cfg, h); err == nil ||
+		!strings.Contains(err.Error(), "helm uninstall meshrelay-agent --namespace meshrelay-system --kubeconfig /nonexistent/kubeconfig --kube-context 'east ctx'") {
+		t.Errorf("uninstall without helm: %v, want the helm command", err)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/meshrelay/meshrelay/api/kube/v1alpha1"
 	apiv1alpha1 "github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/charts"
+	"github.com/meshrelay/meshrelay/charts/chartstest"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
@@ -39,7 +40,7 @@ func serverIdentity(t *testing.T, env *kubetest.Env, values map[string]any) *kub
 // RBAC the chart renders with values, and returns that identity.
 func chartIdentity(t *testing.T, env *kubetest.Env, chart, saName string, vals map[string]any) *kubetest.User {
 	t.Helper()
-	r, err := charts.Render(chart, charts.Options{Values: vals})
+	r, err := chartstest.Render(chart, chartstest.Options{Values: vals})
 	if err != nil {
 		t.Fatalf("render chart %s: %v", chart, err)
 	}
@@ -384,9 +385,21 @@ func TestClusterRegisterCLI(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "ca.crt"), string(ca))
 	writeFile(t, filepath.Join(dir, "token"), "cli-token\n")
 	common := []string{"--cluster", "east", "--mgmt-kubeconfig", mgmt.Kubeconfig, "--remote-kubeconfig", remote.Kubeconfig}
+	registerArgs := append([]string{"cluster", "register", "--token-file", filepath.Join(dir, "token"),
+		"--relay-ca-file", filepath.Join(dir, "ca.crt"), "--relay-address", "mgmt.example.com:9900", "--install", "--set", "image.tag=e2e"}, common...)
 
-	out, errOut, err := cli(t, append([]string{"cluster", "register", "--token-file", filepath.Join(dir, "token"),
-		"--relay-ca-file", filepath.Join(dir, "ca.crt"), "--relay-address", "mgmt.example.com:9900", "--install", "--set", "image.tag=e2e"}, common...)...)
+	// --install runs helm: without it on PATH, nothing changes and the error gives the command.
+	t.Setenv("PATH", t.TempDir())
+	out, errOut, err := cli(t, registerArgs...)
+	if err == nil || !containsAll(errOut, "the helm binary, which is not on PATH", "helm upgrade --install meshrelay-agent ./charts/meshrelay-agent", "--set relay.address=mgmt.example.com:9900 --set image.tag=e2e") {
+		t.Errorf("cluster register --install without helm: %v\n%s\n%s", err, out, errOut)
+	}
+	if _, err := getCR(t, mgmt.Client, apiv1alpha1.KindKubernetesCluster, "", "east"); !apierrors.IsNotFound(err) {
+		t.Errorf("KubernetesCluster east after cluster register --install without helm: %v, want none", err)
+	}
+
+	kubetest.UseHelm(t)
+	out, errOut, err = cli(t, registerArgs...)
 	if err != nil {
 		t.Fatalf("cluster register: %v\n%s\n%s", err, out, errOut)
 	}

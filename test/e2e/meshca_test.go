@@ -15,7 +15,6 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -296,15 +295,15 @@ func TestXDSGatewayTrustsRotatedMeshCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st serverapp.MeshCAStatus
-	if err := c.DoJSON(t.Context(), http.MethodPost, serverapp.MeshCARotatePath, serverapp.MeshCARotateRequest{}, &st); err != nil {
+	var st configapi.MeshCAStatus
+	if err := c.DoJSON(t.Context(), http.MethodPost, configapi.MeshCARotatePath, configapi.MeshCARotateRequest{}, &st); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 60*time.Second, "the rotation in phase sign", func() error {
-		return c.DoJSON(t.Context(), http.MethodPost, serverapp.MeshCAAdvancePath, serverapp.MeshCAAdvanceRequest{From: pki.PhaseTrust}, &st)
+		return c.DoJSON(t.Context(), http.MethodPost, configapi.MeshCAAdvancePath, configapi.MeshCAAdvanceRequest{From: pki.PhaseTrust}, &st)
 	})
 	eventually(t, 60*time.Second, "phase sign acknowledged", func() error {
-		if err := c.DoJSON(t.Context(), http.MethodGet, serverapp.MeshCAPath, nil, &st); err != nil {
+		if err := c.DoJSON(t.Context(), http.MethodGet, configapi.MeshCAPath, nil, &st); err != nil {
 			return err
 		}
 		if st.Phase != pki.PhaseSign || !st.Ready {

@@ -83,15 +83,8 @@ type KubeConfig struct {
 func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	a := &c.Agent
 	fs.StringVar(&a.Cluster, "cluster", "", "name of this workload cluster; a KubernetesCluster of this name must exist on the management server (required)")
-	fs.StringVar(&a.RelayAddress, "relay-address", "", "host:port of the management server's relay endpoint; the host is re-resolved on every connection attempt and every --resolve-interval (required)")
-	fs.StringVar(&a.TokenFile, "token-file", "", "file holding the relay identity token (or set MESHRELAY_TOKEN)")
-	fs.StringVar(&a.RelayCAFile, "relay-ca-file", "", "PEM bundle of the relay CA that signed the server's certificate (the server writes it to <data-dir>/relay-ca.crt) (required)")
-	fs.StringVar(&a.ServerName, "relay-server-name", "", "TLS server name to verify (default: the host of --relay-address)")
-	fs.StringVar(&a.TLSMode, "relay-tls-mode", "mtls", "mtls or tls; must match the server")
+	a.RegisterRelayFlags(fs)
 	fs.StringVar(&a.StateDir, "state-dir", "", "directory for the agent's key, certificate and last applied output (required)")
-	fs.DurationVar(&a.ResolveInterval, "resolve-interval", 10*time.Second, "how often the relay address is re-resolved while connected; the agent reconnects when the answer no longer contains the address it connected through (an agent redirected to its replica stays there while the relay address still resolves as before)")
-	fs.StringVar(&a.DNSServer, "dns-server", "", "host:port of a DNS server to resolve the relay address with instead of the system resolver")
-	fs.DurationVar(&a.MaxBackoff, "max-backoff", 15*time.Second, "upper bound of the reconnect backoff (exponential with full jitter)")
 	fs.StringVar(&c.DiscoveryDir, "discovery-dir", "", "universal mode: directory of Kubernetes-shaped YAML (v1 Service, discovery.k8s.io/v1 EndpointSlice, meshrelay resources) describing this cluster (required without --kubernetes)")
 	fs.StringVar(&c.OutputDir, "output-dir", "", "directory that receives one YAML file per output resource, replaced atomically (required without --kubernetes; optional with it, e.g. for inspection)")
 	k := &c.Kube

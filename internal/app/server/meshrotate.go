@@ -10,70 +10,18 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
-
-// Admin API paths of the mesh CA rotation (docs/adr/0009-mesh-ca-rotation-and-istio-cacerts.md).
-const (
-	MeshCAPath        = "/api/v1/ca/mesh"
-	MeshCARotatePath  = "/api/v1/ca/mesh/rotate"
-	MeshCAAdvancePath = "/api/v1/ca/mesh/advance"
-)
-
-// MeshCAStatus is the mesh CA and its rotation, in /status and the rotation API.
-type MeshCAStatus struct {
-	// Phase is "" (no rotation), "trust" (old CA signs, both trusted) or "sign" (new CA
-	// signs, both trusted).
-	Phase   string       `json:"phase"`
-	Since   time.Time    `json:"since,omitzero"`
-	Signer  MeshCAInfo   `json:"signer"`
-	Trusted []MeshCAInfo `json:"trusted"`
-	// Clusters says, for every registered cluster, whether the gateways have the outputs of
-	// the current phase (acknowledged by its agent).
-	Clusters []MeshCACluster `json:"clusters,omitempty"`
-	// Ready: every connected cluster acknowledged the outputs of the current phase.
-	Ready bool `json:"ready"`
-	// IstioCAError says why a cluster's Istio workload CA (cacerts) could not be issued.
-	IstioCAError string `json:"istioCAError,omitempty"`
-}
-
-// MeshCAInfo names a mesh CA.
-type MeshCAInfo struct {
-	Subject     string    `json:"subject"`
-	Fingerprint string    `json:"sha256"`
-	NotAfter    time.Time `json:"notAfter"`
-}
-
-// MeshCACluster is where one cluster stands in the current phase.
-type MeshCACluster struct {
-	Name      string `json:"name"`
-	Connected bool   `json:"connected"`
-	Done      bool   `json:"done"`
-	// Waiting says what the rotation waits for (empty when Done).
-	Waiting string `json:"waiting,omitempty"`
-}
-
-// MeshCARotateRequest starts a rotation; without a certificate the server generates the
-// new CA.
-type MeshCARotateRequest struct {
-	CertPEM []byte `json:"cert,omitempty"`
-	KeyPEM  []byte `json:"key,omitempty"`
-}
-
-// MeshCAAdvanceRequest moves the rotation out of phase From, once Ready.
-type MeshCAAdvanceRequest struct {
-	From string `json:"from"`
-}
 
 // meshRotation moves the mesh CA from phase to phase through the admin API, each step only
 // once every connected cluster acknowledged the outputs of the previous one.
@@ -92,16 +40,16 @@ func (m *meshRotation) apply() {
 	m.rec.Kick()
 }
 
-func caInfo(ca *pki.CA) MeshCAInfo {
-	return MeshCAInfo{Subject: ca.Cert.Subject.CommonName, Fingerprint: pki.Fingerprint(ca), NotAfter: ca.Cert.NotAfter}
+func caInfo(ca *pki.CA) configapi.MeshCAInfo {
+	return configapi.MeshCAInfo{Subject: ca.Cert.Subject.CommonName, Fingerprint: pki.Fingerprint(ca), NotAfter: ca.Cert.NotAfter}
 }
 
 // status judges every registered cluster's output and acknowledgement against the phase.
-func (m *meshRotation) status() MeshCAStatus {
+func (m *meshRotation) status() configapi.MeshCAStatus {
 	phase, since := m.auth.Phase()
 	current, next := m.auth.CAs()
 	signer, trust := m.auth.Signer(), m.auth.Trust()
-	st := MeshCAStatus{Phase: phase, Since: since, Signer: caInfo(signer), Trusted: []MeshCAInfo{caInfo(current)}, Ready: true}
+	st := configapi.MeshCAStatus{Phase: phase, Since: since, Signer: caInfo(signer), Trusted: []configapi.MeshCAInfo{caInfo(current)}, Ready: true}
 	if next != nil {
 		st.Trusted = append(st.Trusted, caInfo(next))
 	}
@@ -111,7 +59,7 @@ func (m *meshRotation) status() MeshCAStatus {
 	conns := m.conns()
 	for _, cs := range m.rec.Status().Clusters {
 		_, connected := conns[cs.Name]
-		c := MeshCACluster{Name: cs.Name, Connected: connected}
+		c := configapi.MeshCACluster{Name: cs.Name, Connected: connected}
 		c.Waiting = meshOutputWaits(m.rec.Output(cs.Name), signer, trust)
 		if c.Waiting == "" && !cs.InSync {
 			c.Waiting = "its agent has not acknowledged the output with the new certificates"
@@ -164,11 +112,11 @@ func meshOutputWaits(out *snapshot.Snapshot, signer *pki.CA, trust []byte) strin
 
 // register adds the rotation's routes to the admin API (behind the admin token).
 func (m *meshRotation) register(mux interface{ Handle(string, http.Handler) }) {
-	mux.Handle("GET "+MeshCAPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET "+configapi.MeshCAPath, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		admin.WriteJSON(w, http.StatusOK, m.status())
 	}))
-	mux.Handle("POST "+MeshCARotatePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req MeshCARotateRequest
+	mux.Handle("POST "+configapi.MeshCARotatePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req configapi.MeshCARotateRequest
 		if !m.decode(w, r, &req) {
 			return
 		}
@@ -197,8 +145,8 @@ func (m *meshRotation) register(mux interface{ Handle(string, http.Handler) }) {
 		m.log.Info("mesh ca rotation", "phase", phase, "next", n.Cert.Subject.CommonName, "sha256", pki.Fingerprint(n))
 		admin.WriteJSON(w, http.StatusOK, m.status())
 	}))
-	mux.Handle("POST "+MeshCAAdvancePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req MeshCAAdvanceRequest
+	mux.Handle("POST "+configapi.MeshCAAdvancePath, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req configapi.MeshCAAdvanceRequest
 		if !m.decode(w, r, &req) {
 			return
 		}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
@@ -17,13 +16,6 @@ import (
 
 // maxRotateBody bounds the body of a rotation request (a CA certificate chain and its key).
 const maxRotateBody = 1 << 20
-
-// RevokeResult answers POST /api/v1/clusters/{name}/revoke.
-type RevokeResult struct {
-	Cluster string `json:"cluster"`
-	// RevokedBefore: the cluster's certificates issued before it are refused.
-	RevokedBefore time.Time `json:"revokedBefore"`
-}
 
 // registerRelayCA adds the admin endpoints of the relay CA's lifecycle (behind the admin
 // token): the rotation of the relay CA and the revocation of a cluster's certificates.
@@ -72,7 +64,7 @@ func registerRelayCA(adm *admin.Server, rs *relay.Server, trustDomain string, to
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		admin.WriteJSON(w, http.StatusOK, RevokeResult{Cluster: name, RevokedBefore: at})
+		admin.WriteJSON(w, http.StatusOK, configapi.RevokeResult{Cluster: name, RevokedBefore: at})
 	}))
 }
 

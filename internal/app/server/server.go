@@ -55,9 +55,6 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// DefaultDataDir is --data-dir's default.
-const DefaultDataDir = "meshrelay-data"
-
 // Config is the server's configuration; RegisterFlags binds it to flags.
 type Config struct {
 	RelayAddress   string
@@ -123,7 +120,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AdminTLSCert, "admin-tls-cert-file", "", "bring your own serving certificate of the admin API (PEM chain); read again whenever it or the key file changes (default: issued from the relay CA at start, for the relay serving certificate's names and the --admin-address host; the CLI verifies it with <data-dir>/relay-ca.crt)")
 	fs.StringVar(&c.AdminTLSKey, "admin-tls-key-file", "", "private key of --admin-tls-cert-file (PEM)")
 	fs.BoolVar(&c.AdminPlaintext, "admin-plaintext", false, "serve the admin API as plain HTTP instead of HTTPS; only with a loopback --admin-address (127.0.0.1, ::1, localhost), as the admin token would cross the network in clear text")
-	fs.StringVar(&c.DataDir, "data-dir", DefaultDataDir, "directory for the generated relay CA, serving certificate and tokens, and (with --store bolt) the store, "+boltstore.FileName+"; one server per data directory")
+	fs.StringVar(&c.DataDir, "data-dir", configapi.DefaultDataDir, "directory for the generated relay CA, serving certificate and tokens, and (with --store bolt) the store, "+boltstore.FileName+"; one server per data directory")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin config API (/api/v1: apply, delete, get, snapshots with their private keys) requires; re-read on every request, so it can be rotated; /healthz, /readyz, /metrics and /status need none (default: generated into <data-dir>/"+configapi.TokenFileName+", which the CLI finds there)")
 	fs.StringVar(&c.TLSMode, "relay-tls-mode", relay.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
@@ -538,7 +535,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if crs != nil {
 			st.ConfigErrors = crs.Errors()
 		}
-		ss := ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
+		ss := configapi.ServerStatus{Status: st, HA: coord.Status(), Relay: advertise, Store: storeName(cfg),
 			Connections: rs.Connections(), RateLimited: rs.RateLimited(), RelayCertNotAfter: auth.Serving().Leaf.NotAfter, RelayCANotAfter: auth.Current().Cert.NotAfter,
 			RelayCA: rs.Rotation(), Plane: publisher.Status(), MeshCA: rotation.status()}
 		if adminCert != nil {
@@ -628,32 +625,6 @@ func loadMeshCA(cfg Config) (*pki.CA, error) {
 		return pki.LoadCA(cfg.MeshCACert, cfg.MeshCAKey, cfg.TrustDomain)
 	}
 	return pki.LoadOrCreateMeshCA(cfg.DataDir, cfg.TrustDomain)
-}
-
-// ServerStatus is the server's /status document.
-type ServerStatus struct {
-	reconcile.Status
-	HA                ha.Status                   `json:"ha"`
-	Relay             string                      `json:"relayAddress"`
-	Store             string                      `json:"store"`
-	Connections       map[string]relay.Connection `json:"connections"`
-	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
-	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
-	// RelayCA is the relay CA's rotation: its phase and the agents still on the old CA.
-	RelayCA relay.RotationStatus `json:"relayCA"`
-	// AdminCertNotAfter is the expiry of the admin API's serving certificate (zero with
-	// --admin-plaintext); AdminCertError says why a changed --admin-tls-cert-file pair is
-	// not in service.
-	AdminCertNotAfter time.Time `json:"adminCertificateNotAfter,omitzero"`
-	AdminCertError    string    `json:"adminCertificateError,omitempty"`
-	// Plane is every server's view of its agents (this one's first), shared through the
-	// store, so that check judges the whole plane from any replica.
-	Plane plane.Status `json:"plane"`
-	// RateLimited are the sources (and clusters' registrations) the relay refused for
-	// too many attempts in the last relay.RateLimitMemory.
-	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
-	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
-	MeshCA MeshCAStatus `json:"meshCA"`
 }
 
 func orDefault(s, def string) string {

@@ -92,7 +92,7 @@ type Metrics struct {
 // ScrapeMetrics reads /metrics of an admin address.
 func ScrapeMetrics(ctx context.Context, admin string) (Metrics, error) {
 	m := Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
-	b, err := httpGet(ctx, "http://"+admin+"/metrics")
+	b, err := HTTPGet(ctx, "http://"+admin+"/metrics")
 	if err != nil {
 		return m, err
 	}
@@ -138,7 +138,7 @@ func (m Metrics) ByCluster(name string) map[string]float64 {
 
 var httpClient = &http.Client{Timeout: 60 * time.Second}
 
-func httpGet(ctx context.Context, url string) ([]byte, error) {
+func HTTPGet(ctx context.Context, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -158,15 +158,15 @@ func httpGet(ctx context.Context, url string) ([]byte, error) {
 	return b, nil
 }
 
-func getJSON(ctx context.Context, url string, v any) error {
-	b, err := httpGet(ctx, url)
+func GetJSON(ctx context.Context, url string, v any) error {
+	b, err := HTTPGet(ctx, url)
 	if err != nil {
 		return err
 	}
 	return json.Unmarshal(b, v)
 }
 
-func postJSON(ctx context.Context, url string, body []byte, v any) error {
+func PostJSON(ctx context.Context, url string, body []byte, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -189,38 +189,48 @@ func postJSON(ctx context.Context, url string, body []byte, v any) error {
 	return nil
 }
 
-// child is a process the benchmark started, with its log.
-type child struct {
+// Child is a process the benchmark started, with its log.
+type Child struct {
 	*proc.Process
-	args []string
+	// Args are the arguments it was started with.
+	Args []string
 }
 
-// procs starts and stops the benchmark's child processes.
-type procs struct {
+// Procs starts and stops the benchmark's child processes.
+type Procs struct {
 	bin  string
 	dir  string
-	list []*child
+	list []*Child
 }
 
-func (p *procs) start(name string, args ...string) (*child, error) {
-	pr, err := proc.Start(name, p.bin, filepath.Join(p.dir, name+".log"), args...)
+// NewProcs returns the starter of the child processes of bin, which log into dir.
+func NewProcs(bin, dir string) *Procs { return &Procs{bin: bin, dir: dir} }
+
+// Start starts bin with args as the child name, logging to <dir>/<name>.log.
+func (p *Procs) Start(name string, args ...string) (*Child, error) {
+	return p.StartBinary(p.bin, name, args...)
+}
+
+// StartBinary starts another executable as the child name, stopped with the others.
+func (p *Procs) StartBinary(bin, name string, args ...string) (*Child, error) {
+	pr, err := proc.Start(name, bin, filepath.Join(p.dir, name+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
-	c := &child{Process: pr, args: args}
+	c := &Child{Process: pr, Args: args}
 	p.list = append(p.list, c)
 	return c, nil
 }
 
-// stopAll stops every child still running, the last started first.
-func (p *procs) stopAll() {
+// StopAll stops every child still running, the last started first.
+func (p *Procs) StopAll() {
 	for i := len(p.list) - 1; i >= 0; i-- {
 		_ = p.list[i].Stop(10 * time.Second)
 	}
 }
 
-// logTail returns the end of a child's log, for error messages.
-func logTail(c *child, n int) string {
+// LogTail returns the end of a child's log, for error messages.
+func LogTail(c *Child, n int) string {
 	b, _ := os.ReadFile(c.LogPath)
 	if len(b) > n {
 		b = b[len(b)-n:]
@@ -228,7 +238,7 @@ func logTail(c *child, n int) string {
 	return string(b)
 }
 
-func loopback() (string, error) {
+func Loopback() (string, error) {
 	p, err := proc.FreePort()
 	if err != nil {
 		return "", err
@@ -236,8 +246,8 @@ func loopback() (string, error) {
 	return "127.0.0.1:" + strconv.Itoa(p), nil
 }
 
-// waitFor polls f every interval until it returns true, ctx ends or timeout passes.
-func waitFor(ctx context.Context, timeout, interval time.Duration, f func() (bool, error)) error {
+// WaitFor polls f every interval until it returns true, ctx ends or timeout passes.
+func WaitFor(ctx context.Context, timeout, interval time.Duration, f func() (bool, error)) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
@@ -262,14 +272,18 @@ func waitFor(ctx context.Context, timeout, interval time.Duration, f func() (boo
 	}
 }
 
-// prepareRun readies a benchmark run: binary defaults to this executable, the process may
+// ProductCommand is the hidden command of meshrelay-bench that is meshrelay's own command
+// tree: the benchmarks run `meshrelay-bench meshrelay server ...` as the measured server.
+const ProductCommand = "meshrelay"
+
+// PrepareRun readies a benchmark run: binary defaults to this executable, the process may
 // open enough files for thousands of connections, and dir is workDir (created if needed) or
 // a temporary directory that cleanup removes.
-func prepareRun(binary *string, workDir, name string) (dir string, cleanup func(), err error) {
+func PrepareRun(binary *string, workDir, name string) (dir string, cleanup func(), err error) {
 	if *binary == "" {
 		exe, err := os.Executable()
 		if err != nil {
-			return "", nil, fmt.Errorf("find meshrelay executable: %w", err)
+			return "", nil, fmt.Errorf("find meshrelay-bench executable: %w", err)
 		}
 		*binary = exe
 	}

@@ -1,4 +1,7 @@
-package bench
+// Package gatewaybench is `meshrelay-bench health-failover` and `gateway`: seed 003's data
+// plane in this process on loopback (world.go), the health-check failover and failback
+// (health.go), and throughput and latency through the gateways (load.go).
+package gatewaybench
 
 import (
 	"context"
@@ -15,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
 	"github.com/meshrelay/meshrelay/internal/demo"
 	"github.com/meshrelay/meshrelay/internal/demoapp"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
@@ -143,7 +147,7 @@ func startGatewayWorld(ctx context.Context, hc gwHealthCheck, log *slog.Logger) 
 
 	c := &http.Client{Timeout: 2 * time.Second}
 	defer c.CloseIdleConnections()
-	err = waitFor(gctx, 20*time.Second, 20*time.Millisecond, func() (bool, error) {
+	err = bench.WaitFor(gctx, 20*time.Second, 20*time.Millisecond, func() (bool, error) {
 		body, err := getBody(c, w.proxyURL)
 		if err != nil {
 			return false, err

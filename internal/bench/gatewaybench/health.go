@@ -1,4 +1,4 @@
-package bench
+package gatewaybench
 
 import (
 	"context"
@@ -11,9 +11,13 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
+
+	"github.com/spf13/pflag"
 )
 
-// HealthFailoverOptions configure `meshrelay bench health-failover`.
+// HealthFailoverOptions configure `meshrelay-bench health-failover`.
 type HealthFailoverOptions struct {
 	// Runs is the number of failovers, each followed by a failback.
 	Runs int
@@ -57,11 +61,11 @@ type HealthFailoverConfig struct {
 	PollIntervalMs     float64 `json:"pollIntervalMs"`
 }
 
-// HealthFailoverReport is the result of `meshrelay bench health-failover`.
+// HealthFailoverReport is the result of `meshrelay-bench health-failover`.
 type HealthFailoverReport struct {
 	Setup   string               `json:"setup"`
 	Config  HealthFailoverConfig `json:"config"`
-	Machine Machine              `json:"machine"`
+	Machine bench.Machine        `json:"machine"`
 	// LoadAverage is the machine's 1-minute load average when the benchmark started.
 	LoadAverage float64 `json:"loadAverage1m"`
 	// Failover: blue-pod's /health fails at T0, until green-pod answers through the
@@ -80,10 +84,10 @@ type HealthFailoverReport struct {
 type SwitchReport struct {
 	// FirstResponse is from T0 (the demo app's /health flipped) to the first response
 	// from the other target, as the polling client received it.
-	FirstResponse Dist `json:"firstResponse"`
+	FirstResponse bench.Dist `json:"firstResponse"`
 	// GatewaySwitch is from T0 to the gateway changing its active priority (the `since`
 	// of its /status): FirstResponse without the polling delay.
-	GatewaySwitch Dist `json:"gatewaySwitch"`
+	GatewaySwitch bench.Dist `json:"gatewaySwitch"`
 	// Threshold is the unhealthy (failover) or healthy (failback) threshold.
 	Threshold uint32 `json:"threshold"`
 	// BoundMs is interval × threshold: the check that sees the change runs within one
@@ -143,7 +147,7 @@ func HealthFailover(ctx context.Context, o HealthFailoverOptions) (*HealthFailov
 		Setup: gatewayWorldDescription + "; polling client: one keep-alive connection to local's gateway-proxy",
 		Config: HealthFailoverConfig{Runs: o.Runs, IntervalMs: msOf(o.Interval), TimeoutMs: msOf(o.Timeout),
 			UnhealthyThreshold: o.UnhealthyThreshold, HealthyThreshold: o.HealthyThreshold, PollIntervalMs: msOf(o.PollInterval)},
-		Machine: ThisMachine(), LoadAverage: loadAverage(),
+		Machine: bench.ThisMachine(), LoadAverage: loadAverage(),
 	}
 	h := &healthRun{o: o, w: w, rep: rep, client: &http.Client{Timeout: 5 * time.Second,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}}
@@ -192,7 +196,7 @@ func (h *healthRun) run(ctx context.Context) error {
 		if h.o.Progress != nil {
 			fo, fb := r.Failover, r.Failback
 			fmt.Fprintf(h.o.Progress, "run %d/%d: failover %s (gateway switched after %s, %d failed checks), failback %s (%s, %d passed checks), %d request errors\n",
-				i+1, h.o.Runs, ms(fo.FirstResponseMs), ms(fo.GatewaySwitchMs), fo.Probes, ms(fb.FirstResponseMs), ms(fb.GatewaySwitchMs), fb.Probes, r.Errors)
+				i+1, h.o.Runs, bench.Ms(fo.FirstResponseMs), bench.Ms(fo.GatewaySwitchMs), fo.Probes, bench.Ms(fb.FirstResponseMs), bench.Ms(fb.GatewaySwitchMs), fb.Probes, r.Errors)
 		}
 	}
 	return nil
@@ -319,7 +323,7 @@ func (h *healthRun) summarize() {
 			s.Errors += sr.Errors
 			s.WrongTarget += sr.WrongTarget
 		}
-		s.FirstResponse, s.GatewaySwitch = NewDist(first), NewDist(gw)
+		s.FirstResponse, s.GatewaySwitch = bench.NewDist(first), bench.NewDist(gw)
 		return s
 	}
 	h.rep.Failover = sum(h.o.UnhealthyThreshold, func(r HealthFailoverRun) SwitchRun { return r.Failover })
@@ -334,18 +338,18 @@ func (r *HealthFailoverReport) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "setup\t%s\n", r.Setup)
 	fmt.Fprintf(tw, "health check\tinterval %s, timeout %s, unhealthy threshold %d, healthy threshold %d; polled every %s\n",
-		ms(c.IntervalMs), ms(c.TimeoutMs), c.UnhealthyThreshold, c.HealthyThreshold, ms(c.PollIntervalMs))
+		bench.Ms(c.IntervalMs), bench.Ms(c.TimeoutMs), c.UnhealthyThreshold, c.HealthyThreshold, bench.Ms(c.PollIntervalMs))
 	fmt.Fprintf(tw, "machine\t%d CPUs, %s, %s, load average %.2f at start\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion, r.LoadAverage)
 	tw.Flush()
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tn\tp50\tp90\tp99\tmax\tmean\tbound\texpected mean\twithin bound\t")
-	row := func(name string, s SwitchReport, d Dist, full bool) {
+	row := func(name string, s SwitchReport, d bench.Dist, full bool) {
 		b, e, wb := "", "", ""
 		if full {
-			b, e, wb = ms(s.BoundMs), ms(s.ExpectedMeanMs), fmt.Sprintf("%d/%d", s.WithinBound, d.N)
+			b, e, wb = bench.Ms(s.BoundMs), bench.Ms(s.ExpectedMeanMs), fmt.Sprintf("%d/%d", s.WithinBound, d.N)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, d.N, ms(d.P50), ms(d.P90), ms(d.P99), ms(d.Max), ms(d.Mean), b, e, wb)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, d.N, bench.Ms(d.P50), bench.Ms(d.P90), bench.Ms(d.P99), bench.Ms(d.Max), bench.Ms(d.Mean), b, e, wb)
 	}
 	row("failover: first green-pod answer", r.Failover, r.Failover.FirstResponse, true)
 	row("gateway switched", r.Failover, r.Failover.GatewaySwitch, false)
@@ -363,3 +367,21 @@ func (r *HealthFailoverReport) Print(w io.Writer) {
 
 // ErrRequestErrors reports that a benchmark saw failed requests (its report says which).
 var ErrRequestErrors = errors.New("requests failed during the benchmark")
+
+// Flags registers the health-failover benchmark's flags with their defaults.
+func (o *HealthFailoverOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Runs, "runs", 30, "failovers to measure, each followed by a failback")
+	fs.DurationVar(&o.Interval, "interval", 200*time.Millisecond, "health check interval")
+	fs.DurationVar(&o.Timeout, "timeout", 100*time.Millisecond, "health check timeout")
+	fs.Uint32Var(&o.UnhealthyThreshold, "unhealthy-threshold", 1, "failed checks that make an endpoint unhealthy")
+	fs.Uint32Var(&o.HealthyThreshold, "healthy-threshold", 1, "passed checks that make an unhealthy endpoint healthy")
+	fs.DurationVar(&o.PollInterval, "poll-interval", 2*time.Millisecond, "pause between two requests of the polling client")
+}
+
+// Validate checks the flags' values.
+func (o HealthFailoverOptions) Validate() error {
+	if o.Runs < 1 || o.Interval <= 0 || o.Timeout <= 0 || o.PollInterval <= 0 {
+		return errors.New("--runs must be at least 1 and --interval, --timeout, --poll-interval positive")
+	}
+	return nil
+}

@@ -1,4 +1,4 @@
-package bench
+package relaybench
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 	rpprof "runtime/pprof"
 	"sync"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
 
 	"golang.org/x/sync/errgroup"
 
@@ -40,7 +42,7 @@ func RunProfiledServer(ctx context.Context, cfg serverapp.Config, debugAddr stri
 		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		writeJSON(w, ms)
+		bench.ServeJSON(w, bench.Ms)
 	})
 	var mu sync.Mutex // guards prof
 	var prof *os.File
@@ -62,7 +64,7 @@ func RunProfiledServer(ctx context.Context, cfg serverapp.Config, debugAddr stri
 			return
 		}
 		prof = f
-		writeJSON(w, "started")
+		bench.ServeJSON(w, "started")
 	})
 	mux.HandleFunc("POST /debug/cpu/stop", func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
@@ -78,7 +80,7 @@ func RunProfiledServer(ctx context.Context, cfg serverapp.Config, debugAddr stri
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, "stopped")
+		bench.ServeJSON(w, "stopped")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
@@ -109,9 +111,9 @@ func RunProfiledServer(ctx context.Context, cfg serverapp.Config, debugAddr stri
 
 // captureProfile records a CPU profile of a profiled server until ctx ends.
 func captureProfile(ctx context.Context, debugAddr, path string) error {
-	if err := postJSON(ctx, "http://"+debugAddr+"/debug/cpu/start?path="+url.QueryEscape(path), nil, nil); err != nil {
+	if err := bench.PostJSON(ctx, "http://"+debugAddr+"/debug/cpu/start?path="+url.QueryEscape(path), nil, nil); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	return postJSON(context.WithoutCancel(ctx), "http://"+debugAddr+"/debug/cpu/stop", nil, nil)
+	return bench.PostJSON(context.WithoutCancel(ctx), "http://"+debugAddr+"/debug/cpu/stop", nil, nil)
 }

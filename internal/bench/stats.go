@@ -17,11 +17,11 @@ type Dist struct {
 }
 
 // NewDist summarizes samples given in milliseconds (nearest-rank percentiles).
-func NewDist(ms []float64) Dist {
-	if len(ms) == 0 {
+func NewDist(Ms []float64) Dist {
+	if len(Ms) == 0 {
 		return Dist{}
 	}
-	s := append([]float64(nil), ms...)
+	s := append([]float64(nil), Ms...)
 	sort.Float64s(s)
 	rank := func(p float64) float64 {
 		i := int(math.Ceil(p/100*float64(len(s)))) - 1
@@ -41,10 +41,11 @@ func (d Dist) String() string {
 	if d.N == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s  (n=%d)", ms(d.P50), ms(d.P90), ms(d.P99), ms(d.Max), d.N)
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  max %s  (n=%d)", Ms(d.P50), Ms(d.P90), Ms(d.P99), Ms(d.Max), d.N)
 }
 
-func ms(v float64) string {
+// Ms formats a duration in milliseconds for a table (ms, or s from a second).
+func Ms(v float64) string {
 	switch {
 	case v >= 10000:
 		return fmt.Sprintf("%.1f s", v/1000)
@@ -57,7 +58,8 @@ func ms(v float64) string {
 	}
 }
 
-func mib(b float64) string {
+// MiB formats a size in bytes for a table (KiB, MiB or GiB).
+func MiB(b float64) string {
 	switch {
 	case math.Abs(b) >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", b/(1<<30))

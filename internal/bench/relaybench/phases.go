@@ -1,4 +1,4 @@
-package bench
+package relaybench
 
 import (
 	"context"
@@ -9,12 +9,14 @@ import (
 	"sync"
 	"time"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
-// The measured phases of `bench relay`: changes to every cluster, changes to one cluster,
+// The measured phases of `meshrelay-bench relay`: changes to every cluster, changes to one cluster,
 // and churn.
 
 func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.Time, err error) {
@@ -39,12 +41,12 @@ func (r *relayRun) apply(ctx context.Context, yaml string) (sent, accepted time.
 // the apply times by cluster.
 func (r *relayRun) awaitMarker(ctx context.Context, id string, want int, timeout time.Duration) (map[string]int64, error) {
 	var got map[string]int64
-	err := waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
+	err := bench.WaitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
 		if err := r.aliveErr(); err != nil {
 			return false, err
 		}
 		got = nil
-		if err := getJSON(ctx, "http://"+r.simAPI+"/markers?id="+id, &got); err != nil {
+		if err := bench.GetJSON(ctx, "http://"+r.simAPI+"/markers?id="+id, &got); err != nil {
 			return false, err
 		}
 		return len(got) >= want, nil
@@ -60,14 +62,14 @@ func (r *relayRun) propagation(ctx context.Context) {
 	var lat, dist, last, acked, applyMs []float64
 	var trans, bytes, cpu, simCPU float64
 	for k := 1; k <= r.o.Changes; k++ {
-		sim0, _ := ReadProcStats(r.sim.Pid())
+		sim0, _ := bench.ReadProcStats(r.sim.Pid())
 		m0, cpu0, err := r.serverMetrics(ctx)
 		if err != nil {
 			rep.Error = err.Error()
 			return
 		}
 		id := fmt.Sprintf("p%d", k)
-		sent, acc, err := r.apply(ctx, MarkerRouteTable("bench-marker", id))
+		sent, acc, err := r.apply(ctx, sim.MarkerRouteTable("bench-marker", id))
 		if err != nil {
 			rep.Error = err.Error()
 			return
@@ -78,13 +80,13 @@ func (r *relayRun) propagation(ctx context.Context) {
 			rep.Missing += n - len(got)
 			r.note("propagation change %d: %d/%d agents: %v", k, len(got), n, err)
 		}
-		ackErr := waitFor(ctx, time.Minute, 200*time.Millisecond, func() (bool, error) {
+		ackErr := bench.WaitFor(ctx, time.Minute, 200*time.Millisecond, func() (bool, error) {
 			c, _, err := r.inSync(ctx)
 			return c == n, err
 		})
 		ackAt := time.Now()
 		m1, cpu1, _ := r.serverMetrics(ctx)
-		sim1, _ := ReadProcStats(r.sim.Pid())
+		sim1, _ := bench.ReadProcStats(r.sim.Pid())
 		simCPU += sim1.CPUSeconds - sim0.CPUSeconds
 		tr := m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]
 		trans += tr
@@ -101,10 +103,10 @@ func (r *relayRun) propagation(ctx context.Context) {
 		if ackErr == nil {
 			acked = append(acked, float64(ackAt.Sub(acc))/1e6)
 		}
-		r.logf("propagation %d/%d: last agent %s, translation %s", k, r.o.Changes, ms(worst), ms(tr*1000))
+		r.logf("propagation %d/%d: last agent %s, translation %s", k, r.o.Changes, bench.Ms(worst), bench.Ms(tr*1000))
 		time.Sleep(300 * time.Millisecond)
 	}
-	rep.Latency, rep.Distribution, rep.LastAgent, rep.AllAcked, rep.ApplyMs = NewDist(lat), NewDist(dist), NewDist(last), NewDist(acked), NewDist(applyMs)
+	rep.Latency, rep.Distribution, rep.LastAgent, rep.AllAcked, rep.ApplyMs = bench.NewDist(lat), bench.NewDist(dist), bench.NewDist(last), bench.NewDist(acked), bench.NewDist(applyMs)
 	k := float64(r.o.Changes)
 	rep.TranslationMs, rep.BytesPerChange, rep.CPUSecondsPerChange, rep.AgentsCPUSecondsPerChange = trans/k*1000, bytes/k, cpu/k, simCPU/k
 	rep.BytesPerAgentChange = rep.BytesPerChange / float64(n)
@@ -117,14 +119,14 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 	var lat []float64
 	var trans float64
 	for k := 1; k <= r.o.Changes; k++ {
-		target := ClusterName(0) // always the same: moving the table would change the previous target too
+		target := bench.ClusterName(0) // always the same: moving the table would change the previous target too
 		m0, _, err := r.serverMetrics(ctx)
 		if err != nil {
 			rep.Error = err.Error()
 			return
 		}
 		id := fmt.Sprintf("o%d", k)
-		sent, acc, err := r.apply(ctx, MarkerRouteTable("bench-one", id, target))
+		sent, acc, err := r.apply(ctx, sim.MarkerRouteTable("bench-one", id, target))
 		if err != nil {
 			rep.Error = err.Error()
 			return
@@ -137,8 +139,8 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 		at := got[target]
 		lat = append(lat, float64(at-acc.UnixNano())/1e6)
 		r.pause(time.Second)
-		var ev map[string][]applyEvent
-		if err := getJSON(ctx, fmt.Sprintf("http://%s/events?from=%d&to=%d", r.simAPI, sent.UnixNano(), time.Now().UnixNano()), &ev); err != nil {
+		var ev map[string][]sim.ApplyEvent
+		if err := bench.GetJSON(ctx, fmt.Sprintf("http://%s/events?from=%d&to=%d", r.simAPI, sent.UnixNano(), time.Now().UnixNano()), &ev); err != nil {
 			rep.Error = err.Error()
 			return
 		}
@@ -159,9 +161,9 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 			}
 		}
 		trans += m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]
-		r.logf("one-cluster %d/%d (%s): %s, others received %d bytes", k, r.o.Changes, target, ms(lat[len(lat)-1]), rep.OtherAgentsBytes)
+		r.logf("one-cluster %d/%d (%s): %s, others received %d bytes", k, r.o.Changes, target, bench.Ms(lat[len(lat)-1]), rep.OtherAgentsBytes)
 	}
-	rep.Latency = NewDist(lat)
+	rep.Latency = bench.NewDist(lat)
 	rep.TranslationMs = trans / float64(r.o.Changes) * 1000
 }
 
@@ -170,12 +172,12 @@ func (r *relayRun) churn(ctx context.Context) {
 	n := r.o.World.Clusters
 	rep := &ChurnReport{}
 	r.rep.Churn = rep
-	if err := postJSON(ctx, "http://"+r.simAPI+"/churn?interval="+r.o.ChurnInterval.String(), nil, nil); err != nil {
+	if err := bench.PostJSON(ctx, "http://"+r.simAPI+"/churn?interval="+r.o.ChurnInterval.String(), nil, nil); err != nil {
 		r.note("churn: %v", err)
 		return
 	}
 	defer func() {
-		if err := postJSON(context.WithoutCancel(ctx), "http://"+r.simAPI+"/churn?interval=0s", nil, nil); err != nil {
+		if err := bench.PostJSON(context.WithoutCancel(ctx), "http://"+r.simAPI+"/churn?interval=0s", nil, nil); err != nil {
 			r.note("stop churn: %v", err)
 		}
 	}()
@@ -187,7 +189,7 @@ func (r *relayRun) churn(ctx context.Context) {
 	var mu sync.Mutex // guards the samples and the window's end figures
 	var lags, marker, fromSent, applyMs []float64
 	var samples []ChurnSample
-	var m1 Metrics
+	var m1 bench.Metrics
 	var cpu1, elapsed float64
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -205,7 +207,7 @@ func (r *relayRun) churn(ctx context.Context) {
 			if err != nil {
 				r.note("churn sample: %v", err)
 			}
-			d := NewDist(l)
+			d := bench.NewDist(l)
 			mu.Lock()
 			lags = append(lags, l...)
 			samples = append(samples, ChurnSample{AtSeconds: time.Since(start).Seconds(), StatusMs: float64(statusTook) / 1e6,
@@ -217,7 +219,7 @@ func (r *relayRun) churn(ctx context.Context) {
 	for k := 1; time.Now().Before(end) && ctx.Err() == nil; k++ {
 		t0 := time.Now()
 		id := fmt.Sprintf("c%d", k)
-		sent, acc, err := r.apply(ctx, MarkerRouteTable("bench-churn-marker", id))
+		sent, acc, err := r.apply(ctx, sim.MarkerRouteTable("bench-churn-marker", id))
 		if err != nil {
 			r.note("churn marker: %v", err)
 			break
@@ -246,8 +248,8 @@ func (r *relayRun) churn(ctx context.Context) {
 		rep.TranslationMs = (m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]) / rep.Translations * 1000
 	}
 	rep.BytesPerSecond = (m1.Sum["meshrelay_relay_pull_bytes_sent_total"] - m0.Sum["meshrelay_relay_pull_bytes_sent_total"]) / elapsed
-	rep.InputLag, rep.Samples = NewDist(lags), samples
-	rep.Marker, rep.MarkerFromSent, rep.ApplyMs = NewDist(marker), NewDist(fromSent), NewDist(applyMs)
+	rep.InputLag, rep.Samples = bench.NewDist(lags), samples
+	rep.Marker, rep.MarkerFromSent, rep.ApplyMs = bench.NewDist(marker), bench.NewDist(fromSent), bench.NewDist(applyMs)
 	// Keeping up: the server takes (nearly) every input, the lag stays under 2 s and does
 	// not grow over the window, and a change still reaches every agent within 2 s.
 	growing := false
@@ -260,11 +262,11 @@ func (r *relayRun) churn(ctx context.Context) {
 	trend := "-"
 	if len(samples) > 0 {
 		first, last := samples[0], samples[len(samples)-1]
-		trend = fmt.Sprintf("lag p99 %s at %.0f s → %s at %.0f s, staleness %.1f s → %.1f s", ms(first.LagP99Ms), first.AtSeconds,
-			ms(last.LagP99Ms), last.AtSeconds, first.StaleMaxS, last.StaleMaxS)
+		trend = fmt.Sprintf("lag p99 %s at %.0f s → %s at %.0f s, staleness %.1f s → %.1f s", bench.Ms(first.LagP99Ms), first.AtSeconds,
+			bench.Ms(last.LagP99Ms), last.AtSeconds, first.StaleMaxS, last.StaleMaxS)
 	}
 	rep.Verdict = fmt.Sprintf("inputs taken %.0f/s of %.0f/s; %s (%d samples); marker p99 %s from the request",
-		rep.InputsPerSecond, rep.SentPerSecond, trend, len(samples), ms(rep.MarkerFromSent.P99))
+		rep.InputsPerSecond, rep.SentPerSecond, trend, len(samples), bench.Ms(rep.MarkerFromSent.P99))
 	r.logf("churn: %s", rep.Verdict)
 }
 
@@ -276,8 +278,8 @@ func (r *relayRun) inputLag(ctx context.Context) ([]float64, float64, time.Durat
 	stale := 0.0
 	t0 := time.Now()
 	for _, s := range r.servers {
-		var st serverapp.ServerStatus
-		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
+		var st configapi.ServerStatus
+		if err := bench.GetJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return nil, 0, 0, err
 		}
 		for _, c := range st.Clusters {
@@ -288,8 +290,8 @@ func (r *relayRun) inputLag(ctx context.Context) ([]float64, float64, time.Durat
 		}
 	}
 	took := time.Since(t0)
-	var inputs map[string][]inputRecord
-	if err := getJSON(ctx, "http://"+r.simAPI+"/inputs", &inputs); err != nil {
+	var inputs map[string][]sim.InputRecord
+	if err := bench.GetJSON(ctx, "http://"+r.simAPI+"/inputs", &inputs); err != nil {
 		return nil, 0, took, err
 	}
 	now := time.Now().UnixNano()

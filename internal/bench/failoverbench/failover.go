@@ -1,4 +1,7 @@
-package bench
+// Package failoverbench is `meshrelay-bench failover`: replica loss, regional failover (agents
+// resolve the relay name through a DNS server of this process) and a Redis + server restart,
+// with the server, Redis and the simulated agents (package sim) as child processes.
+package failoverbench
 
 import (
 	"context"
@@ -14,15 +17,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
+
+	"github.com/spf13/pflag"
+
 	"github.com/miekg/dns"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
 
-// FailoverOptions configure `meshrelay bench failover`.
-type FailoverOptions struct {
-	World RelayWorld `json:"world"`
+// Options configure `meshrelay-bench failover`.
+type Options struct {
+	World sim.RelayWorld `json:"world"`
 	// Runs of each scenario.
 	Runs int `json:"runs"`
 	// Scenarios to run: "replica", "region", "restart".
@@ -34,10 +42,10 @@ type FailoverOptions struct {
 	Progress io.Writer     `json:"-"`
 }
 
-// FailoverReport is the result of `meshrelay bench failover`.
-type FailoverReport struct {
-	Options FailoverOptions `json:"options"`
-	Machine Machine         `json:"machine"`
+// Report is the result of `meshrelay-bench failover`.
+type Report struct {
+	Options Options         `json:"options"`
+	Machine bench.Machine   `json:"machine"`
 	Replica *ScenarioReport `json:"replicaLoss,omitempty"`
 	Region  *ScenarioReport `json:"regionalFailover,omitempty"`
 	Restart *ScenarioReport `json:"redisAndServerRestart,omitempty"`
@@ -50,15 +58,15 @@ type ScenarioReport struct {
 	// Runs are the individual measurements.
 	Runs []FailoverRun `json:"runs"`
 	// Back: from the fault to the last affected agent connected again (both streams).
-	Back Dist `json:"back"`
+	Back bench.Dist `json:"back"`
 	// InSync: from the fault to the last affected agent in sync (the server has its ACK of
 	// the current output).
-	InSync Dist `json:"inSync"`
+	InSync bench.Dist `json:"inSync"`
 	// Resumed (restart only): from the restart to translation running again.
-	Resumed Dist `json:"translationResumed,omitempty"`
+	Resumed bench.Dist `json:"translationResumed,omitempty"`
 	// ResumedAfterLastAgent (restart only): from the last agent's return to translation
 	// running again (negative: translation resumed first, from the inputs in Redis).
-	ResumedAfterLastAgent Dist `json:"translationResumedAfterLastAgent,omitempty"`
+	ResumedAfterLastAgent bench.Dist `json:"translationResumedAfterLastAgent,omitempty"`
 }
 
 // FailoverRun is one measured fault.
@@ -78,8 +86,8 @@ type FailoverRun struct {
 	Error          string  `json:"error,omitempty"`
 }
 
-// Failover runs the failover benchmarks.
-func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
+// Run runs the failover benchmarks.
+func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.World.Clusters < 1 || o.World.Services < 1 {
 		return nil, errors.New("--agents and --services-per-cluster must be at least 1")
 	}
@@ -89,7 +97,7 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 2*time.Minute + time.Duration(o.World.Clusters)*100*time.Millisecond
 	}
-	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "failover")
+	dir, cleanup, err := bench.PrepareRun(&o.Binary, o.WorkDir, "failover")
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +105,7 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("bench failover needs redis-server on PATH: %w", err)
 	}
-	rep := &FailoverReport{Options: o, Machine: ThisMachine()}
+	rep := &Report{Options: o, Machine: bench.ThisMachine()}
 	scenarios := map[string]struct {
 		dst *(*ScenarioReport)
 		run func(context.Context, *failoverRun) FailoverRun
@@ -115,7 +123,7 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 		*sc.dst = sr
 		for i := range o.Runs {
 			rdir := filepath.Join(dir, fmt.Sprintf("%s-%d", name, i+1))
-			fr := &failoverRun{o: o, dir: rdir, p: &procs{bin: o.Binary, dir: rdir}}
+			fr := &failoverRun{o: o, dir: rdir, p: bench.NewProcs(o.Binary, rdir)}
 			if err := os.MkdirAll(rdir, 0o755); err != nil {
 				return rep, err
 			}
@@ -126,7 +134,7 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s run %d: %s", name, i+1, res.Error))
 				fr.logf("%s run %d failed: %s", name, i+1, res.Error)
 			} else {
-				fr.logf("%s run %d: %d agents back in %s, in sync in %s; content changes %d", name, i+1, res.Affected, ms(res.BackMs), ms(res.InSyncMs), res.ContentChanges)
+				fr.logf("%s run %d: %d agents back in %s, in sync in %s; content changes %d", name, i+1, res.Affected, bench.Ms(res.BackMs), bench.Ms(res.InSyncMs), res.ContentChanges)
 			}
 			sr.Runs = append(sr.Runs, res)
 			if ctx.Err() != nil {
@@ -145,22 +153,30 @@ func Failover(ctx context.Context, o FailoverOptions) (*FailoverReport, error) {
 				insync = append(insync, r.InSyncMs)
 			}
 		}
-		sr.Back, sr.InSync, sr.Resumed, sr.ResumedAfterLastAgent = NewDist(back), NewDist(insync), NewDist(resumed), NewDist(after)
+		sr.Back, sr.InSync, sr.Resumed, sr.ResumedAfterLastAgent = bench.NewDist(back), bench.NewDist(insync), bench.NewDist(resumed), bench.NewDist(after)
 	}
 	return rep, nil
 }
 
+// relayServer is one server process of the benchmark.
+type relayServer struct {
+	c     *bench.Child
+	relay string
+	admin string
+	data  string
+}
+
 // failoverRun is the state of one run of a scenario.
 type failoverRun struct {
-	o       FailoverOptions
+	o       Options
 	dir     string
-	p       *procs
+	p       *bench.Procs
 	token   string
 	config  string
 	servers []*relayServer
-	sim     *child
+	sim     *bench.Child
 	simAPI  string
-	redis   *child
+	redis   *bench.Child
 	redisAt string
 	dnsStop func()
 }
@@ -172,7 +188,7 @@ func (f *failoverRun) logf(format string, args ...any) {
 }
 
 func (f *failoverRun) close() {
-	f.p.stopAll()
+	f.p.StopAll()
 	if f.dnsStop != nil {
 		f.dnsStop()
 	}
@@ -197,7 +213,7 @@ func (f *failoverRun) setup() error {
 // append-only file fsynced on every write.
 func (f *failoverRun) startRedis(ctx context.Context) error {
 	if f.redisAt == "" {
-		a, err := loopback()
+		a, err := bench.Loopback()
 		if err != nil {
 			return err
 		}
@@ -212,17 +228,15 @@ func (f *failoverRun) startRedis(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p := &procs{bin: bin, dir: f.dir}
-	c, err := p.start("redis-"+strconv.FormatInt(time.Now().UnixNano(), 36), "--port", port, "--bind", "127.0.0.1", "--save", "", "--dir", rdir,
+	c, err := f.p.StartBinary(bin, "redis-"+strconv.FormatInt(time.Now().UnixNano(), 36), "--port", port, "--bind", "127.0.0.1", "--save", "", "--dir", rdir,
 		"--appendonly", "yes", "--appendfsync", "always")
 	if err != nil {
 		return err
 	}
-	f.p.list = append(f.p.list, c)
 	f.redis = c
-	return waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
+	return bench.WaitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
 		if c.Exited() {
-			return false, fmt.Errorf("redis-server exited: %s", logTail(c, 2000))
+			return false, fmt.Errorf("redis-server exited: %s", bench.LogTail(c, 2000))
 		}
 		return redisPing(f.redisAt) == nil, nil
 	})
@@ -238,19 +252,19 @@ func redisPing(addr string) error {
 
 // startServer starts a management server with the run's token and config.
 func (f *failoverRun) startServer(ctx context.Context, name, relay string, extra ...string) (*relayServer, error) {
-	admin, err := loopback()
+	admin, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(f.dir, name)}
-	args := append([]string{"server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
+	args := append([]string{bench.ProductCommand, "server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
 		"--token-file", f.token, "--log-level", "warn", "--redis-address", f.redisAt}, extra...)
 	if len(f.servers) > 0 {
 		d0 := f.servers[0].data
 		args = append(args, "--relay-ca-cert", filepath.Join(d0, "relay-ca.crt"), "--relay-ca-key", filepath.Join(d0, "relay-ca.key"),
 			"--mesh-ca-cert", filepath.Join(d0, "mesh-ca.crt"), "--mesh-ca-key", filepath.Join(d0, "mesh-ca.key"))
 	}
-	c, err := f.p.start(name, args...)
+	c, err := f.p.Start(name, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -262,18 +276,18 @@ func (f *failoverRun) startServer(ctx context.Context, name, relay string, extra
 }
 
 func (f *failoverRun) waitReady(ctx context.Context, s *relayServer) error {
-	return waitFor(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+	return bench.WaitFor(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
 		if s.c.Exited() {
-			return false, fmt.Errorf("server exited: %s", logTail(s.c, 2000))
+			return false, fmt.Errorf("server exited: %s", bench.LogTail(s.c, 2000))
 		}
-		_, err := httpGet(ctx, "http://"+s.admin+"/readyz")
+		_, err := bench.HTTPGet(ctx, "http://"+s.admin+"/readyz")
 		return err == nil, err
 	})
 }
 
 // startSim starts the simulated agents against relay (a host:port, maybe a DNS name).
 func (f *failoverRun) startSim(relay string, extra ...string) error {
-	api, err := loopback()
+	api, err := bench.Loopback()
 	if err != nil {
 		return err
 	}
@@ -292,16 +306,16 @@ func (f *failoverRun) startSim(relay string, extra ...string) error {
 			}
 		}
 	}
-	args := append([]string{"bench", "sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
+	args := append([]string{"sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
 		"--exported-percent", strconv.Itoa(w.ExportPercent), "--relay-address", relay, "--token-file", f.token,
 		"--relay-ca-file", filepath.Join(f.servers[0].data, "relay-ca.crt"), "--state-root", state, "--listen", api, "--log-level", "warn"}, extra...)
-	f.sim, err = f.p.start("sim-agents", args...)
+	f.sim, err = f.p.Start("sim-agents", args...)
 	return err
 }
 
-func (f *failoverRun) agents(ctx context.Context) ([]SimAgentState, error) {
-	var out []SimAgentState
-	err := getJSON(ctx, "http://"+f.simAPI+"/agents", &out)
+func (f *failoverRun) agents(ctx context.Context) ([]sim.AgentState, error) {
+	var out []sim.AgentState
+	err := bench.GetJSON(ctx, "http://"+f.simAPI+"/agents", &out)
 	return out, err
 }
 
@@ -312,8 +326,8 @@ func inSyncOn(ctx context.Context, servers ...*relayServer) (map[string]bool, er
 		if s.c.Exited() {
 			continue
 		}
-		var st serverapp.ServerStatus
-		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
+		var st configapi.ServerStatus
+		if err := bench.GetJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return nil, err
 		}
 		for _, c := range st.Clusters {
@@ -326,9 +340,9 @@ func inSyncOn(ctx context.Context, servers ...*relayServer) (map[string]bool, er
 // waitSynced waits until every agent applied an output and every cluster is in sync.
 func (f *failoverRun) waitSynced(ctx context.Context) error {
 	n := f.o.World.Clusters
-	return waitFor(ctx, f.o.Timeout, 200*time.Millisecond, func() (bool, error) {
+	return bench.WaitFor(ctx, f.o.Timeout, 200*time.Millisecond, func() (bool, error) {
 		if f.sim.Exited() {
-			return false, fmt.Errorf("simulated agents exited: %s", logTail(f.sim, 2000))
+			return false, fmt.Errorf("simulated agents exited: %s", bench.LogTail(f.sim, 2000))
 		}
 		st, err := f.agents(ctx)
 		if err != nil {
@@ -357,7 +371,7 @@ func (f *failoverRun) waitSynced(ctx context.Context) error {
 // gone, when set) and is in sync on the live servers; it returns both durations.
 func (f *failoverRun) awaitBack(ctx context.Context, t0 time.Time, affected map[string]bool, gone string) (back, insync time.Duration, err error) {
 	var backAt time.Time
-	err = waitFor(ctx, f.o.Timeout, 50*time.Millisecond, func() (bool, error) {
+	err = bench.WaitFor(ctx, f.o.Timeout, 50*time.Millisecond, func() (bool, error) {
 		st, err := f.agents(ctx)
 		if err != nil {
 			return false, err
@@ -407,8 +421,8 @@ func (f *failoverRun) awaitBack(ctx context.Context, t0 time.Time, affected map[
 // outputChanges counts, from t0 on, applied outputs whose content changed, those that
 // only moved version or epoch, and those with fewer resources than the one before.
 func (f *failoverRun) outputChanges(ctx context.Context, t0 time.Time) (content, epochOnly, fewer int, err error) {
-	var ev map[string][]applyEvent
-	if err := getJSON(ctx, "http://"+f.simAPI+"/events", &ev); err != nil {
+	var ev map[string][]sim.ApplyEvent
+	if err := bench.GetJSON(ctx, "http://"+f.simAPI+"/events", &ev); err != nil {
 		return 0, 0, 0, err
 	}
 	for _, es := range ev {
@@ -439,7 +453,7 @@ func (f *failoverRun) replicaLoss(ctx context.Context) FailoverRun {
 		return failed(err)
 	}
 	for i := range 3 {
-		relay, err := loopback()
+		relay, err := bench.Loopback()
 		if err != nil {
 			return failed(err)
 		}
@@ -549,7 +563,7 @@ func (f *failoverRun) regionalFailover(ctx context.Context) FailoverRun {
 		return failed(err)
 	}
 	// Both servers listen on the same port, on 127.0.0.1 and 127.0.0.2.
-	east, err := loopback()
+	east, err := bench.Loopback()
 	if err != nil {
 		return failed(err)
 	}
@@ -589,12 +603,12 @@ func (f *failoverRun) regionalFailover(ctx context.Context) FailoverRun {
 	t0 := time.Now()
 	se.c.Kill()
 	d.set("127.0.0.2")
-	sa, err := f.p.start("switch-active", "switch-active", "--mgmt-cluster-name", "west", "--redis-address", f.redisAt)
+	sa, err := f.p.Start("switch-active", bench.ProductCommand, "switch-active", "--mgmt-cluster-name", "west", "--redis-address", f.redisAt)
 	if err != nil {
 		return failed(err)
 	}
 	if err := sa.Err(); err != nil {
-		return failed(fmt.Errorf("switch-active: %w: %s", err, logTail(sa, 1000)))
+		return failed(fmt.Errorf("switch-active: %w: %s", err, bench.LogTail(sa, 1000)))
 	}
 	back, insync, err := f.awaitBack(ctx, t0, affected, east)
 	res := FailoverRun{Affected: len(affected), BackMs: float64(back) / 1e6, InSyncMs: float64(insync) / 1e6}
@@ -628,7 +642,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 	if err := f.startRedis(ctx); err != nil {
 		return failed(err)
 	}
-	relay, err := loopback()
+	relay, err := bench.Loopback()
 	if err != nil {
 		return failed(err)
 	}
@@ -646,7 +660,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 	time.Sleep(2 * time.Second)
 	affected := map[string]bool{}
 	for i := range f.o.World.Clusters {
-		affected[ClusterName(i)] = true
+		affected[bench.ClusterName(i)] = true
 	}
 	t0 := time.Now()
 	s.c.Kill()
@@ -654,7 +668,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 	if err := f.startRedis(ctx); err != nil {
 		return failed(fmt.Errorf("restart redis: %w", err))
 	}
-	c, err := f.p.start("server-again", s.c.args...)
+	c, err := f.p.Start("server-again", s.c.Args...)
 	if err != nil {
 		return failed(err)
 	}
@@ -664,9 +678,9 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 	var resumedAt time.Time
 	resumeErr := make(chan error, 1)
 	go func() {
-		resumeErr <- waitFor(ctx, f.o.Timeout, 20*time.Millisecond, func() (bool, error) {
-			var st serverapp.ServerStatus
-			if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
+		resumeErr <- bench.WaitFor(ctx, f.o.Timeout, 20*time.Millisecond, func() (bool, error) {
+			var st configapi.ServerStatus
+			if err := bench.GetJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 				return false, nil
 			}
 			if st.Translations > 0 && !st.SafeMode.Active {
@@ -693,7 +707,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 }
 
 // Print writes the report as a table.
-func (r *FailoverReport) Print(w io.Writer) {
+func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "failover: %d agents × %d services, %d run(s) each; %d CPUs (%s), %s\n", r.Options.World.Clusters, r.Options.World.Services,
 		r.Options.Runs, r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion)
 	for _, s := range []*ScenarioReport{r.Replica, r.Region, r.Restart} {
@@ -718,4 +732,12 @@ func (r *FailoverReport) Print(w io.Writer) {
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "error: %s\n", e)
 	}
+}
+
+// Flags registers the failover benchmark's flags with their defaults.
+func (o *Options) Flags(fs *pflag.FlagSet) {
+	o.World.Flags(fs)
+	fs.IntVar(&o.Runs, "runs", 3, "runs of each scenario")
+	fs.StringSliceVar(&o.Scenarios, "scenarios", []string{"replica", "region", "restart"}, "scenarios to run: replica, region, restart")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory (default: a temporary directory removed at exit)")
 }

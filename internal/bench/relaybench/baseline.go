@@ -1,4 +1,4 @@
-package bench
+package relaybench
 
 import (
 	"bytes"
@@ -16,6 +16,11 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
+
+	"github.com/spf13/pflag"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -43,7 +48,7 @@ import (
 // go-control-plane's SnapshotCache over ADS (state of the world, mTLS), in a server process
 // and a clients process like the relay benchmark's, timed the same way.
 
-// BaselineOptions configure `meshrelay bench baseline`.
+// BaselineOptions configure `meshrelay-bench baseline`.
 type BaselineOptions struct {
 	Clients int `json:"clients"`
 	// PayloadBytes is what each client holds after the initial sync (serialized protobuf).
@@ -60,26 +65,26 @@ type BaselineOptions struct {
 	Progress io.Writer `json:"-"`
 }
 
-// BaselineReport is the result of `meshrelay bench baseline`.
+// BaselineReport is the result of `meshrelay-bench baseline`.
 type BaselineReport struct {
 	Options BaselineOptions `json:"options"`
-	Machine Machine         `json:"machine"`
+	Machine bench.Machine   `json:"machine"`
 	// Synced is from the clients' process start to each client holding every type.
-	Synced           Dist    `json:"synced"`
-	AllSyncedSeconds float64 `json:"allSyncedSeconds"`
+	Synced           bench.Dist `json:"synced"`
+	AllSyncedSeconds float64    `json:"allSyncedSeconds"`
 	// Latency is from the first SetSnapshot of a change to each client receiving it.
-	Latency   Dist `json:"latency"`
-	LastAgent Dist `json:"lastClient"`
+	Latency   bench.Dist `json:"latency"`
+	LastAgent bench.Dist `json:"lastClient"`
 	// SetSnapshotMs is how long setting the N snapshots took, per change.
-	SetSnapshotMs       float64   `json:"setSnapshotMsPerChange"`
-	PayloadBytes        float64   `json:"payloadBytesPerClient"`
-	ChangeBytes         float64   `json:"receivedBytesPerClientPerChange"`
-	CPUSecondsPerChange float64   `json:"serverCPUSecondsPerChange"`
-	Server              ProcStats `json:"server"`
-	Missing             int       `json:"missing"`
+	SetSnapshotMs       float64         `json:"setSnapshotMsPerChange"`
+	PayloadBytes        float64         `json:"payloadBytesPerClient"`
+	ChangeBytes         float64         `json:"receivedBytesPerClientPerChange"`
+	CPUSecondsPerChange float64         `json:"serverCPUSecondsPerChange"`
+	Server              bench.ProcStats `json:"server"`
+	Missing             int             `json:"missing"`
 }
 
-// BaselineServerConfig configures the hidden `bench baseline-server`.
+// BaselineServerConfig configures the hidden `meshrelay-bench baseline-server`.
 type BaselineServerConfig struct {
 	Listen, Control           string
 	Clients                   int
@@ -112,7 +117,7 @@ func newBaselineShared(payloadBytes, changeBytes int) *baselineShared {
 	ep := func(i int) *endpointv3.LbEndpoint {
 		return &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: ipAt("10.0.0.0", uint32(i)), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15443}}}}}}}
+				Address: bench.IPAt("10.0.0.0", uint32(i)), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15443}}}}}}}
 	}
 	fixed := proto.Size(l) + proto.Size(c) + proto.Size(cla) + changeBytes
 	if per := proto.Size(ep(1 << 20)); payloadBytes > fixed {
@@ -127,7 +132,7 @@ func newBaselineShared(payloadBytes, changeBytes int) *baselineShared {
 // about changeBytes holding the marker host. Only the route version moves between
 // changes (the others keep version "1"), so a change resends routes only.
 func (b *baselineShared) snapshot(node, marker string) (*cachev3.Snapshot, error) {
-	vh := &routev3.VirtualHost{Name: "bench", Domains: []string{MarkerHost(marker)}, Routes: []*routev3.Route{{
+	vh := &routev3.VirtualHost{Name: "bench", Domains: []string{sim.MarkerHost(marker)}, Routes: []*routev3.Route{{
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "backend"}}},
 	}}}
@@ -160,7 +165,7 @@ func RunBaselineServer(ctx context.Context, cfg BaselineServerConfig, log *slog.
 	shared := newBaselineShared(cfg.PayloadBytes, cfg.ChangeBytes)
 	set := func(marker string) error {
 		for i := range cfg.Clients {
-			node := ClusterName(i)
+			node := bench.ClusterName(i)
 			s, err := shared.snapshot(node, marker)
 			if err != nil {
 				return err
@@ -206,7 +211,7 @@ func RunBaselineServer(ctx context.Context, cfg BaselineServerConfig, log *slog.
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, map[string]int64{"start": start, "end": time.Now().UnixNano()})
+		bench.ServeJSON(w, map[string]int64{"start": start, "end": time.Now().UnixNano()})
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
@@ -243,7 +248,7 @@ func certPool(file string) (*x509.CertPool, error) {
 	return p, nil
 }
 
-// BaselineClientsConfig configures the hidden `bench baseline-clients`.
+// BaselineClientsConfig configures the hidden `meshrelay-bench baseline-clients`.
 type BaselineClientsConfig struct {
 	Server, Listen            string
 	Clients                   int
@@ -295,7 +300,7 @@ func (c *adsClient) record(resp *discoveryv3.DiscoveryResponse) {
 	if c.synced == 0 && len(c.types) == len(baselineTypes) {
 		c.synced = now
 	}
-	prefix := []byte(MarkerPrefix)
+	prefix := []byte(sim.MarkerPrefix)
 	for _, r := range resp.GetResources() {
 		c.bytes += len(r.GetValue())
 		body := r.GetValue()
@@ -313,7 +318,7 @@ func (c *adsClient) record(resp *discoveryv3.DiscoveryResponse) {
 // RunBaselineClients runs the xDS clients until ctx ends, reporting over HTTP like the
 // simulated agents (GET /agents, GET /markers?id=).
 func RunBaselineClients(ctx context.Context, cfg BaselineClientsConfig, log *slog.Logger) error {
-	RaiseFileLimit()
+	bench.RaiseFileLimit()
 	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
 		return err
@@ -326,17 +331,17 @@ func RunBaselineClients(ctx context.Context, cfg BaselineClientsConfig, log *slo
 	started := time.Now().UnixNano()
 	clients := make([]*adsClient, cfg.Clients)
 	for i := range clients {
-		clients[i] = &adsClient{name: ClusterName(i), types: map[string]bool{}, markers: map[string]int64{}}
+		clients[i] = &adsClient{name: bench.ClusterName(i), types: map[string]bool{}, markers: map[string]int64{}}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /agents", func(w http.ResponseWriter, _ *http.Request) {
-		out := make([]SimAgentState, 0, len(clients))
+		out := make([]sim.AgentState, 0, len(clients))
 		for _, c := range clients {
 			c.mu.Lock()
-			out = append(out, SimAgentState{Name: c.name, Started: started, FirstApplied: c.synced, BytesReceived: c.bytes, Connected: c.synced > 0})
+			out = append(out, sim.AgentState{Name: c.name, Started: started, FirstApplied: c.synced, BytesReceived: c.bytes, Connected: c.synced > 0})
 			c.mu.Unlock()
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	mux.HandleFunc("GET /markers", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
@@ -348,7 +353,7 @@ func RunBaselineClients(ctx context.Context, cfg BaselineClientsConfig, log *slo
 			}
 			c.mu.Unlock()
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -434,45 +439,45 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	if o.SyncTimeout <= 0 {
 		o.SyncTimeout = 2*time.Minute + time.Duration(o.Clients)*100*time.Millisecond
 	}
-	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "baseline")
+	dir, cleanup, err := bench.PrepareRun(&o.Binary, o.WorkDir, "baseline")
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	RaiseFileLimit()
-	rep := &BaselineReport{Options: o, Machine: ThisMachine()}
+	bench.RaiseFileLimit()
+	rep := &BaselineReport{Options: o, Machine: bench.ThisMachine()}
 	logf := func(format string, args ...any) {
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "%s  baseline: "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 		}
 	}
-	p := &procs{bin: o.Binary, dir: dir}
-	defer p.stopAll()
+	p := bench.NewProcs(o.Binary, dir)
+	defer p.StopAll()
 	ca, cert, key, ccert, ckey, err := baselineCerts(dir)
 	if err != nil {
 		return nil, fmt.Errorf("baseline certificates: %w", err)
 	}
-	ads, err := loopback()
+	ads, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
-	ctl, err := loopback()
+	ctl, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
-	api, err := loopback()
+	api, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
-	srv, err := p.start("baseline-server", "bench", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
+	srv, err := p.Start("baseline-server", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
 		"--payload-bytes", strconv.Itoa(o.PayloadBytes), "--change-bytes", strconv.Itoa(o.ChangeBytes),
 		"--cert-file", cert, "--key-file", key, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
+	if err := bench.WaitFor(ctx, time.Minute, 100*time.Millisecond, func() (bool, error) {
 		if srv.Exited() {
-			return false, fmt.Errorf("baseline server exited: %s", logTail(srv, 2000))
+			return false, fmt.Errorf("baseline server exited: %s", bench.LogTail(srv, 2000))
 		}
 		c, err := net.DialTimeout("tcp", ads, time.Second)
 		if err == nil {
@@ -482,27 +487,27 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	}); err != nil {
 		return nil, err
 	}
-	cl, err := p.start("baseline-clients", "bench", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
+	cl, err := p.Start("baseline-clients", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
 		"--cert-file", ccert, "--key-file", ckey, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
 	alive := func() error {
 		if srv.Exited() {
-			return fmt.Errorf("baseline server exited: %s", logTail(srv, 2000))
+			return fmt.Errorf("baseline server exited: %s", bench.LogTail(srv, 2000))
 		}
 		if cl.Exited() {
-			return fmt.Errorf("baseline clients exited: %s", logTail(cl, 2000))
+			return fmt.Errorf("baseline clients exited: %s", bench.LogTail(cl, 2000))
 		}
 		return nil
 	}
-	var last []SimAgentState
-	err = waitFor(ctx, o.SyncTimeout, 200*time.Millisecond, func() (bool, error) {
+	var last []sim.AgentState
+	err = bench.WaitFor(ctx, o.SyncTimeout, 200*time.Millisecond, func() (bool, error) {
 		if err := alive(); err != nil {
 			return false, err
 		}
 		last = nil
-		if err := getJSON(ctx, "http://"+api+"/agents", &last); err != nil {
+		if err := bench.GetJSON(ctx, "http://"+api+"/agents", &last); err != nil {
 			return false, err
 		}
 		n := 0
@@ -524,10 +529,10 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 		maxAt = max(maxAt, a.FirstApplied)
 		bytes += a.BytesReceived
 	}
-	rep.Synced = NewDist(synced)
+	rep.Synced = bench.NewDist(synced)
 	rep.AllSyncedSeconds = float64(maxAt-last[0].Started) / 1e9
 	rep.PayloadBytes = float64(bytes) / float64(o.Clients)
-	logf("%d clients synced in %.2f s (%s each)", o.Clients, rep.AllSyncedSeconds, mib(rep.PayloadBytes))
+	logf("%d clients synced in %.2f s (%s each)", o.Clients, rep.AllSyncedSeconds, bench.MiB(rep.PayloadBytes))
 	if !o.Quick {
 		time.Sleep(2 * time.Second)
 	}
@@ -535,18 +540,18 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	var setMs, cpu float64
 	for k := 1; k <= o.Changes; k++ {
 		id := fmt.Sprintf("b%d", k)
-		ps0, _ := ReadProcStats(srv.Pid())
+		ps0, _ := bench.ReadProcStats(srv.Pid())
 		var times struct{ Start, End int64 }
-		if err := postJSON(ctx, "http://"+ctl+"/set?marker="+id, nil, &times); err != nil {
+		if err := bench.PostJSON(ctx, "http://"+ctl+"/set?marker="+id, nil, &times); err != nil {
 			return rep, err
 		}
 		var got map[string]int64
-		err := waitFor(ctx, 2*time.Minute, 20*time.Millisecond, func() (bool, error) {
+		err := bench.WaitFor(ctx, 2*time.Minute, 20*time.Millisecond, func() (bool, error) {
 			if err := alive(); err != nil {
 				return false, err
 			}
 			got = nil
-			if err := getJSON(ctx, "http://"+api+"/markers?id="+id, &got); err != nil {
+			if err := bench.GetJSON(ctx, "http://"+api+"/markers?id="+id, &got); err != nil {
 				return false, err
 			}
 			return len(got) == o.Clients, nil
@@ -554,7 +559,7 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 		if err != nil {
 			rep.Missing += o.Clients - len(got)
 		}
-		ps1, _ := ReadProcStats(srv.Pid())
+		ps1, _ := bench.ReadProcStats(srv.Pid())
 		cpu += ps1.CPUSeconds - ps0.CPUSeconds
 		setMs += float64(times.End-times.Start) / 1e6
 		worst := 0.0
@@ -564,19 +569,50 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 			worst = max(worst, l)
 		}
 		lastLat = append(lastLat, worst)
-		logf("change %d/%d: last client %s", k, o.Changes, ms(worst))
+		logf("change %d/%d: last client %s", k, o.Changes, bench.Ms(worst))
 		time.Sleep(300 * time.Millisecond)
 	}
-	var after []SimAgentState
-	if err := getJSON(ctx, "http://"+api+"/agents", &after); err == nil {
+	var after []sim.AgentState
+	if err := bench.GetJSON(ctx, "http://"+api+"/agents", &after); err == nil {
 		b := 0
 		for _, a := range after {
 			b += a.BytesReceived
 		}
 		rep.ChangeBytes = (float64(b) - float64(bytes)) / float64(o.Clients) / float64(o.Changes)
 	}
-	rep.Latency, rep.LastAgent = NewDist(lat), NewDist(lastLat)
+	rep.Latency, rep.LastAgent = bench.NewDist(lat), bench.NewDist(lastLat)
 	rep.SetSnapshotMs, rep.CPUSecondsPerChange = setMs/float64(o.Changes), cpu/float64(o.Changes)
-	rep.Server, _ = ReadProcStats(srv.Pid())
+	rep.Server, _ = bench.ReadProcStats(srv.Pid())
 	return rep, nil
+}
+
+// Flags registers the baseline benchmark's flags with their defaults.
+func (o *BaselineOptions) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Clients, "clients", 100, "number of xDS clients")
+	fs.IntVar(&o.PayloadBytes, "payload-bytes", 32<<10, "bytes each client holds after the initial sync")
+	fs.IntVar(&o.ChangeBytes, "change-bytes", 2<<10, "bytes of the route configuration each change replaces")
+	fs.IntVar(&o.Changes, "changes", 10, "changes to measure")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory (default: a temporary directory removed at exit)")
+}
+
+// Flags registers the baseline server's flags with their defaults.
+func (c *BaselineServerConfig) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "ADS address")
+	fs.StringVar(&c.Control, "control", "127.0.0.1:0", "control HTTP address")
+	fs.IntVar(&c.Clients, "clients", 100, "number of clients (node ids c000…)")
+	fs.IntVar(&c.PayloadBytes, "payload-bytes", 32<<10, "bytes per client")
+	fs.IntVar(&c.ChangeBytes, "change-bytes", 2<<10, "bytes of the changing route configuration")
+	fs.StringVar(&c.CertFile, "cert-file", "", "server certificate")
+	fs.StringVar(&c.KeyFile, "key-file", "", "server key")
+	fs.StringVar(&c.CAFile, "ca-file", "", "CA of the client certificates")
+}
+
+// Flags registers the baseline clients' flags with their defaults.
+func (c *BaselineClientsConfig) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Server, "server", "", "ADS server address")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address of the report API")
+	fs.IntVar(&c.Clients, "clients", 100, "number of clients")
+	fs.StringVar(&c.CertFile, "cert-file", "", "client certificate")
+	fs.StringVar(&c.KeyFile, "key-file", "", "client key")
+	fs.StringVar(&c.CAFile, "ca-file", "", "CA of the server certificate")
 }

@@ -1,4 +1,9 @@
-package bench
+// Package relaybench is `meshrelay-bench relay` and `baseline`: the management server and N
+// simulated agents (package sim) as child processes, registration, propagation, one-cluster
+// changes, churn and the server's cost (relay.go, phases.go, print.go), the profiled server
+// (profile.go), and go-control-plane's SnapshotCache serving the same clients for comparison
+// (baseline.go).
+package relaybench
 
 import (
 	"context"
@@ -9,16 +14,20 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
+
+	"github.com/spf13/pflag"
+
+	"github.com/meshrelay/meshrelay/internal/configapi"
 )
 
-// RelayOptions configure `meshrelay bench relay`.
-type RelayOptions struct {
-	World RelayWorld `json:"world"`
+// Options configure `meshrelay-bench relay`.
+type Options struct {
+	World sim.RelayWorld `json:"world"`
 	// Changes is how many changes of each kind are measured.
 	Changes int `json:"changes"`
 	// RedisAddress, when set, is the servers' store; empty gives each its default bolt store.
@@ -33,14 +42,14 @@ type RelayOptions struct {
 	StartRate int `json:"agentStartRate"`
 	// Baseline also runs the go-control-plane baseline with the measured payload sizes.
 	Baseline bool `json:"baseline"`
-	// Profile runs the servers under `meshrelay bench server` (the same server with pprof
+	// Profile runs the servers under the hidden `meshrelay-bench server` (the same server with pprof
 	// and a forced-GC endpoint) and writes CPU profiles of each phase to WorkDir.
 	Profile bool `json:"profile"`
 	// SyncTimeout bounds the initial sync; 0 picks one from the number of agents.
 	SyncTimeout time.Duration `json:"syncTimeout"`
 	// Quick shortens the fixed pauses between phases (for tests).
 	Quick bool `json:"quick,omitempty"`
-	// Binary is the meshrelay executable (default: this one).
+	// Binary is the meshrelay-bench executable (default: this one).
 	Binary string `json:"-"`
 	// WorkDir holds data, state and logs; default a temporary directory removed at the end.
 	WorkDir string `json:"-"`
@@ -50,10 +59,10 @@ type RelayOptions struct {
 	Progress io.Writer `json:"-"`
 }
 
-// RelayReport is the result of `meshrelay bench relay`.
-type RelayReport struct {
-	Options      RelayOptions       `json:"options"`
-	Machine      Machine            `json:"machine"`
+// Report is the result of `meshrelay-bench relay`.
+type Report struct {
+	Options      Options            `json:"options"`
+	Machine      bench.Machine      `json:"machine"`
 	Registration RegistrationReport `json:"registration"`
 	Output       OutputReport       `json:"output"`
 	Propagation  ChangeReport       `json:"propagation"`
@@ -62,27 +71,19 @@ type RelayReport struct {
 	Churn        *ChurnReport       `json:"churn,omitempty"`
 	Baseline     *BaselineReport    `json:"baseline,omitempty"`
 	Ratio        *RatioReport       `json:"ratioOursToBaseline,omitempty"`
-	Sim          ProcStats          `json:"simAgentsProcess"`
+	Sim          bench.ProcStats    `json:"simAgentsProcess"`
 	Notes        []string           `json:"notes,omitempty"`
-}
-
-// Machine describes where a benchmark ran.
-type Machine struct {
-	CPUs      int    `json:"cpus"`
-	Model     string `json:"cpuModel"`
-	GoVersion string `json:"goVersion"`
-	MemoryGiB int    `json:"memoryGiB"`
 }
 
 // RegistrationReport times registration and the initial sync.
 type RegistrationReport struct {
 	Agents int `json:"agents"`
 	// Connected: from the agents' process start to both streams open, per agent.
-	Connected Dist `json:"connected"`
+	Connected bench.Dist `json:"connected"`
 	// Synced: from the agents' process start to the first output applied, per agent.
-	Synced           Dist    `json:"synced"`
-	AllSyncedSeconds float64 `json:"allSyncedSeconds"`
-	SyncedAgents     int     `json:"syncedAgents"`
+	Synced           bench.Dist `json:"synced"`
+	AllSyncedSeconds float64    `json:"allSyncedSeconds"`
+	SyncedAgents     int        `json:"syncedAgents"`
 	// FullTranslationSeconds is the server's first translation (safe mode holds it until
 	// every cluster reported).
 	FullTranslationSeconds float64 `json:"fullTranslationSeconds"`
@@ -101,19 +102,19 @@ type ChangeReport struct {
 	Changes int `json:"changes"`
 	// Latency is from the apply's HTTP 200 to each agent applying the output with the
 	// change, over every agent × change.
-	Latency Dist `json:"latency"`
+	Latency bench.Dist `json:"latency"`
 	// Distribution is Latency minus the translation time of that change.
-	Distribution Dist `json:"distribution"`
+	Distribution bench.Dist `json:"distribution"`
 	// LastAgent is, per change, the latency of the last agent.
-	LastAgent Dist `json:"lastAgent"`
+	LastAgent bench.Dist `json:"lastAgent"`
 	// AllAcked is, per change, from the HTTP 200 until the server saw every ACK.
-	AllAcked Dist `json:"allAcked"`
+	AllAcked bench.Dist `json:"allAcked"`
 	// ApplyMs is how long the apply request took (it waits while a translation runs).
-	ApplyMs             Dist    `json:"applyRequest"`
-	TranslationMs       float64 `json:"translationMsPerChange"`
-	BytesPerChange      float64 `json:"bytesSentPerChange"`
-	BytesPerAgentChange float64 `json:"bytesPerAgentPerChange"`
-	CPUSecondsPerChange float64 `json:"serverCPUSecondsPerChange"`
+	ApplyMs             bench.Dist `json:"applyRequest"`
+	TranslationMs       float64    `json:"translationMsPerChange"`
+	BytesPerChange      float64    `json:"bytesSentPerChange"`
+	BytesPerAgentChange float64    `json:"bytesPerAgentPerChange"`
+	CPUSecondsPerChange float64    `json:"serverCPUSecondsPerChange"`
 	// AgentsCPUSecondsPerChange is the simulated agents' process CPU per change (applying,
 	// hashing, persisting the output and ACKing, for every agent).
 	AgentsCPUSecondsPerChange float64 `json:"agentsCPUSecondsPerChange"`
@@ -123,9 +124,9 @@ type ChangeReport struct {
 
 // OneClusterReport measures a change to one cluster's route table.
 type OneClusterReport struct {
-	Changes       int     `json:"changes"`
-	Latency       Dist    `json:"latency"`
-	TranslationMs float64 `json:"translationMsPerChange"`
+	Changes       int        `json:"changes"`
+	Latency       bench.Dist `json:"latency"`
+	TranslationMs float64    `json:"translationMsPerChange"`
 	// OtherAgentsBytes and OtherAgentsApplies are what every other agent received in the
 	// windows (from the apply to 1 s after the target applied it): must be 0.
 	OtherAgentsBytes   int     `json:"otherAgentsBytes"`
@@ -177,22 +178,22 @@ type ChurnReport struct {
 	SentPerSecond   float64 `json:"inputChangesSentPerSecond"`
 	// InputLag is, per sample and cluster, how long the server's input lagged the agent's
 	// (from the agent emitting the first input the server does not have yet).
-	InputLag Dist `json:"inputLag"`
+	InputLag bench.Dist `json:"inputLag"`
 	// Samples trace the lag and the staleness (max staleSeconds of /status) over the window.
 	Samples []ChurnSample `json:"samples"`
 	// Marker: changes to every cluster applied during churn, from the apply's HTTP 200 and
 	// from the request (the apply itself waits while a translation holds the server).
-	Marker         Dist    `json:"markerLatency"`
-	MarkerFromSent Dist    `json:"markerLatencyFromRequest"`
-	ApplyMs        Dist    `json:"applyRequest"`
-	Markers        int     `json:"markers"`
-	MarkerMissing  int     `json:"markerMissing"`
-	CPUPerSecond   float64 `json:"serverCPUSecondsPerSecond"`
-	Translations   float64 `json:"translations"`
-	TranslationMs  float64 `json:"translationMsMean"`
-	BytesPerSecond float64 `json:"bytesSentPerSecond"`
-	KeepsUp        bool    `json:"keepsUp"`
-	Verdict        string  `json:"verdict"`
+	Marker         bench.Dist `json:"markerLatency"`
+	MarkerFromSent bench.Dist `json:"markerLatencyFromRequest"`
+	ApplyMs        bench.Dist `json:"applyRequest"`
+	Markers        int        `json:"markers"`
+	MarkerMissing  int        `json:"markerMissing"`
+	CPUPerSecond   float64    `json:"serverCPUSecondsPerSecond"`
+	Translations   float64    `json:"translations"`
+	TranslationMs  float64    `json:"translationMsMean"`
+	BytesPerSecond float64    `json:"bytesSentPerSecond"`
+	KeepsUp        bool       `json:"keepsUp"`
+	Verdict        string     `json:"verdict"`
 }
 
 // ChurnSample is one look at the server during churn.
@@ -219,24 +220,24 @@ type RatioReport struct {
 
 // relayServer is one server process of the benchmark.
 type relayServer struct {
-	c     *child
+	c     *bench.Child
 	relay string
 	admin string
 	debug string // profiling harness only
 	data  string
 }
 
-// relayRun is the state of one `bench relay` run.
+// relayRun is the state of one `meshrelay-bench relay` run.
 type relayRun struct {
-	o       RelayOptions
-	p       *procs
+	o       Options
+	p       *bench.Procs
 	dir     string
 	token   string
 	config  string
 	servers []*relayServer
-	sim     *child
+	sim     *bench.Child
 	simAPI  string
-	rep     *RelayReport
+	rep     *Report
 }
 
 func (r *relayRun) logf(format string, args ...any) {
@@ -245,8 +246,8 @@ func (r *relayRun) logf(format string, args ...any) {
 	}
 }
 
-// Relay runs the relay benchmark: servers and simulated agents as child processes.
-func Relay(ctx context.Context, o RelayOptions) (*RelayReport, error) {
+// Run runs the relay benchmark: servers and simulated agents as child processes.
+func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.World.Clusters < 1 || o.World.Services < 1 {
 		return nil, errors.New("--agents and --services-per-cluster must be at least 1")
 	}
@@ -268,15 +269,15 @@ func Relay(ctx context.Context, o RelayOptions) (*RelayReport, error) {
 	if o.SyncTimeout <= 0 {
 		o.SyncTimeout = 3*time.Minute + time.Duration(o.World.Clusters)*300*time.Millisecond
 	}
-	dir, cleanup, err := prepareRun(&o.Binary, o.WorkDir, "relay")
+	dir, cleanup, err := bench.PrepareRun(&o.Binary, o.WorkDir, "relay")
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	r := &relayRun{o: o, rep: &RelayReport{Options: o, Machine: ThisMachine()}}
+	r := &relayRun{o: o, rep: &Report{Options: o, Machine: bench.ThisMachine()}}
 	r.dir = dir
-	r.p = &procs{bin: o.Binary, dir: dir}
-	defer r.p.stopAll()
+	r.p = bench.NewProcs(o.Binary, dir)
+	defer r.p.StopAll()
 	stateRoot := o.StateRoot
 	if stateRoot == "" {
 		stateRoot = dir
@@ -329,7 +330,7 @@ func Relay(ctx context.Context, o RelayOptions) (*RelayReport, error) {
 		r.note("settle before agents leave: %v", err)
 	}
 	r.rep.Server.Final, _ = r.sample(ctx)
-	if st, err := ReadProcStats(r.sim.Pid()); err == nil {
+	if st, err := bench.ReadProcStats(r.sim.Pid()); err == nil {
 		r.rep.Sim = st
 	}
 	r.logf("stopping the simulated agents")
@@ -375,21 +376,21 @@ func (r *relayRun) startServers(ctx context.Context) error {
 }
 
 func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error) {
-	relay, err := loopback()
+	relay, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
-	admin, err := loopback()
+	admin, err := bench.Loopback()
 	if err != nil {
 		return nil, err
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(r.dir, fmt.Sprintf("server-%d", i))}
-	args := []string{"server"}
+	args := []string{bench.ProductCommand, "server"}
 	if r.o.Profile {
-		if s.debug, err = loopback(); err != nil {
+		if s.debug, err = bench.Loopback(); err != nil {
 			return nil, err
 		}
-		args = []string{"bench", "server", "--debug-address", s.debug}
+		args = []string{"server", "--debug-address", s.debug}
 	}
 	// The admin API is plain HTTP on loopback: the bench measures the relay, and reads
 	// /status and /metrics as often as it can.
@@ -406,17 +407,17 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 				"--mesh-ca-cert", filepath.Join(d0, "mesh-ca.crt"), "--mesh-ca-key", filepath.Join(d0, "mesh-ca.key"))
 		}
 	}
-	c, err := r.p.start(fmt.Sprintf("server-%d", i), args...)
+	c, err := r.p.Start(fmt.Sprintf("server-%d", i), args...)
 	if err != nil {
 		return nil, err
 	}
 	s.c = c
 	r.logf("server %d: relay %s admin %s (pid %d)", i, relay, admin, c.Pid())
-	err = waitFor(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+	err = bench.WaitFor(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if c.Exited() {
-			return false, fmt.Errorf("server exited: %s", logTail(c, 2000))
+			return false, fmt.Errorf("server exited: %s", bench.LogTail(c, 2000))
 		}
-		_, err := httpGet(ctx, "http://"+admin+"/readyz")
+		_, err := bench.HTTPGet(ctx, "http://"+admin+"/readyz")
 		return err == nil, err
 	})
 	if err != nil {
@@ -426,17 +427,17 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 }
 
 func (r *relayRun) startSim(ctx context.Context, stateRoot string) error {
-	api, err := loopback()
+	api, err := bench.Loopback()
 	if err != nil {
 		return err
 	}
 	r.simAPI = api
 	w := r.o.World
-	args := []string{"bench", "sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
+	args := []string{"sim-agents", "--agents", strconv.Itoa(w.Clusters), "--services-per-cluster", strconv.Itoa(w.Services),
 		"--exported-percent", strconv.Itoa(w.ExportPercent), "--relay-address", r.servers[0].relay,
 		"--token-file", r.token, "--relay-ca-file", filepath.Join(r.servers[0].data, "relay-ca.crt"), "--state-root", stateRoot,
 		"--listen", api, "--start-rate", strconv.Itoa(r.o.StartRate), "--log-level", "warn"}
-	r.sim, err = r.p.start("sim-agents", args...)
+	r.sim, err = r.p.Start("sim-agents", args...)
 	if err != nil {
 		return err
 	}
@@ -444,29 +445,29 @@ func (r *relayRun) startSim(ctx context.Context, stateRoot string) error {
 	return nil
 }
 
-func (r *relayRun) agents(ctx context.Context) ([]SimAgentState, error) {
-	var out []SimAgentState
-	err := getJSON(ctx, "http://"+r.simAPI+"/agents", &out)
+func (r *relayRun) agents(ctx context.Context) ([]sim.AgentState, error) {
+	var out []sim.AgentState
+	err := bench.GetJSON(ctx, "http://"+r.simAPI+"/agents", &out)
 	return out, err
 }
 
 func (r *relayRun) aliveErr() error {
 	for i, s := range r.servers {
 		if s.c.Exited() {
-			return fmt.Errorf("server %d exited: %s", i, logTail(s.c, 3000))
+			return fmt.Errorf("server %d exited: %s", i, bench.LogTail(s.c, 3000))
 		}
 	}
 	if r.sim != nil && r.sim.Exited() {
-		return fmt.Errorf("simulated agents exited: %s", logTail(r.sim, 3000))
+		return fmt.Errorf("simulated agents exited: %s", bench.LogTail(r.sim, 3000))
 	}
 	return nil
 }
 
 func (r *relayRun) initialSync(ctx context.Context) error {
 	n := r.o.World.Clusters
-	var last []SimAgentState
+	var last []sim.AgentState
 	lastLog := time.Now()
-	err := waitFor(ctx, r.o.SyncTimeout, 200*time.Millisecond, func() (bool, error) {
+	err := bench.WaitFor(ctx, r.o.SyncTimeout, 200*time.Millisecond, func() (bool, error) {
 		if err := r.aliveErr(); err != nil {
 			return false, err
 		}
@@ -510,11 +511,11 @@ func (r *relayRun) initialSync(ctx context.Context) error {
 			reg.SyncedAgents++
 		}
 	}
-	reg.Connected, reg.Synced = NewDist(conn), NewDist(synced)
+	reg.Connected, reg.Synced = bench.NewDist(conn), bench.NewDist(synced)
 	if maxSynced > 0 {
 		reg.AllSyncedSeconds = float64(maxSynced-start) / 1e9
 	}
-	if m, err := ScrapeMetrics(ctx, r.servers[0].admin); err == nil {
+	if m, err := bench.ScrapeMetrics(ctx, r.servers[0].admin); err == nil {
 		reg.FullTranslationSeconds = m.Sum["meshrelay_translation_duration_seconds_sum"]
 	}
 	var outB, outR float64
@@ -542,8 +543,8 @@ func (r *relayRun) inSync(ctx context.Context) (int, float64, error) {
 	in := map[string]bool{}
 	stale := 0.0
 	for _, s := range r.servers {
-		var st serverapp.ServerStatus
-		if err := getJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
+		var st configapi.ServerStatus
+		if err := bench.GetJSON(ctx, "http://"+s.admin+"/status", &st); err != nil {
 			return 0, 0, err
 		}
 		for _, c := range st.Clusters {
@@ -562,7 +563,7 @@ func (r *relayRun) inSync(ctx context.Context) (int, float64, error) {
 
 // settle waits until every cluster is in sync, then quiet more.
 func (r *relayRun) settle(ctx context.Context, quiet time.Duration) error {
-	err := waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() (bool, error) {
+	err := bench.WaitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() (bool, error) {
 		if err := r.aliveErr(); err != nil {
 			return false, err
 		}
@@ -590,15 +591,15 @@ func (r *relayRun) sample(ctx context.Context) (ResourceSample, error) {
 		}
 		if srv.debug != "" {
 			var ms runtime.MemStats
-			if err := postJSON(ctx, "http://"+srv.debug+"/debug/gc", nil, &ms); err == nil {
+			if err := bench.PostJSON(ctx, "http://"+srv.debug+"/debug/gc", nil, &ms); err == nil {
 				s.HeapLiveBytes += float64(ms.HeapAlloc)
 			}
 		}
-		ps, err := ReadProcStats(srv.c.Pid())
+		ps, err := bench.ReadProcStats(srv.c.Pid())
 		if err != nil {
 			return s, err
 		}
-		m, err := ScrapeMetrics(ctx, srv.admin)
+		m, err := bench.ScrapeMetrics(ctx, srv.admin)
 		if err != nil {
 			return s, err
 		}
@@ -631,14 +632,14 @@ func (r *relayRun) finishServer() {
 }
 
 // serverMetrics sums the servers' metrics.
-func (r *relayRun) serverMetrics(ctx context.Context) (Metrics, float64, error) {
-	all := Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
+func (r *relayRun) serverMetrics(ctx context.Context) (bench.Metrics, float64, error) {
+	all := bench.Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
 	cpu := 0.0
 	for _, s := range r.servers {
 		if s.c.Exited() {
 			continue
 		}
-		m, err := ScrapeMetrics(ctx, s.admin)
+		m, err := bench.ScrapeMetrics(ctx, s.admin)
 		if err != nil {
 			return all, 0, err
 		}
@@ -648,7 +649,7 @@ func (r *relayRun) serverMetrics(ctx context.Context) (Metrics, float64, error) 
 		for k, v := range m.Sum {
 			all.Sum[k] += v
 		}
-		if ps, err := ReadProcStats(s.c.Pid()); err == nil {
+		if ps, err := bench.ReadProcStats(s.c.Pid()); err == nil {
 			cpu += ps.CPUSeconds
 		}
 	}
@@ -678,26 +679,6 @@ func (r *relayRun) profile(ctx context.Context, name string, f func()) {
 	f()
 	cancel()
 	wg.Wait()
-}
-
-// ThisMachine describes the machine.
-func ThisMachine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				m.Model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb int64
-		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kb); err == nil {
-			m.MemoryGiB = int((kb + 1<<19) >> 20)
-		}
-	}
-	return m
 }
 
 // baseline runs the go-control-plane baseline with this run's per-agent sizes and
@@ -734,7 +715,7 @@ func (r *relayRun) baseline(ctx context.Context) {
 func (r *relayRun) saveProfiles(ctx context.Context, phase string) {
 	for i, s := range r.servers {
 		for _, p := range []struct{ name, query string }{{"heap", "heap"}, {"goroutine", "goroutine?debug=1"}} {
-			b, err := httpGet(ctx, "http://"+s.debug+"/debug/pprof/"+p.query)
+			b, err := bench.HTTPGet(ctx, "http://"+s.debug+"/debug/pprof/"+p.query)
 			if err != nil {
 				r.note("%s profile: %v", p.name, err)
 				continue
@@ -747,4 +728,21 @@ func (r *relayRun) saveProfiles(ctx context.Context, phase string) {
 			r.logf("%s profile: %s", p.name, path)
 		}
 	}
+}
+
+// Flags registers the relay benchmark's flags with their defaults.
+func (o *Options) Flags(fs *pflag.FlagSet) {
+	o.World.Flags(fs)
+	fs.IntVar(&o.Changes, "changes", 10, "changes of each kind to measure")
+	fs.StringVar(&o.RedisAddress, "redis-address", "", "Redis for the servers; empty gives each server its own bolt store in its --data-dir")
+	fs.IntVar(&o.Replicas, "replicas", 1, "server replicas (> 1 needs --redis-address; starts them with --cluster-load-balancing)")
+	fs.BoolVar(&o.Churn, "churn", false, "also measure endpoint churn in every cluster")
+	fs.DurationVar(&o.ChurnWindow, "churn-window", 20*time.Second, "measured churn window")
+	fs.DurationVar(&o.ChurnInterval, "churn-interval", time.Second, "each cluster changes one endpoint this often during churn")
+	fs.IntVar(&o.StartRate, "start-rate", 0, "agents started per second (0: all at once)")
+	fs.BoolVar(&o.Baseline, "baseline", false, "also run the go-control-plane baseline with the measured payload sizes and print ours/baseline")
+	fs.BoolVar(&o.Profile, "profile", false, "run the servers with pprof (the hidden `server` command), force GC for exact heap figures, write CPU profiles per phase to --dir")
+	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 0, "time allowed for the initial sync (default 3m + 300ms per agent)")
+	fs.StringVar(&o.WorkDir, "dir", "", "working directory for data, logs and profiles (default: a temporary directory removed at exit)")
+	fs.StringVar(&o.StateRoot, "state-root", "", "where the agents keep their state (default /dev/shm)")
 }

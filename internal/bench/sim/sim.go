@@ -1,11 +1,14 @@
-package bench
+// Package sim runs many real relay agents (internal/agent) in one process for the relay and
+// failover benchmarks (the hidden `meshrelay-bench sim-agents`): each with an in-memory
+// discovery source of the generated world (world.go, RelayWorld) and a sink that counts what
+// it applies, reporting over a loopback HTTP API. Their relay flags are the real agent's.
+package sim
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,9 +21,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
+
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
+
+	"github.com/spf13/pflag"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 
@@ -31,23 +38,23 @@ import (
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
-// SimConfig configures `meshrelay bench sim-agents`: many real relay agents (internal/agent)
+// Config configures `meshrelay-bench sim-agents`: many real relay agents (internal/agent)
 // in one process, each with an in-memory discovery source and a counting sink, reporting
 // over a small loopback HTTP API (see simAPI).
-type SimConfig struct {
+type Config struct {
 	World RelayWorld
 	// First is the index of the first simulated cluster; Agents run First…First+Agents-1.
 	First, Agents int
-	// RelayAddress, ServerName, TokenFile, CAFile and DNSServer are the agents' settings.
-	RelayAddress, ServerName, TokenFile, CAFile, DNSServer string
+	// Agent is every agent's configuration but its cluster and state directory: the relay
+	// address, token file, CA bundle, TLS mode and name, DNS server, resolve interval and
+	// backoff, set by the real agent's flags (agent.Config.RegisterRelayFlags).
+	Agent agent.Config
 	// StateRoot holds one state directory per agent.
 	StateRoot string
 	// Listen is the address of the report API.
 	Listen string
 	// StartRate is how many agents start per second; 0 starts them all at once.
 	StartRate int
-	// ResolveInterval and MaxBackoff are passed to every agent.
-	ResolveInterval, MaxBackoff time.Duration
 	// RegisterAddress, when set, is where the sim registers every agent (token + CSR,
 	// writing the certificate into its state directory) before starting it: agents
 	// register by dialing their relay address with the system resolver, so a relay name
@@ -77,23 +84,22 @@ type simStatus struct {
 	ups            int
 }
 
-// RunSim runs the simulated agents until ctx ends.
-func RunSim(ctx context.Context, cfg SimConfig, log *slog.Logger) error {
+// Run runs the simulated agents until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Agents < 1 {
 		return errors.New("sim: at least one agent")
 	}
-	RaiseFileLimit()
-	tok, err := tokenfile.Read(cfg.TokenFile)
+	bench.RaiseFileLimit()
+	tok, err := tokenfile.Read(cfg.Agent.TokenFile)
 	if err != nil {
 		return fmt.Errorf("sim: %w", err)
 	}
 	agents := make([]*simAgent, cfg.Agents)
 	for k := range agents {
 		i := cfg.First + k
-		sa := &simAgent{idx: i, name: ClusterName(i), src: newMemSource(cfg.World, i), sink: newCountSink()}
-		ac := agent.Config{Cluster: sa.name, RelayAddress: cfg.RelayAddress, Token: tok, RelayCAFile: cfg.CAFile,
-			ServerName: cfg.ServerName, TLSMode: "mtls", StateDir: filepath.Join(cfg.StateRoot, sa.name), DNSServer: cfg.DNSServer,
-			ResolveInterval: cfg.ResolveInterval, MaxBackoff: cfg.MaxBackoff}
+		sa := &simAgent{idx: i, name: bench.ClusterName(i), src: newMemSource(cfg.World, i), sink: newCountSink()}
+		ac := cfg.Agent
+		ac.Cluster, ac.TokenFile, ac.Token, ac.StateDir = sa.name, "", tok, filepath.Join(cfg.StateRoot, sa.name)
 		a, err := agent.New(ac, sa.src, sa.sink, log.With("cluster", sa.name), nil)
 		if err != nil {
 			return fmt.Errorf("sim: agent %s: %w", sa.name, err)
@@ -165,10 +171,10 @@ type memSource struct {
 	res     []snapshot.Resource
 	slices  map[int]int // service → index of its EndpointSlice in objs
 	gen     int
-	history []inputRecord // the last inputs emitted, oldest first
+	history []InputRecord // the last inputs emitted, oldest first
 }
 
-type inputRecord struct {
+type InputRecord struct {
 	Hash string `json:"hash"`
 	At   int64  `json:"at"`
 }
@@ -195,7 +201,7 @@ func newMemSource(w RelayWorld, i int) *memSource {
 // record notes the current input's content hash (the same the agent computes).
 func (s *memSource) record() {
 	h := snapshot.New(0, 0, s.res).Hash
-	s.history = append(s.history, inputRecord{Hash: h, At: time.Now().UnixNano()})
+	s.history = append(s.history, InputRecord{Hash: h, At: time.Now().UnixNano()})
 	if len(s.history) > inputHistory {
 		s.history = s.history[len(s.history)-inputHistory:]
 	}
@@ -231,10 +237,10 @@ func (s *memSource) churn(rng *rand.Rand) {
 	}
 }
 
-func (s *memSource) inputs() []inputRecord {
+func (s *memSource) inputs() []InputRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]inputRecord(nil), s.history...)
+	return append([]InputRecord(nil), s.history...)
 }
 
 // countSink records what an agent applies: when, how many bytes changed, and when each
@@ -243,15 +249,15 @@ type countSink struct {
 	mu       sync.Mutex // guards everything below
 	held     map[string]string
 	hash     string
-	events   []applyEvent
+	events   []ApplyEvent
 	markers  map[string]int64
 	first    int64
 	outBytes int
 	outRes   int
 }
 
-// applyEvent is one applied output snapshot.
-type applyEvent struct {
+// ApplyEvent is one applied output snapshot.
+type ApplyEvent struct {
 	At       int64  `json:"at"`
 	Version  uint64 `json:"version"`
 	Epoch    uint64 `json:"epoch"`
@@ -271,7 +277,7 @@ func newCountSink() *countSink {
 func (s *countSink) Apply(_ context.Context, snap *snapshot.Snapshot) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ev := applyEvent{Version: snap.Version, Epoch: snap.Epoch, Changed: snap.Hash != s.hash, Resources: len(snap.Resources)}
+	ev := ApplyEvent{Version: snap.Version, Epoch: snap.Epoch, Changed: snap.Hash != s.hash, Resources: len(snap.Resources)}
 	total := 0
 	for k, r := range snap.Resources {
 		total += len(r.Body)
@@ -332,8 +338,8 @@ type simAPI struct {
 	churnReq chan time.Duration
 }
 
-// SimAgentState is one agent's row of GET /agents.
-type SimAgentState struct {
+// AgentState is one agent's row of GET /agents.
+type AgentState struct {
 	Name            string `json:"name"`
 	Started         int64  `json:"started"`
 	FirstConnected  int64  `json:"firstConnected"`
@@ -357,10 +363,10 @@ type SimAgentState struct {
 func (api *simAPI) handler(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /agents", func(w http.ResponseWriter, _ *http.Request) {
-		out := make([]SimAgentState, 0, len(api.agents))
+		out := make([]AgentState, 0, len(api.agents))
 		for _, sa := range api.agents {
 			st := sa.agent.Status()
-			row := SimAgentState{Name: sa.name, InputHash: st.InputHash, LastError: st.LastError, OutputVersion: st.OutputVersion, OutputEpoch: st.OutputEpoch}
+			row := AgentState{Name: sa.name, InputHash: st.InputHash, LastError: st.LastError, OutputVersion: st.OutputVersion, OutputEpoch: st.OutputEpoch}
 			sa.status.mu.Lock()
 			row.Started, row.FirstConnected, row.Connected, row.Server = sa.status.started, sa.status.firstConnected, sa.status.connected, sa.status.server
 			row.LastUp, row.LastDown, row.Ups = sa.status.lastUp, sa.status.lastDown, sa.status.ups
@@ -373,7 +379,7 @@ func (api *simAPI) handler(ctx context.Context) http.Handler {
 			sa.sink.mu.Unlock()
 			out = append(out, row)
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	// GET /markers?id=p3 → {cluster: unix nanos} for the agents that applied marker p3.
 	mux.HandleFunc("GET /markers", func(w http.ResponseWriter, r *http.Request) {
@@ -386,7 +392,7 @@ func (api *simAPI) handler(ctx context.Context) http.Handler {
 			}
 			sa.sink.mu.Unlock()
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	// GET /events?from=NS&to=NS → {cluster: [events]} applied in the window.
 	mux.HandleFunc("GET /events", func(w http.ResponseWriter, r *http.Request) {
@@ -395,7 +401,7 @@ func (api *simAPI) handler(ctx context.Context) http.Handler {
 		if to == 0 {
 			to = 1<<63 - 1
 		}
-		out := map[string][]applyEvent{}
+		out := map[string][]ApplyEvent{}
 		for _, sa := range api.agents {
 			sa.sink.mu.Lock()
 			for _, e := range sa.sink.events {
@@ -405,15 +411,15 @@ func (api *simAPI) handler(ctx context.Context) http.Handler {
 			}
 			sa.sink.mu.Unlock()
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	// GET /inputs → {cluster: the last inputs emitted, oldest first}.
 	mux.HandleFunc("GET /inputs", func(w http.ResponseWriter, _ *http.Request) {
-		out := make(map[string][]inputRecord, len(api.agents))
+		out := make(map[string][]InputRecord, len(api.agents))
 		for _, sa := range api.agents {
 			out[sa.name] = sa.src.inputs()
 		}
-		writeJSON(w, out)
+		bench.ServeJSON(w, out)
 	})
 	// POST /churn?interval=1s starts churn (every agent changes one endpoint per interval);
 	// interval=0 stops it.
@@ -427,7 +433,7 @@ func (api *simAPI) handler(ctx context.Context) http.Handler {
 		case api.churnChan() <- d:
 		case <-ctx.Done():
 		}
-		writeJSON(w, map[string]string{"churn": d.String()})
+		bench.ServeJSON(w, map[string]string{"churn": d.String()})
 	})
 	return mux
 }
@@ -523,24 +529,19 @@ func (api *simAPI) poll(ctx context.Context) {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 // preRegister obtains every agent's certificate from RegisterAddress, as the agent would.
-func preRegister(ctx context.Context, cfg SimConfig, agents []*simAgent, token string) error {
-	ca, err := os.ReadFile(cfg.CAFile)
+func preRegister(ctx context.Context, cfg Config, agents []*simAgent, token string) error {
+	ca, err := os.ReadFile(cfg.Agent.RelayCAFile)
 	if err != nil {
 		return fmt.Errorf("sim: read relay ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
-		return fmt.Errorf("sim: %s holds no certificate", cfg.CAFile)
+		return fmt.Errorf("sim: %s holds no certificate", cfg.Agent.RelayCAFile)
 	}
-	name := cfg.ServerName
+	name := cfg.Agent.ServerName
 	if name == "" {
-		name, _, _ = net.SplitHostPort(cfg.RelayAddress)
+		name, _, _ = net.SplitHostPort(cfg.Agent.RelayAddress)
 	}
 	conn, err := grpc.NewClient("passthrough:///"+cfg.RegisterAddress,
 		grpc.WithTransportCredentials(grpccreds.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: name})))
@@ -579,4 +580,17 @@ func preRegister(ctx context.Context, cfg SimConfig, agents []*simAgent, token s
 		})
 	}
 	return g.Wait()
+}
+
+// Flags registers the simulated agents' flags with their defaults; the relay flags are the
+// real agent's (agent.Config.RegisterRelayFlags).
+func (c *Config) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&c.Agents, "agents", 100, "number of agents")
+	fs.IntVar(&c.First, "first", 0, "index of the first simulated cluster")
+	c.World.ServiceFlags(fs)
+	c.Agent.RegisterRelayFlags(fs)
+	fs.StringVar(&c.StateRoot, "state-root", "", "directory for the agents' state directories")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:0", "address of the report API")
+	fs.IntVar(&c.StartRate, "start-rate", 0, "agents started per second (0: all at once)")
+	fs.StringVar(&c.RegisterAddress, "register-address", "", "register every agent at this address before starting it")
 }

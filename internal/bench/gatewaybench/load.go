@@ -1,8 +1,9 @@
-package bench
+package gatewaybench
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,10 +14,14 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
+
+	"github.com/spf13/pflag"
 )
 
-// GatewayOptions configure `meshrelay bench gateway`.
-type GatewayOptions struct {
+// Options configure `meshrelay-bench gateway`.
+type Options struct {
 	// Connections is the number of concurrent keep-alive clients, one connection each.
 	Connections int
 	// Duration is the measured time per target, after Warmup.
@@ -31,7 +36,7 @@ type GatewayOptions struct {
 	Progress io.Writer
 }
 
-func (o GatewayOptions) withDefaults() GatewayOptions {
+func (o Options) withDefaults() Options {
 	if o.Connections <= 0 {
 		o.Connections = 32
 	}
@@ -47,8 +52,8 @@ func (o GatewayOptions) withDefaults() GatewayOptions {
 	return o
 }
 
-// GatewayConfig is the effective configuration, in the report.
-type GatewayConfig struct {
+// Config is the effective configuration, in the report.
+type Config struct {
 	Connections int     `json:"connections"`
 	Seconds     float64 `json:"durationSeconds"`
 	Warmup      float64 `json:"warmupSeconds"`
@@ -56,18 +61,18 @@ type GatewayConfig struct {
 	GOMAXPROCS  int     `json:"gomaxprocs"`
 }
 
-// GatewayReport is the result of `meshrelay bench gateway`.
-type GatewayReport struct {
+// Report is the result of `meshrelay-bench gateway`.
+type Report struct {
 	Setup   string        `json:"setup"`
-	Config  GatewayConfig `json:"config"`
-	Machine Machine       `json:"machine"`
+	Config  Config        `json:"config"`
+	Machine bench.Machine `json:"machine"`
 	// LoadAverage is the machine's 1-minute load average when the benchmark started.
-	LoadAverage float64         `json:"loadAverage1m"`
-	Targets     []GatewayTarget `json:"targets"`
+	LoadAverage float64  `json:"loadAverage1m"`
+	Targets     []Target `json:"targets"`
 }
 
-// GatewayTarget is the load measured on one path.
-type GatewayTarget struct {
+// Target is the load measured on one path.
+type Target struct {
 	Name string `json:"name"`
 	Path string `json:"path"`
 	// Requests answered 200 by the expected app, and Errors (transport errors, other
@@ -78,7 +83,7 @@ type GatewayTarget struct {
 	Seconds           float64  `json:"seconds"`
 	RequestsPerSecond float64  `json:"requestsPerSecond"`
 	// Latency is from sending a request to having read its body, per request.
-	Latency Dist `json:"latency"`
+	Latency bench.Dist `json:"latency"`
 	// CPUCores is the process's CPU time (load generator, gateways and apps together)
 	// over the wall time; CPUMicrosPerRequest the same per request.
 	CPUCores            float64 `json:"cpuCores"`
@@ -90,24 +95,24 @@ type GatewayTarget struct {
 	AddedP99Ms         float64 `json:"addedP99Ms"`
 }
 
-// Gateway measures throughput and latency of C keep-alive clients on three paths of
+// Run measures throughput and latency of C keep-alive clients on three paths of
 // seed 003's data plane, in this process: directly to blue-pod; through local's
 // gateway-proxy to blue-pod; and, with blue-pod failed over, through local's
 // gateway-proxy, mTLS and remote's failover gateway to green-pod.
-func Gateway(ctx context.Context, o GatewayOptions) (*GatewayReport, error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
-	RaiseFileLimit()
+	bench.RaiseFileLimit()
 	// The seed's health check; the benchmark does not depend on it but for the failover.
 	hc := gwHealthCheck{Interval: time.Second, Timeout: time.Second, Unhealthy: 1, Healthy: 1}
 	w, err := startGatewayWorld(ctx, hc, o.Log)
 	if err != nil {
 		return nil, err
 	}
-	rep := &GatewayReport{
+	rep := &Report{
 		Setup: gatewayWorldDescription + "; load generator in the same process: C goroutines, one keep-alive HTTP/1.1 connection each, GET / back to back",
-		Config: GatewayConfig{Connections: o.Connections, Seconds: o.Duration.Seconds(), Warmup: o.Warmup.Seconds(),
+		Config: Config{Connections: o.Connections, Seconds: o.Duration.Seconds(), Warmup: o.Warmup.Seconds(),
 			MaxRequests: o.MaxRequests, GOMAXPROCS: runtime.GOMAXPROCS(0)},
-		Machine: ThisMachine(), LoadAverage: loadAverage(),
+		Machine: bench.ThisMachine(), LoadAverage: loadAverage(),
 	}
 	runErr := func() error {
 		targets := []struct {
@@ -158,7 +163,7 @@ func failOver(ctx context.Context, w *gatewayWorld) error {
 	w.blue.SetHealthy(false)
 	c := &http.Client{Timeout: 2 * time.Second}
 	defer c.CloseIdleConnections()
-	return waitFor(ctx, 15*time.Second, 10*time.Millisecond, func() (bool, error) {
+	return bench.WaitFor(ctx, 15*time.Second, 10*time.Millisecond, func() (bool, error) {
 		body, err := getBody(c, w.proxyURL)
 		return body == greenText, err
 	})
@@ -216,13 +221,13 @@ func (lw *loadWorker) do() error {
 }
 
 // runLoad warms up, then measures o.Connections clients sending GET url for o.Duration.
-func runLoad(ctx context.Context, url, want string, o GatewayOptions) (GatewayTarget, error) {
+func runLoad(ctx context.Context, url, want string, o Options) (Target, error) {
 	workers := make([]*loadWorker, o.Connections)
 	for i := range workers {
 		tr := &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1, DisableCompression: true, ForceAttemptHTTP2: false}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
-			return GatewayTarget{}, err
+			return Target{}, err
 		}
 		workers[i] = &loadWorker{client: &http.Client{Transport: tr, Timeout: 10 * time.Second}, req: req, want: []byte(want + "\n"),
 			lat: make([]time.Duration, 0, 4096)}
@@ -246,16 +251,16 @@ func runLoad(ctx context.Context, url, want string, o GatewayOptions) (GatewayTa
 	}
 	phase(o.Warmup, int64(o.MaxRequests), false)
 	if err := ctx.Err(); err != nil {
-		return GatewayTarget{}, err
+		return Target{}, err
 	}
 	cpu0 := cpuTime()
 	elapsed := phase(o.Duration, int64(o.MaxRequests), true)
 	cpu := cpuTime() - cpu0
 	if err := ctx.Err(); err != nil {
-		return GatewayTarget{}, err
+		return Target{}, err
 	}
 
-	var res GatewayTarget
+	var res Target
 	var lat []float64
 	for _, lw := range workers {
 		for _, d := range lw.lat {
@@ -268,7 +273,7 @@ func runLoad(ctx context.Context, url, want string, o GatewayOptions) (GatewayTa
 			}
 		}
 	}
-	res.Requests, res.Seconds, res.Latency = len(lat), elapsed.Seconds(), NewDist(lat)
+	res.Requests, res.Seconds, res.Latency = len(lat), elapsed.Seconds(), bench.NewDist(lat)
 	res.RequestsPerSecond = float64(res.Requests) / elapsed.Seconds()
 	res.CPUCores = cpu.Seconds() / elapsed.Seconds()
 	if res.Requests > 0 {
@@ -291,11 +296,11 @@ func us(v float64) string {
 	if v < 1 && v > -1 {
 		return fmt.Sprintf("%.0f µs", v*1000)
 	}
-	return ms(v)
+	return bench.Ms(v)
 }
 
 // Print writes the report as a table.
-func (r *GatewayReport) Print(w io.Writer) {
+func (r *Report) Print(w io.Writer) {
 	c := r.Config
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "setup\t%s\n", r.Setup)
@@ -322,4 +327,20 @@ func (r *GatewayReport) Print(w io.Writer) {
 			fmt.Fprintf(w, "  error: %s\n", e)
 		}
 	}
+}
+
+// Flags registers the gateway benchmark's flags with their defaults.
+func (o *Options) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&o.Connections, "connections", 32, "concurrent keep-alive clients, one connection each")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per target")
+	fs.DurationVar(&o.Warmup, "warmup", 0, "unmeasured load before each target (default a fifth of --duration, at most 1s)")
+	fs.IntVar(&o.MaxRequests, "max-requests", 0, "bound of the measured requests per target (default 50 million)")
+}
+
+// Validate checks the flags' values.
+func (o Options) Validate() error {
+	if o.Connections < 1 || o.Duration <= 0 {
+		return errors.New("--connections must be at least 1 and --duration positive")
+	}
+	return nil
 }

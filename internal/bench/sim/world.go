@@ -1,16 +1,18 @@
-package bench
+package sim
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net"
 	"strings"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
+
+	"github.com/spf13/pflag"
 
 	"github.com/meshrelay/meshrelay/internal/resource"
 )
 
 // The relay benchmarks' world: N clusters, each with M services (Service + EndpointSlice
-// with two ready endpoints, like ClusterInput) and an east-west gateway; the first
+// with two ready endpoints, like bench.ClusterInput) and an east-west gateway; the first
 // ExportPercent of the services carry the label ExportLabel, and one VirtualDestination
 // per exported service selects it in every cluster, so every cluster's output holds an
 // Envoy cluster with an endpoint per cluster for each exported service.
@@ -45,7 +47,7 @@ func (w RelayWorld) RelayConfig() string {
 		if i%2 == 1 {
 			region = "us-west"
 		}
-		fmt.Fprintf(&b, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: %s\n  labels: {topology.kubernetes.io/region: %s}\n---\n", ClusterName(i), region)
+		fmt.Fprintf(&b, "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: %s\n  labels: {topology.kubernetes.io/region: %s}\n---\n", bench.ClusterName(i), region)
 	}
 	for s := range m {
 		if !w.exported(s) {
@@ -64,21 +66,13 @@ spec:
 	return b.String()
 }
 
-// ipAt returns base + off as a dotted IPv4 address.
-func ipAt(base string, off uint32) string {
-	b := binary.BigEndian.Uint32(net.ParseIP(base).To4())
-	ip := make(net.IP, 4)
-	binary.BigEndian.PutUint32(ip, b+off)
-	return ip.String()
-}
-
 // endpointIP is the address of endpoint e (0 or 1) of service s in cluster i; gen > 0
 // gives endpoint 0 a churned address.
 func endpointIP(i, s, e, gen int) string {
 	if e == 0 && gen > 0 {
-		return ipAt("100.64.0.0", uint32(i%4096)*1024+uint32(gen%1024))
+		return bench.IPAt("100.64.0.0", uint32(i%4096)*1024+uint32(gen%1024))
 	}
-	return ipAt("10.0.0.0", uint32(i%8192)*2048+uint32((s*2+e)%2048))
+	return bench.IPAt("10.0.0.0", uint32(i%8192)*2048+uint32((s*2+e)%2048))
 }
 
 // serviceDocs is the YAML of service s of cluster i with endpoint generation gen.
@@ -117,14 +111,14 @@ func (w RelayWorld) ClusterInput(i int) []resource.Object {
 	for s := range w.Services {
 		b.WriteString(w.serviceDocs(i, s, 0))
 	}
-	b.WriteString(eastWestGatewayYAML(ipAt("172.16.0.0", uint32(i))))
-	return mustParse(b.String())
+	b.WriteString(bench.EastWestGatewayYAML(bench.IPAt("172.16.0.0", uint32(i))))
+	return bench.MustParse(b.String())
 }
 
 // ChurnedEndpointSlice returns the EndpointSlice of service s of cluster i whose first
 // endpoint moved to the address of generation gen (> 0).
 func ChurnedEndpointSlice(i, s, gen int) resource.Object {
-	return mustParse(endpointSliceDoc(i, s, gen))[0]
+	return bench.MustParse(endpointSliceDoc(i, s, gen))[0]
 }
 
 // MarkerHost is the unique host of change id (e.g. "p3" → "bmk-p3.bench").
@@ -149,29 +143,16 @@ spec:
 `, name, MarkerHost(id), cl)
 }
 
-// eastWestGatewayYAML is a cluster's east-west gateway (a tcpGateway forwarding by SNI on
-// 15443) and the Service and EndpointSlice that expose it at ip.
-func eastWestGatewayYAML(ip string) string {
-	return fmt.Sprintf(`apiVersion: meshrelay.io/v1alpha1
-kind: Gateway
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  bindPort: 15443
-  tcpGateway:
-    tcpHosts: [{name: mesh, destination: {forwardSniClusterName: {}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: east-west, namespace: gloo-system}
-spec:
-  ports: [{name: tls, port: 15443}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: east-west-1, namespace: gloo-system, labels: {kubernetes.io/service-name: east-west}}
-addressType: IPv4
-endpoints: [{addresses: ["%s"]}]
-ports: [{name: tls, port: 15443}]
----
-`, ip)
+// Flags registers the world's flags with their defaults: --agents (one cluster each) and the
+// clusters' shape (ServiceFlags).
+func (w *RelayWorld) Flags(fs *pflag.FlagSet) {
+	fs.IntVar(&w.Clusters, "agents", 100, "number of simulated agents (one cluster each)")
+	w.ServiceFlags(fs)
+}
+
+// ServiceFlags registers the flags of a cluster's shape: --services-per-cluster and
+// --exported-percent.
+func (w *RelayWorld) ServiceFlags(fs *pflag.FlagSet) {
+	fs.IntVar(&w.Services, "services-per-cluster", 10, "services per cluster (Service + EndpointSlice with two endpoints)")
+	fs.IntVar(&w.ExportPercent, "exported-percent", 10, "percentage of each cluster's services selected by a VirtualDestination")
 }

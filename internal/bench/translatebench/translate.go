@@ -1,26 +1,28 @@
-package bench
+// Package translatebench is `meshrelay-bench translate`: full and incremental translation of
+// a generated world (bench.NewWorld), in this process.
+package translatebench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// TranslateReport is the result of `meshrelay bench translate`.
-type TranslateReport struct {
-	Options        WorldOptions `json:"options"`
-	Resources      int          `json:"outputResources"`
-	OutputBytes    int          `json:"outputBytes"`
-	FullSeconds    float64      `json:"fullTranslationSeconds"`
-	NoopSeconds    float64      `json:"unchangedTranslationSeconds"`
-	NoopRecomputed int          `json:"unchangedRecomputedClusters"`
+// Report is the result of `meshrelay-bench translate`.
+type Report struct {
+	Options        bench.WorldOptions `json:"options"`
+	Resources      int                `json:"outputResources"`
+	OutputBytes    int                `json:"outputBytes"`
+	FullSeconds    float64            `json:"fullTranslationSeconds"`
+	NoopSeconds    float64            `json:"unchangedTranslationSeconds"`
+	NoopRecomputed int                `json:"unchangedRecomputedClusters"`
 	// One cluster's own change (its endpoints of services no one exports elsewhere).
 	LocalSeconds    float64 `json:"localChangeSeconds"`
 	LocalRecomputed int     `json:"localChangeRecomputedClusters"`
@@ -33,15 +35,15 @@ type TranslateReport struct {
 	CPUs             int     `json:"cpus"`
 }
 
-// Translate measures full and incremental translation of a generated world.
-func Translate(o WorldOptions) TranslateReport {
-	w := NewWorld(o)
+// Run measures full and incremental translation of a generated world.
+func Run(o bench.WorldOptions) Report {
+	w := bench.NewWorld(o)
 	tr := translate.NewTranslator()
 	in := translate.Input{Config: w.Config, Inputs: w.Inputs, Certs: map[string]translate.ClusterCert{}}
 	for _, c := range w.Names {
 		in.Certs[c] = translate.ClusterCert{CertPEM: []byte("cert of " + c), KeyPEM: []byte("key of " + c), CAPEM: []byte("mesh ca")}
 	}
-	rep := TranslateReport{Options: o, GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
+	rep := Report{Options: o, GoVersion: runtime.Version(), CPUs: runtime.NumCPU()}
 
 	t0 := time.Now()
 	res := tr.Translate(in)
@@ -83,19 +85,19 @@ func Translate(o WorldOptions) TranslateReport {
 }
 
 // ChangeEndpoints returns the inputs with one service's endpoint moved in one cluster.
-func ChangeEndpoints(w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
+func ChangeEndpoints(w *bench.World, cluster int, o bench.WorldOptions, service int) map[string]*snapshot.Snapshot {
 	return changeEndpointsIn(w.Inputs, w, cluster, o, service)
 }
 
 // changeEndpointsIn replaces one service's endpoint in one cluster's input.
-func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *World, cluster int, o WorldOptions, service int) map[string]*snapshot.Snapshot {
+func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *bench.World, cluster int, o bench.WorldOptions, service int) map[string]*snapshot.Snapshot {
 	out := make(map[string]*snapshot.Snapshot, len(inputs))
 	for k, v := range inputs {
 		out[k] = v
 	}
 	name := w.Names[cluster]
 	old := inputs[name]
-	fresh := ClusterInput(cluster, o, 1) // generation 1 moves the first endpoint of every service
+	fresh := bench.ClusterInput(cluster, o, 1) // generation 1 moves the first endpoint of every service
 	m := make(map[string]snapshot.Resource, len(old.Resources))
 	for k, r := range old.Resources {
 		m[k] = r
@@ -111,7 +113,7 @@ func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *World, cluster i
 }
 
 // Print writes the report as a table.
-func (r TranslateReport) Print(w io.Writer) {
+func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "world\t%d clusters × %d services, %d virtual destinations, %d routes/cluster\t\n", r.Options.Clusters, r.Options.Services, r.Options.VirtualDestinations, r.Options.Routes)
 	fmt.Fprintf(tw, "output\t%d resources, %.1f MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
@@ -121,13 +123,4 @@ func (r TranslateReport) Print(w io.Writer) {
 	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed)\t\n", r.GlobalSeconds, r.GlobalRecomputed)
 	fmt.Fprintf(tw, "heap after\t%.0f MiB\t\n", r.HeapMiB)
 	tw.Flush()
-}
-
-// WriteJSON writes the report to path.
-func WriteJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
 }

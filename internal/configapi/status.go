@@ -1,0 +1,40 @@
+package configapi
+
+import (
+	"time"
+
+	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/plane"
+	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/relay"
+)
+
+// DefaultDataDir is the server's --data-dir default, where it generates the admin token
+// (TokenFileName) and the relay CA bundle, and where the CLI looks for them by default.
+const DefaultDataDir = "meshrelay-data"
+
+// ServerStatus is the server's /status document.
+type ServerStatus struct {
+	reconcile.Status
+	HA                ha.Status                   `json:"ha"`
+	Relay             string                      `json:"relayAddress"`
+	Store             string                      `json:"store"`
+	Connections       map[string]relay.Connection `json:"connections"`
+	RelayCertNotAfter time.Time                   `json:"relayCertificateNotAfter"`
+	RelayCANotAfter   time.Time                   `json:"relayCANotAfter"`
+	// RelayCA is the relay CA's rotation: its phase and the agents still on the old CA.
+	RelayCA relay.RotationStatus `json:"relayCA"`
+	// AdminCertNotAfter is the expiry of the admin API's serving certificate (zero with
+	// --admin-plaintext); AdminCertError says why a changed --admin-tls-cert-file pair is
+	// not in service.
+	AdminCertNotAfter time.Time `json:"adminCertificateNotAfter,omitzero"`
+	AdminCertError    string    `json:"adminCertificateError,omitempty"`
+	// Plane is every server's view of its agents (this one's first), shared through the
+	// store, so that check judges the whole plane from any replica.
+	Plane plane.Status `json:"plane"`
+	// RateLimited are the sources (and clusters' registrations) the relay refused for
+	// too many attempts in the last relay.RateLimitMemory.
+	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
+	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
+	MeshCA MeshCAStatus `json:"meshCA"`
+}
