@@ -1,6 +1,8 @@
 // Package relay implements the relay protocol's server side: registration (token + CSR →
 // cluster certificate), and the Push (inputs up) and Pull (outputs down) delta streams. The
-// cluster of a stream comes from the verified client certificate, never from a message.
+// cluster of a stream comes from the verified client certificate, never from a message. What
+// both ends of the protocol share (the delta codec, limits, metadata keys and refusals) is in
+// internal/relaywire.
 package relay
 
 import (
