@@ -20,7 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
@@ -146,7 +146,7 @@ type Agent struct {
 	reporter Reporter
 
 	inputChanged chan struct{}
-	// instance names this process to the server (relay.MetadataAgentInstance).
+	// instance names this process to the server (relaywire.MetadataAgentInstance).
 	instance string
 
 	mu        sync.Mutex // guards everything below
@@ -168,7 +168,7 @@ type Agent struct {
 // same cluster holds it; the agent keeps retrying and takes over once that one is gone.
 type Refusal struct {
 	// Holder is the agent the server says holds the cluster.
-	Holder relay.Holder `json:"holder"`
+	Holder relaywire.Holder `json:"holder"`
 	// Since is the first refusal in a row, At the last one.
 	Since    time.Time `json:"since"`
 	At       time.Time `json:"at"`
@@ -291,7 +291,7 @@ func (a *Agent) connectLoop(ctx context.Context) {
 		}
 		a.setConnected(false, "", err)
 		a.m.reconnects.Inc()
-		holder, refused := relay.DuplicateHolder(err)
+		holder, refused := relaywire.DuplicateHolder(err)
 		a.setRefused(holder, refused)
 		if time.Since(start) > 30*time.Second {
 			attempt, redirects = 0, 0 // the session was healthy for a while
@@ -358,7 +358,7 @@ func (a *Agent) setConnected(c bool, server string, err error) {
 
 // setRefused records whether the last session was refused because another agent holds the
 // cluster.
-func (a *Agent) setRefused(holder relay.Holder, refused bool) {
+func (a *Agent) setRefused(holder relaywire.Holder, refused bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !refused {

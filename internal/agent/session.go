@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
-	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -46,19 +46,19 @@ func (a *Agent) session(ctx context.Context) error {
 	conn, err := grpc.NewClient("passthrough:///"+target,
 		grpc.WithTransportCredentials(a.creds.transport()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
-		relay.CallOptions(),
+		relaywire.CallOptions(),
 	)
 	if err != nil {
 		return fmt.Errorf("dial relay %s: %w", target, err)
 	}
 	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, a.instance)
+	ctx = metadata.AppendToOutgoingContext(ctx, relaywire.MetadataAgentInstance, a.instance)
 	if a.cfg.TLSMode == "tls" {
 		tok, err := a.cfg.token()
 		if err != nil {
 			return err
 		}
-		ctx = metadata.AppendToOutgoingContext(ctx, relay.MetadataToken, tok, relay.MetadataCluster, a.cfg.Cluster)
+		ctx = metadata.AppendToOutgoingContext(ctx, relaywire.MetadataToken, tok, relaywire.MetadataCluster, a.cfg.Cluster)
 	}
 	client := relayv1.NewRelayServiceClient(conn)
 	g, gctx := errgroup.WithContext(ctx)
@@ -156,7 +156,7 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 	}
 	reportTick, stopReports := reports.ticks()
 	defer stopReports()
-	recv, recvErr := relay.Receive(ctx, stream.Recv)
+	recv, recvErr := relaywire.Receive(ctx, stream.Recv)
 	var serverHeld map[string]string // nil until the server said what it holds
 	serverHash, serverVersion := "", uint64(0)
 	known := false
@@ -169,8 +169,8 @@ func (a *Agent) push(ctx context.Context, client relayv1.RelayServiceClient, ope
 			if serverHash == "" {
 				held = nil
 			}
-			msg := relay.ToProto(snapshot.Diff(held, next), serverHash)
-			if err := relay.CheckSize("input of cluster "+a.cfg.Cluster, msg, relay.MaxMessageBytes); err != nil {
+			msg := relaywire.ToProto(snapshot.Diff(held, next), serverHash)
+			if err := relaywire.CheckSize("input of cluster "+a.cfg.Cluster, msg, relaywire.MaxMessageBytes); err != nil {
 				a.m.inputTooLarge.Inc()
 				return fmt.Errorf("push input: %w; discover fewer services (narrow the discovery) or split the cluster", err)
 			}
@@ -287,7 +287,7 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if !d.GetFull() && d.GetBaseHash() != base {
 		return nack("delta_base", true, fmt.Errorf("delta base %.12s does not match applied %.12s", d.GetBaseHash(), base))
 	}
-	next, err := snapshot.Apply(applied, relay.FromProto(d))
+	next, err := snapshot.Apply(applied, relaywire.FromProto(d))
 	if err != nil {
 		return nack("invalid", true, err)
 	}
@@ -313,10 +313,10 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 // refuseStaleEpoch refuses an output of an older epoch than the applied one: the agent never
 // goes back to an older epoch (a deposed server, or a store that lost the lock). It logs
 // each distinct pair of epochs once, counts every refusal, shows it in /status, and NACKs
-// with the reason the server recognises (relay.ParseStaleEpoch) so that it raises its
+// with the reason the server recognises (relaywire.ParseStaleEpoch) so that it raises its
 // epoch above the agent's.
 func (a *Agent) refuseStaleEpoch(d *relayv1.SnapshotDelta, held uint64) *relayv1.PullRequest {
-	reason := relay.StaleEpochError(d.GetEpoch(), held)
+	reason := relaywire.StaleEpochError(d.GetEpoch(), held)
 	a.m.nacks.WithLabelValues("stale_epoch").Inc()
 	a.mu.Lock()
 	first := a.refusedEpoch == 0 || a.lastRefusal != reason

@@ -21,14 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/gateway"
 	gt "github.com/meshrelay/meshrelay/internal/gateway/gatewaytest"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // goldenEnvoy decodes the Envoy resources of each cluster in the translator's golden
-// output of seed 003, with translate.DecodeEnvoy.
+// output of seed 003, with envoyres.Decode.
 func goldenEnvoy(t *testing.T) map[string][]types.Resource {
 	t.Helper()
 	b, err := os.ReadFile("../translate/testdata/seed003.golden.yaml")
@@ -46,8 +46,8 @@ func goldenEnvoy(t *testing.T) map[string][]types.Resource {
 		if err != nil {
 			t.Fatalf("golden %s: %v", key, err)
 		}
-		_, msg, err := translate.DecodeEnvoy(snapshot.NewResource(key, body))
-		if errors.Is(err, translate.ErrNotEnvoyResource) {
+		_, msg, err := envoyres.Decode(snapshot.NewResource(key, body))
+		if errors.Is(err, envoyres.ErrNotEnvoy) {
 			return
 		}
 		if err != nil {

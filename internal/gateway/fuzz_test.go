@@ -38,9 +38,9 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // The fuzz targets of this file take their seeds from the translate golden files (the
@@ -84,14 +84,14 @@ func goldenXDS(tb testing.TB) []xdsGroup {
 						Name string `json:"name"`
 					} `json:"metadata"`
 				}
-				if json.Unmarshal(js, &h) != nil || !strings.HasPrefix(h.Kind, "Envoy") {
+				if json.Unmarshal(js, &h) != nil || !envoyres.IsKind(h.Kind) {
 					continue
 				}
-				kind, msg, err := translate.DecodeEnvoy(snapshot.NewResource(h.Kind+"//"+h.Metadata.Name, js))
+				kind, msg, err := envoyres.Decode(snapshot.NewResource(h.Kind+"//"+h.Metadata.Name, js))
 				if err != nil {
 					tb.Fatalf("%s: %v", file, err)
 				}
-				t := translate.EnvoyTypeURL(kind)
+				t := envoyres.TypeURL(kind)
 				if byType[t] == nil {
 					byType[t] = &xdsGroup{name: name + "/" + cluster, typeURL: t}
 					order = append(order, t)

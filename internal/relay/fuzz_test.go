@@ -21,6 +21,7 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -88,7 +89,7 @@ func (s *memStream[Req, Res]) Send(m *Res) error {
 
 // tlsModeContext is the context of a stream in tls mode: the token and cluster in metadata.
 func tlsModeContext(t *testing.T) context.Context {
-	return metadata.NewIncomingContext(t.Context(), metadata.Pairs(relay.MetadataToken, token, relay.MetadataCluster, fuzzCluster))
+	return metadata.NewIncomingContext(t.Context(), metadata.Pairs(relaywire.MetadataToken, token, relaywire.MetadataCluster, fuzzCluster))
 }
 
 func fuzzServer(mode string, b *fakeBackend, ca *pki.CA) *relay.Server {
@@ -117,7 +118,7 @@ func FuzzPush(f *testing.F) {
 	base, next := fuzzSnapshots(f)
 	hello := marshal(f, &relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: &relayv1.Hello{Cluster: fuzzCluster, Held: held(base), AgentVersion: "fuzz"}}})
 	delta := func(d snapshot.Delta, baseHash string) []byte {
-		return marshal(f, &relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relay.ToProto(d, baseHash)}})
+		return marshal(f, &relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relaywire.ToProto(d, baseHash)}})
 	}
 	incremental := delta(snapshot.Diff(base.ResourceHashes(), next), base.Hash)
 	full := delta(snapshot.Diff(nil, next), "")
@@ -140,7 +141,7 @@ func FuzzPush(f *testing.F) {
 	f.Fuzz(func(t *testing.T, m0, m1, m2 []byte) {
 		b := newBackend(fuzzCluster)
 		b.inputs[fuzzCluster] = base
-		s := fuzzServer(relay.ModeTLS, b, nil)
+		s := fuzzServer(relaywire.ModeTLS, b, nil)
 		st := &memStream[relayv1.PushRequest, relayv1.PushResponse]{ctx: tlsModeContext(t), in: [][]byte{m0, m1, m2}}
 		_ = s.Push(st) // any end is fine; what was stored is checked below
 
@@ -194,7 +195,7 @@ func FuzzPull(f *testing.F) {
 	helloBase := marshal(f, &relayv1.PullRequest{Message: &relayv1.PullRequest_Hello{Hello: &relayv1.Hello{Cluster: fuzzCluster, Held: held(base)}}})
 	ack := marshal(f, &relayv1.PullRequest{Message: &relayv1.PullRequest_Ack{Ack: &relayv1.Ack{Version: out.Version, Hash: out.Hash,
 		Refusals: []*relayv1.ObjectRefusal{{Key: "DestinationRule/default/x", Reason: "webhook said no"}}}}})
-	nack := marshal(f, &relayv1.PullRequest{Message: &relayv1.PullRequest_Nack{Nack: &relayv1.Nack{Version: out.Version, Hash: out.Hash, Error: relay.StaleEpochError(2, 9)}}})
+	nack := marshal(f, &relayv1.PullRequest{Message: &relayv1.PullRequest_Nack{Nack: &relayv1.Nack{Version: out.Version, Hash: out.Hash, Error: relaywire.StaleEpochError(2, 9)}}})
 	nackFull := marshal(f, &relayv1.PullRequest{Message: &relayv1.PullRequest_Nack{Nack: &relayv1.Nack{Version: out.Version, Hash: out.Hash, Error: "bad", NeedFull: true}}})
 	f.Add(helloNone, ack, nack)
 	f.Add(helloBase, nackFull, ack)
@@ -203,7 +204,7 @@ func FuzzPull(f *testing.F) {
 	f.Fuzz(func(t *testing.T, m0, m1, m2 []byte) {
 		b := newBackend(fuzzCluster)
 		b.outputs[fuzzCluster] = out
-		s := fuzzServer(relay.ModeTLS, b, nil)
+		s := fuzzServer(relaywire.ModeTLS, b, nil)
 		st := &memStream[relayv1.PullRequest, relayv1.PullResponse]{ctx: tlsModeContext(t), in: [][]byte{m0, m1, m2}}
 		_ = s.Pull(st)
 
@@ -223,7 +224,7 @@ func FuzzPull(f *testing.F) {
 				}
 				from = base
 			}
-			got, err := snapshot.Apply(from, relay.FromProto(d))
+			got, err := snapshot.Apply(from, relaywire.FromProto(d))
 			if err != nil || got.Hash != out.Hash {
 				t.Fatalf("sent delta (full %v) does not give the output: %v", d.GetFull(), err)
 			}
@@ -259,7 +260,7 @@ func FuzzRegister(f *testing.F) {
 	f.Add("wrong", fuzzCluster, []byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"))
 	f.Fuzz(func(t *testing.T, tok, cluster string, csr []byte) {
 		b := newBackend(fuzzCluster, "remote")
-		s := fuzzServer(relay.ModeMTLS, b, ca)
+		s := fuzzServer(relaywire.ModeMTLS, b, ca)
 		resp, err := s.Register(t.Context(), &relayv1.RegisterRequest{Token: tok, Cluster: cluster, CsrPem: csr})
 		if err != nil {
 			if _, ok := status.FromError(err); !ok {

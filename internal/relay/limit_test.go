@@ -16,6 +16,7 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 )
 
 // clientFrom dials the server from the loopback address ip, with the agents' call options.
@@ -26,7 +27,7 @@ func (e *env) clientFrom(t *testing.T, ip string, cert *tls.Certificate) relayv1
 		tcfg.Certificates = []tls.Certificate{*cert}
 	}
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
-	conn, err := grpc.NewClient("passthrough:///"+e.addr, grpc.WithTransportCredentials(credentials.NewTLS(tcfg)), relay.CallOptions(),
+	conn, err := grpc.NewClient("passthrough:///"+e.addr, grpc.WithTransportCredentials(credentials.NewTLS(tcfg)), relaywire.CallOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
 	if err != nil {
 		t.Fatal(err)

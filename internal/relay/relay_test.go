@@ -26,6 +26,7 @@ import (
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -567,7 +568,7 @@ func TestPushRefused(t *testing.T) {
 	}{
 		{"claims another cluster", &east, &relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: &relayv1.Hello{Cluster: "west"}}}, codes.PermissionDenied},
 		{"no client certificate", nil, &relayv1.PushRequest{Message: &relayv1.PushRequest_Hello{Hello: &relayv1.Hello{Cluster: "east"}}}, codes.Unauthenticated},
-		{"snapshot before hello", &east, &relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relay.ToProto(snapshot.Diff(nil, output(1, "a=1")), "")}}, codes.InvalidArgument},
+		{"snapshot before hello", &east, &relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relaywire.ToProto(snapshot.Diff(nil, output(1, "a=1")), "")}}, codes.InvalidArgument},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -601,7 +602,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	if got := upsertKeys(d); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Errorf("upserts %v, want the whole output sorted", got)
 	}
-	state, err := snapshot.Apply(nil, relay.FromProto(d))
+	state, err := snapshot.Apply(nil, relaywire.FromProto(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +622,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	if got := upsertKeys(d); !slices.Equal(got, []string{"b"}) {
 		t.Errorf("upserts %v, want only the changed resource", got)
 	}
-	if state, err = snapshot.Apply(state, relay.FromProto(d)); err != nil || state.Hash != v2.Hash {
+	if state, err = snapshot.Apply(state, relaywire.FromProto(d)); err != nil || state.Hash != v2.Hash {
 		t.Fatalf("applying the delta: %v", err)
 	}
 	p.ack(t, d)
@@ -632,7 +633,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	if d.GetFull() || d.GetBaseHash() != v2.Hash || !slices.Equal(upsertKeys(d), []string{"d"}) || !slices.Equal(d.GetRemovals(), []string{"c"}) {
 		t.Fatalf("third message: full %v base %q upserts %v removals %v", d.GetFull(), d.GetBaseHash(), upsertKeys(d), d.GetRemovals())
 	}
-	if state, err = snapshot.Apply(state, relay.FromProto(d)); err != nil || state.Hash != v3.Hash {
+	if state, err = snapshot.Apply(state, relaywire.FromProto(d)); err != nil || state.Hash != v3.Hash {
 		t.Fatalf("applying the delta: %v", err)
 	}
 	p.ack(t, d)
@@ -677,7 +678,7 @@ func TestPullHelloHoldingOlderGetsDelta(t *testing.T) {
 	if d.GetFull() || d.GetBaseHash() != v1.Hash || !slices.Equal(upsertKeys(d), []string{"b"}) || !slices.Equal(d.GetRemovals(), []string{"c"}) {
 		t.Fatalf("delta full %v base %q upserts %v removals %v", d.GetFull(), d.GetBaseHash(), upsertKeys(d), d.GetRemovals())
 	}
-	if got, err := snapshot.Apply(v1, relay.FromProto(d)); err != nil || got.Hash != v2.Hash {
+	if got, err := snapshot.Apply(v1, relaywire.FromProto(d)); err != nil || got.Hash != v2.Hash {
 		t.Errorf("apply: %v", err)
 	}
 }
@@ -714,7 +715,7 @@ func TestPullNack(t *testing.T) {
 	if !d.GetFull() || d.GetVersion() != 3 || d.GetHash() != v3.Hash || !slices.Equal(upsertKeys(d), []string{"a", "b"}) {
 		t.Fatalf("after NACK need_full: full %v version %d upserts %v; want the full version 3", d.GetFull(), d.GetVersion(), upsertKeys(d))
 	}
-	if _, err := snapshot.Apply(nil, relay.FromProto(d)); err != nil {
+	if _, err := snapshot.Apply(nil, relaywire.FromProto(d)); err != nil {
 		t.Fatal(err)
 	}
 	p.ack(t, d)
@@ -741,7 +742,7 @@ type pushStream struct {
 
 func (p *pushStream) send(t *testing.T, d snapshot.Delta, base string) {
 	t.Helper()
-	if err := p.s.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relay.ToProto(d, base)}}); err != nil {
+	if err := p.s.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relaywire.ToProto(d, base)}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -864,7 +865,7 @@ func TestTLSMode(t *testing.T) {
 	v1 := output(1, "a=1")
 	b.setOutput("east", v1)
 	b.setOutput("west", output(1, "w=1"))
-	e := newEnv(t, relay.ServerConfig{Mode: relay.ModeTLS}, b)
+	e := newEnv(t, relay.ServerConfig{Mode: relaywire.ModeTLS}, b)
 	c := e.client(t, nil)
 	md := func(kv ...string) context.Context { return metadata.AppendToOutgoingContext(t.Context(), kv...) }
 
@@ -875,10 +876,10 @@ func TestTLSMode(t *testing.T) {
 		code  codes.Code
 	}{
 		{"no token", t.Context(), "east", codes.Unauthenticated},
-		{"no token, cluster metadata", md(relay.MetadataCluster, "east"), "east", codes.Unauthenticated},
-		{"wrong token", md(relay.MetadataToken, "guess", relay.MetadataCluster, "east"), "east", codes.Unauthenticated},
-		{"hello claims another cluster", md(relay.MetadataToken, token, relay.MetadataCluster, "east"), "west", codes.PermissionDenied},
-		{"unregistered cluster", md(relay.MetadataToken, token, relay.MetadataCluster, "ghost"), "ghost", codes.PermissionDenied},
+		{"no token, cluster metadata", md(relaywire.MetadataCluster, "east"), "east", codes.Unauthenticated},
+		{"wrong token", md(relaywire.MetadataToken, "guess", relaywire.MetadataCluster, "east"), "east", codes.Unauthenticated},
+		{"hello claims another cluster", md(relaywire.MetadataToken, token, relaywire.MetadataCluster, "east"), "west", codes.PermissionDenied},
+		{"unregistered cluster", md(relaywire.MetadataToken, token, relaywire.MetadataCluster, "ghost"), "ghost", codes.PermissionDenied},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
@@ -891,12 +892,12 @@ func TestTLSMode(t *testing.T) {
 	}
 
 	t.Run("token", func(t *testing.T) {
-		p := pull(t, c, md(relay.MetadataToken, token, relay.MetadataCluster, "east"), &relayv1.Hello{Cluster: "east"})
+		p := pull(t, c, md(relaywire.MetadataToken, token, relaywire.MetadataCluster, "east"), &relayv1.Hello{Cluster: "east"})
 		d := p.next(t)
 		if !d.GetFull() || d.GetHash() != v1.Hash {
 			t.Errorf("first message full %v hash %s, want the full output", d.GetFull(), d.GetHash())
 		}
-		ps := push(t, c, md(relay.MetadataToken, token, relay.MetadataCluster, "east"), &relayv1.Hello{Cluster: "east"})
+		ps := push(t, c, md(relaywire.MetadataToken, token, relaywire.MetadataCluster, "east"), &relayv1.Hello{Cluster: "east"})
 		ps.held(t)
 	})
 
@@ -936,17 +937,5 @@ func TestPullAgentHoldsNewerEpoch(t *testing.T) {
 	b.setOutput("east", raised)
 	if d := p.next(t); d.GetEpoch() != 3 || d.GetHash() != raised.Hash || d.GetBaseHash() != agentHolds.Hash {
 		t.Fatalf("sent epoch %d hash %.12s base %.12s, want the epoch-3 output as a delta", d.GetEpoch(), d.GetHash(), d.GetBaseHash())
-	}
-}
-
-// A stale-epoch NACK is recognised whatever sent it, and nothing else is taken for one.
-func TestParseStaleEpoch(t *testing.T) {
-	if r, h, ok := relay.ParseStaleEpoch(relay.StaleEpochError(1, 2)); !ok || r != 1 || h != 2 {
-		t.Errorf("ParseStaleEpoch(StaleEpochError(1, 2)) = %d, %d, %v", r, h, ok)
-	}
-	for _, s := range []string{"cannot apply", "stale epoch: output epoch 3 is older than applied epoch 2", ""} {
-		if _, _, ok := relay.ParseStaleEpoch(s); ok {
-			t.Errorf("ParseStaleEpoch(%q) ok", s)
-		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 )
 
 // Revocations keeps, per cluster, the time before which its certificates are revoked
@@ -109,7 +110,7 @@ const ReasonCARotation = "CA_ROTATION"
 func (e *cutError) status() error {
 	st := status.New(e.code, e.msg)
 	if e.reason == ReasonRenew || e.reason == ReasonUntrusted {
-		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonCARotation, Domain: errorDomain}); err == nil {
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonCARotation, Domain: relaywire.ErrorDomain}); err == nil {
 			st = d
 		}
 	}
@@ -123,7 +124,7 @@ func caRotation(err error) bool {
 		return false
 	}
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == ReasonCARotation {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == relaywire.ErrorDomain && info.GetReason() == ReasonCARotation {
 			return true
 		}
 	}
@@ -167,7 +168,7 @@ func (s *Server) cause(cluster string, leaf *x509.Certificate, ca bool) *cutErro
 // Revoke refuses, at once and from now on, the certificates of cluster issued until now;
 // the agent may register again with the token. It returns the revocation time.
 func (s *Server) Revoke(ctx context.Context, cluster string) (time.Time, error) {
-	if s.cfg.Mode != ModeMTLS {
+	if s.cfg.Mode != relaywire.ModeMTLS {
 		return time.Time{}, errors.New("the relay runs in tls mode: agents hold no certificates; rotate the relay identity token instead")
 	}
 	if s.cfg.Revocations == nil {
@@ -245,7 +246,7 @@ func (s *Server) sweep(ctx context.Context) {
 		}
 		s.log.Warn("open streams closed", "cluster", cluster, "reason", c.reason, "error", c.msg)
 	}
-	if s.cfg.Mode != ModeMTLS {
+	if s.cfg.Mode != relaywire.ModeMTLS {
 		return
 	}
 	st := s.auth.status()
@@ -293,7 +294,7 @@ func (s *Server) complete() error {
 
 // StartRotation begins (or resumes) a relay CA rotation to next (nil: generate one).
 func (s *Server) StartRotation(next *pki.CA) (RotationStatus, error) {
-	if s.cfg.Mode != ModeMTLS {
+	if s.cfg.Mode != relaywire.ModeMTLS {
 		return RotationStatus{}, errors.New("the relay runs in tls mode: agents hold no certificates to rotate")
 	}
 	started, err := s.auth.Start(next)

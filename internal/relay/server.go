@@ -1,6 +1,8 @@
 // Package relay implements the relay protocol's server side: registration (token + CSR →
 // cluster certificate), and the Push (inputs up) and Pull (outputs down) delta streams. The
-// cluster of a stream comes from the verified client certificate, never from a message.
+// cluster of a stream comes from the verified client certificate, never from a message. What
+// both ends of the protocol share (the delta codec, limits, metadata keys and refusals) is in
+// internal/relaywire.
 package relay
 
 import (
@@ -26,6 +28,7 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -51,26 +54,11 @@ type Backend interface {
 	Refused(cluster string, version uint64, hash string, refusals map[string]string)
 }
 
-// Modes of relay transport security.
-const (
-	// ModeMTLS (default): agents register with the token once, then authenticate with
-	// their cluster certificate.
-	ModeMTLS = "mtls"
-	// ModeTLS: agents verify the server only and send the token on every stream.
-	ModeTLS = "tls"
-)
-
-// MetadataToken and MetadataCluster are the gRPC metadata keys used in tls mode.
-const (
-	MetadataToken   = "x-meshrelay-token"
-	MetadataCluster = "x-meshrelay-cluster"
-)
-
 // ServerConfig configures a Server.
 type ServerConfig struct {
 	// Token returns the relay identity token (re-read so a rotated token file takes effect).
 	Token func() (string, error)
-	// Mode is ModeMTLS or ModeTLS.
+	// Mode is relaywire.ModeMTLS or relaywire.ModeTLS.
 	Mode string
 	// CertTTL is the lifetime of issued agent certificates.
 	CertTTL time.Duration
@@ -78,7 +66,7 @@ type ServerConfig struct {
 	AckTimeout time.Duration
 	// Balancer, when set, redirects agents owned by another replica (agent balancing).
 	Balancer Balancer
-	// MaxMessageBytes bounds one relay message (a whole delta); zero is MaxMessageBytes.
+	// MaxMessageBytes bounds one relay message (a whole delta); zero is relaywire.MaxMessageBytes.
 	MaxMessageBytes int
 	// Authority is the relay CA in service and its rotation (default: the CA given to
 	// NewServer, in memory, serving the certificate given to TLSConfig).
@@ -159,12 +147,12 @@ func (s *Server) Connections() map[string]Connection {
 }
 
 // refuse reports a stream refused because another agent holds its cluster.
-func (s *Server) refuse(cluster, kind string, agent Agent, holder Holder) error {
+func (s *Server) refuse(cluster, kind string, agent relaywire.Agent, holder relaywire.Holder) error {
 	s.m.refused.WithLabelValues(cluster, kind, "duplicate").Inc()
 	s.log.Warn("stream refused: another agent holds the cluster", "cluster", cluster, "stream", kind,
 		"peer", agent.Peer, "instance", agent.Instance, "agentVersion", agent.Version,
 		"holder", holder.Peer, "holderInstance", holder.Instance, "holderVersion", holder.Version, "holderSince", holder.Since)
-	return duplicateError(cluster, holder)
+	return relaywire.DuplicateError(cluster, holder)
 }
 
 // endCause is the error a stream returns when its context ends.
@@ -182,7 +170,7 @@ func endCause(ctx context.Context) error {
 // NewServer builds a relay server; it does no I/O.
 func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, reg prometheus.Registerer) *Server {
 	if cfg.Mode == "" {
-		cfg.Mode = ModeMTLS
+		cfg.Mode = relaywire.ModeMTLS
 	}
 	if cfg.CertTTL <= 0 {
 		cfg.CertTTL = time.Hour
@@ -191,7 +179,7 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 		cfg.AckTimeout = 30 * time.Second
 	}
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = MaxMessageBytes
+		cfg.MaxMessageBytes = relaywire.MaxMessageBytes
 	}
 	auth := cfg.Authority
 	if auth == nil {
@@ -273,7 +261,7 @@ func (s *Server) Register(ctx context.Context, req *relayv1.RegisterRequest) (*r
 		s.m.rejected.WithLabelValues("token").Inc()
 		return nil, err
 	}
-	if s.cfg.Mode != ModeMTLS {
+	if s.cfg.Mode != relaywire.ModeMTLS {
 		return nil, status.Error(codes.FailedPrecondition, "server runs in tls mode: no client certificates are issued; send the token on every stream")
 	}
 	if !s.backend.IsRegistered(req.GetCluster()) {
@@ -330,17 +318,17 @@ func (s *Server) identify(ctx context.Context, claimed string) (string, *x509.Ce
 func (s *Server) identity(ctx context.Context, claimed string) (string, *x509.Certificate, error) {
 	var cluster string
 	var leaf *x509.Certificate
-	if s.cfg.Mode == ModeTLS {
+	if s.cfg.Mode == relaywire.ModeTLS {
 		md, _ := metadata.FromIncomingContext(ctx)
 		tok := ""
-		if v := md.Get(MetadataToken); len(v) > 0 {
+		if v := md.Get(relaywire.MetadataToken); len(v) > 0 {
 			tok = v[0]
 		}
 		if err := s.checkToken(tok); err != nil {
 			s.m.rejected.WithLabelValues("token").Inc()
 			return "", nil, err
 		}
-		if v := md.Get(MetadataCluster); len(v) > 0 {
+		if v := md.Get(relaywire.MetadataCluster); len(v) > 0 {
 			cluster = v[0]
 		}
 	} else {
@@ -427,7 +415,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 	}
 	// Receive in the background, so that a stream replaced by its agent's new connection
 	// ends at once.
-	msgs, recvErr := Receive(ctx, stream.Recv)
+	msgs, recvErr := relaywire.Receive(ctx, stream.Recv)
 	for {
 		var msg *relayv1.PushRequest
 		select {
@@ -449,10 +437,10 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 		if d == nil {
 			return status.Error(codes.InvalidArgument, "push messages after hello must be snapshots or reports")
 		}
-		if len(d.GetUpserts()) > MaxResources {
+		if len(d.GetUpserts()) > relaywire.MaxResources {
 			s.m.rejected.WithLabelValues("too-large").Inc()
-			log.Warn("push delta refused: too many resources", "version", d.GetVersion(), "resources", len(d.GetUpserts()), "limit", MaxResources)
-			return status.Errorf(codes.InvalidArgument, "push delta version %d holds %d resources, over the relay's limit of %d", d.GetVersion(), len(d.GetUpserts()), MaxResources)
+			log.Warn("push delta refused: too many resources", "version", d.GetVersion(), "resources", len(d.GetUpserts()), "limit", relaywire.MaxResources)
+			return status.Errorf(codes.InvalidArgument, "push delta version %d holds %d resources, over the relay's limit of %d", d.GetVersion(), len(d.GetUpserts()), relaywire.MaxResources)
 		}
 		if err := checkBodies(d); err != nil {
 			s.m.rejected.WithLabelValues("bad-input").Inc()
@@ -467,7 +455,7 @@ func (s *Server) Push(stream relayv1.RelayService_PushServer) error {
 			}
 			continue
 		}
-		next, err := snapshot.Apply(base, fromProto(d))
+		next, err := snapshot.Apply(base, relaywire.FromProto(d))
 		if err != nil {
 			log.Warn("push delta rejected; asking for a resend", "version", d.GetVersion(), "error", err)
 			if err := sendHeld(); err != nil {
@@ -580,7 +568,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 
 	sub, unsubscribe := s.backend.Subscribe(cluster)
 	defer unsubscribe()
-	replies, recvErr := Receive(ctx, stream.Recv)
+	replies, recvErr := relaywire.Receive(ctx, stream.Recv)
 
 	var inflight *snapshot.Snapshot
 	var sentAt time.Time
@@ -622,7 +610,7 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 			}
 			s.backend.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
 			log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
-			if out, held, ok := ParseStaleEpoch(n.GetError()); ok {
+			if out, held, ok := relaywire.ParseStaleEpoch(n.GetError()); ok {
 				heldEpoch = max(heldEpoch, held)
 				refused(out, held)
 			}
@@ -657,8 +645,8 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 		}
 		if inflight == nil && out != nil && !stale && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
 			d := snapshot.Diff(held, out)
-			msg := toProto(d, heldHash)
-			if err := CheckSize("output of cluster "+cluster, msg, s.cfg.MaxMessageBytes-messageSlack); err != nil {
+			msg := relaywire.ToProto(d, heldHash)
+			if err := relaywire.CheckSize("output of cluster "+cluster, msg, s.cfg.MaxMessageBytes-messageSlack); err != nil {
 				s.m.rejected.WithLabelValues("too-large").Inc()
 				log.Error("output cannot be sent: over the relay's limits", "version", out.Version, "error", err)
 				return status.Error(codes.ResourceExhausted, err.Error())

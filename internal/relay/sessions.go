@@ -4,66 +4,41 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
+
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 )
 
 // One cluster has one live input stream (docs/adr/0002-one-input-stream-per-cluster.md): the
 // first agent to open a stream for a cluster holds it until all of that agent's streams have
 // ended; the streams of another agent of the same cluster are refused meanwhile. An agent is
-// told apart by the instance it sends in MetadataAgentInstance (random per process), else by
+// told apart by the instance it sends in relaywire.MetadataAgentInstance (random per process), else by
 // its connection. The same instance coming back on a new connection (its old one is dead but
 // not yet noticed here) replaces its own old streams at once. The version comes from Hello.
-
-// MetadataAgentInstance is the metadata key of the random name an agent process gives its
-// streams; it identifies, it does not authenticate (the cluster comes from the certificate or
-// the token).
-const MetadataAgentInstance = "x-meshrelay-agent-instance"
-
-// Refusal reasons of the relay error details (google.rpc.ErrorInfo).
-const (
-	errorDomain = "meshrelay.io"
-	// ReasonDuplicateAgent: another agent holds the cluster's streams.
-	ReasonDuplicateAgent = "DUPLICATE_AGENT"
-)
 
 // RefusalMemory is how long a refused duplicate stays in the server's /status (and so in
 // `meshrelay check`) after its last refused attempt.
 const RefusalMemory = 2 * time.Minute
 
-// Agent names one agent process as the server sees it.
-type Agent struct {
-	Peer     string `json:"peer"`
-	Instance string `json:"instance,omitempty"`
-	Version  string `json:"version,omitempty"`
-}
-
-func (a Agent) same(b Agent) bool {
+// sameAgent reports whether a and b are the same agent process: by instance when either
+// sent one, else by connection.
+func sameAgent(a, b relaywire.Agent) bool {
 	if a.Instance != "" || b.Instance != "" {
 		return a.Instance == b.Instance
 	}
 	return a.Peer == b.Peer
 }
 
-// Holder is the agent holding a cluster's streams, as told to a refused agent.
-type Holder struct {
-	Agent
-	Since time.Time `json:"since"`
-}
-
 // Refusal is the last refused duplicate of a cluster.
 type Refusal struct {
-	Agent
-	At     time.Time `json:"at"`
-	Count  int       `json:"count"` // refused streams since this server started
-	Holder Holder    `json:"holder"`
+	relaywire.Agent
+	At     time.Time        `json:"at"`
+	Count  int              `json:"count"` // refused streams since this server started
+	Holder relaywire.Holder `json:"holder"`
 }
 
 // errSuperseded ends the streams of an agent that came back on a new connection.
@@ -78,7 +53,7 @@ type stream struct {
 
 // holding is the agent holding a cluster and its open streams.
 type holding struct {
-	agent   Agent
+	agent   relaywire.Agent
 	since   time.Time
 	streams map[*stream]struct{}
 }
@@ -98,7 +73,7 @@ func newSessions() *sessions {
 // claim registers a stream of agent for cluster. It returns the stream (to release and to
 // check with whileHolding), or, when another agent holds the cluster, that holder and ok false.
 // Old streams of the same agent on another connection are cancelled.
-func (s *sessions) claim(cluster string, agent Agent, push bool, leaf *x509.Certificate, cancel context.CancelCauseFunc) (st *stream, holder Holder, ok bool) {
+func (s *sessions) claim(cluster string, agent relaywire.Agent, push bool, leaf *x509.Certificate, cancel context.CancelCauseFunc) (st *stream, holder relaywire.Holder, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.held[cluster]
@@ -106,13 +81,13 @@ func (s *sessions) claim(cluster string, agent Agent, push bool, leaf *x509.Cert
 	case h == nil:
 		h = &holding{agent: agent, since: s.now().UTC(), streams: map[*stream]struct{}{}}
 		s.held[cluster] = h
-	case !h.agent.same(agent):
+	case !sameAgent(h.agent, agent):
 		r := s.refused[cluster]
 		if r == nil {
 			r = &Refusal{}
 			s.refused[cluster] = r
 		}
-		holder = Holder{Agent: h.agent, Since: h.since}
+		holder = relaywire.Holder{Agent: h.agent, Since: h.since}
 		r.Agent, r.At, r.Holder = agent, s.now().UTC(), holder
 		r.Count++
 		return nil, holder, false
@@ -124,7 +99,7 @@ func (s *sessions) claim(cluster string, agent Agent, push bool, leaf *x509.Cert
 	}
 	st = &stream{push: push, cancel: cancel, leaf: leaf}
 	h.streams[st] = struct{}{}
-	return st, Holder{Agent: h.agent, Since: h.since}, true
+	return st, relaywire.Holder{Agent: h.agent, Since: h.since}, true
 }
 
 // release ends a stream; the cluster is free once its holder has no stream left.
@@ -237,52 +212,11 @@ func (s *sessions) connections() map[string]Connection {
 
 // agentOf names the agent of a stream from its peer address, metadata and the version its
 // hello reports.
-func agentOf(ctx context.Context, version string) Agent {
-	a := Agent{Peer: peerAddr(ctx), Version: version}
+func agentOf(ctx context.Context, version string) relaywire.Agent {
+	a := relaywire.Agent{Peer: peerAddr(ctx), Version: version}
 	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(MetadataAgentInstance); len(v) > 0 {
+	if v := md.Get(relaywire.MetadataAgentInstance); len(v) > 0 {
 		a.Instance = v[0]
 	}
 	return a
-}
-
-// duplicateError is the error a refused agent receives: it names the holder in the message
-// and, for programs, in a google.rpc.ErrorInfo (DuplicateHolder reads it).
-func duplicateError(cluster string, h Holder) error {
-	msg := fmt.Sprintf("cluster %q is held by another agent (peer %s, instance %s, version %s, since %s): one cluster has one live agent session; this agent retries and takes over when that one disconnects; stop the duplicate agent or give it its own --cluster",
-		cluster, h.Peer, orUnknown(h.Instance), orUnknown(h.Version), h.Since.Format(time.RFC3339))
-	st, err := status.New(codes.AlreadyExists, msg).WithDetails(&errdetails.ErrorInfo{
-		Reason: ReasonDuplicateAgent, Domain: errorDomain,
-		Metadata: map[string]string{"cluster": cluster, "peer": h.Peer, "instance": h.Instance, "version": h.Version, "since": h.Since.Format(time.RFC3339Nano)},
-	})
-	if err != nil {
-		return status.Error(codes.AlreadyExists, msg)
-	}
-	return st.Err()
-}
-
-// DuplicateHolder reports whether err is a refusal because another agent holds the cluster,
-// and names that agent.
-func DuplicateHolder(err error) (Holder, bool) {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.AlreadyExists {
-		return Holder{}, false
-	}
-	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok || info.GetDomain() != errorDomain || info.GetReason() != ReasonDuplicateAgent {
-			continue
-		}
-		m := info.GetMetadata()
-		since, _ := time.Parse(time.RFC3339Nano, m["since"])
-		return Holder{Agent: Agent{Peer: m["peer"], Instance: m["instance"], Version: m["version"]}, Since: since}, true
-	}
-	return Holder{}, false
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "unknown"
-	}
-	return s
 }

@@ -9,12 +9,13 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
 // as names the agent process of a stream (its version travels in the hello).
 func as(ctx context.Context, instance string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, relay.MetadataAgentInstance, instance)
+	return metadata.AppendToOutgoingContext(ctx, relaywire.MetadataAgentInstance, instance)
 }
 
 // A second agent of a cluster is refused, with the holder named, while the first is
@@ -34,7 +35,7 @@ func TestSecondAgentRefused(t *testing.T) {
 	p2 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	err := streamError(t, p2.in)
 	wantCode(t, err, codes.AlreadyExists, `cluster "east" is held by another agent`, "instance first", "version v1.2.3")
-	h, ok := relay.DuplicateHolder(err)
+	h, ok := relaywire.DuplicateHolder(err)
 	if !ok || h.Instance != "first" || h.Version != "v1.2.3" || h.Peer == "" || h.Since.IsZero() {
 		t.Fatalf("DuplicateHolder(%v) = %+v, %v: want the first agent", err, h, ok)
 	}
@@ -78,7 +79,7 @@ func TestSameAgentNewConnectionReplacesOld(t *testing.T) {
 	wantCode(t, streamError(t, old.in), codes.Aborted)
 	wantCode(t, streamError(t, oldPull.in), codes.Aborted)
 	v1 := snapshot.New(1, 0, []snapshot.Resource{res("k", `{"a":1}`)})
-	_ = old.s.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relay.ToProto(snapshot.Diff(nil, v1), "")}})
+	_ = old.s.Send(&relayv1.PushRequest{Message: &relayv1.PushRequest_Snapshot{Snapshot: relaywire.ToProto(snapshot.Diff(nil, v1), "")}})
 	fresh.send(t, snapshot.Diff(map[string]string{}, v1), "")
 	fresh.ack(t)
 	if puts := b.calls(&b.puts); len(puts) != 1 {

@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/resource"
 )
 
-// Names of the Secrets that carry a cluster's mesh identity issued by the management
-// server (used when no bring-your-own secret is referenced).
+// The Secrets that carry a cluster's mesh identity issued by the management server
+// (used when no bring-your-own secret is referenced) are envoyres.MeshIdentitySecret and
+// envoyres.MeshCASecret.
 const (
-	MeshIdentitySecret = "meshrelay-mesh-identity"
-	MeshCASecret       = "meshrelay-mesh-ca"
 	// FailoverUpstreamSecret is the seed's client secret for failover connections: when a
 	// Secret of this name exists in the primary's cluster it is used instead of the mesh
 	// identity.
@@ -215,7 +215,7 @@ func (w *world) plan(c string) Plan {
 	// The mesh identity always goes to the cluster (when the server has one for it): besides
 	// the gateways' east-west mTLS, it is what the agent serves its xDS over TLS with
 	// (docs/adr/0007).
-	secrets[MeshIdentitySecret], secrets[MeshCASecret] = true, true
+	secrets[envoyres.MeshIdentitySecret], secrets[envoyres.MeshCASecret] = true, true
 	p.Secrets = w.secrets(c, secrets)
 	w.dropMissingSecrets(&p)
 	return p
@@ -420,7 +420,7 @@ func (w *world) gateways(c string) []gatewayModel {
 // every endpoint that needs it (plans never modify it).
 func (w *world) clientTLS(c, sni string) *UpstreamTLS {
 	return w.tlsCache.get([2]string{c, sni}, func() *UpstreamTLS {
-		t := &UpstreamTLS{SNI: sni, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+		t := &UpstreamTLS{SNI: sni, CertSecret: envoyres.MeshIdentitySecret, CASecret: envoyres.MeshCASecret}
 		if s, ok := w.models[c].secrets[FailoverUpstreamSecret]; ok {
 			t = &UpstreamTLS{SNI: sni, CertSecret: FailoverUpstreamSecret}
 			if len(s.Value("ca.crt")) > 0 {
@@ -736,7 +736,7 @@ func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served ma
 			w.status.note(obj, "%s", r)
 		}
 		for hi, h := range g.gw.Spec.TCPGateway.TCPHosts {
-			th := TCPHost{Name: h.Name, CertSecret: MeshIdentitySecret, CASecret: MeshCASecret}
+			th := TCPHost{Name: h.Name, CertSecret: envoyres.MeshIdentitySecret, CASecret: envoyres.MeshCASecret}
 			if h.SSLConfig != nil && h.SSLConfig.SecretRef != nil {
 				ref := h.SSLConfig.SecretRef
 				if s, ok := w.models[c].secrets[orString(ref.Namespace, g.gw.Metadata.Namespace)+"/"+ref.Name]; ok {
@@ -796,11 +796,11 @@ func (w *world) secrets(c string, names map[string]bool) []SecretPlan {
 	var out []SecretPlan
 	for _, n := range sortedNames(names) {
 		switch {
-		case n == MeshIdentitySecret:
+		case n == envoyres.MeshIdentitySecret:
 			if cert, ok := w.certs[c]; ok {
 				out = append(out, SecretPlan{Name: n, CertPEM: cert.CertPEM, KeyPEM: cert.KeyPEM})
 			}
-		case n == MeshCASecret:
+		case n == envoyres.MeshCASecret:
 			if cert, ok := w.certs[c]; ok {
 				out = append(out, SecretPlan{Name: n, CAPEM: cert.CAPEM})
 			}

@@ -2,7 +2,6 @@ package translate
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -22,37 +21,14 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-)
-
-// EnvoyAPIVersion is the apiVersion of the envelope every rendered Envoy resource is wrapped
-// in, so that the agent's file sink and tooling treat all outputs alike.
-const EnvoyAPIVersion = "xds.meshrelay.io/v1"
-
-// Kinds of the rendered Envoy resources. A resource's key is kind + "//" + name.
-const (
-	KindEnvoyListener              = "EnvoyListener"
-	KindEnvoyRouteConfiguration    = "EnvoyRouteConfiguration"
-	KindEnvoyCluster               = "EnvoyCluster"
-	KindEnvoyClusterLoadAssignment = "EnvoyClusterLoadAssignment"
-	KindEnvoySecret                = "EnvoySecret"
-)
-
-var (
-	// ErrInvalidEnvoyResource means a plan entry cannot be rendered into a valid Envoy
-	// resource; the error names the resource and why.
-	ErrInvalidEnvoyResource = errors.New("invalid envoy resource")
-	// ErrNotEnvoyResource means DecodeEnvoy was given a resource that is not an Envoy
-	// envelope (another apiVersion or kind).
-	ErrNotEnvoyResource = errors.New("not an envoy resource")
 )
 
 const (
@@ -71,84 +47,10 @@ const (
 	envoyDefaultListenAddress  = "0.0.0.0"
 )
 
-// envoyMessage is a generated Envoy message with its protoc-gen-validate rules.
-type envoyMessage interface {
-	proto.Message
-	ValidateAll() error
-}
-
-type envoyEnvelope struct {
-	APIVersion string `json:"apiVersion"`
-	Kind       string `json:"kind"`
-	Metadata   struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
-	Spec json.RawMessage `json:"spec"`
-}
-
 type envoyOut struct {
 	kind, name string
-	msg        envoyMessage
+	msg        envoyres.Message
 	memoKey    string // set for upstream resources, to remember them once rendered
-}
-
-// EnvoyTypeURL returns the xDS resource type URL of an Envoy kind, or "" for any other kind.
-func EnvoyTypeURL(kind string) string {
-	url, _ := envoyKind(kind)
-	return url
-}
-
-// envoyKind returns the type URL of kind and a new message of its type.
-func envoyKind(kind string) (string, envoyMessage) {
-	switch kind {
-	case KindEnvoyListener:
-		return resourcev3.ListenerType, &listenerv3.Listener{}
-	case KindEnvoyRouteConfiguration:
-		return resourcev3.RouteType, &routev3.RouteConfiguration{}
-	case KindEnvoyCluster:
-		return resourcev3.ClusterType, &clusterv3.Cluster{}
-	case KindEnvoyClusterLoadAssignment:
-		return resourcev3.EndpointType, &endpointv3.ClusterLoadAssignment{}
-	case KindEnvoySecret:
-		return resourcev3.SecretType, &tlsv3.Secret{}
-	}
-	return "", nil
-}
-
-func envoyResourceName(m proto.Message) string {
-	if cla, ok := m.(*endpointv3.ClusterLoadAssignment); ok {
-		return cla.GetClusterName()
-	}
-	if n, ok := m.(interface{ GetName() string }); ok {
-		return n.GetName()
-	}
-	return ""
-}
-
-// DecodeEnvoy reverses renderEnvoy for one resource: it returns the kind and the Envoy
-// message of the envelope, after checking that the key, kind and name agree and that the
-// message passes its validation rules. Resources of another apiVersion or kind give an error
-// wrapping ErrNotEnvoyResource.
-func DecodeEnvoy(r snapshot.Resource) (kind string, msg proto.Message, err error) {
-	var env envoyEnvelope
-	if err := json.Unmarshal(r.Body, &env); err != nil {
-		return "", nil, fmt.Errorf("resource %s: decode envelope: %w", r.Key, err)
-	}
-	_, m := envoyKind(env.Kind)
-	if env.APIVersion != EnvoyAPIVersion || m == nil {
-		return "", nil, fmt.Errorf("resource %s: apiVersion %q kind %q: %w", r.Key, env.APIVersion, env.Kind, ErrNotEnvoyResource)
-	}
-	if err := protojson.Unmarshal(env.Spec, m); err != nil {
-		return "", nil, fmt.Errorf("resource %s: decode spec: %w", r.Key, err)
-	}
-	name := envoyResourceName(m)
-	if name != env.Metadata.Name || r.Key != env.Kind+"//"+name {
-		return "", nil, fmt.Errorf("resource %s: key, metadata.name %q and spec name %q disagree", r.Key, env.Metadata.Name, name)
-	}
-	if err := m.ValidateAll(); err != nil {
-		return "", nil, fmt.Errorf("resource %s: %w: %w", r.Key, ErrInvalidEnvoyResource, err)
-	}
-	return env.Kind, m, nil
 }
 
 // renderEnvoy renders a plan into Envoy xDS resources (Listeners, RouteConfigurations,
@@ -170,7 +72,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 	}
 	var outs []envoyOut
 	fail := func(kind, name string, err error) error {
-		return fmt.Errorf("%s %q: %w: %w", kind, name, ErrInvalidEnvoyResource, err)
+		return fmt.Errorf("%s %q: %w: %w", kind, name, envoyres.ErrInvalid, err)
 	}
 	// A rendering depends on its plan element and on which names it may reference: the
 	// memo keys of listeners and gateways cover the plan's cluster and secret names, those
@@ -204,9 +106,9 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		c, cla, err := r.upstream(u)
 		if err != nil {
-			return nil, fail(KindEnvoyCluster, u.Name, err)
+			return nil, fail(envoyres.KindCluster, u.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyCluster, u.Name, c, key}, envoyOut{KindEnvoyClusterLoadAssignment, u.Name, cla, key})
+		outs = append(outs, envoyOut{envoyres.KindCluster, u.Name, c, key}, envoyOut{envoyres.KindClusterLoadAssignment, u.Name, cla, key})
 	}
 	for _, l := range p.HTTPListeners {
 		key := elemKey("http", l)
@@ -215,9 +117,9 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		lis, rc, err := r.httpListener(l)
 		if err != nil {
-			return nil, fail(KindEnvoyListener, l.Name, err)
+			return nil, fail(envoyres.KindListener, l.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, l.Name, lis, key}, envoyOut{KindEnvoyRouteConfiguration, l.Name, rc, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, l.Name, lis, key}, envoyOut{envoyres.KindRouteConfiguration, l.Name, rc, key})
 	}
 	for _, g := range p.TCPGateways {
 		key := elemKey("tcp", g)
@@ -226,9 +128,9 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		lis, err := r.tcpGateway(g)
 		if err != nil {
-			return nil, fail(KindEnvoyListener, g.Name, err)
+			return nil, fail(envoyres.KindListener, g.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoyListener, g.Name, lis, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, g.Name, lis, key})
 	}
 	for _, s := range p.Secrets {
 		key := elemKey("secret", s)
@@ -237,23 +139,23 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 		sec, err := envoySecret(s)
 		if err != nil {
-			return nil, fail(KindEnvoySecret, s.Name, err)
+			return nil, fail(envoyres.KindSecret, s.Name, err)
 		}
-		outs = append(outs, envoyOut{KindEnvoySecret, s.Name, sec, key})
+		outs = append(outs, envoyOut{envoyres.KindSecret, s.Name, sec, key})
 	}
 
 	res := make([]snapshot.Resource, 0, len(outs)+len(reused))
 	seen := make(map[string]bool, len(outs)+len(reused))
 	for _, rr := range reused {
 		if seen[rr.Key] {
-			return nil, fmt.Errorf("%s: %w: duplicate name", rr.Key, ErrInvalidEnvoyResource)
+			return nil, fmt.Errorf("%s: %w: duplicate name", rr.Key, envoyres.ErrInvalid)
 		}
 		seen[rr.Key] = true
 		res = append(res, rr)
 	}
 	rendered := map[string][]snapshot.Resource{} // by memo key
 	for _, o := range outs {
-		key := o.kind + "//" + o.name
+		key := envoyres.Key(o.kind, o.name)
 		if seen[key] {
 			return nil, fail(o.kind, o.name, errors.New("duplicate name"))
 		}
@@ -261,17 +163,10 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err := o.msg.ValidateAll(); err != nil {
 			return nil, fail(o.kind, o.name, err)
 		}
-		spec, err := protojson.MarshalOptions{}.Marshal(o.msg)
+		rr, err := envoyres.Encode(o.kind, o.name, o.msg)
 		if err != nil {
-			return nil, fmt.Errorf("%s %q: marshal: %w", o.kind, o.name, err)
+			return nil, err
 		}
-		env := envoyEnvelope{APIVersion: EnvoyAPIVersion, Kind: o.kind, Spec: spec}
-		env.Metadata.Name = o.name
-		body, err := json.Marshal(env)
-		if err != nil {
-			return nil, fmt.Errorf("%s %q: marshal envelope: %w", o.kind, o.name, err)
-		}
-		rr := snapshot.NewResource(key, body)
 		res = append(res, rr)
 		if o.memoKey != "" {
 			rendered[o.memoKey] = append(rendered[o.memoKey], rr)
@@ -307,7 +202,7 @@ func envoyADS() *corev3.ConfigSource {
 }
 
 // envoyAny validates m (protoc-gen-validate does not look inside Any) and packs it.
-func envoyAny(m envoyMessage) (*anypb.Any, error) {
+func envoyAny(m envoyres.Message) (*anypb.Any, error) {
 	if err := m.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err)
 	}
@@ -318,7 +213,7 @@ func envoyAny(m envoyMessage) (*anypb.Any, error) {
 	return a, nil
 }
 
-func envoyTLSSocket(ctx envoyMessage) (*corev3.TransportSocket, error) {
+func envoyTLSSocket(ctx envoyres.Message) (*corev3.TransportSocket, error) {
 	a, err := envoyAny(ctx)
 	if err != nil {
 		return nil, err

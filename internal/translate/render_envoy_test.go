@@ -20,6 +20,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -156,17 +157,17 @@ func TestRenderEnvoy(t *testing.T) {
 		kind, name, _ := strings.Cut(r.Key, "//")
 		spec, _ := env["spec"].(map[string]any)
 		meta, _ := env["metadata"].(map[string]any)
-		if env["apiVersion"] != EnvoyAPIVersion || env["kind"] != kind || meta["name"] != name || spec == nil || spec["@type"] != nil || len(env) != 4 {
+		if env["apiVersion"] != envoyres.APIVersion || env["kind"] != kind || meta["name"] != name || spec == nil || spec["@type"] != nil || len(env) != 4 {
 			t.Errorf("%s: envelope = %s", r.Key, r.Body)
 		}
 		if again := snapshot.NewResource(r.Key, r.Body); again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
 			t.Errorf("%s: body is not canonical", r.Key)
 		}
-		gotKind, msg, err := DecodeEnvoy(r)
+		gotKind, msg, err := envoyres.Decode(r)
 		if err != nil || gotKind != kind {
-			t.Fatalf("DecodeEnvoy(%s) = %q, %v", r.Key, gotKind, err)
+			t.Fatalf("envoyres.Decode(%s) = %q, %v", r.Key, gotKind, err)
 		}
-		if err := msg.(envoyMessage).ValidateAll(); err != nil {
+		if err := msg.(envoyres.Message).ValidateAll(); err != nil {
 			t.Errorf("%s: ValidateAll: %v", r.Key, err)
 		}
 		msgs[r.Key] = msg
@@ -375,9 +376,9 @@ func TestRenderEnvoyPriorityGap(t *testing.T) {
 	if err != nil {
 		t.Fatalf("renderEnvoy: %v", err)
 	}
-	_, m, err := DecodeEnvoy(res[1])
+	_, m, err := envoyres.Decode(res[1])
 	if err != nil {
-		t.Fatalf("DecodeEnvoy(%s): %v", res[1].Key, err)
+		t.Fatalf("envoyres.Decode(%s): %v", res[1].Key, err)
 	}
 	eps := m.(*endpointv3.ClusterLoadAssignment).GetEndpoints()
 	if len(eps) != 2 || eps[0].GetPriority() != 0 || len(eps[0].GetLbEndpoints()) != 0 ||
@@ -430,8 +431,8 @@ func TestRenderEnvoyInvalid(t *testing.T) {
 			if err == nil {
 				t.Fatalf("renderEnvoy succeeded with %d resources, want an error", len(res))
 			}
-			if !errors.Is(err, ErrInvalidEnvoyResource) {
-				t.Errorf("error %v does not wrap ErrInvalidEnvoyResource", err)
+			if !errors.Is(err, envoyres.ErrInvalid) {
+				t.Errorf("error %v does not wrap envoyres.ErrInvalid", err)
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -457,7 +458,7 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 		notEnvoy bool
 	}{
 		{"not json", snapshot.NewResource(cluster.Key, []byte("{")), false},
-		{"other apiVersion", replace(EnvoyAPIVersion, "networking.istio.io/v1"), true},
+		{"other apiVersion", replace(envoyres.APIVersion, "networking.istio.io/v1"), true},
 		{"other kind", snapshot.NewResource("ServiceEntry/east/web", []byte(`{"apiVersion":"xds.meshrelay.io/v1","kind":"ServiceEntry"}`)), true},
 		{"kind and spec disagree", replace(`"kind":"EnvoyCluster"`, `"kind":"EnvoySecret"`), false},
 		{"key and name disagree", snapshot.NewResource("EnvoyCluster//other", cluster.Body), false},
@@ -466,38 +467,19 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kind, m, err := DecodeEnvoy(tt.r)
+			kind, m, err := envoyres.Decode(tt.r)
 			if err == nil {
-				t.Fatalf("DecodeEnvoy = %q, %v; want an error", kind, m)
+				t.Fatalf("envoyres.Decode = %q, %v; want an error", kind, m)
 			}
-			if errors.Is(err, ErrNotEnvoyResource) != tt.notEnvoy {
-				t.Errorf("errors.Is(%v, ErrNotEnvoyResource) = %v, want %v", err, !tt.notEnvoy, tt.notEnvoy)
+			if errors.Is(err, envoyres.ErrNotEnvoy) != tt.notEnvoy {
+				t.Errorf("errors.Is(%v, envoyres.ErrNotEnvoy) = %v, want %v", err, !tt.notEnvoy, tt.notEnvoy)
 			}
 			if !strings.Contains(err.Error(), tt.r.Key) {
 				t.Errorf("error %q does not name %s", err, tt.r.Key)
 			}
-			if tt.name == "invalid spec" && !errors.Is(err, ErrInvalidEnvoyResource) {
-				t.Errorf("error %v does not wrap ErrInvalidEnvoyResource", err)
+			if tt.name == "invalid spec" && !errors.Is(err, envoyres.ErrInvalid) {
+				t.Errorf("error %v does not wrap envoyres.ErrInvalid", err)
 			}
 		})
-	}
-}
-
-func TestEnvoyTypeURL(t *testing.T) {
-	tests := []struct{ kind, want string }{
-		{KindEnvoyListener, "type.googleapis.com/envoy.config.listener.v3.Listener"},
-		{KindEnvoyRouteConfiguration, "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"},
-		{KindEnvoyCluster, "type.googleapis.com/envoy.config.cluster.v3.Cluster"},
-		{KindEnvoyClusterLoadAssignment, "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"},
-		{KindEnvoySecret, "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"},
-		{"ServiceEntry", ""},
-	}
-	for _, tt := range tests {
-		if got := EnvoyTypeURL(tt.kind); got != tt.want {
-			t.Errorf("EnvoyTypeURL(%q) = %q, want %q", tt.kind, got, tt.want)
-		}
-		if _, m := envoyKind(tt.kind); tt.want != "" && "type.googleapis.com/"+string(m.ProtoReflect().Descriptor().FullName()) != tt.want {
-			t.Errorf("kind %s decodes into %T, not %s", tt.kind, m, tt.want)
-		}
 	}
 }

@@ -4,9 +4,10 @@
 // clock, no map-order effects: the same inputs always give the same bytes.
 //
 // Translation happens in two steps: a Plan per cluster (build.go, vd.go: what the cluster
-// needs, as plain Go values), then rendering (render_envoy.go, render_istio.go). The
-// Translator keeps the previous results and recomputes only the clusters whose inputs —
-// captured in a digest of everything their plan can read — changed.
+// needs, as plain Go values), then rendering (render_envoy.go, which wraps each message with
+// internal/envoyres, and render_istio.go). The Translator keeps the previous results and
+// recomputes only the clusters whose inputs — captured in a digest of everything their plan
+// can read — changed.
 package translate
 
 import (

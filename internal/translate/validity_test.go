@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -62,7 +63,7 @@ func TestCheckOutputCatchesBreakage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range rs {
-		if strings.HasPrefix(r.Key, "Envoy") && !strings.HasPrefix(r.Key, translate.KindEnvoyListener) {
+		if envoyres.IsKey(r.Key) && !strings.HasPrefix(r.Key, envoyres.KindListener) {
 			if vtCheckOutput(append(slices.Clone(rs[:i]), rs[i+1:]...)) == nil {
 				t.Errorf("dropping %s went unnoticed", r.Key)
 			}
@@ -143,7 +144,7 @@ func vtUnservedSNIs(res translate.Result) []string {
 	sent, served := map[string][]string{}, map[string][]string{}
 	for _, c := range ptKeys(res.Outputs) {
 		for _, r := range res.Outputs[c] {
-			kind, msg, err := translate.DecodeEnvoy(r)
+			kind, msg, err := envoyres.Decode(r)
 			if err != nil {
 				continue
 			}
@@ -200,8 +201,8 @@ func vtCheckOutput(rs []snapshot.Resource) error {
 			continue
 		}
 		switch {
-		case strings.HasPrefix(head.Kind, "Envoy"):
-			kind, msg, err := translate.DecodeEnvoy(r)
+		case envoyres.IsKind(head.Kind):
+			kind, msg, err := envoyres.Decode(r)
 			if err != nil {
 				fail("%v", err)
 				continue
@@ -291,13 +292,13 @@ func (o vtEnvoy) references() []string {
 	}
 	needTLS := func(from string, common *tlsv3.CommonTlsContext) {
 		for _, s := range common.GetTlsCertificateSdsSecretConfigs() {
-			need(from, translate.KindEnvoySecret, s.GetName())
+			need(from, envoyres.KindSecret, s.GetName())
 		}
 		if s := common.GetValidationContextSdsSecretConfig(); s != nil {
-			need(from, translate.KindEnvoySecret, s.GetName())
+			need(from, envoyres.KindSecret, s.GetName())
 		}
 		if s := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); s != nil {
-			need(from, translate.KindEnvoySecret, s.GetName())
+			need(from, envoyres.KindSecret, s.GetName())
 		}
 	}
 	socket := func(from string, ts *corev3.TransportSocket) {
@@ -321,31 +322,31 @@ func (o vtEnvoy) references() []string {
 			for _, r := range vh.GetRoutes() {
 				a := r.GetRoute()
 				if c := a.GetCluster(); c != "" {
-					need(from, translate.KindEnvoyCluster, c)
+					need(from, envoyres.KindCluster, c)
 				}
 				for _, w := range a.GetWeightedClusters().GetClusters() {
-					need(from, translate.KindEnvoyCluster, w.GetName())
+					need(from, envoyres.KindCluster, w.GetName())
 				}
 			}
 		}
 	}
-	for _, name := range ptKeys(o[translate.KindEnvoyCluster]) {
-		c := o[translate.KindEnvoyCluster][name].(*clusterv3.Cluster)
+	for _, name := range ptKeys(o[envoyres.KindCluster]) {
+		c := o[envoyres.KindCluster][name].(*clusterv3.Cluster)
 		from := "cluster " + name
-		need(from, translate.KindEnvoyClusterLoadAssignment, cmp.Or(c.GetEdsClusterConfig().GetServiceName(), name))
+		need(from, envoyres.KindClusterLoadAssignment, cmp.Or(c.GetEdsClusterConfig().GetServiceName(), name))
 		socket(from, c.GetTransportSocket())
 		for _, m := range c.GetTransportSocketMatches() {
 			socket(from, m.GetTransportSocket())
 		}
 	}
-	for _, name := range ptKeys(o[translate.KindEnvoyClusterLoadAssignment]) {
-		need("load assignment "+name, translate.KindEnvoyCluster, name)
+	for _, name := range ptKeys(o[envoyres.KindClusterLoadAssignment]) {
+		need("load assignment "+name, envoyres.KindCluster, name)
 	}
-	for _, name := range ptKeys(o[translate.KindEnvoyRouteConfiguration]) {
-		routes("route configuration "+name, o[translate.KindEnvoyRouteConfiguration][name].(*routev3.RouteConfiguration))
+	for _, name := range ptKeys(o[envoyres.KindRouteConfiguration]) {
+		routes("route configuration "+name, o[envoyres.KindRouteConfiguration][name].(*routev3.RouteConfiguration))
 	}
-	for _, name := range ptKeys(o[translate.KindEnvoyListener]) {
-		l := o[translate.KindEnvoyListener][name].(*listenerv3.Listener)
+	for _, name := range ptKeys(o[envoyres.KindListener]) {
+		l := o[envoyres.KindListener][name].(*listenerv3.Listener)
 		from := "listener " + name
 		for _, fc := range l.GetFilterChains() {
 			socket(from, fc.GetTransportSocket())
@@ -358,11 +359,11 @@ func (o vtEnvoy) references() []string {
 				switch fm := m.(type) {
 				case *hcmv3.HttpConnectionManager:
 					if rds := fm.GetRds(); rds != nil {
-						need(from, translate.KindEnvoyRouteConfiguration, rds.GetRouteConfigName())
+						need(from, envoyres.KindRouteConfiguration, rds.GetRouteConfigName())
 					}
 					routes(from, fm.GetRouteConfig())
 				case *tcpproxyv3.TcpProxy:
-					need(from, translate.KindEnvoyCluster, fm.GetCluster())
+					need(from, envoyres.KindCluster, fm.GetCluster())
 				}
 			}
 		}
@@ -375,7 +376,7 @@ func (o vtEnvoy) consistent() error {
 	byType := map[resourcev3.Type][]types.Resource{}
 	for kind, msgs := range o {
 		for _, name := range ptKeys(msgs) {
-			url := translate.EnvoyTypeURL(kind)
+			url := envoyres.TypeURL(kind)
 			byType[url] = append(byType[url], msgs[name].(types.Resource))
 		}
 	}

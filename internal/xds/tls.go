@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/pki"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // Reasons a connection to the xDS server is refused: the label reason of
@@ -135,29 +135,29 @@ func (g *guard) setIdentity(identity, ca *tlsv3.Secret) {
 
 func (g *guard) parseIdentity(identity, ca *tlsv3.Secret) (*servingIdentity, error) {
 	if identity == nil || ca == nil {
-		return nil, fmt.Errorf("the output has no %s and %s secrets", translate.MeshIdentitySecret, translate.MeshCASecret)
+		return nil, fmt.Errorf("the output has no %s and %s secrets", envoyres.MeshIdentitySecret, envoyres.MeshCASecret)
 	}
 	tc := identity.GetTlsCertificate()
 	cert, err := tls.X509KeyPair(tc.GetCertificateChain().GetInlineBytes(), tc.GetPrivateKey().GetInlineBytes())
 	if err != nil {
-		return nil, fmt.Errorf("secret %s: %w", translate.MeshIdentitySecret, err)
+		return nil, fmt.Errorf("secret %s: %w", envoyres.MeshIdentitySecret, err)
 	}
 	if cert.Leaf == nil {
 		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("secret %s: %w", translate.MeshIdentitySecret, err)
+			return nil, fmt.Errorf("secret %s: %w", envoyres.MeshIdentitySecret, err)
 		}
 	}
 	p, err := pki.ParseMeshPeer(cert.Leaf)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("secret %s: %w", translate.MeshIdentitySecret, err)
+		return nil, fmt.Errorf("secret %s: %w", envoyres.MeshIdentitySecret, err)
 	case p.Node != "" || p.Cluster != g.cluster:
-		return nil, fmt.Errorf("secret %s names %s, not this cluster's identity %s", translate.MeshIdentitySecret,
+		return nil, fmt.Errorf("secret %s names %s, not this cluster's identity %s", envoyres.MeshIdentitySecret,
 			cert.Leaf.URIs[0], pki.SpiffeID(p.TrustDomain, g.cluster))
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(ca.GetValidationContext().GetTrustedCa().GetInlineBytes()) {
-		return nil, fmt.Errorf("secret %s holds no PEM certificate", translate.MeshCASecret)
+		return nil, fmt.Errorf("secret %s holds no PEM certificate", envoyres.MeshCASecret)
 	}
 	return &servingIdentity{cert: cert, roots: roots, trustDomain: p.TrustDomain}, nil
 }

@@ -34,9 +34,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // group is the node hash: every gateway of the cluster gets the same snapshot.
@@ -104,8 +104,8 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 	for _, r := range snap.Sorted() {
 		d, ok := prev[r.Hash]
 		if !ok {
-			kind, msg, err := translate.DecodeEnvoy(r)
-			if errors.Is(err, translate.ErrNotEnvoyResource) {
+			kind, msg, err := envoyres.Decode(r)
+			if errors.Is(err, envoyres.ErrNotEnvoy) {
 				continue
 			}
 			if err != nil {
@@ -114,7 +114,7 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 			d = decodedResource{kind, msg}
 		}
 		decoded[r.Hash] = d
-		t := resourcev3.Type(translate.EnvoyTypeURL(d.kind))
+		t := resourcev3.Type(envoyres.TypeURL(d.kind))
 		byType[t] = append(byType[t], d.msg)
 		hashes[t] = append(hashes[t], r.Hash)
 	}
@@ -149,7 +149,7 @@ func (s *Server) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 	s.version = snap.Version
 	s.decoded = decoded
 	if s.guard != nil {
-		s.guard.setIdentity(secret(byType, translate.MeshIdentitySecret), secret(byType, translate.MeshCASecret))
+		s.guard.setIdentity(secret(byType, envoyres.MeshIdentitySecret), secret(byType, envoyres.MeshCASecret))
 	}
 	s.log.Info("xds resources updated", "version", snap.Version, "listeners", len(byType[resourcev3.ListenerType]), "clusters", len(byType[resourcev3.ClusterType]))
 	return nil

@@ -16,9 +16,9 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // meshProbe calls the remote failover gateway the way the local gateway does (mTLS, SNI of
@@ -64,14 +64,14 @@ func localDial(t *testing.T, c *configapi.Client, addr string) error {
 	}
 	var id, ca *tlsv3.Secret
 	for _, r := range out.Sorted() {
-		if !strings.HasPrefix(r.Key, translate.KindEnvoySecret+"//meshrelay-mesh-") {
+		if !strings.HasPrefix(r.Key, envoyres.KindSecret+"//meshrelay-mesh-") {
 			continue
 		}
-		_, msg, err := translate.DecodeEnvoy(r)
+		_, msg, err := envoyres.Decode(r)
 		if err != nil {
 			return err
 		}
-		if s := msg.(*tlsv3.Secret); s.GetName() == translate.MeshCASecret {
+		if s := msg.(*tlsv3.Secret); s.GetName() == envoyres.MeshCASecret {
 			ca = s
 		} else {
 			id = s

@@ -9,8 +9,8 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/istiotest"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // route is what a route does, independent of who wrote it: how it matches, the weights of
@@ -100,10 +100,10 @@ func sameRoutes(cfg *istiotest.Config, c *cluster, routeName, domain string) err
 	istio := routesOf(vh)
 	var mesh []route
 	for key, r := range c.envoy {
-		if !strings.HasPrefix(key, translate.KindEnvoyRouteConfiguration+"/") {
+		if !strings.HasPrefix(key, envoyres.KindRouteConfiguration+"/") {
 			continue
 		}
-		_, msg, err := translate.DecodeEnvoy(r)
+		_, msg, err := envoyres.Decode(r)
 		if err != nil {
 			return err
 		}

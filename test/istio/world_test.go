@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/istiotest"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 	"github.com/meshrelay/meshrelay/internal/resource"
@@ -75,7 +76,7 @@ func startCluster(t *testing.T, w world, c string) *cluster {
 	out := &cluster{name: c, envoy: map[string]snapshot.Resource{}}
 	var istio []snapshot.Resource
 	for _, r := range w.res.Outputs[c] {
-		if strings.HasPrefix(r.Key, "Envoy") {
+		if envoyres.IsKey(r.Key) {
 			out.envoy[r.Key] = r
 			continue
 		}

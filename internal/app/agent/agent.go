@@ -25,6 +25,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
@@ -484,7 +485,7 @@ func (s *splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
 	restoring := s.restoring.Swap(false)
 	kube := make(map[string]snapshot.Resource, len(snap.Resources))
 	for k, r := range snap.Resources {
-		if !strings.HasPrefix(k, "Envoy") {
+		if !envoyres.IsKey(k) {
 			kube[k] = r
 		}
 	}

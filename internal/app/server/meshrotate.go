@@ -16,11 +16,11 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // meshRotation moves the mesh CA from phase to phase through the admin API, each step only
@@ -85,14 +85,14 @@ func meshOutputWaits(out *snapshot.Snapshot, signer *pki.CA, trust []byte) strin
 	}
 	var ca, id *tlsv3.Secret
 	for _, r := range out.Sorted() {
-		if r.Key != translate.KindEnvoySecret+"//"+translate.MeshCASecret && r.Key != translate.KindEnvoySecret+"//"+translate.MeshIdentitySecret {
+		if r.Key != envoyres.KindSecret+"//"+envoyres.MeshCASecret && r.Key != envoyres.KindSecret+"//"+envoyres.MeshIdentitySecret {
 			continue
 		}
-		_, msg, err := translate.DecodeEnvoy(r)
+		_, msg, err := envoyres.Decode(r)
 		if err != nil {
 			return err.Error()
 		}
-		if s, ok := msg.(*tlsv3.Secret); ok && s.GetName() == translate.MeshCASecret {
+		if s, ok := msg.(*tlsv3.Secret); ok && s.GetName() == envoyres.MeshCASecret {
 			ca = s
 		} else if ok {
 			id = s

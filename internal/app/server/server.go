@@ -46,6 +46,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
@@ -123,7 +124,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", configapi.DefaultDataDir, "directory for the generated relay CA, serving certificate and tokens, and (with --store bolt) the store, "+boltstore.FileName+"; one server per data directory")
 	fs.StringVar(&c.TokenFile, "token-file", "", "file holding the relay identity token agents must present (default: generated into <data-dir>/relay-identity-token)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin config API (/api/v1: apply, delete, get, snapshots with their private keys) requires; re-read on every request, so it can be rotated; /healthz, /readyz, /metrics and /status need none (default: generated into <data-dir>/"+configapi.TokenFileName+", which the CLI finds there)")
-	fs.StringVar(&c.TLSMode, "relay-tls-mode", relay.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
+	fs.StringVar(&c.TLSMode, "relay-tls-mode", relaywire.ModeMTLS, "mtls: agents register once with the token and then use a cluster certificate; tls: agents verify the server only and send the token on every connection")
 	fs.StringVar(&c.TrustDomain, "trust-domain", "meshrelay.local", "SPIFFE trust domain of agent identities (spiffe://<trust-domain>/cluster/<name>)")
 	fs.StringVar(&c.CACert, "relay-ca-cert", "", "bring your own relay CA certificate (PEM); default: generated into --data-dir")
 	fs.StringVar(&c.CAKey, "relay-ca-key", "", "private key of --relay-ca-cert (PEM)")
@@ -162,7 +163,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.TLSMode != relay.ModeMTLS && c.TLSMode != relay.ModeTLS {
+	if c.TLSMode != relaywire.ModeMTLS && c.TLSMode != relaywire.ModeTLS {
 		errs = append(errs, fmt.Errorf("--relay-tls-mode %q: want mtls or tls", c.TLSMode))
 	}
 	if (c.CACert == "") != (c.CAKey == "") {

@@ -1,4 +1,4 @@
-package relay
+package relaywire
 
 import (
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
