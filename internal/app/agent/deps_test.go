@@ -11,9 +11,8 @@ const module = "github.com/meshrelay/meshrelay/"
 // serverOnly are the management server's packages: the relay server and the reconciler, the
 // translator, the stores, the config API and CR source, the plane view and the server's
 // composition root. The agent shares only the protocol (api/relay/v1, internal/relaywire),
-// the Envoy resource codec (internal/envoyres) and the generic packages. internal/ha is not
-// listed: the agent's replicas elect a leader with internal/kubelease, which implements
-// internal/ha's lease; "github.com/redis" keeps Redis out all the same.
+// the Envoy resource codec (internal/envoyres) and the generic packages (the agent's replicas
+// elect their leader with internal/kubelease, which knows nothing of the server's HA).
 var serverOnly = []string{
 	module + "internal/relay",
 	module + "internal/reconcile",
@@ -24,7 +23,8 @@ var serverOnly = []string{
 	module + "internal/snapshot/redisstore",
 	module + "internal/snapshot/boltstore",
 	module + "internal/snapshot/memstore",
-	module + "internal/meshcerts", // mesh identity issuance (from app/server/ha.go in the HA split)
+	module + "internal/meshcerts",
+	module + "internal/ha",
 	module + "internal/app/server",
 	module + "internal/cli",
 	module + "internal/bench",
