@@ -76,7 +76,7 @@ func TestLeaseLeaderElection(t *testing.T) {
 	const ttl = 2 * time.Second
 	rs := []*replica{startReplica(t, env, "a", ttl), startReplica(t, env, "b", ttl), startReplica(t, env, "c", ttl)}
 	var first int
-	waitFor(t, 15*time.Second, "one leader", func() error {
+	poll.Eventually(t, 15*time.Second, "one leader", func() error {
 		n, w := leaders(rs...)
 		if n != 1 {
 			return fmt.Errorf("%d leaders", n)
@@ -102,16 +102,11 @@ func TestLeaseLeaderElection(t *testing.T) {
 	stopped := time.Now()
 	rs[first].stop()
 	rest := append(append([]*replica{}, rs[:first]...), rs[first+1:]...)
-	waitFor(t, 3*ttl, "a new leader", func() error {
+	poll.Eventually(t, 3*ttl, "a new leader", func() error {
 		if n, _ := leaders(rest...); n != 1 {
 			return fmt.Errorf("%d leaders", n)
 		}
 		return nil
 	})
 	t.Logf("new leader %s after the old one stopped", time.Since(stopped).Round(10*time.Millisecond))
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	poll.Eventually(t, timeout, what, f)
 }

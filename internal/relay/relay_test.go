@@ -25,6 +25,7 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -346,17 +347,6 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 type pullStream struct {
 	s  relayv1.RelayService_PullClient
 	in <-chan received[*relayv1.PullResponse]
@@ -610,7 +600,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	v2 := output(2, "a=1", "b=22", "c=3")
 	b.setOutput("east", v2)
 	p.ack(t, d)
-	eventually(t, "the ACK to reach the backend", func() bool {
+	poll.Until(t, wait, "the ACK to reach the backend", func() bool {
 		acks := b.calls(&b.acks)
 		return len(acks) == 1 && acks[0].cluster == "east" && acks[0].version == 1 && acks[0].hash == v1.Hash && acks[0].extra != ""
 	})
@@ -636,7 +626,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 		t.Fatalf("applying the delta: %v", err)
 	}
 	p.ack(t, d)
-	eventually(t, "three ACKs", func() bool { return len(b.calls(&b.acks)) == 3 })
+	poll.Until(t, wait, "three ACKs", func() bool { return len(b.calls(&b.acks)) == 3 })
 }
 
 func TestPullHelloHoldingCurrentGetsNothing(t *testing.T) {
@@ -647,7 +637,7 @@ func TestPullHelloHoldingCurrentGetsNothing(t *testing.T) {
 	cert := e.register(t, "east")
 	p := pull(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", Held: held(v3.WithVersion(9, 1))})
 
-	eventually(t, "the hello to be processed", func() bool { return len(b.calls(&b.acks)) == 1 && b.subscriptions("east") == 1 })
+	poll.Until(t, wait, "the hello to be processed", func() bool { return len(b.calls(&b.acks)) == 1 && b.subscriptions("east") == 1 })
 	if acks := b.calls(&b.acks); acks[0].version != 3 || acks[0].hash != v3.Hash {
 		t.Errorf("ack recorded %+v, want version 3", acks[0])
 	}
@@ -697,7 +687,7 @@ func TestPullNack(t *testing.T) {
 	b.setOutput("east", v2)
 	d := p.next(t)
 	p.nack(t, d, false)
-	eventually(t, "the NACK to reach the backend", func() bool { return len(b.calls(&b.nacks)) == 1 })
+	poll.Until(t, wait, "the NACK to reach the backend", func() bool { return len(b.calls(&b.nacks)) == 1 })
 	if n := b.calls(&b.nacks)[0]; n.cluster != "east" || n.version != 2 || n.hash != v2.Hash || n.extra != "cannot apply" {
 		t.Errorf("NACK recorded %+v", n)
 	}
@@ -718,7 +708,7 @@ func TestPullNack(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.ack(t, d)
-	eventually(t, "the ACK of the full snapshot", func() bool {
+	poll.Until(t, wait, "the ACK of the full snapshot", func() bool {
 		acks := b.calls(&b.acks)
 		return len(acks) == 2 && acks[1].version == 3
 	})
@@ -920,7 +910,7 @@ func TestPullAgentHoldsNewerEpoch(t *testing.T) {
 	cert := e.register(t, "east")
 	p := pull(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", Held: held(agentHolds)})
 
-	eventually(t, "the refusal recorded", func() bool {
+	poll.Until(t, wait, "the refusal recorded", func() bool {
 		r := b.calls(&b.refusals)
 		return len(r) > 0 && r[0] == call{"east", 1, "2", ""}
 	})
