@@ -25,6 +25,7 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -192,14 +193,11 @@ type env struct {
 
 func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 	t.Helper()
-	ca, err := pki.NewCA(trustDomain, 24*time.Hour)
+	ca, err := pki.NewCA(trustDomain, 24*time.Hour) // longer than the kit's: registrations may ask for 2 h
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverCert, _, _, err := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverCert := pkitest.Server(t, ca, "127.0.0.1").TLS
 	if cfg.Token == nil {
 		cfg.Token = func() (string, error) { return token, nil }
 	}
@@ -259,17 +257,6 @@ func keyPair(t *testing.T, certPEM []byte, key crypto.Signer) tls.Certificate {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// signed issues a client certificate for cluster directly from ca, bypassing Register.
-func signed(t *testing.T, ca *pki.CA, cluster string) tls.Certificate {
-	t.Helper()
-	req, key := registerReq(t, cluster, "")
-	certPEM, _, err := ca.SignClusterCSR(req.GetCsrPem(), cluster, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair(t, certPEM, key)
 }
 
 // received is one message (or the final error) of a stream.
@@ -492,16 +479,9 @@ func TestPullRefused(t *testing.T) {
 	b.setOutput("east", output(1, "a=1"))
 	e := newEnv(t, relay.ServerConfig{}, b)
 	east := e.register(t, "east")
-	other, err := pki.NewCA(trustDomain, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign := signed(t, other, "east")
-	unregistered := signed(t, e.ca, "gone")
-	serverAsClient, _, _, err := e.ca.IssueServer([]string{"east"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := pkitest.Cluster(t, pkitest.CA(t, trustDomain), "east").TLS
+	unregistered := pkitest.Cluster(t, e.ca, "gone").TLS
+	serverAsClient := pkitest.Server(t, e.ca, "east").TLS
 
 	tests := []struct {
 		name     string

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
@@ -146,21 +146,7 @@ func TestIdentityNegatives(t *testing.T) {
 	})
 
 	t.Run("certificate from another CA", func(t *testing.T) {
-		other, err := pki.NewCA("meshrelay.local", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, _ := pki.NewKey()
-		csr, _ := pki.NewCSR(key, "remote")
-		certPEM, _, err := other.SignClusterCSR(csr, "remote", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyPEM, _ := pki.KeyPEM(key)
-		forged, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
+		forged := pkitest.Cluster(t, pkitest.CA(t, "meshrelay.local"), "remote").TLS
 		c := dial(t, credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{forged}}))
 		msg, err := pullAs(t, c, "remote")
 		if err == nil || msg != nil {

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
@@ -263,33 +263,8 @@ func fetchSecrets(ctx context.Context, addr, certDir, node string) (*discoveryv3
 // management server never heard of, in the layout of 'meshrelay gateway issue-cert'.
 func otherCAGatewayCert(t *testing.T, dir, cluster, node string) string {
 	t.Helper()
-	ca, err := pki.NewCA("meshrelay.local", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewGatewayCSR(key, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, err := ca.SignGatewayCSR(csr, cluster, node, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.KeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "other-ca-gw")
-	if err := os.MkdirAll(out, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteKeyPair(filepath.Join(out, "gateway.crt"), filepath.Join(out, "gateway.key"), cert, keyPEM); err != nil {
-		t.Fatal(err)
-	}
+	pkitest.Gateway(t, pkitest.CA(t, "meshrelay.local"), cluster, node).Write(t, out, "gateway.crt", "gateway.key")
 	return out
 }
 
