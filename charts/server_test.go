@@ -19,6 +19,7 @@ import (
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/charts"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 )
 
 const serverName = "meshrelay-server" // the objects' name with the default release name
@@ -378,32 +379,14 @@ func TestServerGeneratedSecretsWorkWithTheBinary(t *testing.T) {
 	}
 
 	names := strings.Split(strings.TrimPrefix(flagArg(args, "relay-server-names"), "--relay-server-names="), ",")
-	serving, _, _, err := ca.IssueServer(names, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serving := pkitest.Server(t, ca, names...).TLS
 	for _, n := range names {
 		if _, err := serving.Leaf.Verify(x509.VerifyOptions{DNSName: n, Roots: ca.Pool()}); err != nil {
 			t.Errorf("an agent dialing %s would refuse the serving certificate: %v", n, err)
 		}
 	}
 
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewCSR(key, "east")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, _, err := ca.SignClusterCSR(csr, "east", time.Hour)
-	if err != nil {
-		t.Fatalf("the generated relay CA cannot sign agent certificates: %v", err)
-	}
-	agentCert, err := pki.ParseCertPEM(certPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	agentCert := pkitest.Cluster(t, ca, "east").TLS.Leaf
 	if err := ca.Verify(agentCert, x509.ExtKeyUsageClientAuth); err != nil {
 		t.Errorf("the server would refuse an agent certificate of its own CA: %v", err)
 	}

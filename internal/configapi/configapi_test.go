@@ -11,11 +11,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -38,41 +38,19 @@ func (b *backend) ResourceStatus() map[string][]string            { return nil }
 // trusts that CA.
 func serve(t *testing.T, b configapi.Backend) *configapi.Client {
 	t.Helper()
-	ca := newCA(t)
+	ca := pkitest.CA(t, "test.local")
 	addr := listen(t, b, serverTLS(t, ca))
-	c, err := configapi.NewClient(addr, "tok", caFile(t, ca))
+	c, err := configapi.NewClient(addr, "tok", pkitest.CAFile(t, ca))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func newCA(t *testing.T) *pki.CA {
-	t.Helper()
-	ca, err := pki.NewCA("test.local", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ca
-}
-
 // serverTLS serves a certificate for 127.0.0.1 issued by ca.
 func serverTLS(t *testing.T, ca *pki.CA) *tls.Config {
 	t.Helper()
-	cert, _, _, err := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}}
-}
-
-func caFile(t *testing.T, ca *pki.CA) string {
-	t.Helper()
-	f := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(f, ca.CertPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return &tls.Config{Certificates: []tls.Certificate{pkitest.Server(t, ca, "127.0.0.1").TLS}}
 }
 
 // listen serves the API (HTTPS with tc, plain HTTP without) until the test ends.
@@ -165,8 +143,8 @@ func TestDeleteConfigDirResource(t *testing.T) {
 // The client verifies the server: a certificate from another CA is refused with an error
 // naming the server and the CA file, before any token is sent.
 func TestClientRefusesCertificateOfAnotherCA(t *testing.T) {
-	addr := listen(t, &backend{}, serverTLS(t, newCA(t)))
-	other := caFile(t, newCA(t))
+	addr := listen(t, &backend{}, serverTLS(t, pkitest.CA(t, "test.local")))
+	other := pkitest.CAFile(t, pkitest.CA(t, "test.local"))
 	c, err := configapi.NewClient(addr, "tok", other)
 	if err != nil {
 		t.Fatal(err)

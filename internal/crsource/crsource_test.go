@@ -208,11 +208,6 @@ func (s *server) checkErrs(t *testing.T) {
 	}
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, f func() error) {
-	t.Helper()
-	poll.Eventually(t, timeout, what, f)
-}
-
 // dump renders outputs and problems as internal/translate's golden test does.
 func dump(t *testing.T, outputs map[string]*snapshot.Snapshot, status map[string][]string) []byte {
 	t.Helper()
@@ -265,7 +260,7 @@ func TestSeed003FromCustomResources(t *testing.T) {
 	s := startServer(t, env)
 	putInputs(t, s.rec, filepath.Join(seed003, "inputs"))
 
-	eventually(t, "configuration from the custom resources", 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "configuration from the custom resources", func() error {
 		s.checkErrs(t)
 		got := s.rec.Config()
 		if len(got) != len(files) {
@@ -287,7 +282,7 @@ func TestSeed003FromCustomResources(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "translated outputs equal to the golden file", 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "translated outputs equal to the golden file", func() error {
 		s.checkErrs(t)
 		outs := map[string]*snapshot.Snapshot{}
 		for _, c := range []string{"local", "remote"} {
@@ -404,7 +399,7 @@ func TestStatus(t *testing.T) {
 		{apiv1alpha1.KindRouteTable, "gloo-system", "ghost"},
 		{apiv1alpha1.KindRouteTable, "gloo-system", "two-matchers"},
 	}
-	eventually(t, "every status written", 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "every status written", func() error {
 		s.checkErrs(t)
 		for _, r := range refs {
 			cr := getCR(t, env.Client, r.kind, r.namespace, r.name)
@@ -494,7 +489,7 @@ func TestStatus(t *testing.T) {
 	if err := env.Client.Update(t.Context(), fixed); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "status of the fixed FailoverScheme", 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "status of the fixed FailoverScheme", func() error {
 		cr := getCR(t, env.Client, apiv1alpha1.KindFailoverScheme, "gloo-fed", "loop")
 		if c := accepted(cr); c == nil || c.Reason == kubev1alpha1.ReasonInvalid || c.ObservedGeneration != cr.GetGeneration() ||
 			cr.GetStatus().ObservedGeneration != 2 {
@@ -564,7 +559,7 @@ func TestFollowerWritesNothing(t *testing.T) {
 	}
 	leader.Store(true)
 	st.Kick()
-	eventually(t, "status once leader", 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "status once leader", func() error {
 		if accepted(getCR(t, env.Client, apiv1alpha1.KindFailoverScheme, "gloo-fed", "loop")) == nil {
 			return fmt.Errorf("no status yet")
 		}

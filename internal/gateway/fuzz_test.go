@@ -39,7 +39,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/internal/envoyres"
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -110,14 +110,9 @@ func goldenXDS(tb testing.TB) []xdsGroup {
 // a certificate from a real CA for the given names.
 func meshSecrets(tb testing.TB, names ...string) []proto.Message {
 	tb.Helper()
-	ca, err := pki.NewCA("meshrelay.fuzz", time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	_, certPEM, keyPEM, err := ca.IssueServer(names, time.Hour)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	ca := pkitest.CA(tb, "meshrelay.fuzz")
+	p := pkitest.Server(tb, ca, names...)
+	certPEM, keyPEM := p.CertPEM, p.KeyPEM
 	inline := func(b []byte) *corev3.DataSource {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
 	}

@@ -2,6 +2,7 @@
 package poll
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -35,3 +36,16 @@ func Every(t testing.TB, timeout, interval time.Duration, what string, f func() 
 		}
 	}
 }
+
+// Until is Eventually for a condition that reports only true or false.
+func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, timeout, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errFalse
+	})
+}
+
+var errFalse = errors.New("condition false")

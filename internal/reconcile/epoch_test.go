@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
@@ -33,7 +34,7 @@ func TestEpochRefusalUntilRaised(t *testing.T) {
 	}}, memstore.New(), config)
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(t.Context(), "east", inputs["east"])
-	eventually(t, "outputs", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs", publishes(r, expect(t, config, inputs)))
 	before := r.Output("east")
 
 	r.AgentEpoch("east", 2)
@@ -61,7 +62,7 @@ func TestEpochRefusalUntilRaised(t *testing.T) {
 
 	role.epoch.Store(3) // the coordinator raised the lock
 	r.Kick()
-	eventually(t, "output re-stamped under epoch 3", func() bool {
+	poll.Until(t, wait, "output re-stamped under epoch 3", func() bool {
 		o := r.Output("east")
 		return o.Epoch == 3 && o.Hash == before.Hash && o.Version > before.Version
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
@@ -79,7 +80,7 @@ func configNotLoaded(t *testing.T, reg *prometheus.Registry) float64 {
 // holdsFor checks, for a few ticks, that r publishes nothing and says why in safe mode.
 func holdsFor(t *testing.T, r *reconcile.Reconciler, reason string) {
 	t.Helper()
-	eventually(t, "safe mode naming "+reason, func() bool {
+	poll.Until(t, wait, "safe mode naming "+reason, func() bool {
 		st := r.Status()
 		return st.SafeMode.Active && strings.Contains(st.SafeMode.Reason, reason)
 	})
@@ -123,7 +124,7 @@ func TestHoldsUntilStoredConfigLoaded(t *testing.T) {
 
 	store.down.Store(false)
 	want := expect(t, append(dir, west...), inputs)
-	eventually(t, "outputs of the directory and the stored configuration", publishes(r, want))
+	poll.Until(t, wait, "outputs of the directory and the stored configuration", publishes(r, want))
 	if st := r.Status(); st.SafeMode.Active {
 		t.Errorf("safe mode still active after loading: %+v", st.SafeMode)
 	}
@@ -156,8 +157,8 @@ func TestUndecodableStoredConfigHolds(t *testing.T) {
 	if err := r.Delete(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "outputs once the resource is deleted", publishes(r, expect(t, dir, inputs)))
-	eventually(t, "safe mode released", func() bool { return !r.Status().SafeMode.Active })
+	poll.Until(t, wait, "outputs once the resource is deleted", publishes(r, expect(t, dir, inputs)))
+	poll.Until(t, wait, "safe mode released", func() bool { return !r.Status().SafeMode.Active })
 }
 
 // forgetfulStore is a real memstore that can be replaced by an empty one, as a Redis that
@@ -240,11 +241,11 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 		}
 	}
 	run(t, r)
-	eventually(t, "config loaded", func() bool { return r.Ready() == nil && len(r.Config()) == 3 })
+	poll.Until(t, wait, "config loaded", func() bool { return r.Ready() == nil && len(r.Config()) == 3 })
 	time.Sleep(3 * tick)
 
 	store.forget() // Redis restarted empty
-	eventually(t, "the loss reported", func() bool { return strings.Contains(r.Status().StoreError, "lost applied configuration") })
+	poll.Until(t, wait, "the loss reported", func() bool { return strings.Contains(r.Status().StoreError, "lost applied configuration") })
 	if got := len(r.Config()); got != 3 {
 		t.Fatalf("after the store lost its data the replica holds %d resources, want its 3", got)
 	}
@@ -258,7 +259,7 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the loss cleared", func() bool { return r.Status().StoreError == "" })
+	poll.Until(t, wait, "the loss cleared", func() bool { return r.Status().StoreError == "" })
 	if v := gauge(t, reg, "meshrelay_store_config_lost"); v != 0 {
 		t.Errorf("meshrelay_store_config_lost = %v after the restore, want 0", v)
 	}
@@ -310,7 +311,7 @@ func TestHoldsUntilEveryMeshIdentity(t *testing.T) {
 
 	setCerts(translatetest.Certs("east", "west"))
 	r.Kick()
-	eventually(t, "both outputs once west's identity is there", func() bool { return r.Output("east") != nil && r.Output("west") != nil })
+	poll.Until(t, wait, "both outputs once west's identity is there", func() bool { return r.Output("east") != nil && r.Output("west") != nil })
 	for _, c := range []string{"east", "west"} {
 		if !hasKind(r.Output(c), "EnvoySecret") {
 			t.Fatalf("%s's output carries no mesh identity (EnvoySecret)", c)
@@ -334,7 +335,7 @@ func TestHoldsUntilEveryMeshIdentity(t *testing.T) {
 
 	setCerts(translatetest.Certs("east", "west"))
 	r.Kick()
-	eventually(t, "east's new input translated once the identities are back", func() bool { return r.Output("east").Hash != east })
+	poll.Until(t, wait, "east's new input translated once the identities are back", func() bool { return r.Output("east").Hash != east })
 	if !hasKind(r.Output("east"), "EnvoySecret") {
 		t.Fatal("east's output carries no mesh identity (EnvoySecret)")
 	}
@@ -344,7 +345,7 @@ func TestHoldsUntilEveryMeshIdentity(t *testing.T) {
 // count stays where it is.
 func holdsForWithOutputs(t *testing.T, r *reconcile.Reconciler, reason string) {
 	t.Helper()
-	eventually(t, "safe mode naming "+reason, func() bool {
+	poll.Until(t, wait, "safe mode naming "+reason, func() bool {
 		st := r.Status()
 		return st.SafeMode.Active && strings.Contains(st.SafeMode.Reason, reason)
 	})

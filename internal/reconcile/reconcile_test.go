@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -27,18 +28,6 @@ const (
 	tick = 20 * time.Millisecond
 	wait = 5 * time.Second
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", wait, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func parse(t *testing.T, docs ...string) []resource.Object {
 	t.Helper()
@@ -163,7 +152,7 @@ func TestSafeModeHoldsUntilEveryClusterReported(t *testing.T) {
 			return sm.Active && slices.Equal(sm.Missing, want)
 		}
 	}
-	eventually(t, "safe mode missing north and west", missing("north", "west"))
+	poll.Until(t, wait, "safe mode missing north and west", missing("north", "west"))
 	noOutputs := func() {
 		t.Helper()
 		st := r.Status()
@@ -186,12 +175,12 @@ func TestSafeModeHoldsUntilEveryClusterReported(t *testing.T) {
 
 	inputs["west"] = input(t, 1, "api")
 	r.PutInput(ctx, "west", inputs["west"])
-	eventually(t, "safe mode missing only north", missing("north"))
+	poll.Until(t, wait, "safe mode missing only north", missing("north"))
 	noOutputs()
 
 	inputs["north"] = input(t, 1)
 	r.PutInput(ctx, "north", inputs["north"])
-	eventually(t, "outputs of all clusters", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs of all clusters", publishes(r, expect(t, config, inputs)))
 	if st := r.Status(); st.SafeMode.Active || len(st.SafeMode.Missing) != 0 {
 		t.Errorf("safe mode still active: %+v", st.SafeMode)
 	}
@@ -205,14 +194,14 @@ func TestSafeModeHoldsUntilEveryClusterReported(t *testing.T) {
 func TestSafeModeSkipsSkipWarmingClusters(t *testing.T) {
 	config := parse(t, clusterDoc("east", false), clusterDoc("west", false), clusterDoc("lazy", true))
 	r := start(t, reconcile.Config{SafeMode: true}, memstore.New(), config)
-	eventually(t, "safe mode missing east and west only", func() bool {
+	poll.Until(t, wait, "safe mode missing east and west only", func() bool {
 		sm := r.Status().SafeMode
 		return sm.Active && slices.Equal(sm.Missing, []string{"east", "west"})
 	})
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1)}
 	r.PutInput(t.Context(), "east", inputs["east"])
 	r.PutInput(t.Context(), "west", inputs["west"])
-	eventually(t, "outputs, also of the cluster that never reported", func() bool {
+	poll.Until(t, wait, "outputs, also of the cluster that never reported", func() bool {
 		return r.Output("lazy") != nil && publishes(r, expect(t, config, inputs))()
 	})
 	st := r.Status()
@@ -230,7 +219,7 @@ func TestWithoutSafeModeTranslatesAtOnce(t *testing.T) {
 	config := clusters(t, "east", "west")
 	r := start(t, reconcile.Config{SafeMode: false, SafeStartWindow: 0, Role: fixedRole{epoch: 7}}, memstore.New(), config)
 	// Nobody reported; translation runs anyway.
-	eventually(t, "outputs without inputs", func() bool {
+	poll.Until(t, wait, "outputs without inputs", func() bool {
 		return r.Output("east") != nil && r.Output("west") != nil && publishes(r, expect(t, config, nil))()
 	})
 	if st := r.Status(); st.SafeMode.Active || st.Translations == 0 {
@@ -241,7 +230,7 @@ func TestWithoutSafeModeTranslatesAtOnce(t *testing.T) {
 	}
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(t.Context(), "east", inputs["east"])
-	eventually(t, "outputs for east's input", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs for east's input", publishes(r, expect(t, config, inputs)))
 }
 
 func TestSafeStartWindow(t *testing.T) {
@@ -251,18 +240,18 @@ func TestSafeStartWindow(t *testing.T) {
 	r := start(t, reconcile.Config{SafeMode: false, SafeStartWindow: window}, memstore.New(), config)
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(t.Context(), "east", inputs["east"])
-	eventually(t, "the window to hold translation", func() bool {
+	poll.Until(t, wait, "the window to hold translation", func() bool {
 		sm := r.Status().SafeMode
 		return sm.Active && slices.Equal(sm.Missing, []string{"west"})
 	})
 	if st := r.Status(); !strings.Contains(st.SafeMode.Reason, "window") || r.Output("east") != nil || r.Output("west") != nil || st.Translations != 0 {
 		t.Errorf("while holding: reason %q, outputs %v %v, %d translations", st.SafeMode.Reason, r.Output("east"), r.Output("west"), st.Translations)
 	}
-	eventually(t, "translation after the window", func() bool { return r.Output("west") != nil })
+	poll.Until(t, wait, "translation after the window", func() bool { return r.Output("west") != nil })
 	if elapsed := time.Since(t0); elapsed < window {
 		t.Errorf("translated after %s, before the %s window ended", elapsed, window)
 	}
-	eventually(t, "outputs for the inputs present", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs for the inputs present", publishes(r, expect(t, config, inputs)))
 	if sm := r.Status().SafeMode; sm.Active {
 		t.Errorf("still held after translating: %+v", sm)
 	}
@@ -274,7 +263,7 @@ func TestSafeStartWindowEndsEarlyWhenAllReport(t *testing.T) {
 	r := start(t, reconcile.Config{SafeMode: false, SafeStartWindow: window}, memstore.New(), clusters(t, "east", "west"))
 	r.PutInput(t.Context(), "east", input(t, 1, "web"))
 	r.PutInput(t.Context(), "west", input(t, 1))
-	eventually(t, "translation once every input is present", func() bool { return r.Output("west") != nil })
+	poll.Until(t, wait, "translation once every input is present", func() bool { return r.Output("west") != nil })
 	if elapsed := time.Since(t0); elapsed >= window {
 		t.Errorf("waited %s for inputs that were all present", elapsed)
 	}
@@ -296,14 +285,14 @@ func TestOutputVersions(t *testing.T) {
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(ctx, "east", inputs["east"])
 	first := expect(t, config, inputs)
-	eventually(t, "outputs for east's first input", publishes(r, first))
+	poll.Until(t, wait, "outputs for east's first input", publishes(r, first))
 	prev := versions(r, "east", "west")
 
 	// Same content under a new input version: translation runs, outputs keep their version.
 	inputs["east"] = input(t, 2, "web")
 	r.PutInput(ctx, "east", inputs["east"])
 	before := r.Status().Translations // any later translation sees the new input
-	eventually(t, "another translation", func() bool { return r.Status().Translations > before })
+	poll.Until(t, wait, "another translation", func() bool { return r.Status().Translations > before })
 	for c, p := range prev {
 		if got := r.Output(c); got.Version != p.Version || got.Hash != p.Hash {
 			t.Errorf("unchanged content: %s version %d→%d", c, p.Version, got.Version)
@@ -321,7 +310,7 @@ func TestOutputVersions(t *testing.T) {
 		t.Fatal("the translator gives east the same output for another service set; the test needs an input that changes it")
 	}
 	r.PutInput(ctx, "east", inputs["east"])
-	eventually(t, "outputs for east's second input", publishes(r, second))
+	poll.Until(t, wait, "outputs for east's second input", publishes(r, second))
 	for c, p := range prev {
 		want := p.Version
 		if second[c] != first[c] {
@@ -335,7 +324,7 @@ func TestOutputVersions(t *testing.T) {
 	// Back to the first content: a new version again, not the old one.
 	inputs["east"] = input(t, 4, "web")
 	r.PutInput(ctx, "east", inputs["east"])
-	eventually(t, "outputs for the first content again", publishes(r, first))
+	poll.Until(t, wait, "outputs for the first content again", publishes(r, first))
 	if got := r.Output("east").Version; got != prev["east"].Version+2 {
 		t.Errorf("reverted content: east version %d, want %d", got, prev["east"].Version+2)
 	}
@@ -348,7 +337,7 @@ func TestSubscribe(t *testing.T) {
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(ctx, "east", inputs["east"])
 	first := expect(t, config, inputs)
-	eventually(t, "first outputs", publishes(r, first))
+	poll.Until(t, wait, "first outputs", publishes(r, first))
 
 	ch, cancel := r.Subscribe("east")
 	defer cancel()
@@ -361,7 +350,7 @@ func TestSubscribe(t *testing.T) {
 	sameInput := func(v uint64) {
 		before := r.Status().Translations
 		r.PutInput(ctx, "east", input(t, v, "web"))
-		eventually(t, "another translation", func() bool { return r.Status().Translations > before })
+		poll.Until(t, wait, "another translation", func() bool { return r.Status().Translations > before })
 	}
 	sameInput(2)
 	for _, c := range []<-chan struct{}{ch, other} {
@@ -405,7 +394,7 @@ func TestSubscribe(t *testing.T) {
 	cancel()
 	inputs["east"] = input(t, 5, "web")
 	r.PutInput(ctx, "east", inputs["east"])
-	eventually(t, "outputs for the first content again", publishes(r, first))
+	poll.Until(t, wait, "outputs for the first content again", publishes(r, first))
 	select {
 	case <-ch:
 		t.Error("notified after cancel")
@@ -418,7 +407,7 @@ func TestAdoptVersion(t *testing.T) {
 	r := start(t, reconcile.Config{}, memstore.New(), config)
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(t.Context(), "east", inputs["east"])
-	eventually(t, "outputs", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs", publishes(r, expect(t, config, inputs)))
 	cur := r.Output("east")
 
 	// An agent that holds other content under a higher version (it was served by another
@@ -442,7 +431,7 @@ func TestAdoptVersion(t *testing.T) {
 	// The next change continues from the adopted version.
 	inputs["east"] = input(t, 2, "web", "db")
 	r.PutInput(t.Context(), "east", inputs["east"])
-	eventually(t, "east output change", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "east output change", publishes(r, expect(t, config, inputs)))
 	if got := r.Output("east").Version; got != cur.Version+9 {
 		t.Errorf("version after change %d, want %d", got, cur.Version+9)
 	}
@@ -454,7 +443,7 @@ func TestApplyAndDeleteCluster(t *testing.T) {
 	ctx := t.Context()
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1, "api")}
 	r.PutInput(ctx, "east", inputs["east"])
-	eventually(t, "east output", func() bool { return r.Output("east") != nil })
+	poll.Until(t, wait, "east output", func() bool { return r.Output("east") != nil })
 	if r.IsRegistered("west") {
 		t.Fatal("west registered before Apply")
 	}
@@ -473,8 +462,8 @@ func TestApplyAndDeleteCluster(t *testing.T) {
 		t.Errorf("stored config %v %v", rs, err)
 	}
 	// Once warm, a newly registered cluster does not hold translation.
-	eventually(t, "outputs with west", publishes(r, expect(t, clusters(t, "east", "west"), inputs)))
-	eventually(t, "west output in the store", func() bool {
+	poll.Until(t, wait, "outputs with west", publishes(r, expect(t, clusters(t, "east", "west"), inputs)))
+	poll.Until(t, wait, "west output in the store", func() bool {
 		s, err := store.Get(ctx, snapshot.Output, "west")
 		return err == nil && s.Hash == hashOf(r.Output("west"))
 	})
@@ -485,8 +474,8 @@ func TestApplyAndDeleteCluster(t *testing.T) {
 	if r.IsRegistered("west") {
 		t.Error("west still registered after Delete")
 	}
-	eventually(t, "west output removed", func() bool { return r.Output("west") == nil })
-	eventually(t, "west output removed from the store", func() bool {
+	poll.Until(t, wait, "west output removed", func() bool { return r.Output("west") == nil })
+	poll.Until(t, wait, "west output removed from the store", func() bool {
 		_, err := store.Get(ctx, snapshot.Output, "west")
 		return errors.Is(err, snapshot.ErrNotFound)
 	})
@@ -538,11 +527,11 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Fatal("PutInput did not update memory while the store fails")
 	}
 	// Safe mode counts inputs held in memory; translation and publishing go on.
-	eventually(t, "outputs while the store fails", func() bool {
+	poll.Until(t, wait, "outputs while the store fails", func() bool {
 		return r.Output("east") != nil && r.Output("west") != nil &&
 			publishes(r, expect(t, config, map[string]*snapshot.Snapshot{"east": eastIn, "west": westIn}))()
 	})
-	eventually(t, "store error in status", func() bool {
+	poll.Until(t, wait, "store error in status", func() bool {
 		return strings.Contains(r.Status().StoreError, snapshot.ErrUnavailable.Error())
 	})
 	if _, err := store.Store.Get(ctx, snapshot.Input, "east"); !errors.Is(err, snapshot.ErrNotFound) {
@@ -557,11 +546,11 @@ func TestStoreUnavailable(t *testing.T) {
 		s, err := store.Store.Get(ctx, kind, cluster)
 		return err == nil && s.Hash == hash
 	}
-	eventually(t, "store to catch up", func() bool {
+	poll.Until(t, wait, "store to catch up", func() bool {
 		return stored(snapshot.Input, "east", eastIn.Hash) && stored(snapshot.Input, "west", westIn.Hash) &&
 			stored(snapshot.Output, "east", r.Output("east").Hash) && stored(snapshot.Output, "west", r.Output("west").Hash)
 	})
-	eventually(t, "store error cleared", func() bool { return r.Status().StoreError == "" })
+	poll.Until(t, wait, "store error cleared", func() bool { return r.Status().StoreError == "" })
 }
 
 func TestRestartResumesVersions(t *testing.T) {
@@ -574,15 +563,15 @@ func TestRestartResumesVersions(t *testing.T) {
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1)}
 	r1.PutInput(ctx, "east", inputs["east"])
 	r1.PutInput(ctx, "west", inputs["west"])
-	eventually(t, "first output", publishes(r1, expect(t, config, inputs)))
+	poll.Until(t, wait, "first output", publishes(r1, expect(t, config, inputs)))
 	inputs["east"] = input(t, 2, "web", "db")
 	r1.PutInput(ctx, "east", inputs["east"])
-	eventually(t, "second output", publishes(r1, expect(t, config, inputs)))
+	poll.Until(t, wait, "second output", publishes(r1, expect(t, config, inputs)))
 	want := r1.Output("east")
 	if want.Version != 2 {
 		t.Fatalf("east output version %d, want 2 (the test needs an input change that changes east's output)", want.Version)
 	}
-	eventually(t, "output in the store", func() bool {
+	poll.Until(t, wait, "output in the store", func() bool {
 		s, err := store.Get(ctx, snapshot.Output, "east")
 		return err == nil && s.Hash == want.Hash
 	})
@@ -592,7 +581,7 @@ func TestRestartResumesVersions(t *testing.T) {
 	r2 := newReconciler(t, reconcile.Config{SafeMode: true, Role: fixedRole{epoch: 1}}, store)
 	r2.SetDirConfig(config)
 	stop2 := run(t, r2)
-	eventually(t, "a translation after restart", func() bool { return r2.Status().Translations > 0 })
+	poll.Until(t, wait, "a translation after restart", func() bool { return r2.Status().Translations > 0 })
 	if got := r2.Output("east"); got == nil || got.Version != want.Version || got.Hash != want.Hash {
 		t.Errorf("after restart east output %+v, want version %d", got, want.Version)
 	}
@@ -602,7 +591,7 @@ func TestRestartResumesVersions(t *testing.T) {
 	r3 := newReconciler(t, reconcile.Config{SafeMode: true, Role: fixedRole{epoch: 2}}, store)
 	r3.SetDirConfig(config)
 	run(t, r3)
-	eventually(t, "output of the new epoch", func() bool {
+	poll.Until(t, wait, "output of the new epoch", func() bool {
 		out := r3.Output("east")
 		return out != nil && out.Epoch == 2
 	})
@@ -622,7 +611,7 @@ func TestClusterReAddedDuringStoreOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.PutInput(ctx, "east", input(t, 1, "web"))
-	eventually(t, "west output in the store", func() bool {
+	poll.Until(t, wait, "west output in the store", func() bool {
 		s, err := store.Store.Get(ctx, snapshot.Output, "west")
 		return err == nil && s.Hash == hashOf(r.Output("west"))
 	})
@@ -631,15 +620,15 @@ func TestClusterReAddedDuringStoreOutage(t *testing.T) {
 	if err := r.Delete(ctx, west[0].Key()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "west output removed", func() bool { return r.Output("west") == nil })
+	poll.Until(t, wait, "west output removed", func() bool { return r.Output("west") == nil })
 	if err := r.Apply(ctx, west); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "west output again", func() bool { return r.Output("west") != nil })
+	poll.Until(t, wait, "west output again", func() bool { return r.Output("west") != nil })
 	store.fail.Store(false)
-	eventually(t, "store to catch up", func() bool { return r.Status().StoreError == "" })
+	poll.Until(t, wait, "store to catch up", func() bool { return r.Status().StoreError == "" })
 	want := r.Output("west")
-	eventually(t, "west output in the store after the outage", func() bool {
+	poll.Until(t, wait, "west output in the store after the outage", func() bool {
 		s, err := store.Store.Get(ctx, snapshot.Output, "west")
 		return err == nil && s.Hash == want.Hash && s.Version == want.Version
 	})

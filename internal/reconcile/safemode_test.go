@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
@@ -89,7 +90,7 @@ func TestSafeModeDecisionApplied(t *testing.T) {
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
 	r.PutInput(ctx, "east", inputs["east"])
 
-	eventually(t, "safe mode missing west", func() bool {
+	poll.Until(t, wait, "safe mode missing west", func() bool {
 		sm := r.Status().SafeMode
 		return sm.Active && slices.Equal(sm.Missing, []string{"west"})
 	})
@@ -116,7 +117,7 @@ func TestSafeModeDecisionApplied(t *testing.T) {
 
 	inputs["west"] = input(t, 1, "api")
 	r.PutInput(ctx, "west", inputs["west"])
-	eventually(t, "outputs of east and west", publishes(r, expect(t, config, inputs)))
+	poll.Until(t, wait, "outputs of east and west", publishes(r, expect(t, config, inputs)))
 	if sm := r.Status().SafeMode; sm.Active || !sm.Since.IsZero() {
 		t.Errorf("safe mode %+v after release", sm)
 	}
@@ -131,7 +132,7 @@ func TestSafeModeDecisionApplied(t *testing.T) {
 	// Warm: a cluster registered later without an input is translated without waiting.
 	config = clusters(t, "east", "west", "north")
 	r.SetDirConfig(config)
-	eventually(t, "an output for north, which never reported", func() bool { return r.Output("north") != nil })
+	poll.Until(t, wait, "an output for north, which never reported", func() bool { return r.Output("north") != nil })
 	if sm := r.Status().SafeMode; sm.Active {
 		t.Errorf("a warm server held translation again for a missing input: %+v", sm)
 	}

@@ -25,6 +25,8 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -192,14 +194,11 @@ type env struct {
 
 func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 	t.Helper()
-	ca, err := pki.NewCA(trustDomain, 24*time.Hour)
+	ca, err := pki.NewCA(trustDomain, 24*time.Hour) // longer than the kit's: registrations may ask for 2 h
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverCert, _, _, err := ca.IssueServer([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverCert := pkitest.Server(t, ca, "127.0.0.1").TLS
 	if cfg.Token == nil {
 		cfg.Token = func() (string, error) { return token, nil }
 	}
@@ -259,17 +258,6 @@ func keyPair(t *testing.T, certPEM []byte, key crypto.Signer) tls.Certificate {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// signed issues a client certificate for cluster directly from ca, bypassing Register.
-func signed(t *testing.T, ca *pki.CA, cluster string) tls.Certificate {
-	t.Helper()
-	req, key := registerReq(t, cluster, "")
-	certPEM, _, err := ca.SignClusterCSR(req.GetCsrPem(), cluster, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return keyPair(t, certPEM, key)
 }
 
 // received is one message (or the final error) of a stream.
@@ -344,17 +332,6 @@ func wantCode(t *testing.T, err error, code codes.Code, contains ...string) {
 		if !strings.Contains(status.Convert(err).Message(), c) {
 			t.Errorf("error message %q does not contain %q", status.Convert(err).Message(), c)
 		}
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -503,16 +480,9 @@ func TestPullRefused(t *testing.T) {
 	b.setOutput("east", output(1, "a=1"))
 	e := newEnv(t, relay.ServerConfig{}, b)
 	east := e.register(t, "east")
-	other, err := pki.NewCA(trustDomain, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign := signed(t, other, "east")
-	unregistered := signed(t, e.ca, "gone")
-	serverAsClient, _, _, err := e.ca.IssueServer([]string{"east"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	foreign := pkitest.Cluster(t, pkitest.CA(t, trustDomain), "east").TLS
+	unregistered := pkitest.Cluster(t, e.ca, "gone").TLS
+	serverAsClient := pkitest.Server(t, e.ca, "east").TLS
 
 	tests := []struct {
 		name     string
@@ -611,7 +581,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	v2 := output(2, "a=1", "b=22", "c=3")
 	b.setOutput("east", v2)
 	p.ack(t, d)
-	eventually(t, "the ACK to reach the backend", func() bool {
+	poll.Until(t, wait, "the ACK to reach the backend", func() bool {
 		acks := b.calls(&b.acks)
 		return len(acks) == 1 && acks[0].cluster == "east" && acks[0].version == 1 && acks[0].hash == v1.Hash && acks[0].extra != ""
 	})
@@ -637,7 +607,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 		t.Fatalf("applying the delta: %v", err)
 	}
 	p.ack(t, d)
-	eventually(t, "three ACKs", func() bool { return len(b.calls(&b.acks)) == 3 })
+	poll.Until(t, wait, "three ACKs", func() bool { return len(b.calls(&b.acks)) == 3 })
 }
 
 func TestPullHelloHoldingCurrentGetsNothing(t *testing.T) {
@@ -648,7 +618,7 @@ func TestPullHelloHoldingCurrentGetsNothing(t *testing.T) {
 	cert := e.register(t, "east")
 	p := pull(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", Held: held(v3.WithVersion(9, 1))})
 
-	eventually(t, "the hello to be processed", func() bool { return len(b.calls(&b.acks)) == 1 && b.subscriptions("east") == 1 })
+	poll.Until(t, wait, "the hello to be processed", func() bool { return len(b.calls(&b.acks)) == 1 && b.subscriptions("east") == 1 })
 	if acks := b.calls(&b.acks); acks[0].version != 3 || acks[0].hash != v3.Hash {
 		t.Errorf("ack recorded %+v, want version 3", acks[0])
 	}
@@ -698,7 +668,7 @@ func TestPullNack(t *testing.T) {
 	b.setOutput("east", v2)
 	d := p.next(t)
 	p.nack(t, d, false)
-	eventually(t, "the NACK to reach the backend", func() bool { return len(b.calls(&b.nacks)) == 1 })
+	poll.Until(t, wait, "the NACK to reach the backend", func() bool { return len(b.calls(&b.nacks)) == 1 })
 	if n := b.calls(&b.nacks)[0]; n.cluster != "east" || n.version != 2 || n.hash != v2.Hash || n.extra != "cannot apply" {
 		t.Errorf("NACK recorded %+v", n)
 	}
@@ -719,7 +689,7 @@ func TestPullNack(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.ack(t, d)
-	eventually(t, "the ACK of the full snapshot", func() bool {
+	poll.Until(t, wait, "the ACK of the full snapshot", func() bool {
 		acks := b.calls(&b.acks)
 		return len(acks) == 2 && acks[1].version == 3
 	})
@@ -921,7 +891,7 @@ func TestPullAgentHoldsNewerEpoch(t *testing.T) {
 	cert := e.register(t, "east")
 	p := pull(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", Held: held(agentHolds)})
 
-	eventually(t, "the refusal recorded", func() bool {
+	poll.Until(t, wait, "the refusal recorded", func() bool {
 		r := b.calls(&b.refusals)
 		return len(r) > 0 && r[0] == call{"east", 1, "2", ""}
 	})

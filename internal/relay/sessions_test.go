@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -52,7 +53,7 @@ func TestSecondAgentRefused(t *testing.T) {
 	wantCode(t, streamError(t, push(t, e.client(t, &cert), t.Context(), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"}).in), codes.AlreadyExists)
 
 	stopFirst()
-	eventually(t, "the first agent's streams end", func() bool { return e.server.Connections()["east"].Push == 0 })
+	poll.Until(t, wait, "the first agent's streams end", func() bool { return e.server.Connections()["east"].Push == 0 })
 	p3 := push(t, second, as(t.Context(), "second"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	if got := p3.held(t); got.GetHash() != v1.Hash {
 		t.Fatalf("the second agent is told the server holds %q, want the first agent's input %q", got.GetHash(), v1.Hash)
@@ -72,7 +73,7 @@ func TestSameAgentNewConnectionReplacesOld(t *testing.T) {
 	old := push(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	old.held(t)
 	oldPull := pull(t, oldConn, as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
-	eventually(t, "both streams open", func() bool { c := e.server.Connections()["east"]; return c.Push == 1 && c.Pull == 1 })
+	poll.Until(t, wait, "both streams open", func() bool { c := e.server.Connections()["east"]; return c.Push == 1 && c.Pull == 1 })
 
 	fresh := push(t, e.client(t, &cert), as(t.Context(), "a"), &relayv1.Hello{Cluster: "east", AgentVersion: "v1.2.3"})
 	fresh.held(t)

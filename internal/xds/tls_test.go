@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 )
 
 // meshSecrets returns the output's mesh Secrets of cluster issued by ca.
@@ -32,26 +33,6 @@ func meshSecrets(t *testing.T, ca *pki.CA, cluster string) (*tlsv3.Secret, *tlsv
 	bundle := &tlsv3.Secret{Name: "meshrelay-mesh-ca", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 		TrustedCa: inline(ca.CertPEM)}}}
 	return id, bundle
-}
-
-// gatewayPair is a gateway certificate of cluster and node issued by ca.
-func gatewayPair(t *testing.T, ca *pki.CA, cluster, node string) tls.Certificate {
-	t.Helper()
-	key, _ := pki.NewKey()
-	csr, err := pki.NewGatewayCSR(key, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, err := ca.SignGatewayCSR(csr, cluster, node, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, _ := pki.KeyPEM(key)
-	pair, err := tls.X509KeyPair(cert, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair
 }
 
 // handshake runs a TLS handshake on loopback between the guard and a client presenting
@@ -95,11 +76,11 @@ func handshake(t *testing.T, g *guard, certs ...tls.Certificate) error {
 // from the CA of the output; an identity of another cluster is not used; a rotated CA in a
 // new output is trusted from the next handshake on.
 func TestGuard(t *testing.T) {
-	ca, _ := pki.NewCA("example.org", time.Hour)
+	ca := pkitest.CA(t, "example.org")
 	reg := prometheus.NewRegistry()
 	g := newGuard("east", reg, slog.New(slog.DiscardHandler))
 	count := func(reason string) float64 { return counted(t, g, reason) }
-	eastGW := gatewayPair(t, ca, "east", "gw-a")
+	eastGW := pkitest.Gateway(t, ca, "east", "gw-a").TLS
 
 	if err := handshake(t, g, eastGW); err == nil || count(ReasonNoIdentity) != 1 {
 		t.Fatalf("before the identity: %v, no_identity %v", err, count(ReasonNoIdentity))
@@ -116,7 +97,7 @@ func TestGuard(t *testing.T) {
 		t.Errorf("no_identity refusals kept once the identity arrived: %+v", g.list())
 	}
 
-	other, _ := pki.NewCA("example.org", time.Hour)
+	other := pkitest.CA(t, "example.org")
 	for _, c := range []struct {
 		name   string
 		certs  []tls.Certificate
@@ -124,8 +105,8 @@ func TestGuard(t *testing.T) {
 	}{
 		{"the cluster's gateway", []tls.Certificate{eastGW}, ""},
 		{"no certificate", nil, ReasonNoCertificate},
-		{"another CA", []tls.Certificate{gatewayPair(t, other, "east", "gw-a")}, ReasonUntrusted},
-		{"another cluster", []tls.Certificate{gatewayPair(t, ca, "west", "gw-a")}, ReasonForeignCluster},
+		{"another CA", []tls.Certificate{pkitest.Gateway(t, other, "east", "gw-a").TLS}, ReasonUntrusted},
+		{"another cluster", []tls.Certificate{pkitest.Gateway(t, ca, "west", "gw-a").TLS}, ReasonForeignCluster},
 	} {
 		before := count(c.reason)
 		err := handshake(t, g, c.certs...)
@@ -145,7 +126,7 @@ func TestGuard(t *testing.T) {
 	_, bundle := meshSecrets(t, other, "east")
 	bundle.GetValidationContext().GetTrustedCa().Specifier = &corev3.DataSource_InlineBytes{InlineBytes: append(append([]byte{}, ca.CertPEM...), other.CertPEM...)}
 	g.setIdentity(both, bundle)
-	if err := handshake(t, g, gatewayPair(t, other, "east", "gw-a")); err != nil {
+	if err := handshake(t, g, pkitest.Gateway(t, other, "east", "gw-a").TLS); err != nil {
 		t.Errorf("a gateway of the new CA during the overlap: %v", err)
 	}
 	if err := handshake(t, g, eastGW); err != nil {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // The admin API is HTTPS with a certificate from the server's relay CA, and the CLI verifies
@@ -145,7 +146,7 @@ func TestAdminTLSBringYourOwnCertReloaded(t *testing.T) {
 	}
 
 	secondCA, secondNotAfter := issue("second")
-	eventually(t, 10*time.Second, "the renewed certificate is served", func() error {
+	poll.Eventually(t, 10*time.Second, "the renewed certificate is served", func() error {
 		if _, errOut, err := cli(t, "get", "kubernetesclusters", "--server", admin, "--admin-ca-file", secondCA); err != nil {
 			return fmt.Errorf("%w: %s", err, errOut)
 		}
@@ -169,7 +170,7 @@ func TestAdminStatusRevealsNoSecret(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 20*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 20*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 
 	relayToken, err := os.ReadFile(h.token)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 func cli(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -37,7 +39,7 @@ func TestBadInputInConfigDir(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 
 	writeFile(t, filepath.Join(s.config, "broken.yaml"), "kind: KubernetesCluster\nmetadata: [unclosed\n")
 	writeFile(t, filepath.Join(s.config, "clusters.yaml"), `apiVersion: meshrelay.io/v1alpha1
@@ -52,7 +54,7 @@ metadata:
 spec:
   skipWarming: "yes"
 `)
-	eventually(t, 10*time.Second, "server reports both errors", func() error {
+	poll.Eventually(t, 10*time.Second, "server reports both errors", func() error {
 		errs := strings.Join(s.status(t).ConfigErrors, "\n")
 		if !containsAll(errs, "broken.yaml", "malformed YAML", "clusters.yaml", `KubernetesCluster "remote"`, "spec.skipWarming", "boolean") {
 			return fmt.Errorf("config errors: %s", errs)
@@ -61,7 +63,7 @@ spec:
 	})
 	// remote is still registered (the file's last good version stands) and changes still flow.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 8080))
-	eventually(t, 15*time.Second, "red reaches remote", func() error {
+	poll.Eventually(t, 15*time.Second, "red reaches remote", func() error {
 		return outputHas(t, remote, seKey("service-red"))
 	})
 	if err := outputHas(t, remote, blueInLocal); err != nil {
@@ -74,7 +76,7 @@ spec:
 	// Fixing the file clears the errors.
 	writeFile(t, filepath.Join(s.config, "clusters.yaml"), "apiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: local\n---\napiVersion: meshrelay.io/v1alpha1\nkind: KubernetesCluster\nmetadata:\n  name: remote\n")
 	writeFile(t, filepath.Join(s.config, "broken.yaml"), "# fixed\n")
-	eventually(t, 10*time.Second, "errors cleared", func() error {
+	poll.Eventually(t, 10*time.Second, "errors cleared", func() error {
 		if errs := s.status(t).ConfigErrors; len(errs) > 0 {
 			return fmt.Errorf("still: %v", errs)
 		}
@@ -143,7 +145,7 @@ spec:
 	if _, errOut, err := cli(t, "apply", "-f", rt, "--server", s.admin); err != nil {
 		t.Fatalf("apply route table: %v %s", err, errOut)
 	}
-	eventually(t, 15*time.Second, "status names the missing upstream", func() error {
+	poll.Eventually(t, 15*time.Second, "status names the missing upstream", func() error {
 		out, _, err := cli(t, "get", "routetables", "--server", s.admin)
 		if err != nil || !containsAll(out, "ghost-route", `upstream "default-ghost-80" not found in cluster local`) {
 			return fmt.Errorf("get routetables: %v\n%s", err, out)

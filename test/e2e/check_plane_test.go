@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/demo"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
@@ -86,9 +87,9 @@ func TestHACheckReplicatedPlane(t *testing.T) {
 		writeFile(t, filepath.Join(a.discovery, "svc.yaml"), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.%d.0.1", i+1), 8080))
 		agents[c] = a
 	}
-	eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
+	poll.Eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
 	for _, r := range reps {
-		eventually(t, 30*time.Second, "check against "+r.name+" passes", func() error { return checkPasses(t, r.admin) })
+		poll.Eventually(t, 30*time.Second, "check against "+r.name+" passes", func() error { return checkPasses(t, r.admin) })
 	}
 	for _, r := range reps {
 		for _, c := range clusters {
@@ -110,7 +111,7 @@ func TestHACheckReplicatedPlane(t *testing.T) {
 	}
 	agents[victim].p.Kill()
 	for _, r := range reps {
-		eventually(t, 15*time.Second, "check against "+r.name+" names "+victim, func() error {
+		poll.Eventually(t, 15*time.Second, "check against "+r.name+" names "+victim, func() error {
 			return checkFailsOn(t, r.admin, "cluster "+victim, "connected to no server")
 		})
 		for _, c := range clusters {
@@ -131,14 +132,14 @@ func TestOpsCheckShowsSafeMode(t *testing.T) {
 	h := newHarness(t)
 	s := h.startServer("server", []string{"a", "b"})
 	a := h.startAgent("a", s)
-	eventually(t, 20*time.Second, "a connected", func() error {
+	poll.Eventually(t, 20*time.Second, "a connected", func() error {
 		if st := a.status(t); !st.Connected {
 			return fmt.Errorf("a not connected: %+v", st)
 		}
 		return nil
 	})
 	var out string
-	eventually(t, 10*time.Second, "check names safe mode", func() error {
+	poll.Eventually(t, 10*time.Second, "check names safe mode", func() error {
 		var line string
 		var code int
 		code, out, line = checkLine(t, s.admin, "cluster a")
@@ -159,7 +160,7 @@ func TestOpsCheckShowsSafeMode(t *testing.T) {
 	}
 
 	h.startAgent("b", s)
-	eventually(t, 20*time.Second, "check passes once b is there", func() error { return checkPasses(t, s.admin) })
+	poll.Eventually(t, 20*time.Second, "check passes once b is there", func() error { return checkPasses(t, s.admin) })
 }
 
 // A gateway whose listener port is taken by another process refuses (NACKs) the listener
@@ -188,11 +189,11 @@ func TestOpsCheckShowsGatewayNack(t *testing.T) {
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), demo.AppYAML("blue", "blue-pod", 10000))
 	writeFile(t, filepath.Join(local.discovery, "route.yaml"), demo.RouteYAML(ports["http"]))
 	h.startAgent("local", s, "--xds-address", addr("xds"))
-	eventually(t, 20*time.Second, "check passes before the gateway", func() error { return checkPasses(t, s.admin) })
+	poll.Eventually(t, 20*time.Second, "check passes before the gateway", func() error { return checkPasses(t, s.admin) })
 
 	gw := h.start("gateway-local", "gateway", "--xds-address", addr("xds"), "--node-id", "local-gw", "--admin-address", addr("gw-admin"), "--drain-timeout", "1s")
 	var out string
-	eventually(t, 20*time.Second, "check names the cluster and the refusing gateway", func() error {
+	poll.Eventually(t, 20*time.Second, "check names the cluster and the refusing gateway", func() error {
 		err := checkFailsOn(t, s.admin, "cluster local", "gateway local-gw refuses Listener", "address already in use")
 		_, out, _ = checkLine(t, s.admin, "cluster local")
 		return err
@@ -205,7 +206,7 @@ func TestOpsCheckShowsGatewayNack(t *testing.T) {
 	if err := gw.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "check passes once the gateway is gone", func() error { return checkPasses(t, s.admin) })
+	poll.Eventually(t, 20*time.Second, "check passes once the gateway is gone", func() error { return checkPasses(t, s.admin) })
 }
 
 // Discovery that cannot read its source — an invalid manifest, then the whole directory
@@ -215,10 +216,10 @@ func TestOpsCheckShowsDiscoveryError(t *testing.T) {
 	s := h.startServer("server", []string{"a"})
 	a := h.startAgent("a", s)
 	writeFile(t, filepath.Join(a.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 8080))
-	eventually(t, 20*time.Second, "check passes", func() error { return checkPasses(t, s.admin) })
+	poll.Eventually(t, 20*time.Second, "check passes", func() error { return checkPasses(t, s.admin) })
 
 	writeFile(t, filepath.Join(a.discovery, "broken.yaml"), "apiVersion: v1\nkind: Service\nmetadata: [unclosed\n")
-	eventually(t, 20*time.Second, "check names a's invalid manifest", func() error {
+	poll.Eventually(t, 20*time.Second, "check names a's invalid manifest", func() error {
 		return checkFailsOn(t, s.admin, "cluster a", "discovery fails", "broken.yaml")
 	})
 	if v := metric(t, s.admin, "meshrelay_relay_agent_discovery_error", `cluster="a"`); v != 1 {
@@ -227,13 +228,13 @@ func TestOpsCheckShowsDiscoveryError(t *testing.T) {
 	if err := os.Remove(filepath.Join(a.discovery, "broken.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "check passes again", func() error { return checkPasses(t, s.admin) })
+	poll.Eventually(t, 20*time.Second, "check passes again", func() error { return checkPasses(t, s.admin) })
 
 	if err := os.RemoveAll(a.discovery); err != nil {
 		t.Fatal(err)
 	}
 	var out string
-	eventually(t, 20*time.Second, "check names a's missing discovery directory", func() error {
+	poll.Eventually(t, 20*time.Second, "check names a's missing discovery directory", func() error {
 		err := checkFailsOn(t, s.admin, "cluster a", "discovery fails", a.discovery)
 		_, out, _ = checkLine(t, s.admin, "cluster a")
 		return err

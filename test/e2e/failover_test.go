@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/demo"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 )
 
@@ -101,7 +102,7 @@ func answer(url string) (string, error) {
 
 func (w *seedWorld) expect(t *testing.T, want string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, "gateway answers "+want, func() error {
+	poll.Eventually(t, within, "gateway answers "+want, func() error {
 		got, err := answer(w.url)
 		if err != nil {
 			return err
@@ -263,7 +264,7 @@ func TestIstioSNIThroughMeshrelayGateway(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return strings.TrimSpace(string(b)), nil
 	}
-	eventually(t, 30*time.Second, "green through Istio's SNI form", func() error {
+	poll.Eventually(t, 30*time.Second, "green through Istio's SNI form", func() error {
 		got, err := get("outbound_.10000_._.service-blue.default.svc.cluster.local")
 		if err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -22,8 +23,8 @@ func TestHACheck(t *testing.T) {
 	a := h.startAgentAt("a", s.relay, s.dataDir)
 	b := h.startAgentAt("b", s.relay, s.dataDir)
 	writeFile(t, filepath.Join(a.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 8080))
-	eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
-	eventually(t, 10*time.Second, "in sync", func() error { return s.allInSync(clusters...) })
+	poll.Eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
+	poll.Eventually(t, 10*time.Second, "in sync", func() error { return s.allInSync(clusters...) })
 
 	type report struct {
 		OK     bool `json:"ok"`
@@ -42,7 +43,7 @@ func TestHACheck(t *testing.T) {
 		return r, code, nil
 	}
 	var table string
-	eventually(t, 15*time.Second, "check passes", func() error {
+	poll.Eventually(t, 15*time.Second, "check passes", func() error {
 		out, errOut, code := cliExit(t, "check", "--server", s.admin, "--redis-address", rs.Addr())
 		table = out
 		if code != 0 {
@@ -60,7 +61,7 @@ func TestHACheck(t *testing.T) {
 	}
 
 	b.p.Kill()
-	eventually(t, 15*time.Second, "check fails and names b", func() error {
+	poll.Eventually(t, 15*time.Second, "check fails and names b", func() error {
 		out, _, code := cliExit(t, "check", "--server", s.admin, "--redis-address", rs.Addr())
 		table = out
 		if code == 0 {

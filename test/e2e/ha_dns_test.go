@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
@@ -51,16 +52,16 @@ func startRegions(t *testing.T, clusters ...string) *regions {
 		return append([]string{"--redis-address", r.rs.Addr(), "--mgmt-cluster-name", name, "--relay-server-names", mgmtDNS}, haServerFlags...)
 	}
 	r.west = r.h.startMgmt("west", mgmtOpts{relay: westIP + ":" + r.port, clusters: clusters, args: args("west")})
-	eventually(t, 10*time.Second, "west takes the free lock", func() error { return r.activeIs(r.west) })
+	poll.Eventually(t, 10*time.Second, "west takes the free lock", func() error { return r.activeIs(r.west) })
 	r.east = r.h.startMgmt("east", mgmtOpts{relay: eastIP + ":" + r.port, clusters: clusters, caFrom: r.west, args: args("east")})
-	eventually(t, 10*time.Second, "east is passive", func() error { return r.activeIs(r.west) })
+	poll.Eventually(t, 10*time.Second, "east is passive", func() error { return r.activeIs(r.west) })
 	r.dns.set(mgmtDNS, westIP)
 	for i, c := range clusters {
 		a := r.startAgent(t, c)
 		writeFile(t, filepath.Join(a.discovery, "svc.yaml"), serviceYAML(world3Services[i], fmt.Sprintf("10.%d.0.1", i+1), 8080))
 	}
-	eventually(t, 30*time.Second, "agents complete", func() error { return r.complete(t, world3Services[:len(clusters)]...) })
-	eventually(t, 10*time.Second, "in sync on west", func() error { return r.west.allInSync(clusters...) })
+	poll.Eventually(t, 30*time.Second, "agents complete", func() error { return r.complete(t, world3Services[:len(clusters)]...) })
+	poll.Eventually(t, 10*time.Second, "in sync on west", func() error { return r.west.allInSync(clusters...) })
 	return r
 }
 
@@ -77,11 +78,11 @@ func (r *regions) startAgent(t *testing.T, cluster string) *agent {
 		}
 		return nil
 	}
-	eventually(t, 20*time.Second, cluster+" registers through west's IP", connected)
+	poll.Eventually(t, 20*time.Second, cluster+" registers through west's IP", connected)
 	a.p.Kill()
 	a.args = append(slices.Clone(a.args), "--relay-address", mgmtDNS+":"+r.port, "--dns-server", r.dns.addr) // the last flag wins
 	r.h.rerunAgent(a)
-	eventually(t, 20*time.Second, cluster+" connects through "+mgmtDNS, connected)
+	poll.Eventually(t, 20*time.Second, cluster+" connects through "+mgmtDNS, connected)
 	r.agents = append(r.agents, a)
 	return a
 }
@@ -161,7 +162,7 @@ func (r *regions) moveDNS(t *testing.T, to *mgmt, ip string) time.Duration {
 	t.Helper()
 	r.dns.set(mgmtDNS, ip)
 	start := time.Now()
-	eventually(t, 30*time.Second, "agents follow the DNS record to "+to.name, func() error {
+	poll.Eventually(t, 30*time.Second, "agents follow the DNS record to "+to.name, func() error {
 		for _, a := range r.agents {
 			st, err := agentStat(a)
 			if err != nil {
@@ -200,7 +201,7 @@ func TestHADNSSwitchActivePassive(t *testing.T) {
 		from, to := step.from, step.to
 		// The passive server polls Redis every second; move once it holds what the agents
 		// hold (moving earlier hits TestHADNSSwitchRightAfterChange's bug).
-		eventually(t, 10*time.Second, "agents settled and "+to.name+" holds their outputs", func() error {
+		poll.Eventually(t, 10*time.Second, "agents settled and "+to.name+" holds their outputs", func() error {
 			if err := r.holds(from); err != nil {
 				return err
 			}
@@ -232,10 +233,10 @@ func TestHADNSSwitchActivePassive(t *testing.T) {
 
 		switched := time.Now()
 		r.switchActive(t, to)
-		eventually(t, 15*time.Second, to.name+" active", func() error { return r.activeIs(to) })
+		poll.Eventually(t, 15*time.Second, to.name+" active", func() error { return r.activeIs(to) })
 		lock, _ := to.stat()
 		epoch := lock.HA.Lock.Epoch
-		eventually(t, 20*time.Second, "agents on the new epoch", func() error {
+		poll.Eventually(t, 20*time.Second, "agents on the new epoch", func() error {
 			for _, a := range r.agents {
 				st, err := agentStat(a)
 				if err != nil {
@@ -254,7 +255,7 @@ func TestHADNSSwitchActivePassive(t *testing.T) {
 			}
 		}
 		rc := r.rs.Client(t)
-		eventually(t, 10*time.Second, "redis holds the new epoch's outputs", func() error {
+		poll.Eventually(t, 10*time.Second, "redis holds the new epoch's outputs", func() error {
 			for _, a := range r.agents {
 				out, err := redisSnapshot(t, rc, snapshot.Output, a.cluster)
 				if err != nil {
@@ -274,7 +275,7 @@ func TestHADNSSwitchActivePassive(t *testing.T) {
 		changed := time.Now()
 		writeFile(t, filepath.Join(to.config, vd+".yaml"), extraVD(vd, services[0]))
 		writeFile(t, filepath.Join(from.config, vd+".yaml"), extraVD(vd, services[0]))
-		eventually(t, 20*time.Second, "config change on "+to.name+" reaches agents", func() error {
+		poll.Eventually(t, 20*time.Second, "config change on "+to.name+" reaches agents", func() error {
 			return r.complete(t, append([]string{vd}, services...)...)
 		})
 		t.Logf("config change on the new active %s reached every agent in %s", to.name, time.Since(changed).Round(time.Millisecond))
@@ -303,7 +304,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = west.p.Signal(syscall.SIGCONT) })
 	r.switchActive(t, east)
-	eventually(t, 15*time.Second, "east active", func() error {
+	poll.Eventually(t, 15*time.Second, "east active", func() error {
 		st, err := east.stat()
 		if err != nil {
 			return err
@@ -317,7 +318,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 	epoch := st.HA.Lock.Epoch
 	took := r.moveDNS(t, east, eastIP)
 	t.Logf("west frozen: agents moved to east in %s", took.Round(time.Millisecond))
-	eventually(t, 10*time.Second, "east's epoch in redis", func() error {
+	poll.Eventually(t, 10*time.Second, "east's epoch in redis", func() error {
 		for _, a := range r.agents {
 			out, err := redisSnapshot(t, rc, snapshot.Output, a.cluster)
 			if err != nil {
@@ -355,7 +356,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 
 	// East writes: a new service in a.
 	writeFile(t, filepath.Join(r.agents[0].discovery, "svc-0.yaml"), serviceYAML("svc-0", "10.1.0.9", 8080))
-	eventually(t, 20*time.Second, "east's translation reaches the agents at its epoch", func() error {
+	poll.Eventually(t, 20*time.Second, "east's translation reaches the agents at its epoch", func() error {
 		for _, a := range r.agents {
 			st, err := agentStat(a)
 			if err != nil {
@@ -368,7 +369,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 		return r.complete(t, "svc-0")
 	})
 	eastOut := map[string]string{}
-	eventually(t, 10*time.Second, "east's outputs stored", func() error {
+	poll.Eventually(t, 10*time.Second, "east's outputs stored", func() error {
 		st, err := east.stat()
 		if err != nil {
 			return err
@@ -397,7 +398,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	woke := time.Now()
-	eventually(t, 15*time.Second, "west turns passive", func() error {
+	poll.Eventually(t, 15*time.Second, "west turns passive", func() error {
 		st, err := west.stat()
 		if err != nil {
 			return err
@@ -459,7 +460,7 @@ func TestHAFencingSplitBrain(t *testing.T) {
 	// Back to the real active: everything converges on east.
 	r.moveDNS(t, east, eastIP)
 	writeFile(t, filepath.Join(r.agents[1].discovery, "svc-1.yaml"), serviceYAML("svc-1", "10.2.0.9", 8080))
-	eventually(t, 20*time.Second, "east still serves", func() error { return r.complete(t, "svc-0", "svc-1") })
+	poll.Eventually(t, 20*time.Second, "east still serves", func() error { return r.complete(t, "svc-0", "svc-1") })
 }
 
 // An agent configured with a DNS name and --dns-server registers (obtains its certificate)
@@ -504,7 +505,7 @@ func TestHADNSSwitchRightAfterChange(t *testing.T) {
 		// Align with west's store syncs: a first change, and the moment west writes it.
 		was := storedHash(a.cluster)
 		writeFile(t, filepath.Join(a.discovery, p[0]+".yaml"), serviceYAML(p[0], fmt.Sprintf("10.1.%d.1", cycle+1), 8080))
-		eventuallyEvery(t, 10*time.Second, 2*time.Millisecond, "west stores the first change", func() error {
+		poll.Every(t, 10*time.Second, 2*time.Millisecond, "west stores the first change", func() error {
 			if storedHash(a.cluster) == was {
 				return fmt.Errorf("redis still has a's previous output")
 			}
@@ -518,7 +519,7 @@ func TestHADNSSwitchRightAfterChange(t *testing.T) {
 		}
 		inB := wst.cluster(b.cluster).InputHash
 		writeFile(t, filepath.Join(b.discovery, p[1]+".yaml"), serviceYAML(p[1], fmt.Sprintf("10.2.%d.1", cycle+1), 8080))
-		eventuallyEvery(t, 10*time.Second, 5*time.Millisecond, "west receives the second change", func() error {
+		poll.Every(t, 10*time.Second, 5*time.Millisecond, "west receives the second change", func() error {
 			st, err := r.west.stat()
 			if err != nil {
 				return err

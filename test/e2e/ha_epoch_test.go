@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // Two management servers share a Redis without persistence. switch-active moves the global
@@ -23,7 +25,7 @@ func TestHAStoreLostEpochNeverGoesBackwards(t *testing.T) {
 
 	// Epoch 2: switch-active to the server that already holds the lock.
 	r.switchActive(t, r.west)
-	eventually(t, 20*time.Second, "agents on epoch 2", func() error {
+	poll.Eventually(t, 20*time.Second, "agents on epoch 2", func() error {
 		for _, a := range r.agents {
 			if st, err := agentStat(a); err != nil || st.OutputEpoch < 2 {
 				return fmt.Errorf("agent %s at epoch %d (%v)", a.cluster, st.OutputEpoch, err)
@@ -40,7 +42,7 @@ func TestHAStoreLostEpochNeverGoesBackwards(t *testing.T) {
 	r.rs.Stop()
 	r.rs.Restart(t)
 	lost := time.Now()
-	eventually(t, 15*time.Second, "a server takes the lock again", func() error {
+	poll.Eventually(t, 15*time.Second, "a server takes the lock again", func() error {
 		for _, m := range []*mgmt{r.west, r.east} {
 			if st, err := m.stat(); err != nil || st.StoreError != "" || st.HA.Lock == nil {
 				return fmt.Errorf("%s: store error %q, lock %+v (%v)", m.name, st.StoreError, st.HA.Lock, err)
@@ -54,14 +56,14 @@ func TestHAStoreLostEpochNeverGoesBackwards(t *testing.T) {
 	vd := "extra-after-loss"
 	writeFile(t, filepath.Join(r.west.config, vd+".yaml"), extraVD(vd, services[0]))
 	writeFile(t, filepath.Join(r.east.config, vd+".yaml"), extraVD(vd, services[0]))
-	eventually(t, 30*time.Second, "the change reaches every agent after redis lost its data", func() error {
+	poll.Eventually(t, 30*time.Second, "the change reaches every agent after redis lost its data", func() error {
 		return r.complete(t, append([]string{vd}, services...)...)
 	})
 	t.Logf("redis restarted empty: a config change reached every agent %s after the restart", time.Since(lost).Round(time.Millisecond))
 
 	// The lock is above every epoch an agent holds, and no agent went back or stays refusing.
 	rc := r.rs.Client(t)
-	eventually(t, 10*time.Second, "the lock is above every epoch agents held", func() error {
+	poll.Eventually(t, 10*time.Second, "the lock is above every epoch agents held", func() error {
 		e, err := rc.HGet(t.Context(), "meshrelay:{meshrelay}:activelock", "epoch").Uint64()
 		if err != nil {
 			return fmt.Errorf("read lock epoch: %w", err)

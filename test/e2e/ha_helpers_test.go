@@ -6,7 +6,6 @@ package e2e
 // agent really applied (its state file and its log).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,8 +27,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
+	"github.com/meshrelay/meshrelay/internal/promtext"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -473,29 +471,11 @@ func metricSamples(admin, name string, labels ...string) ([]float64, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var out []float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(line, l)
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", line, err)
-		}
-		out = append(out, v)
+	s, err := promtext.Parse(resp.Body)
+	if err != nil {
+		return nil, err
 	}
-	return out, sc.Err()
+	return s.Values(name, labels...)
 }
 
 // metricSum is the sum of every sample of a metric (all its label sets) at admin.
@@ -618,12 +598,6 @@ func historyVersionsGrow(a *agent) error {
 		}
 	}
 	return nil
-}
-
-// eventuallyEvery is eventually with a chosen poll interval (for polls that are heavy).
-func eventuallyEvery(t *testing.T, timeout, every time.Duration, what string, f func() error) {
-	t.Helper()
-	poll.Every(t, timeout, every, what, f)
 }
 
 // sleep waits d unless the test ends.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
@@ -150,8 +151,8 @@ func TestHABalancingBehindOneAddress(t *testing.T) {
 	}
 	settled := func() {
 		t.Helper()
-		eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
-		eventually(t, 30*time.Second, "every agent connected and in sync", func() error {
+		poll.Eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
+		poll.Eventually(t, 30*time.Second, "every agent connected and in sync", func() error {
 			for _, a := range agents {
 				if st, err := agentStat(a); err != nil || !st.Connected {
 					return fmt.Errorf("agent %s not connected: %+v %v", a.cluster, st, err)
@@ -227,7 +228,7 @@ func TestHABalancingBehindOneAddress(t *testing.T) {
 	sleep(t, 5*resolveEvery)
 	writeFile(t, filepath.Join(reps[0].config, "lb-change.yaml"), extraVD("lb-change", "svc-0"))
 	for _, a := range agents {
-		eventually(t, 20*time.Second, "the config change reaches "+a.cluster, func() error { return outputHas(t, a, seKey("lb-change")) })
+		poll.Eventually(t, 20*time.Second, "the config change reaches "+a.cluster, func() error { return outputHas(t, a, seKey("lb-change")) })
 	}
 	sleep(t, 2*resolveEvery)
 

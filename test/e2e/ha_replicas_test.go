@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/ha"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -57,7 +58,7 @@ func startReplicasAt(h *harness, redisAddr string, ids, relays, clusters []strin
 func waitReplicaSet(t *testing.T, reps []*mgmt, ids []string) {
 	t.Helper()
 	want := strings.Join(sortedCopy(ids), ",")
-	eventually(t, 20*time.Second, "replicas see each other", func() error {
+	poll.Eventually(t, 20*time.Second, "replicas see each other", func() error {
 		for _, r := range reps {
 			st, err := r.stat()
 			if err != nil {
@@ -171,8 +172,8 @@ func TestHAReplicaKilled(t *testing.T) {
 		writeFile(t, filepath.Join(a.discovery, "svc.yaml"), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.%d.0.1", i+1), 8080))
 		agents = append(agents, a)
 	}
-	eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
-	eventually(t, 30*time.Second, "every service everywhere", func() error {
+	poll.Eventually(t, 30*time.Second, "agents on their owners", func() error { return placedAsOwned(reps, own) })
+	poll.Eventually(t, 30*time.Second, "every service everywhere", func() error {
 		for _, a := range agents {
 			for i := range clusters {
 				if err := outputHas(t, a, seKey(fmt.Sprintf("svc-%d", i))); err != nil {
@@ -182,7 +183,7 @@ func TestHAReplicaKilled(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, "in sync on their owners", func() error {
+	poll.Eventually(t, 10*time.Second, "in sync on their owners", func() error {
 		for _, r := range reps {
 			var mine []string
 			for c, o := range own {
@@ -211,7 +212,7 @@ func TestHAReplicaKilled(t *testing.T) {
 
 	r2.p.Kill()
 	killed := time.Now()
-	eventually(t, 30*time.Second, "replica-2's agents back on replica-1", func() error {
+	poll.Eventually(t, 30*time.Second, "replica-2's agents back on replica-1", func() error {
 		for _, a := range agents {
 			st, err := agentStat(a)
 			if err != nil {
@@ -243,7 +244,7 @@ func TestHAReplicaKilled(t *testing.T) {
 	// The survivor translates every cluster now.
 	writeFile(t, filepath.Join(agents[0].discovery, "svc-4.yaml"), serviceYAML("svc-4", "10.9.0.1", 8080))
 	for _, a := range agents {
-		eventually(t, 20*time.Second, "svc-4 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-4")) })
+		poll.Eventually(t, 20*time.Second, "svc-4 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-4")) })
 	}
 	for _, a := range agents {
 		if err := checkHistory(a, true); err != nil {
@@ -289,7 +290,7 @@ func TestHALeaderKilled(t *testing.T) {
 	}
 	var leader *mgmt
 	var epoch uint64
-	eventually(t, 20*time.Second, "one leader", func() (err error) {
+	poll.Eventually(t, 20*time.Second, "one leader", func() (err error) {
 		leader, epoch, err = leaderOf(reps)
 		return err
 	})
@@ -306,7 +307,7 @@ func TestHALeaderKilled(t *testing.T) {
 		}
 		live = rest
 		old := epoch
-		eventually(t, 10*lease, "a new leader", func() (err error) {
+		poll.Eventually(t, 10*lease, "a new leader", func() (err error) {
 			leader, epoch, err = leaderOf(live)
 			return err
 		})
@@ -339,9 +340,9 @@ func TestHABalancing(t *testing.T) {
 	for _, a := range agents {
 		h.agentUp(a, 0)
 	}
-	eventuallyEvery(t, 90*time.Second, 250*time.Millisecond, "every agent on its owner", func() error { return placedAsOwned(reps, own) })
+	poll.Every(t, 90*time.Second, 250*time.Millisecond, "every agent on its owner", func() error { return placedAsOwned(reps, own) })
 	t.Logf("%d agents placed on their owners %s after starting them", n, time.Since(started).Round(time.Millisecond))
-	eventuallyEvery(t, 30*time.Second, 250*time.Millisecond, "all in sync", func() error {
+	poll.Every(t, 30*time.Second, 250*time.Millisecond, "all in sync", func() error {
 		for _, r := range reps {
 			var mine []string
 			for c, o := range own {
@@ -395,7 +396,7 @@ func TestHABalancing(t *testing.T) {
 			moving = append(moving, c) // mostly to the new replica; bounded load may shift a few more
 		}
 	}
-	eventuallyEvery(t, 60*time.Second, 250*time.Millisecond, "agents on their new owners", func() error { return placedAsOwned(reps, own4) })
+	poll.Every(t, 60*time.Second, 250*time.Millisecond, "agents on their new owners", func() error { return placedAsOwned(reps, own4) })
 	t.Logf("fourth replica: %d of %d agents moved to it in %s; balancing over 4 replicas: %s", len(moving), n, time.Since(joined).Round(time.Millisecond), count(own4, ids4))
 	sleep(t, 2*time.Second) // late flaps would show now
 	_, sinceAfter, err := placement(reps)

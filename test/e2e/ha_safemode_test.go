@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -65,7 +66,7 @@ func startWorld3(t *testing.T, serverArgs ...string) *world3 {
 // translates (no safe mode).
 func (w *world3) converge(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, "every agent connected and complete", func() error {
+	poll.Eventually(t, timeout, "every agent connected and complete", func() error {
 		for _, a := range w.agents {
 			st, err := agentStat(a)
 			if err != nil {
@@ -164,7 +165,7 @@ func TestHARedisAndServerRestartTogether(t *testing.T) {
 	// One more change, so that agents hold outputs past version 1.
 	writeFile(t, filepath.Join(w.agents[2].discovery, "svc-2.yaml"), serviceYAML("svc-2", "10.3.0.9", 8080))
 	for _, a := range w.agents {
-		eventually(t, 20*time.Second, "svc-2 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-2")) })
+		poll.Eventually(t, 20*time.Second, "svc-2 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-2")) })
 	}
 	if err := w.inSync(t, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func TestHARedisAndServerRestartTogether(t *testing.T) {
 				missing = append(missing, c)
 			}
 		}
-		eventually(t, 20*time.Second, a.cluster+"'s input reaches the new server", func() error {
+		poll.Eventually(t, 20*time.Second, a.cluster+"'s input reaches the new server", func() error {
 			st, err := s.stat()
 			if err != nil {
 				return err
@@ -254,7 +255,7 @@ func TestHARedisAndServerRestartTogether(t *testing.T) {
 	t.Logf("redis and server restarted together: every agent complete %s after the server restart (agents returned in order %v)", time.Since(restarted).Round(time.Millisecond), back)
 	// Safe mode ends when the last input arrives; the translation it releases is counted a
 	// moment later, when its outputs are published.
-	eventually(t, 10*time.Second, "translation resumes after the last agent returned", func() error {
+	poll.Eventually(t, 10*time.Second, "translation resumes after the last agent returned", func() error {
 		if v, err := metricOf(s.admin, "meshrelay_translation_total"); err != nil || v == 0 {
 			return fmt.Errorf("converged without a translation (meshrelay_translation_total %v, %v)", v, err)
 		}
@@ -278,7 +279,7 @@ func TestHARedisAndServerRestartTogether(t *testing.T) {
 	// Changes flow again, and every agent sees versions only grow.
 	writeFile(t, filepath.Join(w.agents[0].discovery, "svc-0.yaml"), serviceYAML("svc-0", "10.1.0.9", 8080))
 	for _, a := range w.agents {
-		eventually(t, 20*time.Second, "svc-0 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-0")) })
+		poll.Eventually(t, 20*time.Second, "svc-0 reaches "+a.cluster, func() error { return outputHas(t, a, seKey("svc-0")) })
 	}
 	for _, a := range w.agents {
 		if err := historyNoShrink(a, true); err != nil {
@@ -420,7 +421,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 		s.p.Kill()
 		s.restart(true)
 		at := time.Now()
-		eventually(t, 20*time.Second, "a and b back, safe mode for c", holding)
+		poll.Eventually(t, 20*time.Second, "a and b back, safe mode for c", holding)
 		return at
 	}
 	c.p.Kill()
@@ -455,7 +456,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 	// (a) skipWarming for c ends it; translation resumes with what is present.
 	writeFile(t, clustersFile, clustersYAML(w.clusters, map[string]bool{"c": true}))
 	changed := time.Now()
-	eventually(t, 20*time.Second, "skipWarming ends safe mode", func() error {
+	poll.Eventually(t, 20*time.Second, "skipWarming ends safe mode", func() error {
 		st, err := s.stat()
 		if err != nil {
 			return err
@@ -470,7 +471,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 		t.Fatalf(`meshrelay_safe_mode_active{cluster="c"} = %v after skipWarming`, v)
 	}
 	writeFile(t, filepath.Join(a.discovery, "svc-0.yaml"), serviceYAML("svc-0", "10.1.0.9", 8080))
-	eventually(t, 20*time.Second, "a change in a reaches b", func() error { return outputHas(t, b, seKey("svc-0")) })
+	poll.Eventually(t, 20*time.Second, "a change in a reaches b", func() error { return outputHas(t, b, seKey("svc-0")) })
 	t.Logf("(a) b's output with c skipped has red (c's service): %v", outputHas(t, b, seKey("service-red")) == nil)
 
 	// (c) Deleting c's KubernetesCluster ends safe mode.
@@ -478,7 +479,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 	restartWithoutC()
 	writeFile(t, clustersFile, clustersYAML([]string{"a", "b"}, nil))
 	changed = time.Now()
-	eventually(t, 20*time.Second, "deregistering c ends safe mode", func() error {
+	poll.Eventually(t, 20*time.Second, "deregistering c ends safe mode", func() error {
 		st, err := s.stat()
 		if err != nil {
 			return err
@@ -489,7 +490,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 		return nil
 	})
 	t.Logf("(c) deregistration: translation resumed %s after the config change", time.Since(changed).Round(time.Millisecond))
-	eventually(t, 20*time.Second, "c's service leaves b with c", func() error { return outputLacks(t, b, seKey("service-red")) })
+	poll.Eventually(t, 20*time.Second, "c's service leaves b with c", func() error { return outputLacks(t, b, seKey("service-red")) })
 
 	// (b) With --safe-mode=false --safe-start-window 3, translation waits 3s, then goes on
 	// with what is present.
@@ -500,7 +501,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 	// holds); before the process starts is a lower bound if the test never sees it hold.
 	since := time.Now()
 	s.restart(false)
-	eventually(t, 20*time.Second, "the window holds translation", func() error {
+	poll.Eventually(t, 20*time.Second, "the window holds translation", func() error {
 		st, err := s.stat()
 		if err != nil {
 			return err
@@ -514,7 +515,7 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 		since = st.SafeMode.Since
 		return nil
 	})
-	eventually(t, 20*time.Second, "translation after the window", func() error {
+	poll.Eventually(t, 20*time.Second, "translation after the window", func() error {
 		st, err := s.stat()
 		if err != nil {
 			return err
@@ -530,5 +531,5 @@ func TestHASafeModeAgentNeverReturns(t *testing.T) {
 		return nil
 	})
 	writeFile(t, filepath.Join(a.discovery, "svc-1.yaml"), serviceYAML("svc-1", "10.1.0.10", 8080))
-	eventually(t, 20*time.Second, "changes flow after the window", func() error { return outputHas(t, b, seKey("svc-1")) })
+	poll.Eventually(t, 20*time.Second, "changes flow after the window", func() error { return outputHas(t, b, seKey("svc-1")) })
 }

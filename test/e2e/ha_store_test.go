@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
@@ -40,8 +41,8 @@ func haRedisOutage(t *testing.T, persistent bool) {
 	a := h.startAgentAt("a", s.relay, s.dataDir)
 	b := h.startAgentAt("b", s.relay, s.dataDir)
 	writeFile(t, filepath.Join(a.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 8080))
-	eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
-	eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
+	poll.Eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
+	poll.Eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
 	storeMatches := func() error {
 		st, err := s.stat()
 		if err != nil {
@@ -67,10 +68,10 @@ func haRedisOutage(t *testing.T, persistent bool) {
 		}
 		return nil
 	}
-	eventually(t, 10*time.Second, "redis holds every snapshot", storeMatches)
+	poll.Eventually(t, 10*time.Second, "redis holds every snapshot", storeMatches)
 
 	rs.Stop()
-	eventually(t, 15*time.Second, "server notices redis is gone", func() error {
+	poll.Eventually(t, 15*time.Second, "server notices redis is gone", func() error {
 		if st, err := s.stat(); err != nil || st.StoreError == "" {
 			return fmt.Errorf("no store error yet (%v)", err)
 		}
@@ -83,14 +84,14 @@ func haRedisOutage(t *testing.T, persistent bool) {
 	// A service added in a still reaches b: translated from memory.
 	changed := time.Now()
 	writeFile(t, filepath.Join(a.discovery, "green.yaml"), serviceYAML("service-green", "10.1.0.2", 8080))
-	eventually(t, 20*time.Second, "green reaches b without redis", func() error { return outputHas(t, b, seKey("service-green")) })
+	poll.Eventually(t, 20*time.Second, "green reaches b without redis", func() error { return outputHas(t, b, seKey("service-green")) })
 	t.Logf("redis down: a new service reached the other cluster in %s", time.Since(changed).Round(time.Millisecond))
 
 	// A configuration change through the config dir still reaches both agents.
 	changed = time.Now()
 	writeFile(t, filepath.Join(s.config, "extra.yaml"), extraVD("extra-blue", "service-blue"))
 	for _, ag := range []*agent{a, b} {
-		eventually(t, 20*time.Second, "config change reaches "+ag.cluster+" without redis", func() error {
+		poll.Eventually(t, 20*time.Second, "config change reaches "+ag.cluster+" without redis", func() error {
 			return outputHas(t, ag, seKey("extra-blue"))
 		})
 	}
@@ -101,7 +102,7 @@ func haRedisOutage(t *testing.T, persistent bool) {
 
 	rs.Restart(t)
 	back := time.Now()
-	eventually(t, 15*time.Second, "server sees redis again", func() error {
+	poll.Eventually(t, 15*time.Second, "server sees redis again", func() error {
 		if st, err := s.stat(); err != nil || st.StoreError != "" {
 			return fmt.Errorf("store error %q (%v)", st.StoreError, err)
 		}
@@ -123,7 +124,7 @@ func haRedisOutage(t *testing.T, persistent bool) {
 			"(written while Redis was unreachable); it never compares the store's index with memory, so inputs and outputs that were "+
 			"stored before the outage and did not change during it are never written again", caughtUp)
 	}
-	eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
+	poll.Eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
 	for _, ag := range []*agent{a, b} {
 		if err := checkHistory(ag, true); err != nil {
 			t.Error(err)
@@ -143,8 +144,8 @@ func TestHAAgentDisconnect(t *testing.T) {
 	a := h.startAgentAt("a", s.relay, s.dataDir)
 	b := h.startAgentAt("b", s.relay, s.dataDir)
 	writeFile(t, filepath.Join(a.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 8080))
-	eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
-	eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
+	poll.Eventually(t, 20*time.Second, "blue reaches b", func() error { return outputHas(t, b, seKey("service-blue")) })
+	poll.Eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
 	st, err := s.stat()
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +155,7 @@ func TestHAAgentDisconnect(t *testing.T) {
 	beforeB, _ := agentStat(b)
 
 	a.p.Kill()
-	eventually(t, 10*time.Second, "server sees a gone", func() error {
+	poll.Eventually(t, 10*time.Second, "server sees a gone", func() error {
 		st, err := s.stat()
 		if err != nil {
 			return err
@@ -175,7 +176,7 @@ func TestHAAgentDisconnect(t *testing.T) {
 
 	// A change in b is translated with a's context: b's new output still has a's service.
 	writeFile(t, filepath.Join(b.discovery, "green.yaml"), serviceYAML("service-green", "10.2.0.1", 8080))
-	eventually(t, 20*time.Second, "b applies an output with its change", func() error {
+	poll.Eventually(t, 20*time.Second, "b applies an output with its change", func() error {
 		st, err := agentStat(b)
 		if err != nil {
 			return err
@@ -194,9 +195,9 @@ func TestHAAgentDisconnect(t *testing.T) {
 	}
 	h.rerunAgent(a)
 	returned := time.Now()
-	eventually(t, 20*time.Second, "a catches up when it returns", func() error { return outputHas(t, a, seKey("service-green")) })
+	poll.Eventually(t, 20*time.Second, "a catches up when it returns", func() error { return outputHas(t, a, seKey("service-green")) })
 	t.Logf("agent back: it applied the change it missed %s after its restart", time.Since(returned).Round(time.Millisecond))
-	eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
+	poll.Eventually(t, 10*time.Second, "both in sync", func() error { return s.allInSync(clusters...) })
 	for _, ag := range []*agent{a, b} {
 		if err := checkHistory(ag, true); err != nil {
 			t.Error(err)

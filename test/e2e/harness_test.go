@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +20,8 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/configapi"
-	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
+	"github.com/meshrelay/meshrelay/internal/promtext"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"sigs.k8s.io/yaml"
 )
@@ -378,12 +377,6 @@ ports:
 `, name, ip, port)
 }
 
-// eventually polls f until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	poll.Eventually(t, timeout, what, f)
-}
-
 func outputHas(t *testing.T, a *agent, key string) error {
 	keys, err := outputKeys(a.output)
 	if err != nil {
@@ -466,28 +459,18 @@ func metric(t *testing.T, admin, name string, labels ...string) float64 {
 		t.Fatalf("metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			ok = ok && strings.Contains(line, l)
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
-		}
-		return v
+	s, err := promtext.Parse(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics at %s: %v", admin, err)
 	}
-	return 0
+	vs, err := s.Values(name, labels...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) == 0 {
+		return 0
+	}
+	return vs[0]
 }
 
 // mtimes maps every file of dir to its modification time.

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // cacertsOf reads istio-system/cacerts and checks what Istio needs of it against root: the
@@ -56,11 +57,11 @@ func TestKubeIstioCACerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	var first *x509.Certificate
-	eventually(t, 60*time.Second, "cacerts written by the agent", func() (err error) {
+	poll.Eventually(t, 60*time.Second, "cacerts written by the agent", func() (err error) {
 		first, err = cacertsOf(t, c, root)
 		return err
 	})
-	eventually(t, 20*time.Second, "cacerts renewed", func() error {
+	poll.Eventually(t, 20*time.Second, "cacerts renewed", func() error {
 		cur, err := cacertsOf(t, c, root)
 		if err != nil {
 			return err
@@ -82,7 +83,7 @@ func TestKubeIstioCACerts(t *testing.T) {
 	if _, err := c.cs.CoreV1().Secrets("istio-system").Create(t.Context(), mine, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "check reports the user's cacerts", func() error {
+	poll.Eventually(t, 30*time.Second, "check reports the user's cacerts", func() error {
 		out, _, _ := cli(t, "check", "--server", s.admin)
 		if !strings.Contains(out, "Secret/istio-system/cacerts") || !strings.Contains(out, "not created by meshrelay") {
 			return fmt.Errorf("check:\n%s", out)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -133,7 +134,7 @@ func TestKubeFailoverGatewayLoadBalancerAddress(t *testing.T) {
 	h.startKubeAgent("kube-b", s, clusterB.env.Kubeconfig)
 
 	want := []string{lbIP + ":15443"}
-	eventually(t, 60*time.Second, "kube-b reaches service-blue at kube-a's load balancer", func() error {
+	poll.Eventually(t, 60*time.Second, "kube-b reaches service-blue at kube-a's load balancer", func() error {
 		eps, err := clusterB.serviceEntryEndpoints(t, "vd-service-blue")
 		if err != nil {
 			return err
@@ -174,7 +175,7 @@ func TestKubeFailoverGatewayLoadBalancerAddress(t *testing.T) {
 	clusterA.createNode(t, "node-1", nodeIP)
 	clusterA.setLoadBalancerIngress(t)
 	want = []string{nodeIP + ":32000"}
-	eventually(t, 60*time.Second, "kube-b reaches service-blue at kube-a's node port", func() error {
+	poll.Eventually(t, 60*time.Second, "kube-b reaches service-blue at kube-a's node port", func() error {
 		eps, err := clusterB.serviceEntryEndpoints(t, "vd-service-blue")
 		if err != nil {
 			return err

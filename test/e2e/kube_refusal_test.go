@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -74,7 +75,7 @@ func TestKubeOutputObjectRefusedRestApplied(t *testing.T) {
 			LastError string `json:"lastError"`
 		} `json:"kubeSink"`
 	}
-	eventually(t, 60*time.Second, "kube-b applied its output except "+refusedKey, func() error {
+	poll.Eventually(t, 60*time.Second, "kube-b applied its output except "+refusedKey, func() error {
 		for _, ns := range []string{"default", "fresh"} {
 			if _, err := clusterB.dyn.Resource(serviceEntries).Namespace(ns).Get(ctx, "vd-service-blue", metav1.GetOptions{}); err != nil {
 				return fmt.Errorf("ServiceEntry %s/vd-service-blue: %w", ns, err)
@@ -116,7 +117,7 @@ func TestKubeOutputObjectRefusedRestApplied(t *testing.T) {
 			RefusedObjects []refusal `json:"refusedObjects"`
 		} `json:"clusters"`
 	}
-	eventually(t, 30*time.Second, "the server shows the refusal", func() error {
+	poll.Eventually(t, 30*time.Second, "the server shows the refusal", func() error {
 		if err := getJSON(s.admin, "/status", &serverSt); err != nil {
 			return err
 		}
@@ -151,7 +152,7 @@ func TestKubeOutputObjectRefusedRestApplied(t *testing.T) {
 	// Deletion still works beside the refused object: service-green goes, so does its
 	// ServiceEntry; service-blue's stay.
 	clusterA.deleteService(t, "service-green")
-	eventually(t, 60*time.Second, "ServiceEntry default/vd-service-green deleted", func() error {
+	poll.Eventually(t, 60*time.Second, "ServiceEntry default/vd-service-green deleted", func() error {
 		ses, err := clusterB.serviceEntries(t)
 		if err != nil {
 			return err

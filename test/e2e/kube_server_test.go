@@ -22,6 +22,7 @@ import (
 	"github.com/meshrelay/meshrelay/charts"
 	"github.com/meshrelay/meshrelay/charts/chartstest"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -179,11 +180,11 @@ func TestKubeServer(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 30*time.Second, "remote's output has blue from the VirtualDestination custom resource", func() error {
+	poll.Eventually(t, 30*time.Second, "remote's output has blue from the VirtualDestination custom resource", func() error {
 		return outputHas(t, remote, seKey("service-blue"))
 	})
 
-	eventually(t, 20*time.Second, "statuses written", func() error {
+	poll.Eventually(t, 20*time.Second, "statuses written", func() error {
 		cond, cr, err := acceptedOf(t, mgmt.Client, apiv1alpha1.KindVirtualDestination, "default", "service-blue")
 		if err != nil {
 			return err
@@ -244,7 +245,7 @@ func TestKubeServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.restartServer(s, "server-again")
-	eventually(t, 30*time.Second, "the restarted server translates", func() error {
+	poll.Eventually(t, 30*time.Second, "the restarted server translates", func() error {
 		if st := s.status(t); st.Translations == 0 {
 			return fmt.Errorf("no translation yet (safe mode %+v)", st.SafeMode)
 		}
@@ -261,7 +262,7 @@ func TestKubeServer(t *testing.T) {
 	if err := mgmt.Client.Delete(t.Context(), vd); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "blue's ServiceEntry gone from remote", func() error {
+	poll.Eventually(t, 20*time.Second, "blue's ServiceEntry gone from remote", func() error {
 		return outputLacks(t, remote, seKey("service-blue"))
 	})
 }
@@ -311,14 +312,14 @@ func TestKubeServerReplicasLease(t *testing.T) {
 	servers := map[string]*server{"a": h.startKubeServer("server-a", sa, flags("a")...), "b": h.startKubeServer("server-b", sa, flags("b")...)}
 
 	var leader string
-	eventually(t, 20*time.Second, "a leader holds the Lease", func() error {
+	poll.Eventually(t, 20*time.Second, "a leader holds the Lease", func() error {
 		if leader = leaseHolder(t, mgmt, lease); leader != "a" && leader != "b" {
 			return fmt.Errorf("lease holder %q", leader)
 		}
 		return nil
 	})
 	keys := []string{"KubernetesCluster//local", "VirtualDestination/default/service-blue", "RouteTable/default/zero"}
-	eventually(t, 20*time.Second, "statuses written", func() error {
+	poll.Eventually(t, 20*time.Second, "statuses written", func() error {
 		for _, k := range [][3]string{{apiv1alpha1.KindKubernetesCluster, "", "local"}, {apiv1alpha1.KindVirtualDestination, "default", "service-blue"},
 			{apiv1alpha1.KindRouteTable, "default", "zero"}} {
 			if _, _, err := acceptedOf(t, mgmt.Client, k[0], k[1], k[2]); err != nil {
@@ -342,7 +343,7 @@ func TestKubeServerReplicasLease(t *testing.T) {
 	if err := servers[leader].p.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "the follower takes the Lease", func() error {
+	poll.Eventually(t, 15*time.Second, "the follower takes the Lease", func() error {
 		if got := leaseHolder(t, mgmt, lease); got != follower {
 			return fmt.Errorf("lease holder %q, want %q", got, follower)
 		}
@@ -356,7 +357,7 @@ func TestKubeServerReplicasLease(t *testing.T) {
 	if err := mgmt.Client.Update(t.Context(), vd); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the new leader writes generation 2's status", func() error {
+	poll.Eventually(t, 20*time.Second, "the new leader writes generation 2's status", func() error {
 		_, cr, err := acceptedOf(t, mgmt.Client, apiv1alpha1.KindVirtualDestination, "default", "service-blue")
 		if err != nil {
 			return err

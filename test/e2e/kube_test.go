@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshrelay/meshrelay/charts"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // TestKubeModeAcrossClusters runs a server and two agents in Kubernetes mode, each against
@@ -36,7 +37,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 	a := h.startKubeAgent("kube-a", s, clusterA.env.Kubeconfig, "--kube-resync", "1s")
 	b := h.startKubeAgent("kube-b", s, clusterB.env.Kubeconfig, "--kube-resync", "1s")
 	for _, ag := range []*agent{a, b} {
-		eventually(t, 60*time.Second, ag.cluster+" connected", func() error {
+		poll.Eventually(t, 60*time.Second, ag.cluster+" connected", func() error {
 			st, err := kubeStatus(ag)
 			if err != nil {
 				return err
@@ -50,7 +51,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 
 	// A Service in A becomes a ServiceEntry in B.
 	clusterA.createService(t, "service-blue", "10.1.0.10", 8080)
-	eventually(t, 60*time.Second, "ServiceEntry vd-service-blue in cluster B", func() error {
+	poll.Eventually(t, 60*time.Second, "ServiceEntry vd-service-blue in cluster B", func() error {
 		ses, err := clusterB.serviceEntries(t)
 		if err != nil {
 			return err
@@ -77,7 +78,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.p = h.start("agent-kube-b-again", b.args...)
-	eventually(t, 60*time.Second, "restarted agent connected", func() error {
+	poll.Eventually(t, 60*time.Second, "restarted agent connected", func() error {
 		st, err := kubeStatus(b)
 		if err != nil {
 			return err
@@ -105,7 +106,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 	for i, n := range svcs {
 		clusterA.createService(t, n, fmt.Sprintf("10.1.1.%d", i+1), 8080)
 	}
-	eventually(t, 60*time.Second, "six ServiceEntries in cluster B", func() error {
+	poll.Eventually(t, 60*time.Second, "six ServiceEntries in cluster B", func() error {
 		ses, err := clusterB.serviceEntries(t)
 		if err != nil {
 			return err
@@ -121,7 +122,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 	held := clusterB.versions(t)
 	// All five slices in one request, so that one output drops all five ServiceEntries.
 	clusterA.deleteSlices(t, "kubernetes.io/service-name in (svc-0,svc-1,svc-2,svc-3,svc-4)")
-	eventually(t, 60*time.Second, "deletion guard active in agent kube-b", func() error {
+	poll.Eventually(t, 60*time.Second, "deletion guard active in agent kube-b", func() error {
 		st, err := kubeStatus(b)
 		if err != nil {
 			return err
@@ -141,7 +142,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 	if v := mustMetric(t, b.admin, "meshrelay_sink_deletions_refused_total"); v < 5 {
 		t.Errorf("meshrelay_sink_deletions_refused_total = %v", v)
 	}
-	eventually(t, 60*time.Second, "meshrelay check reports the refusal", func() error {
+	poll.Eventually(t, 60*time.Second, "meshrelay check reports the refusal", func() error {
 		out, errOut, code := cliExit(t, "check", "--server", s.admin)
 		if code == 0 || !strings.Contains(out+errOut, "deletion guard") || !strings.Contains(out+errOut, "cluster kube-b") {
 			return fmt.Errorf("exit %d:\n%s%s", code, out, errOut)
@@ -159,7 +160,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 	}
 	b.args = append(b.args, "--max-delete-fraction", "1")
 	b.p = h.start("agent-kube-b-confirmed", b.args...)
-	eventually(t, 60*time.Second, "the five ServiceEntries removed from cluster B", func() error {
+	poll.Eventually(t, 60*time.Second, "the five ServiceEntries removed from cluster B", func() error {
 		ses, err := clusterB.serviceEntries(t)
 		if err != nil {
 			return err
@@ -180,7 +181,7 @@ func TestKubeModeAcrossClusters(t *testing.T) {
 
 	// Deleting one service removes its ServiceEntry (one of six: within the guard).
 	clusterA.deleteService(t, "service-blue")
-	eventually(t, 60*time.Second, "ServiceEntry vd-service-blue removed from cluster B", func() error {
+	poll.Eventually(t, 60*time.Second, "ServiceEntry vd-service-blue removed from cluster B", func() error {
 		ses, err := clusterB.serviceEntries(t)
 		if err != nil {
 			return err
@@ -201,7 +202,7 @@ func waitKubeSettled(t *testing.T, a *agent) {
 	t.Helper()
 	var last string
 	stable := 0
-	eventually(t, 60*time.Second, a.cluster+" settled", func() error {
+	poll.Eventually(t, 60*time.Second, a.cluster+" settled", func() error {
 		st, err := kubeStatus(a)
 		if err != nil {
 			return err
@@ -258,10 +259,10 @@ func TestKubeAndUniversalInOneMesh(t *testing.T) {
 	kc.createService(t, "service-blue", "10.1.0.10", 8080)
 	writeFile(t, filepath.Join(ub.discovery, "green.yaml"), serviceYAML("service-green", "10.2.0.20", 8080))
 
-	eventually(t, 60*time.Second, "the Kubernetes service in the universal cluster's output", func() error {
+	poll.Eventually(t, 60*time.Second, "the Kubernetes service in the universal cluster's output", func() error {
 		return outputHas(t, ub, seKey("service-blue"))
 	})
-	eventually(t, 60*time.Second, "the universal service applied in the Kubernetes cluster", func() error {
+	poll.Eventually(t, 60*time.Second, "the universal service applied in the Kubernetes cluster", func() error {
 		ses, err := kc.serviceEntries(t)
 		if err != nil {
 			return err
@@ -281,7 +282,7 @@ func TestKubeAndUniversalInOneMesh(t *testing.T) {
 	}
 
 	kc.deleteService(t, "service-blue")
-	eventually(t, 60*time.Second, "the Kubernetes service gone from the universal cluster's output", func() error {
+	poll.Eventually(t, 60*time.Second, "the Kubernetes service gone from the universal cluster's output", func() error {
 		return outputLacks(t, ub, seKey("service-blue"))
 	})
 }
@@ -312,14 +313,14 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 	kc.createService(t, "service-blue", "10.1.0.10", 8080)
 
 	var leader string
-	eventually(t, 30*time.Second, "a replica holds the Lease", func() error {
+	poll.Eventually(t, 30*time.Second, "a replica holds the Lease", func() error {
 		if leader = leaseHolder(t, kc.env, lease); replicas[leader] == nil {
 			return fmt.Errorf("lease holder %q", leader)
 		}
 		return nil
 	})
 	standby := other[leader]
-	eventually(t, 60*time.Second, "the leader applies the universal service and publishes the Kubernetes one", func() error {
+	poll.Eventually(t, 60*time.Second, "the leader applies the universal service and publishes the Kubernetes one", func() error {
 		if err := seHas(t, kc, "vd-service-green"); err != nil {
 			return err
 		}
@@ -338,14 +339,14 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 
 	// The leader vanishes without releasing the Lease: the standby takes over once it expires.
 	replicas[leader].p.Kill()
-	eventually(t, 30*time.Second, "the standby takes the Lease", func() error {
+	poll.Eventually(t, 30*time.Second, "the standby takes the Lease", func() error {
 		if got := leaseHolder(t, kc.env, lease); got != standby {
 			return fmt.Errorf("lease holder %q, want %q", got, standby)
 		}
 		return nil
 	})
 	waitLeading(t, replicas[standby], true, standby)
-	eventually(t, 30*time.Second, "the new leader connected", func() error {
+	poll.Eventually(t, 30*time.Second, "the new leader connected", func() error {
 		st, err := kubeStatus(replicas[standby])
 		if err != nil || !st.Connected || st.OutputVersion == 0 {
 			return fmt.Errorf("connected=%v output=%d %v", st.Connected, st.OutputVersion, err)
@@ -361,7 +362,7 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(ub.discovery, "red.yaml"), serviceYAML("service-red", "10.2.0.30", 8080))
 	kc.createService(t, "svc-new", "10.1.0.40", 8080)
-	eventually(t, 60*time.Second, "the new leader applies and discovers", func() error {
+	poll.Eventually(t, 60*time.Second, "the new leader applies and discovers", func() error {
 		if err := seHas(t, kc, "vd-service-red"); err != nil {
 			return err
 		}
@@ -382,7 +383,7 @@ func TestKubeAgentReplicasLeaderElection(t *testing.T) {
 	if err := os.Remove(filepath.Join(ub.discovery, "red.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "the comeback leader prunes the removed service", func() error {
+	poll.Eventually(t, 60*time.Second, "the comeback leader prunes the removed service", func() error {
 		if err := seHas(t, kc, "vd-service-red"); err == nil {
 			return errors.New("vd-service-red still applied")
 		}
@@ -444,7 +445,7 @@ func seHas(t *testing.T, kc *kubeCluster, name string) error {
 func waitLeading(t *testing.T, a *agent, leading bool, holder string) kubeAgentStatus {
 	t.Helper()
 	var st kubeAgentStatus
-	eventually(t, 30*time.Second, fmt.Sprintf("%s leading=%v under %s", a.state, leading, holder), func() error {
+	poll.Eventually(t, 30*time.Second, fmt.Sprintf("%s leading=%v under %s", a.state, leading, holder), func() error {
 		var err error
 		if st, err = kubeStatus(a); err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // A flood of registrations with a bad token from one source is rate limited: connected
@@ -35,7 +36,7 @@ func TestRegistrationFloodDoesNotStarveAgents(t *testing.T) {
 	remote := h.startAgent("remote", s)
 	late := h.startAgent("late", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
 
 	// propagate moves blue's endpoint n times, one at a time, and times each move's arrival
 	// at remote.
@@ -119,7 +120,7 @@ func TestRegistrationFloodDoesNotStarveAgents(t *testing.T) {
 	}
 	registered := metric(t, s.admin, "meshrelay_relay_registrations_total")
 	h.restartAgent(late)
-	eventually(t, 20*time.Second, "late agent registered and connected during the flood", func() error {
+	poll.Eventually(t, 20*time.Second, "late agent registered and connected during the flood", func() error {
 		if st := late.status(t); !st.Connected {
 			return fmt.Errorf("late agent not connected: %s", st.LastError)
 		}
@@ -175,7 +176,7 @@ func TestLargeInputCrossesTheRelay(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(local.discovery, "big.yaml"), b.String())
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 60*time.Second, "blue (discovered with the big services) reaches remote", func() error {
+	poll.Eventually(t, 60*time.Second, "blue (discovered with the big services) reaches remote", func() error {
 		if err := outputHas(t, remote, blueInLocal); err != nil {
 			return fmt.Errorf("%w (local: %s)", err, local.status(t).LastError)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -224,7 +225,7 @@ func TestMeshCARotationStallsAndResumes(t *testing.T) {
 	h := newHarness(t)
 	s := h.startServer("server", []string{"local"})
 	a := h.startAgent("local", s)
-	eventually(t, 30*time.Second, "local in sync", func() error {
+	poll.Eventually(t, 30*time.Second, "local in sync", func() error {
 		for _, c := range s.status(t).Clusters {
 			if c.Name == "local" && c.InSync {
 				return nil
@@ -299,10 +300,10 @@ func TestXDSGatewayTrustsRotatedMeshCA(t *testing.T) {
 	if err := c.DoJSON(t.Context(), http.MethodPost, configapi.MeshCARotatePath, configapi.MeshCARotateRequest{}, &st); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 60*time.Second, "the rotation in phase sign", func() error {
+	poll.Eventually(t, 60*time.Second, "the rotation in phase sign", func() error {
 		return c.DoJSON(t.Context(), http.MethodPost, configapi.MeshCAAdvancePath, configapi.MeshCAAdvanceRequest{From: pki.PhaseTrust}, &st)
 	})
-	eventually(t, 60*time.Second, "phase sign acknowledged", func() error {
+	poll.Eventually(t, 60*time.Second, "phase sign acknowledged", func() error {
 		if err := c.DoJSON(t.Context(), http.MethodGet, configapi.MeshCAPath, nil, &st); err != nil {
 			return err
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // opsAgentStatus is the agent's /status with the fields these tests read.
@@ -100,8 +102,8 @@ func TestOpsSecondAgentForCluster(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 20*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
-	eventually(t, 10*time.Second, "local's input held", func() error {
+	poll.Eventually(t, 20*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 10*time.Second, "local's input held", func() error {
 		if _, n := s.input(t, "local"); n == 0 {
 			return errors.New("local's input is empty")
 		}
@@ -137,7 +139,7 @@ func TestOpsSecondAgentForCluster(t *testing.T) {
 	second := h.secondAgent(s, "local", "agent-local-second")
 	// Wait until the second agent was refused a few times — or until the server
 	// acknowledged an input from it, which must not happen.
-	eventually(t, 20*time.Second, "the second agent is refused (or its input taken)", func() error {
+	poll.Eventually(t, 20*time.Second, "the second agent is refused (or its input taken)", func() error {
 		if v, err := metricOf(second.admin, "meshrelay_agent_input_version"); err == nil && v > 0 {
 			return nil
 		}
@@ -183,13 +185,13 @@ func TestOpsSecondAgentForCluster(t *testing.T) {
 	unchanged("after the second agent stopped")
 	// A change of local still flows: the first agent still holds the cluster.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 8080))
-	eventually(t, 20*time.Second, "red reaches remote", func() error { return outputHas(t, remote, seKey("service-red")) })
+	poll.Eventually(t, 20*time.Second, "red reaches remote", func() error { return outputHas(t, remote, seKey("service-red")) })
 	inputHash, _ = s.input(t, "local")
 
 	// The second agent again; this time the first one stops: the second takes over, and its
 	// (empty) discovery is now legitimately local's input.
 	second = h.secondAgent(s, "local", "agent-local-second")
-	eventually(t, 20*time.Second, "the second agent is refused again", func() error {
+	poll.Eventually(t, 20*time.Second, "the second agent is refused again", func() error {
 		if st, err := opsAgentStat(second); err != nil || st.Refused == nil {
 			return fmt.Errorf("second agent status %+v, %v: want refused", st, err)
 		}
@@ -199,7 +201,7 @@ func TestOpsSecondAgentForCluster(t *testing.T) {
 	if err := local.p.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the second agent takes over", func() error {
+	poll.Eventually(t, 20*time.Second, "the second agent takes over", func() error {
 		st, err := opsAgentStat(second)
 		if err != nil || !st.Connected || st.Refused != nil {
 			return fmt.Errorf("second agent status %+v, %v: want connected, no longer refused", st, err)
@@ -209,7 +211,7 @@ func TestOpsSecondAgentForCluster(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 20*time.Second, "blue leaves remote", func() error { return outputLacks(t, remote, blueInLocal) })
+	poll.Eventually(t, 20*time.Second, "blue leaves remote", func() error { return outputLacks(t, remote, blueInLocal) })
 }
 
 // runExit runs the binary and waits at most limit for it to exit; it returns stderr and the
@@ -320,14 +322,14 @@ func TestOpsDiscoveryDirRemovedAtRuntime(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 20*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 20*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
 	inputHash, _ := s.input(t, "local")
 
 	// Moved away in one step (removing the files first would be a legitimate "no services").
 	if err := os.Rename(local.discovery, local.discovery+".moved"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "the agent reports its discovery failing", func() error {
+	poll.Eventually(t, 20*time.Second, "the agent reports its discovery failing", func() error {
 		st, err := opsAgentStat(local)
 		if err != nil {
 			return err
@@ -365,7 +367,7 @@ func TestOpsTwoAgentsOneMachineDefaultPorts(t *testing.T) {
 	if err := waitUp(t, local.p, 0, func() string { return local.admin }, "/healthz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "local's xDS listening", func() error { return logContains(t, local.p, "xds listening") })
+	poll.Eventually(t, 20*time.Second, "local's xDS listening", func() error { return logContains(t, local.p, "xds listening") })
 
 	r := h.agentDirs("remote")
 	args := func(admin, xds string) []string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/demo"
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -61,10 +62,10 @@ func TestOpsDebugSnapshot(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
 	writeFile(t, filepath.Join(remote.discovery, "gateway.yaml"), demo.FailoverGatewayYAML(gwPort))
-	eventually(t, 20*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 20*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 
 	// Input: what local's agent discovered, readable (one "# KEY" comment per resource).
-	eventually(t, 10*time.Second, "debug snapshot of local's input", func() error {
+	poll.Eventually(t, 10*time.Second, "debug snapshot of local's input", func() error {
 		out, errOut, err := cli(t, "debug", "snapshot", "--cluster", "local", "--input", "--server", s.admin)
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, errOut)
@@ -138,7 +139,7 @@ func TestOpsDebugTranslateMatchesServer(t *testing.T) {
 	clusters := []string{"local", "remote"}
 	inputsDir := filepath.Join(w.h.dir, "inputs")
 	var diff []string
-	eventually(t, 30*time.Second, "offline translation equals the live outputs", func() error {
+	poll.Eventually(t, 30*time.Second, "offline translation equals the live outputs", func() error {
 		// The inputs as the server holds them, through the CLI (readable YAML that is also
 		// valid input for translate).
 		before := map[string]string{}
@@ -263,7 +264,7 @@ func TestOpsDeleteConfigDirResource(t *testing.T) {
 	}
 	// The advice works: removing it from the file removes it.
 	writeFile(t, file, clustersYAML([]string{"local"}, nil))
-	eventually(t, 10*time.Second, "remote gone after editing the file", func() error {
+	poll.Eventually(t, 10*time.Second, "remote gone after editing the file", func() error {
 		if out, _, err := cli(t, "get", "kubernetescluster", "remote", "--server", s.admin); err == nil {
 			return fmt.Errorf("still listed:\n%s", out)
 		}
@@ -286,7 +287,7 @@ func TestOpsYAMLErrorLineInFile(t *testing.T) {
 		t.Fatalf("apply -f: %v\n%s", err, errOut)
 	}
 	writeFile(t, filepath.Join(s.config, "three.yaml"), src)
-	eventually(t, 10*time.Second, "config-dir error names line 13", func() error {
+	poll.Eventually(t, 10*time.Second, "config-dir error names line 13", func() error {
 		errs := strings.Join(s.status(t).ConfigErrors, "\n")
 		if !containsAll(errs, "three.yaml: document 3 (line 11)", "line 13:") {
 			return fmt.Errorf("config errors: %s", errs)
@@ -313,7 +314,7 @@ func TestOpsVersion(t *testing.T) {
 	h := newHarness(t)
 	s := h.startServer("server", []string{"local"})
 	h.startAgent("local", s)
-	eventually(t, 15*time.Second, "server logs the agent's version", func() error {
+	poll.Eventually(t, 15*time.Second, "server logs the agent's version", func() error {
 		return logContains(t, s.p, "agentVersion="+quoteIfNeeded(first))
 	})
 }

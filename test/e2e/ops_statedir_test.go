@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // Two agents started with one --state-dir (a copy-pasted command, a second replica on the same
@@ -18,7 +20,7 @@ func TestOpsTwoAgentsShareStateDir(t *testing.T) {
 	local := h.startAgent("local", s)
 	h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 20*time.Second, "local connected and in sync", func() error {
+	poll.Eventually(t, 20*time.Second, "local connected and in sync", func() error {
 		if st := local.status(t); !st.Connected || st.OutputVersion == 0 {
 			return fmt.Errorf("local agent: %+v", st)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // appliedRouteYAML is a RouteTable applied through the API: on local's HTTP gateway,
@@ -100,14 +102,14 @@ func TestOpsRestartKeepsAppliedConfig(t *testing.T) {
 		t.Fatalf("before apply, seed 003's route must answer every host: %v", err)
 	}
 	w.apply(t, "route-first", appliedRouteYAML("applied-first", first))
-	eventually(t, 30*time.Second, "gateway serves the applied route", func() error { return w.servesHost(first, "green-pod") })
+	poll.Eventually(t, 30*time.Second, "gateway serves the applied route", func() error { return w.servesHost(first, "green-pod") })
 
 	// Graceful restart (SIGTERM).
 	if err := w.server.p.Stop(10 * time.Second); err != nil {
 		t.Fatalf("stop server: %v", err)
 	}
 	w.h.restartServer(w.server, "server-after-sigterm")
-	eventually(t, 30*time.Second, "restarted server settles", func() error { return w.settled(t) })
+	poll.Eventually(t, 30*time.Second, "restarted server settles", func() error { return w.settled(t) })
 	if err := w.servesHost(first, "green-pod"); err != nil {
 		t.Fatalf("after a graceful restart: %v", err)
 	}
@@ -121,8 +123,8 @@ func TestOpsRestartKeepsAppliedConfig(t *testing.T) {
 	w.apply(t, "route-second", appliedRouteYAML("applied-second", second))
 	w.server.p.Kill()
 	w.h.restartServer(w.server, "server-after-kill")
-	eventually(t, 30*time.Second, "gateway serves the route applied just before kill -9", func() error { return w.servesHost(second, "green-pod") })
-	eventually(t, 30*time.Second, "restarted server settles", func() error { return w.settled(t) })
+	poll.Eventually(t, 30*time.Second, "gateway serves the route applied just before kill -9", func() error { return w.servesHost(second, "green-pod") })
+	poll.Eventually(t, 30*time.Second, "restarted server settles", func() error { return w.settled(t) })
 	for host, want := range map[string]string{first: "green-pod", second: "green-pod", "other.example": "blue-pod"} {
 		if err := w.servesHost(host, want); err != nil {
 			t.Fatalf("after kill -9 and restart: %v", err)
@@ -156,6 +158,6 @@ func TestOpsSecondServerOnDataDirRefused(t *testing.T) {
 		t.Fatal("second server exited 0")
 	}
 	want := "--data-dir " + s.dataDir + ": another meshrelay server holds it"
-	eventually(t, 5*time.Second, "error naming the data dir", func() error { return logContains(t, p, want) })
+	poll.Eventually(t, 5*time.Second, "error naming the data dir", func() error { return logContains(t, p, want) })
 	waitReady(t, s.admin) // the first one is untouched
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
 )
 
@@ -23,7 +24,7 @@ func TestServicePropagatesBetweenClusters(t *testing.T) {
 	remote := h.startAgent("remote", s)
 
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
 	// The endpoint address travelled with it.
 	b, err := os.ReadFile(filepath.Join(remote.output, "serviceentry_default_vd-service-blue.yaml"))
 	if err != nil {
@@ -36,8 +37,8 @@ func TestServicePropagatesBetweenClusters(t *testing.T) {
 	if err := os.Remove(filepath.Join(local.discovery, "blue.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "blue leaves remote", func() error { return outputLacks(t, remote, blueInLocal) })
-	eventually(t, 5*time.Second, "both in sync", func() error {
+	poll.Eventually(t, 15*time.Second, "blue leaves remote", func() error { return outputLacks(t, remote, blueInLocal) })
+	poll.Eventually(t, 5*time.Second, "both in sync", func() error {
 		for _, c := range s.status(t).Clusters {
 			if !c.InSync {
 				return fmt.Errorf("cluster %s not in sync", c.Name)
@@ -65,8 +66,8 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
-	eventually(t, 5*time.Second, "remote applied", func() error {
+	poll.Eventually(t, 15*time.Second, "blue reaches remote", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 5*time.Second, "remote applied", func() error {
 		if st := remote.status(t); st.OutputHash == "" || !st.Connected {
 			return fmt.Errorf("remote status %+v", st)
 		}
@@ -75,7 +76,7 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 	before := remote.status(t)
 	// Local has nothing of remote's to receive, so it may get its first output after remote
 	// (under load): wait for it, or the comparison below would catch that first output.
-	eventually(t, 15*time.Second, "local has its first output", func() error {
+	poll.Eventually(t, 15*time.Second, "local has its first output", func() error {
 		if v := local.status(t).OutputVersion; v == 0 {
 			return fmt.Errorf("local output version %d", v)
 		}
@@ -86,7 +87,7 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 	applied := metric(t, remote.admin, "meshrelay_agent_outputs_applied_total")
 
 	s.p.Kill() // kill -9: no goodbye to the agents
-	eventually(t, 10*time.Second, "agents notice", func() error {
+	poll.Eventually(t, 10*time.Second, "agents notice", func() error {
 		if remote.status(t).Connected {
 			return fmt.Errorf("remote still connected")
 		}
@@ -97,13 +98,13 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.restartServer(s, "server-2")
-	eventually(t, 20*time.Second, "agents reconnect to the new server", func() error {
+	poll.Eventually(t, 20*time.Second, "agents reconnect to the new server", func() error {
 		if !remote.status(t).Connected || !local.status(t).Connected {
 			return fmt.Errorf("not reconnected")
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, "new server sees both clusters in sync", func() error {
+	poll.Eventually(t, 10*time.Second, "new server sees both clusters in sync", func() error {
 		st := s.status(t)
 		if len(st.Clusters) != 2 {
 			return fmt.Errorf("clusters %+v", st.Clusters)
@@ -130,7 +131,7 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 	}
 	// And the new server still translates changes.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 8080))
-	eventually(t, 15*time.Second, "red reaches remote via the new server", func() error {
+	poll.Eventually(t, 15*time.Second, "red reaches remote via the new server", func() error {
 		return outputHas(t, remote, seKey("service-red"))
 	})
 }
@@ -145,8 +146,8 @@ func TestAgentRestartNeedsNoRepush(t *testing.T) {
 	for i := range 5 {
 		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
 	}
-	eventually(t, 15*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
-	eventually(t, 5*time.Second, "remote in sync", func() error {
+	poll.Eventually(t, 15*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	poll.Eventually(t, 5*time.Second, "remote in sync", func() error {
 		for _, c := range s.status(t).Clusters {
 			if c.Name == "remote" && c.InSync {
 				return nil
@@ -165,7 +166,7 @@ func TestAgentRestartNeedsNoRepush(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.restartAgent(remote)
-	eventually(t, 15*time.Second, "restarted agent connected", func() error {
+	poll.Eventually(t, 15*time.Second, "restarted agent connected", func() error {
 		if st := remote.status(t); !st.Connected {
 			return fmt.Errorf("not connected: %s", st.LastError)
 		}
@@ -182,7 +183,7 @@ func TestAgentRestartNeedsNoRepush(t *testing.T) {
 	}
 	// Only the change travels afterwards.
 	writeFile(t, filepath.Join(local.discovery, "svc-new.yaml"), serviceYAML("svc-new", "10.2.0.99", 80))
-	eventually(t, 15*time.Second, "change reaches restarted agent", func() error {
+	poll.Eventually(t, 15*time.Second, "change reaches restarted agent", func() error {
 		return outputHas(t, remote, seKey("svc-new"))
 	})
 	// One new service is a ServiceEntry, an Envoy cluster and its endpoints: only those travel.

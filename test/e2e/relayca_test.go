@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // `meshrelay ca rotate relay` moves every agent to a new relay CA while they keep receiving
@@ -35,7 +36,7 @@ func TestRelayCARotation(t *testing.T) {
 	local := h.startAgent("local", s, "--relay-ca-file", oldCAFile)
 	remote := h.startAgent("remote", s, "--relay-ca-file", oldCAFile)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 	before, err := outputKeys(remote.output)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +70,7 @@ func TestRelayCARotation(t *testing.T) {
 	}
 	newPool, oldPool := poolOf(t, newCA), poolOf(t, oldCA)
 	for _, a := range []*agent{local, remote} {
-		eventually(t, 15*time.Second, a.cluster+" holds a certificate of the new CA", func() error {
+		poll.Eventually(t, 15*time.Second, a.cluster+" holds a certificate of the new CA", func() error {
 			leaf, err := leafOf(filepath.Join(a.state, "agent.crt"))
 			if err != nil {
 				return err
@@ -103,12 +104,12 @@ func TestRelayCARotation(t *testing.T) {
 	if _, err := pullWith(t, s.relay, newPool, oldCert, "remote"); err == nil {
 		t.Fatal("a certificate of the dropped CA was accepted")
 	}
-	eventually(t, 5*time.Second, "server logs the refused certificate", func() error { return logContains(t, s.p, "client certificate rejected") })
+	poll.Eventually(t, 5*time.Second, "server logs the refused certificate", func() error { return logContains(t, s.p, "client certificate rejected") })
 
 	// Nothing was lost, and configuration keeps flowing after the rotation.
-	eventually(t, 15*time.Second, "green reaches remote", func() error { return outputHas(t, remote, seKey("service-green")) })
+	poll.Eventually(t, 15*time.Second, "green reaches remote", func() error { return outputHas(t, remote, seKey("service-green")) })
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 80))
-	eventually(t, 15*time.Second, "red reaches remote", func() error { return outputHas(t, remote, seKey("service-red")) })
+	poll.Eventually(t, 15*time.Second, "red reaches remote", func() error { return outputHas(t, remote, seKey("service-red")) })
 	after, err := outputKeys(remote.output)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +125,7 @@ func TestRelayCARotation(t *testing.T) {
 	}
 	h.restartAgent(remote)
 	writeFile(t, filepath.Join(local.discovery, "svc-0.yaml"), serviceYAML("svc-0", "10.1.0.4", 80))
-	eventually(t, 20*time.Second, "svc-0 reaches the restarted remote", func() error { return outputHas(t, remote, seKey("svc-0")) })
+	poll.Eventually(t, 20*time.Second, "svc-0 reaches the restarted remote", func() error { return outputHas(t, remote, seKey("svc-0")) })
 }
 
 // An agent that never comes back under the new CA keeps the rotation in trust-both: the
@@ -135,7 +136,7 @@ func TestRelayCARotationWaitsForStragglers(t *testing.T) {
 	s := h.startServer("server", []string{"local", "remote"})
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
-	eventually(t, 15*time.Second, "remote in sync", func() error {
+	poll.Eventually(t, 15*time.Second, "remote in sync", func() error {
 		if st := remote.status(t); !st.Connected || st.OutputHash == "" {
 			return fmt.Errorf("remote: %+v", st)
 		}
@@ -148,7 +149,7 @@ func TestRelayCARotationWaitsForStragglers(t *testing.T) {
 	// A client that holds remote's stream and never registers again.
 	oldPool := poolOf(t, readFile(t, s.caFile()))
 	var recv func() (*relayv1.PullResponse, error)
-	eventually(t, 15*time.Second, "the straggler opens a stream", func() error {
+	poll.Eventually(t, 15*time.Second, "the straggler opens a stream", func() error {
 		r, err := pullWith(t, s.relay, oldPool, cert, "remote")
 		recv = r
 		return err
@@ -181,7 +182,7 @@ func TestRelayCARotationWaitsForStragglers(t *testing.T) {
 	}
 	// The local agent moved and keeps receiving meanwhile.
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "local's input reaches the server", func() error {
+	poll.Eventually(t, 15*time.Second, "local's input reaches the server", func() error {
 		for _, c := range s.status(t).Clusters {
 			if c.Name == "local" && c.InSync {
 				return nil
@@ -216,7 +217,7 @@ func TestClusterRevokeRefusesAtOnce(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 	pool := poolOf(t, readFile(t, s.caFile()))
 	stolen := copyKeyPair(t, remote.state, filepath.Join(h.dir, "stolen"))
 
@@ -225,7 +226,7 @@ func TestClusterRevokeRefusesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var recv func() (*relayv1.PullResponse, error)
-	eventually(t, 15*time.Second, "the stolen certificate opens a stream", func() error {
+	poll.Eventually(t, 15*time.Second, "the stolen certificate opens a stream", func() error {
 		r, err := pullWith(t, s.relay, pool, stolen, "remote")
 		if err != nil {
 			return err
@@ -261,14 +262,14 @@ func TestClusterRevokeRefusesAtOnce(t *testing.T) {
 	if n := metric(t, s.admin, "meshrelay_relay_rejected_total", `reason="revoked"`); n < 1 {
 		t.Fatalf("meshrelay_relay_rejected_total{reason=revoked} = %v", n)
 	}
-	eventually(t, 5*time.Second, "server logs the refusal", func() error { return logContains(t, s.p, `reason=revoked`) })
+	poll.Eventually(t, 5*time.Second, "server logs the refusal", func() error { return logContains(t, s.p, `reason=revoked`) })
 
 	// The revocation survives a restart of the server.
 	if err := s.p.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	s.p = h.start("server-again", s.args...) // not ready until remote's agent is back (safe mode)
-	eventually(t, 20*time.Second, "after a server restart, the revoked certificate is refused", func() error {
+	poll.Eventually(t, 20*time.Second, "after a server restart, the revoked certificate is refused", func() error {
 		if _, err := pullWith(t, s.relay, pool, stolen, "remote"); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "revoked") {
 			return fmt.Errorf("got %v, want Unauthenticated naming the revocation", err)
 		}
@@ -279,7 +280,7 @@ func TestClusterRevokeRefusesAtOnce(t *testing.T) {
 	// why, registers again with the token and recovers.
 	h.restartAgent(remote)
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 80))
-	eventually(t, 20*time.Second, "red reaches the re-registered remote", func() error { return outputHas(t, remote, seKey("service-red")) })
+	poll.Eventually(t, 20*time.Second, "red reaches the re-registered remote", func() error { return outputHas(t, remote, seKey("service-red")) })
 	if st := remote.status(t); !st.Connected || !strings.Contains(st.LastError, "revoked") {
 		t.Fatalf("remote after the revocation: %+v, want connected with the revocation as its last error", st)
 	}
@@ -289,7 +290,7 @@ func TestClusterRevokeRefusesAtOnce(t *testing.T) {
 
 	// Deregistration closes the cluster's open streams at once, not only new ones.
 	writeFile(t, filepath.Join(s.config, "clusters.yaml"), clustersYAML([]string{"local"}, nil))
-	eventually(t, 10*time.Second, "remote's streams are closed", func() error {
+	poll.Eventually(t, 10*time.Second, "remote's streams are closed", func() error {
 		if st := remote.status(t); st.Connected || !strings.Contains(st.LastError, "not registered") {
 			return fmt.Errorf("remote: %+v", st)
 		}
@@ -413,7 +414,7 @@ func TestRelayCARotationKeepsTraffic(t *testing.T) {
 		t.Fatal("the relay CA did not change")
 	}
 	for _, a := range []*agent{w.local, w.remote} {
-		eventually(t, 15*time.Second, a.cluster+" holds a certificate of the new CA", func() error {
+		poll.Eventually(t, 15*time.Second, a.cluster+" holds a certificate of the new CA", func() error {
 			leaf, err := leafOf(filepath.Join(a.state, "agent.crt"))
 			if err != nil {
 				return err

@@ -20,7 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // Every way of asking for configuration without the right identity is refused, on both
@@ -31,7 +32,7 @@ func TestIdentityNegatives(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 	caPEM, err := os.ReadFile(filepath.Join(s.dataDir, "relay-ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -45,13 +46,13 @@ func TestIdentityNegatives(t *testing.T) {
 		a := h.startAgent("intruder", s, "--token-file", bad)
 		_ = a
 		// The agent flag list ends with the later --token-file, which wins.
-		eventually(t, 10*time.Second, "agent reports the refusal", func() error {
+		poll.Eventually(t, 10*time.Second, "agent reports the refusal", func() error {
 			if st := a.status(t); !strings.Contains(st.LastError, "token does not match") {
 				return fmt.Errorf("last error %q", st.LastError)
 			}
 			return nil
 		})
-		eventually(t, 5*time.Second, "server logs the refusal", func() error { return logContains(t, s.p, "registration refused") })
+		poll.Eventually(t, 5*time.Second, "server logs the refusal", func() error { return logContains(t, s.p, "registration refused") })
 		if st := a.status(t); st.Connected || st.OutputHash != "" {
 			t.Fatalf("agent with a wrong token got in: %+v", st)
 		}
@@ -59,7 +60,7 @@ func TestIdentityNegatives(t *testing.T) {
 
 	t.Run("unknown cluster", func(t *testing.T) {
 		a := h.startAgent("ghost", s)
-		eventually(t, 10*time.Second, "agent reports the refusal", func() error {
+		poll.Eventually(t, 10*time.Second, "agent reports the refusal", func() error {
 			if st := a.status(t); !strings.Contains(st.LastError, `cluster "ghost" is not registered`) {
 				return fmt.Errorf("last error %q", st.LastError)
 			}
@@ -114,7 +115,7 @@ func TestIdentityNegatives(t *testing.T) {
 		if err := local.p.Stop(10 * time.Second); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "local's own pull", func() error {
+		poll.Eventually(t, 10*time.Second, "local's own pull", func() error {
 			msg, err = pullAs(t, c, "local")
 			if err != nil || msg.GetSnapshot() == nil {
 				return fmt.Errorf("local's own pull: %v %v", msg, err)
@@ -145,27 +146,13 @@ func TestIdentityNegatives(t *testing.T) {
 	})
 
 	t.Run("certificate from another CA", func(t *testing.T) {
-		other, err := pki.NewCA("meshrelay.local", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		key, _ := pki.NewKey()
-		csr, _ := pki.NewCSR(key, "remote")
-		certPEM, _, err := other.SignClusterCSR(csr, "remote", time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyPEM, _ := pki.KeyPEM(key)
-		forged, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
+		forged := pkitest.Cluster(t, pkitest.CA(t, "meshrelay.local"), "remote").TLS
 		c := dial(t, credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{forged}}))
 		msg, err := pullAs(t, c, "remote")
 		if err == nil || msg != nil {
 			t.Fatalf("forged certificate accepted: %v %v", msg, err)
 		}
-		eventually(t, 5*time.Second, "server logs the rejected certificate", func() error { return logContains(t, s.p, "client certificate rejected") })
+		poll.Eventually(t, 5*time.Second, "server logs the rejected certificate", func() error { return logContains(t, s.p, "client certificate rejected") })
 	})
 
 	t.Run("plaintext", func(t *testing.T) {
@@ -194,14 +181,14 @@ func TestTLSModeWithToken(t *testing.T) {
 	local := h.startAgent("local", s, "--relay-tls-mode", "tls")
 	remote := h.startAgent("remote", s, "--relay-tls-mode", "tls")
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 	if _, err := os.Stat(filepath.Join(remote.state, "agent.crt")); err == nil {
 		t.Fatal("tls mode must not issue client certificates")
 	}
 	bad := filepath.Join(h.dir, "bad-token")
 	writeFile(t, bad, "nope")
 	a := h.startAgent("intruder", s, "--relay-tls-mode", "tls", "--token-file", bad, "--cluster", "remote")
-	eventually(t, 10*time.Second, "wrong token refused", func() error {
+	poll.Eventually(t, 10*time.Second, "wrong token refused", func() error {
 		if st := a.status(t); !strings.Contains(st.LastError, "token does not match") {
 			return fmt.Errorf("last error %q", st.LastError)
 		}
@@ -220,12 +207,12 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 	local := h.startAgent("local", s)
 	remote := h.startAgent("remote", s)
 	writeFile(t, filepath.Join(local.discovery, "blue.yaml"), serviceYAML("service-blue", "10.1.0.1", 10000))
-	eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
+	poll.Eventually(t, 15*time.Second, "remote has blue", func() error { return outputHas(t, remote, blueInLocal) })
 	old, err := tls.LoadX509KeyPair(filepath.Join(remote.state, "agent.crt"), filepath.Join(remote.state, "agent.key"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, "renewed twice", func() error {
+	poll.Eventually(t, 15*time.Second, "renewed twice", func() error {
 		if n := metric(t, remote.admin, "meshrelay_agent_registrations_total"); n < 3 {
 			return fmt.Errorf("%v registrations", n)
 		}
@@ -233,7 +220,7 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 	})
 	// Renewal did not disturb the session, and changes still flow over it.
 	writeFile(t, filepath.Join(local.discovery, "red.yaml"), serviceYAML("service-red", "10.1.0.2", 80))
-	eventually(t, 10*time.Second, "red reaches remote", func() error {
+	poll.Eventually(t, 10*time.Second, "red reaches remote", func() error {
 		return outputHas(t, remote, seKey("service-red"))
 	})
 	if n := metric(t, remote.admin, "meshrelay_agent_reconnects_total"); n != 0 {
@@ -262,7 +249,7 @@ func TestCertificateRenewalAndExpiry(t *testing.T) {
 	if err == nil {
 		t.Fatal("an expired certificate was accepted")
 	}
-	eventually(t, 5*time.Second, "server logs the expiry", func() error { return logContains(t, s.p, "certificate has expired") })
+	poll.Eventually(t, 5*time.Second, "server logs the expiry", func() error { return logContains(t, s.p, "certificate has expired") })
 }
 
 // The admin config API (apply, delete, get, snapshots with their private keys) needs the

@@ -17,7 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
+	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
 // The xDS link between an agent and its gateways (issue 14, docs/adr/0007): a Unix socket
@@ -51,7 +52,7 @@ func gatewayTLSArgs(cluster, dir string) []string {
 // its Secrets.
 func gatewayConfigured(t *testing.T, admin, what string) {
 	t.Helper()
-	eventually(t, 30*time.Second, what, func() error {
+	poll.Eventually(t, 30*time.Second, what, func() error {
 		var st gatewayXDSStatus
 		if err := getJSON(admin, "/status", &st); err != nil {
 			return err
@@ -83,7 +84,7 @@ func tlsAgents(t *testing.T) (h *harness, s *server, agents map[string]*agent, x
 	}
 	for _, c := range []string{"east", "west"} {
 		a := agents[c]
-		eventually(t, 30*time.Second, c+"'s xDS serving with its mesh identity", func() error {
+		poll.Eventually(t, 30*time.Second, c+"'s xDS serving with its mesh identity", func() error {
 			var st struct {
 				XDS struct {
 					TLS              bool       `json:"tls"`
@@ -121,7 +122,7 @@ func TestXDSGatewayRefusesForeignAgent(t *testing.T) {
 	if err := waitUp(t, wrong, 0, func() string { return wrongAdmin }, "/healthz", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "east's gateway refusing west's agent", func() error {
+	poll.Eventually(t, 30*time.Second, "east's gateway refusing west's agent", func() error {
 		if n := metric(t, wrongAdmin, "meshrelay_gateway_xds_server_refused_total", `reason="foreign_cluster"`); n < 1 {
 			return fmt.Errorf("meshrelay_gateway_xds_server_refused_total{reason=foreign_cluster} = %v", n)
 		}
@@ -181,7 +182,7 @@ func TestXDSRequiresGatewayCertificate(t *testing.T) {
 				t.Fatalf("the agent answered with %d resources of type %s", len(res.GetResources()), res.GetTypeUrl())
 			}
 			t.Logf("refused: %v", err)
-			eventually(t, 10*time.Second, "refusal counted", func() error {
+			poll.Eventually(t, 10*time.Second, "refusal counted", func() error {
 				if n := metric(t, east.admin, "meshrelay_xds_refused_total", `reason="`+c.reason+`"`); n <= before {
 					return fmt.Errorf("meshrelay_xds_refused_total{reason=%q} = %v, was %v", c.reason, n, before)
 				}
@@ -209,7 +210,7 @@ func TestXDSRequiresGatewayCertificate(t *testing.T) {
 			t.Errorf("/status xds.refusedConnections lacks reason %s: %+v", r, st.XDS.RefusedConnections)
 		}
 	}
-	eventually(t, 20*time.Second, "check names the refused clients", func() error {
+	poll.Eventually(t, 20*time.Second, "check names the refused clients", func() error {
 		return checkFailsOn(t, s.admin, "cluster east", "refused by the agent's xds server (foreign_cluster)", "spiffe://")
 	})
 
@@ -262,33 +263,8 @@ func fetchSecrets(ctx context.Context, addr, certDir, node string) (*discoveryv3
 // management server never heard of, in the layout of 'meshrelay gateway issue-cert'.
 func otherCAGatewayCert(t *testing.T, dir, cluster, node string) string {
 	t.Helper()
-	ca, err := pki.NewCA("meshrelay.local", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := pki.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := pki.NewGatewayCSR(key, node)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _, err := ca.SignGatewayCSR(csr, cluster, node, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := pki.KeyPEM(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := filepath.Join(dir, "other-ca-gw")
-	if err := os.MkdirAll(out, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteKeyPair(filepath.Join(out, "gateway.crt"), filepath.Join(out, "gateway.key"), cert, keyPEM); err != nil {
-		t.Fatal(err)
-	}
+	pkitest.Gateway(t, pkitest.CA(t, "meshrelay.local"), cluster, node).Write(t, out, "gateway.crt", "gateway.key")
 	return out
 }
 
@@ -301,7 +277,7 @@ func TestXDSUnixSocketDefault(t *testing.T) {
 	s := h.startServer("server", []string{"local"})
 	local := h.startAgent("local", s)
 	sock := filepath.Join(local.state, "xds.sock")
-	eventually(t, 30*time.Second, "the agent's socket", func() error {
+	poll.Eventually(t, 30*time.Second, "the agent's socket", func() error {
 		fi, err := os.Stat(sock)
 		if err != nil {
 			return err
@@ -313,7 +289,7 @@ func TestXDSUnixSocketDefault(t *testing.T) {
 	})
 	gwAdmin := h.addr()
 	h.start("gateway-local", "gateway", "--xds-address", local.xdsSocket(), "--node-id", "local-gw", "--admin-address", gwAdmin, "--xds-max-backoff", "1s")
-	eventually(t, 30*time.Second, "gateway configured over the socket", func() error {
+	poll.Eventually(t, 30*time.Second, "gateway configured over the socket", func() error {
 		var st gatewayXDSStatus
 		if err := getJSON(gwAdmin, "/status", &st); err != nil {
 			return err
@@ -341,7 +317,7 @@ func TestXDSUnixSocketDefault(t *testing.T) {
 		t.Fatalf("a killed agent leaves its socket file: %v", err)
 	}
 	h.restartAgent(local)
-	eventually(t, 30*time.Second, "the restarted agent serving on the socket again", func() error {
+	poll.Eventually(t, 30*time.Second, "the restarted agent serving on the socket again", func() error {
 		return logContains(t, local.p, "xds listening")
 	})
 }

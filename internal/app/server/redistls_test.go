@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/pki"
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 )
 
 // TestRedisTLS starts a real redis-server that speaks only TLS and checks that the
@@ -22,20 +22,9 @@ func TestRedisTLS(t *testing.T) {
 		t.Fatalf("redis-server is not on PATH (%v); install it, e.g. apt-get install -y redis-server", err)
 	}
 	dir := t.TempDir()
-	ca, err := pki.NewCA("test.local", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, certPEM, keyPEM, err := ca.IssueServer([]string{"127.0.0.1", "localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, certFile, keyFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	for f, b := range map[string][]byte{caFile: ca.CertPEM, certFile: certPEM, keyFile: keyPEM} {
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ca := pkitest.CA(t, "test.local")
+	caFile := pkitest.CAFile(t, ca)
+	certFile, keyFile := pkitest.Server(t, ca, "127.0.0.1", "localhost").Write(t, dir, "tls.crt", "tls.key")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
