@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/proc"
+	"github.com/meshrelay/meshrelay/internal/promtext"
 )
 
 // RaiseFileLimit raises the soft limit of open files to the hard limit: a thousand
@@ -83,57 +83,13 @@ func ReadProcStats(pid int) (ProcStats, error) {
 	return st, nil
 }
 
-// Metrics are Prometheus samples: by full series ("name{labels}") and summed by name.
-type Metrics struct {
-	Series map[string]float64
-	Sum    map[string]float64
-}
-
 // ScrapeMetrics reads /metrics of an admin address.
-func ScrapeMetrics(ctx context.Context, admin string) (Metrics, error) {
-	m := Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
+func ScrapeMetrics(ctx context.Context, admin string) (promtext.Samples, error) {
 	b, err := HTTPGet(ctx, "http://"+admin+"/metrics")
 	if err != nil {
-		return m, err
+		return nil, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		series := line[:i]
-		name := series
-		if j := strings.IndexByte(series, '{'); j >= 0 {
-			name = series[:j]
-		}
-		m.Series[series] = v
-		m.Sum[name] += v
-	}
-	return m, sc.Err()
-}
-
-// ByCluster returns a metric's value per cluster label.
-func (m Metrics) ByCluster(name string) map[string]float64 {
-	out := map[string]float64{}
-	prefix := name + `{cluster="`
-	for s, v := range m.Series {
-		if rest, ok := strings.CutPrefix(s, prefix); ok {
-			if c, _, ok := strings.Cut(rest, `"`); ok {
-				out[c] += v
-			}
-		}
-	}
-	return out
+	return promtext.Parse(bytes.NewReader(b))
 }
 
 var httpClient = &http.Client{Timeout: 60 * time.Second}

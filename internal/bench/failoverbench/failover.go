@@ -17,13 +17,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-	"github.com/meshrelay/meshrelay/internal/bench/sim"
-
+	"github.com/miekg/dns"
 	"github.com/spf13/pflag"
 
-	"github.com/miekg/dns"
-
+	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )

@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-
 	"github.com/spf13/pflag"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
 )
 
 // HealthFailoverOptions configure `meshrelay-bench health-failover`.

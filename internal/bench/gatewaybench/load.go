@@ -15,9 +15,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-
 	"github.com/spf13/pflag"
+
+	"github.com/meshrelay/meshrelay/internal/bench"
 )
 
 // Options configure `meshrelay-bench gateway`.

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench/sim"
-
 	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/promtext"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 )
 
@@ -88,9 +88,9 @@ func (r *relayRun) propagation(ctx context.Context) {
 		m1, cpu1, _ := r.serverMetrics(ctx)
 		sim1, _ := bench.ReadProcStats(r.sim.Pid())
 		simCPU += sim1.CPUSeconds - sim0.CPUSeconds
-		tr := m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]
+		tr := m1.Sum("meshrelay_translation_duration_seconds_sum") - m0.Sum("meshrelay_translation_duration_seconds_sum")
 		trans += tr
-		bytes += m1.Sum["meshrelay_relay_pull_bytes_sent_total"] - m0.Sum["meshrelay_relay_pull_bytes_sent_total"]
+		bytes += m1.Sum("meshrelay_relay_pull_bytes_sent_total") - m0.Sum("meshrelay_relay_pull_bytes_sent_total")
 		cpu += cpu1 - cpu0
 		worst := 0.0
 		for _, at := range got {
@@ -154,13 +154,13 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 			}
 		}
 		m1, _, _ := r.serverMetrics(ctx)
-		b0, b1 := m0.ByCluster("meshrelay_relay_pull_bytes_sent_total"), m1.ByCluster("meshrelay_relay_pull_bytes_sent_total")
+		b0, b1 := m0.By("meshrelay_relay_pull_bytes_sent_total", "cluster"), m1.By("meshrelay_relay_pull_bytes_sent_total", "cluster")
 		for c, v := range b1 {
 			if c != target {
 				rep.ServerBytesOthers += v - b0[c]
 			}
 		}
-		trans += m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]
+		trans += m1.Sum("meshrelay_translation_duration_seconds_sum") - m0.Sum("meshrelay_translation_duration_seconds_sum")
 		r.logf("one-cluster %d/%d (%s): %s, others received %d bytes", k, r.o.Changes, target, bench.Ms(lat[len(lat)-1]), rep.OtherAgentsBytes)
 	}
 	rep.Latency = bench.NewDist(lat)
@@ -189,7 +189,7 @@ func (r *relayRun) churn(ctx context.Context) {
 	var mu sync.Mutex // guards the samples and the window's end figures
 	var lags, marker, fromSent, applyMs []float64
 	var samples []ChurnSample
-	var m1 bench.Metrics
+	var m1 promtext.Samples
 	var cpu1, elapsed float64
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -240,14 +240,14 @@ func (r *relayRun) churn(ctx context.Context) {
 	}
 	wg.Wait()
 	rep.WindowSeconds = elapsed
-	rep.InputsPerSecond = (m1.Sum["meshrelay_relay_push_snapshots_total"] - m0.Sum["meshrelay_relay_push_snapshots_total"]) / elapsed
+	rep.InputsPerSecond = (m1.Sum("meshrelay_relay_push_snapshots_total") - m0.Sum("meshrelay_relay_push_snapshots_total")) / elapsed
 	rep.SentPerSecond = float64(n) / r.o.ChurnInterval.Seconds()
 	rep.CPUPerSecond = (cpu1 - cpu0) / elapsed
-	rep.Translations = m1.Sum["meshrelay_translation_total"] - m0.Sum["meshrelay_translation_total"]
+	rep.Translations = m1.Sum("meshrelay_translation_total") - m0.Sum("meshrelay_translation_total")
 	if rep.Translations > 0 {
-		rep.TranslationMs = (m1.Sum["meshrelay_translation_duration_seconds_sum"] - m0.Sum["meshrelay_translation_duration_seconds_sum"]) / rep.Translations * 1000
+		rep.TranslationMs = (m1.Sum("meshrelay_translation_duration_seconds_sum") - m0.Sum("meshrelay_translation_duration_seconds_sum")) / rep.Translations * 1000
 	}
-	rep.BytesPerSecond = (m1.Sum["meshrelay_relay_pull_bytes_sent_total"] - m0.Sum["meshrelay_relay_pull_bytes_sent_total"]) / elapsed
+	rep.BytesPerSecond = (m1.Sum("meshrelay_relay_pull_bytes_sent_total") - m0.Sum("meshrelay_relay_pull_bytes_sent_total")) / elapsed
 	rep.InputLag, rep.Samples = bench.NewDist(lags), samples
 	rep.Marker, rep.MarkerFromSent, rep.ApplyMs = bench.NewDist(marker), bench.NewDist(fromSent), bench.NewDist(applyMs)
 	// Keeping up: the server takes (nearly) every input, the lag stays under 2 s and does

@@ -16,11 +16,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-
 	"golang.org/x/sync/errgroup"
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
+	"github.com/meshrelay/meshrelay/internal/bench"
 )
 
 // RunProfiledServer runs the management server exactly as `meshrelay server` does, plus a

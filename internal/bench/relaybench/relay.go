@@ -17,12 +17,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-	"github.com/meshrelay/meshrelay/internal/bench/sim"
-
 	"github.com/spf13/pflag"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
+	"github.com/meshrelay/meshrelay/internal/bench/sim"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/promtext"
 )
 
 // Options configure `meshrelay-bench relay`.
@@ -516,7 +516,7 @@ func (r *relayRun) initialSync(ctx context.Context) error {
 		reg.AllSyncedSeconds = float64(maxSynced-start) / 1e9
 	}
 	if m, err := bench.ScrapeMetrics(ctx, r.servers[0].admin); err == nil {
-		reg.FullTranslationSeconds = m.Sum["meshrelay_translation_duration_seconds_sum"]
+		reg.FullTranslationSeconds = m.Sum("meshrelay_translation_duration_seconds_sum")
 	}
 	var outB, outR float64
 	for _, a := range last {
@@ -606,11 +606,11 @@ func (r *relayRun) sample(ctx context.Context) (ResourceSample, error) {
 		s.CPUSeconds += ps.CPUSeconds
 		s.RSSBytes += float64(ps.RSSBytes)
 		s.PeakRSSBytes += float64(ps.HWMBytes)
-		s.HeapInuseBytes += m.Sum["go_memstats_heap_inuse_bytes"]
-		s.StackInuseBytes += m.Sum["go_memstats_stack_inuse_bytes"]
-		s.Goroutines += m.Sum["go_goroutines"]
+		s.HeapInuseBytes += m.Sum("go_memstats_heap_inuse_bytes")
+		s.StackInuseBytes += m.Sum("go_memstats_stack_inuse_bytes")
+		s.Goroutines += m.Sum("go_goroutines")
 		if srv.debug == "" {
-			s.HeapLiveBytes += max(0, (m.Sum["go_memstats_next_gc_bytes"]-m.Sum["go_memstats_stack_inuse_bytes"])/2)
+			s.HeapLiveBytes += max(0, (m.Sum("go_memstats_next_gc_bytes")-m.Sum("go_memstats_stack_inuse_bytes"))/2)
 		}
 	}
 	return s, nil
@@ -632,8 +632,8 @@ func (r *relayRun) finishServer() {
 }
 
 // serverMetrics sums the servers' metrics.
-func (r *relayRun) serverMetrics(ctx context.Context) (bench.Metrics, float64, error) {
-	all := bench.Metrics{Series: map[string]float64{}, Sum: map[string]float64{}}
+func (r *relayRun) serverMetrics(ctx context.Context) (promtext.Samples, float64, error) {
+	var all promtext.Samples
 	cpu := 0.0
 	for _, s := range r.servers {
 		if s.c.Exited() {
@@ -643,12 +643,7 @@ func (r *relayRun) serverMetrics(ctx context.Context) (bench.Metrics, float64, e
 		if err != nil {
 			return all, 0, err
 		}
-		for k, v := range m.Series {
-			all.Series[k] += v
-		}
-		for k, v := range m.Sum {
-			all.Sum[k] += v
-		}
+		all = append(all, m...)
 		if ps, err := bench.ReadProcStats(s.c.Pid()); err == nil {
 			cpu += ps.CPUSeconds
 		}

@@ -21,17 +21,14 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-
+	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	grpccreds "google.golang.org/grpc/credentials"
 
-	"github.com/spf13/pflag"
-
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
-
 	"github.com/meshrelay/meshrelay/internal/agent"
+	"github.com/meshrelay/meshrelay/internal/bench"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"

@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/meshrelay/meshrelay/internal/bench"
-
 	"github.com/spf13/pflag"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
 	"github.com/meshrelay/meshrelay/internal/resource"
 )
 

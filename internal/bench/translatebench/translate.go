@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/bench"
-
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
