@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -41,7 +42,8 @@ type Acks interface {
 	Refused(cluster string, version uint64, hash string, refusals map[string]string)
 }
 
-// Pull sends a cluster's output snapshots and collects ACKs and NACKs.
+// Pull sends a cluster's output snapshots and collects ACKs and NACKs: it admits the stream
+// (hello, identity, redirect, the cluster's single agent), then runs its pullStream.
 func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	ctx := stream.Context()
 	first, err := stream.Recv()
@@ -56,182 +58,267 @@ func (s *Server) Pull(stream relayv1.RelayService_PullServer) error {
 	if err != nil {
 		return err
 	}
-	sendRedirect := func(r *relayv1.Redirect) error {
-		return stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Redirect{Redirect: r}})
-	}
-	if moved, err := s.redirect(cluster, sendRedirect); moved || err != nil {
+	who := agentOf(ctx, hello.GetAgentVersion())
+	p := s.newPullStream(stream, cluster, who.Peer)
+	if moved, err := p.redirect(); moved || err != nil {
 		return err
 	}
-	var rebalance <-chan struct{}
-	if s.cfg.Balancer != nil {
-		rebalance = s.cfg.Balancer.Watch()
-	}
+	p.watchBalancer()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	who := agentOf(ctx, hello.GetAgentVersion())
 	st, holder, ok := s.sessions.claim(cluster, who, false, leaf, cancel)
 	if !ok {
 		return s.refuse(cluster, "pull", who, holder)
 	}
 	defer s.sessions.release(cluster, st)
-	agent := who.Peer
-	log := s.log.With("cluster", cluster, "stream", "pull", "peer", agent)
-	g := s.m.pullConnected.WithLabelValues(cluster)
+	return p.run(ctx, hello.GetHeld())
+}
+
+// pullStream is one admitted Pull stream: what its agent holds, the output in flight and the
+// events that move them (hello, output changed, ACK, NACK, ACK deadline, rebalance). Its
+// methods run on the stream's goroutine only.
+type pullStream struct {
+	stream  relayv1.RelayService_PullServer
+	cluster string
+	agent   string // the agent's peer address
+	log     *slog.Logger
+	outputs Outputs
+	acks    Acks
+	m       *metrics
+	cfg     ServerConfig
+	// redirectTo sends the agent to the replica owning its cluster, if another one does.
+	redirectTo func(cluster string, send func(*relayv1.Redirect) error) (bool, error)
+	rebalance  <-chan struct{} // closed at the next change of the replica set (nil: none)
+
+	// What the agent holds; a nil map means "send everything".
+	held                   map[string]string
+	heldHash               string
+	heldEpoch, heldVersion uint64
+	inSyncAt               string // the output hash last recorded as held without sending
+
+	inflight   *snapshot.Snapshot // sent, not yet answered
+	sentAt     time.Time
+	ackTimer   *time.Timer
+	nackedHash string    // the output the agent last refused, not sent again
+	refusal    [2]uint64 // the last epoch refusal logged: output epoch, agent's epoch
+}
+
+func (s *Server) newPullStream(stream relayv1.RelayService_PullServer, cluster, agent string) *pullStream {
+	return &pullStream{
+		stream: stream, cluster: cluster, agent: agent,
+		log:     s.log.With("cluster", cluster, "stream", "pull", "peer", agent),
+		outputs: s.outputs, acks: s.acks, m: s.m, cfg: s.cfg, redirectTo: s.redirect,
+	}
+}
+
+// run serves the stream until it ends: it sends what the agent lacks, then waits for the
+// next event.
+func (p *pullStream) run(ctx context.Context, hello *relayv1.Held) error {
+	g := p.m.pullConnected.WithLabelValues(p.cluster)
 	g.Inc()
 	defer g.Dec()
-	if err := stream.SendHeader(metadata.MD{}); err != nil {
+	if err := p.stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
-	log.Info("pull stream opened", "heldVersion", hello.GetHeld().GetVersion())
-	defer log.Info("pull stream closed")
-
-	// What the agent holds; nil map means "send everything".
-	var held map[string]string
-	heldHash := ""
-	heldEpoch, heldVersion := hello.GetHeld().GetEpoch(), hello.GetHeld().GetVersion()
-	inSyncAt := "" // the output hash last recorded as held without sending
-	s.outputs.RefreshOutput(ctx, cluster)
-	if h := hello.GetHeld(); h.GetHash() != "" {
-		held, heldHash = h.GetResourceHashes(), h.GetHash()
-		if held == nil {
-			held = map[string]string{}
-		}
-		s.acks.AdoptVersion(cluster, h.GetVersion(), h.GetHash())
-		s.acks.AgentEpoch(cluster, h.GetEpoch())
-		if out := s.outputs.Output(cluster); out != nil && out.Hash == heldHash {
-			s.acks.Acked(cluster, out.Version, out.Hash, agent)
-			inSyncAt = out.Hash
-		}
-	}
-
-	sub, unsubscribe := s.outputs.Subscribe(cluster)
+	p.log.Info("pull stream opened", "heldVersion", hello.GetVersion())
+	defer p.log.Info("pull stream closed")
+	p.hello(ctx, hello)
+	changed, unsubscribe := p.outputs.Subscribe(p.cluster)
 	defer unsubscribe()
-	replies, recvErr := relaywire.Receive(ctx, stream.Recv)
-
-	var inflight *snapshot.Snapshot
-	var sentAt time.Time
-	nackedHash := ""
-	var refusal [2]uint64 // the last epoch refusal logged: output epoch, agent's epoch
-	refused := func(out, held uint64) {
-		s.acks.EpochRefused(cluster, out, held)
-		if refusal != [2]uint64{out, held} {
-			refusal = [2]uint64{out, held}
-			s.m.epochRefusals.WithLabelValues(cluster).Inc()
-			log.Warn("agent holds a newer epoch than this server's output", "outputEpoch", out, "heldEpoch", held)
-		}
-	}
-	ackTimer := time.NewTimer(time.Hour)
-	defer ackTimer.Stop()
-	// handle takes the agent's answer to the snapshot in flight.
-	handle := func(m *relayv1.PullRequest) error {
-		switch {
-		case m.GetAck() != nil:
-			a := m.GetAck()
-			if inflight == nil || a.GetHash() != inflight.Hash {
-				log.Warn("unexpected ack ignored", "version", a.GetVersion())
-				return nil
-			}
-			held, heldHash, heldEpoch, heldVersion, nackedHash = inflight.ResourceHashes(), inflight.Hash, inflight.Epoch, inflight.Version, ""
-			inSyncAt = inflight.Hash
-			s.acks.Acked(cluster, a.GetVersion(), a.GetHash(), agent)
-			refusals := make(map[string]string, len(a.GetRefusals()))
-			for _, r := range a.GetRefusals() {
-				refusals[r.GetKey()] = r.GetReason()
-			}
-			s.acks.Refused(cluster, a.GetVersion(), a.GetHash(), refusals)
-			s.m.ackSeconds.Observe(time.Since(sentAt).Seconds())
-			inflight = nil
-		case m.GetNack() != nil:
-			n := m.GetNack()
-			if inflight == nil || n.GetHash() != inflight.Hash {
-				return nil
-			}
-			s.acks.Nacked(cluster, n.GetVersion(), n.GetHash(), n.GetError())
-			log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
-			if out, held, ok := relaywire.ParseStaleEpoch(n.GetError()); ok {
-				heldEpoch = max(heldEpoch, held)
-				refused(out, held)
-			}
-			if n.GetNeedFull() {
-				held, heldHash = nil, ""
-			} else {
-				nackedHash = inflight.Hash
-			}
-			inflight = nil
-		default:
-			return status.Error(codes.InvalidArgument, "pull messages after hello must be ack or nack")
-		}
-		return nil
-	}
+	replies, recvErr := relaywire.Receive(ctx, p.stream.Recv)
+	p.ackTimer = time.NewTimer(time.Hour)
+	defer p.ackTimer.Stop()
 	for {
-		out := s.outputs.Output(cluster)
-		// Send when the content differs, or when only the epoch moved (a new active server):
-		// the agent must learn the epoch to refuse a deposed server's outputs.
-		if inflight == nil && out != nil && out.Hash == heldHash && out.Epoch <= heldEpoch && inSyncAt != out.Hash {
-			// The agent already holds this content (after a restart of either side): it is
-			// in sync without anything being sent.
-			s.acks.Acked(cluster, max(out.Version, heldVersion), out.Hash, agent)
-			inSyncAt = out.Hash
-		}
-		// Never send an output older than what the agent holds (a passive server or a
-		// replica lagging the store): it would take resources away.
-		stale := out != nil && (out.Epoch < heldEpoch || (out.Epoch == heldEpoch && out.Version <= heldVersion && out.Hash != heldHash))
-		if inflight == nil && out != nil && out.Epoch < heldEpoch && out.Hash != heldHash && out.Hash != nackedHash {
-			// The agent would refuse it: say so (the lock is raised above the agent's
-			// epoch, and the output made anew under it, see ha.Behind).
-			refused(out.Epoch, heldEpoch)
-		}
-		if inflight == nil && out != nil && !stale && (out.Hash != heldHash || out.Epoch > heldEpoch) && out.Hash != nackedHash {
-			d := snapshot.Diff(held, out)
-			msg := relaywire.ToProto(d, heldHash)
-			if err := relaywire.CheckSize("output of cluster "+cluster, msg, s.cfg.MaxMessageBytes-messageSlack); err != nil {
-				s.m.rejected.WithLabelValues("too-large").Inc()
-				log.Error("output cannot be sent: over the relay's limits", "version", out.Version, "error", err)
-				return status.Error(codes.ResourceExhausted, err.Error())
-			}
-			if err := stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
-				return err
-			}
-			inflight, sentAt = out, time.Now()
-			s.m.pullSent.WithLabelValues(cluster).Inc()
-			s.m.pullResources.WithLabelValues(cluster).Add(float64(len(d.Upserts) + len(d.Removals)))
-			s.m.pullBytes.WithLabelValues(cluster).Add(float64(sizeOf(d)))
-			log.Debug("output sent", "version", out.Version, "full", d.Full, "upserts", len(d.Upserts), "removals", len(d.Removals))
-			ackTimer.Reset(s.cfg.AckTimeout)
+		if err := p.sync(); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			return endCause(ctx)
 		case err := <-recvErr:
 			return err
-		case <-sub:
-		case <-rebalance:
-			rebalance = s.cfg.Balancer.Watch()
-			if moved, err := s.redirect(cluster, sendRedirect); moved || err != nil {
+		case <-changed:
+		case <-p.rebalance:
+			p.watchBalancer()
+			if moved, err := p.redirect(); moved || err != nil {
 				return err
 			}
-		case <-ackTimer.C:
-			if inflight != nil {
-				// An answer that arrived together with the deadline wins over it.
-				select {
-				case m := <-replies:
-					if err := handle(m); err != nil {
-						return err
-					}
-				default:
-				}
-			}
-			if inflight != nil {
-				log.Warn("agent did not acknowledge in time; recycling stream", "version", inflight.Version, "after", time.Since(sentAt))
-				s.m.recycled.WithLabelValues(cluster).Inc()
-				return status.Errorf(codes.DeadlineExceeded, "no acknowledgement of version %d within %s", inflight.Version, s.cfg.AckTimeout)
+		case <-p.ackTimer.C:
+			if err := p.ackDeadline(replies); err != nil {
+				return err
 			}
 		case m := <-replies:
-			if err := handle(m); err != nil {
+			if err := p.answer(m); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// redirect sends the agent to the replica owning its cluster, if another one does.
+func (p *pullStream) redirect() (bool, error) {
+	return p.redirectTo(p.cluster, func(r *relayv1.Redirect) error {
+		return p.stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Redirect{Redirect: r}})
+	})
+}
+
+// watchBalancer waits for the next change of the replica set, when agents are balanced.
+func (p *pullStream) watchBalancer() {
+	if p.cfg.Balancer != nil {
+		p.rebalance = p.cfg.Balancer.Watch()
+	}
+}
+
+// hello takes what the agent says it holds when the stream opens.
+func (p *pullStream) hello(ctx context.Context, h *relayv1.Held) {
+	p.heldEpoch, p.heldVersion = h.GetEpoch(), h.GetVersion()
+	p.outputs.RefreshOutput(ctx, p.cluster)
+	if h.GetHash() == "" {
+		return
+	}
+	p.held, p.heldHash = h.GetResourceHashes(), h.GetHash()
+	if p.held == nil {
+		p.held = map[string]string{}
+	}
+	p.acks.AdoptVersion(p.cluster, h.GetVersion(), h.GetHash())
+	p.acks.AgentEpoch(p.cluster, h.GetEpoch())
+	if out := p.outputs.Output(p.cluster); out != nil && out.Hash == p.heldHash {
+		p.acks.Acked(p.cluster, out.Version, out.Hash, p.agent)
+		p.inSyncAt = out.Hash
+	}
+}
+
+// sync compares the current output with what the agent holds, when nothing is in flight:
+// it records the agent in sync, reports an epoch it would refuse, or sends the delta.
+func (p *pullStream) sync() error {
+	out := p.outputs.Output(p.cluster)
+	if p.inflight != nil || out == nil {
+		return nil
+	}
+	// Send when the content differs, or when only the epoch moved (a new active server):
+	// the agent must learn the epoch to refuse a deposed server's outputs.
+	if out.Hash == p.heldHash && out.Epoch <= p.heldEpoch && p.inSyncAt != out.Hash {
+		// The agent already holds this content (after a restart of either side): it is
+		// in sync without anything being sent.
+		p.acks.Acked(p.cluster, max(out.Version, p.heldVersion), out.Hash, p.agent)
+		p.inSyncAt = out.Hash
+	}
+	// Never send an output older than what the agent holds (a passive server or a
+	// replica lagging the store): it would take resources away.
+	stale := out.Epoch < p.heldEpoch || (out.Epoch == p.heldEpoch && out.Version <= p.heldVersion && out.Hash != p.heldHash)
+	if out.Epoch < p.heldEpoch && out.Hash != p.heldHash && out.Hash != p.nackedHash {
+		// The agent would refuse it: say so (the lock is raised above the agent's
+		// epoch, and the output made anew under it, see ha.Behind).
+		p.epochRefused(out.Epoch, p.heldEpoch)
+	}
+	if !stale && (out.Hash != p.heldHash || out.Epoch > p.heldEpoch) && out.Hash != p.nackedHash {
+		return p.send(out)
+	}
+	return nil
+}
+
+// send sends the delta from what the agent holds to out, and waits for its answer.
+func (p *pullStream) send(out *snapshot.Snapshot) error {
+	d := snapshot.Diff(p.held, out)
+	msg := relaywire.ToProto(d, p.heldHash)
+	if err := relaywire.CheckSize("output of cluster "+p.cluster, msg, p.cfg.MaxMessageBytes-messageSlack); err != nil {
+		p.m.rejected.WithLabelValues("too-large").Inc()
+		p.log.Error("output cannot be sent: over the relay's limits", "version", out.Version, "error", err)
+		return status.Error(codes.ResourceExhausted, err.Error())
+	}
+	if err := p.stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
+		return err
+	}
+	p.inflight, p.sentAt = out, time.Now()
+	p.m.pullSent.WithLabelValues(p.cluster).Inc()
+	p.m.pullResources.WithLabelValues(p.cluster).Add(float64(len(d.Upserts) + len(d.Removals)))
+	p.m.pullBytes.WithLabelValues(p.cluster).Add(float64(sizeOf(d)))
+	p.log.Debug("output sent", "version", out.Version, "full", d.Full, "upserts", len(d.Upserts), "removals", len(d.Removals))
+	p.ackTimer.Reset(p.cfg.AckTimeout)
+	return nil
+}
+
+// answer takes the agent's answer to the snapshot in flight.
+func (p *pullStream) answer(m *relayv1.PullRequest) error {
+	switch {
+	case m.GetAck() != nil:
+		p.ack(m.GetAck())
+	case m.GetNack() != nil:
+		p.nack(m.GetNack())
+	default:
+		return status.Error(codes.InvalidArgument, "pull messages after hello must be ack or nack")
+	}
+	return nil
+}
+
+// ack records that the agent applied the snapshot in flight: it holds it now.
+func (p *pullStream) ack(a *relayv1.Ack) {
+	if p.inflight == nil || a.GetHash() != p.inflight.Hash {
+		p.log.Warn("unexpected ack ignored", "version", a.GetVersion())
+		return
+	}
+	in := p.inflight
+	p.held, p.heldHash, p.heldEpoch, p.heldVersion, p.nackedHash = in.ResourceHashes(), in.Hash, in.Epoch, in.Version, ""
+	p.inSyncAt = in.Hash
+	p.acks.Acked(p.cluster, a.GetVersion(), a.GetHash(), p.agent)
+	refusals := make(map[string]string, len(a.GetRefusals()))
+	for _, r := range a.GetRefusals() {
+		refusals[r.GetKey()] = r.GetReason()
+	}
+	p.acks.Refused(p.cluster, a.GetVersion(), a.GetHash(), refusals)
+	p.m.ackSeconds.Observe(time.Since(p.sentAt).Seconds())
+	p.inflight = nil
+}
+
+// nack records that the agent refused the snapshot in flight: it is not sent again until
+// the output changes, and a full snapshot follows when the agent asks for one.
+func (p *pullStream) nack(n *relayv1.Nack) {
+	if p.inflight == nil || n.GetHash() != p.inflight.Hash {
+		return
+	}
+	p.acks.Nacked(p.cluster, n.GetVersion(), n.GetHash(), n.GetError())
+	p.log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
+	if out, held, ok := relaywire.ParseStaleEpoch(n.GetError()); ok {
+		p.heldEpoch = max(p.heldEpoch, held)
+		p.epochRefused(out, held)
+	}
+	if n.GetNeedFull() {
+		p.held, p.heldHash = nil, ""
+	} else {
+		p.nackedHash = p.inflight.Hash
+	}
+	p.inflight = nil
+}
+
+// epochRefused reports that the agent, holding epoch held, refuses outputs of epoch out; it
+// logs and counts each refusal once.
+func (p *pullStream) epochRefused(out, held uint64) {
+	p.acks.EpochRefused(p.cluster, out, held)
+	if p.refusal != [2]uint64{out, held} {
+		p.refusal = [2]uint64{out, held}
+		p.m.epochRefusals.WithLabelValues(p.cluster).Inc()
+		p.log.Warn("agent holds a newer epoch than this server's output", "outputEpoch", out, "heldEpoch", held)
+	}
+}
+
+// ackDeadline recycles the stream when the snapshot in flight is still unanswered at the
+// deadline; an answer that arrived together with the deadline wins over it.
+func (p *pullStream) ackDeadline(replies <-chan *relayv1.PullRequest) error {
+	if p.inflight != nil {
+		select {
+		case m := <-replies:
+			if err := p.answer(m); err != nil {
+				return err
+			}
+		default:
+		}
+	}
+	if p.inflight == nil {
+		return nil
+	}
+	p.log.Warn("agent did not acknowledge in time; recycling stream", "version", p.inflight.Version, "after", time.Since(p.sentAt))
+	p.m.recycled.WithLabelValues(p.cluster).Inc()
+	return status.Errorf(codes.DeadlineExceeded, "no acknowledgement of version %d within %s", p.inflight.Version, p.cfg.AckTimeout)
 }
 
 func sizeOf(d snapshot.Delta) int {
