@@ -146,7 +146,7 @@ func (s *Server) revokedAt(cluster string, leaf *x509.Certificate) (time.Time, b
 // CA's checks are made when ca is set (at stream open, and on open streams once after each
 // change of the trusted CAs).
 func (s *Server) cause(cluster string, leaf *x509.Certificate, ca bool) *cutError {
-	if !s.backend.IsRegistered(cluster) {
+	if !s.registry.IsRegistered(cluster) {
 		return &cutError{codes.PermissionDenied, ReasonDeregistered, fmt.Sprintf("cluster %q is not registered", cluster)}
 	}
 	if at, ok := s.revokedAt(cluster, leaf); ok {
@@ -270,7 +270,7 @@ func (s *Server) pending() []string {
 	out := s.sessions.pending(s.auth.outdated)
 	s.rotMu.Lock()
 	for c := range s.awaiting {
-		if !s.backend.IsRegistered(c) {
+		if !s.registry.IsRegistered(c) {
 			delete(s.awaiting, c)
 		} else if !slices.Contains(out, c) {
 			out = append(out, c)
