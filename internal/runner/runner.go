@@ -1,0 +1,104 @@
+// Package runner starts a process's long-running components and waits for them, like
+// controller-runtime's manager: each component is a Runnable whose Start(ctx) blocks until
+// ctx ends, added under a name; Run starts them all and returns when every one has returned.
+// The first to fail cancels the others, and Run returns its error wrapped with its name. A
+// component that returns nil early does not stop the others.
+//
+// A component that does its work only while this replica leads says so with LeaderOnly (as
+// controller-runtime's LeaderElectionRunnable). The runner reports it and starts it like any
+// other: such components check leadership themselves (or are started by an election, as the
+// agent's kubelease.Leader does), so that marking one never changes when it runs.
+package runner
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Runnable is a long-running component: Start blocks until ctx ends or the component fails.
+type Runnable interface {
+	Start(ctx context.Context) error
+}
+
+// Func adapts a function to a Runnable.
+type Func func(ctx context.Context) error
+
+// Start calls f.
+func (f Func) Start(ctx context.Context) error { return f(ctx) }
+
+// LeaderOnly is implemented by components that do their work only while this replica leads.
+type LeaderOnly interface {
+	LeaderOnly() bool
+}
+
+// MarkLeaderOnly marks r as doing its work only while this replica leads; r still runs as
+// before (see the package documentation).
+func MarkLeaderOnly(r Runnable) Runnable { return leaderOnly{r} }
+
+type leaderOnly struct{ Runnable }
+
+func (leaderOnly) LeaderOnly() bool { return true }
+
+// Component is a component's name and whether it works only while leading, as Components
+// reports them.
+type Component struct {
+	Name       string `json:"name"`
+	LeaderOnly bool   `json:"leaderOnly,omitempty"`
+}
+
+// Runner runs named components. Add every component before Run; a Runner runs once.
+type Runner struct {
+	log        *slog.Logger
+	components []named
+	started    func()
+}
+
+type named struct {
+	Component
+	r Runnable
+}
+
+// New returns an empty Runner that logs each component's start at debug level.
+func New(log *slog.Logger) *Runner { return &Runner{log: log} }
+
+// Add adds a component; name says which component failed in Run's error.
+func (r *Runner) Add(name string, c Runnable) {
+	lo, _ := c.(LeaderOnly)
+	r.components = append(r.components, named{Component{Name: name, LeaderOnly: lo != nil && lo.LeaderOnly()}, c})
+}
+
+// OnStarted sets a function Run calls once every component has been started (not
+// necessarily ready), while they run.
+func (r *Runner) OnStarted(f func()) { r.started = f }
+
+// Components lists the components added, in order.
+func (r *Runner) Components() []Component {
+	cs := make([]Component, len(r.components))
+	for i, c := range r.components {
+		cs[i] = c.Component
+	}
+	return cs
+}
+
+// Run starts every component in the order added and blocks until all have returned: until
+// ctx ends, or until the first one fails, which cancels the others' context. It returns
+// the first error, wrapped with the failing component's name, or nil.
+func (r *Runner) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, c := range r.components {
+		r.log.Debug("component starting", "name", c.Name, "leaderOnly", c.LeaderOnly)
+		g.Go(func() error {
+			if err := c.r.Start(gctx); err != nil {
+				return fmt.Errorf("%s: %w", c.Name, err)
+			}
+			return nil
+		})
+	}
+	if r.started != nil {
+		r.started()
+	}
+	return g.Wait()
+}
