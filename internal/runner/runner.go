@@ -12,7 +12,7 @@ package runner
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"log/slog"
 
 	"golang.org/x/sync/errgroup"
@@ -48,6 +48,16 @@ type Component struct {
 	Name       string `json:"name"`
 	LeaderOnly bool   `json:"leaderOnly,omitempty"`
 }
+
+// Error is a component's failure as Run returns it: "name: error".
+type Error struct {
+	Component string
+	Err       error
+}
+
+func (e *Error) Error() string { return e.Component + ": " + e.Err.Error() }
+
+func (e *Error) Unwrap() error { return e.Err }
 
 // Runner runs named components. Add every component before Run; a Runner runs once.
 type Runner struct {
@@ -85,14 +95,18 @@ func (r *Runner) Components() []Component {
 
 // Run starts every component in the order added and blocks until all have returned: until
 // ctx ends, or until the first one fails, which cancels the others' context. It returns
-// the first error, wrapped with the failing component's name, or nil.
+// the first error, wrapped with the failing component's name in an *Error (an *Error from a
+// nested Runner is returned as it is, naming the innermost component), or nil.
 func (r *Runner) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range r.components {
 		r.log.Debug("component starting", "name", c.Name, "leaderOnly", c.LeaderOnly)
 		g.Go(func() error {
 			if err := c.r.Start(gctx); err != nil {
-				return fmt.Errorf("%s: %w", c.Name, err)
+				if ce := (*Error)(nil); errors.As(err, &ce) {
+					return err // a nested Runner's error names its own component
+				}
+				return &Error{Component: c.Name, Err: err}
 			}
 			return nil
 		})

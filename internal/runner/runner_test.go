@@ -133,3 +133,17 @@ func TestLeaderOnlyIsReportedAndStillRuns(t *testing.T) {
 		}
 	}
 }
+
+// A nested Runner's error names the innermost component once, and still unwraps.
+func TestNestedErrorNamesInnermostComponent(t *testing.T) {
+	errBoom := errors.New("boom")
+	inner := runner.New(quiet())
+	inner.Add("agent", runner.Func(func(context.Context) error { return errBoom }))
+	outer := runner.New(quiet())
+	outer.Add("leading", runner.Func(inner.Run))
+	err := outer.Run(t.Context())
+	var ce *runner.Error
+	if !errors.As(err, &ce) || ce.Component != "agent" || err.Error() != "agent: boom" || !errors.Is(err, errBoom) {
+		t.Fatalf("Run = %v, want agent: boom", err)
+	}
+}

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -29,6 +28,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
+	"github.com/meshrelay/meshrelay/internal/runner"
 	"github.com/meshrelay/meshrelay/internal/sink"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
@@ -346,26 +346,25 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// run runs what only the leader runs: discovery, the relay session, the sinks, xDS.
-	run := func(ctx context.Context) error {
-		g, gctx := errgroup.WithContext(ctx)
+	// leading runs what only the leader runs: discovery, the relay session, the sinks, xDS.
+	leading := func(ctx context.Context) error {
+		run := runner.New(log.With("component", "runner"))
+		mark := func(r runner.Runnable) runner.Runnable { return r }
+		if cfg.Leader.Enabled {
+			mark = runner.MarkLeaderOnly // the election starts them while it holds the Lease
+		}
 		if kubeSink != nil {
-			g.Go(func() error { return kubeSink.Start(gctx) })
+			run.Add("kube-sink", mark(kubeSink))
 		}
 		if xdsServer != nil {
 			ln, err := xdsServer.Listen()
 			if err != nil {
 				return flagcheck.ListenError("--xds-address", xdsServer.Status().Address, listenHint, err)
 			}
-			g.Go(func() error { return xdsServer.Start(gctx, ln) })
+			run.Add("xds", mark(runner.Func(func(ctx context.Context) error { return xdsServer.Start(ctx, ln) })))
 		}
-		g.Go(func() error {
-			if err := ag.Start(gctx); err != nil {
-				return fmt.Errorf("agent: %w", err)
-			}
-			return nil
-		})
-		return g.Wait()
+		run.Add("agent", mark(ag))
+		return run.Run(ctx)
 	}
 	var leader *kubelease.Leader
 	if cfg.Leader.Enabled {
@@ -375,7 +374,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("--leader-election: %w", err)
 		}
 		klog.SetSlogLogger(log.With("component", "client-go"))
-		if leader, err = kubelease.NewLeader(rc, lc, run, log.With("component", "leader-election")); err != nil {
+		if leader, err = kubelease.NewLeader(rc, lc, leading, log.With("component", "leader-election")); err != nil {
 			return fmt.Errorf("--leader-election: %w", err)
 		}
 	}
@@ -422,15 +421,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
 		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir,
 		"leaderElection", cfg.Leader.Enabled, "xdsAddress", cfg.XDSAddress, "xdsTLS", cfg.XDSTLS)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return adm.Start(gctx) })
-	g.Go(func() error {
-		if leader != nil {
-			return leader.Run(gctx)
-		}
-		return run(gctx)
-	})
-	return g.Wait()
+	run := runner.New(log.With("component", "runner"))
+	run.Add("admin", adm)
+	if leader != nil {
+		run.Add("leader-election", runner.Func(leader.Run)) // runs leading while it holds the Lease
+	} else {
+		run.Add("leading", runner.Func(leading))
+	}
+	return run.Run(ctx)
 }
 
 // reporter is the agent's Reporter: what discovery cannot read and what the gateways
