@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,13 +23,11 @@ import (
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
-	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/runner"
 	"github.com/meshrelay/meshrelay/internal/sink"
-	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/xds"
 )
@@ -293,9 +290,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		relayagent.Source
 		Errors() []string
 	}
-	sinks := &splitSink{log: log.With("component", "sink")}
+	sinks := &sink.Split{Log: log.With("component", "sink")}
 	if cfg.OutputDir != "" {
-		sinks.files = sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
+		sinks.Files = sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
 	}
 	var kubeSink *sink.Kube
 	if cfg.Kube.Enabled {
@@ -324,9 +321,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if kubeSink, err = sink.NewKube(dyn, cfg.kubeSinkConfig(), log.With("component", "sink"), reg); err != nil {
 			return err
 		}
-		sinks.kube = kubeSink
+		sinks.Kube = kubeSink
 		if _, err := os.Stat(filepath.Join(cfg.Agent.StateDir, agentStateFile)); err == nil {
-			sinks.restoring.Store(true) // the agent's first Apply re-applies its saved output
+			sinks.Restoring() // the agent's first Apply re-applies its saved output
 		}
 		log.Info("kubernetes mode", "apiServer", rc.Host, "kubeconfig", cfg.Kube.Kubeconfig, "context", cfg.Kube.Context,
 			"namespaces", strings.Join(cfg.Kube.Namespaces, ","), "maxDeleteFraction", cfg.Kube.MaxDeleteFraction,
@@ -340,7 +337,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var xdsServer *xds.Server
 	if xdsAt, _ := cfg.xdsEndpoint(); xdsAt.Network != "" { // checked by Validate
 		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
-		sinks.xds = xdsServer
+		sinks.XDS = xdsServer
 	}
 	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
 	if err != nil {
@@ -458,56 +455,3 @@ func (r reporter) Report() relayagent.Report {
 
 // agentStateFile is where internal/agent keeps its last applied output in --state-dir.
 const agentStateFile = "output.json"
-
-// splitSink sends Envoy resources to the xDS server only and everything else
-// (Kubernetes-shaped Istio resources) to the output directory and, in Kubernetes mode, to
-// the cluster: Envoy secrets hold private keys and are not Kubernetes objects.
-//
-// A Kubernetes sink error other than a deletion-guard refusal (an API server failure, or
-// objects the cluster refused) does not hold back the xDS resources; a deletion-guard
-// refusal does, so that an output suspected of being partial deletes nothing on either side.
-// The error is returned either way. The agent refuses (NACKs) the output, unless the error is
-// exactly a *sink.RefusedError (applied but for some objects: the agent ACKs with them) or
-// the agent re-applies its saved output at start (restoring): a deletion-guard refusal then
-// is logged and the agent starts with the cluster as it is, instead of failing to start; the
-// server's next output is judged against it.
-type splitSink struct {
-	files     *sink.Dir  // nil without --output-dir
-	kube      *sink.Kube // nil outside Kubernetes mode
-	xds       *xds.Server
-	log       *slog.Logger
-	restoring atomic.Bool // the next Apply re-applies the saved output
-}
-
-func (s *splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
-	restoring := s.restoring.Swap(false)
-	kube := make(map[string]snapshot.Resource, len(snap.Resources))
-	for k, r := range snap.Resources {
-		if !envoyres.IsKey(k) {
-			kube[k] = r
-		}
-	}
-	nonEnvoy := snapshot.FromMap(snap.Version, snap.Epoch, kube)
-	if s.files != nil {
-		if err := s.files.Apply(ctx, nonEnvoy); err != nil {
-			return err
-		}
-	}
-	var kubeErr error
-	if s.kube != nil {
-		kubeErr = s.kube.Apply(ctx, nonEnvoy)
-		switch {
-		case errors.Is(kubeErr, sink.ErrDeletionGuard) && restoring:
-			s.log.Warn("deletion guard holds back the saved output; starting with the cluster as it is", "version", snap.Version, "error", kubeErr)
-			kubeErr = nil
-		case errors.Is(kubeErr, sink.ErrDeletionGuard):
-			return kubeErr
-		}
-	}
-	if s.xds != nil {
-		if err := s.xds.Apply(ctx, snap); err != nil {
-			return errors.Join(kubeErr, err)
-		}
-	}
-	return kubeErr
-}
