@@ -600,15 +600,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	if crs != nil {
 		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, rec.SetDirConfig) }))
-		// It runs on every replica, reads leader before each round and writes only while
-		// leading; role-watch kicks it when the role changes.
-		run.Add("cr-status", runner.MarkLeaderOnly(crStatus))
+		// Leader-only (it says so), yet started on every replica as before: it reads leader
+		// before each round, and role-watch kicks it when the role changes.
+		run.Add("cr-status", crStatus)
 	}
 	if ready != nil {
 		run.OnStarted(func() { ready(lis.Addr().String(), adminAddr) })
 	}
 	return run.Run(ctx)
 }
+
+// The CR status writer is the server's leader-only component.
+var _ runner.LeaderOnly = (*crsource.Status)(nil)
 
 // stopGRPC stops gracefully, cutting streams that do not end within a few seconds.
 func stopGRPC(gs *grpc.Server) {
