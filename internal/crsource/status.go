@@ -102,6 +102,10 @@ func (s *Status) Kick() {
 	}
 }
 
+// LeaderOnly reports that Status writes only while this replica leads (it is started on
+// every replica and checks leader before each round).
+func (s *Status) LeaderOnly() bool { return true }
+
 // Start writes statuses until ctx ends: after every translation, every read of the custom
 // resources and, while writes fail, every retry period. It runs on every replica and checks
 // leader before each round: only the leader writes.

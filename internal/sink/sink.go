@@ -1,6 +1,6 @@
 // Package sink applies an agent's output snapshot to its cluster. Dir writes
-// Kubernetes-shaped YAML files; Kubernetes server-side apply and xDS come later behind the
-// same interface.
+// Kubernetes-shaped YAML files, Kube applies them server-side, and Split routes an output
+// between them and the xDS server, with the deletion guard's policy (split.go).
 package sink
 
 import (

@@ -10,13 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -25,12 +23,11 @@ import (
 	"github.com/meshrelay/meshrelay/internal/admin"
 	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/discovery"
-	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/kubeconfig"
 	"github.com/meshrelay/meshrelay/internal/kubelease"
+	"github.com/meshrelay/meshrelay/internal/runner"
 	"github.com/meshrelay/meshrelay/internal/sink"
-	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/xds"
 )
@@ -293,9 +290,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		relayagent.Source
 		Errors() []string
 	}
-	sinks := &splitSink{log: log.With("component", "sink")}
+	sinks := &sink.Split{Log: log.With("component", "sink")}
 	if cfg.OutputDir != "" {
-		sinks.files = sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
+		sinks.Files = sink.NewDir(cfg.OutputDir, log.With("component", "sink"))
 	}
 	var kubeSink *sink.Kube
 	if cfg.Kube.Enabled {
@@ -324,9 +321,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		if kubeSink, err = sink.NewKube(dyn, cfg.kubeSinkConfig(), log.With("component", "sink"), reg); err != nil {
 			return err
 		}
-		sinks.kube = kubeSink
+		sinks.Kube = kubeSink
 		if _, err := os.Stat(filepath.Join(cfg.Agent.StateDir, agentStateFile)); err == nil {
-			sinks.restoring.Store(true) // the agent's first Apply re-applies its saved output
+			sinks.Restoring() // the agent's first Apply re-applies its saved output
 		}
 		log.Info("kubernetes mode", "apiServer", rc.Host, "kubeconfig", cfg.Kube.Kubeconfig, "context", cfg.Kube.Context,
 			"namespaces", strings.Join(cfg.Kube.Namespaces, ","), "maxDeleteFraction", cfg.Kube.MaxDeleteFraction,
@@ -340,32 +337,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var xdsServer *xds.Server
 	if xdsAt, _ := cfg.xdsEndpoint(); xdsAt.Network != "" { // checked by Validate
 		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
-		sinks.xds = xdsServer
+		sinks.XDS = xdsServer
 	}
 	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
 	if err != nil {
 		return err
 	}
-	// run runs what only the leader runs: discovery, the relay session, the sinks, xDS.
-	run := func(ctx context.Context) error {
-		g, gctx := errgroup.WithContext(ctx)
+	// leading runs what only the leader runs: discovery, the relay session, the sinks, xDS.
+	leading := func(ctx context.Context) error {
+		run := runner.New(log.With("component", "runner"))
+		mark := func(r runner.Runnable) runner.Runnable { return r }
+		if cfg.Leader.Enabled {
+			mark = runner.MarkLeaderOnly // the election starts them while it holds the Lease
+		}
 		if kubeSink != nil {
-			g.Go(func() error { return kubeSink.Start(gctx) })
+			run.Add("kube-sink", mark(kubeSink))
 		}
 		if xdsServer != nil {
 			ln, err := xdsServer.Listen()
 			if err != nil {
 				return flagcheck.ListenError("--xds-address", xdsServer.Status().Address, listenHint, err)
 			}
-			g.Go(func() error { return xdsServer.Start(gctx, ln) })
+			run.Add("xds", mark(runner.Func(func(ctx context.Context) error { return xdsServer.Start(ctx, ln) })))
 		}
-		g.Go(func() error {
-			if err := ag.Start(gctx); err != nil {
-				return fmt.Errorf("agent: %w", err)
-			}
-			return nil
-		})
-		return g.Wait()
+		run.Add("agent", mark(ag))
+		return run.Run(ctx)
 	}
 	var leader *kubelease.Leader
 	if cfg.Leader.Enabled {
@@ -375,7 +371,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("--leader-election: %w", err)
 		}
 		klog.SetSlogLogger(log.With("component", "client-go"))
-		if leader, err = kubelease.NewLeader(rc, lc, run, log.With("component", "leader-election")); err != nil {
+		if leader, err = kubelease.NewLeader(rc, lc, leading, log.With("component", "leader-election")); err != nil {
 			return fmt.Errorf("--leader-election: %w", err)
 		}
 	}
@@ -422,15 +418,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	log.Info("agent starting", "cluster", cfg.Agent.Cluster, "relay", cfg.Agent.RelayAddress, "tlsMode", cfg.Agent.TLSMode,
 		"kubernetes", cfg.Kube.Enabled, "discoveryDir", cfg.DiscoveryDir, "outputDir", cfg.OutputDir, "stateDir", cfg.Agent.StateDir,
 		"leaderElection", cfg.Leader.Enabled, "xdsAddress", cfg.XDSAddress, "xdsTLS", cfg.XDSTLS)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return adm.Start(gctx) })
-	g.Go(func() error {
-		if leader != nil {
-			return leader.Run(gctx)
-		}
-		return run(gctx)
-	})
-	return g.Wait()
+	run := runner.New(log.With("component", "runner"))
+	run.Add("admin", adm)
+	if leader != nil {
+		run.Add("leader-election", runner.Func(leader.Run)) // runs leading while it holds the Lease
+	} else {
+		run.Add("leading", runner.Func(leading))
+	}
+	return run.Run(ctx)
 }
 
 // reporter is the agent's Reporter: what discovery cannot read and what the gateways
@@ -460,56 +455,3 @@ func (r reporter) Report() relayagent.Report {
 
 // agentStateFile is where internal/agent keeps its last applied output in --state-dir.
 const agentStateFile = "output.json"
-
-// splitSink sends Envoy resources to the xDS server only and everything else
-// (Kubernetes-shaped Istio resources) to the output directory and, in Kubernetes mode, to
-// the cluster: Envoy secrets hold private keys and are not Kubernetes objects.
-//
-// A Kubernetes sink error other than a deletion-guard refusal (an API server failure, or
-// objects the cluster refused) does not hold back the xDS resources; a deletion-guard
-// refusal does, so that an output suspected of being partial deletes nothing on either side.
-// The error is returned either way. The agent refuses (NACKs) the output, unless the error is
-// exactly a *sink.RefusedError (applied but for some objects: the agent ACKs with them) or
-// the agent re-applies its saved output at start (restoring): a deletion-guard refusal then
-// is logged and the agent starts with the cluster as it is, instead of failing to start; the
-// server's next output is judged against it.
-type splitSink struct {
-	files     *sink.Dir  // nil without --output-dir
-	kube      *sink.Kube // nil outside Kubernetes mode
-	xds       *xds.Server
-	log       *slog.Logger
-	restoring atomic.Bool // the next Apply re-applies the saved output
-}
-
-func (s *splitSink) Apply(ctx context.Context, snap *snapshot.Snapshot) error {
-	restoring := s.restoring.Swap(false)
-	kube := make(map[string]snapshot.Resource, len(snap.Resources))
-	for k, r := range snap.Resources {
-		if !envoyres.IsKey(k) {
-			kube[k] = r
-		}
-	}
-	nonEnvoy := snapshot.FromMap(snap.Version, snap.Epoch, kube)
-	if s.files != nil {
-		if err := s.files.Apply(ctx, nonEnvoy); err != nil {
-			return err
-		}
-	}
-	var kubeErr error
-	if s.kube != nil {
-		kubeErr = s.kube.Apply(ctx, nonEnvoy)
-		switch {
-		case errors.Is(kubeErr, sink.ErrDeletionGuard) && restoring:
-			s.log.Warn("deletion guard holds back the saved output; starting with the cluster as it is", "version", snap.Version, "error", kubeErr)
-			kubeErr = nil
-		case errors.Is(kubeErr, sink.ErrDeletionGuard):
-			return kubeErr
-		}
-	}
-	if s.xds != nil {
-		if err := s.xds.Apply(ctx, snap); err != nil {
-			return errors.Join(kubeErr, err)
-		}
-	}
-	return kubeErr
-}

@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -48,6 +47,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/runner"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
@@ -559,19 +559,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		"kubeconfig", cfg.Kube.Kubeconfig, "kubeContext", cfg.Kube.Context, "leaderElectionLease", cfg.Kube.LeaderElectionLease, "dataDir", cfg.DataDir,
 		"caBundle", filepath.Join(cfg.DataDir, pki.CACertName), "adminTLS", adminCert != nil)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return rec.Start(gctx) })
-	g.Go(func() error { return certs.Start(gctx) })
-	g.Go(func() error { return coord.Start(gctx) })
-	g.Go(func() error { return publisher.Start(gctx) })
+	run := runner.New(log.With("component", "runner"))
+	run.Add("reconcile", rec)
+	run.Add("mesh-certs", certs)
+	run.Add("ha", coord)
+	run.Add("plane", publisher)
 	if lease != nil {
-		g.Go(func() error { return lease.Start(gctx) })
+		run.Add("lease", lease)
 	}
-	g.Go(func() error {
+	run.Add("role-watch", runner.Func(func(ctx context.Context) error {
 		// A new role (active, leader, replica set) may change what this server translates.
 		for {
 			select {
-			case <-gctx.Done():
+			case <-ctx.Done():
 				return nil
 			case <-coord.Watch():
 				rec.Kick()
@@ -580,33 +580,38 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 				}
 			}
 		}
-	})
-	g.Go(func() error { return adm.Start(gctx) })
-	g.Go(func() error { return rs.Run(gctx) })
-	g.Go(func() error {
+	}))
+	run.Add("admin", adm)
+	run.Add("relay sessions", runner.Func(rs.Run))
+	run.Add("relay server", runner.Func(func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- gs.Serve(lis) }()
 		select {
 		case err := <-errc:
-			return fmt.Errorf("relay server: %w", err)
-		case <-gctx.Done():
+			return err
+		case <-ctx.Done():
 		}
 		stopGRPC(gs)
 		<-errc
 		return nil
-	})
+	}))
 	if dir != nil {
-		g.Go(func() error { return dir.Start(gctx, rec.SetDirConfig) })
+		run.Add("config-dir", runner.Func(func(ctx context.Context) error { return dir.Start(ctx, rec.SetDirConfig) }))
 	}
 	if crs != nil {
-		g.Go(func() error { return crs.Start(gctx, rec.SetDirConfig) })
-		g.Go(func() error { return crStatus.Start(gctx) })
+		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, rec.SetDirConfig) }))
+		// Leader-only (it says so), yet started on every replica as before: it reads leader
+		// before each round, and role-watch kicks it when the role changes.
+		run.Add("cr-status", crStatus)
 	}
 	if ready != nil {
-		ready(lis.Addr().String(), adminAddr)
+		run.OnStarted(func() { ready(lis.Addr().String(), adminAddr) })
 	}
-	return g.Wait()
+	return run.Run(ctx)
 }
+
+// The CR status writer is the server's leader-only component.
+var _ runner.LeaderOnly = (*crsource.Status)(nil)
 
 // stopGRPC stops gracefully, cutting streams that do not end within a few seconds.
 func stopGRPC(gs *grpc.Server) {
