@@ -71,7 +71,7 @@ func StartGateway(t testing.TB, cfg gateway.Config) *gateway.Gateway {
 			if err != nil {
 				t.Errorf("gateway %s: %v", cfg.NodeID, err)
 			}
-		case <-time.After(15 * time.Second):
+		case <-time.After(time.Minute): // it may be applying a huge update (see WaitAcked)
 			t.Errorf("gateway %s did not stop", cfg.NodeID)
 		}
 	})

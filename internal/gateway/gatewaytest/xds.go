@@ -152,7 +152,9 @@ func (x *XDS) Acked(node, typeURL string) string {
 func (x *XDS) WaitAcked(t testing.TB, node, typeURL string, rs ...types.Resource) {
 	t.Helper()
 	want := Version(rs)
-	Eventually(t, 10*time.Second, func() error {
+	// A generous deadline: a 200,000-endpoint update takes the gateway tens of seconds
+	// under -race on two busy cores.
+	Eventually(t, time.Minute, func() error {
 		if got := x.Acked(node, typeURL); got != want {
 			return errors.New("node " + node + " acked " + typeURL + " version " + got + ", want " + want)
 		}
