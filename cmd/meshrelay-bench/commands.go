@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/bench"
@@ -219,11 +222,12 @@ requests/s, latency p50/p90/p99/max, the overhead against direct and the request
 
 // The hidden commands are the child processes of relay, baseline and failover.
 
-func newSimAgentsCmd() *cobra.Command {
-	var c sim.Config
+// hidden is a child process's command: flags registers its flags, run runs it with the
+// logger the global flags ask for.
+func hidden(use, short string, flags func(*pflag.FlagSet), run func(context.Context, *slog.Logger) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:    "sim-agents",
-		Short:  "Run many relay agents in one process with in-memory discovery (used by relay and failover)",
+		Use:    use,
+		Short:  short,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -231,68 +235,40 @@ func newSimAgentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return sim.Run(cmd.Context(), c, log)
+			return run(cmd.Context(), log)
 		},
 	}
-	c.Flags(cmd.Flags())
+	flags(cmd.Flags())
 	return cmd
+}
+
+func newSimAgentsCmd() *cobra.Command {
+	var c sim.Config
+	return hidden("sim-agents", "Run many relay agents in one process with in-memory discovery (used by relay and failover)",
+		c.Flags, func(ctx context.Context, log *slog.Logger) error { return sim.Run(ctx, c, log) })
 }
 
 func newServerCmd() *cobra.Command {
 	var cfg serverapp.Config
 	var debugAddr string
-	cmd := &cobra.Command{
-		Use:    "server",
-		Short:  "Run the management server with pprof and a forced-GC endpoint (used by relay --profile)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger(cmd, "info")
-			if err != nil {
-				return err
-			}
-			return relaybench.RunProfiledServer(cmd.Context(), cfg, debugAddr, log)
+	return hidden("server", "Run the management server with pprof and a forced-GC endpoint (used by relay --profile)",
+		func(fs *pflag.FlagSet) {
+			cfg.RegisterFlags(fs)
+			fs.StringVar(&debugAddr, "debug-address", "127.0.0.1:0", "address of the pprof and GC endpoint")
 		},
-	}
-	cfg.RegisterFlags(cmd.Flags())
-	cmd.Flags().StringVar(&debugAddr, "debug-address", "127.0.0.1:0", "address of the pprof and GC endpoint")
-	return cmd
+		func(ctx context.Context, log *slog.Logger) error {
+			return relaybench.RunProfiledServer(ctx, cfg, debugAddr, log)
+		})
 }
 
 func newBaselineServerCmd() *cobra.Command {
 	var c relaybench.BaselineServerConfig
-	cmd := &cobra.Command{
-		Use:    "baseline-server",
-		Short:  "Serve ADS from go-control-plane's SnapshotCache (used by baseline)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger(cmd, "info")
-			if err != nil {
-				return err
-			}
-			return relaybench.RunBaselineServer(cmd.Context(), c, log)
-		},
-	}
-	c.Flags(cmd.Flags())
-	return cmd
+	return hidden("baseline-server", "Serve ADS from go-control-plane's SnapshotCache (used by baseline)",
+		c.Flags, func(ctx context.Context, log *slog.Logger) error { return relaybench.RunBaselineServer(ctx, c, log) })
 }
 
 func newBaselineClientsCmd() *cobra.Command {
 	var c relaybench.BaselineClientsConfig
-	cmd := &cobra.Command{
-		Use:    "baseline-clients",
-		Short:  "Run many ADS clients in one process (used by baseline)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logger(cmd, "info")
-			if err != nil {
-				return err
-			}
-			return relaybench.RunBaselineClients(cmd.Context(), c, log)
-		},
-	}
-	c.Flags(cmd.Flags())
-	return cmd
+	return hidden("baseline-clients", "Run many ADS clients in one process (used by baseline)",
+		c.Flags, func(ctx context.Context, log *slog.Logger) error { return relaybench.RunBaselineClients(ctx, c, log) })
 }
