@@ -65,6 +65,7 @@ func TestRelaySmoke(t *testing.T) {
 		World:   sim.RelayWorld{Clusters: agents, Services: 10, ExportPercent: 10},
 		Changes: 3, Churn: true, ChurnWindow: 3 * time.Second, ChurnInterval: time.Second,
 		Baseline: true, Quick: true, Binary: binary(t), WorkDir: t.TempDir(), StateRoot: t.TempDir(), Progress: testWriter{t},
+		ServerCPUs: "0", AgentCPUs: "0", // CPU 0 exists everywhere: runs the pinned path
 	})
 	if err != nil {
 		t.Fatal(err)

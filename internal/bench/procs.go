@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -165,6 +166,25 @@ func NewProcs(bin, dir string) *Procs { return &Procs{bin: bin, dir: dir} }
 // Start starts bin with args as the child name, logging to <dir>/<name>.log.
 func (p *Procs) Start(name string, args ...string) (*Child, error) {
 	return p.StartBinary(p.bin, name, args...)
+}
+
+// StartOn starts bin with args as the child name on the CPUs listed in cpus (taskset's
+// list form, e.g. "0" or "0-1"); an empty cpus starts it unpinned. taskset sets the
+// affinity before it execs the child, so every thread the child starts inherits it.
+func (p *Procs) StartOn(cpus, name string, args ...string) (*Child, error) {
+	if cpus == "" {
+		return p.Start(name, args...)
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		return nil, fmt.Errorf("pin %s to CPUs %s: %w (taskset is in util-linux)", name, cpus, err)
+	}
+	c, err := p.StartBinary(taskset, name, append([]string{"-c", cpus, p.bin}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.Args = args
+	return c, nil
 }
 
 // StartBinary starts another executable as the child name, stopped with the others.

@@ -84,8 +84,10 @@ func meshOutputWaits(out *snapshot.Snapshot, signer *pki.CA, trust []byte) strin
 		return "no output translated yet"
 	}
 	var ca, id *tlsv3.Secret
-	for _, r := range out.Sorted() {
-		if r.Key != envoyres.KindSecret+"//"+envoyres.MeshCASecret && r.Key != envoyres.KindSecret+"//"+envoyres.MeshIdentitySecret {
+	// Two lookups, not a walk over the output: /status asks for every cluster.
+	for _, key := range []string{envoyres.KindSecret + "//" + envoyres.MeshCASecret, envoyres.KindSecret + "//" + envoyres.MeshIdentitySecret} {
+		r, ok := out.Resources[key]
+		if !ok {
 			continue
 		}
 		_, msg, err := envoyres.Decode(r)

@@ -57,10 +57,13 @@ type BaselineOptions struct {
 	// SyncTimeout bounds the initial sync; 0 picks one from the number of clients.
 	SyncTimeout time.Duration `json:"syncTimeout"`
 	// Quick shortens the fixed pauses (for tests).
-	Quick    bool      `json:"quick,omitempty"`
-	Binary   string    `json:"-"`
-	WorkDir  string    `json:"-"`
-	Progress io.Writer `json:"-"`
+	Quick bool `json:"quick,omitempty"`
+	// ServerCPUs and ClientCPUs pin the two processes (taskset lists; empty: unpinned).
+	ServerCPUs string    `json:"serverCPUs,omitempty"`
+	ClientCPUs string    `json:"clientCPUs,omitempty"`
+	Binary     string    `json:"-"`
+	WorkDir    string    `json:"-"`
+	Progress   io.Writer `json:"-"`
 }
 
 // BaselineReport is the result of `meshrelay-bench baseline`.
@@ -467,7 +470,7 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := p.Start("baseline-server", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
+	srv, err := p.StartOn(o.ServerCPUs, "baseline-server", "baseline-server", "--listen", ads, "--control", ctl, "--clients", strconv.Itoa(o.Clients),
 		"--payload-bytes", strconv.Itoa(o.PayloadBytes), "--change-bytes", strconv.Itoa(o.ChangeBytes),
 		"--cert-file", cert, "--key-file", key, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
@@ -485,7 +488,7 @@ func Baseline(ctx context.Context, o BaselineOptions) (*BaselineReport, error) {
 	}); err != nil {
 		return nil, err
 	}
-	cl, err := p.Start("baseline-clients", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
+	cl, err := p.StartOn(o.ClientCPUs, "baseline-clients", "baseline-clients", "--server", ads, "--listen", api, "--clients", strconv.Itoa(o.Clients),
 		"--cert-file", ccert, "--key-file", ckey, "--ca-file", ca, "--log-level", "warn")
 	if err != nil {
 		return nil, err

@@ -42,6 +42,11 @@ type Options struct {
 	StartRate int `json:"agentStartRate"`
 	// Baseline also runs the go-control-plane baseline with the measured payload sizes.
 	Baseline bool `json:"baseline"`
+	// ServerCPUs and AgentCPUs pin the servers (and the baseline's server) and the
+	// simulated agents (and the baseline's clients) to these CPUs (taskset lists; empty:
+	// unpinned), so that the server's figures are not muddied by the agents' CPU.
+	ServerCPUs string `json:"serverCPUs,omitempty"`
+	AgentCPUs  string `json:"agentCPUs,omitempty"`
 	// Profile runs the servers under the hidden `meshrelay-bench server` (the same server with pprof
 	// and a forced-GC endpoint) and writes CPU profiles of each phase to WorkDir.
 	Profile bool `json:"profile"`
@@ -407,7 +412,7 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 				"--mesh-ca-cert", filepath.Join(d0, "mesh-ca.crt"), "--mesh-ca-key", filepath.Join(d0, "mesh-ca.key"))
 		}
 	}
-	c, err := r.p.Start(fmt.Sprintf("server-%d", i), args...)
+	c, err := r.p.StartOn(r.o.ServerCPUs, fmt.Sprintf("server-%d", i), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +442,7 @@ func (r *relayRun) startSim(ctx context.Context, stateRoot string) error {
 		"--exported-percent", strconv.Itoa(w.ExportPercent), "--relay-address", r.servers[0].relay,
 		"--token-file", r.token, "--relay-ca-file", filepath.Join(r.servers[0].data, "relay-ca.crt"), "--state-root", stateRoot,
 		"--listen", api, "--start-rate", strconv.Itoa(r.o.StartRate), "--log-level", "warn"}
-	r.sim, err = r.p.Start("sim-agents", args...)
+	r.sim, err = r.p.StartOn(r.o.AgentCPUs, "sim-agents", args...)
 	if err != nil {
 		return err
 	}
@@ -680,7 +685,8 @@ func (r *relayRun) profile(ctx context.Context, name string, f func()) {
 // compares.
 func (r *relayRun) baseline(ctx context.Context) {
 	o := BaselineOptions{Clients: r.o.World.Clusters, PayloadBytes: int(r.rep.Output.BytesPerAgent), Quick: r.o.Quick,
-		ChangeBytes: int(r.rep.Propagation.BytesPerAgentChange), Changes: r.o.Changes, Binary: r.o.Binary, Progress: r.o.Progress}
+		ChangeBytes: int(r.rep.Propagation.BytesPerAgentChange), Changes: r.o.Changes, Binary: r.o.Binary, Progress: r.o.Progress,
+		ServerCPUs: r.o.ServerCPUs, ClientCPUs: r.o.AgentCPUs}
 	if r.o.WorkDir != "" {
 		o.WorkDir = filepath.Join(r.o.WorkDir, "baseline")
 		_ = os.MkdirAll(o.WorkDir, 0o755)
@@ -736,6 +742,8 @@ func (o *Options) Flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.ChurnInterval, "churn-interval", time.Second, "each cluster changes one endpoint this often during churn")
 	fs.IntVar(&o.StartRate, "start-rate", 0, "agents started per second (0: all at once)")
 	fs.BoolVar(&o.Baseline, "baseline", false, "also run the go-control-plane baseline with the measured payload sizes and print ours/baseline")
+	fs.StringVar(&o.ServerCPUs, "server-cpus", "", "pin the servers (and the baseline's server) to these CPUs, taskset list form (e.g. 0)")
+	fs.StringVar(&o.AgentCPUs, "agent-cpus", "", "pin the simulated agents (and the baseline's clients) to these CPUs, taskset list form (e.g. 1)")
 	fs.BoolVar(&o.Profile, "profile", false, "run the servers with pprof (the hidden `server` command), force GC for exact heap figures, write CPU profiles per phase to --dir")
 	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 0, "time allowed for the initial sync (default 3m + 300ms per agent)")
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory for data, logs and profiles (default: a temporary directory removed at exit)")
