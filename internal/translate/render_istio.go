@@ -139,7 +139,18 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 	}
 	for _, se := range p.ServiceEntries {
-		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(p.Cluster, se) }, src: memo.key(se)})
+		// Two entries for the same hosts, which istiod merges (it takes the endpoints of
+		// every ServiceEntry of a host in a namespace): the cluster's own endpoints, which
+		// change with every pod, apart from the other clusters' gateways, which do not. A
+		// pod coming or going then re-renders and re-sends a few hundred bytes, not an
+		// entry with a gateway for every cluster of the mesh.
+		others, own := splitOwnEndpoints(p.Cluster, se)
+		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name,
+			build: func() proto.Message { return istioServiceEntry(p.Cluster, others) }, src: memo.key(others)})
+		if len(own.Endpoints) > 0 {
+			items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: "own\x00" + se.Name, want: se.Name + "-local",
+				build: func() proto.Message { return istioServiceEntry(p.Cluster, own) }, src: memo.key(own)})
+		}
 	}
 	for _, tg := range p.TCPGateways {
 		if gw := istioEastWestGateway(tg); gw != nil {
@@ -488,6 +499,21 @@ func istioServiceEntry(c string, sp ServiceEntryPlan) *networking.ServiceEntry {
 		return strings.Compare(a.Labels[istioLabelCluster], b.Labels[istioLabelCluster])
 	})
 	return se
+}
+
+// splitOwnEndpoints returns sp with only the endpoints of other clusters (their gateways)
+// and sp with only cluster c's own endpoints.
+func splitOwnEndpoints(c string, sp ServiceEntryPlan) (others, own ServiceEntryPlan) {
+	others, own = sp, sp
+	others.Endpoints, own.Endpoints = nil, nil
+	for _, ep := range sp.Endpoints {
+		if ep.Cluster == c || ep.Cluster == "" {
+			own.Endpoints = append(own.Endpoints, ep)
+		} else {
+			others.Endpoints = append(others.Endpoints, ep)
+		}
+	}
+	return others, own
 }
 
 // istioLocality is Istio's "region/zone". A zone without a region cannot be written (Istio
