@@ -343,37 +343,54 @@ func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) 
 	return s.Write(ctx, []snapshot.Write{{Kind: kind, Cluster: cluster}})[0]
 }
 
-// Write implements snapshot.Store: the whole batch is one transaction, committed (and
-// fsynced) once. A snapshot with a resource that does not encode is refused alone, before
-// anything of it is written; an error of bbolt itself fails (rolls back) the whole batch.
+// txBytes bounds the resource bytes one transaction of Write puts: a batch of small changes
+// is one transaction, while a batch of whole snapshots (the first write of every cluster)
+// is cut into transactions of about this size rather than held in memory at once.
+const txBytes = 16 << 20
+
+// Write implements snapshot.Store: the batch is one transaction, committed (and fsynced)
+// once, unless it puts more than txBytes, when it takes a transaction per txBytes. A snapshot
+// with a resource that does not encode is refused alone, before anything of it is written;
+// an error of bbolt itself fails (rolls back) its transaction and the items after it.
 func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
 	errs := make([]error, len(batch))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for i, w := range batch {
-			if w.Snap == nil {
-				if err := deleteTx(tx, w.Kind, w.Cluster); err != nil {
+	for next := 0; next < len(batch); {
+		first := next
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			next = first
+			written := 0
+			for next < len(batch) && written < txBytes {
+				i, w := next, batch[next]
+				next++
+				if w.Snap == nil {
+					if err := deleteTx(tx, w.Kind, w.Cluster); err != nil {
+						return err
+					}
+					continue
+				}
+				var rb *bolt.Bucket
+				if cb := tx.Bucket(snapBucket(w.Kind)).Bucket([]byte(w.Cluster)); cb != nil {
+					rb = cb.Bucket(bucketRes)
+				}
+				o, err := plan(rb, w.Snap)
+				if err != nil {
+					errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
+					continue
+				}
+				if err := putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
 					return err
 				}
-				continue
+				for _, v := range o.put {
+					written += len(v)
+				}
 			}
-			var rb *bolt.Bucket
-			if cb := tx.Bucket(snapBucket(w.Kind)).Bucket([]byte(w.Cluster)); cb != nil {
-				rb = cb.Bucket(bucketRes)
+			return nil
+		})
+		if err != nil {
+			for i := first; i < len(batch); i++ {
+				errs[i] = fmt.Errorf("write %d snapshots: %w", len(batch)-first, err)
 			}
-			o, err := plan(rb, w.Snap)
-			if err != nil {
-				errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
-				continue
-			}
-			if err := putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		for i := range errs {
-			errs[i] = fmt.Errorf("write %d snapshots: %w", len(batch), err)
+			break
 		}
 	}
 	return errs

@@ -297,3 +297,30 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestWriteCutsLargeBatches: a batch of whole snapshots larger than txBytes is cut into
+// several transactions (not held in memory at once), and every item is stored.
+func TestWriteCutsLargeBatches(t *testing.T) {
+	s := openTemp(t)
+	var batch []snapshot.Write
+	for i := range 40 {
+		batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: fmt.Sprintf("c%02d", i), Snap: bigSnapshot(1, 100, 10_000)})
+	}
+	n := commits(t, s, func() {
+		for i, err := range s.Write(t.Context(), batch) {
+			if err != nil {
+				t.Fatalf("item %d: %v", i, err)
+			}
+		}
+	})
+	if total := 40 * 100 * 10_000; n < total/txBytes || n >= len(batch) {
+		t.Fatalf("a batch of %d snapshots of 1 MB took %d commits, want about %d", len(batch), n, total/txBytes)
+	}
+	all, err := s.List(t.Context(), snapshot.Output)
+	must(t, err)
+	for _, w := range batch {
+		if got := all[w.Cluster]; got == nil || got.Hash != w.Snap.Hash {
+			t.Fatalf("%s after the batch: %v, want hash %s", w.Cluster, got, w.Snap.Hash)
+		}
+	}
+}

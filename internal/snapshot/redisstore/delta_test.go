@@ -238,3 +238,23 @@ func TestFencedBatch(t *testing.T) {
 		t.Fatalf("b after the holder's delete: %v, want ErrNotFound", err)
 	}
 }
+
+// TestWriteLargeBatch: a batch of whole snapshots larger than one pipeline is sent in several
+// and every item is stored.
+func TestWriteLargeBatch(t *testing.T) {
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	s := redisstore.New(c, "")
+	var batch []snapshot.Write
+	for i := range 30 {
+		batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: fmt.Sprintf("c%02d", i), Snap: bigSnapshot(uint64(i+1), 100, 10_000)})
+	}
+	for i, err := range s.Write(t.Context(), batch) {
+		if err != nil {
+			t.Fatalf("item %d: %v", i, err)
+		}
+	}
+	for _, w := range batch {
+		stored(t, c, w.Cluster+" after the batch", w.Kind, w.Cluster, w.Snap)
+	}
+}

@@ -331,12 +331,7 @@ func (s *Store) runCalls(ctx context.Context, batch []snapshot.Write, calls []*c
 	if len(calls) == 0 {
 		return nil, loaded
 	}
-	_, pipeErr := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range calls {
-			c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
-		}
-		return nil
-	})
+	s.pipeline(ctx, calls)
 	for _, c := range calls {
 		w := batch[c.item]
 		what := "put"
@@ -344,10 +339,7 @@ func (s *Store) runCalls(ctx context.Context, batch []snapshot.Write, calls []*c
 			what = "delete"
 		}
 		err := c.cmd.Err()
-		switch {
-		case err == nil && c.cmd.Val() == nil && pipeErr != nil: // the pipeline failed before a reply
-			err = pipeErr
-		case err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT"):
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
 			loaded = false
 			retry = append(retry, c)
 			continue
@@ -366,6 +358,39 @@ func (s *Store) runCalls(ctx context.Context, batch []snapshot.Write, calls []*c
 		s.bases.remember(w.Kind, w.Cluster, w.Snap) // nil: forgotten
 	}
 	return retry, loaded
+}
+
+// pipelineBytes bounds the argument bytes of one pipeline: a batch of deltas is one
+// pipeline, while a batch of whole snapshots (the first write of every cluster) is cut into
+// pipelines of about this size, each answered well within the client's read timeout.
+const pipelineBytes = 8 << 20
+
+// pipeline sends the calls in pipelines of about pipelineBytes; each call's reply or error is
+// in its cmd (a call without a reply gets its pipeline's error).
+func (s *Store) pipeline(ctx context.Context, calls []*call) {
+	for len(calls) > 0 {
+		n, size := 0, 0
+		for n < len(calls) && (n == 0 || size < pipelineBytes) {
+			for _, a := range calls[n].args {
+				if b, ok := a.([]byte); ok {
+					size += len(b)
+				}
+			}
+			n++
+		}
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range calls[:n] {
+				c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+			}
+			return nil
+		})
+		for _, c := range calls[:n] {
+			if err != nil && c.cmd.Err() == nil && c.cmd.Val() == nil { // failed before a reply
+				c.cmd.SetErr(err)
+			}
+		}
+		calls = calls[n:]
+	}
 }
 
 // putArgs returns the script and its arguments that move the stored snapshot from base (nil:
