@@ -345,8 +345,9 @@ func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) 
 
 // txBytes bounds the resource bytes one transaction of Write puts: a batch of small changes
 // is one transaction, while a batch of whole snapshots (the first write of every cluster)
-// is cut into transactions of about this size rather than held in memory at once.
-const txBytes = 16 << 20
+// is cut into transactions of about this size rather than held in memory at once. (A
+// variable for tests.)
+var txBytes = 16 << 20
 
 // Write implements snapshot.Store: the batch is one transaction, committed (and fsynced)
 // once, unless it puts more than txBytes, when it takes a transaction per txBytes. A snapshot

@@ -298,13 +298,16 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestWriteCutsLargeBatches: a batch of whole snapshots larger than txBytes is cut into
+// TestWriteCutsLargeBatches: a batch of whole snapshots larger than txBytes (made small
+// here) is cut into
 // several transactions (not held in memory at once), and every item is stored.
 func TestWriteCutsLargeBatches(t *testing.T) {
 	s := openTemp(t)
+	defer func(was int) { txBytes = was }(txBytes)
+	txBytes = 1_000_000
 	var batch []snapshot.Write
-	for i := range 40 {
-		batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: fmt.Sprintf("c%02d", i), Snap: bigSnapshot(1, 100, 10_000)})
+	for i := range 24 { // 24 × 10 × 10 KB: about three transactions' worth
+		batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: fmt.Sprintf("c%02d", i), Snap: bigSnapshot(1, 10, 10_000)})
 	}
 	n := commits(t, s, func() {
 		for i, err := range s.Write(t.Context(), batch) {
@@ -313,8 +316,8 @@ func TestWriteCutsLargeBatches(t *testing.T) {
 			}
 		}
 	})
-	if total := 40 * 100 * 10_000; n < total/txBytes || n >= len(batch) {
-		t.Fatalf("a batch of %d snapshots of 1 MB took %d commits, want about %d", len(batch), n, total/txBytes)
+	if n != 3 {
+		t.Fatalf("a batch of %d snapshots of 100 KB took %d commits, want 3 (transactions of %d bytes)", len(batch), n, txBytes)
 	}
 	all, err := s.List(t.Context(), snapshot.Output)
 	must(t, err)
