@@ -180,6 +180,9 @@ func (f *forgetfulStore) Put(ctx context.Context, k snapshot.Kind, c string, s *
 func (f *forgetfulStore) Delete(ctx context.Context, k snapshot.Kind, c string) error {
 	return f.store().Delete(ctx, k, c)
 }
+func (f *forgetfulStore) Write(ctx context.Context, batch []snapshot.Write) []error {
+	return f.store().Write(ctx, batch)
+}
 func (f *forgetfulStore) List(ctx context.Context, k snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
 	return f.store().List(ctx, k)
 }

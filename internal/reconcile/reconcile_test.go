@@ -514,6 +514,12 @@ func (f *flakyStore) Delete(ctx context.Context, kind snapshot.Kind, cluster str
 	return f.Store.Delete(ctx, kind, cluster)
 }
 
+// Write fails each item like Put and Delete while fail is set (memstore's own Write would
+// call its own Put).
+func (f *flakyStore) Write(ctx context.Context, batch []snapshot.Write) []error {
+	return snapshot.WriteEach(ctx, f, batch)
+}
+
 func TestStoreUnavailable(t *testing.T) {
 	store := &flakyStore{Store: memstore.New()}
 	store.fail.Store(true)

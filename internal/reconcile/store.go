@@ -313,65 +313,66 @@ func missingConfig(held []resource.Object, stored []snapshot.Resource) []string 
 	return missing
 }
 
-// flush writes snapshots that the store has not accepted yet.
+// flush writes snapshots that the store has not accepted yet, all in one batch (one
+// transaction or pipeline). Items the store refused stay dirty for the next flush, except
+// fenced ones, which are dropped.
 func (w *writeThrough) flush(ctx context.Context) error {
-	type item struct {
-		kind    snapshot.Kind
-		cluster string
-		snap    *snapshot.Snapshot
-		del     bool
-	}
-	var items []item
+	var batch []snapshot.Write
 	w.mu.Lock()
 	// Deletions first, so a cluster removed and re-added while the store was down ends up
 	// with its new output.
 	for c := range w.deadOutputs {
 		if w.roles.leader() {
-			items = append(items, item{snapshot.Output, c, nil, true})
+			batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: c})
 		}
 	}
 	for c := range w.dirtyInputs {
-		items = append(items, item{snapshot.Input, c, w.inputs[c], false})
+		batch = append(batch, snapshot.Write{Kind: snapshot.Input, Cluster: c, Snap: w.inputs[c]})
 	}
 	for c := range w.dirtyOutputs {
 		if w.roles.owns(c) {
-			items = append(items, item{snapshot.Output, c, w.outputs[c], false})
+			batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: c, Snap: w.outputs[c]})
 		}
 	}
 	w.mu.Unlock()
-	for _, it := range items {
-		var err error
-		if it.del {
-			err = w.store.Delete(ctx, it.kind, it.cluster)
-		} else {
-			err = w.store.Put(ctx, it.kind, it.cluster, it.snap)
-		}
+	if len(batch) == 0 {
+		return nil
+	}
+	errs := w.store.Write(ctx, batch)
+	var first error
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, it := range batch {
+		err := errs[i]
 		if errors.Is(err, snapshot.ErrFenced) {
 			// Another management server holds the lock: this write must never land. Drop
 			// it; the coordinator will notice the lock moved and make this server passive.
-			w.log.Warn("write refused by the global lock; dropped", "kind", it.kind, "cluster", it.cluster, "error", err)
+			w.log.Warn("write refused by the global lock; dropped", "kind", it.Kind, "cluster", it.Cluster, "error", err)
 			w.m.fenced.Inc()
-			w.mu.Lock()
-			delete(w.dirtyInputs, it.cluster)
-			delete(w.dirtyOutputs, it.cluster)
-			w.mu.Unlock()
+			delete(w.dirtyInputs, it.Cluster)
+			delete(w.dirtyOutputs, it.Cluster)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("write %s of cluster %s: %w", it.kind, it.cluster, err)
+			if first == nil {
+				what := "write"
+				if it.Snap == nil {
+					what = "delete"
+				}
+				first = fmt.Errorf("%s %s of cluster %s: %w", what, it.Kind, it.Cluster, err)
+			}
+			continue
 		}
-		w.mu.Lock()
 		switch {
-		case it.del:
-			delete(w.deadOutputs, it.cluster)
-		case it.kind == snapshot.Input && w.inputs[it.cluster] == it.snap:
-			delete(w.dirtyInputs, it.cluster)
-		case it.kind == snapshot.Output && w.outputs[it.cluster] == it.snap:
-			delete(w.dirtyOutputs, it.cluster)
+		case it.Snap == nil:
+			delete(w.deadOutputs, it.Cluster)
+		case it.Kind == snapshot.Input && w.inputs[it.Cluster] == it.Snap:
+			delete(w.dirtyInputs, it.Cluster)
+		case it.Kind == snapshot.Output && w.outputs[it.Cluster] == it.Snap:
+			delete(w.dirtyOutputs, it.Cluster)
 		}
-		w.mu.Unlock()
 	}
-	return nil
+	return first
 }
 
 // apply stores the objects as API configuration and reads it back.

@@ -12,6 +12,13 @@ import (
 // resource body is written verbatim, whether or not the resource was built by NewResource
 // (json.Marshal would compact such a body and escape <, > and &, which changes its hash).
 // Decoding verifies every hash (UnmarshalJSON).
+//
+// The stores that keep a snapshot resource by resource (boltstore's schema 2, redisstore's
+// hash per cluster) store each resource as its hash (64 hex digits) followed by its body
+// verbatim (AppendStoredResource, DecodeStoredResource), so that a store can compare the
+// stored hash of a key with the new one without decoding the body, and write only what
+// changed. A body is checked with json.Valid only when it is not known to be valid
+// (Resource.validJSON); reading always verifies every body's hash.
 
 // EncodeSnapshot returns the stored form of snap.
 func EncodeSnapshot(snap *Snapshot) ([]byte, error) {
@@ -63,7 +70,7 @@ func appendResource(buf *bytes.Buffer, r Resource) error {
 	body := []byte(r.Body)
 	if len(body) == 0 {
 		body = []byte("null")
-	} else if !json.Valid(body) {
+	} else if !r.validJSON && !json.Valid(body) {
 		return errors.New("body is not valid JSON")
 	}
 	key, _ := json.Marshal(r.Key)
@@ -72,4 +79,52 @@ func appendResource(buf *bytes.Buffer, r Resource) error {
 	buf.Write(body)
 	buf.WriteByte('}')
 	return nil
+}
+
+// hashLen is the length of a resource hash: hex SHA-256.
+const hashLen = 64
+
+// AppendStoredResource appends the per-resource stored form of r to b: its hash, then its
+// body. A body not known to be valid JSON is checked here (and refused when it is not).
+func AppendStoredResource(b []byte, r Resource) ([]byte, error) {
+	switch {
+	case len(r.Hash) != hashLen:
+		return nil, fmt.Errorf("resource %s: hash %q is not a hex SHA-256", r.Key, r.Hash)
+	case len(r.Body) == 0:
+		return nil, fmt.Errorf("resource %s: no body", r.Key)
+	case !r.validJSON && !json.Valid(r.Body):
+		return nil, fmt.Errorf("resource %s: body is not valid JSON", r.Key)
+	}
+	b = append(b, r.Hash...)
+	return append(b, r.Body...), nil
+}
+
+// DecodeStoredResource reads the per-resource stored form v of the resource key and verifies
+// its body's hash. The resource does not share memory with v.
+func DecodeStoredResource(key string, v []byte) (Resource, error) {
+	if len(v) <= hashLen {
+		return Resource{}, fmt.Errorf("decode resource %s: %d bytes, want a hash and a body", key, len(v))
+	}
+	hash, body := string(v[:hashLen]), bytes.Clone(v[hashLen:])
+	if got := HashBytes(body); got != hash {
+		return Resource{}, fmt.Errorf("decode resource %s: body hash %s, recorded %s: %w", key, got, hash, ErrHashMismatch)
+	}
+	// The writer checked the body (AppendStoredResource) and the hash says it is unchanged.
+	return Resource{Key: key, Hash: hash, Body: body, validJSON: true}, nil
+}
+
+// StoredHashIs reports whether the resource in the per-resource stored form v has the
+// given hash, without reading its body.
+func StoredHashIs(v []byte, hash string) bool {
+	return len(v) > hashLen && string(v[:hashLen]) == hash
+}
+
+// Assemble builds the snapshot a store read resource by resource and checks its content
+// hash against the recorded one. It takes ownership of m.
+func Assemble(version, epoch uint64, hash string, m map[string]Resource) (*Snapshot, error) {
+	s := FromMap(version, epoch, m)
+	if s.Hash != hash {
+		return nil, fmt.Errorf("snapshot version %d: content hash %s, recorded %s: %w", version, s.Hash, hash, ErrHashMismatch)
+	}
+	return s, nil
 }

@@ -35,6 +35,11 @@ type Store interface {
 	Put(ctx context.Context, kind Kind, cluster string, s *Snapshot) error
 	// Delete removes the snapshot of kind for cluster; deleting a missing one is not an error.
 	Delete(ctx context.Context, kind Kind, cluster string) error
+	// Write applies a batch of Puts and Deletes in order, in one round trip to the backend
+	// (one bolt transaction, one Redis pipeline), and returns one error per item, nil for an
+	// item that was stored. An item's error does not undo the others: a refused (ErrFenced)
+	// or failed item leaves what the other items wrote in place.
+	Write(ctx context.Context, batch []Write) []error
 	// List returns every stored snapshot of kind by cluster name.
 	List(ctx context.Context, kind Kind) (map[string]*Snapshot, error)
 	// Index returns the content hash of every stored snapshot of kind by cluster name,
@@ -53,4 +58,26 @@ type Store interface {
 
 	// Ping checks that the backend is reachable.
 	Ping(ctx context.Context) error
+}
+
+// Write is one item of a Store.Write batch: Snap becomes the snapshot of Kind for Cluster, or,
+// when Snap is nil, that snapshot is deleted.
+type Write struct {
+	Kind    Kind
+	Cluster string
+	Snap    *Snapshot
+}
+
+// WriteEach applies a batch item by item with Put and Delete: the Write of a store that has
+// no cheaper way (memory) and of wrappers around a store.
+func WriteEach(ctx context.Context, s Store, batch []Write) []error {
+	errs := make([]error, len(batch))
+	for i, w := range batch {
+		if w.Snap == nil {
+			errs[i] = s.Delete(ctx, w.Kind, w.Cluster)
+		} else {
+			errs[i] = s.Put(ctx, w.Kind, w.Cluster, w.Snap)
+		}
+	}
+	return errs
 }

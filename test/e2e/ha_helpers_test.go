@@ -30,6 +30,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/promtext"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 )
 
 // Timing flags that keep the HA tests fast: a 2s leader lease (coordination every 400ms),
@@ -608,21 +609,18 @@ func sleep(t *testing.T, d time.Duration) {
 	}
 }
 
-// redisSnapshot reads a stored snapshot straight from Redis (nil when the key is absent).
+// redisSnapshot reads a stored snapshot straight from Redis (nil when the key is absent),
+// through a store of its own, which verifies every hash.
 func redisSnapshot(t *testing.T, rc *redis.Client, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
 	t.Helper()
-	b, err := rc.Get(t.Context(), "meshrelay:{meshrelay}:"+string(kind)+":"+cluster).Bytes()
-	if errors.Is(err, redis.Nil) {
+	s, err := redisstore.New(rc, "").Get(t.Context(), kind, cluster)
+	if errors.Is(err, snapshot.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	var s snapshot.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%s of %s in redis: %w", kind, cluster, err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // cliExit runs the CLI and returns stdout, stderr and the exit code.

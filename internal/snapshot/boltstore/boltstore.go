@@ -6,18 +6,32 @@
 // being killed. bbolt takes an exclusive lock on the file: a second process that opens it
 // fails after a short wait with ErrLocked instead of writing beside the first.
 //
-// Layout (every value in the form of snapshot.EncodeSnapshot / snapshot.EncodeResource):
+// Layout (schema "2"):
 //
-//	input    bucket: cluster → input snapshot
-//	output   bucket: cluster → output snapshot
+//	input, output  buckets: cluster → a bucket holding
+//	    meta  version (8 bytes, big endian), epoch (8 bytes), content hash (64 hex digits)
+//	    res   bucket: resource key → resource hash (64 hex digits) followed by its body
 //	input.hash, output.hash  buckets: cluster → content hash of its snapshot (for Index)
-//	config   bucket: resource key → configuration resource
-//	meta     bucket: "schema" → "1"; "config.rev" → configuration revision (8 bytes, big endian)
+//	config   bucket: resource key → configuration resource (snapshot.EncodeResource)
+//	meta     bucket: "schema" → "2"; "config.rev" → configuration revision (8 bytes, big endian)
+//
+// A Put of a snapshot writes only what differs from the stored one: it walks the stored
+// resource keys beside the snapshot's sorted keys, compares the stored hash of each (without
+// reading the body), and puts the changed resources, deletes the removed ones and rewrites
+// the meta entry and the index. A change of one resource in a snapshot of thousands thus
+// dirties a few pages, not the whole snapshot. Write applies a batch of Puts and Deletes in
+// one transaction: one fsync for a whole flush of the reconciler. Crash safety is bbolt's
+// transaction: a crash before the commit leaves the previous state, after it the new one,
+// never a mixture.
+//
+// Schema "1" kept every snapshot as one value (the form of snapshot.EncodeSnapshot); Open
+// migrates such a file to "2" in one transaction, verifying every snapshot as it reads it.
 //
 // The configuration revision is stored, so it keeps growing across restarts.
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -39,8 +53,12 @@ const FileName = "store.db"
 // lockTimeout is how long Open waits for another process to release the file.
 const lockTimeout = time.Second
 
-// schema is the layout version written in the meta bucket.
-const schema = "1"
+// schema is the layout version written in the meta bucket; schemaWhole is the previous one,
+// which Open migrates.
+const (
+	schema      = "2"
+	schemaWhole = "1"
+)
 
 // ErrLocked means another process (another management server on the same data directory)
 // holds the store's file.
@@ -51,7 +69,13 @@ var (
 	bucketMeta   = []byte("meta")
 	keySchema    = []byte("schema")
 	keyRev       = []byte("config.rev")
+	// In a cluster's bucket: its meta entry and its bucket of resources.
+	keySnapMeta = []byte("meta")
+	bucketRes   = []byte("res")
 )
+
+// metaLen is the size of a snapshot's meta entry: version, epoch, content hash.
+const metaLen = 8 + 8 + 64
 
 func snapBucket(kind snapshot.Kind) []byte { return []byte(kind) }
 func hashBucket(kind snapshot.Kind) []byte { return []byte(string(kind) + ".hash") }
@@ -101,11 +125,54 @@ func (s *Store) init() error {
 		switch v := meta.Get(keySchema); {
 		case v == nil:
 			return meta.Put(keySchema, []byte(schema))
+		case string(v) == schemaWhole:
+			if err := migrateWhole(tx); err != nil {
+				return fmt.Errorf("migrate store schema %s to %s: %w", schemaWhole, schema, err)
+			}
+			return meta.Put(keySchema, []byte(schema))
 		case string(v) != schema:
-			return fmt.Errorf("store schema %q, this version of meshrelay reads %q", v, schema)
+			return fmt.Errorf("store schema %q, this version of meshrelay reads %q (and migrates %q)", v, schema, schemaWhole)
 		}
 		return nil
 	})
+}
+
+// migrateWhole rewrites the snapshots of schema "1" (one value per cluster) in the layout of
+// schema "2", inside the caller's transaction.
+func migrateWhole(tx *bolt.Tx) error {
+	for _, kind := range []snapshot.Kind{snapshot.Input, snapshot.Output} {
+		snaps := map[string]*snapshot.Snapshot{}
+		err := tx.Bucket(snapBucket(kind)).ForEach(func(k, v []byte) error {
+			if v == nil {
+				return fmt.Errorf("%s bucket holds a bucket %q, want schema %s values", kind, k, schemaWhole)
+			}
+			snap, err := snapshot.DecodeSnapshot(v) // copies
+			if err != nil {
+				return fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, k, err)
+			}
+			snaps[string(k)] = snap
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(snapBucket(kind)); err != nil {
+			return fmt.Errorf("drop %s bucket: %w", kind, err)
+		}
+		if _, err := tx.CreateBucket(snapBucket(kind)); err != nil {
+			return fmt.Errorf("create %s bucket: %w", kind, err)
+		}
+		for cluster, snap := range snaps {
+			ops, err := plan(nil, snap)
+			if err != nil {
+				return fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, err)
+			}
+			if err := putTx(tx, kind, cluster, snap, ops); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func syncDir(dir string) error {
@@ -135,63 +202,212 @@ func (s *Store) Path() string { return s.db.Path() }
 func (s *Store) Get(_ context.Context, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
 	var snap *snapshot.Snapshot
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(snapBucket(kind)).Get([]byte(cluster))
-		if b == nil {
+		cb := tx.Bucket(snapBucket(kind)).Bucket([]byte(cluster))
+		if cb == nil {
 			return fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, snapshot.ErrNotFound)
 		}
 		var err error
-		snap, err = decodeSnapshot(b, kind, cluster)
+		snap, err = readSnapshot(cb, kind, cluster)
 		return err
 	})
 	return snap, err
 }
 
-func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
-	snap, err := snapshot.DecodeSnapshot(b) // copies: b is only valid inside the transaction
+// readSnapshot reads and verifies the snapshot in a cluster's bucket; it copies every byte
+// (the bucket's memory is only valid inside the transaction).
+func readSnapshot(cb *bolt.Bucket, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+	meta := cb.Get(keySnapMeta)
+	if len(meta) != metaLen {
+		return nil, fmt.Errorf("decode %s snapshot of cluster %q: meta entry of %d bytes, want %d", kind, cluster, len(meta), metaLen)
+	}
+	version, epoch, hash := binary.BigEndian.Uint64(meta), binary.BigEndian.Uint64(meta[8:]), string(meta[16:])
+	m := map[string]snapshot.Resource{}
+	if rb := cb.Bucket(bucketRes); rb != nil {
+		err := rb.ForEach(func(k, v []byte) error {
+			r, err := snapshot.DecodeStoredResource(string(k), v)
+			if err != nil {
+				return err
+			}
+			m[r.Key] = r
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
+		}
+	}
+	snap, err := snapshot.Assemble(version, epoch, hash, m)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
 	return snap, nil
 }
 
-// Put implements snapshot.Store.
-func (s *Store) Put(_ context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
-	b, err := snapshot.EncodeSnapshot(snap)
-	if err != nil {
-		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(snapBucket(kind)).Put([]byte(cluster), b); err != nil {
-			return err
+// ops is what a Put changes in a cluster's resource bucket: the stored form of every new or
+// changed resource (key → value), and the keys of removed ones.
+type ops struct {
+	put  map[string][]byte
+	drop [][]byte
+}
+
+// plan compares the stored resources (rb, nil when the cluster has none) with snap, key by
+// key in sorted order, reading only the stored hashes, and encodes what changed. It writes
+// nothing, so a resource that does not encode leaves the store as it was.
+func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
+	keys := snap.Keys()
+	o := ops{put: map[string][]byte{}}
+	i := 0
+	if rb != nil {
+		c := rb.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			for i < len(keys) && keys[i] < string(k) {
+				o.put[keys[i]] = nil // new key
+				i++
+			}
+			if i < len(keys) && keys[i] == string(k) {
+				if !snapshot.StoredHashIs(v, snap.Resources[keys[i]].Hash) {
+					o.put[keys[i]] = nil
+				}
+				i++
+				continue
+			}
+			o.drop = append(o.drop, bytes.Clone(k))
 		}
-		return tx.Bucket(hashBucket(kind)).Put([]byte(cluster), []byte(snap.Hash))
-	})
+	}
+	for ; i < len(keys); i++ {
+		o.put[keys[i]] = nil
+	}
+	for k := range o.put {
+		v, err := snapshot.AppendStoredResource(nil, snap.Resources[k])
+		if err != nil {
+			return ops{}, err
+		}
+		o.put[k] = v
+	}
+	return o, nil
+}
+
+// putTx applies planned ops and writes the snapshot's meta entry and index entry.
+func putTx(tx *bolt.Tx, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot, o ops) error {
+	cb, err := tx.Bucket(snapBucket(kind)).CreateBucketIfNotExists([]byte(cluster))
 	if err != nil {
 		return fmt.Errorf("put %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	rb, err := cb.CreateBucketIfNotExists(bucketRes)
+	if err != nil {
+		return fmt.Errorf("put %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	for _, k := range o.drop {
+		if err := rb.Delete(k); err != nil {
+			return fmt.Errorf("put %s snapshot of cluster %q: delete resource %s: %w", kind, cluster, k, err)
+		}
+	}
+	for k, v := range o.put {
+		if err := rb.Put([]byte(k), v); err != nil {
+			return fmt.Errorf("put %s snapshot of cluster %q: resource %s: %w", kind, cluster, k, err)
+		}
+	}
+	meta := make([]byte, 0, metaLen)
+	meta = binary.BigEndian.AppendUint64(meta, snap.Version)
+	meta = binary.BigEndian.AppendUint64(meta, snap.Epoch)
+	meta = append(meta, snap.Hash...)
+	if len(meta) != metaLen {
+		return fmt.Errorf("put %s snapshot of cluster %q: content hash %q is not a hex SHA-256", kind, cluster, snap.Hash)
+	}
+	if err := cb.Put(keySnapMeta, meta); err != nil {
+		return fmt.Errorf("put %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	if err := tx.Bucket(hashBucket(kind)).Put([]byte(cluster), []byte(snap.Hash)); err != nil {
+		return fmt.Errorf("put %s snapshot of cluster %q: index: %w", kind, cluster, err)
 	}
 	return nil
 }
 
-// Delete implements snapshot.Store.
-func (s *Store) Delete(_ context.Context, kind snapshot.Kind, cluster string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(snapBucket(kind)).Delete([]byte(cluster)); err != nil {
-			return err
-		}
-		return tx.Bucket(hashBucket(kind)).Delete([]byte(cluster))
-	})
-	if err != nil {
+func deleteTx(tx *bolt.Tx, kind snapshot.Kind, cluster string) error {
+	err := tx.Bucket(snapBucket(kind)).DeleteBucket([]byte(cluster))
+	if err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 		return fmt.Errorf("delete %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
+	if err := tx.Bucket(hashBucket(kind)).Delete([]byte(cluster)); err != nil {
+		return fmt.Errorf("delete %s snapshot of cluster %q: index: %w", kind, cluster, err)
+	}
 	return nil
+}
+
+// Put implements snapshot.Store.
+func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
+	return s.Write(ctx, []snapshot.Write{{Kind: kind, Cluster: cluster, Snap: snap}})[0]
+}
+
+// Delete implements snapshot.Store.
+func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) error {
+	return s.Write(ctx, []snapshot.Write{{Kind: kind, Cluster: cluster}})[0]
+}
+
+// txBytes bounds the resource bytes one transaction of Write puts: a batch of small changes
+// is one transaction, while a batch of whole snapshots (the first write of every cluster)
+// is cut into transactions of about this size rather than held in memory at once. (A
+// variable for tests.)
+var txBytes = 16 << 20
+
+// Write implements snapshot.Store: the batch is one transaction, committed (and fsynced)
+// once, unless it puts more than txBytes, when it takes a transaction per txBytes. A snapshot
+// with a resource that does not encode is refused alone, before anything of it is written;
+// an error of bbolt itself fails (rolls back) its transaction and the items after it.
+func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
+	errs := make([]error, len(batch))
+	for next := 0; next < len(batch); {
+		first := next
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			next = first
+			written := 0
+			for next < len(batch) && written < txBytes {
+				i, w := next, batch[next]
+				next++
+				if w.Snap == nil {
+					if err := deleteTx(tx, w.Kind, w.Cluster); err != nil {
+						return err
+					}
+					continue
+				}
+				var rb *bolt.Bucket
+				if cb := tx.Bucket(snapBucket(w.Kind)).Bucket([]byte(w.Cluster)); cb != nil {
+					rb = cb.Bucket(bucketRes)
+				}
+				o, err := plan(rb, w.Snap)
+				if err != nil {
+					errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
+					continue
+				}
+				if err := putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
+					return err
+				}
+				for _, v := range o.put {
+					written += len(v)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			for i := first; i < len(batch); i++ {
+				errs[i] = fmt.Errorf("write %d snapshots: %w", len(batch)-first, err)
+			}
+			break
+		}
+	}
+	return errs
 }
 
 // List implements snapshot.Store.
 func (s *Store) List(_ context.Context, kind snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
 	out := map[string]*snapshot.Snapshot{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(snapBucket(kind)).ForEach(func(k, v []byte) error {
-			snap, err := decodeSnapshot(v, kind, string(k))
+		kb := tx.Bucket(snapBucket(kind))
+		return kb.ForEach(func(k, _ []byte) error {
+			cb := kb.Bucket(k)
+			if cb == nil {
+				return fmt.Errorf("%s bucket holds a value under %q, want a cluster's bucket", kind, k)
+			}
+			snap, err := readSnapshot(cb, kind, string(k))
 			if err != nil {
 				return err
 			}

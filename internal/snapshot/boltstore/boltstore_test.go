@@ -31,6 +31,10 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+func TestBadItemAlone(t *testing.T) {
+	snapshottest.BadItemAlone(t, open(t, filepath.Join(t.TempDir(), boltstore.FileName)))
+}
+
 // TestReopenKeepsEverything: what one process wrote, the next one reads, and the
 // configuration revision continues from where it was instead of starting again at 0.
 func TestReopenKeepsEverything(t *testing.T) {

@@ -58,6 +58,11 @@ func (s *Store) Delete(_ context.Context, kind snapshot.Kind, cluster string) er
 	return nil
 }
 
+// Write implements snapshot.Store: memory has no round trip to save.
+func (s *Store) Write(ctx context.Context, batch []snapshot.Write) []error {
+	return snapshot.WriteEach(ctx, s, batch)
+}
+
 // List implements snapshot.Store.
 func (s *Store) List(_ context.Context, kind snapshot.Kind) (map[string]*snapshot.Snapshot, error) {
 	s.mu.RLock()

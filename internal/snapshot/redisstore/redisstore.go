@@ -13,7 +13,7 @@
 // Every key carries the same hash tag, {<prefix>}, so all keys of a store live in one slot
 // of a Redis Cluster and multi-key transactions and Lua scripts work there:
 //
-//	<prefix>:{<prefix>}:<kind>:<cluster>   snapshot of kind for cluster (JSON)
+//	<prefix>:{<prefix>}:<kind>:<cluster>   hash: snapshot of kind for cluster (see below)
 //	<prefix>:{<prefix>}:index:<kind>       hash: cluster → content hash of its snapshot of kind
 //	<prefix>:{<prefix>}:config             hash: resource key → JSON of snapshot.Resource
 //	<prefix>:{<prefix>}:config:rev         configuration revision, INCRed on every change
@@ -27,8 +27,20 @@
 // checks that the global lock still names this server with the epoch it holds, so a server
 // that lost the lock cannot overwrite anything, even before it notices.
 //
-// Snapshots and configuration resources are stored in the form of snapshot.EncodeSnapshot
-// and snapshot.EncodeResource (JSON with resource bodies verbatim).
+// A snapshot is a hash with a field per resource, "r:<key>" → the resource's hash (64 hex
+// digits) followed by its body verbatim (snapshot.AppendStoredResource), and the meta fields
+// "m:version", "m:epoch" and "m:hash" (the content hash). The Store remembers, per snapshot,
+// the one it last wrote or read, and writes the next one as a delta against it: the changed
+// resources, the removed keys and the meta fields, in one fenced Lua script that first checks
+// that the stored content hash is still the one it diffed against (compare and set). When it
+// is not (another server wrote since, or Redis lost data), the script changes nothing and the
+// Store rewrites the whole snapshot. A change of one resource thus sends and writes one
+// resource, not the snapshot. Write sends a whole batch in one pipeline. Get and List read the
+// hash and verify every body's hash and the content hash.
+//
+// Earlier versions stored a snapshot as one string (the JSON of snapshot.EncodeSnapshot) under
+// the same key. Get and List still read such a key, and the next Put replaces it with a hash.
+// Configuration resources are stored in the form of snapshot.EncodeResource.
 //
 // Errors other than a missing key or an undecodable value wrap snapshot.ErrUnavailable as
 // well as the error of the Redis client.
@@ -41,6 +53,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,6 +65,7 @@ import (
 type Store struct {
 	keys
 	fence Fence
+	bases *bases // shared with the fenced copies
 }
 
 // Fence names the lock holder a store writes as; the zero Fence writes unconditionally.
@@ -102,7 +116,7 @@ var _ snapshot.Store = (*Store)(nil)
 // New returns a store that keeps its keys under prefix (DefaultPrefix when empty). It does
 // no I/O; the caller owns client and closes it.
 func New(client redis.UniversalClient, prefix string) *Store {
-	return &Store{keys: newKeys(client, prefix)}
+	return &Store{keys: newKeys(client, prefix), bases: &bases{m: map[string]*snapshot.Snapshot{}}}
 }
 
 func (s *Store) snapKey(kind snapshot.Kind, cluster string) string {
@@ -114,6 +128,27 @@ func (s *Store) revKey() string                     { return s.prefix + "config:
 
 // Get implements snapshot.Store.
 func (s *Store) Get(ctx context.Context, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+	key := s.snapKey(kind, cluster)
+	fields, err := s.c.HGetAll(ctx, key).Result()
+	if isWrongType(err) {
+		return s.getWhole(ctx, kind, cluster)
+	}
+	if err != nil {
+		return nil, unavailable(err, "get %s snapshot of cluster %q", kind, cluster)
+	}
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, snapshot.ErrNotFound)
+	}
+	snap, err := decodeFields(fields, kind, cluster)
+	if err != nil {
+		return nil, err
+	}
+	s.bases.remember(kind, cluster, snap)
+	return snap, nil
+}
+
+// getWhole reads a snapshot stored by an earlier version as one string.
+func (s *Store) getWhole(ctx context.Context, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
 	b, err := s.c.Get(ctx, s.snapKey(kind, cluster)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, snapshot.ErrNotFound)
@@ -121,10 +156,14 @@ func (s *Store) Get(ctx context.Context, kind snapshot.Kind, cluster string) (*s
 	if err != nil {
 		return nil, unavailable(err, "get %s snapshot of cluster %q", kind, cluster)
 	}
-	return decodeSnapshot(b, kind, cluster)
+	return decodeWhole(b, kind, cluster)
 }
 
-func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+func isWrongType(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "WRONGTYPE")
+}
+
+func decodeWhole(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
 	snap, err := snapshot.DecodeSnapshot(b)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
@@ -132,9 +171,67 @@ func decodeSnapshot(b []byte, kind snapshot.Kind, cluster string) (*snapshot.Sna
 	return snap, nil
 }
 
+// Fields of a snapshot's hash.
+const (
+	fieldVersion = "m:version"
+	fieldEpoch   = "m:epoch"
+	fieldHash    = "m:hash"
+	fieldRes     = "r:" // followed by the resource key
+)
+
+// decodeFields reads a snapshot's hash and verifies every body and the content hash.
+func decodeFields(fields map[string]string, kind snapshot.Kind, cluster string) (*snapshot.Snapshot, error) {
+	fail := func(err error) (*snapshot.Snapshot, error) {
+		return nil, fmt.Errorf("decode %s snapshot of cluster %q: %w", kind, cluster, err)
+	}
+	version, err := strconv.ParseUint(fields[fieldVersion], 10, 64)
+	if err != nil {
+		return fail(fmt.Errorf("field %s: %w", fieldVersion, err))
+	}
+	epoch, err := strconv.ParseUint(fields[fieldEpoch], 10, 64)
+	if err != nil {
+		return fail(fmt.Errorf("field %s: %w", fieldEpoch, err))
+	}
+	m := make(map[string]snapshot.Resource, len(fields))
+	for f, v := range fields {
+		key, ok := strings.CutPrefix(f, fieldRes)
+		if !ok {
+			continue
+		}
+		r, err := snapshot.DecodeStoredResource(key, []byte(v))
+		if err != nil {
+			return fail(err)
+		}
+		m[key] = r
+	}
+	snap, err := snapshot.Assemble(version, epoch, fields[fieldHash], m)
+	if err != nil {
+		return fail(err)
+	}
+	return snap, nil
+}
+
+// putSnapshot writes a snapshot's hash. KEYS[2] is the snapshot, KEYS[3] the index; ARGV[3]
+// the cluster, ARGV[4] the content hash the delta was computed against ("" for a whole
+// snapshot: the key is replaced), ARGV[5..7] the new content hash, version and epoch, ARGV[8]
+// the number n of resources to set, then n field/value pairs, then the fields to remove. It
+// returns 1, or 0 without writing anything when the stored content hash is not ARGV[4].
 var putSnapshot = redis.NewScript(fenceLua + `
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if ARGV[4] == '' then
+  redis.call('DEL', KEYS[2])
+elseif redis.call('TYPE', KEYS[2])['ok'] ~= 'hash' or redis.call('HGET', KEYS[2], 'm:hash') ~= ARGV[4] then
+  return 0
+end
+local i = 9
+for _ = 1, tonumber(ARGV[8]) do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for j = i, #ARGV do
+  redis.call('HDEL', KEYS[2], ARGV[j])
+end
+redis.call('HSET', KEYS[2], 'm:version', ARGV[6], 'm:epoch', ARGV[7], 'm:hash', ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
 return 1
 `)
 
@@ -146,27 +243,221 @@ return 1
 
 // Put implements snapshot.Store.
 func (s *Store) Put(ctx context.Context, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) error {
-	b, err := snapshot.EncodeSnapshot(snap)
-	if err != nil {
-		return fmt.Errorf("encode %s snapshot of cluster %q: %w", kind, cluster, err)
-	}
-	name, epoch := s.fence.args()
-	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
-	if err := putSnapshot.Run(ctx, s.c, keys, name, epoch, b, cluster, snap.Hash).Err(); err != nil {
-		return writeErr(err, "put %s snapshot of cluster %q", kind, cluster)
-	}
-	return nil
+	return s.Write(ctx, []snapshot.Write{{Kind: kind, Cluster: cluster, Snap: snap}})[0]
 }
 
 // Delete implements snapshot.Store.
 func (s *Store) Delete(ctx context.Context, kind snapshot.Kind, cluster string) error {
-	name, epoch := s.fence.args()
-	keys := []string{s.lockKey(), s.snapKey(kind, cluster), s.indexKey(kind)}
-	if err := deleteSnapshot.Run(ctx, s.c, keys, name, epoch, cluster).Err(); err != nil {
-		return writeErr(err, "delete %s snapshot of cluster %q", kind, cluster)
-	}
-	return nil
+	return s.Write(ctx, []snapshot.Write{{Kind: kind, Cluster: cluster}})[0]
 }
+
+// call is one script call of a Write batch.
+type call struct {
+	item   int // index in the batch
+	script *redis.Script
+	keys   []string
+	args   []any
+	base   *snapshot.Snapshot // what a delta was computed against; nil for a whole write
+	moved  bool               // Redis no longer held base: the delta was not applied
+	cmd    *redis.Cmd
+}
+
+// Write implements snapshot.Store: every item is one fenced script call, and the batch is one
+// pipeline. Items whose delta found another base in Redis are written whole in a second
+// pipeline (as are all items when Redis had not loaded the script yet).
+func (s *Store) Write(ctx context.Context, batch []snapshot.Write) []error {
+	errs := make([]error, len(batch))
+	name, epoch := s.fence.args()
+	calls := make([]*call, 0, len(batch))
+	for i, w := range batch {
+		c := &call{item: i, keys: []string{s.lockKey(), s.snapKey(w.Kind, w.Cluster), s.indexKey(w.Kind)}}
+		if w.Snap == nil {
+			c.script, c.args = deleteSnapshot, []any{name, epoch, w.Cluster}
+		} else {
+			c.base = s.bases.get(w.Kind, w.Cluster)
+			var err error
+			if c.script, c.args, err = putArgs(name, epoch, w.Cluster, c.base, w.Snap); err != nil {
+				errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
+				continue
+			}
+		}
+		calls = append(calls, c)
+	}
+	retry, loaded := s.runCalls(ctx, batch, calls, errs)
+	if len(retry) == 0 {
+		return errs
+	}
+	if !loaded {
+		if err := putSnapshot.Load(ctx, s.c).Err(); err != nil {
+			for _, c := range retry {
+				errs[c.item] = unavailable(err, "load script")
+			}
+			return errs
+		}
+		if err := deleteSnapshot.Load(ctx, s.c).Err(); err != nil {
+			for _, c := range retry {
+				errs[c.item] = unavailable(err, "load script")
+			}
+			return errs
+		}
+	}
+	whole := retry[:0]
+	for _, c := range retry {
+		w := batch[c.item]
+		if c.moved { // the delta's base was not in Redis: write it whole
+			c.base, c.moved = nil, false
+			var err error
+			if _, c.args, err = putArgs(name, epoch, w.Cluster, nil, w.Snap); err != nil {
+				errs[c.item] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
+				continue
+			}
+		}
+		whole = append(whole, c)
+	}
+	if again, _ := s.runCalls(ctx, batch, whole, errs); len(again) > 0 {
+		for _, c := range again {
+			w := batch[c.item]
+			errs[c.item] = unavailable(errors.New("redis dropped the script or the base again"), "put %s snapshot of cluster %q", w.Kind, w.Cluster)
+		}
+	}
+	return errs
+}
+
+// runCalls sends calls in one pipeline and records each outcome in errs (and the stores'
+// bases). It returns the calls to send again: deltas whose base Redis no longer held, and
+// calls of a script Redis had not loaded (loaded is false when there were such).
+func (s *Store) runCalls(ctx context.Context, batch []snapshot.Write, calls []*call, errs []error) (retry []*call, loaded bool) {
+	loaded = true
+	if len(calls) == 0 {
+		return nil, loaded
+	}
+	s.pipeline(ctx, calls)
+	for _, c := range calls {
+		w := batch[c.item]
+		what := "put"
+		if w.Snap == nil {
+			what = "delete"
+		}
+		err := c.cmd.Err()
+		if err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			loaded = false
+			retry = append(retry, c)
+			continue
+		}
+		if err != nil {
+			s.bases.forget(w.Kind, w.Cluster)
+			errs[c.item] = writeErr(err, "%s %s snapshot of cluster %q", what, w.Kind, w.Cluster)
+			continue
+		}
+		if n, _ := c.cmd.Int(); n == 0 {
+			c.moved = true
+			retry = append(retry, c)
+			continue
+		}
+		errs[c.item] = nil
+		s.bases.remember(w.Kind, w.Cluster, w.Snap) // nil: forgotten
+	}
+	return retry, loaded
+}
+
+// pipelineBytes bounds the argument bytes of one pipeline: a batch of deltas is one
+// pipeline, while a batch of whole snapshots (the first write of every cluster) is cut into
+// pipelines of about this size, each answered well within the client's read timeout.
+const pipelineBytes = 8 << 20
+
+// pipeline sends the calls in pipelines of about pipelineBytes; each call's reply or error is
+// in its cmd (a call without a reply gets its pipeline's error).
+func (s *Store) pipeline(ctx context.Context, calls []*call) {
+	for len(calls) > 0 {
+		n, size := 0, 0
+		for n < len(calls) && (n == 0 || size < pipelineBytes) {
+			for _, a := range calls[n].args {
+				if b, ok := a.([]byte); ok {
+					size += len(b)
+				}
+			}
+			n++
+		}
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range calls[:n] {
+				c.cmd = c.script.EvalSha(ctx, p, c.keys, c.args...)
+			}
+			return nil
+		})
+		for _, c := range calls[:n] {
+			if err != nil && c.cmd.Err() == nil && c.cmd.Val() == nil { // failed before a reply
+				c.cmd.SetErr(err)
+			}
+		}
+		calls = calls[n:]
+	}
+}
+
+// putArgs returns the script and its arguments that move the stored snapshot from base (nil:
+// unknown, write it whole) to snap. Only new and changed resources are encoded.
+func putArgs(name string, epoch uint64, cluster string, base, snap *snapshot.Snapshot) (*redis.Script, []any, error) {
+	baseHash := ""
+	var upserts []snapshot.Resource
+	var removals []string
+	if base == nil {
+		upserts = make([]snapshot.Resource, 0, len(snap.Resources))
+	} else {
+		baseHash = base.Hash
+		for k := range base.Resources {
+			if _, ok := snap.Resources[k]; !ok {
+				removals = append(removals, k)
+			}
+		}
+	}
+	for k, r := range snap.Resources {
+		if base != nil && base.Resources[k].Hash == r.Hash {
+			continue
+		}
+		upserts = append(upserts, r)
+	}
+	args := make([]any, 0, 8+2*len(upserts)+len(removals))
+	args = append(args, name, epoch, cluster, baseHash, snap.Hash,
+		strconv.FormatUint(snap.Version, 10), strconv.FormatUint(snap.Epoch, 10), len(upserts))
+	for _, r := range upserts {
+		v, err := snapshot.AppendStoredResource(nil, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		args = append(args, fieldRes+r.Key, v)
+	}
+	for _, k := range removals {
+		args = append(args, fieldRes+k)
+	}
+	return putSnapshot, args, nil
+}
+
+// bases remembers, per snapshot, the one this store (and its fenced copies) last wrote or
+// read: what the next Put computes its delta against.
+type bases struct {
+	mu sync.Mutex // guards m
+	m  map[string]*snapshot.Snapshot
+}
+
+func baseKey(kind snapshot.Kind, cluster string) string { return string(kind) + "\x00" + cluster }
+
+func (b *bases) get(kind snapshot.Kind, cluster string) *snapshot.Snapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m[baseKey(kind, cluster)]
+}
+
+// remember records snap as the stored snapshot; nil forgets it.
+func (b *bases) remember(kind snapshot.Kind, cluster string, snap *snapshot.Snapshot) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if snap == nil {
+		delete(b.m, baseKey(kind, cluster))
+		return
+	}
+	b.m[baseKey(kind, cluster)] = snap
+}
+
+func (b *bases) forget(kind snapshot.Kind, cluster string) { b.remember(kind, cluster, nil) }
 
 // Index implements snapshot.Store: cluster → content hash, in one round trip.
 func (s *Store) Index(ctx context.Context, kind snapshot.Kind) (map[string]string, error) {
@@ -188,30 +479,72 @@ func (s *Store) List(ctx context.Context, kind snapshot.Kind) (map[string]*snaps
 	if len(clusters) == 0 {
 		return out, nil
 	}
-	cmds := make([]*redis.StringCmd, len(clusters))
-	// Vanished values are redis.Nil; other errors may be on no command at all.
+	cmds := make([]*redis.MapStringStringCmd, len(clusters))
+	// Snapshots of an earlier version are WRONGTYPE; other errors may be on no command at all.
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, cluster := range clusters {
-			cmds[i] = p.Get(ctx, s.snapKey(kind, cluster))
+			cmds[i] = p.HGetAll(ctx, s.snapKey(kind, cluster))
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil && !isWrongType(err) {
 		return nil, unavailable(err, "list %s snapshots", kind)
 	}
+	var whole []string
 	for i, cluster := range clusters {
-		b, err := cmds[i].Bytes()
-		if errors.Is(err, redis.Nil) {
+		fields, err := cmds[i].Result()
+		if isWrongType(err) {
+			whole = append(whole, cluster)
 			continue
 		}
 		if err != nil {
 			return nil, unavailable(err, "list %s snapshot of cluster %q", kind, cluster)
 		}
-		if out[cluster], err = decodeSnapshot(b, kind, cluster); err != nil {
+		if len(fields) == 0 { // deleted meanwhile
+			continue
+		}
+		snap, err := decodeFields(fields, kind, cluster)
+		if err != nil {
 			return nil, err
 		}
+		out[cluster] = snap
+		s.bases.remember(kind, cluster, snap)
+	}
+	if err := s.listWhole(ctx, kind, whole, out); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// listWhole reads into out the snapshots of clusters stored by an earlier version as strings.
+func (s *Store) listWhole(ctx context.Context, kind snapshot.Kind, clusters []string, out map[string]*snapshot.Snapshot) error {
+	if len(clusters) == 0 {
+		return nil
+	}
+	cmds := make([]*redis.StringCmd, len(clusters))
+	// Vanished values are redis.Nil; other errors may be on no command at all.
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, cluster := range clusters {
+			cmds[i] = p.Get(ctx, s.snapKey(kind, cluster))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) && !isWrongType(err) {
+		return unavailable(err, "list %s snapshots", kind)
+	}
+	for i, cluster := range clusters {
+		b, err := cmds[i].Bytes()
+		if errors.Is(err, redis.Nil) || isWrongType(err) { // deleted, or rewritten meanwhile
+			continue
+		}
+		if err != nil {
+			return unavailable(err, "list %s snapshot of cluster %q", kind, cluster)
+		}
+		if out[cluster], err = decodeWhole(b, kind, cluster); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // putConfig stores ARGV[3] under field ARGV[1] of KEYS[1] and increments KEYS[2], unless the

@@ -26,6 +26,8 @@ func Run(t *testing.T, newStore func(t *testing.T) snapshot.Store) {
 		{"List", testList},
 		{"Delete", testDelete},
 		{"Concurrent", testConcurrent},
+		{"SmallChanges", testSmallChanges},
+		{"WriteBatch", testWriteBatch},
 		{"Config", testConfig},
 		{"ConfigConcurrent", testConfigConcurrent},
 		{"Ping", testPing},
@@ -230,6 +232,162 @@ func testConcurrent(t *testing.T, s snapshot.Store) {
 	if got := list(t, s, snapshot.Input); len(got) != n {
 		t.Fatalf("List after %d concurrent Puts has %d clusters", n, len(got))
 	}
+}
+
+// change returns a copy of snap's resources with version and epoch, where set replaces or
+// adds resources (key → body) and drop removes keys.
+func change(snap *snapshot.Snapshot, version, epoch uint64, set map[string]string, drop ...string) *snapshot.Snapshot {
+	m := make(map[string]snapshot.Resource, snap.Len()+len(set))
+	for k, r := range snap.Resources {
+		m[k] = r
+	}
+	for k, b := range set {
+		m[k] = snapshot.NewResource(k, []byte(b))
+	}
+	for _, k := range drop {
+		delete(m, k)
+	}
+	return snapshot.FromMap(version, epoch, m)
+}
+
+// sameStored checks that Get, List and Index all give want for kind and cluster.
+func sameStored(t *testing.T, s snapshot.Store, what string, kind snapshot.Kind, cluster string, want *snapshot.Snapshot) {
+	t.Helper()
+	sameSnapshot(t, what+": Get", get(t, s, kind, cluster), want)
+	sameSnapshot(t, what+": List", list(t, s, kind)[cluster], want)
+	for k, r := range get(t, s, kind, cluster).Resources {
+		if snapshot.HashBytes(r.Body) != r.Hash {
+			t.Fatalf("%s: resource %s: body %s no longer has hash %s", what, k, r.Body, r.Hash)
+		}
+	}
+	idx, err := s.Index(t.Context(), kind)
+	if err != nil {
+		t.Fatalf("%s: Index(%s): %v", what, kind, err)
+	}
+	if idx[cluster] != want.Hash {
+		t.Fatalf("%s: Index(%s)[%q] = %s, want %s", what, kind, cluster, idx[cluster], want.Hash)
+	}
+}
+
+// testSmallChanges puts a sequence of small changes of one snapshot (the stores write such a
+// change as a delta against the stored snapshot): after each, the store holds exactly the
+// last snapshot put, removed keys are gone, and a snapshot of another cluster is untouched.
+func testSmallChanges(t *testing.T, s snapshot.Store) {
+	ctx := t.Context()
+	other := snapshot.New(1, 1, resources("other"))
+	put(t, s, snapshot.Output, "other", other)
+	snap := snapshot.New(1, 1, resources("r"))
+	put(t, s, snapshot.Output, "east", snap)
+	steps := []struct {
+		name string
+		next func(*snapshot.Snapshot) *snapshot.Snapshot
+	}{
+		{"change one body", func(p *snapshot.Snapshot) *snapshot.Snapshot {
+			return change(p, 2, 1, map[string]string{"r/1": `{"changed": 1}`})
+		}},
+		{"add a resource", func(p *snapshot.Snapshot) *snapshot.Snapshot {
+			return change(p, 3, 1, map[string]string{"r/new": `{"new": "<&>"}`})
+		}},
+		{"remove a resource", func(p *snapshot.Snapshot) *snapshot.Snapshot { return change(p, 4, 1, nil, "r/0") }},
+		{"same content, new version and epoch", func(p *snapshot.Snapshot) *snapshot.Snapshot { return p.WithVersion(5, 2) }},
+		{"change, add and remove at once", func(p *snapshot.Snapshot) *snapshot.Snapshot {
+			return change(p, 6, 2, map[string]string{"r/2": `[3]`, "r/0": `"back"`}, "r/new", "r/4")
+		}},
+		{"a key back to an earlier body", func(p *snapshot.Snapshot) *snapshot.Snapshot {
+			return change(p, 7, 2, map[string]string{"r/1": bodies[1]})
+		}},
+		{"remove everything", func(p *snapshot.Snapshot) *snapshot.Snapshot { return snapshot.New(8, 2, nil) }},
+		{"add again", func(p *snapshot.Snapshot) *snapshot.Snapshot { return snapshot.New(9, 2, resources("r")[:2]) }},
+	}
+	for _, step := range steps {
+		next := step.next(snap)
+		put(t, s, snapshot.Output, "east", next)
+		sameStored(t, s, step.name, snapshot.Output, "east", next)
+		snap = next
+	}
+	// Deleted and put again: nothing of before may come back.
+	if err := s.Delete(ctx, snapshot.Output, "east"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	wantNotFound(t, s, snapshot.Output, "east")
+	again := change(snapshot.New(10, 2, nil), 10, 2, map[string]string{"r/9": `{}`})
+	put(t, s, snapshot.Output, "east", again)
+	sameStored(t, s, "put after delete", snapshot.Output, "east", again)
+	sameStored(t, s, "the other cluster", snapshot.Output, "other", other)
+}
+
+// testWriteBatch writes puts and deletes of several clusters and both kinds in batches.
+func testWriteBatch(t *testing.T, s snapshot.Store) {
+	ctx := t.Context()
+	if errs := s.Write(ctx, nil); len(errs) != 0 {
+		t.Fatalf("Write of an empty batch = %v", errs)
+	}
+	a1, b1 := snapshot.New(1, 3, resources("a")), snapshot.New(1, 3, resources("b"))
+	in := snapshot.New(4, 0, resources("in"))
+	write := func(batch ...snapshot.Write) {
+		t.Helper()
+		errs := s.Write(ctx, batch)
+		if len(errs) != len(batch) {
+			t.Fatalf("Write of %d items returned %d errors", len(batch), len(errs))
+		}
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("Write item %d (%s %q): %v", i, batch[i].Kind, batch[i].Cluster, err)
+			}
+		}
+	}
+	write(snapshot.Write{Kind: snapshot.Output, Cluster: "a", Snap: a1},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "b", Snap: b1},
+		snapshot.Write{Kind: snapshot.Input, Cluster: "a", Snap: in},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "gone", Snap: b1})
+	sameStored(t, s, "first batch", snapshot.Output, "a", a1)
+	sameStored(t, s, "first batch", snapshot.Output, "b", b1)
+	sameStored(t, s, "first batch", snapshot.Input, "a", in)
+	sameStored(t, s, "first batch", snapshot.Output, "gone", b1)
+
+	// Small changes to some, a delete, a delete of a missing snapshot, and a delete then a
+	// put of the same cluster: applied in order.
+	a2 := change(a1, 2, 3, map[string]string{"a/0": `{"a": 2}`})
+	c1 := snapshot.New(1, 3, resources("c")[:1])
+	write(snapshot.Write{Kind: snapshot.Output, Cluster: "a", Snap: a2},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "gone"},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "never"},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "c"},
+		snapshot.Write{Kind: snapshot.Output, Cluster: "c", Snap: c1})
+	sameStored(t, s, "second batch", snapshot.Output, "a", a2)
+	sameStored(t, s, "second batch (untouched)", snapshot.Output, "b", b1)
+	sameStored(t, s, "second batch (untouched)", snapshot.Input, "a", in)
+	sameStored(t, s, "second batch (delete, put)", snapshot.Output, "c", c1)
+	wantNotFound(t, s, snapshot.Output, "gone")
+	if got := list(t, s, snapshot.Output); len(got) != 3 {
+		t.Fatalf("List(output) after the second batch has clusters %v, want [a b c]", sortedKeys(got))
+	}
+	if idx, err := s.Index(ctx, snapshot.Output); err != nil || len(idx) != 3 {
+		t.Fatalf("Index(output) after the second batch = %v, %v; want a, b and c", idx, err)
+	}
+}
+
+// BadItemAlone checks a store that encodes what it stores: in a batch, a snapshot with a
+// body that is not JSON is refused with an error naming its cluster, without writing
+// anything of it, and the other items of the batch are stored.
+func BadItemAlone(t *testing.T, s snapshot.Store) {
+	ctx := t.Context()
+	old := snapshot.New(1, 0, resources("r"))
+	put(t, s, snapshot.Output, "bad", old)
+	bad := change(old, 2, 0, map[string]string{"r/0": `{"fine": true}`, "r/x": `not json`})
+	good := snapshot.New(1, 0, resources("g"))
+	errs := s.Write(ctx, []snapshot.Write{
+		{Kind: snapshot.Output, Cluster: "bad", Snap: bad},
+		{Kind: snapshot.Output, Cluster: "good", Snap: good},
+	})
+	if len(errs) != 2 || errs[0] == nil || errs[1] != nil {
+		t.Fatalf("Write of a bad and a good snapshot = %v, want an error for the first only", errs)
+	}
+	if !bytes.Contains([]byte(errs[0].Error()), []byte(`"bad"`)) {
+		t.Errorf("error %q does not name the cluster", errs[0])
+	}
+	sameStored(t, s, "the refused snapshot's cluster", snapshot.Output, "bad", old)
+	sameStored(t, s, "the other item", snapshot.Output, "good", good)
 }
 
 func listConfig(t *testing.T, s snapshot.Store) ([]snapshot.Resource, uint64) {
