@@ -94,12 +94,13 @@ type istioItem struct {
 // ServiceEntry per service entry. Secrets and TCP gateways exist only for Envoy and render
 // nothing here. The resources are keyed KIND/NAMESPACE/NAME and sorted by key; the same plan
 // always gives the same bytes. The plan is not modified.
-func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p, nil, nil) }
+func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p, nil, nil, nil) }
 
 // renderIstioMemo is renderIstio reusing resources rendered before from exactly the same
 // plan element for the same cluster, under the same name (memo may be nil; upstreamKeys are
-// the memo keys of p.Upstreams, nil without a memo).
-func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
+// the memo keys of p.Upstreams, nil without a memo; seKeys are memo keys of service entries
+// by namespace/name, used instead of hashing them).
+func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string, seKeys map[string]string) ([]snapshot.Resource, error) {
 	var items []istioItem
 	for i, u := range p.Upstreams {
 		src := ""
@@ -139,7 +140,11 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		}
 	}
 	for _, se := range p.ServiceEntries {
-		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(p.Cluster, se) }, src: memo.key(se)})
+		src, ok := seKeys[se.Namespace+"/"+se.Name]
+		if !ok || memo == nil {
+			src = memo.key(se)
+		}
+		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name, build: func() proto.Message { return istioServiceEntry(p.Cluster, se) }, src: src})
 	}
 	for _, tg := range p.TCPGateways {
 		if gw := istioEastWestGateway(tg); gw != nil {
