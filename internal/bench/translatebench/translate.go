@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -28,10 +29,18 @@ type Report struct {
 	// A change to a service every cluster sees through a VirtualDestination.
 	GlobalSeconds    float64 `json:"globalChangeSeconds"`
 	GlobalRecomputed int     `json:"globalChangeRecomputedClusters"`
-	HeapMiB          float64 `json:"heapAfterMiB"`
-	Errors           int     `json:"translationErrors"`
-	GoVersion        string  `json:"goVersion"`
-	CPUs             int     `json:"cpus"`
+	// A RouteTable added for every cluster (a config change every cluster reads).
+	RouteSeconds    float64 `json:"routeTableChangeSeconds"`
+	RouteRecomputed int     `json:"routeTableChangeRecomputedClusters"`
+	// VirtualDestination upstreams built anew by each change (translate.Work), in the order
+	// private, exported, route table.
+	LocalVDPlanned  int     `json:"localChangeVirtualDestinationsPlanned"`
+	GlobalVDPlanned int     `json:"globalChangeVirtualDestinationsPlanned"`
+	RouteVDPlanned  int     `json:"routeTableChangeVirtualDestinationsPlanned"`
+	HeapMiB         float64 `json:"heapAfterMiB"`
+	Errors          int     `json:"translationErrors"`
+	GoVersion       string  `json:"goVersion"`
+	CPUs            int     `json:"cpus"`
 }
 
 // Run measures full and incremental translation of a generated world.
@@ -66,15 +75,29 @@ func Run(o bench.WorldOptions) Report {
 	in.Inputs = local
 	t0 = time.Now()
 	res = tr.Translate(in)
-	rep.LocalSeconds, rep.LocalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+	rep.LocalSeconds, rep.LocalRecomputed, rep.LocalVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 
 	// Global change: an endpoint of svc-0 (exported by a VirtualDestination) in cluster 1.
 	if o.VirtualDestinations > 0 && o.Clusters > 1 {
 		in.Inputs = changeEndpointsIn(local, w, 1, o, 0)
 		t0 = time.Now()
 		res = tr.Translate(in)
-		rep.GlobalSeconds, rep.GlobalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+		rep.GlobalSeconds, rep.GlobalRecomputed, rep.GlobalVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 	}
+
+	// Route table change: a RouteTable every cluster reads (like relay's marker change).
+	in.Config = append(slices.Clone(in.Config), bench.MustParse(`apiVersion: meshrelay.io/v1alpha1
+kind: RouteTable
+metadata: {name: bench-marker, namespace: bench}
+spec:
+  hosts: [marker.bench]
+  http:
+  - matchers: [{uri: {prefix: /}}]
+    forwardTo: {destinations: [{ref: {name: bench-svc-0-8080}}]}
+`)...)
+	t0 = time.Now()
+	res = tr.Translate(in)
+	rep.RouteSeconds, rep.RouteRecomputed, rep.RouteVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -118,8 +141,9 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "output\t%d resources, %.1f MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
 	fmt.Fprintf(tw, "full translation\t%.3f s\t\n", r.FullSeconds)
 	fmt.Fprintf(tw, "nothing changed\t%.3f s (%d clusters recomputed)\t\n", r.NoopSeconds, r.NoopRecomputed)
-	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed)\t\n", r.LocalSeconds, r.LocalRecomputed)
-	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed)\t\n", r.GlobalSeconds, r.GlobalRecomputed)
+	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.LocalSeconds, r.LocalRecomputed, r.LocalVDPlanned)
+	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.GlobalSeconds, r.GlobalRecomputed, r.GlobalVDPlanned)
+	fmt.Fprintf(tw, "route table change, every cluster\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.RouteSeconds, r.RouteRecomputed, r.RouteVDPlanned)
 	fmt.Fprintf(tw, "heap after\t%.0f MiB\t\n", r.HeapMiB)
 	tw.Flush()
 }
