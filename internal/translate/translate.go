@@ -7,7 +7,9 @@
 // needs, as plain Go values), then rendering (render_envoy.go, which wraps each message with
 // internal/envoyres, and render_istio.go). The Translator keeps the previous results and
 // recomputes only the clusters whose inputs — captured in a digest of everything their plan
-// can read — changed.
+// can read — changed; within a recomputed cluster, it reuses the VirtualDestination
+// upstreams whose own inputs did not change (vdmemo.go), and every rendered element whose
+// memo key did not (memo.go). Result.Work counts what was planned anew.
 package translate
 
 import (
