@@ -190,7 +190,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			r.store.sync(ctx)
+			r.store.sync(ctx, true)
 			r.mu.Lock()
 			warm := r.safe.Warm
 			r.acks.updateStalenessLocked(r.now())
@@ -209,13 +209,16 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			case <-r.kick:
 			default:
 			}
-			r.store.sync(ctx)
-			if changed := r.reconcile(ctx); len(changed) > 0 {
+			// Inputs are written with the outputs made of them (below) or on the next tick,
+			// not before translating.
+			r.store.sync(ctx, false)
+			if changed, translated := r.reconcile(ctx); len(changed) > 0 {
 				// Write new outputs through to the store before agents see them, so a
 				// passive server or another replica never has older outputs than an agent
-				// (with the store down they are published from memory all the same).
+				// (with the store down they are published from memory all the same), and
+				// the inputs they were made of before them.
 				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				if err := r.store.flush(fctx); err != nil {
+				if err := r.store.flush(fctx, translated); err != nil {
 					r.log.Debug("outputs not written before publishing", "error", err)
 				}
 				cancel()
@@ -370,10 +373,12 @@ func (r *Reconciler) Refused(cluster string, version uint64, hash string, refusa
 // such a translation (configChangedLocked) and is translated first, with the inputs of the
 // last published translation, which re-plans only what the configuration change touches;
 // the newer inputs follow in the next round, which nothing abandons then (prepare).
-func (r *Reconciler) reconcile(ctx context.Context) []string {
+//
+// It returns the clusters whose output changed and the inputs translated.
+func (r *Reconciler) reconcile(ctx context.Context) ([]string, map[string]*snapshot.Snapshot) {
 	rd, ok := r.prepare()
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	start := time.Now()
 	tctx, abandon := context.WithCancelCause(ctx)
@@ -389,7 +394,7 @@ func (r *Reconciler) reconcile(ctx context.Context) []string {
 		// Abandoned for a configuration change (logged by configChangedLocked), or ctx
 		// ended: translate again with what is newest.
 		r.kick.kick()
-		return nil
+		return nil, nil
 	}
 	elapsed := time.Since(start)
 	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
@@ -400,7 +405,7 @@ func (r *Reconciler) reconcile(ctx context.Context) []string {
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
 	}
-	return changed
+	return changed, rd.in.Inputs
 }
 
 // round is what one translation reads, taken under the lock.

@@ -34,6 +34,8 @@ type writeThrough struct {
 	dirtyInputs  map[string]bool
 	dirtyOutputs map[string]bool
 	deadOutputs  map[string]bool
+	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
+	wroteInput map[string]*snapshot.Snapshot
 	loaded       bool   // the stored snapshots were read
 	storeErr     string // the last store error, "" after a success
 }
@@ -46,14 +48,16 @@ func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl role
 		dirtyInputs:  map[string]bool{},
 		dirtyOutputs: map[string]bool{},
 		deadOutputs:  map[string]bool{},
+		wroteInput:   map[string]*snapshot.Snapshot{},
 	}
 }
 
-// sync talks to the store: first load, config changes, and retries of unwritten snapshots.
-func (w *writeThrough) sync(ctx context.Context) {
+// sync talks to the store: first load, config changes, and (with flush) retries of unwritten
+// snapshots.
+func (w *writeThrough) sync(ctx context.Context, flush bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := w.syncStore(ctx)
+	err := w.syncStore(ctx, flush)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -71,7 +75,7 @@ func (w *writeThrough) sync(ctx context.Context) {
 	w.m.storeUp.Set(1)
 }
 
-func (w *writeThrough) syncStore(ctx context.Context) error {
+func (w *writeThrough) syncStore(ctx context.Context, flush bool) error {
 	w.mu.Lock()
 	loaded := w.loaded
 	w.mu.Unlock()
@@ -118,7 +122,10 @@ func (w *writeThrough) syncStore(ctx context.Context) error {
 			return err
 		}
 	}
-	return w.flush(ctx)
+	if !flush {
+		return nil
+	}
+	return w.flush(ctx, nil)
 }
 
 // pullChanged reconciles memory with the store for one kind, by content hash: what other
@@ -313,8 +320,13 @@ func missingConfig(held []resource.Object, stored []snapshot.Resource) []string 
 	return missing
 }
 
-// flush writes snapshots that the store has not accepted yet.
-func (w *writeThrough) flush(ctx context.Context) error {
+// flush writes snapshots that the store has not accepted yet: every one, or with translated
+// (the inputs a translation read, by cluster) the outputs and only the inputs that must be
+// in the store before those outputs: the newest input of each cluster whose translated input
+// this server has not written yet. A configuration change translated with the inputs of the
+// previous translation (reconcile) so writes its outputs without waiting for the newer
+// inputs, which the next flush writes.
+func (w *writeThrough) flush(ctx context.Context, translated map[string]*snapshot.Snapshot) error {
 	type item struct {
 		kind    snapshot.Kind
 		cluster string
@@ -331,6 +343,9 @@ func (w *writeThrough) flush(ctx context.Context) error {
 		}
 	}
 	for c := range w.dirtyInputs {
+		if s, ok := translated[c]; translated != nil && (!ok || w.wroteInput[c] == s) {
+			continue
+		}
 		items = append(items, item{snapshot.Input, c, w.inputs[c], false})
 	}
 	for c := range w.dirtyOutputs {
@@ -364,8 +379,11 @@ func (w *writeThrough) flush(ctx context.Context) error {
 		switch {
 		case it.del:
 			delete(w.deadOutputs, it.cluster)
-		case it.kind == snapshot.Input && w.inputs[it.cluster] == it.snap:
-			delete(w.dirtyInputs, it.cluster)
+		case it.kind == snapshot.Input:
+			w.wroteInput[it.cluster] = it.snap
+			if w.inputs[it.cluster] == it.snap {
+				delete(w.dirtyInputs, it.cluster)
+			}
 		case it.kind == snapshot.Output && w.outputs[it.cluster] == it.snap:
 			delete(w.dirtyOutputs, it.cluster)
 		}
