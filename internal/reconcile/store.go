@@ -34,10 +34,11 @@ type writeThrough struct {
 	dirtyInputs  map[string]bool
 	dirtyOutputs map[string]bool
 	deadOutputs  map[string]bool
-	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
-	wroteInput map[string]*snapshot.Snapshot
 	loaded       bool   // the stored snapshots were read
 	storeErr     string // the last store error, "" after a success
+
+	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
+	wroteInput map[string]*snapshot.Snapshot
 }
 
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
