@@ -190,7 +190,10 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			r.store.sync(ctx, true)
+			// Unwritten snapshots are retried here, unless a translation is due: it writes
+			// the inputs it read with its outputs, and under endpoint churn (a translation
+			// always due) writing every input each tick would hold up the loop for each.
+			r.store.sync(ctx, len(r.kick) == 0)
 			r.mu.Lock()
 			warm := r.safe.Warm
 			r.acks.updateStalenessLocked(r.now())
@@ -212,7 +215,16 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			// Inputs are written with the outputs made of them (below) or on the next tick,
 			// not before translating.
 			r.store.sync(ctx, false)
-			if changed, translated := r.reconcile(ctx); len(changed) > 0 {
+			changed, translated, held := r.reconcile(ctx)
+			if held {
+				// Nothing translates the inputs: write them now (a passive server, safe mode).
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := r.store.flush(fctx, nil); err != nil {
+					r.log.Debug("inputs not written", "error", err)
+				}
+				cancel()
+			}
+			if len(changed) > 0 {
 				// Write new outputs through to the store before agents see them, so a
 				// passive server or another replica never has older outputs than an agent
 				// (with the store down they are published from memory all the same), and
@@ -374,11 +386,12 @@ func (r *Reconciler) Refused(cluster string, version uint64, hash string, refusa
 // last published translation, which re-plans only what the configuration change touches;
 // the newer inputs follow in the next round, which nothing abandons then (prepare).
 //
-// It returns the clusters whose output changed and the inputs translated.
-func (r *Reconciler) reconcile(ctx context.Context) ([]string, map[string]*snapshot.Snapshot) {
+// It returns the clusters whose output changed and the inputs translated, or held when
+// nothing was to be translated (safe mode, a passive server).
+func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translated map[string]*snapshot.Snapshot, held bool) {
 	rd, ok := r.prepare()
 	if !ok {
-		return nil, nil
+		return nil, nil, true
 	}
 	start := time.Now()
 	tctx, abandon := context.WithCancelCause(ctx)
@@ -394,18 +407,18 @@ func (r *Reconciler) reconcile(ctx context.Context) ([]string, map[string]*snaps
 		// Abandoned for a configuration change (logged by configChangedLocked), or ctx
 		// ended: translate again with what is newest.
 		r.kick.kick()
-		return nil, nil
+		return nil, nil, false
 	}
 	elapsed := time.Since(start)
 	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
 	for c, rs := range res.Outputs {
 		nexts[c] = snapshot.New(0, rd.epoch, rs)
 	}
-	changed, ok := r.publish(rd, res, nexts, elapsed)
+	changed, ok = r.publish(rd, res, nexts, elapsed)
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
 	}
-	return changed, rd.in.Inputs
+	return changed, rd.in.Inputs, false
 }
 
 // round is what one translation reads, taken under the lock.
