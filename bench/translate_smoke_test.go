@@ -23,6 +23,9 @@ func TestTranslateSmoke(t *testing.T) {
 	if rep.LocalRecomputed != 1 {
 		t.Errorf("one cluster's private change recomputed %d clusters, want 1", rep.LocalRecomputed)
 	}
+	if rep.ExportedRecomputed != 1 {
+		t.Errorf("an exported service's change behind its gateway recomputed %d clusters, want 1 (no other cluster reads it)", rep.ExportedRecomputed)
+	}
 	if rep.GlobalRecomputed != o.Clusters {
 		t.Errorf("a change every cluster sees recomputed %d clusters, want %d", rep.GlobalRecomputed, o.Clusters)
 	}

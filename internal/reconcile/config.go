@@ -1,6 +1,9 @@
 package reconcile
 
 import (
+	"bytes"
+	"slices"
+
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -18,6 +21,15 @@ type configSet struct {
 	apiRev    uint64
 	// registered caches the registered clusters; nil when the configuration changed.
 	registered map[string]bool
+	// changed, when set, is called (with the reconciler's lock held) after either part of
+	// the configuration was replaced.
+	changed func()
+}
+
+// sameObjects reports whether two configurations sorted by key (effective) hold the same
+// objects with the same content.
+func sameObjects(a, b []resource.Object) bool {
+	return slices.EqualFunc(a, b, func(x, y resource.Object) bool { return x.Key() == y.Key() && bytes.Equal(x.Raw, y.Raw) })
 }
 
 // effective returns the config directory's objects overridden by API-applied ones of the
@@ -43,9 +55,15 @@ func (c *configSet) isRegistered(cluster string) bool {
 func (c *configSet) setDir(objs []resource.Object) {
 	c.dir, c.dirLoaded = objs, true
 	c.registered = nil
+	if c.changed != nil {
+		c.changed()
+	}
 }
 
 func (c *configSet) setAPI(objs []resource.Object, rev uint64, broken []string) {
 	c.api, c.apiRev, c.apiLoaded, c.apiBroken = objs, rev, true, broken
 	c.registered = nil
+	if c.changed != nil {
+		c.changed()
+	}
 }

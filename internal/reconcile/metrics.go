@@ -17,6 +17,8 @@ type metrics struct {
 	configLost         prometheus.Gauge
 	storeUp            prometheus.Gauge
 	fenced             prometheus.Counter
+	abandoned          prometheus.Counter
+	configFirst        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -62,12 +64,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_store_writes_fenced_total", Help: "Writes refused because another management server holds the global lock.",
 		}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_abandoned_total", Help: "Translations of input changes given up because the configuration changed meanwhile (translated next, before those inputs).",
+		}),
+		configFirst: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_config_first_total", Help: "Translations of a configuration change with the inputs of the previous translation, ahead of newer inputs.",
+		}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshrelay_store_up", Help: "1 when the last store operation succeeded.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst)
 	}
 	return m
 }

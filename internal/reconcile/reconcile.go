@@ -38,9 +38,10 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-// Translator is the translation the reconciler runs (translate.Translator).
+// Translator is the translation the reconciler runs (translate.Translator). It gives up,
+// with an error, when ctx ends.
 type Translator interface {
-	Translate(in translate.Input) translate.Result
+	TranslateContext(ctx context.Context, in translate.Input) (translate.Result, error)
 }
 
 // Role says what this server may do among its peers (ha.Coordinator implements it; nil
@@ -112,7 +113,34 @@ type Reconciler struct {
 	lastStatus   map[string][]string
 	lastRun      time.Time
 	translations uint64
+	// translated is what the last published translation read; running is the translation
+	// under way (nil between translations).
+	translated translated
+	running    *running
 }
+
+// translated is what a published translation read.
+type translated struct {
+	config []resource.Object
+	inputs map[string]*snapshot.Snapshot
+	// configFirst: it translated a configuration change with older inputs (the next one
+	// must take the newest inputs).
+	configFirst bool
+}
+
+// running is a translation under way.
+type running struct {
+	// config is what it translates; inputsOnly says that it translates input changes
+	// alone (its config is the last published one), so that a configuration change may
+	// abandon it.
+	config     []resource.Object
+	inputsOnly bool
+	started    time.Time
+	abandon    context.CancelCauseFunc
+}
+
+// errConfigChanged abandons a translation of input changes when the configuration changes.
+var errConfigChanged = errors.New("configuration changed")
 
 // New builds a reconciler; it does no I/O.
 func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
@@ -127,7 +155,23 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 	}
 	r.store = newWriteThrough(store, log, r.m, r.roles, r.kick, &r.subs, &r.config, &r.mu)
 	r.acks = newTracker(log, r.m, r.roles, r.now, r.store, &r.mu)
+	r.config.changed = r.configChangedLocked
 	return r
+}
+
+// configChangedLocked abandons a translation of input changes alone when the configuration
+// changed: under endpoint churn such a translation may take seconds, and the configuration
+// change would wait behind it; it is translated next instead (prepare), and the abandoned
+// inputs right after it.
+func (r *Reconciler) configChangedLocked() {
+	run := r.running
+	if run == nil || !run.inputsOnly || sameObjects(run.config, r.config.effective()) {
+		return
+	}
+	run.inputsOnly = false // once
+	run.abandon(errConfigChanged)
+	r.m.abandoned.Inc()
+	r.log.Info("translation abandoned", "reason", errConfigChanged.Error(), "after", time.Since(run.started).Round(time.Millisecond))
 }
 
 // Kick asks for a translation soon (for example because mesh certificates are due).
@@ -146,7 +190,10 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			r.store.sync(ctx)
+			// Unwritten snapshots are retried here, unless a translation is due: it writes
+			// the inputs it read with its outputs, and under endpoint churn (a translation
+			// always due) writing every input each tick would hold up the loop for each.
+			r.store.sync(ctx, len(r.kick) == 0)
 			r.mu.Lock()
 			warm := r.safe.Warm
 			r.acks.updateStalenessLocked(r.now())
@@ -165,13 +212,25 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			case <-r.kick:
 			default:
 			}
-			r.store.sync(ctx)
-			if changed := r.reconcile(); len(changed) > 0 {
+			// Inputs are written with the outputs made of them (below) or on the next tick,
+			// not before translating.
+			r.store.sync(ctx, false)
+			changed, translated, held := r.reconcile(ctx)
+			if held {
+				// Nothing translates the inputs: write them now (a passive server, safe mode).
+				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if err := r.store.flush(fctx, nil); err != nil {
+					r.log.Debug("inputs not written", "error", err)
+				}
+				cancel()
+			}
+			if len(changed) > 0 {
 				// Write new outputs through to the store before agents see them, so a
 				// passive server or another replica never has older outputs than an agent
-				// (with the store down they are published from memory all the same).
+				// (with the store down they are published from memory all the same), and
+				// the inputs they were made of before them.
 				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				if err := r.store.flush(fctx); err != nil {
+				if err := r.store.flush(fctx, translated); err != nil {
 					r.log.Debug("outputs not written before publishing", "error", err)
 				}
 				cancel()
@@ -318,23 +377,48 @@ func (r *Reconciler) Refused(cluster string, version uint64, hash string, refusa
 // translation itself runs without the lock (between prepare and publish), so that agents'
 // ACKs, inputs and subscriptions are never held up by it; only the loop goroutine calls
 // reconcile.
-func (r *Reconciler) reconcile() []string {
+//
+// Changes never queue: a round translates the newest configuration and inputs there are
+// when it starts (inputs are kept as the latest snapshot per cluster, and kicks coalesce),
+// and changes that arrive meanwhile are all taken by the next round. A configuration change
+// does not wait behind a long translation of input changes (endpoint churn): it abandons
+// such a translation (configChangedLocked) and is translated first, with the inputs of the
+// last published translation, which re-plans only what the configuration change touches;
+// the newer inputs follow in the next round, which nothing abandons then (prepare).
+//
+// It returns the clusters whose output changed and the inputs translated, or held when
+// nothing was to be translated (safe mode, a passive server).
+func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translated map[string]*snapshot.Snapshot, held bool) {
 	rd, ok := r.prepare()
 	if !ok {
-		return nil
+		return nil, nil, true
 	}
 	start := time.Now()
-	res := r.translate.Translate(rd.in)
+	tctx, abandon := context.WithCancelCause(ctx)
+	defer abandon(nil)
+	r.mu.Lock()
+	r.running = &running{config: rd.in.Config, inputsOnly: rd.inputsOnly, started: start, abandon: abandon}
+	r.mu.Unlock()
+	res, err := r.translate.TranslateContext(tctx, rd.in)
+	r.mu.Lock()
+	r.running = nil
+	r.mu.Unlock()
+	if err != nil {
+		// Abandoned for a configuration change (logged by configChangedLocked), or ctx
+		// ended: translate again with what is newest.
+		r.kick.kick()
+		return nil, nil, false
+	}
 	elapsed := time.Since(start)
 	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
 	for c, rs := range res.Outputs {
 		nexts[c] = snapshot.New(0, rd.epoch, rs)
 	}
-	changed, ok := r.publish(rd, res, nexts, elapsed)
+	changed, ok = r.publish(rd, res, nexts, elapsed)
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
 	}
-	return changed
+	return changed, rd.in.Inputs, false
 }
 
 // round is what one translation reads, taken under the lock.
@@ -343,6 +427,9 @@ type round struct {
 	clusters map[string]v1alpha1.KubernetesCluster
 	epoch    uint64
 	now      time.Time
+	// configFirst: a configuration change translated with the last published inputs;
+	// inputsOnly: input changes alone, the configuration being the last published one.
+	configFirst, inputsOnly bool
 }
 
 // prepare reports whether to translate now and with what: it gathers what package safemode
@@ -375,11 +462,29 @@ func (r *Reconciler) prepare() (round, bool) {
 		clusters := translate.Clusters(config)
 		inputs := make(map[string]*snapshot.Snapshot, len(clusters))
 		in.Inputs = make(map[string]bool, len(clusters))
+		last := r.translated
+		configChanged := last.inputs == nil || !sameObjects(config, last.config)
+		inputsChanged := false
 		for c := range clusters {
 			if s := r.store.inputs[c]; s != nil {
 				inputs[c] = s
 				in.Inputs[c] = true
+				inputsChanged = inputsChanged || last.inputs[c] != s
 			}
+		}
+		// A configuration change goes first, with the inputs the agents' outputs were
+		// made of (a new cluster's with its own), unless the last translation already
+		// went first: then the newer inputs come in, configuration and all.
+		configFirst := configChanged && inputsChanged && last.inputs != nil && !last.configFirst
+		if configFirst {
+			for c, s := range inputs {
+				if old, ok := last.inputs[c]; ok {
+					inputs[c] = old
+				} else {
+					inputs[c] = s
+				}
+			}
+			r.kick.kick() // the newer inputs next
 		}
 		in.Clusters = clusters
 		var certs map[string]translate.ClusterCert
@@ -391,7 +496,8 @@ func (r *Reconciler) prepare() (round, bool) {
 				in.Identities[c] = len(cert.CertPEM) > 0
 			}
 		}
-		rd = round{in: translate.Input{Config: config, Inputs: inputs, Certs: certs}, clusters: clusters, epoch: epoch, now: now}
+		rd = round{in: translate.Input{Config: config, Inputs: inputs, Certs: certs}, clusters: clusters, epoch: epoch, now: now,
+			configFirst: configFirst, inputsOnly: !configChanged}
 	}
 	d := safemode.Decide(r.safe, in)
 	r.applyLocked(d)
@@ -439,6 +545,10 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 		return nil, false
 	}
 	epoch := rd.epoch
+	r.translated = translated{config: rd.in.Config, inputs: rd.in.Inputs, configFirst: rd.configFirst}
+	if rd.configFirst {
+		r.m.configFirst.Inc()
+	}
 	r.m.translations.Inc()
 	r.m.recomputed.Add(float64(len(res.Recomputed)))
 	r.m.translationSeconds.Observe(elapsed.Seconds())
@@ -463,7 +573,8 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	if len(changed) > 0 {
 		sort.Strings(changed)
 		first := changed[:min(len(changed), 5)]
-		r.log.Info("outputs changed", "clusters", len(changed), "first", first, "recomputed", len(res.Recomputed), "translation", elapsed.Round(time.Millisecond))
+		r.log.Info("outputs changed", "clusters", len(changed), "first", first, "recomputed", len(res.Recomputed), "translation", elapsed.Round(time.Millisecond),
+			"configFirst", rd.configFirst)
 	}
 	for c := range r.store.outputs {
 		if _, ok := rd.clusters[c]; !ok {

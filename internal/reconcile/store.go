@@ -36,6 +36,9 @@ type writeThrough struct {
 	deadOutputs  map[string]bool
 	loaded       bool   // the stored snapshots were read
 	storeErr     string // the last store error, "" after a success
+
+	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
+	wroteInput map[string]*snapshot.Snapshot
 }
 
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
@@ -46,14 +49,16 @@ func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl role
 		dirtyInputs:  map[string]bool{},
 		dirtyOutputs: map[string]bool{},
 		deadOutputs:  map[string]bool{},
+		wroteInput:   map[string]*snapshot.Snapshot{},
 	}
 }
 
-// sync talks to the store: first load, config changes, and retries of unwritten snapshots.
-func (w *writeThrough) sync(ctx context.Context) {
+// sync talks to the store: first load, config changes, and (with flush) retries of unwritten
+// snapshots.
+func (w *writeThrough) sync(ctx context.Context, flush bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	err := w.syncStore(ctx)
+	err := w.syncStore(ctx, flush)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err != nil {
@@ -71,7 +76,7 @@ func (w *writeThrough) sync(ctx context.Context) {
 	w.m.storeUp.Set(1)
 }
 
-func (w *writeThrough) syncStore(ctx context.Context) error {
+func (w *writeThrough) syncStore(ctx context.Context, flush bool) error {
 	w.mu.Lock()
 	loaded := w.loaded
 	w.mu.Unlock()
@@ -118,7 +123,10 @@ func (w *writeThrough) syncStore(ctx context.Context) error {
 			return err
 		}
 	}
-	return w.flush(ctx)
+	if !flush {
+		return nil
+	}
+	return w.flush(ctx, nil)
 }
 
 // pullChanged reconciles memory with the store for one kind, by content hash: what other
@@ -314,9 +322,14 @@ func missingConfig(held []resource.Object, stored []snapshot.Resource) []string 
 }
 
 // flush writes snapshots that the store has not accepted yet, all in one batch (one
-// transaction or pipeline). Items the store refused stay dirty for the next flush, except
+// transaction or pipeline): every one, or with translated (the inputs a translation read,
+// by cluster) the outputs and only the inputs that must be in the store before those
+// outputs: the newest input of each cluster whose translated input this server has not
+// written yet. A configuration change translated with the inputs of the previous
+// translation (reconcile) so writes its outputs without waiting for the newer inputs, which
+// the next flush writes. Items the store refused stay dirty for the next flush, except
 // fenced ones, which are dropped.
-func (w *writeThrough) flush(ctx context.Context) error {
+func (w *writeThrough) flush(ctx context.Context, translated map[string]*snapshot.Snapshot) error {
 	var batch []snapshot.Write
 	w.mu.Lock()
 	// Deletions first, so a cluster removed and re-added while the store was down ends up
@@ -327,6 +340,9 @@ func (w *writeThrough) flush(ctx context.Context) error {
 		}
 	}
 	for c := range w.dirtyInputs {
+		if s, ok := translated[c]; translated != nil && (!ok || w.wroteInput[c] == s) {
+			continue
+		}
 		batch = append(batch, snapshot.Write{Kind: snapshot.Input, Cluster: c, Snap: w.inputs[c]})
 	}
 	for c := range w.dirtyOutputs {
@@ -366,8 +382,11 @@ func (w *writeThrough) flush(ctx context.Context) error {
 		switch {
 		case it.Snap == nil:
 			delete(w.deadOutputs, it.Cluster)
-		case it.Kind == snapshot.Input && w.inputs[it.Cluster] == it.Snap:
-			delete(w.dirtyInputs, it.Cluster)
+		case it.Kind == snapshot.Input:
+			w.wroteInput[it.Cluster] = it.Snap
+			if w.inputs[it.Cluster] == it.Snap {
+				delete(w.dirtyInputs, it.Cluster)
+			}
 		case it.Kind == snapshot.Output && w.outputs[it.Cluster] == it.Snap:
 			delete(w.dirtyOutputs, it.Cluster)
 		}

@@ -60,6 +60,31 @@ type world struct {
 	gatewayEndpointsCache *cache[string, []Endpoint]
 	// tlsCache remembers clientTLS by consumer cluster and SNI.
 	tlsCache *cache[[2]string, *UpstreamTLS]
+	// vdKeyCache remembers the digests vdPortKey is made of.
+	vdKeyCache *cache[string, string]
+	// selections is the Translator's memo of selectedIn.
+	selections *selectionMemo
+
+	// vd is what planning one cluster remembers of its VirtualDestinations (vdmemo.go); each
+	// planning copy has its own.
+	vd *vdState
+}
+
+// vdState is the VirtualDestination upstreams of one cluster: those of its previous
+// translation (prev) and this one's (next), by vdPortKey, and what was reused or built.
+type vdState struct {
+	prev, next map[string]*UpstreamPlan
+	// keys are the vdPortKeys of the upstreams put in the plan; seKeys the keys of the
+	// ServiceEntries, by namespace/name.
+	keys            map[*UpstreamPlan]string
+	seKeys          map[string][]string
+	planned, reused int
+	// render holds the memo keys of the finished plan (set at the end of plan).
+	render planKeys
+}
+
+func newVDState(prev map[string]*UpstreamPlan) *vdState {
+	return &vdState{prev: prev, next: map[string]*UpstreamPlan{}, keys: map[*UpstreamPlan]string{}, seKeys: map[string][]string{}}
 }
 
 // cache is a concurrency-safe memo of values computed from their key. Racing callers may
@@ -91,9 +116,10 @@ func (c *cache[K, V]) get(k K, compute func() V) V {
 
 // forPlan returns a copy of w that plans one cluster: it shares everything but collects
 // that cluster's problems in a status set of its own.
-func (w *world) forPlan() *world {
+func (w *world) forPlan(prevVD map[string]*UpstreamPlan) *world {
 	cw := *w
 	cw.status = &statusSet{}
+	cw.vd = newVDState(prevVD)
 	return &cw
 }
 
@@ -218,7 +244,30 @@ func (w *world) plan(c string) Plan {
 	secrets[envoyres.MeshIdentitySecret], secrets[envoyres.MeshCASecret] = true, true
 	p.Secrets = w.secrets(c, secrets)
 	w.dropMissingSecrets(&p)
+	w.vd.render = w.renderKeys(p, ups)
 	return p
+}
+
+// renderKeys collects the memo keys of the VirtualDestination upstreams and ServiceEntries
+// that ended up in plan p as built (a name another element took over, or that two elements
+// share, is left to planHash).
+func (w *world) renderKeys(p Plan, ups map[string]*UpstreamPlan) planKeys {
+	keys := planKeys{upstreams: map[string]string{}, serviceEntries: map[string]string{}}
+	for name, up := range ups {
+		if k, ok := w.vd.keys[up]; ok {
+			keys.upstreams[name] = k
+		}
+	}
+	count := map[string]int{}
+	for _, se := range p.ServiceEntries {
+		count[se.Namespace+"/"+se.Name]++
+	}
+	for id, ks := range w.vd.seKeys {
+		if len(ks) == 1 && count[id] == 1 {
+			keys.serviceEntries[id] = ks[0]
+		}
+	}
+	return keys
 }
 
 // dropMissingSecrets removes what references TLS material that cannot be produced (no
@@ -297,8 +346,9 @@ func (w *world) dropMissingSecrets(p *Plan) {
 	p.TCPGateways = gws
 }
 
-// localUpstreams are the cluster's discovered upstreams with declared ones merged on. The
-// result is shared: callers must not modify it.
+// localUpstreams are the cluster's discovered upstreams with declared ones merged on, by
+// name (an upstream's name is its key, so a reference by name is a lookup). The result is
+// shared: callers must not modify it.
 func (w *world) localUpstreams(c string) map[string]*upstreamModel {
 	return w.localCache.get(c, func() map[string]*upstreamModel { return w.mergeUpstreams(c) })
 }
@@ -467,10 +517,8 @@ func (w *world) applySchemes(c string, local map[string]*upstreamModel, ups map[
 			continue
 		}
 		var primary *UpstreamPlan
-		for _, name := range sortedNames(local) {
-			if local[name].matchesRef(sp.Primary.Name, sp.Primary.Namespace) {
-				primary = ups[name]
-			}
+		if u := local[sp.Primary.Name]; u != nil && u.matchesRef(sp.Primary.Name, sp.Primary.Namespace) {
+			primary = ups[u.name]
 		}
 		if primary == nil {
 			w.status.add(s.obj, "spec.primary: upstream %q not found in cluster %s", sp.Primary.Name, c)
@@ -679,10 +727,8 @@ func (w *world) route(c string, rt typed[v1alpha1.RouteTable], ri int, r v1alpha
 			target := orString(d.Ref.Cluster, c)
 			if target == c {
 				var u *upstreamModel
-				for _, name := range sortedNames(local) {
-					if local[name].matchesRef(d.Ref.Name, d.Ref.Namespace) {
-						u = local[name]
-					}
+				if l := local[d.Ref.Name]; l != nil && l.matchesRef(d.Ref.Name, d.Ref.Namespace) {
+					u = l
 				}
 				if u == nil {
 					w.status.add(rt.obj, "%s: upstream %q not found in cluster %s", field, d.Ref.Name, c)
@@ -763,10 +809,8 @@ func (w *world) tcpGateways(c string, local map[string]*upstreamModel, served ma
 				}
 			case h.Destination.Single != nil:
 				ref := h.Destination.Single.Upstream
-				for _, name := range sortedNames(local) {
-					if local[name].matchesRef(ref.Name, ref.Namespace) {
-						th.Cluster = name
-					}
+				if u := local[ref.Name]; u != nil && u.matchesRef(ref.Name, ref.Namespace) {
+					th.Cluster = u.name
 				}
 				if th.Cluster == "" {
 					w.status.add(obj, "spec.tcpGateway.tcpHosts[%d].destination.single: upstream %q not found in cluster %s", hi, ref.Name, c)

@@ -7,7 +7,8 @@ import (
 )
 
 // renderMemo remembers rendered resources by a hash of everything they were rendered
-// from (planHash: a key that covers every input of the rendering, CONVENTIONS habit 6):
+// from (planHash, or for VirtualDestination upstreams and ServiceEntries the digest key of
+// their inputs, vdPortKey: a key that covers every input of the rendering, CONVENTIONS habit 6):
 // Envoy clusters and load assignments by their upstream plan, Istio resources by their
 // kind, final name and source plan element. Entries not used in a translation are dropped
 // after it. A nil memo remembers nothing. get and put are safe for concurrent use.

@@ -158,3 +158,30 @@ func appendEndpoint(buf []byte, e Endpoint) []byte {
 	}
 	return buf
 }
+
+// namesKey is the memo key of sets of names (without reflection: a plan may name thousands
+// of upstreams): each set's size, then its names in order, each with its length.
+func namesKey(sets ...map[string]bool) string {
+	b := hashBufs.Get().(*[]byte)
+	buf := (*b)[:0]
+	for _, set := range sets {
+		names := make([]string, 0, len(set))
+		for n, ok := range set {
+			if ok {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		buf = appendLen(buf, len(names))
+		for _, n := range names {
+			buf = appendLen(buf, len(n))
+			buf = append(buf, n...)
+		}
+	}
+	sum := sha256.Sum256(buf)
+	if cap(buf) <= 1<<20 {
+		*b = buf
+		hashBufs.Put(b)
+	}
+	return "names|" + hex.EncodeToString(sum[:])
+}

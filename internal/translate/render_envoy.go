@@ -79,7 +79,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 	// of upstreams its secret names (upstreamKeys do).
 	var refsKey string
 	if memo != nil {
-		refsKey = memo.key([2]map[string]bool{r.clusters, r.secrets})
+		refsKey = namesKey(r.clusters, r.secrets)
 	}
 	elemKey := func(kind string, v any) string {
 		if memo == nil {

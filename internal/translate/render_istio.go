@@ -94,12 +94,13 @@ type istioItem struct {
 // ServiceEntry per service entry. Secrets and TCP gateways exist only for Envoy and render
 // nothing here. The resources are keyed KIND/NAMESPACE/NAME and sorted by key; the same plan
 // always gives the same bytes. The plan is not modified.
-func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p, nil, nil) }
+func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p, nil, nil, nil) }
 
 // renderIstioMemo is renderIstio reusing resources rendered before from exactly the same
 // plan element for the same cluster, under the same name (memo may be nil; upstreamKeys are
-// the memo keys of p.Upstreams, nil without a memo).
-func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
+// the memo keys of p.Upstreams, nil without a memo; seKeys are memo keys of service entries
+// by namespace/name, used instead of hashing them).
+func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string, seKeys map[string]string) ([]snapshot.Resource, error) {
 	var items []istioItem
 	for i, u := range p.Upstreams {
 		src := ""
@@ -145,8 +146,14 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		// pod coming or going then re-renders and re-sends a few hundred bytes, not an
 		// entry with a gateway for every cluster of the mesh.
 		others, own := splitOwnEndpoints(p.Cluster, se)
+		// The plan's key (seKeys) covers both parts; with own endpoints the others' part
+		// is keyed by its own content, so that an own pod changing does not re-render it.
+		othersKey, ok := seKeys[se.Namespace+"/"+se.Name]
+		if !ok || memo == nil || len(own.Endpoints) > 0 {
+			othersKey = memo.key(others)
+		}
 		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name,
-			build: func() proto.Message { return istioServiceEntry(p.Cluster, others) }, src: memo.key(others)})
+			build: func() proto.Message { return istioServiceEntry(p.Cluster, others) }, src: othersKey})
 		if len(own.Endpoints) > 0 {
 			items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: "own\x00" + se.Name, want: se.Name + "-local",
 				build: func() proto.Message { return istioServiceEntry(p.Cluster, own) }, src: memo.key(own)})

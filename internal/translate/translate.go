@@ -7,10 +7,13 @@
 // needs, as plain Go values), then rendering (render_envoy.go, which wraps each message with
 // internal/envoyres, and render_istio.go). The Translator keeps the previous results and
 // recomputes only the clusters whose inputs — captured in a digest of everything their plan
-// can read — changed.
+// can read — changed; within a recomputed cluster, it reuses the VirtualDestination
+// upstreams whose own inputs did not change (vdmemo.go), and every rendered element whose
+// memo key did not (memo.go). Result.Work counts what was planned anew.
 package translate
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -58,6 +61,18 @@ type Result struct {
 	Errors []string
 	// Recomputed lists the clusters whose output was computed anew (the others were reused).
 	Recomputed []string
+	// Work counts what the translation planned anew and what it reused.
+	Work Work
+}
+
+// Work counts what one translation did, to show (and test) that it is proportional to what
+// changed.
+type Work struct {
+	// VirtualDestinationsPlanned counts the upstreams of VirtualDestination ports built for
+	// the recomputed clusters; VirtualDestinationsReused those taken unchanged from the
+	// cluster's previous translation (their inputs, vdPortKey, were the same).
+	VirtualDestinationsPlanned int
+	VirtualDestinationsReused  int
 }
 
 // Clusters returns the registered clusters of a configuration by name.
@@ -81,9 +96,10 @@ func Translate(in Input) Result { return NewTranslator().Translate(in) }
 // Translator translates incrementally: it reuses the output of every cluster whose digest
 // (a hash of everything its plan reads) is unchanged. Not safe for concurrent use.
 type Translator struct {
-	models  map[string]cachedModel
-	outputs map[string]cachedOutput
-	memo    *renderMemo
+	models     map[string]cachedModel
+	outputs    map[string]cachedOutput
+	memo       *renderMemo
+	selections *selectionMemo
 }
 
 type cachedModel struct {
@@ -96,15 +112,43 @@ type cachedOutput struct {
 	resources []snapshot.Resource
 	status    map[string][]string
 	errors    []string
+	// vdPlans are the VirtualDestination upstreams of the cluster's plan by vdPortKey, for
+	// the next translation of the cluster to reuse.
+	vdPlans map[string]*UpstreamPlan
+	work    Work
 }
 
 // NewTranslator returns a Translator with empty caches.
 func NewTranslator() *Translator {
-	return &Translator{models: map[string]cachedModel{}, outputs: map[string]cachedOutput{}, memo: newRenderMemo()}
+	return &Translator{models: map[string]cachedModel{}, outputs: map[string]cachedOutput{}, memo: newRenderMemo(), selections: newSelectionMemo()}
 }
 
 // Translate computes every registered cluster's output, reusing unchanged ones.
 func (t *Translator) Translate(in Input) Result {
+	res, _ := t.translate(in, nil)
+	return res
+}
+
+// TranslateContext is Translate that gives up when ctx ends (the caller has newer inputs
+// to translate): it returns ctx's error and no result, and the Translator reuses next time
+// only what it had before (plus parsed inputs, cached by hash).
+func (t *Translator) TranslateContext(ctx context.Context, in Input) (Result, error) {
+	if res, ok := t.translate(in, ctx.Done()); ok {
+		return res, nil
+	}
+	return Result{}, fmt.Errorf("translation abandoned: %w", context.Cause(ctx))
+}
+
+// translate is Translate, abandoned (false) once done is closed.
+func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
+	abandoned := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
 	w := t.world(in)
 	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}}
 	for _, c := range w.names {
@@ -129,19 +173,30 @@ func (t *Translator) Translate(in Input) Result {
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, i := range stale {
 		g.Go(func() error {
+			if abandoned() {
+				return nil
+			}
 			c := w.names[i]
-			cw := w.forPlan()
-			rs, errs := render(cw.plan(c), t.memo)
+			cw := w.forPlan(t.outputs[c].vdPlans)
+			rs, errs := render(cw.plan(c), t.memo, cw.vd.render)
 			if cert := in.Certs[c]; cert.Istio != nil {
 				rs = append(rs, istioCASecret(*cert.Istio))
 				sort.Slice(rs, func(i, j int) bool { return rs[i].Key < rs[j].Key })
 			}
-			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs}
+			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs, vdPlans: cw.vd.next,
+				work: Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused}}
 			return nil
 		})
 	}
 	_ = g.Wait() // the workers report problems in their outputs, never as errors
+	if abandoned() {
+		return Result{}, false // t.outputs and the memo's generation stay as they were
+	}
 	next := make(map[string]cachedOutput, len(w.names))
+	for _, i := range stale {
+		res.Work.VirtualDestinationsPlanned += outs[i].work.VirtualDestinationsPlanned
+		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
+	}
 	for i, c := range w.names {
 		out := outs[i]
 		next[c] = out
@@ -151,6 +206,7 @@ func (t *Translator) Translate(in Input) Result {
 	}
 	mergeStatus(res.Status, global.m)
 	t.outputs = next
+	t.selections.rotate()
 	if len(res.Recomputed) > 0 {
 		inUse := 0 // at most one memo entry per output resource
 		for _, rs := range res.Outputs {
@@ -160,7 +216,7 @@ func (t *Translator) Translate(in Input) Result {
 	}
 	sort.Strings(res.Errors)
 	res.Errors = uniq(res.Errors)
-	return res
+	return res, true
 }
 
 func mergeStatus(dst, src map[string][]string) {
@@ -186,7 +242,7 @@ func uniq(s []string) []string {
 
 // render turns a plan into resources; a renderer failure is reported and leaves that
 // renderer's part of the output out rather than publishing half of it.
-func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
+func render(p Plan, memo *renderMemo, keys planKeys) ([]snapshot.Resource, []string) {
 	var out []snapshot.Resource
 	var errs []string
 	var upstreamKeys []string
@@ -201,7 +257,11 @@ func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 		secretsKey := memo.key(secrets)
 		upstreamKeys = make([]string, len(p.Upstreams))
 		for i, u := range p.Upstreams {
-			if k := memo.key(u); k != "" && secretsKey != "" {
+			k, ok := keys.upstreams[u.Name] // built from digests, no need to hash u
+			if !ok {
+				k = memo.key(u)
+			}
+			if k != "" && secretsKey != "" {
 				upstreamKeys[i] = k + "|" + secretsKey
 			}
 		}
@@ -212,7 +272,7 @@ func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 	} else {
 		out = append(out, env...)
 	}
-	ist, err := renderIstioMemo(p, memo, upstreamKeys)
+	ist, err := renderIstioMemo(p, memo, upstreamKeys, keys.serviceEntries)
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("cluster %s: istio: %v", p.Cluster, err))
 	} else {
@@ -226,7 +286,8 @@ func render(p Plan, memo *renderMemo) ([]snapshot.Resource, []string) {
 func (t *Translator) world(in Input) *world {
 	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
-		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS]()}
+		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS](),
+		vdKeyCache: newCache[string, string](), vd: newVDState(nil), selections: t.selections}
 	w.names = sortedNames(w.clusters)
 	models := make(map[string]cachedModel, len(w.names))
 	var objs []object
@@ -402,12 +463,17 @@ func (w *world) relevantObjects() []relevantObject {
 }
 
 // exportDigest hashes what other clusters can read of cluster c: its gateway addresses and
-// the upstreams that schemes, route tables and virtual destinations can reach.
+// the upstreams that schemes, route tables and virtual destinations can reach. Of those
+// upstreams, other clusters read the endpoints only of virtual destination backings in a
+// cluster without a gateway (flat network, vd.go); behind a gateway they read the
+// gateway's addresses instead, so an endpoint change there recomputes c alone.
 func (w *world) exportDigest(c string) string {
 	h := sha256.New()
-	for _, e := range w.gatewayEndpoints(c) {
-		fmt.Fprintf(h, "gw %s %d %s %s\n", e.Address, e.Port, e.Region, e.Zone)
+	gw := w.gatewayEndpoints(c)
+	for _, e := range gw {
+		fmt.Fprintf(h, "gw %s %d %s %s %s %s\n", e.Address, e.Port, e.Cluster, e.Region, e.Zone, e.Network)
 	}
+	withEndpoints := map[string]bool{} // the upstreams other clusters read the endpoints of
 	local := w.localUpstreams(c)
 	exported := map[string]bool{}
 	for _, s := range w.schemes {
@@ -434,11 +500,11 @@ func (w *world) exportDigest(c string) string {
 			}
 		}
 	}
-	for _, name := range sortedNames(local) {
-		u := local[name]
-		for _, vd := range w.vds {
-			if u.svcName != "" && selected(vd.v.Spec.Services, c, u) {
-				exported[name] = true
+	for _, vd := range w.vds {
+		for _, u := range w.selectedIn(c, vd) {
+			if _, ok := local[u.name]; ok {
+				exported[u.name] = true
+				withEndpoints[u.name] = len(gw) == 0
 			}
 		}
 	}
@@ -449,8 +515,8 @@ func (w *world) exportDigest(c string) string {
 			continue
 		}
 		fmt.Fprintf(h, "up %s %s %s %s %d %v\n", u.name, u.namespace, u.svcName, u.host, u.port, sortedLabels(u.labels))
-		for _, e := range u.endpoints {
-			fmt.Fprintf(h, "ep %s %d %s %s\n", e.Address, e.Port, e.Region, e.Zone)
+		if withEndpoints[name] {
+			fmt.Fprintf(h, "ep %s\n", endpointsDigest(u.endpoints))
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 )
@@ -22,19 +23,77 @@ func (w *world) vdBackings(vd typed[v1alpha1.VirtualDestination], port v1alpha1.
 	return w.backingCache.get(key, func() []backing {
 		var out []backing
 		for _, c := range w.names {
-			for _, name := range sortedNames(w.models[c].upstreams) {
-				u := w.models[c].upstreams[name]
-				if u.svcName == "" || !selected(vd.v.Spec.Services, c, u) {
-					continue
+			for _, u := range w.selectedIn(c, vd) {
+				if portMatches(port, u) {
+					out = append(out, backing{cluster: c, u: u})
 				}
-				if !portMatches(port, u) {
-					continue
-				}
-				out = append(out, backing{cluster: c, u: u})
 			}
 		}
 		return out
 	})
+}
+
+// selectedIn returns the discovered upstreams of cluster c that a VirtualDestination's
+// selectors pick, sorted by name. It depends only on c's model (cached by its input) and
+// the VirtualDestination, so it is remembered across translations (selectionMemo): a
+// translation scans only the clusters whose input changed.
+func (w *world) selectedIn(c string, vd typed[v1alpha1.VirtualDestination]) []*upstreamModel {
+	m := w.models[c]
+	return w.selections.get(selectionKey{model: m, cluster: c, origin: vd.origin, vd: string(vd.obj.Raw)}, func() []*upstreamModel {
+		var out []*upstreamModel
+		for _, name := range sortedNames(m.upstreams) {
+			if u := m.upstreams[name]; u.svcName != "" && selected(vd.v.Spec.Services, c, u) {
+				out = append(out, u)
+			}
+		}
+		return out
+	})
+}
+
+// selectionKey identifies what selectedIn reads.
+type selectionKey struct {
+	model               *clusterModel
+	cluster, origin, vd string
+}
+
+// selectionMemo remembers selectedIn from one translation to the next; entries not used in
+// a translation are dropped after it. Safe for concurrent use.
+type selectionMemo struct {
+	mu        sync.Mutex // guards prev and cur
+	prev, cur map[selectionKey][]*upstreamModel
+}
+
+func newSelectionMemo() *selectionMemo {
+	return &selectionMemo{prev: map[selectionKey][]*upstreamModel{}, cur: map[selectionKey][]*upstreamModel{}}
+}
+
+func (m *selectionMemo) get(k selectionKey, compute func() []*upstreamModel) []*upstreamModel {
+	m.mu.Lock()
+	v, ok := m.cur[k]
+	if !ok {
+		if v, ok = m.prev[k]; ok {
+			m.cur[k] = v
+		}
+	}
+	m.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = compute()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if old, ok := m.cur[k]; ok {
+		return old
+	}
+	m.cur[k] = v
+	return v
+}
+
+// rotate ends a translation: what it did not use is forgotten.
+func (m *selectionMemo) rotate() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.prev, m.cur = m.cur, map[selectionKey][]*upstreamModel{}
 }
 
 // backingsIn returns the backings of cluster c among bs (sorted by cluster, as vdBackings
@@ -116,62 +175,39 @@ func (w *world) vdUpstream(d v1alpha1.RouteDestination, ups map[string]*Upstream
 // applyVirtualDestinations makes every VirtualDestination usable from cluster c: an Envoy
 // cluster per port whose endpoints are the selected services of every cluster — local
 // ones directly, remote ones through their gateway over mTLS — ordered by locality when a
-// FailoverPolicy applies, and a ServiceEntry for its hosts.
+// FailoverPolicy applies, and a ServiceEntry for its hosts. Each port's upstream comes from
+// the previous translation of c when its key (vdPortKey) is unchanged (vdmemo.go).
 func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*UpstreamPlan, served map[string]bool, secrets map[string]bool) {
-	region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
-	for _, vd := range w.vds {
-		fp := w.failoverPolicyFor(vd)
-		od := w.outlierPolicyFor(vd)
+	for vi, vd := range w.vds {
 		se := ServiceEntryPlan{Name: sanitize("vd-" + vd.obj.Name), Namespace: vd.obj.Namespace, Hosts: vd.v.Spec.Hosts}
+		portKeys := make([]string, 0, len(vd.v.Spec.Ports))
 		for _, port := range vd.v.Spec.Ports {
 			proto := orString(port.Protocol, v1alpha1.ProtocolHTTP)
 			se.Ports = append(se.Ports, ServicePort{Number: uint32(port.Number), Name: fmt.Sprintf("%s-%d", sanitize(proto), port.Number), Protocol: proto})
-			bs := w.vdBackings(vd, port)
-			var all []Endpoint
-			for _, b := range bs {
-				if b.cluster == c {
-					all = append(all, b.u.endpoints...)
-					continue
-				}
-				// Other clusters' endpoints are reached through their gateway, which must
-				// then serve this upstream; without a gateway they are reached directly
-				// (flat network).
-				if gw := w.gatewayEndpoints(b.cluster); len(gw) > 0 {
-					tls := w.clientTLS(c, b.u.name)
-					for _, e := range gw {
-						e.TLS = tls
-						all = append(all, e)
-					}
-				} else {
-					all = append(all, b.u.endpoints...)
-				}
-			}
 			// c's own backing upstreams are served to other clusters by c's gateway.
-			for _, other := range w.vdBackingsAnywhere(vd) {
-				if other.cluster == c {
-					served[other.u.name] = true
+			for _, ps := range vd.v.Spec.Ports {
+				for _, b := range backingsIn(w.vdBackings(vd, ps), c) {
+					served[b.u.name] = true
 				}
 			}
-			if len(all) == 0 {
+			key := w.vdPortKey(c, vd, vi, port)
+			cached, ok := w.vd.prev[key]
+			if ok {
+				w.vd.reused++
+			} else {
+				cached = w.vdPortUpstream(c, vd, port)
+				w.vd.planned++
+			}
+			w.vd.next[key] = cached
+			if cached == nil {
+				portKeys = append(portKeys, "")
 				continue
 			}
-			up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number)}
-			if fp != nil {
-				up.Priorities = localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
-				up.Failover = &FailoverPlan{Source: fp.obj.String()}
-			} else {
-				up.Priorities = [][]Endpoint{all}
-			}
-			if od != nil {
-				cfg := od.v.Spec.Config
-				o := &Outlier{Consecutive5xx: uint32(max(cfg.ConsecutiveErrors, v1alpha1.DefaultConsecutiveErrors*boolInt(cfg.ConsecutiveErrors == 0))),
-					Interval: orDefault(cfg.Interval.Duration, 10e9), BaseEjectionTime: orDefault(cfg.BaseEjectionTime.Duration, 30e9), MaxEjectionPercent: 100}
-				if cfg.MaxEjectionPercent != nil {
-					o.MaxEjectionPercent = uint32(*cfg.MaxEjectionPercent)
-				}
-				up.Outlier = o
-			}
+			portKeys = append(portKeys, key)
+			up := new(UpstreamPlan)
+			*up = *cached // the plan may change its copy; the remembered one stays as built
 			ups[up.Name] = up
+			w.vd.keys[up] = key
 			if se.Upstream == "" {
 				se.Upstream = up.Name
 			}
@@ -186,9 +222,54 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			sortEndpoints(se.Endpoints)
 			se.Endpoints = dedupeEndpoints(se.Endpoints)
 			p.ServiceEntries = append(p.ServiceEntries, se)
+			w.vd.seKeys[se.Namespace+"/"+se.Name] = append(w.vd.seKeys[se.Namespace+"/"+se.Name], vdServiceEntryKey(w.vdStaticKey(vi), portKeys))
 		}
 	}
 	sortServiceEntries(p.ServiceEntries)
+}
+
+// vdPortUpstream builds the upstream a VirtualDestination port gives cluster c, or nil
+// when no backing has an endpoint. It reads exactly what vdPortKey covers.
+func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) *UpstreamPlan {
+	var all []Endpoint
+	for _, b := range w.vdBackings(vd, port) {
+		if b.cluster == c {
+			all = append(all, b.u.endpoints...)
+			continue
+		}
+		// Other clusters' endpoints are reached through their gateway, which must then
+		// serve this upstream; without a gateway they are reached directly (flat network).
+		if gw := w.gatewayEndpoints(b.cluster); len(gw) > 0 {
+			tls := w.clientTLS(c, b.u.name)
+			for _, e := range gw {
+				e.TLS = tls
+				all = append(all, e)
+			}
+		} else {
+			all = append(all, b.u.endpoints...)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number)}
+	if fp := w.failoverPolicyFor(vd); fp != nil {
+		region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
+		up.Priorities = localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
+		up.Failover = &FailoverPlan{Source: fp.obj.String()}
+	} else {
+		up.Priorities = [][]Endpoint{all}
+	}
+	if od := w.outlierPolicyFor(vd); od != nil {
+		cfg := od.v.Spec.Config
+		o := &Outlier{Consecutive5xx: uint32(max(cfg.ConsecutiveErrors, v1alpha1.DefaultConsecutiveErrors*boolInt(cfg.ConsecutiveErrors == 0))),
+			Interval: orDefault(cfg.Interval.Duration, 10e9), BaseEjectionTime: orDefault(cfg.BaseEjectionTime.Duration, 30e9), MaxEjectionPercent: 100}
+		if cfg.MaxEjectionPercent != nil {
+			o.MaxEjectionPercent = uint32(*cfg.MaxEjectionPercent)
+		}
+		up.Outlier = o
+	}
+	return up
 }
 
 func sortServiceEntries(ses []ServiceEntryPlan) {
@@ -200,15 +281,6 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-// vdBackingsAnywhere lists the backings of every port of a VirtualDestination.
-func (w *world) vdBackingsAnywhere(vd typed[v1alpha1.VirtualDestination]) []backing {
-	var out []backing
-	for _, p := range vd.v.Spec.Ports {
-		out = append(out, w.vdBackings(vd, p)...)
-	}
-	return out
 }
 
 func policySelects(sels []v1alpha1.DestinationSelector, policyNS string, vd typed[v1alpha1.VirtualDestination]) bool {

@@ -5,7 +5,9 @@ package translatebench
 import (
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -25,13 +27,28 @@ type Report struct {
 	// One cluster's own change (its endpoints of services no one exports elsewhere).
 	LocalSeconds    float64 `json:"localChangeSeconds"`
 	LocalRecomputed int     `json:"localChangeRecomputedClusters"`
-	// A change to a service every cluster sees through a VirtualDestination.
+	// A change to an endpoint of a service exported by a VirtualDestination, in a cluster
+	// with a gateway: the other clusters reach the service through the gateway, so they
+	// read nothing of the change.
+	ExportedSeconds    float64 `json:"exportedChangeSeconds"`
+	ExportedRecomputed int     `json:"exportedChangeRecomputedClusters"`
+	ExportedVDPlanned  int     `json:"exportedChangeVirtualDestinationsPlanned"`
+	// A change every cluster sees: the address of the gateway through which every cluster
+	// reaches one cluster's exported services.
 	GlobalSeconds    float64 `json:"globalChangeSeconds"`
 	GlobalRecomputed int     `json:"globalChangeRecomputedClusters"`
-	HeapMiB          float64 `json:"heapAfterMiB"`
-	Errors           int     `json:"translationErrors"`
-	GoVersion        string  `json:"goVersion"`
-	CPUs             int     `json:"cpus"`
+	// A RouteTable added for every cluster (a config change every cluster reads).
+	RouteSeconds    float64 `json:"routeTableChangeSeconds"`
+	RouteRecomputed int     `json:"routeTableChangeRecomputedClusters"`
+	// VirtualDestination upstreams built anew by each change (translate.Work), in the order
+	// private, exported, route table.
+	LocalVDPlanned  int     `json:"localChangeVirtualDestinationsPlanned"`
+	GlobalVDPlanned int     `json:"globalChangeVirtualDestinationsPlanned"`
+	RouteVDPlanned  int     `json:"routeTableChangeVirtualDestinationsPlanned"`
+	HeapMiB         float64 `json:"heapAfterMiB"`
+	Errors          int     `json:"translationErrors"`
+	GoVersion       string  `json:"goVersion"`
+	CPUs            int     `json:"cpus"`
 }
 
 // Run measures full and incremental translation of a generated world.
@@ -66,15 +83,36 @@ func Run(o bench.WorldOptions) Report {
 	in.Inputs = local
 	t0 = time.Now()
 	res = tr.Translate(in)
-	rep.LocalSeconds, rep.LocalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+	rep.LocalSeconds, rep.LocalRecomputed, rep.LocalVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 
-	// Global change: an endpoint of svc-0 (exported by a VirtualDestination) in cluster 1.
 	if o.VirtualDestinations > 0 && o.Clusters > 1 {
+		// Exported change: an endpoint of svc-0 (exported by a VirtualDestination) in
+		// cluster 1, behind its gateway.
 		in.Inputs = changeEndpointsIn(local, w, 1, o, 0)
 		t0 = time.Now()
 		res = tr.Translate(in)
-		rep.GlobalSeconds, rep.GlobalRecomputed = time.Since(t0).Seconds(), len(res.Recomputed)
+		rep.ExportedSeconds, rep.ExportedRecomputed, rep.ExportedVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
+		// Global change: cluster 1's gateway moves; every cluster reaches svc-0..V-1 of
+		// cluster 1 through it.
+		in.Inputs = changeGatewayIn(in.Inputs, w, 1)
+		t0 = time.Now()
+		res = tr.Translate(in)
+		rep.GlobalSeconds, rep.GlobalRecomputed, rep.GlobalVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 	}
+
+	// Route table change: a RouteTable every cluster reads (like relay's marker change).
+	in.Config = append(slices.Clone(in.Config), bench.MustParse(`apiVersion: meshrelay.io/v1alpha1
+kind: RouteTable
+metadata: {name: bench-marker, namespace: bench}
+spec:
+  hosts: [marker.bench]
+  http:
+  - matchers: [{uri: {prefix: /}}]
+    forwardTo: {destinations: [{ref: {name: bench-svc-0-8080}}]}
+`)...)
+	t0 = time.Now()
+	res = tr.Translate(in)
+	rep.RouteSeconds, rep.RouteRecomputed, rep.RouteVDPlanned = time.Since(t0).Seconds(), len(res.Recomputed), res.Work.VirtualDestinationsPlanned
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
@@ -111,6 +149,21 @@ func changeEndpointsIn(inputs map[string]*snapshot.Snapshot, w *bench.World, clu
 	return out
 }
 
+// changeGatewayIn moves the address of one cluster's east-west gateway.
+func changeGatewayIn(inputs map[string]*snapshot.Snapshot, w *bench.World, cluster int) map[string]*snapshot.Snapshot {
+	out := maps.Clone(inputs)
+	name := w.Names[cluster]
+	old := inputs[name]
+	m := maps.Clone(old.Resources)
+	for _, o := range bench.MustParse(bench.EastWestGatewayYAML(fmt.Sprintf("10.%d.254.1", cluster%250))) {
+		if r := o.Resource(); r.Key == "EndpointSlice/gloo-system/east-west-1" {
+			m[r.Key] = r
+		}
+	}
+	out[name] = snapshot.FromMap(old.Version+1, 0, m)
+	return out
+}
+
 // Print writes the report as a table.
 func (r Report) Print(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
@@ -118,8 +171,10 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "output\t%d resources, %.1f MiB, %d errors\t\n", r.Resources, float64(r.OutputBytes)/(1<<20), r.Errors)
 	fmt.Fprintf(tw, "full translation\t%.3f s\t\n", r.FullSeconds)
 	fmt.Fprintf(tw, "nothing changed\t%.3f s (%d clusters recomputed)\t\n", r.NoopSeconds, r.NoopRecomputed)
-	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed)\t\n", r.LocalSeconds, r.LocalRecomputed)
-	fmt.Fprintf(tw, "exported service change\t%.3f s (%d clusters recomputed)\t\n", r.GlobalSeconds, r.GlobalRecomputed)
+	fmt.Fprintf(tw, "one cluster's private change\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.LocalSeconds, r.LocalRecomputed, r.LocalVDPlanned)
+	fmt.Fprintf(tw, "exported service change behind a gateway\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.ExportedSeconds, r.ExportedRecomputed, r.ExportedVDPlanned)
+	fmt.Fprintf(tw, "gateway address change, every cluster\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.GlobalSeconds, r.GlobalRecomputed, r.GlobalVDPlanned)
+	fmt.Fprintf(tw, "route table change, every cluster\t%.3f s (%d clusters recomputed, %d virtual destination upstreams planned)\t\n", r.RouteSeconds, r.RouteRecomputed, r.RouteVDPlanned)
 	fmt.Fprintf(tw, "heap after\t%.0f MiB\t\n", r.HeapMiB)
 	tw.Flush()
 }

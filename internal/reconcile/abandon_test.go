@@ -1,0 +1,118 @@
+package reconcile_test
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshrelay/meshrelay/internal/poll"
+	"github.com/meshrelay/meshrelay/internal/reconcile"
+	"github.com/meshrelay/meshrelay/internal/resource"
+	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
+	"github.com/meshrelay/meshrelay/internal/translate"
+)
+
+// slowTranslator is the real translator, except that the translations hold(in) picks take
+// until their context ends, like a translation of heavy endpoint churn would. It records
+// what every finished translation read.
+type slowTranslator struct {
+	tr   *translate.Translator
+	hold func(in translate.Input) bool
+	held chan struct{} // receives when a held translation starts
+
+	mu       sync.Mutex // guards finished
+	finished []translate.Input
+}
+
+func (s *slowTranslator) TranslateContext(ctx context.Context, in translate.Input) (translate.Result, error) {
+	if s.hold(in) {
+		select {
+		case s.held <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return translate.Result{}, context.Cause(ctx)
+	}
+	res, err := s.tr.TranslateContext(ctx, in)
+	if err == nil {
+		s.mu.Lock()
+		s.finished = append(s.finished, in)
+		s.mu.Unlock()
+	}
+	return res, err
+}
+
+// TestConfigChangeAbandonsInputTranslation: a configuration change made while a
+// translation of input changes runs abandons it, is translated first with the inputs the
+// agents' outputs were made of, and the newer inputs right after it.
+func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
+	config := clusters(t, "east", "west")
+	marker := parse(t, "apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: marker, namespace: shop}\nspec:\n  clusters: [east, west]\n  hosts: [marker.shop]\n  http:\n  - forwardTo: {destinations: [{ref: {name: shop-web-80}}]}\n")
+	config2 := resource.Dedupe(append(slices.Clone(config), marker...))
+	old := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1, "web")}
+	churned := input(t, 2, "web", "api")
+	hasMarker := func(in translate.Input) bool {
+		return slices.ContainsFunc(in.Config, func(o resource.Object) bool { return o.Name == "marker" })
+	}
+	slow := &slowTranslator{tr: translate.NewTranslator(), held: make(chan struct{}, 1),
+		hold: func(in translate.Input) bool { return in.Inputs["east"] == churned && !hasMarker(in) }}
+	reg := prometheus.NewRegistry()
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := reconcile.New(reconcile.Config{Tick: tick}, memstore.New(), slow, nil, log, reg)
+	r.SetDirConfig(config)
+	run(t, r)
+	ctx := t.Context()
+	for c, s := range old {
+		r.PutInput(ctx, c, s)
+	}
+	poll.Until(t, wait, "outputs of the first inputs", publishes(r, expect(t, config, old)))
+
+	r.PutInput(ctx, "east", churned) // a translation of this input change starts and takes long
+	select {
+	case <-slow.held:
+	case <-ctx.Done():
+		t.Fatal("the input change was not translated")
+	}
+	r.SetDirConfig(config2)
+	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}
+	poll.Until(t, wait, "outputs of the configuration change and the newer inputs", publishes(r, expect(t, config2, newer)))
+
+	slow.mu.Lock()
+	finished := slices.Clone(slow.finished)
+	slow.mu.Unlock()
+	var after []string // what the translations with the configuration change read
+	for _, in := range finished {
+		if hasMarker(in) {
+			after = append(after, map[bool]string{true: "newer inputs", false: "previous inputs"}[in.Inputs["east"] == churned])
+		}
+	}
+	if len(after) < 2 || after[0] != "previous inputs" || after[1] != "newer inputs" {
+		t.Errorf("translations of the configuration change read %v; want the previous inputs first, then the newer ones", after)
+	}
+	if got := counter(t, reg, "meshrelay_translation_abandoned_total"); got != 1 {
+		t.Errorf("meshrelay_translation_abandoned_total = %v, want 1", got)
+	}
+	if got := counter(t, reg, "meshrelay_translation_config_first_total"); got != 1 {
+		t.Errorf("meshrelay_translation_config_first_total = %v, want 1", got)
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
