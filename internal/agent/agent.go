@@ -141,7 +141,7 @@ type Agent struct {
 	log    *slog.Logger
 	m      *metrics
 	creds  *credentials
-	state  *stateFile
+	state  *stateStore
 	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
 	reporter Reporter
 
@@ -181,7 +181,8 @@ func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
-		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir), instance: rand.Text()[:16]}
+		inputChanged: make(chan struct{}, 1), instance: rand.Text()[:16]}
+	a.state = newStateStore(cfg.StateDir, a.log, a.m)
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
 	for _, o := range opts {
 		o(a)
@@ -203,9 +204,16 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.creds.loadCA(); err != nil {
 		return err
 	}
-	if snap, err := a.state.load(); err != nil {
-		a.log.Warn("last applied output unreadable; starting empty", "error", err)
-	} else if snap != nil {
+	snap, err := a.state.open()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.state.close(); err != nil {
+			a.log.Warn("closing the state log failed", "error", err)
+		}
+	}()
+	if snap != nil {
 		err := a.sink.Apply(ctx, snap)
 		refusals, partial := partialApply(err)
 		if err != nil && !partial {
@@ -222,7 +230,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		a.state.run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.source.Start(ctx, a.setInput); err != nil && ctx.Err() == nil {
