@@ -67,13 +67,14 @@ type stateStore struct {
 	baseSize int64
 	dirty    bool  // appended since the last sync
 	broken   error // an append that could not be undone: no more appends
-	// minCompact is the log size below which no compaction runs whatever the base weighs:
-	// replaying that much costs nothing worth a rewrite of the base.
+	// minCompact is the log size below which no compaction runs whatever the base weighs,
+	// so that a tiny base (an empty output) is not rewritten after every delta for the
+	// files and syncs a compaction costs.
 	minCompact int64
 }
 
 // defaultMinCompact is stateStore.minCompact.
-const defaultMinCompact = 64 << 10
+const defaultMinCompact = 4 << 10
 
 func newStateStore(dir string, log *slog.Logger, m *metrics) *stateStore {
 	return &stateStore{dir: dir, log: log, m: m, kick: make(chan struct{}, 1), minCompact: defaultMinCompact}
@@ -271,6 +272,7 @@ func (s *stateStore) compact(writeBase bool) error {
 		return err
 	}
 	s.m.stateCompactions.Inc()
+	s.log.Debug("state log compacted", "version", versionOf(cur), "baseWritten", writeBase && cur != nil)
 	return nil
 }
 
