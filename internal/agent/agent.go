@@ -2,6 +2,31 @@
 // (input snapshots, pushed as deltas), applies the output snapshots the management server
 // sends (ACK or NACK), keeps the last applied output on disk and serves it after a restart,
 // and keeps its cluster certificate fresh.
+//
+// # State directory
+//
+// Besides its key and certificates, the agent keeps the last applied output in --state-dir
+// as a base and a log of the deltas applied since (docs/adr/0014):
+//
+//   - output.json: the base, the snapshot in its JSON form (the only file older agents
+//     wrote; a directory holding only it loads unchanged). It exists once an output was
+//     applied.
+//   - output.<seq>.log: the delta log. It holds the line "meshrelay-agent-state-log-v1",
+//     then frames: the payload's length and its CRC-32C (Castagnoli), 4 bytes little endian
+//     each, then the payload. The first payload is the header, 'H' and the version, epoch
+//     and hash of the state the log starts from (an empty hash for none). Each other payload
+//     is one applied delta: 'D', the version, epoch and hash it leads to, the number of
+//     upserts and each one's key, hash and body, the number of removals and each removed
+//     key. Integers are uvarints; strings and bodies a uvarint length and the bytes.
+//
+// Applying a delta appends its record (one write) before the agent ACKs; a full output, or
+// the first one, replaces the base instead. A background loop syncs the log and compacts
+// it once it outweighs the base: it starts a new log from the current state, writes the
+// base (temporary file, sync, rename, directory sync) and removes the older logs. Loading
+// replays the first log whose header is the base and every following log whose header is
+// the state reached, checking every delta against its hash; it stops at a torn or damaged
+// record (a write cut by a crash), cuts it off with a warning and starts from the state
+// before. Logs older than the base (a compaction stopped by a crash) are removed.
 package agent
 
 import (

@@ -17,25 +17,8 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// The last applied output lives in the state directory as a base snapshot and a log of the
-// deltas applied since:
-//
-//   - output.json: the base, a snapshot in its JSON form (the only file older agents wrote;
-//     a directory holding only it loads unchanged). It exists once an output was applied.
-//   - output.<seq>.log: the append-only delta log (statelog.go has its format). Its header
-//     names the state its first delta applies to.
-//
-// Saving a delta appends one record, in one write, before the agent ACKs; it costs what
-// the delta weighs, not the snapshot. A full output (or the first one) replaces the base
-// instead. The log is synced to disk in the background, and compacted there once it
-// outweighs the base (so persisting costs O(change) amortised and the directory holds at
-// most about twice the snapshot): the store starts a new log whose header is the current
-// state, writes the base (temporary file, sync, rename, directory sync), then removes the
-// older logs. A crash between any two steps leaves a directory that loads consistently:
-// loading starts from the base, replays the first log whose header matches it and every
-// following log whose header matches the state reached, verifying each delta's content
-// hash; it stops at the first damaged record (a write cut by a crash) and drops what
-// follows. Logs older than the base are superseded and removed. docs/adr/0010 has why.
+// The files of the state directory that hold the last applied output; the package doc has
+// their format and how they are saved, compacted and loaded.
 const (
 	baseFile  = "output.json"
 	logPrefix = "output."

@@ -9,12 +9,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
-// A state log file is logMagic followed by framed records. A frame is the payload's length
-// (4 bytes, little endian), its CRC-32C (4 bytes) and the payload. The first record is the
-// header: the version, epoch and hash of the state the log's deltas start from. Every other
-// record is one applied delta: the version, epoch and hash it leads to, its upserts (key,
-// hash, body) and its removals. Strings and byte slices are written as a uvarint length and
-// the bytes, integers as uvarints.
+// logMagic starts every state log file; the package doc has the format that follows.
 const logMagic = "meshrelay-agent-state-log-v1\n"
 
 const (
