@@ -136,7 +136,14 @@ func (s *stateStore) save(next *snapshot.Snapshot, d snapshot.Delta) error {
 	if d.Full || !s.hasBase {
 		s.cur = next
 		s.mu.Unlock()
-		return s.compact(true)
+		if err := s.compact(true); err != nil {
+			// The base may not hold next: the next output replaces it again.
+			s.mu.Lock()
+			s.hasBase = false
+			s.mu.Unlock()
+			return err
+		}
+		return nil
 	}
 	if s.broken != nil {
 		s.mu.Unlock()
@@ -328,6 +335,9 @@ func ReadState(dir string) (*snapshot.Snapshot, error) {
 	var last error
 	for range 20 { // a compaction running meanwhile changes the files: read again
 		before, err := listLogs(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}

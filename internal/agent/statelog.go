@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -164,7 +165,7 @@ func decodeHeader(p []byte) (logHeader, error) {
 	return h, r.err
 }
 
-// decodeDelta decodes a delta record. The bodies alias p.
+// decodeDelta decodes a delta record.
 func decodeDelta(p []byte) (snapshot.Delta, error) {
 	if len(p) == 0 || p[0] != kindDelta {
 		return snapshot.Delta{}, errors.New("record is not a delta")
@@ -174,7 +175,8 @@ func decodeDelta(p []byte) (snapshot.Delta, error) {
 	if n := r.count(); r.err == nil && n > 0 {
 		d.Upserts = make([]snapshot.Resource, n)
 		for i := range d.Upserts {
-			d.Upserts[i] = snapshot.Resource{Key: string(r.bytes()), Hash: string(r.bytes()), Body: r.bytes()}
+			// The body is copied: it outlives the buffer of the whole log.
+			d.Upserts[i] = snapshot.Resource{Key: string(r.bytes()), Hash: string(r.bytes()), Body: bytes.Clone(r.bytes())}
 		}
 	}
 	if n := r.count(); r.err == nil && n > 0 {
