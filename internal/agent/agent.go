@@ -169,6 +169,8 @@ type Agent struct {
 	state  *stateStore
 	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
 	reporter Reporter
+	// reach is the ExternalReach of the input last asked about.
+	reach reachCache
 
 	inputChanged chan struct{}
 	// instance names this process to the server (relaywire.MetadataAgentInstance).
@@ -447,7 +449,7 @@ type Status struct {
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	st, in := a.status()
-	st.ExternalReach = externalReach(in) // snapshots are immutable: read without the lock
+	st.ExternalReach = a.reach.of(in)
 	return st
 }
 
