@@ -145,9 +145,13 @@ func (s *stateStore) save(next *snapshot.Snapshot, d snapshot.Delta) error {
 		}
 		return nil
 	}
+	if s.f == nil {
+		s.mu.Unlock()
+		return errors.New("state store not open")
+	}
 	if s.broken != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("state log unusable since an earlier failure: %w", s.broken)
+		return fmt.Errorf("state log unusable since an earlier failure, until the next compaction: %w", s.broken)
 	}
 	rec := encodeDelta(d)
 	n, err := s.f.Write(rec)
@@ -161,8 +165,15 @@ func (s *stateStore) save(next *snapshot.Snapshot, d snapshot.Delta) error {
 				s.broken = serr
 			}
 		}
+		broken, name := s.broken != nil, s.f.Name()
 		s.mu.Unlock()
-		return fmt.Errorf("append to state log %s: %w", s.f.Name(), err)
+		if broken { // a compaction starts a new log
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+		return fmt.Errorf("append to state log %s: %w", name, err)
 	}
 	s.size += int64(n)
 	s.cur, s.dirty = next, true
@@ -190,7 +201,7 @@ func (s *stateStore) run(ctx context.Context) {
 			s.log.Warn("syncing the state log failed", "error", err)
 		}
 		s.mu.Lock()
-		due := s.size > max(s.baseSize, s.minCompact) && s.broken == nil
+		due := s.size > max(s.baseSize, s.minCompact) || s.broken != nil
 		s.mu.Unlock()
 		if !due {
 			continue
