@@ -2,6 +2,31 @@
 // (input snapshots, pushed as deltas), applies the output snapshots the management server
 // sends (ACK or NACK), keeps the last applied output on disk and serves it after a restart,
 // and keeps its cluster certificate fresh.
+//
+// # State directory
+//
+// Besides its key and certificates, the agent keeps the last applied output in --state-dir
+// as a base and a log of the deltas applied since (docs/adr/0014):
+//
+//   - output.json: the base, the snapshot in its JSON form (the only file older agents
+//     wrote; a directory holding only it loads unchanged). It exists once an output was
+//     applied.
+//   - output.<seq>.log: the delta log. It holds the line "meshrelay-agent-state-log-v1",
+//     then frames: the payload's length and its CRC-32C (Castagnoli), 4 bytes little endian
+//     each, then the payload. The first payload is the header, 'H' and the version, epoch
+//     and hash of the state the log starts from (an empty hash for none). Each other payload
+//     is one applied delta: 'D', the version, epoch and hash it leads to, the number of
+//     upserts and each one's key, hash and body, the number of removals and each removed
+//     key. Integers are uvarints; strings and bodies a uvarint length and the bytes.
+//
+// Applying a delta appends its record (one write) before the agent ACKs; a full output, or
+// the first one, replaces the base instead. A background loop syncs the log and compacts
+// it once it outweighs the base: it starts a new log from the current state, writes the
+// base (temporary file, sync, rename, directory sync) and removes the older logs. Loading
+// replays the first log whose header is the base and every following log whose header is
+// the state reached, checking every delta against its hash; it stops at a torn or damaged
+// record (a write cut by a crash), cuts it off with a warning and starts from the state
+// before. Logs older than the base (a compaction stopped by a crash) are removed.
 package agent
 
 import (
@@ -141,9 +166,11 @@ type Agent struct {
 	log    *slog.Logger
 	m      *metrics
 	creds  *credentials
-	state  *stateFile
+	state  *stateStore
 	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
 	reporter Reporter
+	// reach is the ExternalReach of the input last asked about.
+	reach reachCache
 
 	inputChanged chan struct{}
 	// instance names this process to the server (relaywire.MetadataAgentInstance).
@@ -181,7 +208,8 @@ func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
-		inputChanged: make(chan struct{}, 1), state: newStateFile(cfg.StateDir), instance: rand.Text()[:16]}
+		inputChanged: make(chan struct{}, 1), instance: rand.Text()[:16]}
+	a.state = newStateStore(cfg.StateDir, a.log, a.m)
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
 	for _, o := range opts {
 		o(a)
@@ -203,9 +231,16 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.creds.loadCA(); err != nil {
 		return err
 	}
-	if snap, err := a.state.load(); err != nil {
-		a.log.Warn("last applied output unreadable; starting empty", "error", err)
-	} else if snap != nil {
+	snap, err := a.state.open()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.state.close(); err != nil {
+			a.log.Warn("closing the state log failed", "error", err)
+		}
+	}()
+	if snap != nil {
 		err := a.sink.Apply(ctx, snap)
 		refusals, partial := partialApply(err)
 		if err != nil && !partial {
@@ -222,7 +257,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		a.state.run(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.source.Start(ctx, a.setInput); err != nil && ctx.Err() == nil {
@@ -410,7 +449,7 @@ type Status struct {
 // Status reports the agent's state.
 func (a *Agent) Status() Status {
 	st, in := a.status()
-	st.ExternalReach = externalReach(in) // snapshots are immutable: read without the lock
+	st.ExternalReach = a.reach.of(in)
 	return st
 }
 

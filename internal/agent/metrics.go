@@ -15,6 +15,11 @@ type metrics struct {
 	refused       prometheus.Gauge
 	refusals      prometheus.Counter
 	inputTooLarge prometheus.Counter
+
+	stateLogBytes           prometheus.Gauge
+	stateCompactions        prometheus.Counter
+	stateCompactionFailures prometheus.Counter
+	stateRepairs            prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,9 +43,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused:       g("meshrelay_agent_session_refused", "1 while the server refuses this agent's session because another agent of its cluster holds it."),
 		refusals:      c("meshrelay_agent_sessions_refused_total", "Sessions the server refused because another agent of the cluster held it."),
 		inputTooLarge: c("meshrelay_agent_input_too_large_total", "Input snapshots not sent because they are over the relay's message or resource limit."),
+
+		stateLogBytes:           g("meshrelay_agent_state_log_bytes", "Size of the state dir's delta log of applied outputs (compacted into the base once it outweighs it)."),
+		stateCompactions:        c("meshrelay_agent_state_compactions_total", "Times the applied output was written as the state dir's base and a new delta log started."),
+		stateCompactionFailures: c("meshrelay_agent_state_compaction_failures_total", "Background compactions of the state dir's delta log that failed (the log keeps growing until one succeeds)."),
+		stateRepairs:            c("meshrelay_agent_state_repairs_total", "Starts that found the state dir's delta log damaged (a write cut by a crash) and started from the last consistent state."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals, m.inputTooLarge)
+		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals, m.inputTooLarge,
+			m.stateLogBytes, m.stateCompactions, m.stateCompactionFailures, m.stateRepairs)
 	}
 	return m
 }

@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"slices"
+	"sync"
+
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -48,4 +51,26 @@ func externalReach(in *snapshot.Snapshot) []ServiceReach {
 		}
 	}
 	return out
+}
+
+// reachCache keeps the externalReach of the input snapshot last asked about: /status is read
+// far more often than the input changes, and computing it decodes every input object.
+type reachCache struct {
+	mu   sync.Mutex // guards hash and out
+	hash string     // content hash of the input out was computed from ("" for none)
+	out  []ServiceReach
+}
+
+// of returns externalReach(in), computed again only when in's content changed.
+func (c *reachCache) of(in *snapshot.Snapshot) []ServiceReach {
+	hash := ""
+	if in != nil {
+		hash = in.Hash
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hash != c.hash {
+		c.hash, c.out = hash, externalReach(in) // snapshots are immutable: no agent lock needed
+	}
+	return slices.Clone(c.out)
 }

@@ -287,7 +287,8 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if !d.GetFull() && d.GetBaseHash() != base {
 		return nack("delta_base", true, fmt.Errorf("delta base %.12s does not match applied %.12s", d.GetBaseHash(), base))
 	}
-	next, err := snapshot.Apply(applied, relaywire.FromProto(d))
+	delta := relaywire.FromProto(d)
+	next, err := snapshot.Apply(applied, delta)
 	if err != nil {
 		return nack("invalid", true, err)
 	}
@@ -296,7 +297,7 @@ func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *rela
 	if err != nil && !partial {
 		return nack("apply", false, fmt.Errorf("apply output: %w", err))
 	}
-	if err := a.state.save(next); err != nil {
+	if err := a.state.save(next, delta); err != nil {
 		return nack("persist", false, fmt.Errorf("persist output: %w", err))
 	}
 	a.mu.Lock()

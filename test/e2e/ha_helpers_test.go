@@ -27,6 +27,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 
+	relayagent "github.com/meshrelay/meshrelay/internal/agent"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/promtext"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -504,20 +505,13 @@ func mustMetric(t *testing.T, admin, name string, labels ...string) float64 {
 }
 
 // appliedState reads the output snapshot an agent last applied from its state dir (what it
-// serves after a restart too); nil when it has none yet.
+// serves after a restart too: the base and the delta log); nil when it has none yet.
 func appliedState(a *agent) (*snapshot.Snapshot, error) {
-	b, err := os.ReadFile(filepath.Join(a.state, "output.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
+	s, err := relayagent.ReadState(a.state)
 	if err != nil {
-		return nil, err
-	}
-	var s snapshot.Snapshot
-	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("agent %s state: %w", a.cluster, err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // applied is one "output applied" line of an agent's JSON log.

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -359,6 +360,9 @@ type AgentState struct {
 
 func (api *simAPI) handler(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
+	// A CPU profile of the simulated agents, on demand (loopback only, as the whole API):
+	// curl -o agents.pprof 'http://<listen>/debug/pprof/profile?seconds=10'.
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /agents", func(w http.ResponseWriter, _ *http.Request) {
 		out := make([]AgentState, 0, len(api.agents))
 		for _, sa := range api.agents {
