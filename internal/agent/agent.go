@@ -6,7 +6,7 @@
 // # State directory
 //
 // Besides its key and certificates, the agent keeps the last applied output in --state-dir
-// as a base and a log of the deltas applied since (docs/adr/0014):
+// as a base and a log of the deltas applied since (docs/adr/0012):
 //
 //   - output.json: the base, the snapshot in its JSON form (the only file older agents
 //     wrote; a directory holding only it loads unchanged). It exists once an output was
