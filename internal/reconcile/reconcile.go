@@ -202,16 +202,9 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.kick.kick() // safe-start window deadlines and the first load
 			}
 		case <-r.kick:
-			// Coalesce bursts of changes into one translation.
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(20 * time.Millisecond):
-			}
-			select {
-			case <-r.kick:
-			default:
-			}
+			// No wait to gather a burst: the kick channel holds one kick, so whatever
+			// arrives while this round runs is one more round, translated with the newest
+			// state. A lone change starts translating at once.
 			// Inputs are written with the outputs made of them (below) or on the next tick,
 			// not before translating.
 			r.store.sync(ctx, false)

@@ -290,8 +290,8 @@ func TestOutputVersions(t *testing.T) {
 
 	// Same content under a new input version: translation runs, outputs keep their version.
 	inputs["east"] = input(t, 2, "web")
-	r.PutInput(ctx, "east", inputs["east"])
 	before := r.Status().Translations // any later translation sees the new input
+	r.PutInput(ctx, "east", inputs["east"])
 	poll.Until(t, wait, "another translation", func() bool { return r.Status().Translations > before })
 	for c, p := range prev {
 		if got := r.Output(c); got.Version != p.Version || got.Hash != p.Hash {

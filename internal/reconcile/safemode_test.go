@@ -85,10 +85,10 @@ func TestSafeModeDecisionApplied(t *testing.T) {
 	r := reconcile.New(reconcile.Config{SafeMode: true, Tick: tick}, memstore.New(), translate.NewTranslator(), nil, log, reg)
 	config := clusters(t, "east", "west")
 	r.SetDirConfig(config)
-	run(t, r)
 	ctx := t.Context()
 	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
-	r.PutInput(ctx, "east", inputs["east"])
+	r.PutInput(ctx, "east", inputs["east"]) // before the first round: it holds for west alone
+	run(t, r)
 
 	poll.Until(t, wait, "safe mode missing west", func() bool {
 		sm := r.Status().SafeMode
