@@ -74,18 +74,30 @@ type world struct {
 // translation (prev) and this one's (next), by vdPortKey, and what was reused or built.
 type vdState struct {
 	prev, next map[string]*UpstreamPlan
-	// keys are the vdPortKeys of the upstreams put in the plan; seKeys the keys of the
-	// ServiceEntries, by namespace/name.
+	// sePrev and seNext are the ServiceEntries built from them, by vdServiceEntryKey.
+	sePrev, seNext map[string]*builtServiceEntry
+	// keys are the vdPortKeys of the upstreams put in the plan; seKeys the ServiceEntries
+	// built for the plan, by namespace/name.
 	keys            map[*UpstreamPlan]string
-	seKeys          map[string][]string
+	seKeys          map[string][]*builtServiceEntry
 	planned, reused int
 	// render holds the memo keys of the finished plan (set at the end of plan).
 	render planKeys
 }
 
-func newVDState(prev map[string]*UpstreamPlan) *vdState {
-	return &vdState{prev: prev, next: map[string]*UpstreamPlan{}, keys: map[*UpstreamPlan]string{}, seKeys: map[string][]string{}}
+func newVDState(prev vdPlans) *vdState {
+	return &vdState{prev: prev.upstreams, next: map[string]*UpstreamPlan{}, sePrev: prev.serviceEntries, seNext: map[string]*builtServiceEntry{},
+		keys: map[*UpstreamPlan]string{}, seKeys: map[string][]*builtServiceEntry{}}
 }
+
+// vdPlans is what a cluster's translation leaves for the next one to reuse: its
+// VirtualDestination upstreams by vdPortKey and their ServiceEntries by vdServiceEntryKey.
+type vdPlans struct {
+	upstreams      map[string]*UpstreamPlan
+	serviceEntries map[string]*builtServiceEntry
+}
+
+func (s *vdState) plans() vdPlans { return vdPlans{upstreams: s.next, serviceEntries: s.seNext} }
 
 // cache is a concurrency-safe memo of values computed from their key. Racing callers may
 // both compute a value (the same one: computing is deterministic); the first one stored is
@@ -116,7 +128,7 @@ func (c *cache[K, V]) get(k K, compute func() V) V {
 
 // forPlan returns a copy of w that plans one cluster: it shares everything but collects
 // that cluster's problems in a status set of its own.
-func (w *world) forPlan(prevVD map[string]*UpstreamPlan) *world {
+func (w *world) forPlan(prevVD vdPlans) *world {
 	cw := *w
 	cw.status = &statusSet{}
 	cw.vd = newVDState(prevVD)
@@ -252,7 +264,7 @@ func (w *world) plan(c string) Plan {
 // that ended up in plan p as built (a name another element took over, or that two elements
 // share, is left to planHash).
 func (w *world) renderKeys(p Plan, ups map[string]*UpstreamPlan) planKeys {
-	keys := planKeys{upstreams: map[string]string{}, serviceEntries: map[string]string{}}
+	keys := planKeys{upstreams: map[string]string{}, serviceEntries: map[string]*builtServiceEntry{}}
 	for name, up := range ups {
 		if k, ok := w.vd.keys[up]; ok {
 			keys.upstreams[name] = k

@@ -223,6 +223,9 @@ type ServiceEntryPlan struct {
 	Upstream string
 	// ExportTo restricts which namespaces see the entry (Istio exportTo); nil for all.
 	ExportTo []string
+	// SplitOwn renders the cluster's own endpoints as a second entry of the same hosts,
+	// named <Name>-local (splitOwnEndpoints), as a VirtualDestination's entry is.
+	SplitOwn bool
 }
 
 // ServicePort is a named port with its protocol.

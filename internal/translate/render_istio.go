@@ -100,7 +100,7 @@ func renderIstio(p Plan) ([]snapshot.Resource, error) { return renderIstioMemo(p
 // plan element for the same cluster, under the same name (memo may be nil; upstreamKeys are
 // the memo keys of p.Upstreams, nil without a memo; seKeys are memo keys of service entries
 // by namespace/name, used instead of hashing them).
-func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string, seKeys map[string]string) ([]snapshot.Resource, error) {
+func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string, seKeys map[string]*builtServiceEntry) ([]snapshot.Resource, error) {
 	var items []istioItem
 	for i, u := range p.Upstreams {
 		src := ""
@@ -140,23 +140,27 @@ func renderIstioMemo(p Plan, memo *renderMemo, upstreamKeys []string, seKeys map
 		}
 	}
 	for _, se := range p.ServiceEntries {
-		// Two entries for the same hosts, which istiod merges (it takes the endpoints of
-		// every ServiceEntry of a host in a namespace): the cluster's own endpoints, which
-		// change with every pod, apart from the other clusters' gateways, which do not. A
-		// pod coming or going then re-renders and re-sends a few hundred bytes, not an
-		// entry with a gateway for every cluster of the mesh.
-		others, own := splitOwnEndpoints(p.Cluster, se)
-		// The plan's key (seKeys) covers both parts; with own endpoints the others' part
-		// is keyed by its own content, so that an own pod changing does not re-render it.
-		othersKey, ok := seKeys[se.Namespace+"/"+se.Name]
-		if !ok || memo == nil || len(own.Endpoints) > 0 {
-			othersKey = memo.key(others)
+		// A VirtualDestination's entry is two for the same hosts, which istiod merges (it
+		// takes the endpoints of every ServiceEntry of a host in a namespace): the cluster's
+		// own endpoints, which change with every pod, apart from the other clusters'
+		// gateways, which do not. A pod coming or going then re-renders and re-sends a few
+		// hundred bytes, not an entry with a gateway for every cluster of the mesh. The plan
+		// hands it over split and keyed (seKeys); others are split and keyed here.
+		others, own := se, ServiceEntryPlan{}
+		var othersKey, ownKey string
+		if b, ok := seKeys[se.Namespace+"/"+se.Name]; ok && memo != nil {
+			others, own, othersKey, ownKey = b.others, b.own, b.othersKey, b.ownKey
+		} else {
+			if se.SplitOwn {
+				others, own = splitOwnEndpoints(p.Cluster, se)
+			}
+			othersKey, ownKey = memo.key(others), memo.key(own)
 		}
 		items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: se.Name, want: se.Name,
 			build: func() proto.Message { return istioServiceEntry(p.Cluster, others) }, src: othersKey})
 		if len(own.Endpoints) > 0 {
 			items = append(items, istioItem{kind: istioKindServiceEntry, namespace: istioNamespace(se.Namespace), id: "own\x00" + se.Name, want: se.Name + "-local",
-				build: func() proto.Message { return istioServiceEntry(p.Cluster, own) }, src: memo.key(own)})
+				build: func() proto.Message { return istioServiceEntry(p.Cluster, own) }, src: ownKey})
 		}
 	}
 	for _, tg := range p.TCPGateways {

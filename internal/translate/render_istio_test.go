@@ -105,7 +105,7 @@ func istioTestPlan() Plan {
 			Namespace: "gloo-system", Selector: map[string]string{"istio": "eastwestgateway"}, IstioHosts: []string{"reviews.global"}}},
 		ServiceEntries: []ServiceEntryPlan{{
 			Name: "vd-reviews-global", Namespace: "bookinfo", Hosts: []string{"reviews.global"},
-			Ports: []ServicePort{{Number: 9080, Name: "http-9080"}},
+			Ports: []ServicePort{{Number: 9080, Name: "http-9080"}}, SplitOwn: true, // a VirtualDestination's
 			Endpoints: []Endpoint{
 				{Address: "10.2.1.1", Port: 9080, Cluster: "west", Region: "us-west", Zone: "zone-c"},
 				{Address: "10.0.1.2", Port: 9080, Cluster: "east", Region: "us-east", Zone: "zone-b"},

@@ -114,7 +114,7 @@ type cachedOutput struct {
 	errors    []string
 	// vdPlans are the VirtualDestination upstreams of the cluster's plan by vdPortKey, for
 	// the next translation of the cluster to reuse.
-	vdPlans map[string]*UpstreamPlan
+	vdPlans vdPlans
 	work    Work
 }
 
@@ -183,7 +183,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 				rs = append(rs, istioCASecret(*cert.Istio))
 				sort.Slice(rs, func(i, j int) bool { return rs[i].Key < rs[j].Key })
 			}
-			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs, vdPlans: cw.vd.next,
+			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs, vdPlans: cw.vd.plans(),
 				work: Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused}}
 			return nil
 		})
@@ -287,7 +287,7 @@ func (t *Translator) world(in Input) *world {
 	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
 		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS](),
-		vdKeyCache: newCache[string, string](), vd: newVDState(nil), selections: t.selections}
+		vdKeyCache: newCache[string, string](), vd: newVDState(vdPlans{}), selections: t.selections}
 	w.names = sortedNames(w.clusters)
 	models := make(map[string]cachedModel, len(w.names))
 	var objs []object

@@ -179,8 +179,9 @@ func (w *world) vdUpstream(d v1alpha1.RouteDestination, ups map[string]*Upstream
 // the previous translation of c when its key (vdPortKey) is unchanged (vdmemo.go).
 func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*UpstreamPlan, served map[string]bool, secrets map[string]bool) {
 	for vi, vd := range w.vds {
-		se := ServiceEntryPlan{Name: sanitize("vd-" + vd.obj.Name), Namespace: vd.obj.Namespace, Hosts: vd.v.Spec.Hosts}
+		se := ServiceEntryPlan{Name: sanitize("vd-" + vd.obj.Name), Namespace: vd.obj.Namespace, Hosts: vd.v.Spec.Hosts, SplitOwn: true}
 		portKeys := make([]string, 0, len(vd.v.Spec.Ports))
+		var built []*UpstreamPlan // the ports' upstreams, whose endpoints the entry lists
 		for _, port := range vd.v.Spec.Ports {
 			proto := orString(port.Protocol, v1alpha1.ProtocolHTTP)
 			se.Ports = append(se.Ports, ServicePort{Number: uint32(port.Number), Name: fmt.Sprintf("%s-%d", sanitize(proto), port.Number), Protocol: proto})
@@ -211,19 +212,31 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			if se.Upstream == "" {
 				se.Upstream = up.Name
 			}
-			for prio, eps := range up.Priorities {
-				for _, e := range eps {
-					e.Priority = prio
-					se.Endpoints = append(se.Endpoints, e)
+			built = append(built, up)
+		}
+		if !slices.ContainsFunc(built, func(up *UpstreamPlan) bool {
+			return slices.ContainsFunc(up.Priorities, func(eps []Endpoint) bool { return len(eps) > 0 })
+		}) {
+			continue
+		}
+		key := vdServiceEntryKey(w.vdStaticKey(vi), portKeys)
+		entry, ok := w.vd.sePrev[key]
+		if !ok {
+			for _, up := range built {
+				for prio, eps := range up.Priorities {
+					for _, e := range eps {
+						e.Priority = prio
+						se.Endpoints = append(se.Endpoints, e)
+					}
 				}
 			}
-		}
-		if len(se.Endpoints) > 0 {
 			sortEndpoints(se.Endpoints)
 			se.Endpoints = dedupeEndpoints(se.Endpoints)
-			p.ServiceEntries = append(p.ServiceEntries, se)
-			w.vd.seKeys[se.Namespace+"/"+se.Name] = append(w.vd.seKeys[se.Namespace+"/"+se.Name], vdServiceEntryKey(w.vdStaticKey(vi), portKeys))
+			entry = buildServiceEntry(c, se)
 		}
+		w.vd.seNext[key] = entry
+		p.ServiceEntries = append(p.ServiceEntries, entry.plan)
+		w.vd.seKeys[se.Namespace+"/"+se.Name] = append(w.vd.seKeys[se.Namespace+"/"+se.Name], entry)
 	}
 	sortServiceEntries(p.ServiceEntries)
 }

@@ -122,7 +122,24 @@ func writeField(h hash.Hash, s string) {
 // upstream name and by ServiceEntry namespace/name; render uses them instead of planHash.
 type planKeys struct {
 	upstreams      map[string]string
-	serviceEntries map[string]string
+	serviceEntries map[string]*builtServiceEntry
+}
+
+// builtServiceEntry is a VirtualDestination's ServiceEntry as planned, and split as it is
+// rendered (splitOwnEndpoints) with the memo key of each part, remembered under its
+// vdServiceEntryKey from one translation of a cluster to the next: an unchanged entry is
+// neither gathered, sorted and split again nor hashed for the render memo.
+type builtServiceEntry struct {
+	plan              ServiceEntryPlan
+	others, own       ServiceEntryPlan
+	othersKey, ownKey string
+}
+
+func buildServiceEntry(c string, se ServiceEntryPlan) *builtServiceEntry {
+	b := &builtServiceEntry{plan: se}
+	b.others, b.own = splitOwnEndpoints(c, se)
+	b.othersKey, b.ownKey = "se|"+planHash(b.others), "se|"+planHash(b.own)
+	return b
 }
 
 // vdServiceEntryKey keys a VirtualDestination's ServiceEntry: the VirtualDestination and

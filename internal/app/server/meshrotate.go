@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,17 @@ type meshRotation struct {
 	conns  func() map[string]relay.Connection
 	leader func() bool // this server issues the mesh identities
 	log    *slog.Logger
+
+	mu    sync.Mutex
+	waits map[string]outputWaits // by cluster: /status and /metrics ask for every cluster
+}
+
+// outputWaits is meshOutputWaits's answer for the output resources and phase it was asked.
+type outputWaits struct {
+	ca, id string // the hashes of the output's two mesh Secrets
+	signer *pki.CA
+	trust  string
+	waits  string
 }
 
 // apply hands the authority's signer and trust to the issuer and re-translates.
@@ -60,7 +72,7 @@ func (m *meshRotation) status() configapi.MeshCAStatus {
 	for _, cs := range m.rec.Status().Clusters {
 		_, connected := conns[cs.Name]
 		c := configapi.MeshCACluster{Name: cs.Name, Connected: connected}
-		c.Waiting = meshOutputWaits(m.rec.Output(cs.Name), signer, trust)
+		c.Waiting = m.outputWaits(cs.Name, m.rec.Output(cs.Name), signer, trust)
 		if c.Waiting == "" && !cs.InSync {
 			c.Waiting = "its agent has not acknowledged the output with the new certificates"
 		}
@@ -73,8 +85,49 @@ func (m *meshRotation) status() configapi.MeshCAStatus {
 		}
 		st.Clusters = append(st.Clusters, c)
 	}
+	m.mu.Lock()
+	if len(m.waits) > len(st.Clusters) { // forget deregistered clusters
+		registered := make(map[string]bool, len(st.Clusters))
+		for _, c := range st.Clusters {
+			registered[c.Name] = true
+		}
+		for c := range m.waits {
+			if !registered[c] {
+				delete(m.waits, c)
+			}
+		}
+	}
+	m.mu.Unlock()
 	return st
 }
+
+// outputWaits is meshOutputWaits, decoding and verifying a cluster's mesh Secrets only when
+// they or the phase changed since the last time it was asked.
+func (m *meshRotation) outputWaits(cluster string, out *snapshot.Snapshot, signer *pki.CA, trust []byte) string {
+	if out == nil {
+		return meshOutputWaits(out, signer, trust)
+	}
+	key := outputWaits{ca: out.Resources[meshCAKey].Hash, id: out.Resources[meshIdentityKey].Hash, signer: signer, trust: string(trust)}
+	m.mu.Lock()
+	cached, ok := m.waits[cluster]
+	m.mu.Unlock()
+	if ok && cached.ca == key.ca && cached.id == key.id && cached.signer == key.signer && cached.trust == key.trust {
+		return cached.waits
+	}
+	key.waits = meshOutputWaits(out, signer, trust)
+	m.mu.Lock()
+	if m.waits == nil {
+		m.waits = map[string]outputWaits{}
+	}
+	m.waits[cluster] = key
+	m.mu.Unlock()
+	return key.waits
+}
+
+var (
+	meshCAKey       = envoyres.KindSecret + "//" + envoyres.MeshCASecret
+	meshIdentityKey = envoyres.KindSecret + "//" + envoyres.MeshIdentitySecret
+)
 
 // meshOutputWaits says what a cluster's output lacks for the phase: the trust bundle must
 // be exactly trust and the identity signed by signer. An output without mesh certificates
@@ -85,7 +138,7 @@ func meshOutputWaits(out *snapshot.Snapshot, signer *pki.CA, trust []byte) strin
 	}
 	var ca, id *tlsv3.Secret
 	// Two lookups, not a walk over the output: /status asks for every cluster.
-	for _, key := range []string{envoyres.KindSecret + "//" + envoyres.MeshCASecret, envoyres.KindSecret + "//" + envoyres.MeshIdentitySecret} {
+	for _, key := range []string{meshCAKey, meshIdentityKey} {
 		r, ok := out.Resources[key]
 		if !ok {
 			continue
