@@ -136,8 +136,14 @@ type builtServiceEntry struct {
 }
 
 func buildServiceEntry(c string, se ServiceEntryPlan) *builtServiceEntry {
-	b := &builtServiceEntry{plan: se}
-	b.others, b.own = splitOwnEndpoints(c, se)
+	// The plan lists the other clusters' endpoints first, then c's own, each part in the
+	// order it had, so that the two parts are windows on the plan's slice: kept for every
+	// cluster, the entry holds each endpoint once.
+	others, own := splitOwnEndpoints(c, se)
+	k := len(others.Endpoints)
+	se.Endpoints = append(others.Endpoints, own.Endpoints...)
+	others.Endpoints, own.Endpoints = se.Endpoints[:k:k], se.Endpoints[k:]
+	b := &builtServiceEntry{plan: se, others: others, own: own}
 	b.othersKey, b.ownKey = "se|"+planHash(b.others), "se|"+planHash(b.own)
 	return b
 }
