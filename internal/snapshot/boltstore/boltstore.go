@@ -91,7 +91,16 @@ var _ snapshot.Store = (*Store)(nil)
 // with ErrLocked when another process holds it. The caller closes the store.
 func Open(path string) (*Store, error) {
 	_, statErr := os.Stat(path)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: lockTimeout,
+		// As etcd opens its bbolt file: map 1 GiB of address space up front (not memory),
+		// so that a growing file is not re-mapped, which copies every open node out of the
+		// old mapping inside a commit; keep the free-page list in a map and rebuild it at
+		// open instead of writing it at every commit.
+		InitialMmapSize: 1 << 30,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
 	}
