@@ -2,7 +2,6 @@ package boltstore
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/snapshottest"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -116,27 +116,6 @@ func TestWriteIsOneTransaction(t *testing.T) {
 	}
 }
 
-// encodeV1 is the stored form of a snapshot in schema "1", as snapshot.EncodeSnapshot wrote
-// it when that schema was current (copied, so that this test keeps the old format whatever
-// happens to the encoder).
-func encodeV1(snap *snapshot.Snapshot) []byte {
-	var buf bytes.Buffer
-	hash, _ := json.Marshal(snap.Hash)
-	fmt.Fprintf(&buf, `{"version":%d,"hash":%s,"epoch":%d,"resources":[`, snap.Version, hash, snap.Epoch)
-	for i, r := range snap.Sorted() {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		key, _ := json.Marshal(r.Key)
-		h, _ := json.Marshal(r.Hash)
-		fmt.Fprintf(&buf, `{"key":%s,"hash":%s,"body":`, key, h)
-		buf.Write(r.Body)
-		buf.WriteByte('}')
-	}
-	buf.WriteString(`]}`)
-	return buf.Bytes()
-}
-
 // writeV1 writes a store file of schema "1" with bbolt directly.
 func writeV1(t *testing.T, path string, snaps map[snapshot.Kind]map[string]*snapshot.Snapshot, cfg snapshot.Resource) {
 	t.Helper()
@@ -175,7 +154,7 @@ func writeV1(t *testing.T, path string, snaps map[snapshot.Kind]map[string]*snap
 				return err
 			}
 			for cluster, snap := range snaps[kind] {
-				if err := sb.Put([]byte(cluster), encodeV1(snap)); err != nil {
+				if err := sb.Put([]byte(cluster), snapshottest.EncodeV1(snap)); err != nil {
 					return err
 				}
 				if err := hb.Put([]byte(cluster), []byte(snap.Hash)); err != nil {

@@ -2,7 +2,6 @@ package redisstore_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -139,26 +138,6 @@ func TestDeltaBaseMoved(t *testing.T) {
 	stored(t, c, "after Redis forgot its scripts", snapshot.Output, "east", v5)
 }
 
-// encodeV1 is the string an earlier version stored per snapshot (snapshot.EncodeSnapshot as
-// it was, copied so that this test keeps the old format).
-func encodeV1(snap *snapshot.Snapshot) []byte {
-	var buf bytes.Buffer
-	hash, _ := json.Marshal(snap.Hash)
-	fmt.Fprintf(&buf, `{"version":%d,"hash":%s,"epoch":%d,"resources":[`, snap.Version, hash, snap.Epoch)
-	for i, r := range snap.Sorted() {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		key, _ := json.Marshal(r.Key)
-		h, _ := json.Marshal(r.Hash)
-		fmt.Fprintf(&buf, `{"key":%s,"hash":%s,"body":`, key, h)
-		buf.Write(r.Body)
-		buf.WriteByte('}')
-	}
-	buf.WriteString(`]}`)
-	return buf.Bytes()
-}
-
 // TestReadsStringSnapshots: snapshots an earlier version stored as strings are read by Get
 // and List, and the next Put stores them as hashes.
 func TestReadsStringSnapshots(t *testing.T) {
@@ -170,7 +149,7 @@ func TestReadsStringSnapshots(t *testing.T) {
 		"west": snapshot.New(2, 1, []snapshot.Resource{snapshot.NewResource("Listener//l", []byte(`{"x":"<&>", "y": [1, 2]}`))}),
 	}
 	for cluster, snap := range old {
-		must(t, c.Set(ctx, "meshrelay:{meshrelay}:output:"+cluster, encodeV1(snap), 0).Err())
+		must(t, c.Set(ctx, "meshrelay:{meshrelay}:output:"+cluster, snapshottest.EncodeV1(snap), 0).Err())
 		must(t, c.HSet(ctx, "meshrelay:{meshrelay}:index:output", cluster, snap.Hash).Err())
 	}
 	s := redisstore.New(c, "")
