@@ -94,25 +94,10 @@ func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
 	if len(after) < 2 || after[0] != "previous inputs" || after[1] != "newer inputs" {
 		t.Errorf("translations of the configuration change read %v; want the previous inputs first, then the newer ones", after)
 	}
-	if got := counter(t, reg, "meshrelay_translation_abandoned_total"); got != 1 {
+	if got := metricValue(t, reg, "meshrelay_translation_abandoned_total"); got != 1 {
 		t.Errorf("meshrelay_translation_abandoned_total = %v, want 1", got)
 	}
-	if got := counter(t, reg, "meshrelay_translation_config_first_total"); got != 1 {
+	if got := metricValue(t, reg, "meshrelay_translation_config_first_total"); got != 1 {
 		t.Errorf("meshrelay_translation_config_first_total = %v, want 1", got)
 	}
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

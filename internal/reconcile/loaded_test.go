@@ -70,7 +70,11 @@ func configNotLoaded(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == "meshrelay_safe_mode_config_not_loaded" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
 	t.Fatal("meshrelay_safe_mode_config_not_loaded not exported")
@@ -211,7 +215,8 @@ func (followerRole) Active() (bool, uint64) { return true, 1 }
 func (followerRole) Leader() bool           { return false }
 func (followerRole) Owns(string) bool       { return true }
 
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// metricValue is the value of the unlabelled gauge or counter name in reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -219,7 +224,11 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
 	t.Fatalf("%s not exported", name)
@@ -252,7 +261,7 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 	if got := len(r.Config()); got != 3 {
 		t.Fatalf("after the store lost its data the replica holds %d resources, want its 3", got)
 	}
-	if v := gauge(t, reg, "meshrelay_store_config_lost"); v != 1 {
+	if v := metricValue(t, reg, "meshrelay_store_config_lost"); v != 1 {
 		t.Errorf("meshrelay_store_config_lost = %v, want 1", v)
 	}
 
@@ -263,7 +272,7 @@ func TestStoreLostConfigIsNotAdopted(t *testing.T) {
 		}
 	}
 	poll.Until(t, wait, "the loss cleared", func() bool { return r.Status().StoreError == "" })
-	if v := gauge(t, reg, "meshrelay_store_config_lost"); v != 0 {
+	if v := metricValue(t, reg, "meshrelay_store_config_lost"); v != 0 {
 		t.Errorf("meshrelay_store_config_lost = %v after the restore, want 0", v)
 	}
 	if got := len(r.Config()); got != 3 {
