@@ -19,6 +19,7 @@ type metrics struct {
 	stateLogBytes           prometheus.Gauge
 	stateCompactions        prometheus.Counter
 	stateCompactionFailures prometheus.Counter
+	stateSyncFailures       prometheus.Counter
 	stateRepairs            prometheus.Counter
 }
 
@@ -47,11 +48,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		stateLogBytes:           g("meshrelay_agent_state_log_bytes", "Size of the state dir's delta log of applied outputs (compacted into the base once it outweighs it)."),
 		stateCompactions:        c("meshrelay_agent_state_compactions_total", "Times the applied output was written as the state dir's base and a new delta log started."),
 		stateCompactionFailures: c("meshrelay_agent_state_compaction_failures_total", "Background compactions of the state dir's delta log that failed (the log keeps growing until one succeeds)."),
+		stateSyncFailures:       c("meshrelay_agent_state_sync_failures_total", "Background fsyncs of the state dir's delta log that failed (appended outputs may not survive a power loss)."),
 		stateRepairs:            c("meshrelay_agent_state_repairs_total", "Starts that found the state dir's delta log damaged (a write cut by a crash) and started from the last consistent state."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.connected, m.reconnects, m.inputVersion, m.outputVersion, m.applied, m.nacks, m.objRefused, m.registrations, m.certExpiry, m.refused, m.refusals, m.inputTooLarge,
-			m.stateLogBytes, m.stateCompactions, m.stateCompactionFailures, m.stateRepairs)
+			m.stateLogBytes, m.stateCompactions, m.stateCompactionFailures, m.stateSyncFailures, m.stateRepairs)
 	}
 	return m
 }

@@ -43,6 +43,8 @@ func WithReporter(r Reporter) Option { return func(a *Agent) { a.reporter = r } 
 const reportEvery = time.Second
 
 // report returns the current report as a message (nil without a Reporter).
+// The agent's own state dir failing (problem) is reported among the data-plane problems,
+// as the node StateDirNode with no type, like the agent's xDS server itself.
 func (a *Agent) report() *relayv1.AgentReport {
 	if a.reporter == nil {
 		return nil
@@ -52,8 +54,17 @@ func (a *Agent) report() *relayv1.AgentReport {
 	for _, p := range r.DataPlane {
 		m.DataPlane = append(m.DataPlane, &relayv1.DataPlaneProblem{Node: p.Node, TypeUrl: p.TypeURL, Error: p.Error})
 	}
+	if a.state != nil {
+		if p := a.state.problem(); p != "" {
+			m.DataPlane = append(m.DataPlane, &relayv1.DataPlaneProblem{Node: StateDirNode, Error: p})
+		}
+	}
 	return m
 }
+
+// StateDirNode names the agent's state dir in its report when keeping the applied output
+// there fails.
+const StateDirNode = "agent state dir"
 
 // reportChanged returns the report to send on a push stream that last sent sent (nil: none
 // yet), or nil when there is nothing new. A stream's first report is sent only when it says

@@ -50,6 +50,9 @@ type stateStore struct {
 	baseSize int64
 	dirty    bool  // appended since the last sync
 	broken   error // an append that could not be undone: no more appends
+	// syncErr and compactErr are the latest background sync and compaction failures, nil
+	// once one succeeds; problem reports them.
+	syncErr, compactErr error
 	// minCompact is the log size below which no compaction runs whatever the base weighs,
 	// so that a tiny base (an empty output) is not rewritten after every delta for the
 	// files and syncs a compaction costs.
@@ -197,20 +200,44 @@ func (s *stateStore) run(ctx context.Context) {
 			return
 		case <-s.kick:
 		}
-		if err := s.sync(); err != nil {
+		err := s.sync()
+		if err != nil {
+			s.m.stateSyncFailures.Inc()
 			s.log.Warn("syncing the state log failed", "error", err)
 		}
 		s.mu.Lock()
+		s.syncErr = err
 		due := s.size > max(s.baseSize, s.minCompact) || s.broken != nil
 		s.mu.Unlock()
 		if !due {
 			continue
 		}
-		if err := s.compact(true); err != nil {
+		err = s.compact(true)
+		if err != nil {
 			s.m.stateCompactionFailures.Inc()
 			s.log.Warn("state log compaction failed; the log keeps growing until one succeeds", "error", err)
 		}
+		s.mu.Lock()
+		s.compactErr = err
+		s.mu.Unlock()
 	}
+}
+
+// problem says why the applied output is not being kept durably (a background sync or
+// compaction of the state dir failed, and none succeeded since), or "" when it is. The
+// agent reports it to the server, so that the server's status and `meshrelay check` show
+// it.
+func (s *stateStore) problem() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var parts []string
+	if s.syncErr != nil {
+		parts = append(parts, "sync failed: "+s.syncErr.Error())
+	}
+	if s.compactErr != nil {
+		parts = append(parts, "compaction failed, the log keeps growing: "+s.compactErr.Error())
+	}
+	return strings.Join(parts, "; ")
 }
 
 // sync syncs the active log if records were appended since the last sync.

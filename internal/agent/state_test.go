@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -470,4 +472,60 @@ func TestStateUnreadableBase(t *testing.T) {
 	s.close()
 	_, got = openStore(t, dir)
 	sameState(t, "after the base was replaced", got, prev)
+}
+
+// A compaction that fails is not silent: it is logged, counted and reported (problem, which
+// the agent sends to the server for `meshrelay check`) until one succeeds, and the applied
+// output is kept meanwhile.
+func TestStateCompactionFailureReported(t *testing.T) {
+	dir := t.TempDir()
+	snaps := world(300)
+	s, _ := openStore(t, dir)
+	s.minCompact = 0
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.run(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	prev := saveAll(t, s, nil, snaps[0]) // the first output is the base
+
+	// A directory where the next log would be created: creating it fails, even for root.
+	s.mu.Lock()
+	blocked := logPath(dir, s.seq+1)
+	s.mu.Unlock()
+	if err := os.Mkdir(blocked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	prev = saveAll(t, s, prev, snaps[1:150]...)
+	poll.Eventually(t, 10*time.Second, "the failed compaction reported", func() error {
+		if p := s.problem(); !strings.Contains(p, "compaction failed") || !strings.Contains(p, blocked) {
+			return fmt.Errorf("problem %q", p)
+		}
+		return nil
+	})
+	var failures dto.Metric
+	if err := s.m.stateCompactionFailures.Write(&failures); err != nil || failures.GetCounter().GetValue() < 1 {
+		t.Errorf("meshrelay_agent_state_compaction_failures_total = %v (%v)", failures.GetCounter().GetValue(), err)
+	}
+	if !strings.Contains(s.logs.String(), "state log compaction failed") {
+		t.Errorf("no log line; log:\n%s", s.logs)
+	}
+
+	if err := os.Remove(blocked); err != nil {
+		t.Fatal(err)
+	}
+	prev = saveAll(t, s, prev, snaps[150:]...)
+	poll.Eventually(t, 10*time.Second, "the problem cleared by a compaction", func() error {
+		if p := s.problem(); p != "" {
+			return fmt.Errorf("problem %q", p)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	s.close()
+	_, got := openStore(t, dir)
+	sameState(t, "after the failed and the good compactions", got, prev)
 }

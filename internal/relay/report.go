@@ -86,7 +86,11 @@ func (r *reports) set(cluster string, m *relayv1.AgentReport, log *slog.Logger) 
 	}
 	for _, p := range next.DataPlane {
 		if old, ok := was[p.Node]; !ok || old != p {
-			log.Warn("agent reports a gateway refusing configuration", "node", p.Node, "type", p.TypeURL, "error", p.Error)
+			if p.TypeURL == "" { // one of the agent's own parts: its xDS server, its state dir
+				log.Warn("agent reports a problem of its own", "part", p.Node, "error", p.Error)
+			} else {
+				log.Warn("agent reports a gateway refusing configuration", "node", p.Node, "type", p.TypeURL, "error", p.Error)
+			}
 		}
 		r.nacks.WithLabelValues(cluster, p.Node).Set(1)
 		delete(was, p.Node)

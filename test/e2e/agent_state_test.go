@@ -33,29 +33,7 @@ func TestAgentKilledMidWriteRestartsConsistent(t *testing.T) {
 	}
 	poll.Eventually(t, 20*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
 
-	ctx, stop := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { // the stream: service-blue's endpoint moves every 20ms
-		defer wg.Done()
-		path := filepath.Join(local.discovery, "blue.yaml")
-		for i := 0; ctx.Err() == nil; i++ {
-			body := serviceYAML("service-blue", fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), 10000)
-			if err := os.WriteFile(path+".tmp", []byte(body), 0o644); err != nil {
-				t.Errorf("stream: %v", err)
-				return
-			}
-			if err := os.Rename(path+".tmp", path); err != nil {
-				t.Errorf("stream: %v", err)
-				return
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	stopStream := func() { stop(); wg.Wait() }
+	stopStream := streamEndpoints(t, local)
 	defer stopStream()
 
 	serving := regexp.MustCompile(`serving last applied output.* version=(\d+)`)
@@ -175,6 +153,23 @@ func TestAgentKilledMidWriteRestartsConsistent(t *testing.T) {
 // stopped agent's state dir, as a write cut by a crash leaves it.
 func appendTornRecord(t *testing.T, dir string) {
 	t.Helper()
+	newest, _ := newestLog(t, dir)
+	f, err := os.OpenFile(newest, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A frame announcing 4,000 bytes of payload and holding 100.
+	half := append([]byte{0xa0, 0x0f, 0, 0, 1, 2, 3, 4, 'D'}, make([]byte, 99)...)
+	if _, err := f.Write(half); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newestLog returns the path and sequence number of the newest delta log in an agent's
+// state dir.
+func newestLog(t *testing.T, dir string) (string, int) {
+	t.Helper()
 	logs, err := filepath.Glob(filepath.Join(dir, "output.*.log"))
 	if err != nil || len(logs) == 0 {
 		t.Fatalf("no delta log in %s: %v", dir, err)
@@ -186,14 +181,108 @@ func appendTornRecord(t *testing.T, dir string) {
 			newest, seq = l, n
 		}
 	}
-	f, err := os.OpenFile(newest, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		t.Fatal(err)
+	return newest, seq
+}
+
+// streamEndpoints moves service-blue's endpoint in local's discovery dir every 20ms until
+// the returned stop is called (it waits for the stream to end).
+func streamEndpoints(t *testing.T, local *agent) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		path := filepath.Join(local.discovery, "blue.yaml")
+		for i := 0; ctx.Err() == nil; i++ {
+			body := serviceYAML("service-blue", fmt.Sprintf("10.1.%d.%d", i/250, i%250+1), 10000)
+			if err := os.WriteFile(path+".tmp", []byte(body), 0o644); err != nil {
+				t.Errorf("stream: %v", err)
+				return
+			}
+			if err := os.Rename(path+".tmp", path); err != nil {
+				t.Errorf("stream: %v", err)
+				return
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// An agent whose state dir cannot be compacted (here a directory stands where its next
+// delta log goes, which fails even for root) keeps applying and ACKing, and says so: the
+// agent logs and counts the failure and reports it to the server, whose log names it and
+// whose `meshrelay check` fails on the cluster, naming the state dir, until a compaction
+// succeeds again.
+func TestOpsCheckShowsAgentStateDirFailing(t *testing.T) {
+	h := newHarness(t)
+	s := h.startServer("server", []string{"local", "remote"})
+	local := h.startAgent("local", s)
+	remote := h.startAgent("remote", s)
+	for i := range 5 {
+		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
 	}
-	defer f.Close()
-	// A frame announcing 4,000 bytes of payload and holding 100.
-	half := append([]byte{0xa0, 0x0f, 0, 0, 1, 2, 3, 4, 'D'}, make([]byte, 99)...)
-	if _, err := f.Write(half); err != nil {
-		t.Fatal(err)
+	poll.Eventually(t, 20*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	poll.Eventually(t, 20*time.Second, "check passes", func() error { return checkPasses(t, s.admin) })
+
+	_, seq := newestLog(t, remote.state)
+	var blocked []string
+	for n := seq + 1; n <= seq+3; n++ { // should a compaction slip in meanwhile
+		b := filepath.Join(remote.state, fmt.Sprintf("output.%d.log", n))
+		if err := os.Mkdir(b, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		blocked = append(blocked, b)
 	}
+	stopStream := streamEndpoints(t, local)
+	var out string
+	poll.Eventually(t, 60*time.Second, "check names remote's state dir", func() error {
+		err := checkFailsOn(t, s.admin, "cluster remote", "agent state dir", "compaction failed")
+		_, out, _ = checkLine(t, s.admin, "cluster remote")
+		return err
+	})
+	t.Logf("check while remote's state dir cannot be compacted:\n%s", out)
+	if n := metric(t, remote.admin, "meshrelay_agent_state_compaction_failures_total"); n < 1 {
+		t.Errorf("meshrelay_agent_state_compaction_failures_total = %v", n)
+	}
+	for _, err := range []error{
+		logContains(t, remote.p, "state log compaction failed"),
+		logContains(t, s.p, "agent reports a problem of its own"),
+	} {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if v := metric(t, s.admin, "meshrelay_relay_data_plane_nacks", `cluster="remote"`, `node="agent state dir"`); v != 1 {
+		t.Errorf(`meshrelay_relay_data_plane_nacks{cluster="remote",node="agent state dir"} = %v, want 1`, v)
+	}
+	// Outputs are still applied and acknowledged meanwhile.
+	applied := metric(t, remote.admin, "meshrelay_agent_outputs_applied_total")
+	poll.Eventually(t, 20*time.Second, "remote applies the stream", func() error {
+		if got := metric(t, remote.admin, "meshrelay_agent_outputs_applied_total"); got < applied+3 {
+			return fmt.Errorf("remote applied %v outputs, want 3 more", got-applied)
+		}
+		return nil
+	})
+
+	for _, b := range blocked {
+		if err := os.Remove(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactions := metric(t, remote.admin, "meshrelay_agent_state_compactions_total")
+	poll.Eventually(t, 60*time.Second, "a compaction succeeds", func() error {
+		if n := metric(t, remote.admin, "meshrelay_agent_state_compactions_total"); n <= compactions {
+			return fmt.Errorf("no compaction since the fix")
+		}
+		return nil
+	})
+	stopStream()
+	poll.Eventually(t, 20*time.Second, "check passes again", func() error { return checkPasses(t, s.admin) })
 }
