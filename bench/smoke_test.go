@@ -70,6 +70,9 @@ func TestRelaySmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rep.ServerCPUsAllowed != "0" || rep.Sim.CPUsAllowed != "0" {
+		t.Errorf("pinned to CPU 0, the server ran on CPUs %q and the agents on %q", rep.ServerCPUsAllowed, rep.Sim.CPUsAllowed)
+	}
 	if rep.Registration.SyncedAgents != agents || rep.Registration.AllSyncedSeconds <= 0 {
 		t.Errorf("registration: %+v", rep.Registration)
 	}

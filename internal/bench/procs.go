@@ -40,12 +40,14 @@ type ProcStats struct {
 	RSSBytes   int64   `json:"rssBytes"`
 	HWMBytes   int64   `json:"peakRSSBytes"`
 	Threads    int     `json:"threads"`
+	// CPUsAllowed is the process's CPU affinity (Cpus_allowed_list, e.g. "0" or "0-1").
+	CPUsAllowed string `json:"cpusAllowed,omitempty"`
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100
 
-// ReadProcStats reads CPU time (utime+stime) and memory of pid.
+// ReadProcStats reads CPU time (utime+stime), memory and CPU affinity of pid.
 func ReadProcStats(pid int) (ProcStats, error) {
 	var st ProcStats
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -79,6 +81,8 @@ func ReadProcStats(pid int) (ProcStats, error) {
 			st.RSSBytes = kb()
 		case "VmHWM":
 			st.HWMBytes = kb()
+		case "Cpus_allowed_list":
+			st.CPUsAllowed = strings.TrimSpace(v)
 		}
 	}
 	return st, nil

@@ -77,7 +77,9 @@ type Report struct {
 	Baseline     *BaselineReport    `json:"baseline,omitempty"`
 	Ratio        *RatioReport       `json:"ratioOursToBaseline,omitempty"`
 	Sim          bench.ProcStats    `json:"simAgentsProcess"`
-	Notes        []string           `json:"notes,omitempty"`
+	// ServerCPUsAllowed is the CPU affinity the first server ran with (see Options.ServerCPUs).
+	ServerCPUsAllowed string   `json:"serverCPUsAllowed"`
+	Notes             []string `json:"notes,omitempty"`
 }
 
 // RegistrationReport times registration and the initial sync.
@@ -427,6 +429,9 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server %d not ready: %w", i, err)
+	}
+	if ps, err := bench.ReadProcStats(c.Pid()); err == nil && i == 0 { // taskset has exec'd it
+		r.rep.ServerCPUsAllowed = ps.CPUsAllowed
 	}
 	return s, nil
 }
