@@ -17,6 +17,7 @@ import (
 	grpccreds "google.golang.org/grpc/credentials"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 	"github.com/meshrelay/meshrelay/internal/pki"
 )
 
@@ -222,7 +223,7 @@ func (c *credentials) register(ctx context.Context) error {
 		return err
 	}
 	if ca := resp.GetCaPem(); len(ca) > 0 {
-		if err := pki.WriteFileAtomic(c.bundleFile(), ca, 0o644); err != nil {
+		if err := atomicfile.Write(c.bundleFile(), ca, 0o644); err != nil {
 			return fmt.Errorf("persist the relay CA bundle: %w", err)
 		}
 		if err := c.loadPool(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -338,11 +339,11 @@ func (s *stateStore) compactSteps() compactSteps {
 			if err != nil {
 				return fmt.Errorf("encode state: %w", err)
 			}
-			if err := writeAtomic(s.basePath(), b, 0o600); err != nil {
-				return err
+			if err := atomicfile.Write(s.basePath(), b, 0o600); err != nil {
+				return fmt.Errorf("write state base: %w", err)
 			}
-			if err := syncDir(s.dir); err != nil {
-				return err
+			if err := atomicfile.SyncDir(s.dir); err != nil {
+				return fmt.Errorf("state dir: %w", err)
 			}
 			s.mu.Lock()
 			s.hasBase, s.baseSize = true, int64(len(b))
@@ -537,45 +538,4 @@ func versionOf(s *snapshot.Snapshot) uint64 {
 		return 0
 	}
 	return s.Version
-}
-
-// writeAtomic writes data to path through a synced temporary file and a rename.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("replace %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir syncs a directory, so that renames and new files in it survive a power loss.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state dir %s: %w", dir, err)
-	}
-	return nil
 }

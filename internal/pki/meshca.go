@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 )
 
 // Mesh CA rotation phases (docs/adr/0009-mesh-ca-rotation-and-istio-cacerts.md).
@@ -213,7 +215,7 @@ func (a *MeshAuthority) saveLocked(st meshRotation) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(a.dir, meshRotationDoc), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(a.dir, meshRotationDoc), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save mesh CA rotation: %w", err)
 	}
 	a.state = st

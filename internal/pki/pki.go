@@ -5,7 +5,6 @@ package pki
 
 import (
 	"bytes"
-	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +25,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 )
 
 // CACertName is the relay CA bundle's file in a server's data directory: agents verify the
@@ -397,10 +398,10 @@ func NewCSR(key crypto.Signer, cluster string) ([]byte, error) {
 // WriteKeyPair atomically writes the key (mode 0600), then the certificate
 // (mode 0644).
 func WriteKeyPair(certFile, keyFile string, certPEM, keyPEM []byte) error {
-	if err := WriteFileAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("write key %s: %w", keyFile, err)
 	}
-	if err := WriteFileAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		return fmt.Errorf("write certificate %s: %w", certFile, err)
 	}
 	return nil
@@ -503,24 +504,4 @@ func validateTrustDomain(td string) error {
 		return fmt.Errorf("invalid trust domain %q: want 1 to 255 lowercase letters, digits, '.', '-' or '_'", td)
 	}
 	return nil
-}
-
-// WriteFileAtomic writes data to a temporary file next to name, syncs it and renames it
-// over name, so readers never see a partial file and a crash leaves the old or the new one.
-func WriteFileAtomic(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err = cmp.Or(err, f.Sync(), f.Close()); err == nil {
-		err = os.Rename(f.Name(), name)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }

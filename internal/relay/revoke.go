@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 )
@@ -77,7 +78,7 @@ func (f *FileRevocations) Revoke(_ context.Context, cluster string, at time.Time
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(f.path, b, 0o600); err != nil {
+	if err := atomicfile.Write(f.path, b, 0o600); err != nil {
 		return fmt.Errorf("write revocations: %w", err)
 	}
 	return nil

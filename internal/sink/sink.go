@@ -20,6 +20,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -33,8 +34,6 @@ type Sink interface {
 // Marker is the first line of every file Dir writes. Only files starting with it are ever
 // replaced silently or removed.
 const Marker = "# managed by meshrelay agent; do not edit"
-
-const tmpPrefix, tmpSuffix = ".meshrelay-", ".tmp"
 
 var managedName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*\.yaml$`)
 
@@ -135,7 +134,7 @@ func (d *Dir) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 		if err == nil && !bytes.HasPrefix(old, []byte(Marker+"\n")) {
 			d.logger.Warn("replacing unmanaged file", "file", path, "resource", owner[name])
 		}
-		if err := writeAtomic(path, want[name]); err != nil {
+		if err := atomicfile.Write(path, want[name], 0o644); err != nil {
 			return fmt.Errorf("sink: write %s: %w", path, err)
 		}
 		written++
@@ -147,7 +146,7 @@ func (d *Dir) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 	for _, e := range entries {
 		n := e.Name()
 		switch {
-		case e.Type().IsRegular() && strings.HasPrefix(n, tmpPrefix) && strings.HasSuffix(n, tmpSuffix): // left by a crash
+		case e.Type().IsRegular() && atomicfile.IsTemp(n): // left by a crash
 		case want[n] == nil && d.isManaged(e):
 			removed++
 		default:
@@ -198,31 +197,4 @@ func (d *Dir) isManaged(e fs.DirEntry) bool {
 	head := make([]byte, len(Marker)+1)
 	_, err = io.ReadFull(f, head)
 	return err == nil && string(head) == Marker+"\n"
-}
-
-// writeAtomic replaces path with data through a synced temporary file in the same directory.
-func writeAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*"+tmpSuffix)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Chmod(0o644); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
