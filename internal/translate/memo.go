@@ -6,6 +6,58 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
+// generations is a memo of two generations: what the current translation used (cur) and
+// what earlier ones left (prev), so that a translation can end by forgetting what it did
+// not use. Safe for concurrent use.
+type generations[K comparable, V any] struct {
+	mu        sync.Mutex // guards cur and prev
+	cur, prev map[K]V
+}
+
+func newGenerations[K comparable, V any]() *generations[K, V] {
+	return &generations[K, V]{cur: map[K]V{}, prev: map[K]V{}}
+}
+
+// get returns what k holds, moving it to the current generation.
+func (g *generations[K, V]) get(k K) (V, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	v, ok := g.cur[k]
+	if !ok {
+		if v, ok = g.prev[k]; ok {
+			g.cur[k] = v
+		}
+	}
+	return v, ok
+}
+
+// add remembers v under k unless the current generation has k already (a computation
+// racing with another of the same key), and returns what k holds.
+func (g *generations[K, V]) add(k K, v V) V {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if old, ok := g.cur[k]; ok {
+		return old
+	}
+	g.cur[k] = v
+	return v
+}
+
+// rotate ends a translation: what it did not use is forgotten, unless keepUnused says to
+// keep it given the sizes of the two generations.
+func (g *generations[K, V]) rotate(keepUnused func(cur, prev int) bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if keepUnused != nil && keepUnused(len(g.cur), len(g.prev)) {
+		for k, v := range g.cur {
+			g.prev[k] = v
+		}
+		g.cur = map[K]V{}
+		return
+	}
+	g.prev, g.cur = g.cur, map[K]V{}
+}
+
 // renderMemo remembers rendered resources by a hash of everything they were rendered
 // from (planHash, or for VirtualDestination upstreams and ServiceEntries the digest key of
 // their inputs, vdPortKey: a key that covers every input of the rendering, CONVENTIONS habit 6):
@@ -13,12 +65,11 @@ import (
 // kind, final name and source plan element. Entries not used in a translation are dropped
 // after it. A nil memo remembers nothing. get and put are safe for concurrent use.
 type renderMemo struct {
-	mu        sync.Mutex // guards cur and prev
-	cur, prev map[string][]snapshot.Resource
+	gens *generations[string, []snapshot.Resource]
 }
 
 func newRenderMemo() *renderMemo {
-	return &renderMemo{cur: map[string][]snapshot.Resource{}, prev: map[string][]snapshot.Resource{}}
+	return &renderMemo{gens: newGenerations[string, []snapshot.Resource]()}
 }
 
 // key returns the memo key of a plan element ("" without a memo, or when v cannot be
@@ -34,16 +85,7 @@ func (m *renderMemo) get(key string) ([]snapshot.Resource, bool) {
 	if m == nil || key == "" {
 		return nil, false
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if rs, ok := m.cur[key]; ok {
-		return rs, true
-	}
-	if rs, ok := m.prev[key]; ok {
-		m.cur[key] = rs
-		return rs, true
-	}
-	return nil, false
+	return m.gens.get(key)
 }
 
 // put remembers the resources rendered from key: all of them at once, so that a render
@@ -52,25 +94,12 @@ func (m *renderMemo) put(key string, rs ...snapshot.Resource) {
 	if m == nil || key == "" {
 		return
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.cur[key]; !ok {
-		m.cur[key] = rs
-	}
+	m.gens.add(key, rs)
 }
 
 // rotate ends a translation. Entries used in it are kept; the others too while the memo
 // is under twice the size of what is in use (clusters that were not recomputed still
 // reference theirs), otherwise they are forgotten.
 func (m *renderMemo) rotate(inUse int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.prev)+len(m.cur) <= 2*inUse {
-		for k, v := range m.cur {
-			m.prev[k] = v
-		}
-		m.cur = map[string][]snapshot.Resource{}
-		return
-	}
-	m.prev, m.cur = m.cur, map[string][]snapshot.Resource{}
+	m.gens.rotate(func(cur, prev int) bool { return cur+prev <= 2*inUse })
 }

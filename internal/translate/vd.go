@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 )
@@ -59,42 +58,22 @@ type selectionKey struct {
 // selectionMemo remembers selectedIn from one translation to the next; entries not used in
 // a translation are dropped after it. Safe for concurrent use.
 type selectionMemo struct {
-	mu        sync.Mutex // guards prev and cur
-	prev, cur map[selectionKey][]*upstreamModel
+	gens *generations[selectionKey, []*upstreamModel]
 }
 
 func newSelectionMemo() *selectionMemo {
-	return &selectionMemo{prev: map[selectionKey][]*upstreamModel{}, cur: map[selectionKey][]*upstreamModel{}}
+	return &selectionMemo{gens: newGenerations[selectionKey, []*upstreamModel]()}
 }
 
 func (m *selectionMemo) get(k selectionKey, compute func() []*upstreamModel) []*upstreamModel {
-	m.mu.Lock()
-	v, ok := m.cur[k]
-	if !ok {
-		if v, ok = m.prev[k]; ok {
-			m.cur[k] = v
-		}
-	}
-	m.mu.Unlock()
-	if ok {
+	if v, ok := m.gens.get(k); ok {
 		return v
 	}
-	v = compute()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old, ok := m.cur[k]; ok {
-		return old
-	}
-	m.cur[k] = v
-	return v
+	return m.gens.add(k, compute())
 }
 
 // rotate ends a translation: what it did not use is forgotten.
-func (m *selectionMemo) rotate() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.prev, m.cur = m.cur, map[selectionKey][]*upstreamModel{}
-}
+func (m *selectionMemo) rotate() { m.gens.rotate(nil) }
 
 // backingsIn returns the backings of cluster c among bs (sorted by cluster, as vdBackings
 // returns them), without scanning the others.
