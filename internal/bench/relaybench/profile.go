@@ -41,7 +41,7 @@ func RunProfiledServer(ctx context.Context, cfg serverapp.Config, debugAddr stri
 		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
-		bench.ServeJSON(w, bench.Ms)
+		bench.ServeJSON(w, &ms)
 	})
 	var mu sync.Mutex // guards prof
 	var prof *os.File
