@@ -158,6 +158,40 @@ func TestSmallChangeBesideBigResourcesWritesLittle(t *testing.T) {
 	wantLayout(t, s)
 }
 
+// TestResourceMovesAcrossTheThreshold: a resource that grows past a quarter page moves to a
+// bucket of its own, and back when it shrinks; removing it removes its bucket.
+func TestResourceMovesAcrossTheThreshold(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	const key = "ServiceEntry/default/vd-grows"
+	other := snapshot.NewResource("EnvoyCluster//c", padded("c", 100))
+	sizes := []int{100, 5_000, 100_000, 10, 3_000}
+	for i, size := range sizes {
+		snap := snapshot.New(uint64(i+1), 1, []snapshot.Resource{other, snapshot.NewResource(key, padded("grows", size))})
+		must(t, s.Put(ctx, snapshot.Output, "east", snap))
+		got, err := s.Get(ctx, snapshot.Output, "east")
+		must(t, err)
+		if got.Hash != snap.Hash || !bytes.Equal(got.Resources[key].Body, snap.Resources[key].Body) {
+			t.Fatalf("body of %d bytes: stored snapshot %s, want %s", size, got.Hash, snap.Hash)
+		}
+		wantLayout(t, s)
+	}
+	gone := snapshot.New(uint64(len(sizes)+1), 1, []snapshot.Resource{other})
+	must(t, s.Put(ctx, snapshot.Output, "east", gone))
+	must(t, s.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(snapBucket(snapshot.Output)).Bucket([]byte("east")).Bucket(bucketRes)
+		if k, _ := rb.Cursor().Seek([]byte(key)); bytes.Equal(k, []byte(key)) {
+			t.Errorf("%s is still stored after its removal", key)
+		}
+		return nil
+	}))
+	got, err := s.Get(ctx, snapshot.Output, "east")
+	must(t, err)
+	if got.Hash != gone.Hash {
+		t.Fatalf("after the removal: stored %s, want %s", got.Hash, gone.Hash)
+	}
+}
+
 // wantLayout checks that every resource stored in s has the place schema "3" gives it: a
 // stored form of s.long bytes or more in a bucket of its own, a shorter one a value.
 func wantLayout(t *testing.T, s *Store) {
