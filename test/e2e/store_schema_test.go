@@ -58,6 +58,9 @@ func testServerOpensOldStore(t *testing.T, schema string) {
 
 	h.restartServer(s, "server-on-schema-"+schema)
 	settledOutputs(t, s, agents)
+	if err := logContains(t, s.p, `msg="store migrated"`); err != nil {
+		t.Errorf("the server does not say it migrated the store: %v", err)
+	}
 	if err := outputHas(t, remote, seKey("applied-vd")); err != nil {
 		t.Fatalf("after the migration: %v", err)
 	}

@@ -98,6 +98,8 @@ type Store struct {
 	// long is the length from which a resource's stored form gets a bucket of its own: a
 	// quarter of the file's page, from which bbolt never inlines a bucket in its parent.
 	long int
+	// migratedFrom is the schema of the file when Open migrated it, else "".
+	migratedFrom string
 }
 
 var _ snapshot.Store = (*Store)(nil)
@@ -153,11 +155,13 @@ func (s *Store) init() error {
 			if err := s.migrateWhole(tx); err != nil {
 				return fmt.Errorf("migrate store schema %s to %s: %w", schemaWhole, schema, err)
 			}
+			s.migratedFrom = schemaWhole
 			return meta.Put(keySchema, []byte(schema))
 		case string(v) == schemaFlat:
 			if err := s.migrateFlat(tx); err != nil {
 				return fmt.Errorf("migrate store schema %s to %s: %w", schemaFlat, schema, err)
 			}
+			s.migratedFrom = schemaFlat
 			return meta.Put(keySchema, []byte(schema))
 		case string(v) != schema:
 			return fmt.Errorf("store schema %q, this version of meshrelay reads %q (and migrates %q and %q)", v, schema, schemaWhole, schemaFlat)
@@ -293,6 +297,12 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close %s: %w", s.db.Path(), err)
 	}
 	return nil
+}
+
+// Migrated reports the schema the file had when Open migrated it to the current one (and
+// which that is), or ok false when Open found the current schema or created the file.
+func (s *Store) Migrated() (from, to string, ok bool) {
+	return s.migratedFrom, schema, s.migratedFrom != ""
 }
 
 // Path is the store's file.

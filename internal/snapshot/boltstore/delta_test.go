@@ -283,6 +283,9 @@ func testMigrates(t *testing.T, old string) {
 		if err != nil {
 			t.Fatalf("round %d: Open: %v", round, err)
 		}
+		if from, to, ok := s.Migrated(); ok != (round == 0) || (ok && (from != old || to != schema)) {
+			t.Errorf("round %d: Migrated() = %q, %q, %v; want %q, %q, %v", round, from, to, ok, old, schema, round == 0)
+		}
 		must(t, s.db.View(func(tx *bolt.Tx) error {
 			if v := tx.Bucket(bucketMeta).Get(keySchema); string(v) != schema {
 				t.Errorf("round %d: schema %q after Open, want %q", round, v, schema)
