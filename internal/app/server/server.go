@@ -350,6 +350,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if bs, err = openBolt(cfg.DataDir); err != nil {
 			return err
 		}
+		if from, to, ok := bs.Migrated(); ok {
+			log.Info("store migrated", "path", bs.Path(), "fromSchema", from, "toSchema", to)
+		}
 		defer func() {
 			if err := bs.Close(); err != nil {
 				log.Error("store not closed cleanly", "path", bs.Path(), "error", err)

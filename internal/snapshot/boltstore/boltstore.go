@@ -6,26 +6,35 @@
 // being killed. bbolt takes an exclusive lock on the file: a second process that opens it
 // fails after a short wait with ErrLocked instead of writing beside the first.
 //
-// Layout (schema "2"):
+// Layout (schema "3"):
 //
 //	input, output  buckets: cluster → a bucket holding
 //	    meta  version (8 bytes, big endian), epoch (8 bytes), content hash (64 hex digits)
-//	    res   bucket: resource key → resource hash (64 hex digits) followed by its body
+//	    res   bucket: resource key → its stored form: resource hash (64 hex digits) followed
+//	          by its body, when that is shorter than a quarter of a page (1 KiB);
+//	          resource key → a bucket of its own holding "v" → the stored form, when longer
 //	input.hash, output.hash  buckets: cluster → content hash of its snapshot (for Index)
 //	config   bucket: resource key → configuration resource (snapshot.EncodeResource)
-//	meta     bucket: "schema" → "2"; "config.rev" → configuration revision (8 bytes, big endian)
+//	meta     bucket: "schema" → "3"; "config.rev" → configuration revision (8 bytes, big endian)
 //
 // A Put of a snapshot writes only what differs from the stored one: it walks the stored
 // resource keys beside the snapshot's sorted keys, compares the stored hash of each (without
 // reading the body), and puts the changed resources, deletes the removed ones and rewrites
-// the meta entry and the index. A change of one resource in a snapshot of thousands thus
-// dirties a few pages, not the whole snapshot. Write applies a batch of Puts and Deletes in
-// one transaction: one fsync for a whole flush of the reconciler. Crash safety is bbolt's
-// transaction: a crash before the commit leaves the previous state, after it the new one,
-// never a mixture.
+// the meta entry and the index. Write applies a batch of Puts and Deletes in one transaction:
+// one fsync for a whole flush of the reconciler. Crash safety is bbolt's transaction: a crash
+// before the commit leaves the previous state, after it the new one, never a mixture.
 //
-// Schema "1" kept every snapshot as one value (the form of snapshot.EncodeSnapshot); Open
-// migrates such a file to "2" in one transaction, verifying every snapshot as it reads it.
+// Why big resources get a bucket each: bbolt rewrites every leaf it modifies in full at the
+// commit, and a leaf holds at least two entries however big they are. With a 190 KB body in
+// the same leaf as a small resource, changing the small one rewrote the big one. A nested
+// bucket that is not inline (a value of a quarter page or more never is) is a 16-byte header
+// in its parent's leaf, with its own pages: rewriting the parent does not touch them. So a
+// change writes its own bytes and a few small pages (ADR 0013).
+//
+// Open migrates older files in one transaction: schema "1" kept every snapshot as one value
+// (the form of snapshot.EncodeSnapshot), verified as it is read; schema "2" had every stored
+// form as a value in res, and its long values move to buckets of their own, byte for byte
+// (reads verify them as always).
 //
 // The configuration revision is stored, so it keeps growing across restarts.
 package boltstore
@@ -53,10 +62,11 @@ const FileName = "store.db"
 // lockTimeout is how long Open waits for another process to release the file.
 const lockTimeout = time.Second
 
-// schema is the layout version written in the meta bucket; schemaWhole is the previous one,
-// which Open migrates.
+// schema is the layout version written in the meta bucket; schemaWhole and schemaFlat are
+// the previous ones, which Open migrates.
 const (
-	schema      = "2"
+	schema      = "3"
+	schemaFlat  = "2"
 	schemaWhole = "1"
 )
 
@@ -72,6 +82,8 @@ var (
 	// In a cluster's bucket: its meta entry and its bucket of resources.
 	keySnapMeta = []byte("meta")
 	bucketRes   = []byte("res")
+	// In the bucket of a long resource: its stored form.
+	keyBody = []byte("v")
 )
 
 // metaLen is the size of a snapshot's meta entry: version, epoch, content hash.
@@ -83,6 +95,11 @@ func hashBucket(kind snapshot.Kind) []byte { return []byte(string(kind) + ".hash
 // Store is a snapshot.Store in a bbolt file. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+	// long is the length from which a resource's stored form gets a bucket of its own: a
+	// quarter of the file's page, from which bbolt never inlines a bucket in its parent.
+	long int
+	// migratedFrom is the schema of the file when Open migrated it, else "".
+	migratedFrom string
 }
 
 var _ snapshot.Store = (*Store)(nil)
@@ -107,7 +124,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, long: db.Info().PageSize / 4}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -135,20 +152,27 @@ func (s *Store) init() error {
 		case v == nil:
 			return meta.Put(keySchema, []byte(schema))
 		case string(v) == schemaWhole:
-			if err := migrateWhole(tx); err != nil {
+			if err := s.migrateWhole(tx); err != nil {
 				return fmt.Errorf("migrate store schema %s to %s: %w", schemaWhole, schema, err)
 			}
+			s.migratedFrom = schemaWhole
+			return meta.Put(keySchema, []byte(schema))
+		case string(v) == schemaFlat:
+			if err := s.migrateFlat(tx); err != nil {
+				return fmt.Errorf("migrate store schema %s to %s: %w", schemaFlat, schema, err)
+			}
+			s.migratedFrom = schemaFlat
 			return meta.Put(keySchema, []byte(schema))
 		case string(v) != schema:
-			return fmt.Errorf("store schema %q, this version of meshrelay reads %q (and migrates %q)", v, schema, schemaWhole)
+			return fmt.Errorf("store schema %q, this version of meshrelay reads %q (and migrates %q and %q)", v, schema, schemaWhole, schemaFlat)
 		}
 		return nil
 	})
 }
 
-// migrateWhole rewrites the snapshots of schema "1" (one value per cluster) in the layout of
-// schema "2", inside the caller's transaction.
-func migrateWhole(tx *bolt.Tx) error {
+// migrateWhole rewrites the snapshots of schema "1" (one value per cluster) in the current
+// layout, inside the caller's transaction.
+func (s *Store) migrateWhole(tx *bolt.Tx) error {
 	for _, kind := range []snapshot.Kind{snapshot.Input, snapshot.Output} {
 		snaps := map[string]*snapshot.Snapshot{}
 		err := tx.Bucket(snapBucket(kind)).ForEach(func(k, v []byte) error {
@@ -176,10 +200,81 @@ func migrateWhole(tx *bolt.Tx) error {
 			if err != nil {
 				return fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, err)
 			}
-			if err := putTx(tx, kind, cluster, snap, ops); err != nil {
+			if err := s.putTx(tx, kind, cluster, snap, ops); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// migrateFlat moves the long stored forms of schema "2" (every resource a value of the
+// cluster's res bucket) to buckets of their own, byte for byte, inside the caller's
+// transaction.
+func (s *Store) migrateFlat(tx *bolt.Tx) error {
+	for _, kind := range []snapshot.Kind{snapshot.Input, snapshot.Output} {
+		kb := tx.Bucket(snapBucket(kind))
+		var clusters [][]byte
+		err := kb.ForEach(func(k, v []byte) error {
+			if v != nil {
+				return fmt.Errorf("%s bucket holds a value under %q, want a cluster's bucket", kind, k)
+			}
+			clusters = append(clusters, bytes.Clone(k))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, cluster := range clusters {
+			rb := kb.Bucket(cluster).Bucket(bucketRes)
+			if rb == nil {
+				continue
+			}
+			long := map[string][]byte{}
+			err := rb.ForEach(func(k, v []byte) error {
+				if v == nil {
+					return fmt.Errorf("%s snapshot of cluster %q: resource %s is a bucket, want a schema %s value", kind, cluster, k, schemaFlat)
+				}
+				if len(v) >= s.long {
+					long[string(k)] = bytes.Clone(v)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for k, v := range long {
+				if err := rb.Delete([]byte(k)); err != nil {
+					return fmt.Errorf("%s snapshot of cluster %q: resource %s: %w", kind, cluster, k, err)
+				}
+				if err := putLong(rb, []byte(k), v); err != nil {
+					return fmt.Errorf("%s snapshot of cluster %q: resource %s: %w", kind, cluster, k, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// putLong puts the stored form v of the resource k in a bucket of its own in rb (creating
+// it, or replacing the form it holds).
+func putLong(rb *bolt.Bucket, k, v []byte) error {
+	b, err := rb.CreateBucketIfNotExists(k)
+	if err != nil {
+		return err
+	}
+	return b.Put(keyBody, v)
+}
+
+// storedForm is the stored form of the resource k of a res bucket: the value itself, or
+// (when the value is nil: k is a bucket) the value in k's bucket. It is nil when k's bucket
+// holds none.
+func storedForm(rb *bolt.Bucket, k, v []byte) []byte {
+	if v != nil {
+		return v
+	}
+	if b := rb.Bucket(k); b != nil {
+		return b.Get(keyBody)
 	}
 	return nil
 }
@@ -202,6 +297,12 @@ func (s *Store) Close() error {
 		return fmt.Errorf("close %s: %w", s.db.Path(), err)
 	}
 	return nil
+}
+
+// Migrated reports the schema the file had when Open migrated it to the current one (and
+// which that is), or ok false when Open found the current schema or created the file.
+func (s *Store) Migrated() (from, to string, ok bool) {
+	return s.migratedFrom, schema, s.migratedFrom != ""
 }
 
 // Path is the store's file.
@@ -233,7 +334,7 @@ func readSnapshot(cb *bolt.Bucket, kind snapshot.Kind, cluster string) (*snapsho
 	m := map[string]snapshot.Resource{}
 	if rb := cb.Bucket(bucketRes); rb != nil {
 		err := rb.ForEach(func(k, v []byte) error {
-			r, err := snapshot.DecodeStoredResource(string(k), v)
+			r, err := snapshot.DecodeStoredResource(string(k), storedForm(rb, k, v))
 			if err != nil {
 				return err
 			}
@@ -252,10 +353,12 @@ func readSnapshot(cb *bolt.Bucket, kind snapshot.Kind, cluster string) (*snapsho
 }
 
 // ops is what a Put changes in a cluster's resource bucket: the stored form of every new or
-// changed resource (key → value), and the keys of removed ones.
+// changed resource (key → value), the keys of removed ones, and which of those keys are now
+// stored in a bucket of their own.
 type ops struct {
-	put  map[string][]byte
-	drop [][]byte
+	put    map[string][]byte
+	drop   [][]byte
+	nested map[string]bool
 }
 
 // plan compares the stored resources (rb, nil when the cluster has none) with snap, key by
@@ -263,7 +366,7 @@ type ops struct {
 // nothing, so a resource that does not encode leaves the store as it was.
 func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
 	keys := snap.Keys()
-	o := ops{put: map[string][]byte{}}
+	o := ops{put: map[string][]byte{}, nested: map[string]bool{}}
 	i := 0
 	if rb != nil {
 		c := rb.Cursor()
@@ -273,13 +376,15 @@ func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
 				i++
 			}
 			if i < len(keys) && keys[i] == string(k) {
-				if !snapshot.StoredHashIs(v, snap.Resources[keys[i]].Hash) {
+				if !snapshot.StoredHashIs(storedForm(rb, k, v), snap.Resources[keys[i]].Hash) {
 					o.put[keys[i]] = nil
+					o.nested[keys[i]] = v == nil
 				}
 				i++
 				continue
 			}
 			o.drop = append(o.drop, bytes.Clone(k))
+			o.nested[string(k)] = v == nil
 		}
 	}
 	for ; i < len(keys); i++ {
@@ -295,8 +400,9 @@ func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
 	return o, nil
 }
 
-// putTx applies planned ops and writes the snapshot's meta entry and index entry.
-func putTx(tx *bolt.Tx, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot, o ops) error {
+// putTx applies planned ops and writes the snapshot's meta entry and index entry. A stored
+// form of s.long bytes or more goes in a bucket of its own, a shorter one in rb itself.
+func (s *Store) putTx(tx *bolt.Tx, kind snapshot.Kind, cluster string, snap *snapshot.Snapshot, o ops) error {
 	cb, err := tx.Bucket(snapBucket(kind)).CreateBucketIfNotExists([]byte(cluster))
 	if err != nil {
 		return fmt.Errorf("put %s snapshot of cluster %q: %w", kind, cluster, err)
@@ -306,12 +412,12 @@ func putTx(tx *bolt.Tx, kind snapshot.Kind, cluster string, snap *snapshot.Snaps
 		return fmt.Errorf("put %s snapshot of cluster %q: %w", kind, cluster, err)
 	}
 	for _, k := range o.drop {
-		if err := rb.Delete(k); err != nil {
+		if err := deleteRes(rb, k, o.nested[string(k)]); err != nil {
 			return fmt.Errorf("put %s snapshot of cluster %q: delete resource %s: %w", kind, cluster, k, err)
 		}
 	}
 	for k, v := range o.put {
-		if err := rb.Put([]byte(k), v); err != nil {
+		if err := putRes(rb, []byte(k), v, o.nested[k], len(v) >= s.long); err != nil {
 			return fmt.Errorf("put %s snapshot of cluster %q: resource %s: %w", kind, cluster, k, err)
 		}
 	}
@@ -329,6 +435,33 @@ func putTx(tx *bolt.Tx, kind snapshot.Kind, cluster string, snap *snapshot.Snaps
 		return fmt.Errorf("put %s snapshot of cluster %q: index: %w", kind, cluster, err)
 	}
 	return nil
+}
+
+// putRes stores the stored form v of the resource k in rb, as a value or, when long, in a
+// bucket of its own, replacing what is stored (in a bucket when nested).
+func putRes(rb *bolt.Bucket, k, v []byte, nested, long bool) error {
+	switch {
+	case long && !nested:
+		if err := rb.Delete(k); err != nil { // the short value stored before, if any
+			return err
+		}
+	case !long && nested:
+		if err := rb.DeleteBucket(k); err != nil {
+			return err
+		}
+	}
+	if long {
+		return putLong(rb, k, v)
+	}
+	return rb.Put(k, v)
+}
+
+// deleteRes deletes the resource k from rb: its bucket when nested, else its value.
+func deleteRes(rb *bolt.Bucket, k []byte, nested bool) error {
+	if nested {
+		return rb.DeleteBucket(k)
+	}
+	return rb.Delete(k)
 }
 
 func deleteTx(tx *bolt.Tx, kind snapshot.Kind, cluster string) error {
@@ -387,7 +520,7 @@ func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
 					errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
 					continue
 				}
-				if err := putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
+				if err := s.putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
 					return err
 				}
 				for _, v := range o.put {

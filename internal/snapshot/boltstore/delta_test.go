@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
-	"github.com/meshrelay/meshrelay/internal/snapshot/snapshottest"
+	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore/boltstoretest"
 )
 
 func openTemp(t *testing.T) *Store {
@@ -90,6 +90,136 @@ func TestSmallChangeWritesLittle(t *testing.T) {
 	}
 }
 
+// padded is a JSON body of about size bytes.
+func padded(name string, size int) []byte {
+	return []byte(fmt.Sprintf(`{"name":%q,"pad":%q}`, name, strings.Repeat("x", size)))
+}
+
+// TestSmallChangeBesideBigResourcesWritesLittle: in snapshots shaped like a cluster's output
+// in the relay benchmark (a 190 KB ServiceEntry, a dozen 16 KB endpoint lists, small Envoy
+// clusters and a listener), changing one small resource writes a few pages, not the big bodies
+// beside it. bbolt rewrites a modified leaf in full and puts at least two entries in a leaf,
+// so the listener, next to the ServiceEntry in key order, shared its leaf in schema "2".
+func TestSmallChangeBesideBigResourcesWritesLittle(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	const bigSize = 190_000
+	rs := []snapshot.Resource{
+		snapshot.NewResource("EnvoyListener//gateway", padded("gateway", 300)),
+		snapshot.NewResource("ServiceEntry/default/vd-big", padded("vd-big", bigSize)),
+	}
+	for i := range 12 {
+		name := fmt.Sprintf("cla%02d", i)
+		rs = append(rs, snapshot.NewResource("EnvoyClusterLoadAssignment//"+name, padded(name, 16_000)))
+	}
+	for i := range 16 {
+		name := fmt.Sprintf("c%02d", i)
+		rs = append(rs, snapshot.NewResource("EnvoyCluster//"+name, padded(name, 300)))
+	}
+	snap := snapshot.New(1, 1, rs)
+	clusters := []string{"east", "north", "south", "west"}
+	var batch []snapshot.Write
+	for _, c := range clusters {
+		batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: c, Snap: snap})
+	}
+	whole := pagesAllocated(s, func() {
+		for _, err := range s.Write(ctx, batch) {
+			must(t, err)
+		}
+	})
+	if whole < int64(len(clusters)*bigSize) {
+		t.Fatalf("the first write of %d snapshots wrote %d bytes of pages, less than their big resources: the measure misses writes", len(clusters), whole)
+	}
+
+	small := changed(snap, 2, "EnvoyListener//gateway", string(padded("gateway-v2", 300)))
+	smallBytes := pagesAllocated(s, func() { must(t, s.Put(ctx, snapshot.Output, "north", small)) })
+	bigChange := changed(small, 3, "ServiceEntry/default/vd-big", string(padded("vd-big-v2", bigSize)))
+	bigBytes := pagesAllocated(s, func() { must(t, s.Put(ctx, snapshot.Output, "north", bigChange)) })
+	pageSize := int64(s.db.Info().PageSize)
+	t.Logf("%d snapshots: %d bytes of pages; one 300-byte resource changed: %d (%d pages); the %d KB one changed: %d",
+		len(clusters), whole, smallBytes, smallBytes/pageSize, bigSize/1000, bigBytes)
+	if bigBytes < bigSize {
+		t.Fatalf("changing the %d-byte resource wrote %d bytes of pages: the measure misses writes", bigSize, bigBytes)
+	}
+	if smallBytes > 8*pageSize {
+		t.Fatalf("changing one 300-byte resource wrote %d bytes of pages (%d pages, want at most 8): the pages of the big resources beside it were rewritten", smallBytes, smallBytes/pageSize)
+	}
+	for _, c := range clusters {
+		want := snap
+		if c == "north" {
+			want = bigChange
+		}
+		got, err := s.Get(ctx, snapshot.Output, c)
+		must(t, err)
+		if got.Hash != want.Hash || got.Version != want.Version {
+			t.Fatalf("%s after the changes: version %d hash %s, want %d %s", c, got.Version, got.Hash, want.Version, want.Hash)
+		}
+	}
+	wantLayout(t, s)
+}
+
+// TestResourceMovesAcrossTheThreshold: a resource that grows past a quarter page moves to a
+// bucket of its own, and back when it shrinks; removing it removes its bucket.
+func TestResourceMovesAcrossTheThreshold(t *testing.T) {
+	s := openTemp(t)
+	ctx := t.Context()
+	const key = "ServiceEntry/default/vd-grows"
+	other := snapshot.NewResource("EnvoyCluster//c", padded("c", 100))
+	sizes := []int{100, 5_000, 100_000, 10, 3_000}
+	for i, size := range sizes {
+		snap := snapshot.New(uint64(i+1), 1, []snapshot.Resource{other, snapshot.NewResource(key, padded("grows", size))})
+		must(t, s.Put(ctx, snapshot.Output, "east", snap))
+		got, err := s.Get(ctx, snapshot.Output, "east")
+		must(t, err)
+		if got.Hash != snap.Hash || !bytes.Equal(got.Resources[key].Body, snap.Resources[key].Body) {
+			t.Fatalf("body of %d bytes: stored snapshot %s, want %s", size, got.Hash, snap.Hash)
+		}
+		wantLayout(t, s)
+	}
+	gone := snapshot.New(uint64(len(sizes)+1), 1, []snapshot.Resource{other})
+	must(t, s.Put(ctx, snapshot.Output, "east", gone))
+	must(t, s.db.View(func(tx *bolt.Tx) error {
+		rb := tx.Bucket(snapBucket(snapshot.Output)).Bucket([]byte("east")).Bucket(bucketRes)
+		if k, _ := rb.Cursor().Seek([]byte(key)); bytes.Equal(k, []byte(key)) {
+			t.Errorf("%s is still stored after its removal", key)
+		}
+		return nil
+	}))
+	got, err := s.Get(ctx, snapshot.Output, "east")
+	must(t, err)
+	if got.Hash != gone.Hash {
+		t.Fatalf("after the removal: stored %s, want %s", got.Hash, gone.Hash)
+	}
+}
+
+// wantLayout checks that every resource stored in s has the place schema "3" gives it: a
+// stored form of s.long bytes or more in a bucket of its own, a shorter one a value.
+func wantLayout(t *testing.T, s *Store) {
+	t.Helper()
+	must(t, s.db.View(func(tx *bolt.Tx) error {
+		for _, kind := range []snapshot.Kind{snapshot.Input, snapshot.Output} {
+			kb := tx.Bucket(snapBucket(kind))
+			err := kb.ForEach(func(cluster, _ []byte) error {
+				rb := kb.Bucket(cluster).Bucket(bucketRes)
+				return rb.ForEach(func(k, v []byte) error {
+					switch form := storedForm(rb, k, v); {
+					case form == nil:
+						return fmt.Errorf("%s of %s: resource %s has no stored form", kind, cluster, k)
+					case (v == nil) != (len(form) >= s.long):
+						return fmt.Errorf("%s of %s: resource %s of %d bytes stored in a bucket of its own: %v, want %v (from %d bytes)",
+							kind, cluster, k, len(form), v == nil, len(form) >= s.long, s.long)
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
 // TestWriteIsOneTransaction: a batch of many snapshots (a reconciler's flush) is one commit,
 // so one fsync; Put of each would be as many.
 func TestWriteIsOneTransaction(t *testing.T) {
@@ -116,59 +246,22 @@ func TestWriteIsOneTransaction(t *testing.T) {
 	}
 }
 
-// writeV1 writes a store file of schema "1" with bbolt directly.
-func writeV1(t *testing.T, path string, snaps map[snapshot.Kind]map[string]*snapshot.Snapshot, cfg snapshot.Resource) {
+// writeOld writes a store file of an old schema with boltstoretest.WriteOld: configuration
+// cfg at revision 7.
+func writeOld(t *testing.T, path, schema string, snaps map[snapshot.Kind]map[string]*snapshot.Snapshot, cfg snapshot.Resource) {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, nil)
-	must(t, err)
-	defer db.Close()
-	must(t, db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		if err := meta.Put([]byte("schema"), []byte("1")); err != nil {
-			return err
-		}
-		if err := meta.Put([]byte("config.rev"), []byte{0, 0, 0, 0, 0, 0, 0, 7}); err != nil {
-			return err
-		}
-		c, err := tx.CreateBucket([]byte("config"))
-		if err != nil {
-			return err
-		}
-		b, err := snapshot.EncodeResource(cfg)
-		if err != nil {
-			return err
-		}
-		if err := c.Put([]byte(cfg.Key), b); err != nil {
-			return err
-		}
-		for _, kind := range []snapshot.Kind{snapshot.Input, snapshot.Output} {
-			sb, err := tx.CreateBucket([]byte(kind))
-			if err != nil {
-				return err
-			}
-			hb, err := tx.CreateBucket([]byte(string(kind) + ".hash"))
-			if err != nil {
-				return err
-			}
-			for cluster, snap := range snaps[kind] {
-				if err := sb.Put([]byte(cluster), snapshottest.EncodeV1(snap)); err != nil {
-					return err
-				}
-				if err := hb.Put([]byte(cluster), []byte(snap.Hash)); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}))
+	must(t, boltstoretest.WriteOld(path, schema, boltstoretest.Contents{Snapshots: snaps, Config: []snapshot.Resource{cfg}, ConfigRev: 7}))
 }
 
-// TestMigratesSchema1: a file of schema "1" opens as schema "2" with every snapshot, the
+// TestMigratesSchema1: a file of schema "1" opens as schema "3" with every snapshot, the
 // configuration and its revision, and takes small changes afterwards.
-func TestMigratesSchema1(t *testing.T) {
+func TestMigratesSchema1(t *testing.T) { testMigrates(t, schemaWhole) }
+
+// TestMigratesSchema2: the same for a file of schema "2" (every resource a value of its
+// cluster's res bucket, long ones included).
+func TestMigratesSchema2(t *testing.T) { testMigrates(t, schemaFlat) }
+
+func testMigrates(t *testing.T, old string) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), FileName)
 	snaps := map[snapshot.Kind]map[string]*snapshot.Snapshot{
@@ -179,15 +272,19 @@ func TestMigratesSchema1(t *testing.T) {
 		snapshot.Output: {
 			"east": bigSnapshot(4, 50, 300),
 			"west": snapshot.New(2, 2, []snapshot.Resource{snapshot.NewResource("Listener//l", []byte(`{"x":"<&>", "y": [1, 2]}`))}),
+			"big":  bigSnapshot(9, 5, 190_000),
 		},
 	}
 	cfg := snapshot.NewResource("RouteTable/ns/r", []byte(`{"kind":"RouteTable"}`))
-	writeV1(t, path, snaps, cfg)
+	writeOld(t, path, old, snaps, cfg)
 
-	for round := range 2 { // migrated, then opened again as schema 2
+	for round := range 2 { // migrated, then opened again as schema 3
 		s, err := Open(path)
 		if err != nil {
 			t.Fatalf("round %d: Open: %v", round, err)
+		}
+		if from, to, ok := s.Migrated(); ok != (round == 0) || (ok && (from != old || to != schema)) {
+			t.Errorf("round %d: Migrated() = %q, %q, %v; want %q, %q, %v", round, from, to, ok, old, schema, round == 0)
 		}
 		must(t, s.db.View(func(tx *bolt.Tx) error {
 			if v := tx.Bucket(bucketMeta).Get(keySchema); string(v) != schema {
@@ -218,6 +315,7 @@ func TestMigratesSchema1(t *testing.T) {
 				}
 			}
 		}
+		wantLayout(t, s)
 		rs, rev, err := s.ListConfig(ctx)
 		must(t, err)
 		if rev != 7 || len(rs) != 1 || rs[0].Hash != cfg.Hash {
@@ -240,7 +338,7 @@ func TestMigratesSchema1(t *testing.T) {
 func TestCorruptSchema1RefusesToOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), FileName)
 	good := snapshot.New(1, 0, []snapshot.Resource{snapshot.NewResource("a", []byte(`{}`))})
-	writeV1(t, path, map[snapshot.Kind]map[string]*snapshot.Snapshot{snapshot.Input: {"good": good}}, snapshot.NewResource("c", []byte(`{}`)))
+	writeOld(t, path, schemaWhole, map[snapshot.Kind]map[string]*snapshot.Snapshot{snapshot.Input: {"good": good}}, snapshot.NewResource("c", []byte(`{}`)))
 	db, err := bolt.Open(path, 0o600, nil)
 	must(t, err)
 	must(t, db.Update(func(tx *bolt.Tx) error {
