@@ -53,6 +53,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
+	"github.com/meshrelay/meshrelay/internal/atomicfile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
 
@@ -131,7 +132,7 @@ func Open(path string) (*Store, error) {
 	}
 	if os.IsNotExist(statErr) {
 		// The file is new: make its directory entry durable too.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("open %s: %w", path, err)
 		}
@@ -275,18 +276,6 @@ func storedForm(rb *bolt.Bucket, k, v []byte) []byte {
 	}
 	if b := rb.Bucket(k); b != nil {
 		return b.Get(keyBody)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }
