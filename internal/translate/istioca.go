@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -17,6 +18,12 @@ const (
 // IstioCA is a cluster's Istio workload CA: an intermediate of the mesh CA.
 type IstioCA struct {
 	CertPEM, KeyPEM, RootPEM, ChainPEM []byte
+}
+
+// equal reports whether a and b hold the same certificates and key.
+func (a *IstioCA) equal(b *IstioCA) bool {
+	return bytes.Equal(a.CertPEM, b.CertPEM) && bytes.Equal(a.KeyPEM, b.KeyPEM) &&
+		bytes.Equal(a.RootPEM, b.RootPEM) && bytes.Equal(a.ChainPEM, b.ChainPEM)
 }
 
 // istioCASecret renders Istio's `cacerts` Secret: ca-cert.pem, ca-key.pem, root-cert.pem and

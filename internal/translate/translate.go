@@ -116,6 +116,10 @@ type cachedOutput struct {
 	// the next translation of the cluster to reuse.
 	vdPlans vdPlans
 	work    Work
+	// istioCA is the Istio CA the output's `cacerts` Secret (istioSecret) was rendered from,
+	// so that the next translation of the cluster renders it again only when it changed.
+	istioCA     *IstioCA
+	istioSecret snapshot.Resource
 }
 
 // NewTranslator returns a Translator with empty caches.
@@ -179,12 +183,19 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 			c := w.names[i]
 			cw := w.forPlan(t.outputs[c].vdPlans)
 			rs, errs := render(cw.plan(c), t.memo, cw.vd.render)
-			if cert := in.Certs[c]; cert.Istio != nil {
-				rs = append(rs, istioCASecret(*cert.Istio))
+			var secret snapshot.Resource
+			cert := in.Certs[c]
+			if cert.Istio != nil {
+				prev := t.outputs[c]
+				if secret = prev.istioSecret; prev.istioCA == nil || !prev.istioCA.equal(cert.Istio) {
+					secret = istioCASecret(*cert.Istio)
+				}
+				rs = append(rs, secret)
 				sort.Slice(rs, func(i, j int) bool { return rs[i].Key < rs[j].Key })
 			}
 			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs, vdPlans: cw.vd.plans(),
-				work: Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused}}
+				work:    Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused},
+				istioCA: cert.Istio, istioSecret: secret}
 			return nil
 		})
 	}
