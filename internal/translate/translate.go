@@ -358,18 +358,18 @@ func (w *world) digests(in Input) map[string]string {
 	}
 	sort.Strings(clusterObjs)
 	// What every cluster's output may depend on is hashed once (O(N)), not once per
-	// cluster: the registered clusters and what each of them exports. A cluster's own
-	// exports are in it too; they come from its input, which its digest covers anyway.
+	// cluster: the registered clusters and what each of them exports, and the objects that
+	// apply to every cluster. A cluster's own exports are in it too; they come from its
+	// input, which its digest covers anyway.
 	shared := sha256.New()
-	writeTo := func(h hash.Hash, s string) { h.Write([]byte(s)); h.Write([]byte{0}) }
+	writeTo := func(h hash.Hash, b []byte) { h.Write(b); h.Write([]byte{0}) }
 	for _, s := range clusterObjs {
-		writeTo(shared, s)
+		writeTo(shared, []byte(s))
 	}
 	for _, c := range w.names {
-		writeTo(shared, c)
-		writeTo(shared, w.exportDigest(c))
+		writeTo(shared, []byte(c))
+		writeTo(shared, []byte(w.exportDigest(c)))
 	}
-	sharedSum := string(shared.Sum(nil))
 	var forAll []relevantObject
 	forCluster := map[string][]relevantObject{}
 	for _, r := range w.relevantObjects() {
@@ -381,29 +381,34 @@ func (w *world) digests(in Input) map[string]string {
 			forCluster[c] = append(forCluster[c], r)
 		}
 	}
+	// The objects that apply to every cluster are hashed once too.
+	writeObjects := func(h hash.Hash, rs []relevantObject) {
+		for _, r := range rs {
+			writeTo(h, []byte(r.origin))
+			writeTo(h, r.raw)
+		}
+	}
+	writeObjects(shared, forAll)
+	sharedSum := shared.Sum(nil)
 	out := make(map[string]string, len(w.names))
 	for _, c := range w.names {
 		h := sha256.New()
-		write := func(s string) { writeTo(h, s) }
-		write(c)
-		write(sharedSum)
+		writeTo(h, []byte(c))
+		writeTo(h, sharedSum)
 		if s := in.Inputs[c]; s != nil {
-			write(s.Hash)
+			writeTo(h, []byte(s.Hash))
 		}
 		if cert, ok := in.Certs[c]; ok {
-			write(string(cert.CertPEM))
-			write(string(cert.KeyPEM))
-			write(string(cert.CAPEM))
+			writeTo(h, cert.CertPEM)
+			writeTo(h, cert.KeyPEM)
+			writeTo(h, cert.CAPEM)
 			if ist := cert.Istio; ist != nil {
-				write(string(ist.CertPEM) + string(ist.KeyPEM) + string(ist.RootPEM) + string(ist.ChainPEM))
+				for _, b := range [][]byte{ist.CertPEM, ist.KeyPEM, ist.RootPEM, ist.ChainPEM} {
+					writeTo(h, b)
+				}
 			}
 		}
-		for _, rs := range [][]relevantObject{forAll, forCluster[c]} {
-			for _, r := range rs {
-				write(r.origin)
-				write(string(r.raw))
-			}
-		}
+		writeObjects(h, forCluster[c])
 		out[c] = hex.EncodeToString(h.Sum(nil))
 	}
 	return out
