@@ -102,6 +102,9 @@ type Reconciler struct {
 	roles     roles
 	store     *writeThrough
 	acks      *tracker
+	// built is the output snapshot made of each cluster's resources in the last
+	// translation; only the reconcile loop uses it.
+	built map[string]builtOutput
 
 	mu     sync.Mutex // guards config, subs, the state of store and acks, and everything below
 	config configSet
@@ -117,6 +120,20 @@ type Reconciler struct {
 	// under way (nil between translations).
 	translated translated
 	running    *running
+}
+
+// builtOutput is the snapshot made of a translation's resources for a cluster: a
+// translator hands back the same slice for a cluster it did not recompute, and its snapshot
+// (map and content hash) need not be built again.
+type builtOutput struct {
+	resources []snapshot.Resource
+	snap      *snapshot.Snapshot
+}
+
+// reuses reports whether b was built of exactly rs (the same slice) under epoch.
+func (b builtOutput) reuses(rs []snapshot.Resource, epoch uint64) bool {
+	return b.snap != nil && b.snap.Epoch == epoch && len(b.resources) == len(rs) &&
+		(len(rs) == 0 || &b.resources[0] == &rs[0])
 }
 
 // translated is what a published translation read.
@@ -404,9 +421,15 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	}
 	elapsed := time.Since(start)
 	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
+	built := make(map[string]builtOutput, len(res.Outputs))
 	for c, rs := range res.Outputs {
-		nexts[c] = snapshot.New(0, rd.epoch, rs)
+		b := r.built[c]
+		if !b.reuses(rs, rd.epoch) {
+			b = builtOutput{resources: rs, snap: snapshot.New(0, rd.epoch, rs)}
+		}
+		nexts[c], built[c] = b.snap, b
 	}
+	r.built = built
 	changed, ok = r.publish(rd, res, nexts, elapsed)
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
