@@ -150,18 +150,19 @@ func TestRenderEnvoy(t *testing.T) {
 	msgs := map[string]proto.Message{}
 	for _, r := range res {
 		keys = append(keys, r.Key)
+		human, err := canonicalHuman(r)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var env map[string]any
-		if err := json.Unmarshal(r.Body, &env); err != nil {
+		if err := json.Unmarshal(human, &env); err != nil {
 			t.Fatalf("%s: body is not JSON: %v", r.Key, err)
 		}
 		kind, name, _ := strings.Cut(r.Key, "//")
 		spec, _ := env["spec"].(map[string]any)
 		meta, _ := env["metadata"].(map[string]any)
 		if env["apiVersion"] != envoyres.APIVersion || env["kind"] != kind || meta["name"] != name || spec == nil || spec["@type"] != nil || len(env) != 4 {
-			t.Errorf("%s: envelope = %s", r.Key, r.Body)
-		}
-		if again := snapshot.NewResource(r.Key, r.Body); again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
-			t.Errorf("%s: body is not canonical", r.Key)
+			t.Errorf("%s: envelope = %s", r.Key, human)
 		}
 		gotKind, msg, err := envoyres.Decode(r)
 		if err != nil || gotKind != kind {
@@ -448,7 +449,13 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("renderEnvoy: %v", err)
 	}
+	// The JSON envelope, the form of previous versions (envoyres_test has the binary form).
 	cluster := res[0] // EnvoyCluster//default-service-blue-10000
+	js, err := envoyres.JSON(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster = snapshot.NewResource(cluster.Key, js)
 	replace := func(old, new string) snapshot.Resource {
 		return snapshot.NewResource(cluster.Key, []byte(strings.Replace(string(cluster.Body), old, new, 1)))
 	}
@@ -483,3 +490,35 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 		})
 	}
 }
+
+// canonicalHuman checks that r's body is canonical and returns its human form
+// (envoyres.JSON). An Envoy resource's body is binary and encodes again to the same bytes;
+// any other body, and every human form, is JSON that NewResource would not rewrite.
+func canonicalHuman(r snapshot.Resource) ([]byte, error) {
+	if envoyres.IsKey(r.Key) {
+		if !r.Binary() {
+			return nil, fmt.Errorf("%s: body is not binary", r.Key)
+		}
+		kind, msg, err := envoyres.Decode(r)
+		if err != nil {
+			return nil, err
+		}
+		again, err := envoyres.Encode(kind, strings.TrimPrefix(r.Key, kind+"//"), msg.(envoyres.Message))
+		if err != nil || again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
+			return nil, fmt.Errorf("%s: body is not canonical (decoded and encoded again it changes; %v)", r.Key, err)
+		}
+	} else if again := snapshot.NewResource(r.Key, r.Body); again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
+		return nil, fmt.Errorf("%s: body is not canonical (NewResource would rewrite it)", r.Key)
+	}
+	human, err := envoyres.JSON(r)
+	if err != nil {
+		return nil, err
+	}
+	if again := snapshot.NewResource(r.Key, human); !bytes.Equal(again.Body, human) {
+		return nil, fmt.Errorf("%s: human form is not canonical (NewResource would rewrite it)", r.Key)
+	}
+	return human, nil
+}
+
+// CanonicalHuman is canonicalHuman for the external tests.
+var CanonicalHuman = canonicalHuman
