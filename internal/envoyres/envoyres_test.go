@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -73,7 +75,7 @@ func testCluster(name string) *clusterv3.Cluster {
 
 // encodeV1 is Encode of the previous versions, kept to write what they wrote: the JSON
 // envelope with the spec in protojson, canonicalised by snapshot.NewResource.
-func encodeV1(t *testing.T, kind, name string, m proto.Message) snapshot.Resource {
+func encodeV1(t testing.TB, kind, name string, m proto.Message) snapshot.Resource {
 	t.Helper()
 	spec, err := protojson.Marshal(m)
 	if err != nil {
@@ -171,6 +173,63 @@ func TestDecodeBinaryRejects(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.r.Key) {
 				t.Errorf("error %q does not name %s", err, tt.r.Key)
+			}
+		})
+	}
+}
+
+// bigCLA is a ClusterLoadAssignment like the bench world's for a VirtualDestination at 1,000
+// clusters: one locality per other cluster's gateway.
+func bigCLA() *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "vd-web-8080"}
+	for i := range 1000 {
+		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
+			Locality: &corev3.Locality{Region: fmt.Sprintf("c%04d", i)},
+			Priority: uint32(min(i, 1)),
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: fmt.Sprintf("10.%d.%d.1", i/256, i%256), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 15443}}}},
+			}}}},
+		})
+	}
+	return cla
+}
+
+// BenchmarkEncodeCLA: what the server does per render of the big ClusterLoadAssignment, in
+// the previous form (protojson envelope, canonicalised) and in the binary form.
+func BenchmarkEncodeCLA(b *testing.B) {
+	cla := bigCLA()
+	b.Run("json-envelope", func(b *testing.B) {
+		for b.Loop() {
+			r := encodeV1(b, KindClusterLoadAssignment, cla.ClusterName, cla)
+			b.SetBytes(int64(len(r.Body)))
+		}
+	})
+	b.Run("binary", func(b *testing.B) {
+		for b.Loop() {
+			r, err := Encode(KindClusterLoadAssignment, cla.ClusterName, cla)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(r.Body)))
+		}
+	})
+}
+
+// BenchmarkDecodeCLA: what the agent does per received big ClusterLoadAssignment.
+func BenchmarkDecodeCLA(b *testing.B) {
+	cla := bigCLA()
+	bin, err := Encode(KindClusterLoadAssignment, cla.ClusterName, cla)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, r := range map[string]snapshot.Resource{"json-envelope": encodeV1(b, KindClusterLoadAssignment, cla.ClusterName, cla), "binary": bin} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(r.Body)))
+			for b.Loop() {
+				if _, _, err := Decode(r); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}
