@@ -143,18 +143,30 @@ var deterministic = proto.MarshalOptions{Deterministic: true}
 // deterministically. It does not validate m: the caller does, to name the plan entry at
 // fault.
 func Encode(kind, name string, m Message) (snapshot.Resource, error) {
+	return encodeAny(kind, name, deterministic.Size(m), func(b []byte) ([]byte, error) { return deterministic.MarshalAppend(b, m) })
+}
+
+// EncodeEncoded is Encode for a message whose deterministic encoding the caller assembled,
+// e.g. from cached encodings of its fields (a message's encoding is the concatenation of
+// its fields' encodings, in field-number order): msg is taken as it is, not checked.
+func EncodeEncoded(kind, name string, msg []byte) (snapshot.Resource, error) {
+	return encodeAny(kind, name, len(msg), func(b []byte) ([]byte, error) { return append(b, msg...), nil })
+}
+
+// encodeAny returns the resource whose body is the Any of kind's type URL and the value of
+// size bytes that appendValue appends.
+func encodeAny(kind, name string, size int, appendValue func([]byte) ([]byte, error)) (snapshot.Resource, error) {
 	url := TypeURL(kind)
 	if url == "" {
 		return snapshot.Resource{}, fmt.Errorf("%s %q: %w", kind, name, ErrNotEnvoy)
 	}
-	size := deterministic.Size(m)
 	// Any's encoding: field 1 (type_url), then field 2 (value), the message's own encoding.
 	b := make([]byte, 0, 2+len(url)+protowire.SizeVarint(uint64(len(url)))+protowire.SizeVarint(uint64(size))+size)
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
 	b = protowire.AppendString(b, url)
 	b = protowire.AppendTag(b, 2, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(size))
-	b, err := deterministic.MarshalAppend(b, m)
+	b, err := appendValue(b)
 	if err != nil {
 		return snapshot.Resource{}, fmt.Errorf("%s %q: marshal: %w", kind, name, err)
 	}

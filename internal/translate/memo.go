@@ -1,7 +1,14 @@
 package translate
 
 import (
+	"cmp"
+	"fmt"
+	"maps"
 	"sync"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -13,12 +20,84 @@ import (
 // kind, final name and source plan element. Entries not used in a translation are dropped
 // after it. A nil memo remembers nothing. get and put are safe for concurrent use.
 type renderMemo struct {
-	mu        sync.Mutex // guards cur and prev
+	mu        sync.Mutex // guards cur, prev, localities and prevLocalities
 	cur, prev map[string][]snapshot.Resource
+	// localities are the encodings of ClusterLoadAssignment localities (field 2, tag and
+	// length included) by what they are built from (encodeCLA).
+	localities, prevLocalities map[string][]byte
 }
 
 func newRenderMemo() *renderMemo {
-	return &renderMemo{cur: map[string][]snapshot.Resource{}, prev: map[string][]snapshot.Resource{}}
+	return &renderMemo{cur: map[string][]snapshot.Resource{}, prev: map[string][]snapshot.Resource{},
+		localities: map[string][]byte{}, prevLocalities: map[string][]byte{}}
+}
+
+// claEndpointsField is the field number of ClusterLoadAssignment.endpoints.
+const claEndpointsField = 2
+
+// encodeCLA returns the deterministic encoding of cla (proto.MarshalOptions{Deterministic:
+// true}), assembled from the remembered encodings of its localities: keys[i] names what
+// cla.Endpoints[i] is built from. A locality not remembered is validated and encoded, and
+// remembered. cla must hold only cluster_name and endpoints (what upstream renders).
+func (m *renderMemo) encodeCLA(cla *endpointv3.ClusterLoadAssignment, keys []string) ([]byte, error) {
+	if len(keys) != len(cla.GetEndpoints()) {
+		return nil, fmt.Errorf("%d locality keys for %d localities", len(keys), len(cla.GetEndpoints()))
+	}
+	if err := (&endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName()}).ValidateAll(); err != nil {
+		return nil, err
+	}
+	frags := make([][]byte, len(keys))
+	size := 0
+	for i, k := range keys {
+		f, ok := m.locality(k)
+		if !ok {
+			l := cla.GetEndpoints()[i]
+			if err := l.ValidateAll(); err != nil {
+				// The whole message's validation names the locality.
+				return nil, cmp.Or(cla.ValidateAll(), err)
+			}
+			n := proto.MarshalOptions{Deterministic: true}.Size(l)
+			f = protowire.AppendTag(make([]byte, 0, n+protowire.SizeVarint(uint64(n))+1), claEndpointsField, protowire.BytesType)
+			f = protowire.AppendVarint(f, uint64(n))
+			var err error
+			if f, err = (proto.MarshalOptions{Deterministic: true}).MarshalAppend(f, l); err != nil {
+				return nil, fmt.Errorf("locality %d: %w", i, err)
+			}
+			m.putLocality(k, f)
+		}
+		frags[i] = f
+		size += len(f)
+	}
+	// Fields in field-number order: cluster_name (1), then every endpoints (2) entry.
+	name := cla.GetClusterName()
+	b := make([]byte, 0, size+len(name)+protowire.SizeVarint(uint64(len(name)))+1)
+	if name != "" {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+	}
+	for _, f := range frags {
+		b = append(b, f...)
+	}
+	return b, nil
+}
+
+func (m *renderMemo) locality(key string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if f, ok := m.localities[key]; ok {
+		return f, true
+	}
+	if f, ok := m.prevLocalities[key]; ok {
+		m.localities[key] = f
+		return f, true
+	}
+	return nil, false
+}
+
+func (m *renderMemo) putLocality(key string, f []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.localities[key] = f
 }
 
 // key returns the memo key of a plan element ("" without a memo, or when v cannot be
@@ -61,16 +140,22 @@ func (m *renderMemo) put(key string, rs ...snapshot.Resource) {
 
 // rotate ends a translation. Entries used in it are kept; the others too while the memo
 // is under twice the size of what is in use (clusters that were not recomputed still
-// reference theirs), otherwise they are forgotten.
+// reference theirs), otherwise they are forgotten. Locality encodings follow the same rule
+// with the same bound: the localities of a world's load assignments are mostly shared
+// between clusters (a remote gateway at a priority), so they number about the clusters
+// times the distinct priorities, well under the output resources.
 func (m *renderMemo) rotate(inUse int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.prev)+len(m.cur) <= 2*inUse {
-		for k, v := range m.cur {
-			m.prev[k] = v
-		}
-		m.cur = map[string][]snapshot.Resource{}
-		return
+	m.prev, m.cur = keepOrDrop(m.prev, m.cur, inUse)
+	m.prevLocalities, m.localities = keepOrDrop(m.prevLocalities, m.localities, inUse)
+}
+
+// keepOrDrop returns the prev and cur maps of the next translation.
+func keepOrDrop[V any](prev, cur map[string]V, inUse int) (map[string]V, map[string]V) {
+	if len(prev)+len(cur) <= 2*inUse {
+		maps.Copy(prev, cur)
+		return prev, map[string]V{}
 	}
-	m.prev, m.cur = m.cur, map[string][]snapshot.Resource{}
+	return cur, map[string]V{}
 }

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -51,6 +52,9 @@ type envoyOut struct {
 	kind, name string
 	msg        envoyres.Message
 	memoKey    string // set for upstream resources, to remember them once rendered
+	// localityKeys name what each of a ClusterLoadAssignment's localities is built from, so
+	// that their encodings are reused from the memo (nil: encode the whole message).
+	localityKeys []string
 }
 
 // renderEnvoy renders a plan into Envoy xDS resources (Listeners, RouteConfigurations,
@@ -104,11 +108,14 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if hit(key) {
 			continue
 		}
-		c, cla, err := r.upstream(u)
+		c, cla, localityKeys, err := r.upstream(u)
 		if err != nil {
 			return nil, fail(envoyres.KindCluster, u.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindCluster, u.Name, c, key}, envoyOut{envoyres.KindClusterLoadAssignment, u.Name, cla, key})
+		if memo == nil {
+			localityKeys = nil
+		}
+		outs = append(outs, envoyOut{envoyres.KindCluster, u.Name, c, key, nil}, envoyOut{envoyres.KindClusterLoadAssignment, u.Name, cla, key, localityKeys})
 	}
 	for _, l := range p.HTTPListeners {
 		key := elemKey("http", l)
@@ -119,7 +126,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindListener, l.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindListener, l.Name, lis, key}, envoyOut{envoyres.KindRouteConfiguration, l.Name, rc, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, l.Name, lis, key, nil}, envoyOut{envoyres.KindRouteConfiguration, l.Name, rc, key, nil})
 	}
 	for _, g := range p.TCPGateways {
 		key := elemKey("tcp", g)
@@ -130,7 +137,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindListener, g.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindListener, g.Name, lis, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, g.Name, lis, key, nil})
 	}
 	for _, s := range p.Secrets {
 		key := elemKey("secret", s)
@@ -141,7 +148,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindSecret, s.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindSecret, s.Name, sec, key})
+		outs = append(outs, envoyOut{envoyres.KindSecret, s.Name, sec, key, nil})
 	}
 
 	res := make([]snapshot.Resource, 0, len(outs)+len(reused))
@@ -160,12 +167,25 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 			return nil, fail(o.kind, o.name, errors.New("duplicate name"))
 		}
 		seen[key] = true
-		if err := o.msg.ValidateAll(); err != nil {
-			return nil, fail(o.kind, o.name, err)
-		}
-		rr, err := envoyres.Encode(o.kind, o.name, o.msg)
-		if err != nil {
-			return nil, err
+		var rr snapshot.Resource
+		if o.localityKeys != nil {
+			// The big ClusterLoadAssignments (a locality per cluster of a VirtualDestination)
+			// change one locality at a time: encode and validate only what changed.
+			enc, err := memo.encodeCLA(o.msg.(*endpointv3.ClusterLoadAssignment), o.localityKeys)
+			if err != nil {
+				return nil, fail(o.kind, o.name, err)
+			}
+			if rr, err = envoyres.EncodeEncoded(o.kind, o.name, enc); err != nil {
+				return nil, err
+			}
+		} else {
+			if err := o.msg.ValidateAll(); err != nil {
+				return nil, fail(o.kind, o.name, err)
+			}
+			var err error
+			if rr, err = envoyres.Encode(o.kind, o.name, o.msg); err != nil {
+				return nil, err
+			}
 		}
 		res = append(res, rr)
 		if o.memoKey != "" {
@@ -491,8 +511,10 @@ func envoyStringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_String
 	return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 }
 
-// upstream renders an upstream into an EDS cluster and its load assignment.
-func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+// upstream renders an upstream into an EDS cluster and its load assignment, with the key
+// of each locality of the assignment: what it is built from (priority, locality, and the
+// address, port and SNI of each endpoint).
+func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, []string, error) {
 	c := &clusterv3.Cluster{
 		Name:                 u.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -505,7 +527,7 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 	for i, hc := range u.HealthChecks {
 		h, err := envoyHealthCheck(hc)
 		if err != nil {
-			return nil, nil, fmt.Errorf("health check %d: %w", i, err)
+			return nil, nil, nil, fmt.Errorf("health check %d: %w", i, err)
 		}
 		c.HealthChecks = append(c.HealthChecks, h)
 	}
@@ -521,6 +543,8 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 	}
 
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: u.Name}
+	var keys []string
+	var key []byte
 	tlsBySNI := map[string]UpstreamTLS{}
 	last := -1 // last non-empty priority; empty ones before it keep their index
 	for prio, eps := range u.Priorities {
@@ -536,24 +560,37 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 		var group *endpointv3.LocalityLbEndpoints
 		if len(eps) == 0 { // keep priorities contiguous, as Envoy asks
 			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{Priority: uint32(prio)})
+			keys = append(keys, "empty\x00"+strconv.Itoa(prio))
 		}
 		for _, e := range eps {
 			if group == nil || group.Locality.Region != e.Region || group.Locality.Zone != e.Zone {
 				group = &endpointv3.LocalityLbEndpoints{Priority: uint32(prio), Locality: &corev3.Locality{Region: e.Region, Zone: e.Zone}}
 				cla.Endpoints = append(cla.Endpoints, group)
+				if key != nil {
+					keys = append(keys, string(key))
+				}
+				key = fmt.Appendf(key[:0], "%d\x00%q\x00%q", prio, e.Region, e.Zone)
+			}
+			key = fmt.Appendf(key, "\x00%q:%d", e.Address, e.Port)
+			if e.TLS != nil {
+				key = fmt.Appendf(key, "/%q", e.TLS.SNI)
 			}
 			if e.Address == "" || e.Port == 0 || e.Port > 65535 {
-				return nil, nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
+				return nil, nil, nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
 			}
 			lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoySocketAddress(e.Address, e.Port)}}}
 			if t := e.TLS; t != nil {
 				if prev, ok := tlsBySNI[t.SNI]; t.SNI == "" || ok && prev != *t {
-					return nil, nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
+					return nil, nil, nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
 				}
 				tlsBySNI[t.SNI] = *t
 				lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoyTransportSocketMatch: envoyTLSMatch(t.SNI)}}
 			}
 			group.LbEndpoints = append(group.LbEndpoints, lb)
+		}
+		if key != nil {
+			keys = append(keys, string(key))
+			key = nil
 		}
 	}
 
@@ -561,17 +598,17 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 		t := tlsBySNI[sni]
 		common, err := r.commonTLS(t.CertSecret, t.CASecret)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sni %q: %w", sni, err)
+			return nil, nil, nil, fmt.Errorf("sni %q: %w", sni, err)
 		}
 		ts, err := envoyTLSSocket(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: common})
 		if err != nil {
-			return nil, nil, fmt.Errorf("sni %q: %w", sni, err)
+			return nil, nil, nil, fmt.Errorf("sni %q: %w", sni, err)
 		}
 		c.TransportSocketMatches = append(c.TransportSocketMatches, &clusterv3.Cluster_TransportSocketMatch{
 			Name: "mtls-" + sni, Match: envoyTLSMatch(sni), TransportSocket: ts,
 		})
 	}
-	return c, cla, nil
+	return c, cla, keys, nil
 }
 
 func envoyTLSMatch(sni string) *structpb.Struct {

@@ -522,3 +522,56 @@ func canonicalHuman(r snapshot.Resource) ([]byte, error) {
 
 // CanonicalHuman is canonicalHuman for the external tests.
 var CanonicalHuman = canonicalHuman
+
+// With a memo, a ClusterLoadAssignment is assembled from the remembered encodings of its
+// localities; the bytes equal the deterministic marshal of the whole message (what
+// renderEnvoy without a memo gives), also after one locality changed, when only that
+// locality is encoded again.
+func TestAssembledCLAEqualsMarshal(t *testing.T) {
+	plan := func(changed string) Plan {
+		p := envoyTestPlan()
+		mtls := &UpstreamTLS{SNI: envoyTestGreen, CertSecret: envoyTestCert, CASecret: envoyTestCA}
+		var remote []Endpoint
+		for i := range 60 {
+			addr := fmt.Sprintf("198.51.100.%d", i)
+			if i == 17 {
+				addr = changed
+			}
+			remote = append(remote, Endpoint{Address: addr, Port: 15443, Region: fmt.Sprintf("r%02d", i/2), Zone: fmt.Sprintf("z%d", i%3), TLS: mtls})
+		}
+		blue := &p.Upstreams[0]
+		blue.Priorities = append(blue.Priorities, nil, remote) // an empty priority between
+		return p
+	}
+	memo := newRenderMemo()
+	localities := 0
+	for i, changed := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+		p := plan(changed)
+		want, err := renderEnvoy(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := renderEnvoyMemo(p, memo, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("render %d: %d resources, want %d", i, len(got), len(want))
+		}
+		for j := range want {
+			if got[j].Key != want[j].Key || got[j].Hash != want[j].Hash || !bytes.Equal(got[j].Body, want[j].Body) {
+				t.Fatalf("render %d: %s assembled differs from the marshalled message", i, want[j].Key)
+			}
+		}
+		// The first render encodes every locality, the second none, the third the one
+		// that changed.
+		wantNew := []int{len(memo.localities) - localities, 0, 1}[i]
+		if i == 0 && wantNew < 60 {
+			t.Fatalf("first render remembered %d localities, want at least 60", wantNew)
+		}
+		if n := len(memo.localities) - localities; n != wantNew {
+			t.Fatalf("render %d encoded %d localities, want %d", i, n, wantNew)
+		}
+		localities = len(memo.localities)
+	}
+}
