@@ -35,32 +35,29 @@ func newRenderMemo() *renderMemo {
 // claEndpointsField is the field number of ClusterLoadAssignment.endpoints.
 const claEndpointsField = 2
 
-// encodeCLA returns the deterministic encoding of cla (proto.MarshalOptions{Deterministic:
-// true}), assembled from the remembered encodings of its localities: keys[i] names what
-// cla.Endpoints[i] is built from. A locality not remembered is validated and encoded, and
-// remembered. cla must hold only cluster_name and endpoints (what upstream renders).
-func (m *renderMemo) encodeCLA(cla *endpointv3.ClusterLoadAssignment, keys []string) ([]byte, error) {
-	if len(keys) != len(cla.GetEndpoints()) {
-		return nil, fmt.Errorf("%d locality keys for %d localities", len(keys), len(cla.GetEndpoints()))
-	}
-	if err := (&endpointv3.ClusterLoadAssignment{ClusterName: cla.GetClusterName()}).ValidateAll(); err != nil {
+// encodeCLA returns the deterministic encoding (proto.MarshalOptions{Deterministic: true})
+// of claMessage(name, localities), assembled from the remembered encodings of its
+// localities; a locality not remembered is rendered, validated, encoded and remembered.
+func (m *renderMemo) encodeCLA(name string, localities []claLocality) ([]byte, error) {
+	if err := (&endpointv3.ClusterLoadAssignment{ClusterName: name}).ValidateAll(); err != nil {
 		return nil, err
 	}
-	frags := make([][]byte, len(keys))
+	frags := make([][]byte, len(localities))
 	size := 0
-	for i, k := range keys {
+	for i, l := range localities {
+		k := l.key()
 		f, ok := m.locality(k)
 		if !ok {
-			l := cla.GetEndpoints()[i]
-			if err := l.ValidateAll(); err != nil {
+			msg := l.message()
+			if err := msg.ValidateAll(); err != nil {
 				// The whole message's validation names the locality.
-				return nil, cmp.Or(cla.ValidateAll(), err)
+				return nil, cmp.Or(claMessage(name, localities).ValidateAll(), err)
 			}
-			n := proto.MarshalOptions{Deterministic: true}.Size(l)
+			n := proto.MarshalOptions{Deterministic: true}.Size(msg)
 			f = protowire.AppendTag(make([]byte, 0, n+protowire.SizeVarint(uint64(n))+1), claEndpointsField, protowire.BytesType)
 			f = protowire.AppendVarint(f, uint64(n))
 			var err error
-			if f, err = (proto.MarshalOptions{Deterministic: true}).MarshalAppend(f, l); err != nil {
+			if f, err = (proto.MarshalOptions{Deterministic: true}).MarshalAppend(f, msg); err != nil {
 				return nil, fmt.Errorf("locality %d: %w", i, err)
 			}
 			m.putLocality(k, f)
@@ -69,7 +66,6 @@ func (m *renderMemo) encodeCLA(cla *endpointv3.ClusterLoadAssignment, keys []str
 		size += len(f)
 	}
 	// Fields in field-number order: cluster_name (1), then every endpoints (2) entry.
-	name := cla.GetClusterName()
 	b := make([]byte, 0, size+len(name)+protowire.SizeVarint(uint64(len(name)))+1)
 	if name != "" {
 		b = protowire.AppendTag(b, 1, protowire.BytesType)

@@ -575,3 +575,34 @@ func TestAssembledCLAEqualsMarshal(t *testing.T) {
 		localities = len(memo.localities)
 	}
 }
+
+// BenchmarkRenderBigCLA renders a cluster's upstream whose load assignment has a locality
+// per gateway of 1,000 clusters after one endpoint changed: every locality encoded
+// (no memo) or only the changed one (memo).
+func BenchmarkRenderBigCLA(b *testing.B) {
+	mtls := &UpstreamTLS{SNI: "vd-web-8080", CertSecret: envoyTestCert, CASecret: envoyTestCA}
+	var remote []Endpoint
+	for i := range 1000 {
+		remote = append(remote, Endpoint{Address: fmt.Sprintf("10.%d.%d.1", i/256, i%256), Port: 15443, Region: fmt.Sprintf("c%04d", i), TLS: mtls})
+	}
+	plan := func(n int) Plan {
+		local := []Endpoint{{Address: fmt.Sprintf("10.200.0.%d", n%250+1), Port: 8080, Region: "local"}}
+		return Plan{Cluster: "local", Secrets: envoyTestPlan().Secrets,
+			Upstreams: []UpstreamPlan{{Name: "vd-web-8080", Priorities: [][]Endpoint{local, remote}}}}
+	}
+	for _, withMemo := range []bool{false, true} {
+		b.Run(fmt.Sprintf("memo=%v", withMemo), func(b *testing.B) {
+			var memo *renderMemo
+			if withMemo {
+				memo = newRenderMemo()
+			}
+			n := 0
+			for b.Loop() {
+				n++
+				if _, err := renderEnvoyMemo(plan(n), memo, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
