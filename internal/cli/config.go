@@ -19,6 +19,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
 	"github.com/meshrelay/meshrelay/internal/meshcerts"
 	"github.com/meshrelay/meshrelay/internal/pki"
@@ -327,8 +328,9 @@ func newDebugCmd() *cobra.Command {
 		Long: `Print the input snapshot (what the cluster's agent discovered) or the output snapshot (what the
 server translated for it, the default) of a cluster, with its version and content hash. Every
 resource's hash is checked against its body. -o yaml prints each resource under a "# KEY"
-comment; -o table lists the keys; -o json is the snapshot exactly as the server holds it
-(compact, so that the hashes still match the bodies when it is read back). Output
+comment (Envoy resources as their JSON envelope); -o table lists the keys; -o json is the
+snapshot exactly as the server holds it (compact, so that the hashes still match the bodies
+when it is read back; Envoy resources are protobuf, base64 in "body64"). Output
 snapshots include the cluster's mesh identity (Secrets with private keys).`,
 		Example: "  meshrelay debug snapshot --cluster local --input\n  meshrelay debug snapshot --cluster remote -o table",
 		Args:    cobra.NoArgs,
@@ -430,7 +432,7 @@ the server's, and only the certificate and key material of those Secrets differs
 	cmd.Flags().StringVar(&configDir, "config-dir", "", "directory of the management configuration (required)")
 	cmd.Flags().StringVar(&inputsDir, "inputs-dir", "", "directory with one subdirectory of discovered objects per cluster (required)")
 	cmd.Flags().StringVar(&cluster, "cluster", "", "print only this cluster's outputs")
-	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml, json (cluster → [{key, hash, body}]) or table (keys only)")
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "yaml, json (cluster → [{key, hash, body}], Envoy bodies as JSON) or table (keys only)")
 	return cmd
 }
 
@@ -472,10 +474,19 @@ func printTranslation(w io.Writer, res translate.Result, only, format string) er
 	sort.Strings(clusters)
 	switch format {
 	case "json":
-		// Cluster → its resources as a snapshot lists them (key, hash, body), bodies verbatim.
+		// Cluster → its resources as a snapshot lists them (key, hash, body), each body in
+		// its human form (envoyres.JSON: an Envoy resource as its JSON envelope, not the
+		// protobuf the server distributes) under the hash of the distributed body.
 		out := map[string][]snapshot.Resource{}
 		for _, c := range clusters {
-			out[c] = append([]snapshot.Resource{}, res.Outputs[c]...)
+			out[c] = []snapshot.Resource{}
+			for _, r := range res.Outputs[c] {
+				js, err := envoyres.JSON(r)
+				if err != nil {
+					return err
+				}
+				out[c] = append(out[c], snapshot.Resource{Key: r.Key, Hash: r.Hash, Body: js})
+			}
 		}
 		return json.NewEncoder(w).Encode(out)
 	case "yaml", "table":
@@ -489,7 +500,11 @@ func printTranslation(w io.Writer, res translate.Result, only, format string) er
 					fmt.Fprintln(w, " ", r.Key)
 					continue
 				}
-				y, err := yaml.JSONToYAML(r.Body)
+				js, err := envoyres.JSON(r)
+				if err != nil {
+					return err
+				}
+				y, err := yaml.JSONToYAML(js)
 				if err != nil {
 					return err
 				}
@@ -521,7 +536,11 @@ func printSnapshot(w io.Writer, s *snapshot.Snapshot, format string) error {
 	case "yaml":
 		fmt.Fprintf(w, "# version %d, epoch %d, hash %s, %d resources\n", s.Version, s.Epoch, s.Hash, s.Len())
 		for i, r := range s.Sorted() {
-			y, err := yaml.JSONToYAML(r.Body)
+			js, err := envoyres.JSON(r)
+			if err != nil {
+				return err
+			}
+			y, err := yaml.JSONToYAML(js)
 			if err != nil {
 				return fmt.Errorf("resource %s: %w", r.Key, err)
 			}

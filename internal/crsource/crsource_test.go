@@ -28,6 +28,7 @@ import (
 	kubev1alpha1 "github.com/meshrelay/meshrelay/api/kube/v1alpha1"
 	apiv1alpha1 "github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/crsource"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/kubetest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
@@ -368,7 +369,8 @@ func failsOverToGreen(out *snapshot.Snapshot) bool {
 	}
 	for _, r := range out.Sorted() {
 		if r.Key == "EnvoyClusterLoadAssignment//default-service-blue-10000" {
-			return strings.Contains(string(r.Body), "default-service-green-10000")
+			human, err := envoyres.JSON(r)
+			return err == nil && strings.Contains(string(human), "default-service-green-10000")
 		}
 	}
 	return false

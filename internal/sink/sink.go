@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshrelay/meshrelay/internal/atomicfile"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -101,7 +102,11 @@ func (d *Dir) Apply(ctx context.Context, s *snapshot.Snapshot) error {
 		if k, dup := owner[name]; dup {
 			return fmt.Errorf("sink: resources %s and %s both map to file %s", k, r.Key, filepath.Join(d.dir, name))
 		}
-		y, err := yaml.JSONToYAML(r.Body)
+		js, err := envoyres.JSON(r)
+		if err != nil {
+			return fmt.Errorf("sink: %s: %w", filepath.Join(d.dir, name), err)
+		}
+		y, err := yaml.JSONToYAML(js)
 		if err != nil {
 			return fmt.Errorf("sink: %s: resource %s: %w", filepath.Join(d.dir, name), r.Key, err)
 		}

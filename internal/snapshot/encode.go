@@ -3,22 +3,24 @@ package snapshot
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 )
 
 // This file is the stored form of snapshots and configuration resources shared by the
 // persistent stores (redisstore, boltstore): the JSON of MarshalJSON, except that every
 // resource body is written verbatim, whether or not the resource was built by NewResource
-// (json.Marshal would compact such a body and escape <, > and &, which changes its hash).
-// Decoding verifies every hash (UnmarshalJSON).
+// (json.Marshal would compact such a body and escape <, > and &, which changes its hash),
+// and a binary body is written as base64 in "body64" (Resource.MarshalJSON). Decoding
+// verifies every hash (UnmarshalJSON).
 //
-// The stores that keep a snapshot resource by resource (boltstore's schema 2, redisstore's
+// The stores that keep a snapshot resource by resource (boltstore's schemas 2 and 3, redisstore's
 // hash per cluster) store each resource as its hash (64 hex digits) followed by its body
 // verbatim (AppendStoredResource, DecodeStoredResource), so that a store can compare the
 // stored hash of a key with the new one without decoding the body, and write only what
-// changed. A body is checked with json.Valid only when it is not known to be valid
-// (Resource.validJSON); reading always verifies every body's hash.
+// changed; a binary body follows a zero byte (binaryMark), which no JSON text starts with,
+// so that values written before binary bodies existed read as they always did. A body is
+// checked with json.Valid only when its form is not known (Resource.form); reading always
+// verifies every body's hash.
 
 // EncodeSnapshot returns the stored form of snap.
 func EncodeSnapshot(snap *Snapshot) ([]byte, error) {
@@ -46,8 +48,8 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	return snap, nil
 }
 
-// EncodeResource returns the stored form of r: its JSON with the body verbatim (a nil body
-// is written as null).
+// EncodeResource returns the stored form of r: its JSON with a JSON body verbatim (a nil
+// body is written as null) and a binary body as base64 ("body64").
 func EncodeResource(r Resource) ([]byte, error) {
 	var buf bytes.Buffer
 	if err := appendResource(&buf, r); err != nil {
@@ -59,43 +61,45 @@ func EncodeResource(r Resource) ([]byte, error) {
 // DecodeResource reads the stored form of a resource.
 func DecodeResource(b []byte) (Resource, error) {
 	var r Resource
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := r.UnmarshalJSON(b); err != nil {
 		return Resource{}, err
 	}
-	r.validJSON = len(r.Body) > 0 // decoded as a JSON value
 	return r, nil
 }
 
 func appendResource(buf *bytes.Buffer, r Resource) error {
-	body := []byte(r.Body)
-	if len(body) == 0 {
-		body = []byte("null")
-	} else if !r.validJSON && !json.Valid(body) {
-		return errors.New("body is not valid JSON")
+	b, err := r.appendJSON(buf.AvailableBuffer())
+	if err != nil {
+		return err
 	}
-	key, _ := json.Marshal(r.Key)
-	hash, _ := json.Marshal(r.Hash)
-	fmt.Fprintf(buf, `{"key":%s,"hash":%s,"body":`, key, hash)
-	buf.Write(body)
-	buf.WriteByte('}')
+	buf.Write(b)
 	return nil
 }
 
 // hashLen is the length of a resource hash: hex SHA-256.
 const hashLen = 64
 
+// binaryMark follows the hash in the per-resource stored form of a binary body.
+const binaryMark = 0
+
 // AppendStoredResource appends the per-resource stored form of r to b: its hash, then its
-// body. A body not known to be valid JSON is checked here (and refused when it is not).
+// body (after binaryMark for a binary body). A body of unknown form is checked here (and
+// refused when it is not JSON).
 func AppendStoredResource(b []byte, r Resource) ([]byte, error) {
 	switch {
 	case len(r.Hash) != hashLen:
 		return nil, fmt.Errorf("resource %s: hash %q is not a hex SHA-256", r.Key, r.Hash)
 	case len(r.Body) == 0:
 		return nil, fmt.Errorf("resource %s: no body", r.Key)
-	case !r.validJSON && !json.Valid(r.Body):
-		return nil, fmt.Errorf("resource %s: body is not valid JSON", r.Key)
+	}
+	verbatim, err := r.jsonBody()
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", r.Key, err)
 	}
 	b = append(b, r.Hash...)
+	if !verbatim {
+		b = append(b, binaryMark)
+	}
 	return append(b, r.Body...), nil
 }
 
@@ -105,12 +109,16 @@ func DecodeStoredResource(key string, v []byte) (Resource, error) {
 	if len(v) <= hashLen {
 		return Resource{}, fmt.Errorf("decode resource %s: %d bytes, want a hash and a body", key, len(v))
 	}
-	hash, body := string(v[:hashLen]), bytes.Clone(v[hashLen:])
+	hash, body, form := string(v[:hashLen]), v[hashLen:], formJSON
+	if body[0] == binaryMark {
+		body, form = body[1:], formBinary
+	}
+	body = bytes.Clone(body)
 	if got := HashBytes(body); got != hash {
 		return Resource{}, fmt.Errorf("decode resource %s: body hash %s, recorded %s: %w", key, got, hash, ErrHashMismatch)
 	}
 	// The writer checked the body (AppendStoredResource) and the hash says it is unchanged.
-	return Resource{Key: key, Hash: hash, Body: body, validJSON: true}, nil
+	return Resource{Key: key, Hash: hash, Body: body, form: form}, nil
 }
 
 // StoredHashIs reports whether the resource in the per-resource stored form v has the

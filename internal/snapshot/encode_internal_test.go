@@ -37,3 +37,26 @@ func TestMarshalJSONFastPathMatchesEncodingJSON(t *testing.T) {
 		t.Fatal("a snapshot with a non-JSON body encoded")
 	}
 }
+
+// A value of the per-resource stored form written before binary bodies (hash, then the
+// JSON body) reads as JSON; a binary body is marked, and the mark is not part of the body.
+func TestStoredResourceForms(t *testing.T) {
+	js := NewResource("ServiceEntry/ns/a", []byte(`{"a":1}`))
+	old := append([]byte(js.Hash), js.Body...) // as every version before wrote it
+	got, err := DecodeStoredResource(js.Key, old)
+	if err != nil || got.form != formJSON || string(got.Body) != `{"a":1}` {
+		t.Fatalf("old value read as %q form %d: %v", got.Body, got.form, err)
+	}
+	if v, err := AppendStoredResource(nil, js); err != nil || string(v) != string(old) {
+		t.Fatalf("a JSON body is stored as %q, %v; want %q", v, err, old)
+	}
+	bin := NewBinaryResource("EnvoyCluster//a", []byte(`{"a":1}`)) // JSON-looking bytes, declared binary
+	v, err := AppendStoredResource(nil, bin)
+	if err != nil || v[hashLen] != binaryMark {
+		t.Fatalf("binary body stored as %q, %v", v, err)
+	}
+	got, err = DecodeStoredResource(bin.Key, v)
+	if err != nil || got.form != formBinary || string(got.Body) != `{"a":1}` || got.Hash != bin.Hash {
+		t.Fatalf("binary value read as %q form %d: %v", got.Body, got.form, err)
+	}
+}

@@ -6,8 +6,10 @@ package snapshot
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -15,22 +17,134 @@ import (
 )
 
 // Resource is one object of a snapshot: a stable key, its canonical body and the body's hash.
+//
+// A body is JSON (a Kubernetes-shaped object, an input) or binary (an Envoy resource as a
+// serialized google.protobuf.Any, see internal/envoyres). Every JSON form of a resource
+// (MarshalJSON, the stored forms of encode.go) writes a JSON body verbatim as "body" and a
+// binary one as base64 in "body64", so that both come back byte for byte with their hash.
 type Resource struct {
-	Key  string          `json:"key"`
-	Hash string          `json:"hash"`
-	Body json.RawMessage `json:"body"`
-	// validJSON records that Body is known to be valid JSON, so that encoding a snapshot
-	// can copy it verbatim instead of having encoding/json scan and compact it again
-	// (which dominated an agent's cost of persisting its state).
-	validJSON bool
+	Key  string
+	Hash string
+	Body []byte
+	// form records what Body is known to be: JSON that can be copied verbatim into a JSON
+	// form (instead of having encoding/json scan and compact it again, which dominated an
+	// agent's cost of persisting its state), binary, or not known (a literal Resource).
+	form bodyForm
 }
+
+type bodyForm uint8
+
+const (
+	formUnknown bodyForm = iota // checked with json.Valid when encoded, refused if not JSON
+	formJSON                    // valid JSON, without surrounding white space
+	formBinary                  // any bytes, written as base64 in JSON forms
+)
 
 // NewResource returns a Resource with its hash computed from body. A JSON body is first put
 // in the form encoding/json itself produces (compact, with <, > and & escaped), so that the
 // body and its hash survive any trip through encoding/json unchanged.
 func NewResource(key string, body []byte) Resource {
 	body, ok := canonical(body)
-	return Resource{Key: key, Hash: HashBytes(body), Body: body, validJSON: ok}
+	f := formUnknown
+	if ok {
+		f = formJSON
+	}
+	return Resource{Key: key, Hash: HashBytes(body), Body: body, form: f}
+}
+
+// NewBinaryResource returns a Resource whose body is binary (not JSON): it is hashed and
+// kept as given, never canonicalised, and the JSON forms carry it as base64.
+func NewBinaryResource(key string, body []byte) Resource {
+	return Resource{Key: key, Hash: HashBytes(body), Body: body, form: formBinary}
+}
+
+// Binary reports whether r's body is known to be binary (NewBinaryResource, or read back
+// from a form that recorded it so).
+func (r Resource) Binary() bool { return r.form == formBinary }
+
+// verbatimJSON reports whether body is valid JSON that a JSON decoder gives back byte for
+// byte (no white space around the value).
+func verbatimJSON(body []byte) bool {
+	if len(body) == 0 || isSpace(body[0]) || isSpace(body[len(body)-1]) {
+		return false
+	}
+	return json.Valid(body)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// jsonBody returns how a JSON form writes r's body: verbatim (JSON), as base64 (binary), or
+// an error for a body of unknown form that is not JSON.
+func (r Resource) jsonBody() (verbatim bool, err error) {
+	switch {
+	case r.form == formJSON || len(r.Body) == 0:
+		return true, nil
+	case r.form == formBinary:
+		return false, nil
+	case json.Valid(r.Body):
+		return true, nil
+	}
+	return false, errors.New("body is not valid JSON")
+}
+
+// appendJSON appends the JSON form of r: {"key","hash","body"} with a JSON body verbatim
+// (null when there is none), or {"key","hash","body64"} with a binary body in base64.
+func (r Resource) appendJSON(b []byte) ([]byte, error) {
+	verbatim, err := r.jsonBody()
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `{"key":`...)
+	b = appendJSONString(b, r.Key)
+	b = append(b, `,"hash":`...)
+	b = appendJSONString(b, r.Hash)
+	switch {
+	case !verbatim:
+		b = append(b, `,"body64":"`...)
+		b = base64.StdEncoding.AppendEncode(b, r.Body)
+		b = append(b, '"')
+	case len(r.Body) == 0:
+		b = append(b, `,"body":null`...)
+	default:
+		b = append(b, `,"body":`...)
+		b = append(b, r.Body...)
+	}
+	return append(b, '}'), nil
+}
+
+// MarshalJSON writes the JSON form of r (see Resource). encoding/json compacts what it
+// returns, as it always compacted a JSON body; a body of unknown form that is not JSON is
+// refused.
+func (r Resource) MarshalJSON() ([]byte, error) {
+	b, err := r.appendJSON(make([]byte, 0, len(r.Key)+len(r.Hash)+len(r.Body)*4/3+48))
+	if err != nil {
+		return nil, fmt.Errorf("resource %s: %w", r.Key, err)
+	}
+	return b, nil
+}
+
+// UnmarshalJSON reads the JSON form of a resource: a "body" is kept verbatim as JSON, a
+// "body64" as binary. It does not verify the hash (Snapshot.UnmarshalJSON and Apply do).
+func (r *Resource) UnmarshalJSON(b []byte) error {
+	var w struct {
+		Key    string          `json:"key"`
+		Hash   string          `json:"hash"`
+		Body   json.RawMessage `json:"body"`
+		Body64 *[]byte         `json:"body64"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*r = Resource{Key: w.Key, Hash: w.Hash, Body: w.Body}
+	switch {
+	case w.Body64 != nil && w.Body != nil:
+		return fmt.Errorf("resource %s: both body and body64", w.Key)
+	case w.Body64 != nil:
+		r.Body, r.form = *w.Body64, formBinary
+	case len(w.Body) > 0:
+		r.form = formJSON // decoded as a JSON value
+	}
+	return nil
 }
 
 func canonical(body []byte) ([]byte, bool) {
@@ -203,7 +317,13 @@ func Apply(base *Snapshot, d Delta) (*Snapshot, error) {
 		if got := HashBytes(r.Body); got != r.Hash {
 			return nil, fmt.Errorf("resource %s: body hash %s does not match announced %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
 		}
-		r.validJSON = json.Valid(r.Body)
+		// The relay protocol and the agent's state log carry bodies as bytes: a body that
+		// is not JSON a decoder gives back byte for byte is binary (an Envoy resource).
+		if verbatimJSON(r.Body) {
+			r.form = formJSON
+		} else {
+			r.form = formBinary
+		}
 		m[r.Key] = r
 	}
 	s := FromMap(d.Version, d.Epoch, m)
@@ -222,17 +342,18 @@ type wire struct {
 }
 
 // MarshalJSON encodes the snapshot with its resources sorted by key, in the form
-// encoding/json gives the wire struct. Bodies known to be valid JSON (every body of a
-// snapshot built by NewResource, Apply or UnmarshalJSON) are copied verbatim.
+// encoding/json gives the wire struct. Bodies known to be valid JSON (every JSON body of a
+// snapshot built by NewResource, Apply or UnmarshalJSON) are copied verbatim, binary bodies
+// are written as base64 ("body64").
 func (s *Snapshot) MarshalJSON() ([]byte, error) {
 	rs := s.Sorted()
 	size := 64 + len(s.Hash)
 	for _, r := range rs {
-		if !r.validJSON {
-			// Let encoding/json check (and refuse) it, as it always did.
+		if r.form == formUnknown {
+			// Let encoding/json check (and refuse, or compact) it, as it always did.
 			return json.Marshal(wire{Version: s.Version, Hash: s.Hash, Epoch: s.Epoch, Resources: rs})
 		}
-		size += len(r.Key) + len(r.Hash) + len(r.Body) + 32
+		size += len(r.Key) + len(r.Hash) + len(r.Body)*4/3 + 40
 	}
 	b := make([]byte, 0, size)
 	b = append(b, `{"version":`...)
@@ -252,17 +373,10 @@ func (s *Snapshot) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, `{"key":`...)
-		b = appendJSONString(b, r.Key)
-		b = append(b, `,"hash":`...)
-		b = appendJSONString(b, r.Hash)
-		b = append(b, `,"body":`...)
-		if len(r.Body) == 0 {
-			b = append(b, "null"...)
-		} else {
-			b = append(b, r.Body...)
+		var err error
+		if b, err = r.appendJSON(b); err != nil {
+			return nil, fmt.Errorf("resource %s: %w", r.Key, err)
 		}
-		b = append(b, '}')
 	}
 	return append(b, "]}"...), nil
 }
@@ -282,7 +396,7 @@ func (s *Snapshot) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	for i, r := range w.Resources {
+	for _, r := range w.Resources {
 		if len(r.Body) == 0 {
 			// Encoding writes a missing body as null, which does not match the hash of no
 			// bytes: such a snapshot could not be read back once stored.
@@ -291,7 +405,6 @@ func (s *Snapshot) UnmarshalJSON(b []byte) error {
 		if got := HashBytes(r.Body); got != r.Hash {
 			return fmt.Errorf("decoded resource %s: body hash %s, recorded %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
 		}
-		w.Resources[i].validJSON = len(r.Body) > 0 // decoded as a JSON value
 	}
 	n := New(w.Version, w.Epoch, w.Resources)
 	if w.Hash != "" && n.Hash != w.Hash {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
@@ -45,7 +46,11 @@ func TestFailoverGatewayAddress(t *testing.T) {
 				if !strings.Contains(r.Key, "ClusterLoadAssignment") {
 					continue
 				}
-				body := string(r.Body)
+				human, err := envoyres.JSON(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := string(human)
 				if strings.Contains(body, `"address":"`+host+`","portValue":`+port) {
 					found = true
 				}

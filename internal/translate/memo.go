@@ -1,7 +1,13 @@
 package translate
 
 import (
+	"cmp"
+	"fmt"
 	"sync"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -43,6 +49,13 @@ func (g *generations[K, V]) add(k K, v V) V {
 	return v
 }
 
+// len is the number of entries the current translation used or added.
+func (g *generations[K, V]) len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.cur)
+}
+
 // rotate ends a translation: what it did not use is forgotten, unless keepUnused says to
 // keep it given the sizes of the two generations.
 func (g *generations[K, V]) rotate(keepUnused func(cur, prev int) bool) {
@@ -66,10 +79,71 @@ func (g *generations[K, V]) rotate(keepUnused func(cur, prev int) bool) {
 // after it. A nil memo remembers nothing. get and put are safe for concurrent use.
 type renderMemo struct {
 	gens *generations[string, []snapshot.Resource]
+	// localities are the encodings of ClusterLoadAssignment localities (field 2, tag and
+	// length included) by what they are built from (encodeCLA).
+	localities *generations[string, []byte]
 }
 
 func newRenderMemo() *renderMemo {
-	return &renderMemo{gens: newGenerations[string, []snapshot.Resource]()}
+	return &renderMemo{gens: newGenerations[string, []snapshot.Resource](), localities: newGenerations[string, []byte]()}
+}
+
+// claEndpointsField is the field number of ClusterLoadAssignment.endpoints.
+const claEndpointsField = 2
+
+// encodeCLA returns the deterministic encoding (proto.MarshalOptions{Deterministic: true})
+// of claMessage(name, localities), assembled from the remembered encodings of its
+// localities; a locality not remembered is rendered, validated, encoded and remembered.
+func (m *renderMemo) encodeCLA(name string, localities []claLocality) ([]byte, error) {
+	if err := (&endpointv3.ClusterLoadAssignment{ClusterName: name}).ValidateAll(); err != nil {
+		return nil, err
+	}
+	frags := make([][]byte, len(localities))
+	size := 0
+	for i, l := range localities {
+		k := l.key()
+		f, ok := m.locality(k)
+		if !ok {
+			msg := l.message()
+			if err := msg.ValidateAll(); err != nil {
+				// The whole message's validation names the locality.
+				return nil, cmp.Or(claMessage(name, localities).ValidateAll(), err)
+			}
+			n := proto.MarshalOptions{Deterministic: true}.Size(msg)
+			f = protowire.AppendTag(make([]byte, 0, n+protowire.SizeVarint(uint64(n))+1), claEndpointsField, protowire.BytesType)
+			f = protowire.AppendVarint(f, uint64(n))
+			var err error
+			if f, err = (proto.MarshalOptions{Deterministic: true}).MarshalAppend(f, msg); err != nil {
+				return nil, fmt.Errorf("locality %d: %w", i, err)
+			}
+			m.putLocality(k, f)
+		}
+		frags[i] = f
+		size += len(f)
+	}
+	// Fields in field-number order: cluster_name (1), then every endpoints (2) entry.
+	b := make([]byte, 0, size+len(name)+protowire.SizeVarint(uint64(len(name)))+1)
+	if name != "" {
+		b = protowire.AppendTag(b, 1, protowire.BytesType)
+		b = protowire.AppendString(b, name)
+	}
+	for _, f := range frags {
+		b = append(b, f...)
+	}
+	return b, nil
+}
+
+func (m *renderMemo) locality(key string) ([]byte, bool) {
+	if m == nil {
+		return nil, false
+	}
+	return m.localities.get(key)
+}
+
+func (m *renderMemo) putLocality(key string, f []byte) {
+	if m != nil {
+		m.localities.add(key, f)
+	}
 }
 
 // key returns the memo key of a plan element ("" without a memo, or when v cannot be
@@ -99,7 +173,12 @@ func (m *renderMemo) put(key string, rs ...snapshot.Resource) {
 
 // rotate ends a translation. Entries used in it are kept; the others too while the memo
 // is under twice the size of what is in use (clusters that were not recomputed still
-// reference theirs), otherwise they are forgotten.
+// reference theirs), otherwise they are forgotten. Locality encodings follow the same rule
+// with the same bound: the localities of a world's load assignments are mostly shared
+// between clusters (a remote gateway at a priority), so they number about the clusters
+// times the distinct priorities, well under the output resources.
 func (m *renderMemo) rotate(inUse int) {
-	m.gens.rotate(func(cur, prev int) bool { return cur+prev <= 2*inUse })
+	keep := func(cur, prev int) bool { return cur+prev <= 2*inUse }
+	m.gens.rotate(keep)
+	m.localities.rotate(keep)
 }

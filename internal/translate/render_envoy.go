@@ -2,6 +2,7 @@ package translate
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -51,6 +52,9 @@ type envoyOut struct {
 	kind, name string
 	msg        envoyres.Message
 	memoKey    string // set for upstream resources, to remember them once rendered
+	// localities of a ClusterLoadAssignment encoded with the memo (encodeCLA), whose
+	// encodings are reused; msg is then nil.
+	localities []claLocality
 }
 
 // renderEnvoy renders a plan into Envoy xDS resources (Listeners, RouteConfigurations,
@@ -104,11 +108,15 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if hit(key) {
 			continue
 		}
-		c, cla, err := r.upstream(u)
+		c, localities, err := r.upstream(u)
 		if err != nil {
 			return nil, fail(envoyres.KindCluster, u.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindCluster, u.Name, c, key}, envoyOut{envoyres.KindClusterLoadAssignment, u.Name, cla, key})
+		cla := envoyOut{envoyres.KindClusterLoadAssignment, u.Name, nil, key, localities}
+		if memo == nil || len(localities) == 0 {
+			cla.msg, cla.localities = claMessage(u.Name, localities), nil
+		}
+		outs = append(outs, envoyOut{envoyres.KindCluster, u.Name, c, key, nil}, cla)
 	}
 	for _, l := range p.HTTPListeners {
 		key := elemKey("http", l)
@@ -119,7 +127,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindListener, l.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindListener, l.Name, lis, key}, envoyOut{envoyres.KindRouteConfiguration, l.Name, rc, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, l.Name, lis, key, nil}, envoyOut{envoyres.KindRouteConfiguration, l.Name, rc, key, nil})
 	}
 	for _, g := range p.TCPGateways {
 		key := elemKey("tcp", g)
@@ -130,7 +138,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindListener, g.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindListener, g.Name, lis, key})
+		outs = append(outs, envoyOut{envoyres.KindListener, g.Name, lis, key, nil})
 	}
 	for _, s := range p.Secrets {
 		key := elemKey("secret", s)
@@ -141,7 +149,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if err != nil {
 			return nil, fail(envoyres.KindSecret, s.Name, err)
 		}
-		outs = append(outs, envoyOut{envoyres.KindSecret, s.Name, sec, key})
+		outs = append(outs, envoyOut{envoyres.KindSecret, s.Name, sec, key, nil})
 	}
 
 	res := make([]snapshot.Resource, 0, len(outs)+len(reused))
@@ -160,12 +168,25 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 			return nil, fail(o.kind, o.name, errors.New("duplicate name"))
 		}
 		seen[key] = true
-		if err := o.msg.ValidateAll(); err != nil {
-			return nil, fail(o.kind, o.name, err)
-		}
-		rr, err := envoyres.Encode(o.kind, o.name, o.msg)
-		if err != nil {
-			return nil, err
+		var rr snapshot.Resource
+		if o.localities != nil {
+			// The big ClusterLoadAssignments (a locality per cluster of a VirtualDestination)
+			// change one locality at a time: render, encode and validate only what changed.
+			enc, err := memo.encodeCLA(o.name, o.localities)
+			if err != nil {
+				return nil, fail(o.kind, o.name, err)
+			}
+			if rr, err = envoyres.EncodeEncoded(o.kind, o.name, enc); err != nil {
+				return nil, err
+			}
+		} else {
+			if err := o.msg.ValidateAll(); err != nil {
+				return nil, fail(o.kind, o.name, err)
+			}
+			var err error
+			if rr, err = envoyres.Encode(o.kind, o.name, o.msg); err != nil {
+				return nil, err
+			}
 		}
 		res = append(res, rr)
 		if o.memoKey != "" {
@@ -491,8 +512,10 @@ func envoyStringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_String
 	return &routev3.HeaderMatcher_StringMatch{StringMatch: sm}
 }
 
-// upstream renders an upstream into an EDS cluster and its load assignment.
-func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment, error) {
+// upstream renders an upstream into an EDS cluster and the localities of its load
+// assignment (claMessage renders it; with a memo, encodeCLA encodes only the localities
+// it does not remember).
+func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, []claLocality, error) {
 	c := &clusterv3.Cluster{
 		Name:                 u.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -520,7 +543,7 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 		}
 	}
 
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: u.Name}
+	var localities []claLocality
 	tlsBySNI := map[string]UpstreamTLS{}
 	last := -1 // last non-empty priority; empty ones before it keep their index
 	for prio, eps := range u.Priorities {
@@ -533,27 +556,24 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 		slices.SortStableFunc(eps, func(a, b Endpoint) int {
 			return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 		})
-		var group *endpointv3.LocalityLbEndpoints
 		if len(eps) == 0 { // keep priorities contiguous, as Envoy asks
-			cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{Priority: uint32(prio)})
+			localities = append(localities, claLocality{prio: prio})
 		}
-		for _, e := range eps {
-			if group == nil || group.Locality.Region != e.Region || group.Locality.Zone != e.Zone {
-				group = &endpointv3.LocalityLbEndpoints{Priority: uint32(prio), Locality: &corev3.Locality{Region: e.Region, Zone: e.Zone}}
-				cla.Endpoints = append(cla.Endpoints, group)
-			}
+		start := 0
+		for i, e := range eps {
 			if e.Address == "" || e.Port == 0 || e.Port > 65535 {
 				return nil, nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
 			}
-			lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoySocketAddress(e.Address, e.Port)}}}
 			if t := e.TLS; t != nil {
 				if prev, ok := tlsBySNI[t.SNI]; t.SNI == "" || ok && prev != *t {
 					return nil, nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
 				}
 				tlsBySNI[t.SNI] = *t
-				lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoyTransportSocketMatch: envoyTLSMatch(t.SNI)}}
 			}
-			group.LbEndpoints = append(group.LbEndpoints, lb)
+			if i+1 == len(eps) || eps[i+1].Region != e.Region || eps[i+1].Zone != e.Zone {
+				localities = append(localities, claLocality{prio: prio, eps: eps[start : i+1]})
+				start = i + 1
+			}
 		}
 	}
 
@@ -571,7 +591,63 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, *endpointv3
 			Name: "mtls-" + sni, Match: envoyTLSMatch(sni), TransportSocket: ts,
 		})
 	}
-	return c, cla, nil
+	return c, localities, nil
+}
+
+// claLocality is one locality of a load assignment: a priority and its endpoints, sorted,
+// all of one region and zone (none for an empty priority).
+type claLocality struct {
+	prio int
+	eps  []Endpoint
+}
+
+// message renders the locality.
+func (l claLocality) message() *endpointv3.LocalityLbEndpoints {
+	g := &endpointv3.LocalityLbEndpoints{Priority: uint32(l.prio)}
+	if len(l.eps) == 0 {
+		return g
+	}
+	g.Locality = &corev3.Locality{Region: l.eps[0].Region, Zone: l.eps[0].Zone}
+	for _, e := range l.eps {
+		lb := &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoySocketAddress(e.Address, e.Port)}}}
+		if t := e.TLS; t != nil {
+			lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{envoyTransportSocketMatch: envoyTLSMatch(t.SNI)}}
+		}
+		g.LbEndpoints = append(g.LbEndpoints, lb)
+	}
+	return g
+}
+
+// key names everything the locality's message is built from, unambiguously (every string
+// is length-prefixed).
+func (l claLocality) key() string {
+	b := binary.AppendUvarint(make([]byte, 0, 16+len(l.eps)*32), uint64(l.prio))
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	for _, e := range l.eps {
+		str(e.Region)
+		str(e.Zone)
+		str(e.Address)
+		b = binary.AppendUvarint(b, uint64(e.Port))
+		if e.TLS != nil {
+			b = append(b, 1)
+			str(e.TLS.SNI)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	return string(b)
+}
+
+// claMessage is the load assignment named name with these localities.
+func claMessage(name string, localities []claLocality) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	for _, l := range localities {
+		cla.Endpoints = append(cla.Endpoints, l.message())
+	}
+	return cla
 }
 
 func envoyTLSMatch(sni string) *structpb.Struct {

@@ -150,18 +150,19 @@ func TestRenderEnvoy(t *testing.T) {
 	msgs := map[string]proto.Message{}
 	for _, r := range res {
 		keys = append(keys, r.Key)
+		human, err := canonicalHuman(r)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var env map[string]any
-		if err := json.Unmarshal(r.Body, &env); err != nil {
+		if err := json.Unmarshal(human, &env); err != nil {
 			t.Fatalf("%s: body is not JSON: %v", r.Key, err)
 		}
 		kind, name, _ := strings.Cut(r.Key, "//")
 		spec, _ := env["spec"].(map[string]any)
 		meta, _ := env["metadata"].(map[string]any)
 		if env["apiVersion"] != envoyres.APIVersion || env["kind"] != kind || meta["name"] != name || spec == nil || spec["@type"] != nil || len(env) != 4 {
-			t.Errorf("%s: envelope = %s", r.Key, r.Body)
-		}
-		if again := snapshot.NewResource(r.Key, r.Body); again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
-			t.Errorf("%s: body is not canonical", r.Key)
+			t.Errorf("%s: envelope = %s", r.Key, human)
 		}
 		gotKind, msg, err := envoyres.Decode(r)
 		if err != nil || gotKind != kind {
@@ -448,7 +449,13 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("renderEnvoy: %v", err)
 	}
+	// The JSON envelope, the form of previous versions (envoyres_test has the binary form).
 	cluster := res[0] // EnvoyCluster//default-service-blue-10000
+	js, err := envoyres.JSON(cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster = snapshot.NewResource(cluster.Key, js)
 	replace := func(old, new string) snapshot.Resource {
 		return snapshot.NewResource(cluster.Key, []byte(strings.Replace(string(cluster.Body), old, new, 1)))
 	}
@@ -479,6 +486,122 @@ func TestDecodeEnvoyRejects(t *testing.T) {
 			}
 			if tt.name == "invalid spec" && !errors.Is(err, envoyres.ErrInvalid) {
 				t.Errorf("error %v does not wrap envoyres.ErrInvalid", err)
+			}
+		})
+	}
+}
+
+// canonicalHuman checks that r's body is canonical and returns its human form
+// (envoyres.JSON). An Envoy resource's body is binary and encodes again to the same bytes;
+// any other body, and every human form, is JSON that NewResource would not rewrite.
+func canonicalHuman(r snapshot.Resource) ([]byte, error) {
+	if envoyres.IsKey(r.Key) {
+		if !r.Binary() {
+			return nil, fmt.Errorf("%s: body is not binary", r.Key)
+		}
+		kind, msg, err := envoyres.Decode(r)
+		if err != nil {
+			return nil, err
+		}
+		again, err := envoyres.Encode(kind, strings.TrimPrefix(r.Key, kind+"//"), msg.(envoyres.Message))
+		if err != nil || again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
+			return nil, fmt.Errorf("%s: body is not canonical (decoded and encoded again it changes; %v)", r.Key, err)
+		}
+	} else if again := snapshot.NewResource(r.Key, r.Body); again.Hash != r.Hash || !bytes.Equal(again.Body, r.Body) {
+		return nil, fmt.Errorf("%s: body is not canonical (NewResource would rewrite it)", r.Key)
+	}
+	human, err := envoyres.JSON(r)
+	if err != nil {
+		return nil, err
+	}
+	if again := snapshot.NewResource(r.Key, human); !bytes.Equal(again.Body, human) {
+		return nil, fmt.Errorf("%s: human form is not canonical (NewResource would rewrite it)", r.Key)
+	}
+	return human, nil
+}
+
+// CanonicalHuman is canonicalHuman for the external tests.
+var CanonicalHuman = canonicalHuman
+
+// With a memo, a ClusterLoadAssignment is assembled from the remembered encodings of its
+// localities; the bytes equal the deterministic marshal of the whole message (what
+// renderEnvoy without a memo gives), also after one locality changed, when only that
+// locality is encoded again.
+func TestAssembledCLAEqualsMarshal(t *testing.T) {
+	plan := func(changed string) Plan {
+		p := envoyTestPlan()
+		mtls := &UpstreamTLS{SNI: envoyTestGreen, CertSecret: envoyTestCert, CASecret: envoyTestCA}
+		var remote []Endpoint
+		for i := range 60 {
+			addr := fmt.Sprintf("198.51.100.%d", i)
+			if i == 17 {
+				addr = changed
+			}
+			remote = append(remote, Endpoint{Address: addr, Port: 15443, Region: fmt.Sprintf("r%02d", i/2), Zone: fmt.Sprintf("z%d", i%3), TLS: mtls})
+		}
+		blue := &p.Upstreams[0]
+		blue.Priorities = append(blue.Priorities, nil, remote) // an empty priority between
+		return p
+	}
+	memo := newRenderMemo()
+	localities := 0
+	for i, changed := range []string{"192.0.2.1", "192.0.2.1", "192.0.2.2"} {
+		p := plan(changed)
+		want, err := renderEnvoy(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := renderEnvoyMemo(p, memo, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("render %d: %d resources, want %d", i, len(got), len(want))
+		}
+		for j := range want {
+			if got[j].Key != want[j].Key || got[j].Hash != want[j].Hash || !bytes.Equal(got[j].Body, want[j].Body) {
+				t.Fatalf("render %d: %s assembled differs from the marshalled message", i, want[j].Key)
+			}
+		}
+		// The first render encodes every locality, the second none, the third the one
+		// that changed.
+		wantNew := []int{memo.localities.len() - localities, 0, 1}[i]
+		if i == 0 && wantNew < 60 {
+			t.Fatalf("first render remembered %d localities, want at least 60", wantNew)
+		}
+		if n := memo.localities.len() - localities; n != wantNew {
+			t.Fatalf("render %d encoded %d localities, want %d", i, n, wantNew)
+		}
+		localities = memo.localities.len()
+	}
+}
+
+// BenchmarkRenderBigCLA renders a cluster's upstream whose load assignment has a locality
+// per gateway of 1,000 clusters after one endpoint changed: every locality encoded
+// (no memo) or only the changed one (memo).
+func BenchmarkRenderBigCLA(b *testing.B) {
+	mtls := &UpstreamTLS{SNI: "vd-web-8080", CertSecret: envoyTestCert, CASecret: envoyTestCA}
+	var remote []Endpoint
+	for i := range 1000 {
+		remote = append(remote, Endpoint{Address: fmt.Sprintf("10.%d.%d.1", i/256, i%256), Port: 15443, Region: fmt.Sprintf("c%04d", i), TLS: mtls})
+	}
+	plan := func(n int) Plan {
+		local := []Endpoint{{Address: fmt.Sprintf("10.200.0.%d", n%250+1), Port: 8080, Region: "local"}}
+		return Plan{Cluster: "local", Secrets: envoyTestPlan().Secrets,
+			Upstreams: []UpstreamPlan{{Name: "vd-web-8080", Priorities: [][]Endpoint{local, remote}}}}
+	}
+	for _, withMemo := range []bool{false, true} {
+		b.Run(fmt.Sprintf("memo=%v", withMemo), func(b *testing.B) {
+			var memo *renderMemo
+			if withMemo {
+				memo = newRenderMemo()
+			}
+			n := 0
+			for b.Loop() {
+				n++
+				if _, err := renderEnvoyMemo(plan(n), memo, nil); err != nil {
+					b.Fatal(err)
+				}
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/demo"
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -196,7 +197,7 @@ func TestOpsDebugTranslateMatchesServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := string(s.Resources[blueCLA].Body); !strings.Contains(body, `"priority":1`) {
+	if body := string(humanBody(t, s.Resources[blueCLA])); !strings.Contains(body, `"priority":1`) {
 		t.Fatalf("local's live %s has no failover endpoints to compare: %s", blueCLA, body)
 	}
 }
@@ -222,7 +223,13 @@ func compareOutputs(live map[string]*snapshot.Snapshot, offline map[string][]sna
 			if kind, _, _ := strings.Cut(k, "/"); secretKinds[kind] {
 				continue
 			}
-			if l := live[c].Resources[k].Body; !bytes.Equal(canonicalJSON(l), canonicalJSON(p.Body)) {
+			// The server holds Envoy bodies as protobuf; the offline plan prints them as JSON.
+			l, err := envoyres.JSON(live[c].Resources[k])
+			if err != nil {
+				diff = append(diff, fmt.Sprintf("%s: %s: %v", c, k, err))
+				continue
+			}
+			if !bytes.Equal(canonicalJSON(l), canonicalJSON(p.Body)) {
 				diff = append(diff, fmt.Sprintf("%s: %s differs:\n  server:  %s\n  offline: %s", c, k, l, p.Body))
 			}
 		}
@@ -325,4 +332,14 @@ func quoteIfNeeded(s string) string {
 		return fmt.Sprintf("%q", s)
 	}
 	return s
+}
+
+// humanBody is r's body in its human form (envoyres.JSON).
+func humanBody(t *testing.T, r snapshot.Resource) []byte {
+	t.Helper()
+	b, err := envoyres.JSON(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -12,6 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
@@ -29,7 +30,11 @@ func Dump(outputs map[string][]snapshot.Resource, status map[string][]string, er
 	for _, c := range clusters {
 		fmt.Fprintf(&b, "# ===== cluster %s: %d resources\n", c, len(outputs[c]))
 		for _, r := range outputs[c] {
-			y, err := yaml.JSONToYAML(r.Body)
+			js, err := envoyres.JSON(r)
+			if err != nil {
+				return nil, fmt.Errorf("%s of cluster %s: %w", r.Key, c, err)
+			}
+			y, err := yaml.JSONToYAML(js)
 			if err != nil {
 				return nil, fmt.Errorf("%s of cluster %s: %w", r.Key, c, err)
 			}
