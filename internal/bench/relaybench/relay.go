@@ -6,6 +6,7 @@
 package relaybench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,9 @@ type Options struct {
 	// Profile runs the servers under the hidden `meshrelay-bench server` (the same server with pprof
 	// and a forced-GC endpoint) and writes CPU profiles of each phase to WorkDir.
 	Profile bool `json:"profile"`
+	// ServerLogLevel is the servers' --log-level (default warn; info logs each translation
+	// in --dir's server logs).
+	ServerLogLevel string `json:"serverLogLevel,omitempty"`
 	// SyncTimeout bounds the initial sync; 0 picks one from the number of agents.
 	SyncTimeout time.Duration `json:"syncTimeout"`
 	// Quick shortens the fixed pauses between phases (for tests).
@@ -402,7 +406,7 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 	// The admin API is plain HTTP on loopback: the bench measures the relay, and reads
 	// /status and /metrics as often as it can.
 	args = append(args, "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", r.config,
-		"--token-file", r.token, "--log-level", "warn")
+		"--token-file", r.token, "--log-level", cmp.Or(r.o.ServerLogLevel, "warn"))
 	if r.o.RedisAddress != "" {
 		args = append(args, "--redis-address", r.o.RedisAddress, "--redis-prefix", "bench"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	}
@@ -750,6 +754,7 @@ func (o *Options) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ServerCPUs, "server-cpus", "", "pin the servers (and the baseline's server) to these CPUs, taskset list form (e.g. 0)")
 	fs.StringVar(&o.AgentCPUs, "agent-cpus", "", "pin the simulated agents (and the baseline's clients) to these CPUs, taskset list form (e.g. 1)")
 	fs.BoolVar(&o.Profile, "profile", false, "run the servers with pprof (the hidden `server` command), force GC for exact heap figures, write CPU profiles per phase to --dir")
+	fs.StringVar(&o.ServerLogLevel, "server-log-level", "warn", "the servers' --log-level (info logs every translation in --dir's server logs)")
 	fs.DurationVar(&o.SyncTimeout, "sync-timeout", 0, "time allowed for the initial sync (default 3m + 300ms per agent)")
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory for data, logs and profiles (default: a temporary directory removed at exit)")
 	fs.StringVar(&o.StateRoot, "state-root", "", "where the agents keep their state (default /dev/shm)")
