@@ -19,6 +19,7 @@ type metrics struct {
 	fenced             prometheus.Counter
 	abandoned          prometheus.Counter
 	configFirst        prometheus.Counter
+	inputsDeferred     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -70,12 +71,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		configFirst: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_translation_config_first_total", Help: "Translations of a configuration change with the inputs of the previous translation, ahead of newer inputs.",
 		}),
+		inputsDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_inputs_deferred_total", Help: "Times translations of input changes were put off (at most 1 s) while a configuration change was still reaching the connected agents.",
+		}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshrelay_store_up", Help: "1 when the last store operation succeeded.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst, m.inputsDeferred)
 	}
 	return m
 }

@@ -120,6 +120,12 @@ type Reconciler struct {
 	// under way (nil between translations).
 	translated translated
 	running    *running
+	// delivering is what the last translation of a configuration change published: the
+	// clusters with a connected agent and the version each must acknowledge, until
+	// deliverBy; input changes wait for it (deferInputsLocked).
+	delivering map[string]uint64
+	deliverBy  time.Time
+	deferring  bool // input changes are being put off for it now
 }
 
 // builtOutput is the snapshot made of a translation's resources for a cluster: a
@@ -202,6 +208,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	tick := time.NewTicker(r.cfg.Tick)
 	defer tick.Stop()
 	r.kick.kick()
+	var deferred <-chan time.Time // kicks again when input changes were put off
 	for {
 		select {
 		case <-ctx.Done():
@@ -218,6 +225,9 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			if !warm {
 				r.kick.kick() // safe-start window deadlines and the first load
 			}
+		case <-deferred:
+			deferred = nil
+			r.kick.kick()
 		case <-r.kick:
 			// No wait to gather a burst: the kick channel holds one kick, so whatever
 			// arrives while this round runs is one more round, translated with the newest
@@ -225,6 +235,15 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			// Inputs are written with the outputs made of them (below) or on the next tick,
 			// not before translating.
 			r.store.sync(ctx, false)
+			r.mu.Lock()
+			wait := r.deferInputsLocked()
+			r.mu.Unlock()
+			if wait > 0 {
+				if deferred == nil {
+					deferred = time.After(wait)
+				}
+				continue
+			}
 			changed, translated, held := r.reconcile(ctx)
 			if held {
 				// Nothing translates the inputs: write them now (a passive server, safe mode).
@@ -437,6 +456,55 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	return changed, rd.in.Inputs, false
 }
 
+// configDistributionGrace bounds how long input changes wait for a configuration change
+// to reach the connected agents.
+const configDistributionGrace = time.Second
+
+// deferInputsLocked says how long to put off the next round (0: translate now). A round of
+// input changes alone waits while the last configuration change is still on its way to the
+// connected agents, up to configDistributionGrace: under endpoint churn, translating the
+// inputs at once would take the CPU from delivering that change, and the inputs lose little
+// by being gathered a moment longer (they are translated together, newest state). A
+// configuration change never waits.
+func (r *Reconciler) deferInputsLocked() time.Duration {
+	if len(r.delivering) == 0 {
+		r.deferring = false
+		return 0
+	}
+	last := r.translated
+	if last.inputs == nil || !sameObjects(r.config.effective(), last.config) {
+		r.deferring = false
+		return 0 // a configuration change: translate it now
+	}
+	now := r.now()
+	for c, v := range r.delivering {
+		out := r.store.outputs[c]
+		a := r.acks.acks[c]
+		switch {
+		case out == nil || out.Version != v || len(r.subs[c]) == 0:
+			// replaced, removed, or no agent to deliver it to
+		case a != nil && (a.Hash == out.Hash || a.NackedHash == out.Hash):
+			// answered
+		default:
+			continue
+		}
+		delete(r.delivering, c)
+	}
+	if len(r.delivering) == 0 || !now.Before(r.deliverBy) {
+		if r.deferring && len(r.delivering) > 0 {
+			r.log.Debug("input changes no longer wait for the configuration change", "clustersNotAcknowledged", len(r.delivering))
+		}
+		r.delivering, r.deferring = nil, false
+		return 0
+	}
+	if !r.deferring {
+		r.deferring = true
+		r.m.inputsDeferred.Inc()
+		r.log.Debug("input changes wait for the configuration change to reach the agents", "clusters", len(r.delivering), "atMost", r.deliverBy.Sub(now).Round(time.Millisecond))
+	}
+	return min(r.deliverBy.Sub(now), 20*time.Millisecond)
+}
+
 // round is what one translation reads, taken under the lock.
 type round struct {
 	in       translate.Input
@@ -585,6 +653,15 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 		r.store.publishOutputLocked(c, next)
 		r.log.Debug("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
 		changed = append(changed, c)
+	}
+	if !rd.inputsOnly {
+		r.delivering = map[string]uint64{}
+		for _, c := range changed {
+			if len(r.subs[c]) > 0 {
+				r.delivering[c] = r.store.outputs[c].Version
+			}
+		}
+		r.deliverBy = r.now().Add(configDistributionGrace)
 	}
 	if len(changed) > 0 {
 		sort.Strings(changed)
