@@ -38,6 +38,7 @@ type world struct {
 	names    []string
 	models   map[string]*clusterModel
 	certs    map[string]ClusterCert
+	parsed   int // inputs parsed for this world (Work.InputsParsed)
 
 	upstreamDecls []typed[v1alpha1.Upstream]
 	gatewayDecls  []typed[v1alpha1.Gateway]

@@ -73,6 +73,8 @@ type Work struct {
 	// cluster's previous translation (their inputs, vdPortKey, were the same).
 	VirtualDestinationsPlanned int
 	VirtualDestinationsReused  int
+	// InputsParsed counts the clusters whose input snapshot was parsed (not reused).
+	InputsParsed int
 }
 
 // Clusters returns the registered clusters of a configuration by name.
@@ -96,7 +98,11 @@ func Translate(in Input) Result { return NewTranslator().Translate(in) }
 // Translator translates incrementally: it reuses the output of every cluster whose digest
 // (a hash of everything its plan reads) is unchanged. Not safe for concurrent use.
 type Translator struct {
-	models     map[string]cachedModel
+	models map[string]cachedModel
+	// prevModels are the models the last translation replaced: a translation abandoned for
+	// a configuration change is followed by one of that change with the inputs before it,
+	// then by the newer inputs again (internal/reconcile), and neither parses them anew.
+	prevModels map[string]cachedModel
 	outputs    map[string]cachedOutput
 	memo       *renderMemo
 	selections *selectionMemo
@@ -154,7 +160,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		}
 	}
 	w := t.world(in)
-	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}}
+	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}, Work: Work{InputsParsed: w.parsed}}
 	for _, c := range w.names {
 		res.Errors = append(res.Errors, w.models[c].errors...)
 	}
@@ -320,13 +326,24 @@ func (t *Translator) world(in Input) *world {
 		key := h + "|" + kcRaw[c]
 		cm, ok := t.models[c]
 		if !ok || cm.hash != key {
-			cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
+			if p, ok := t.prevModels[c]; ok && p.hash == key {
+				cm = p
+			} else {
+				cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
+				w.parsed++
+			}
 		}
 		models[c] = cm
 		w.models[c] = cm.model
 		objs = append(objs, cm.model.objects...)
 	}
-	t.models = models
+	prev := map[string]cachedModel{}
+	for c, old := range t.models {
+		if models[c].hash != old.hash {
+			prev[c] = old
+		}
+	}
+	t.models, t.prevModels = models, prev
 	// A stable order (by key, then origin) so that overlapping objects resolve the same way
 	// whatever order the configuration came in.
 	sort.SliceStable(objs, func(i, j int) bool {

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 
@@ -65,5 +66,44 @@ func TestWorkFollowsDependencies(t *testing.T) {
 				t.Errorf("unchanged input recomputed %v with work %+v", again.Recomputed, again.Work)
 			}
 		})
+	}
+}
+
+// TestAbandonedTranslationKeepsParsedInputs: a translation of new inputs abandoned for a
+// configuration change is followed by that change translated with the previous inputs,
+// then by the new inputs again (internal/reconcile's config-first round); neither parses an
+// input anew, and both equal a fresh translation.
+func TestAbandonedTranslationKeepsParsedInputs(t *testing.T) {
+	m := ptNewModel()
+	m.vd = true
+	tr := translate.NewTranslator()
+	old := m.input(t)
+	if res := tr.Translate(old); res.Work.InputsParsed != len(old.Inputs) {
+		t.Fatalf("first translation parsed %d inputs, want %d", res.Work.InputsParsed, len(old.Inputs))
+	}
+	m.svcs[0]["web"] = []string{"10.1.0.7"}
+	m.svcs[1]["api"] = []string{"10.2.1.7"}
+	newer := m.input(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // abandoned as soon as it starts: its inputs are parsed all the same
+	if _, err := tr.TranslateContext(ctx, newer); err == nil {
+		t.Fatal("a translation with its context done was not abandoned")
+	}
+	configFirst := old
+	configFirst.Config = append(slices.Clone(old.Config), ptInput(t, []string{ptRouteTable("rt-all", "all.example.com", nil, "default-web-8080")}, nil).Config...)
+	for _, step := range []struct {
+		name string
+		in   translate.Input
+	}{
+		{"the configuration change with the previous inputs", configFirst},
+		{"the newer inputs", translate.Input{Config: configFirst.Config, Inputs: newer.Inputs, Certs: newer.Certs}},
+	} {
+		res := tr.Translate(step.in)
+		if res.Work.InputsParsed != 0 {
+			t.Errorf("%s: parsed %d inputs again", step.name, res.Work.InputsParsed)
+		}
+		if d := ptDiff(translate.Translate(step.in), res); d != "" {
+			t.Fatalf("%s: incremental differs from fresh: %s", step.name, d)
+		}
 	}
 }
