@@ -38,6 +38,8 @@ type world struct {
 	names    []string
 	models   map[string]*clusterModel
 	certs    map[string]ClusterCert
+	// parsed counts what parsing the changed inputs decoded and reused (Work).
+	parsed parseStats
 
 	upstreamDecls []typed[v1alpha1.Upstream]
 	gatewayDecls  []typed[v1alpha1.Gateway]

@@ -73,6 +73,11 @@ type Work struct {
 	// cluster's previous translation (their inputs, vdPortKey, were the same).
 	VirtualDestinationsPlanned int
 	VirtualDestinationsReused  int
+	// InputsDecoded counts the cluster input resources decoded because their key or hash
+	// changed; InputsReused those of changed inputs taken decoded from the cluster's
+	// previous parse. Unchanged inputs are not parsed at all and count in neither.
+	InputsDecoded int
+	InputsReused  int
 }
 
 // Clusters returns the registered clusters of a configuration by name.
@@ -105,6 +110,9 @@ type Translator struct {
 type cachedModel struct {
 	hash  string
 	model *clusterModel
+	// decoded are the cluster's input resources by key, decoded, for its next parse to
+	// reuse (parseCluster); they go with the cluster.
+	decoded map[string]decoded
 }
 
 type cachedOutput struct {
@@ -204,6 +212,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		return Result{}, false // t.outputs and the memo's generation stay as they were
 	}
 	next := make(map[string]cachedOutput, len(w.names))
+	res.Work.InputsDecoded, res.Work.InputsReused = w.parsed.decoded, w.parsed.reused
 	for _, i := range stale {
 		res.Work.VirtualDestinationsPlanned += outs[i].work.VirtualDestinationsPlanned
 		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
@@ -320,7 +329,10 @@ func (t *Translator) world(in Input) *world {
 		key := h + "|" + kcRaw[c]
 		cm, ok := t.models[c]
 		if !ok || cm.hash != key {
-			cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
+			m, dec, st := parseCluster(c, w.clusters[c], in.Inputs[c], cm.decoded)
+			cm = cachedModel{hash: key, model: m, decoded: dec}
+			w.parsed.decoded += st.decoded
+			w.parsed.reused += st.reused
 		}
 		models[c] = cm
 		w.models[c] = cm.model
