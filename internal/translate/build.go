@@ -99,6 +99,17 @@ type vdPlans struct {
 	serviceEntries map[string]*builtServiceEntry
 }
 
+// prevServiceEntry is the ServiceEntry namespace/name of the cluster's previous
+// translation, nil when it had none.
+func (s *vdState) prevServiceEntry(namespace, name string) *builtServiceEntry {
+	for _, b := range s.sePrev {
+		if b.plan.Namespace == namespace && b.plan.Name == name {
+			return b
+		}
+	}
+	return nil
+}
+
 func (s *vdState) plans() vdPlans { return vdPlans{upstreams: s.next, serviceEntries: s.seNext} }
 
 // cache is a concurrency-safe memo of values computed from their key. Racing callers may

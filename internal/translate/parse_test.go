@@ -103,4 +103,3 @@ func totalResources(in translate.Input) int {
 	}
 	return n
 }
-

@@ -211,7 +211,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			}
 			sortEndpoints(se.Endpoints)
 			se.Endpoints = dedupeEndpoints(se.Endpoints)
-			entry = buildServiceEntry(c, se)
+			entry = buildServiceEntry(c, se, w.vd.prevServiceEntry(se.Namespace, se.Name))
 		}
 		w.vd.seNext[key] = entry
 		p.ServiceEntries = append(p.ServiceEntries, entry.plan)
