@@ -168,6 +168,9 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 		d, ok := prev[r.Key]
 		if ok && r.Hash != "" && d.hash == r.Hash {
 			st.reused++
+			if d.err == "" {
+				d.obj.Raw = r.Body // the same bytes; keep the new snapshot's, not the old one's
+			}
 		} else {
 			d = decodeInput(name, r)
 			st.decoded++

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"context"
 	"maps"
 	"testing"
 
@@ -102,4 +103,40 @@ func totalResources(in translate.Input) int {
 		n += s.Len()
 	}
 	return n
+}
+
+// TestAbandonedTranslationKeepsDecodedInputsConsistent: a translation abandoned after
+// parsing leaves parsed inputs that the next translations reuse, of the abandoned input or
+// of the one before, with outputs equal to a fresh translation.
+func TestAbandonedTranslationKeepsDecodedInputsConsistent(t *testing.T) {
+	m := ptNewModel()
+	m.vd = true
+	base := m.input(t)
+	m.svcs[1]["web"] = []string{"10.2.0.7"}
+	moved := m.input(t)
+
+	tr := translate.NewTranslator()
+	tr.Translate(base)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := tr.TranslateContext(ctx, moved); err == nil {
+		t.Fatal("a translation with an ended context was not abandoned")
+	}
+	for _, step := range []struct {
+		name    string
+		in      translate.Input
+		decoded int
+	}{
+		{"the abandoned input", moved, 0}, // parsed before it was abandoned
+		{"the input before", base, 1},
+		{"the abandoned input again", moved, 1},
+	} {
+		res := tr.Translate(step.in)
+		if res.Work.InputsDecoded != step.decoded {
+			t.Errorf("%s: decoded %d input resources, want %d", step.name, res.Work.InputsDecoded, step.decoded)
+		}
+		if d := ptDiff(translate.Translate(step.in), res); d != "" {
+			t.Errorf("%s: incremental differs from fresh: %s", step.name, d)
+		}
+	}
 }

@@ -302,7 +302,8 @@ func render(p Plan, memo *renderMemo, keys planKeys) ([]snapshot.Resource, []str
 	return out, errs
 }
 
-// world parses the configuration and the inputs (reusing parsed inputs by hash).
+// world parses the configuration and the inputs (reusing parsed inputs by hash and, in a
+// changed input, the resources decoded before by key and hash).
 func (t *Translator) world(in Input) *world {
 	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
