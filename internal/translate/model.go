@@ -139,6 +139,10 @@ func decodeInput(name string, r snapshot.Resource) decoded {
 		into(&g)
 		d.value = g
 	}
+	if d.value != nil {
+		// Only the typed value is read on; keep no more of the object than its name.
+		d.obj = resource.Object{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name, Namespace: o.Namespace}
+	}
 	return d
 }
 
@@ -168,7 +172,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 		d, ok := prev[r.Key]
 		if ok && r.Hash != "" && d.hash == r.Hash {
 			st.reused++
-			if d.err == "" {
+			if d.err == "" && d.value == nil {
 				d.obj.Raw = r.Body // the same bytes; keep the new snapshot's, not the old one's
 			}
 		} else {
