@@ -38,7 +38,8 @@ type world struct {
 	names    []string
 	models   map[string]*clusterModel
 	certs    map[string]ClusterCert
-	parsed   int // inputs parsed for this world (Work.InputsParsed)
+	// parsed counts what parsing the changed inputs decoded and reused (Work).
+	parsed parseStats
 
 	upstreamDecls []typed[v1alpha1.Upstream]
 	gatewayDecls  []typed[v1alpha1.Gateway]
@@ -96,6 +97,17 @@ func newVDState(prev vdPlans) *vdState {
 type vdPlans struct {
 	upstreams      map[string]*UpstreamPlan
 	serviceEntries map[string]*builtServiceEntry
+}
+
+// prevServiceEntry is the ServiceEntry namespace/name of the cluster's previous
+// translation, nil when it had none.
+func (s *vdState) prevServiceEntry(namespace, name string) *builtServiceEntry {
+	for _, b := range s.sePrev {
+		if b.plan.Namespace == namespace && b.plan.Name == name {
+			return b
+		}
+	}
+	return nil
 }
 
 func (s *vdState) plans() vdPlans { return vdPlans{upstreams: s.next, serviceEntries: s.seNext} }

@@ -91,10 +91,74 @@ func UpstreamName(namespace, service string, port int32) string {
 	return fmt.Sprintf("%s-%s-%d", namespace, service, port)
 }
 
-func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snapshot) *clusterModel {
+// decoded is one input resource of a cluster as parseCluster decoded it. The decoded
+// resources of a cluster are kept with its parsed model so that the next parse decodes only
+// the resources whose key or hash changed. Decoded values are shared between the models
+// (and translations) that reuse them, so nothing may modify them after decoding: the model
+// and the planners only read them (they copy before sorting or appending).
+type decoded struct {
+	hash string
+	obj  resource.Object
+	// value is the typed resource for the kinds parseCluster reads (v1alpha1.Service,
+	// EndpointSlice, Secret, Gateway), nil for other kinds.
+	value any
+	// err is why the resource could not be decoded ("" when it could); such a resource is
+	// otherwise ignored.
+	err string
+}
+
+// decodeInput decodes one resource of cluster name's input.
+func decodeInput(name string, r snapshot.Resource) decoded {
+	d := decoded{hash: r.Hash}
+	o, err := resource.FromResource(r)
+	if err != nil {
+		d.err = fmt.Sprintf("cluster %s: %v", name, err)
+		return d
+	}
+	d.obj = o
+	into := func(v any) {
+		if err := o.Into(v); err != nil {
+			d.err = fmt.Sprintf("cluster %s: %s: %v", name, o, err)
+		}
+	}
+	switch o.Kind {
+	case v1alpha1.KindService:
+		var s v1alpha1.Service
+		into(&s)
+		d.value = s
+	case v1alpha1.KindEndpointSlice:
+		var es v1alpha1.EndpointSlice
+		into(&es)
+		d.value = es
+	case v1alpha1.KindSecret:
+		var s v1alpha1.Secret
+		into(&s)
+		d.value = s
+	case v1alpha1.KindGateway:
+		var g v1alpha1.Gateway
+		into(&g)
+		d.value = g
+	}
+	if d.value != nil {
+		// Only the typed value is read on; keep no more of the object than its name.
+		d.obj = resource.Object{APIVersion: o.APIVersion, Kind: o.Kind, Name: o.Name, Namespace: o.Namespace}
+	}
+	return d
+}
+
+// parseStats counts the inputs parsed (in a world) and their resources decoded and reused
+// from the cluster's previous parse.
+type parseStats struct{ inputs, decoded, reused int }
+
+// parseCluster parses cluster name's input. prev are the resources decoded by the
+// cluster's previous parse (nil for none); a resource with the same key and hash is reused
+// rather than decoded again. It returns the model and the decoded resources by key, for the
+// next parse.
+func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snapshot, prev map[string]decoded) (*clusterModel, map[string]decoded, parseStats) {
 	m := &clusterModel{upstreams: map[string]*upstreamModel{}, secrets: map[string]v1alpha1.Secret{}}
+	var st parseStats
 	if in == nil {
-		return m
+		return m, nil, st
 	}
 	domain := kc.Spec.ClusterDomain
 	if domain == "" {
@@ -103,44 +167,35 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 	loc := whereIs(name, kc)
 	slices := map[string][]v1alpha1.EndpointSlice{}
 	var gws []v1alpha1.Gateway
+	next := make(map[string]decoded, in.Len())
 	for _, r := range in.Sorted() {
-		o, err := resource.FromResource(r)
-		if err != nil {
-			m.errors = append(m.errors, fmt.Sprintf("cluster %s: %v", name, err))
+		d, ok := prev[r.Key]
+		if ok && r.Hash != "" && d.hash == r.Hash {
+			st.reused++
+			if d.err == "" && d.value == nil {
+				d.obj.Raw = r.Body // the same bytes; keep the new snapshot's, not the old one's
+			}
+		} else {
+			d = decodeInput(name, r)
+			st.decoded++
+		}
+		next[r.Key] = d
+		if d.err != "" {
+			m.errors = append(m.errors, d.err)
 			continue
 		}
-		bad := func(err error) { m.errors = append(m.errors, fmt.Sprintf("cluster %s: %s: %v", name, o, err)) }
-		switch o.Kind {
-		case v1alpha1.KindService:
-			var s v1alpha1.Service
-			if err := o.Into(&s); err != nil {
-				bad(err)
-				continue
-			}
-			m.services = append(m.services, &serviceModel{svc: s})
-		case v1alpha1.KindEndpointSlice:
-			var es v1alpha1.EndpointSlice
-			if err := o.Into(&es); err != nil {
-				bad(err)
-				continue
-			}
-			k := o.Namespace + "/" + es.Metadata.Labels[v1alpha1.LabelServiceName]
-			slices[k] = append(slices[k], es)
-		case v1alpha1.KindSecret:
-			var s v1alpha1.Secret
-			if err := o.Into(&s); err != nil {
-				bad(err)
-				continue
-			}
-			m.secrets[o.Namespace+"/"+o.Name] = s
-			m.secrets[o.Name] = s
-		case v1alpha1.KindGateway:
-			var g v1alpha1.Gateway
-			if err := o.Into(&g); err != nil {
-				bad(err)
-				continue
-			}
-			gws = append(gws, g)
+		o := d.obj
+		switch v := d.value.(type) {
+		case v1alpha1.Service:
+			m.services = append(m.services, &serviceModel{svc: v})
+		case v1alpha1.EndpointSlice:
+			k := o.Namespace + "/" + v.Metadata.Labels[v1alpha1.LabelServiceName]
+			slices[k] = append(slices[k], v)
+		case v1alpha1.Secret:
+			m.secrets[o.Namespace+"/"+o.Name] = v
+			m.secrets[o.Name] = v
+		case v1alpha1.Gateway:
+			gws = append(gws, v)
 		default:
 			m.objects = append(m.objects, object{Object: o, origin: name})
 		}
@@ -170,7 +225,7 @@ func parseCluster(name string, kc v1alpha1.KubernetesCluster, in *snapshot.Snaps
 		m.gateways = append(m.gateways, gm)
 	}
 	sort.Strings(m.errors)
-	return m
+	return m, next, st
 }
 
 // readyEndpoints lists the ready addresses of a service port, with the endpoint port that

@@ -518,7 +518,7 @@ func splitOwnEndpoints(c string, sp ServiceEntryPlan) (others, own ServiceEntryP
 	others, own = sp, sp
 	others.Endpoints, own.Endpoints = nil, nil
 	for _, ep := range sp.Endpoints {
-		if ep.Cluster == c || ep.Cluster == "" {
+		if ownEndpoint(c, ep) {
 			own.Endpoints = append(own.Endpoints, ep)
 		} else {
 			others.Endpoints = append(others.Endpoints, ep)
@@ -526,6 +526,9 @@ func splitOwnEndpoints(c string, sp ServiceEntryPlan) (others, own ServiceEntryP
 	}
 	return others, own
 }
+
+// ownEndpoint reports whether ep is one of cluster c's own endpoints (or a static one).
+func ownEndpoint(c string, ep Endpoint) bool { return ep.Cluster == c || ep.Cluster == "" }
 
 // istioLocality is Istio's "region/zone". A zone without a region cannot be written (Istio
 // would read it as a region), so it is left out.

@@ -73,8 +73,14 @@ type Work struct {
 	// cluster's previous translation (their inputs, vdPortKey, were the same).
 	VirtualDestinationsPlanned int
 	VirtualDestinationsReused  int
-	// InputsParsed counts the clusters whose input snapshot was parsed (not reused).
+	// InputsParsed counts the clusters whose input snapshot was parsed (not taken parsed
+	// from the previous translations).
 	InputsParsed int
+	// InputsDecoded counts the cluster input resources decoded because their key or hash
+	// changed; InputsReused those of changed inputs taken decoded from the cluster's
+	// previous parse. Unchanged inputs are not parsed at all and count in neither.
+	InputsDecoded int
+	InputsReused  int
 }
 
 // Clusters returns the registered clusters of a configuration by name.
@@ -99,9 +105,10 @@ func Translate(in Input) Result { return NewTranslator().Translate(in) }
 // (a hash of everything its plan reads) is unchanged. Not safe for concurrent use.
 type Translator struct {
 	models map[string]cachedModel
-	// prevModels are the models the last translation replaced: a translation abandoned for
-	// a configuration change is followed by one of that change with the inputs before it,
-	// then by the newer inputs again (internal/reconcile), and neither parses them anew.
+	// prevModels are the models translations replaced, the latest per cluster: a
+	// translation abandoned for a configuration change is followed by one of that change
+	// with the inputs before it, then by the newer inputs again (internal/reconcile), and
+	// neither parses them anew.
 	prevModels map[string]cachedModel
 	outputs    map[string]cachedOutput
 	memo       *renderMemo
@@ -111,6 +118,9 @@ type Translator struct {
 type cachedModel struct {
 	hash  string
 	model *clusterModel
+	// decoded are the cluster's input resources by key, decoded, for its next parse to
+	// reuse (parseCluster); they go with the cluster.
+	decoded map[string]decoded
 }
 
 type cachedOutput struct {
@@ -160,7 +170,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		}
 	}
 	w := t.world(in)
-	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}, Work: Work{InputsParsed: w.parsed}}
+	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}, Work: Work{InputsParsed: w.parsed.inputs}}
 	for _, c := range w.names {
 		res.Errors = append(res.Errors, w.models[c].errors...)
 	}
@@ -210,6 +220,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		return Result{}, false // t.outputs and the memo's generation stay as they were
 	}
 	next := make(map[string]cachedOutput, len(w.names))
+	res.Work.InputsDecoded, res.Work.InputsReused = w.parsed.decoded, w.parsed.reused
 	for _, i := range stale {
 		res.Work.VirtualDestinationsPlanned += outs[i].work.VirtualDestinationsPlanned
 		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
@@ -299,7 +310,8 @@ func render(p Plan, memo *renderMemo, keys planKeys) ([]snapshot.Resource, []str
 	return out, errs
 }
 
-// world parses the configuration and the inputs (reusing parsed inputs by hash).
+// world parses the configuration and the inputs (reusing parsed inputs by hash and, in a
+// changed input, the resources decoded before by key and hash).
 func (t *Translator) world(in Input) *world {
 	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
@@ -326,11 +338,14 @@ func (t *Translator) world(in Input) *world {
 		key := h + "|" + kcRaw[c]
 		cm, ok := t.models[c]
 		if !ok || cm.hash != key {
-			if p, ok := t.prevModels[c]; ok && p.hash == key {
+			if p, pok := t.prevModels[c]; pok && p.hash == key {
 				cm = p
 			} else {
-				cm = cachedModel{hash: key, model: parseCluster(c, w.clusters[c], in.Inputs[c])}
-				w.parsed++
+				m, dec, st := parseCluster(c, w.clusters[c], in.Inputs[c], cm.decoded)
+				cm = cachedModel{hash: key, model: m, decoded: dec}
+				w.parsed.inputs++
+				w.parsed.decoded += st.decoded
+				w.parsed.reused += st.reused
 			}
 		}
 		models[c] = cm
@@ -338,9 +353,11 @@ func (t *Translator) world(in Input) *world {
 		objs = append(objs, cm.model.objects...)
 	}
 	prev := map[string]cachedModel{}
-	for c, old := range t.models {
-		if models[c].hash != old.hash {
+	for c, cur := range models {
+		if old, ok := t.models[c]; ok && old.hash != cur.hash {
 			prev[c] = old
+		} else if p, ok := t.prevModels[c]; ok && p.hash != cur.hash {
+			prev[c] = p
 		}
 	}
 	t.models, t.prevModels = models, prev

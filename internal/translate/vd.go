@@ -211,7 +211,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			}
 			sortEndpoints(se.Endpoints)
 			se.Endpoints = dedupeEndpoints(se.Endpoints)
-			entry = buildServiceEntry(c, se)
+			entry = buildServiceEntry(c, se, w.vd.prevServiceEntry(se.Namespace, se.Name))
 		}
 		w.vd.seNext[key] = entry
 		p.ServiceEntries = append(p.ServiceEntries, entry.plan)
@@ -223,22 +223,35 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 // vdPortUpstream builds the upstream a VirtualDestination port gives cluster c, or nil
 // when no backing has an endpoint. It reads exactly what vdPortKey covers.
 func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) *UpstreamPlan {
-	var all []Endpoint
-	for _, b := range w.vdBackings(vd, port) {
-		if b.cluster == c {
+	backings := w.vdBackings(vd, port)
+	// Other clusters' endpoints are reached through their gateway, which must then serve
+	// this upstream; without a gateway they are reached directly (flat network).
+	gws := make([][]Endpoint, len(backings))
+	n := 0
+	for i, b := range backings {
+		if b.cluster != c {
+			gws[i] = w.gatewayEndpoints(b.cluster)
+		}
+		if len(gws[i]) > 0 {
+			n += len(gws[i])
+		} else {
+			n += len(b.u.endpoints)
+		}
+	}
+	all := make([]Endpoint, 0, n)
+	var tlsName string // the backings mostly share an upstream name: look its TLS up once
+	var tls *UpstreamTLS
+	for i, b := range backings {
+		if len(gws[i]) == 0 {
 			all = append(all, b.u.endpoints...)
 			continue
 		}
-		// Other clusters' endpoints are reached through their gateway, which must then
-		// serve this upstream; without a gateway they are reached directly (flat network).
-		if gw := w.gatewayEndpoints(b.cluster); len(gw) > 0 {
-			tls := w.clientTLS(c, b.u.name)
-			for _, e := range gw {
-				e.TLS = tls
-				all = append(all, e)
-			}
-		} else {
-			all = append(all, b.u.endpoints...)
+		if tls == nil || tlsName != b.u.name {
+			tlsName, tls = b.u.name, w.clientTLS(c, b.u.name)
+		}
+		for _, e := range gws[i] {
+			e.TLS = tls
+			all = append(all, e)
 		}
 	}
 	if len(all) == 0 {

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"reflect"
+	"slices"
 	"strconv"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
@@ -135,17 +137,61 @@ type builtServiceEntry struct {
 	othersKey, ownKey string
 }
 
-func buildServiceEntry(c string, se ServiceEntryPlan) *builtServiceEntry {
+// buildServiceEntry splits se into the other clusters' endpoints and c's own and keys both
+// parts. prev, when not nil, is the entry of the same name from c's previous translation:
+// when the others part is equal to prev's (compared element by element, which is much
+// cheaper than hashing it), prev's key is reused. Under churn, c's own endpoints change
+// every second while the other clusters' gateways do not.
+func buildServiceEntry(c string, se ServiceEntryPlan, prev *builtServiceEntry) *builtServiceEntry {
 	// The plan lists the other clusters' endpoints first, then c's own, each part in the
 	// order it had, so that the two parts are windows on the plan's slice: kept for every
 	// cluster, the entry holds each endpoint once.
-	others, own := splitOwnEndpoints(c, se)
-	k := len(others.Endpoints)
-	se.Endpoints = append(others.Endpoints, own.Endpoints...)
-	others.Endpoints, own.Endpoints = se.Endpoints[:k:k], se.Endpoints[k:]
+	k := 0
+	for _, e := range se.Endpoints {
+		if !ownEndpoint(c, e) {
+			k++
+		}
+	}
+	eps := make([]Endpoint, len(se.Endpoints))
+	i, j := 0, k
+	for _, e := range se.Endpoints {
+		if ownEndpoint(c, e) {
+			eps[j] = e
+			j++
+		} else {
+			eps[i] = e
+			i++
+		}
+	}
+	se.Endpoints = eps
+	others, own := se, se
+	others.Endpoints, own.Endpoints = eps[:k:k], eps[k:]
 	b := &builtServiceEntry{plan: se, others: others, own: own}
-	b.othersKey, b.ownKey = "se|"+planHash(b.others), "se|"+planHash(b.own)
+	if prev != nil && sameServiceEntry(prev.others, others) {
+		b.othersKey = prev.othersKey
+	} else {
+		b.othersKey = "se|" + planHash(b.others)
+	}
+	b.ownKey = "se|" + planHash(b.own)
 	return b
+}
+
+// sameServiceEntry reports whether a and b are equal: their endpoints element by element,
+// the rest (a few fields, no endpoints) by reflection.
+func sameServiceEntry(a, b ServiceEntryPlan) bool {
+	if !slices.EqualFunc(a.Endpoints, b.Endpoints, sameEndpoint) {
+		return false
+	}
+	a.Endpoints, b.Endpoints = nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+// sameEndpoint compares endpoints with == (every field, as long as Endpoint and UpstreamTLS
+// stay comparable), the TLS settings by value.
+func sameEndpoint(a, b Endpoint) bool {
+	ta, tb := a.TLS, b.TLS
+	a.TLS, b.TLS = nil, nil
+	return a == b && (ta == tb || ta != nil && tb != nil && *ta == *tb)
 }
 
 // vdServiceEntryKey keys a VirtualDestination's ServiceEntry: the VirtualDestination and
