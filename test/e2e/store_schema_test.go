@@ -10,6 +10,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/meshrelay/meshrelay/internal/envoyres"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
@@ -193,12 +194,38 @@ func rewriteStoreAs(t *testing.T, path, schema string, c boltstoretest.Contents)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := boltstoretest.WriteOld(path, schema, c); err != nil {
+	if err := boltstoretest.WriteOld(path, schema, asWrittenBefore(t, c)); err != nil {
 		t.Fatal(err)
 	}
 	if got := storeSchema(t, path); got != schema {
 		t.Fatalf("rewritten store.db has schema %q, want %q", got, schema)
 	}
+}
+
+// asWrittenBefore is c as the versions of schemas 1 and 2 held it: Envoy resources were
+// JSON envelopes then, not protobuf (ADR 0014).
+func asWrittenBefore(t *testing.T, c boltstoretest.Contents) boltstoretest.Contents {
+	t.Helper()
+	old := c
+	old.Snapshots = map[snapshot.Kind]map[string]*snapshot.Snapshot{}
+	for kind, snaps := range c.Snapshots {
+		old.Snapshots[kind] = map[string]*snapshot.Snapshot{}
+		for cluster, snap := range snaps {
+			var rs []snapshot.Resource
+			for _, r := range snap.Sorted() {
+				if r.Binary() {
+					body, err := envoyres.JSON(r)
+					if err != nil {
+						t.Fatalf("%s of %s: %v", r.Key, cluster, err)
+					}
+					r = snapshot.NewResource(r.Key, body)
+				}
+				rs = append(rs, r)
+			}
+			old.Snapshots[kind][cluster] = snapshot.New(snap.Version, snap.Epoch, rs)
+		}
+	}
+	return old
 }
 
 // storeSchema reads the schema recorded in a closed store file.
