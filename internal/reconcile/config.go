@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 
+	"github.com/meshrelay/meshrelay/api/v1alpha1"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -19,8 +20,10 @@ type configSet struct {
 	apiBroken []string // stored configuration resources that do not decode: "key: error"
 	apiLost   bool     // the store lost applied configuration this server still holds
 	apiRev    uint64
-	// registered caches the registered clusters; nil when the configuration changed.
-	registered map[string]bool
+	// eff and clusters cache effective() and clusters(); nil when the configuration
+	// changed.
+	eff      []resource.Object
+	clusters map[string]v1alpha1.KubernetesCluster
 	// changed, when set, is called (with the reconciler's lock held) after either part of
 	// the configuration was replaced.
 	changed func()
@@ -33,28 +36,36 @@ func sameObjects(a, b []resource.Object) bool {
 }
 
 // effective returns the config directory's objects overridden by API-applied ones of the
-// same key, sorted by key.
+// same key, sorted by key. Callers must not modify it: it is kept until the configuration
+// changes (it is asked for on every round and every /status).
 func (c *configSet) effective() []resource.Object {
-	all := make([]resource.Object, 0, len(c.dir)+len(c.api))
-	all = append(all, c.dir...)
-	all = append(all, c.api...)
-	return resource.Dedupe(all)
+	if c.eff == nil {
+		all := make([]resource.Object, 0, len(c.dir)+len(c.api))
+		all = append(all, c.dir...)
+		all = append(all, c.api...)
+		c.eff = resource.Dedupe(all)
+	}
+	return c.eff
+}
+
+// registered returns the registered clusters (translate.Clusters of effective). Callers
+// must not modify it.
+func (c *configSet) registered() map[string]v1alpha1.KubernetesCluster {
+	if c.clusters == nil {
+		c.clusters = translate.Clusters(c.effective())
+	}
+	return c.clusters
 }
 
 // isRegistered reports whether a KubernetesCluster of that name exists.
 func (c *configSet) isRegistered(cluster string) bool {
-	if c.registered == nil {
-		c.registered = map[string]bool{}
-		for name := range translate.Clusters(c.effective()) {
-			c.registered[name] = true
-		}
-	}
-	return c.registered[cluster]
+	_, ok := c.registered()[cluster]
+	return ok
 }
 
 func (c *configSet) setDir(objs []resource.Object) {
 	c.dir, c.dirLoaded = objs, true
-	c.registered = nil
+	c.eff, c.clusters = nil, nil
 	if c.changed != nil {
 		c.changed()
 	}
@@ -62,7 +73,7 @@ func (c *configSet) setDir(objs []resource.Object) {
 
 func (c *configSet) setAPI(objs []resource.Object, rev uint64, broken []string) {
 	c.api, c.apiRev, c.apiLoaded, c.apiBroken = objs, rev, true, broken
-	c.registered = nil
+	c.eff, c.clusters = nil, nil
 	if c.changed != nil {
 		c.changed()
 	}

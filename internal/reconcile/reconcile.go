@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -303,7 +304,7 @@ func (r *Reconciler) Delete(ctx context.Context, key string) error {
 func (r *Reconciler) Config() []resource.Object {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.config.effective()
+	return slices.Clone(r.config.effective())
 }
 
 // IsRegistered reports whether a KubernetesCluster of that name exists. It is asked on
@@ -543,7 +544,7 @@ func (r *Reconciler) prepare() (round, bool) {
 	var rd round
 	if in.Loaded.Reason() == "" && active {
 		config := r.config.effective()
-		clusters := translate.Clusters(config)
+		clusters := r.config.registered()
 		inputs := make(map[string]*snapshot.Snapshot, len(clusters))
 		in.Inputs = make(map[string]bool, len(clusters))
 		last := r.translated

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/reconcile/safemode"
-	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
 // SafeModeStatus says whether translation is held and why (decided by package safemode).
@@ -68,7 +67,7 @@ func (r *Reconciler) Status() Status {
 	if r.config.apiLost && st.StoreError == "" {
 		st.StoreError = "the store lost applied configuration that this server holds; translating with this server's copy until the leader restores it"
 	}
-	for name, kc := range translate.Clusters(config) {
+	for name, kc := range r.config.registered() {
 		cs := ClusterStatus{Name: name, SkipWarming: kc.Spec.SkipWarming}
 		if in := r.store.inputs[name]; in != nil {
 			cs.InputVersion, cs.InputHash, cs.InputResources = in.Version, in.Hash, in.Len()

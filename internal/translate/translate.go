@@ -98,6 +98,33 @@ func Clusters(config []resource.Object) map[string]v1alpha1.KubernetesCluster {
 	return out
 }
 
+type decodedCluster struct {
+	raw string
+	kc  v1alpha1.KubernetesCluster
+}
+
+// clusters is Clusters, decoding only the KubernetesClusters whose object changed since the
+// last translation.
+func (t *Translator) clusters(config []resource.Object) map[string]v1alpha1.KubernetesCluster {
+	out := map[string]v1alpha1.KubernetesCluster{}
+	kcs := make(map[string]decodedCluster, len(t.kcs))
+	for _, o := range config {
+		if o.Kind != v1alpha1.KindKubernetesCluster {
+			continue
+		}
+		d, ok := t.kcs[o.Name]
+		if !ok || d.raw != string(o.Raw) {
+			d = decodedCluster{raw: string(o.Raw)}
+			if err := o.Into(&d.kc); err != nil {
+				continue
+			}
+		}
+		kcs[o.Name], out[o.Name] = d, d.kc
+	}
+	t.kcs = kcs
+	return out
+}
+
 // Translate computes every registered cluster's output from scratch.
 func Translate(in Input) Result { return NewTranslator().Translate(in) }
 
@@ -111,6 +138,9 @@ type Translator struct {
 	// neither parses them anew.
 	prevModels map[string]cachedModel
 	outputs    map[string]cachedOutput
+	// kcs are the decoded KubernetesClusters by name, with the raw object they were
+	// decoded from (every translation reads all of them).
+	kcs        map[string]decodedCluster
 	memo       *renderMemo
 	selections *selectionMemo
 }
@@ -313,7 +343,7 @@ func render(p Plan, memo *renderMemo, keys planKeys) ([]snapshot.Resource, []str
 // world parses the configuration and the inputs (reusing parsed inputs by hash and, in a
 // changed input, the resources decoded before by key and hash).
 func (t *Translator) world(in Input) *world {
-	w := &world{clusters: Clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
+	w := &world{clusters: t.clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
 		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS](),
 		vdKeyCache: newCache[string, string](), vd: newVDState(vdPlans{}), selections: t.selections}
