@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -99,5 +100,72 @@ func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
 	}
 	if got := metricValue(t, reg, "meshrelay_translation_config_first_total"); got != 1 {
 		t.Errorf("meshrelay_translation_config_first_total = %v, want 1", got)
+	}
+}
+
+// TestConfigChangesInARowGoFirst: a second configuration change that abandons the
+// translation of the newer inputs following the first one goes first too while the inputs
+// have waited less than maxInputWait (3 s), and the newer inputs follow it; once they have
+// waited longer, the next configuration change is translated with them.
+func TestConfigChangesInARowGoFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		after time.Duration // between the first change and the second
+		want  []string      // what the translations with the second change read
+	}{
+		{"at once", 0, []string{"previous inputs", "newer inputs"}},
+		{"after the inputs waited 3 s", 3500 * time.Millisecond, []string{"newer inputs"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testConfigChangesInARow(t, tc.after, tc.want) })
+	}
+}
+
+func testConfigChangesInARow(t *testing.T, after time.Duration, want []string) {
+	config := clusters(t, "east", "west")
+	rt := func(name string) []resource.Object {
+		return parse(t, "apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: "+name+", namespace: shop}\nspec:\n  clusters: [east, west]\n  hosts: ["+name+".shop]\n  http:\n  - forwardTo: {destinations: [{ref: {name: shop-web-80}}]}\n")
+	}
+	has := func(in translate.Input, name string) bool {
+		return slices.ContainsFunc(in.Config, func(o resource.Object) bool { return o.Name == name })
+	}
+	config1 := resource.Dedupe(append(slices.Clone(config), rt("first")...))
+	config2 := resource.Dedupe(append(slices.Clone(config1), rt("second")...))
+	old := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1, "web")}
+	churned := input(t, 2, "web", "api")
+	// Translations of the churned input take until abandoned, unless they carry the
+	// second change.
+	slow := &slowTranslator{tr: translate.NewTranslator(), held: make(chan struct{}, 1),
+		hold: func(in translate.Input) bool { return in.Inputs["east"] == churned && !has(in, "second") }}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := reconcile.New(reconcile.Config{Tick: tick}, memstore.New(), slow, nil, log, prometheus.NewRegistry())
+	r.SetDirConfig(config)
+	run(t, r)
+	ctx := t.Context()
+	for c, s := range old {
+		r.PutInput(ctx, c, s)
+	}
+	poll.Until(t, wait, "outputs of the first inputs", publishes(r, expect(t, config, old)))
+
+	r.PutInput(ctx, "east", churned)
+	<-slow.held
+	r.SetDirConfig(config1) // goes first, then the churned input is translated again (held)
+	poll.Until(t, wait, "outputs of the first change with the previous inputs", publishes(r, expect(t, config1, old)))
+	<-slow.held
+	time.Sleep(after)
+	r.SetDirConfig(config2)
+	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}
+	poll.Until(t, wait, "outputs of both changes and the newer inputs", publishes(r, expect(t, config2, newer)))
+
+	slow.mu.Lock()
+	finished := slices.Clone(slow.finished)
+	slow.mu.Unlock()
+	var second []string // what the translations with the second change read
+	for _, in := range finished {
+		if has(in, "second") {
+			second = append(second, map[bool]string{true: "newer inputs", false: "previous inputs"}[in.Inputs["east"] == churned])
+		}
+	}
+	if !slices.Equal(second, want) {
+		t.Errorf("translations of the second change read %v; want %v", second, want)
 	}
 }

@@ -127,6 +127,9 @@ type Reconciler struct {
 	delivering map[string]uint64
 	deliverBy  time.Time
 	deferring  bool // input changes are being put off for it now
+	// inputsAt is when the last translation of the newest inputs (not a config-first one)
+	// was prepared.
+	inputsAt time.Time
 }
 
 // builtOutput is the snapshot made of a translation's resources for a cluster: a
@@ -457,6 +460,12 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	return changed, rd.in.Inputs, false
 }
 
+// maxInputWait bounds how long configuration changes in a row may go first, translated
+// with the inputs of the last published translation, before the newest inputs are
+// translated with them: under endpoint churn and frequent configuration changes, an endpoint
+// change waits at most this long (plus a translation) to be translated.
+const maxInputWait = 3 * time.Second
+
 // configDistributionGrace bounds how long input changes wait for a configuration change
 // to reach the connected agents.
 const configDistributionGrace = time.Second
@@ -559,8 +568,10 @@ func (r *Reconciler) prepare() (round, bool) {
 		}
 		// A configuration change goes first, with the inputs the agents' outputs were
 		// made of (a new cluster's with its own), unless the last translation already
-		// went first: then the newer inputs come in, configuration and all.
-		configFirst := configChanged && inputsChanged && last.inputs != nil && !last.configFirst
+		// went first and the newest inputs have waited maxInputWait: then they come in,
+		// configuration and all.
+		configFirst := configChanged && inputsChanged && last.inputs != nil &&
+			(!last.configFirst || now.Sub(r.inputsAt) < maxInputWait)
 		if configFirst {
 			for c, s := range inputs {
 				if old, ok := last.inputs[c]; ok {
@@ -631,6 +642,9 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	}
 	epoch := rd.epoch
 	r.translated = translated{config: rd.in.Config, inputs: rd.in.Inputs, configFirst: rd.configFirst}
+	if !rd.configFirst {
+		r.inputsAt = rd.now
+	}
 	if rd.configFirst {
 		r.m.configFirst.Inc()
 	}
