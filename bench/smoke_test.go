@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"bytes"
+	"encoding/xml"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrelay/meshrelay/internal/bench"
 	"github.com/meshrelay/meshrelay/internal/bench/failoverbench"
 	"github.com/meshrelay/meshrelay/internal/bench/relaybench"
 	"github.com/meshrelay/meshrelay/internal/bench/sim"
@@ -107,6 +110,11 @@ func TestRelaySmoke(t *testing.T) {
 	b := rep.Baseline
 	if b == nil || b.Missing != 0 || b.Latency.N != 3*agents || !b.Latency.Ordered() || b.AllSyncedSeconds <= 0 || rep.Ratio == nil || rep.Ratio.WholePathP99 <= 0 {
 		t.Errorf("baseline: %+v ratio %+v", b, rep.Ratio)
+	}
+	title, series := rep.Plot()
+	svg := bench.LatencySVG(title, series)
+	if err := xml.Unmarshal(svg, new(struct{})); err != nil || len(series) != 3 || !bytes.Contains(svg, []byte("go-control-plane")) {
+		t.Errorf("plot of %d series: %v\n%s", len(series), err, svg)
 	}
 	rep.Print(testWriter{t})
 }

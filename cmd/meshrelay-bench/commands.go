@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -74,6 +76,40 @@ for comparison. Prints a table; -o writes the figures as JSON.`,
 	}
 	o.Flags(cmd.Flags())
 	outputFlag(cmd, &out)
+	return cmd
+}
+
+func newPlotCmd() *cobra.Command {
+	var in, out string
+	cmd := &cobra.Command{
+		Use:   "plot",
+		Short: "Draw the latency distributions of a relay report (JSON) as an SVG image",
+		Long: `Read a report that ` + "`meshrelay-bench relay -o`" + ` wrote and draw, as an SVG image, the
+latency of a change that reaches every agent (from the admin API's answer, and less the
+translation) beside go-control-plane serving the same clients (when the run had --baseline):
+p50, p90, p99 and max on one linear scale.`,
+		Example: `  meshrelay-bench plot -i bench/results/relay-1000.json -o bench/results/relay-1000.svg`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(in)
+			if err != nil {
+				return err
+			}
+			var rep relaybench.Report
+			if err := json.Unmarshal(b, &rep); err != nil {
+				return fmt.Errorf("%s: not a relay report: %w", in, err)
+			}
+			if rep.Propagation.Latency.N == 0 {
+				return fmt.Errorf("%s: the report has no propagation figures to plot", in)
+			}
+			title, series := rep.Plot()
+			return os.WriteFile(out, bench.LatencySVG(title, series), 0o644)
+		},
+	}
+	cmd.Flags().StringVarP(&in, "input", "i", "", "the relay report (JSON) to plot")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "the SVG file to write")
+	_ = cmd.MarkFlagRequired("input")
+	_ = cmd.MarkFlagRequired("output")
 	return cmd
 }
 

@@ -44,7 +44,7 @@ func newRoot() *cobra.Command {
 	root.PersistentFlags().String("log-format", "text", "log format: text or json (logs go to stderr)")
 	product := cli.NewRoot()
 	product.Use, product.Hidden = bench.ProductCommand, true
-	root.AddCommand(newTranslateCmd(), newRelayCmd(), newBaselineCmd(), newFailoverCmd(), newHealthFailoverCmd(), newGatewayCmd(),
+	root.AddCommand(newTranslateCmd(), newRelayCmd(), newPlotCmd(), newBaselineCmd(), newFailoverCmd(), newHealthFailoverCmd(), newGatewayCmd(),
 		newSimAgentsCmd(), newServerCmd(), newBaselineServerCmd(), newBaselineClientsCmd(), product)
 	return root
 }

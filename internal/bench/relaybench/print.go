@@ -83,3 +83,21 @@ func (b *BaselineReport) Print(w io.Writer) {
 	row("server", "CPU %.1f s, peak RSS %s", b.Server.CPUSeconds, bench.MiB(float64(b.Server.HWMBytes)))
 	tw.Flush()
 }
+
+// Plot returns the distributions the README plots: a change that reaches every agent,
+// from the admin API's answer to each agent applying it, and without the translation, beside
+// go-control-plane serving the same clients the same change (with --baseline).
+func (r *Report) Plot() (title string, series []bench.Series) {
+	title = fmt.Sprintf("A change to every cluster, %d agents", r.Options.World.Clusters)
+	if r.Options.ServerCPUs != "" {
+		title += " (server and agents on their own cores)"
+	}
+	series = []bench.Series{
+		{Name: "meshrelay: admin API answer to each agent applying it", Dist: r.Propagation.Latency},
+		{Name: "meshrelay: the same, less the translation", Dist: r.Propagation.Distribution},
+	}
+	if r.Baseline != nil {
+		series = append(series, bench.Series{Name: "go-control-plane: SetSnapshot to each client receiving it", Dist: r.Baseline.Latency})
+	}
+	return title, series
+}
