@@ -418,6 +418,27 @@ func openOnce(dir string) (*stateStore, *snapshot.Snapshot, error) {
 	return s, snap, err
 }
 
+// runLoop runs the store's background loop until ctx ends; done closes when it returned.
+func runLoop(ctx context.Context, s testStore) (done chan struct{}) {
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		s.run(ctx)
+	}()
+	return done
+}
+
+// runStore runs the store's background loop until stop, which waits for it (the test's
+// end stops it too).
+func runStore(t *testing.T, s testStore) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := runLoop(ctx, s)
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return stop
+}
+
 // The background loop compacts once the log outweighs the base: the base then holds the
 // latest state, older logs are gone, and the loop ends with its context.
 func TestStateBackgroundCompaction(t *testing.T) {
@@ -426,11 +447,7 @@ func TestStateBackgroundCompaction(t *testing.T) {
 	s, _ := openStore(t, dir)
 	s.minCompact = 0
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.run(ctx)
-	}()
+	done := runLoop(ctx, s)
 	prev := saveAll(t, s, nil, snaps...)
 	poll.Eventually(t, 10*time.Second, "a compaction", func() error {
 		base, _, err := readBase(filepath.Join(dir, baseFile))
@@ -482,13 +499,7 @@ func TestStateCompactionFailureReported(t *testing.T) {
 	snaps := world(300)
 	s, _ := openStore(t, dir)
 	s.minCompact = 0
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
+	stop := runStore(t, s)
 	prev := saveAll(t, s, nil, snaps[0]) // the first output is the base
 
 	// A directory where the next log would be created: creating it fails, even for root.
@@ -523,8 +534,7 @@ func TestStateCompactionFailureReported(t *testing.T) {
 		}
 		return nil
 	})
-	cancel()
-	<-done
+	stop()
 	s.close()
 	_, got := openStore(t, dir)
 	sameState(t, "after the failed and the good compactions", got, prev)

@@ -48,6 +48,20 @@ func (s *slowTranslator) TranslateContext(ctx context.Context, in translate.Inpu
 	return res, err
 }
 
+// readings says, for each finished translation that with picks, whether it read east's
+// churned input ("newer inputs") or not ("previous inputs"), in order.
+func (s *slowTranslator) readings(with func(translate.Input) bool, churned *snapshot.Snapshot) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, in := range s.finished {
+		if with(in) {
+			out = append(out, map[bool]string{true: "newer inputs", false: "previous inputs"}[in.Inputs["east"] == churned])
+		}
+	}
+	return out
+}
+
 // TestConfigChangeAbandonsInputTranslation: a configuration change made while a
 // translation of input changes runs abandons it, is translated first with the inputs the
 // agents' outputs were made of, and the newer inputs right after it.
@@ -83,15 +97,7 @@ func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
 	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}
 	poll.Until(t, wait, "outputs of the configuration change and the newer inputs", publishes(r, expect(t, config2, newer)))
 
-	slow.mu.Lock()
-	finished := slices.Clone(slow.finished)
-	slow.mu.Unlock()
-	var after []string // what the translations with the configuration change read
-	for _, in := range finished {
-		if hasMarker(in) {
-			after = append(after, map[bool]string{true: "newer inputs", false: "previous inputs"}[in.Inputs["east"] == churned])
-		}
-	}
+	after := slow.readings(hasMarker, churned) // what the translations with the configuration change read
 	if len(after) < 2 || after[0] != "previous inputs" || after[1] != "newer inputs" {
 		t.Errorf("translations of the configuration change read %v; want the previous inputs first, then the newer ones", after)
 	}
@@ -156,15 +162,8 @@ func testConfigChangesInARow(t *testing.T, after time.Duration, want []string) {
 	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}
 	poll.Until(t, wait, "outputs of both changes and the newer inputs", publishes(r, expect(t, config2, newer)))
 
-	slow.mu.Lock()
-	finished := slices.Clone(slow.finished)
-	slow.mu.Unlock()
-	var second []string // what the translations with the second change read
-	for _, in := range finished {
-		if has(in, "second") {
-			second = append(second, map[bool]string{true: "newer inputs", false: "previous inputs"}[in.Inputs["east"] == churned])
-		}
-	}
+	// What the translations with the second change read.
+	second := slow.readings(func(in translate.Input) bool { return has(in, "second") }, churned)
 	if !slices.Equal(second, want) {
 		t.Errorf("translations of the second change read %v; want %v", second, want)
 	}

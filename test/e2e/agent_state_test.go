@@ -23,15 +23,9 @@ import (
 // agent drops it, says so, and starts from the record before.
 func TestAgentKilledMidWriteRestartsConsistent(t *testing.T) {
 	h := newHarness(t)
-	s := h.startServer("server", []string{"local", "remote"})
-	local := h.startAgent("local", s)
-	remote := h.startAgent("remote", s)
 	// Several exported services make remote's output worth a base; the stream below moves
 	// one of them, so remote receives a delta for each step.
-	for i := range 5 {
-		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
-	}
-	poll.Eventually(t, 20*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	s, local, remote := localServesRemote(t, h)
 
 	stopStream := streamEndpoints(t, local)
 	defer stopStream()
@@ -166,6 +160,20 @@ func appendTornRecord(t *testing.T, dir string) {
 	}
 }
 
+// localServesRemote starts a server and the agents of clusters local and remote, and five
+// services in local that reach remote's output.
+func localServesRemote(t *testing.T, h *harness) (s *server, local, remote *agent) {
+	t.Helper()
+	s = h.startServer("server", []string{"local", "remote"})
+	local = h.startAgent("local", s)
+	remote = h.startAgent("remote", s)
+	for i := range 5 {
+		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
+	}
+	poll.Eventually(t, 20*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	return s, local, remote
+}
+
 // newestLog returns the path and sequence number of the newest delta log in an agent's
 // state dir.
 func newestLog(t *testing.T, dir string) (string, int) {
@@ -222,13 +230,7 @@ func streamEndpoints(t *testing.T, local *agent) (stop func()) {
 // succeeds again.
 func TestOpsCheckShowsAgentStateDirFailing(t *testing.T) {
 	h := newHarness(t)
-	s := h.startServer("server", []string{"local", "remote"})
-	local := h.startAgent("local", s)
-	remote := h.startAgent("remote", s)
-	for i := range 5 {
-		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
-	}
-	poll.Eventually(t, 20*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	s, local, remote := localServesRemote(t, h)
 	poll.Eventually(t, 20*time.Second, "check passes", func() error { return checkPasses(t, s.admin) })
 
 	_, seq := newestLog(t, remote.state)

@@ -140,13 +140,7 @@ func TestRedisServerReplacementKeepsOutputs(t *testing.T) {
 // its configuration again.
 func TestAgentRestartNeedsNoRepush(t *testing.T) {
 	h := newHarness(t)
-	s := h.startServer("server", []string{"local", "remote"})
-	local := h.startAgent("local", s)
-	remote := h.startAgent("remote", s)
-	for i := range 5 {
-		writeFile(t, filepath.Join(local.discovery, fmt.Sprintf("svc-%d.yaml", i)), serviceYAML(fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.2.0.%d", i+1), 80))
-	}
-	poll.Eventually(t, 15*time.Second, "services reach remote", func() error { return outputHas(t, remote, seKey("svc-4")) })
+	s, local, remote := localServesRemote(t, h)
 	poll.Eventually(t, 5*time.Second, "remote in sync", func() error {
 		for _, c := range s.status(t).Clusters {
 			if c.Name == "remote" && c.InSync {
