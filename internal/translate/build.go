@@ -40,6 +40,8 @@ type world struct {
 	certs    map[string]ClusterCert
 	// parsed counts what parsing the changed inputs decoded and reused (Work).
 	parsed parseStats
+	// refs is referencedIn's index, built once and shared by the copies of the world.
+	refs *referenceIndex
 
 	upstreamDecls []typed[v1alpha1.Upstream]
 	gatewayDecls  []typed[v1alpha1.Gateway]
@@ -137,6 +139,13 @@ func (c *cache[K, V]) get(k K, compute func() V) V {
 	}
 	c.m[k] = v
 	return v
+}
+
+// referenceIndex holds, by cluster, the upstreams failover schemes and route tables name
+// there (world.referencedIn).
+type referenceIndex struct {
+	once sync.Once
+	m    map[string]map[string]bool
 }
 
 // forPlan returns a copy of w that plans one cluster: it shares everything but collects

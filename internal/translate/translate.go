@@ -346,7 +346,7 @@ func (t *Translator) world(in Input) *world {
 	w := &world{clusters: t.clusters(in.Config), models: map[string]*clusterModel{}, certs: in.Certs, status: &statusSet{},
 		localCache: newCache[string, map[string]*upstreamModel](), backingCache: newCache[string, []backing](),
 		gatewayEndpointsCache: newCache[string, []Endpoint](), tlsCache: newCache[[2]string, *UpstreamTLS](),
-		vdKeyCache: newCache[string, string](), vd: newVDState(vdPlans{}), selections: t.selections}
+		vdKeyCache: newCache[string, string](), vd: newVDState(vdPlans{}), selections: t.selections, refs: &referenceIndex{}}
 	w.names = sortedNames(w.clusters)
 	models := make(map[string]cachedModel, len(w.names))
 	var objs []object
@@ -556,29 +556,8 @@ func (w *world) exportDigest(c string) string {
 	withEndpoints := map[string]bool{} // the upstreams other clusters read the endpoints of
 	local := w.localUpstreams(c)
 	exported := map[string]bool{}
-	for _, s := range w.schemes {
-		// A primary's host and port are the host other clusters' gateways serve for it.
-		if s.v.Spec.Primary.ClusterName == c {
-			exported[s.v.Spec.Primary.Name] = true
-		}
-		for _, g := range s.v.Spec.FailoverGroups {
-			for _, t := range g.PriorityGroup {
-				if t.Cluster == c {
-					for _, u := range t.Upstreams {
-						exported[u.Name] = true
-					}
-				}
-			}
-		}
-	}
-	for _, rt := range w.routeTables {
-		for _, r := range rt.v.Spec.HTTP {
-			for _, d := range r.ForwardTo.Destinations {
-				if d.Ref.Cluster == c {
-					exported[d.Ref.Name] = true
-				}
-			}
-		}
+	for name := range w.referencedIn()[c] {
+		exported[name] = true
 	}
 	for _, vd := range w.vds {
 		for _, u := range w.selectedIn(c, vd) {
@@ -600,6 +579,41 @@ func (w *world) exportDigest(c string) string {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// referencedIn indexes, once per world, the upstreams that failover schemes and route tables
+// name in each cluster: what other clusters' gateways must serve of it (exportDigest asks for
+// every cluster, and walking every scheme and route table for each was O(clusters²)).
+func (w *world) referencedIn() map[string]map[string]bool {
+	r := w.refs
+	r.once.Do(func() {
+		r.m = map[string]map[string]bool{}
+		add := func(c, name string) {
+			if r.m[c] == nil {
+				r.m[c] = map[string]bool{}
+			}
+			r.m[c][name] = true
+		}
+		for _, s := range w.schemes {
+			// A primary's host and port are the host other clusters' gateways serve for it.
+			add(s.v.Spec.Primary.ClusterName, s.v.Spec.Primary.Name)
+			for _, g := range s.v.Spec.FailoverGroups {
+				for _, t := range g.PriorityGroup {
+					for _, u := range t.Upstreams {
+						add(t.Cluster, u.Name)
+					}
+				}
+			}
+		}
+		for _, rt := range w.routeTables {
+			for _, r := range rt.v.Spec.HTTP {
+				for _, d := range r.ForwardTo.Destinations {
+					add(d.Ref.Cluster, d.Ref.Name)
+				}
+			}
+		}
+	})
+	return r.m
 }
 
 func sortedLabels(m map[string]string) []string {
