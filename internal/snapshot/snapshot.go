@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Resource is one object of a snapshot: a stable key, its canonical body and the body's hash.
@@ -69,6 +70,17 @@ func verbatimJSON(body []byte) bool {
 		return false
 	}
 	return json.Valid(body)
+}
+
+// canonicalJSON reports whether body is valid JSON already in the form NewResource gives
+// it (compact, with <, > and & escaped) and valid UTF-8: the form encoding/json leaves
+// unchanged when it writes the body inside another document.
+func canonicalJSON(body []byte) bool {
+	if !verbatimJSON(body) || !utf8.Valid(body) {
+		return false
+	}
+	c, ok := canonical(body)
+	return ok && bytes.Equal(c, body)
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -318,8 +330,10 @@ func Apply(base *Snapshot, d Delta) (*Snapshot, error) {
 			return nil, fmt.Errorf("resource %s: body hash %s does not match announced %s: %w", r.Key, got, r.Hash, ErrHashMismatch)
 		}
 		// The relay protocol and the agent's state log carry bodies as bytes: a body that
-		// is not JSON a decoder gives back byte for byte is binary (an Envoy resource).
-		if verbatimJSON(r.Body) {
+		// is not JSON in the form encoding/json gives back byte for byte (canonical, as
+		// NewResource makes it) is binary (an Envoy resource), so that every JSON form
+		// carries it as base64 and it keeps its hash.
+		if canonicalJSON(r.Body) {
 			r.form = formJSON
 		} else {
 			r.form = formBinary
