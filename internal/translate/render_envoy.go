@@ -548,12 +548,20 @@ func (r envoyRenderer) upstream(u UpstreamPlan, split *vdUpstream, memo *renderM
 	var localities []claLocality
 	tlsBySNI := map[string]UpstreamTLS{}
 	prios := u.Priorities
-	var others *othersCLA // the others' part of an assembled upstream, rendered once
+	var others []claLocality // the others' part of an assembled upstream, rendered once
 	if split.assembled(u) && memo != nil {
-		off := boolInt(split.own)
+		off := split.off()
 		if oc := split.others.renderedCLA(off, u.Name, memo); oc.err == nil {
-			others, prios = oc, u.Priorities[:off]
-			maps.Copy(tlsBySNI, oc.tlsBySNI)
+			if split.others.failover || len(split.own) == 0 {
+				others, prios = oc.localities, u.Priorities[:off]
+				maps.Copy(tlsBySNI, oc.tlsBySNI)
+			} else if own, err := claLocalities(0, split.own, map[string]UpstreamTLS{}); err == nil {
+				// One priority: the own endpoints' localities go among the others'.
+				if merged, ok := mergeLocalities(own, oc); ok {
+					others, prios = merged, nil
+					maps.Copy(tlsBySNI, oc.tlsBySNI)
+				}
+			}
 		}
 	}
 	last := -1 // last non-empty priority; empty ones before it keep their index
@@ -569,9 +577,7 @@ func (r envoyRenderer) upstream(u UpstreamPlan, split *vdUpstream, memo *renderM
 		}
 		localities = append(localities, ls...)
 	}
-	if others != nil {
-		localities = append(localities, others.localities...)
-	}
+	localities = append(localities, others...)
 
 	for _, sni := range slices.Sorted(maps.Keys(tlsBySNI)) {
 		t := tlsBySNI[sni]

@@ -213,7 +213,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			var from *vdUpstream // the entry's one upstream, when assembled from parts
 			if len(built) == 1 && builtFrom[0].others != nil && builtFrom[0].assembled(*built[0]) {
 				from = builtFrom[0]
-				entry = assembledOwnEntry(c, se, from, prev)
+				entry = assembledOwnEntry(se, from, prev)
 			}
 			if entry == nil {
 				for _, up := range built {
@@ -230,7 +230,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 				entry = buildServiceEntry(c, se, prev)
 				entry.clean = len(se.Endpoints) == n
 				if from != nil {
-					entry.from, entry.ownFirst = from.others, from.own
+					entry.from, entry.off = from.others, from.off()
 				}
 			}
 		}
@@ -242,20 +242,19 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 }
 
 // vdPortUpstream builds the upstream a VirtualDestination port gives cluster c (a nil plan
-// when no backing has an endpoint). It reads exactly what vdPortKey covers. With a
-// FailoverPolicy, it assembles the upstream from c's own endpoints and the others' part
-// when that is exact (vdsplit.go).
+// when no backing has an endpoint). It reads exactly what vdPortKey covers. It assembles
+// the upstream from c's own endpoints and the others' part when that is exact (vdsplit.go).
 func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], vi int, port v1alpha1.VirtualDestinationPort) *vdUpstream {
 	backings := w.vdBackings(vd, port)
 	fp := w.failoverPolicyFor(vd)
 	region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
 	res := &vdUpstream{}
 	var prios [][]Endpoint
-	if fp != nil && !noAssembly.Load() {
+	if !noAssembly.Load() {
 		okey := w.vdOthersKey(c, vi, port, vd)
 		o, remembered := w.vd.othersPrev[okey]
 		if !remembered {
-			o = w.buildOthers(c, region, backings, fp.v.Spec.Config.LocalityMappings)
+			o = w.buildOthers(c, region, backings, fp)
 		}
 		w.vd.othersNext[okey] = o
 		var own []Endpoint
@@ -264,7 +263,7 @@ func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], 
 		}
 		if o.ownFits(c, region, own) {
 			prios = o.priorities(own)
-			res.others, res.own = o, len(own) > 0
+			res.others, res.own = o, own
 			if remembered {
 				w.vd.assembled++
 			}

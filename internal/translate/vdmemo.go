@@ -138,10 +138,11 @@ type builtServiceEntry struct {
 	others, own       ServiceEntryPlan
 	othersKey, ownKey string
 	// from is the others' part of the entry's one upstream, when it was assembled from
-	// parts (vdsplit.go), with the own endpoints leading as priority 0 (ownFirst); clean
-	// says no endpoint was left out as a duplicate.
-	from            *vdOthers
-	ownFirst, clean bool
+	// parts (vdsplit.go), with the others' priorities offset by off; clean says no
+	// endpoint was left out as a duplicate.
+	from  *vdOthers
+	off   int
+	clean bool
 }
 
 // buildServiceEntry splits se into the other clusters' endpoints and c's own and keys both

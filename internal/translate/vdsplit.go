@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"reflect"
@@ -13,33 +14,42 @@ import (
 )
 
 // Under endpoint churn every cluster's own endpoints change all the time, while what the
-// other clusters' backings of a VirtualDestination give it (a gateway each) does not. With
-// a FailoverPolicy, a cluster's own endpoints are its upstream's first priority and the
-// others' priorities follow, untouched by them (localityPriorities ranks the own cluster
-// first). So the others' part of the upstream is remembered per cluster under vdOthersKey
-// (vdPortKey without the own endpoints), with its rendered load-assignment localities and
-// the ServiceEntry endpoints sorted once, and an own-endpoint change plans, sorts, renders
-// and encodes only the own endpoints: O(own), not O(clusters). Every shortcut is taken only
-// where it gives exactly what the full path gives (vdOthers.exact, ownFits); anywhere else
-// the full path runs.
+// other clusters' backings of a VirtualDestination give it (a gateway each) does not. So the
+// others' part of each VirtualDestination port's upstream is remembered per cluster under
+// vdOthersKey (vdPortKey without the own endpoints), with its load-assignment localities
+// encoded once and the ServiceEntry's endpoints sorted once, and an own-endpoint change
+// plans, sorts, renders and encodes only the own endpoints: O(own), not O(clusters). Two
+// shapes: with a FailoverPolicy the own endpoints are priority 0 and the others' priorities
+// follow (localityPriorities ranks the own cluster first); without one, there is one
+// priority, the own endpoints in their backing's place among the others'. Every shortcut is
+// taken only where it gives exactly what the full path gives (vdOthers.exact, ownFits, the
+// localities' check in render); anywhere else the full path runs.
 
 // noAssembly turns assembling off, for tests that compare it with the full path.
 var noAssembly atomic.Bool
 
 // vdUpstream is a VirtualDestination port's upstream as planned for a cluster: plan, and,
-// when it was assembled from the cluster's own endpoints and a remembered others' part,
-// that part (others) and whether the own endpoints lead as priority 0 (own).
+// when it was assembled from the cluster's own endpoints (own) and a remembered others'
+// part, that part (others).
 type vdUpstream struct {
 	plan   *UpstreamPlan
 	others *vdOthers
-	own    bool
+	own    []Endpoint
 }
+
+// off is the offset of the others' priorities in the plan: 1 after the own endpoints'
+// priority with a FailoverPolicy, 0 otherwise.
+func (s *vdUpstream) off() int { return boolInt(s.others.failover && len(s.own) > 0) }
 
 // vdOthers is the part of a VirtualDestination port's upstream that the backings of the
 // other clusters give cluster c, as c sees it.
 type vdOthers struct {
-	// prios are those endpoints in c's failover order (localityPriorities without c's own).
-	prios [][]Endpoint
+	// failover says a FailoverPolicy applies: prios are the endpoints in c's failover
+	// order (localityPriorities without c's own); without, prios is one priority of the
+	// endpoints in backing order, in which c's own go at index at.
+	failover bool
+	prios    [][]Endpoint
+	at       int
 	// regions are the regions the endpoints are in.
 	regions map[string]bool
 	// exact says the split gives what the full path gives: no endpoint claims cluster c or
@@ -52,10 +62,11 @@ type vdOthers struct {
 }
 
 // othersCLA is the others' part of a load assignment, rendered with its priorities
-// offset by 0 or 1 (after the own endpoints' priority): the localities' encodings and the
-// TLS settings by SNI that its endpoints carry.
+// offset by 0 or 1 (after the own endpoints' priority): the localities' encodings, their
+// region and zone, and the TLS settings by SNI that its endpoints carry.
 type othersCLA struct {
 	localities []claLocality
+	where      [][2]string
 	tlsBySNI   map[string]UpstreamTLS
 	err        error // a conflict between the part's TLS settings: render the full way
 }
@@ -77,8 +88,10 @@ func (w *world) vdOthersKey(c string, vi int, port v1alpha1.VirtualDestinationPo
 }
 
 // buildOthers builds the others' part of a VirtualDestination port's upstream in c (the
-// same endpoints vdPortUpstream gathers from the other clusters' backings).
-func (w *world) buildOthers(c, region string, backings []backing, mappings []v1alpha1.LocalityMapping) *vdOthers {
+// same endpoints vdPriorities gathers from the other clusters' backings); fp is the
+// FailoverPolicy that applies, nil for none.
+func (w *world) buildOthers(c, region string, backings []backing, fp *typed[v1alpha1.FailoverPolicy]) *vdOthers {
+	o := &vdOthers{regions: map[string]bool{}, exact: true, failover: fp != nil}
 	var eps []Endpoint
 	var tlsName string
 	var tls *UpstreamTLS
@@ -89,17 +102,19 @@ func (w *world) buildOthers(c, region string, backings []backing, mappings []v1a
 		gw := w.gatewayEndpoints(b.cluster)
 		if len(gw) == 0 {
 			eps = append(eps, b.u.endpoints...)
-			continue
+		} else {
+			if tls == nil || tlsName != b.u.name {
+				tlsName, tls = b.u.name, w.clientTLS(c, b.u.name)
+			}
+			for _, e := range gw {
+				e.TLS = tls
+				eps = append(eps, e)
+			}
 		}
-		if tls == nil || tlsName != b.u.name {
-			tlsName, tls = b.u.name, w.clientTLS(c, b.u.name)
-		}
-		for _, e := range gw {
-			e.TLS = tls
-			eps = append(eps, e)
+		if b.cluster < c { // backings are sorted by cluster: c's go after these
+			o.at = len(eps)
 		}
 	}
-	o := &vdOthers{regions: map[string]bool{}, exact: true}
 	for _, e := range eps {
 		o.regions[e.Region] = true
 		if e.Cluster == c || e.Cluster == "" || e.Address == "" || e.Port == 0 || e.Port > 65535 {
@@ -111,16 +126,20 @@ func (w *world) buildOthers(c, region string, backings []backing, mappings []v1a
 		sortEndpoints(sorted)
 		o.exact = len(dedupeEndpoints(sorted)) == len(eps)
 	}
-	if len(eps) > 0 {
-		o.prios = localityPriorities(c, region, eps, mappings)
+	switch {
+	case len(eps) == 0:
+	case fp != nil:
+		o.prios = localityPriorities(c, region, eps, fp.v.Spec.Config.LocalityMappings)
+	default:
+		o.prios = [][]Endpoint{eps}
 	}
 	return o
 }
 
-// ownFits reports whether c's own endpoints own, put before the others' part o, give what
-// localityPriorities gives for all endpoints together: each is c's, valid, without TLS (as
-// a direct endpoint is), of a region the
-// failover order already has (so it adds none), and at an address and port of its own.
+// ownFits reports whether c's own endpoints own, assembled with the others' part o, give
+// what the full path gives for all endpoints together: each is c's, valid, without TLS (as
+// a direct endpoint is), at an address and port of its own, and, with a FailoverPolicy, of
+// a region the failover order already has (so that it adds none).
 func (o *vdOthers) ownFits(c, region string, own []Endpoint) bool {
 	if !o.exact {
 		return false
@@ -130,7 +149,7 @@ func (o *vdOthers) ownFits(c, region string, own []Endpoint) bool {
 		if e.Cluster != c || e.TLS != nil || e.Address == "" || e.Port == 0 || e.Port > 65535 {
 			return false
 		}
-		if e.Region != region && e.Region != "" && !o.regions[e.Region] {
+		if o.failover && e.Region != region && e.Region != "" && !o.regions[e.Region] {
 			return false
 		}
 		k := [2]string{e.Address, strconv.FormatUint(uint64(e.Port), 10)}
@@ -154,12 +173,19 @@ func (o *vdOthers) hasAddress(address string, port uint32) bool {
 	return false
 }
 
-// priorities is the upstream's priorities: own first, when there are own endpoints.
+// priorities is the upstream's priorities, assembled from own and o.
 func (o *vdOthers) priorities(own []Endpoint) [][]Endpoint {
-	if len(own) == 0 {
+	switch {
+	case len(own) == 0:
 		return o.prios
+	case o.failover:
+		return append([][]Endpoint{own}, o.prios...)
+	case len(o.prios) == 0:
+		return [][]Endpoint{own}
 	}
-	return append([][]Endpoint{own}, o.prios...)
+	all := make([]Endpoint, 0, len(o.prios[0])+len(own))
+	all = append(append(append(all, o.prios[0][:o.at]...), own...), o.prios[0][o.at:]...)
+	return [][]Endpoint{all}
 }
 
 // renderedCLA returns o's localities and TLS settings with priorities offset by off,
@@ -184,6 +210,7 @@ func (o *vdOthers) renderedCLA(off int, name string, memo *renderMemo) *othersCL
 				break
 			}
 			r.localities = append(r.localities, claLocality{prio: l.prio, frag: f})
+			r.where = append(r.where, [2]string{l.eps[0].Region, l.eps[0].Zone})
 		}
 	}
 	o.cla[off] = r
@@ -191,13 +218,14 @@ func (o *vdOthers) renderedCLA(off int, name string, memo *renderMemo) *othersCL
 }
 
 // assembledOwnEntry builds the ServiceEntry se (its endpoints not gathered yet) of a
-// VirtualDestination whose only upstream was assembled from c's own endpoints and the
-// others' part of the cluster's previous entry prev, when that gives exactly what
-// buildServiceEntry gives (nil otherwise): prev was built cleanly from the same others'
-// part with the own endpoints leading alike, so its others' endpoints are the others'
-// part sorted, and every own endpoint has an address and port of its own (ownFits).
-func assembledOwnEntry(c string, se ServiceEntryPlan, up *vdUpstream, prev *builtServiceEntry) *builtServiceEntry {
-	if prev == nil || !prev.clean || prev.from != up.others || prev.ownFirst != up.own || up.others == nil {
+// VirtualDestination whose only upstream up was assembled from c's own endpoints and a
+// remembered others' part, from the others' part of the cluster's previous entry prev,
+// when that gives exactly what buildServiceEntry gives (nil otherwise): prev was built
+// cleanly from the same others' part with the same priority offset, so its others'
+// endpoints are that part sorted, and every own endpoint has an address and port of its
+// own (ownFits).
+func assembledOwnEntry(se ServiceEntryPlan, up *vdUpstream, prev *builtServiceEntry) *builtServiceEntry {
+	if prev == nil || !prev.clean || prev.from != up.others || prev.off != up.off() {
 		return nil
 	}
 	others := prev.others
@@ -207,40 +235,60 @@ func assembledOwnEntry(c string, se ServiceEntryPlan, up *vdUpstream, prev *buil
 	if !reflect.DeepEqual(rest, se) {
 		return nil
 	}
-	var own []Endpoint
-	if up.own {
-		own = slices.Clone(up.plan.Priorities[0])
-		for i := range own {
-			own[i].Priority = 0
-		}
-		sortEndpoints(own)
+	own := slices.Clone(up.own) // priority 0 in both shapes
+	for i := range own {
+		own[i].Priority = 0
 	}
+	sortEndpoints(own)
 	eps := make([]Endpoint, 0, len(others.Endpoints)+len(own))
 	eps = append(append(eps, others.Endpoints...), own...)
 	se.Endpoints = eps
 	k := len(others.Endpoints)
-	b := &builtServiceEntry{plan: se, others: se, own: se, othersKey: prev.othersKey, from: up.others, ownFirst: up.own, clean: true}
+	b := &builtServiceEntry{plan: se, others: se, own: se, othersKey: prev.othersKey, from: up.others, off: up.off(), clean: true}
 	b.others.Endpoints, b.own.Endpoints = eps[:k:k], eps[k:]
 	b.ownKey = "se|" + planHash(b.own)
 	return b
 }
 
-// assembled reports whether u still has the priorities s assembled: the own endpoints
-// (when own) and then exactly the others' part's (the plan may have replaced them, as
-// dropMissingSecrets does).
+// assembled reports whether u still has the priorities s assembled (the plan may have
+// replaced them, as dropMissingSecrets does).
 func (s *vdUpstream) assembled(u UpstreamPlan) bool {
-	if s == nil || s.others == nil {
+	if s == nil || s.others == nil || s.plan == nil || len(u.Priorities) != len(s.plan.Priorities) {
 		return false
 	}
-	off := boolInt(s.own)
-	if len(u.Priorities) != off+len(s.others.prios) {
-		return false
-	}
-	for i, p := range s.others.prios {
-		q := u.Priorities[off+i]
+	for i, p := range s.plan.Priorities {
+		q := u.Priorities[i]
 		if len(q) != len(p) || len(p) > 0 && &q[0] != &p[0] {
 			return false
 		}
 	}
 	return true
+}
+
+// mergeLocalities puts the own endpoints' localities own among the others' part's
+// localities of the same priority (the one priority of an upstream without a
+// FailoverPolicy), ordered by region and zone as claLocalities orders them. It fails when
+// an own locality has the region and zone of an others' one: they would be one locality.
+func mergeLocalities(own []claLocality, others *othersCLA) ([]claLocality, bool) {
+	out := make([]claLocality, 0, len(own)+len(others.localities))
+	j := 0
+	for _, l := range own {
+		if len(l.eps) == 0 {
+			return nil, false
+		}
+		w := [2]string{l.eps[0].Region, l.eps[0].Zone}
+		for j < len(others.where) && compareWhere(others.where[j], w) < 0 {
+			out = append(out, others.localities[j])
+			j++
+		}
+		if j < len(others.where) && others.where[j] == w {
+			return nil, false
+		}
+		out = append(out, l)
+	}
+	return append(out, others.localities[j:]...), true
+}
+
+func compareWhere(a, b [2]string) int {
+	return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 }
