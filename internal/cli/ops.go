@@ -72,7 +72,8 @@ raises it above theirs as soon as its agents (or the other server) report them, 
 
 After a regional failover: switch the DNS record agents use to the new server, then run this
 (and point your CI/CD at the new server if you write configuration to one server only).`,
-		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379",
+		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379\n" +
+			"  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-sentinel-addresses s1:26379,s2:26379,s3:26379 --redis-master-name mymaster",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" || !rf.given() {
@@ -122,9 +123,14 @@ func newCheckCmd() *cobra.Command {
 		Use:   "check",
 		Short: "Check the management plane's health (like meshctl check)",
 		Long: `Check that the management server and its store are reachable, which management cluster is
-active and which replica leads, that every registered cluster has its push and pull streams
-connected and is in sync (and for how long it has not been), whether safe mode holds
-translation and why, when the relay certificates expire, and the last translation errors.
+active and which replica leads, whether the shared Redis can fail over (with --redis-address,
+--redis-sentinel-addresses or --redis-cluster-addresses: the primary that holds the store's
+keys must have a replica in sync; with Sentinel, at least a quorum of the sentinels must answer
+and none may flag the primary down; with Cluster, cluster_state must be ok; a single server
+without replicas passes, as it never fails over), that every registered cluster has its push
+and pull streams connected and is in sync (and for how long it has not been), whether safe
+mode holds translation and why, when the relay certificates expire, and the last translation
+errors.
 Exits non-zero when anything is wrong.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
