@@ -74,7 +74,7 @@ After a regional failover: switch the DNS record agents use to the new server, t
 (and point your CI/CD at the new server if you write configuration to one server only).`,
 		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379\n" +
 			"  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-sentinel-addresses s1:26379,s2:26379,s3:26379 --redis-master-name mymaster",
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if name == "" || !rf.given() {
 				return fmt.Errorf("--mgmt-cluster-name and --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses) are required")
