@@ -12,6 +12,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,7 +44,8 @@ type config struct {
 	password    string // requirepass and masterauth
 	// sentinelPassword is the requirepass of StartSentinel's sentinels.
 	sentinelPassword string
-	args             []string // more redis-server arguments
+	tls              *TLSFiles // nil: plaintext
+	args             []string  // more redis-server arguments
 	// Set by the topologies (topology.go):
 	sentinelConf string // not "": run as a sentinel with this configuration file text
 	cluster      bool   // cluster-enabled, with its bus on a port of its own
@@ -55,6 +59,22 @@ func WithPersistence() Option { return func(c *config) { c.persistence = true } 
 // primary (masterauth); Client and the topologies' clients send it.
 func WithPassword(password string) Option { return func(c *config) { c.password = password } }
 
+// TLSFiles are the PEM files of WithTLS.
+type TLSFiles struct {
+	// Cert and Key are the servers' certificate, valid for 127.0.0.1, and its key.
+	Cert, Key string
+	// ClientCert and ClientKey are what the servers present to each other as clients: a
+	// Cluster's bus requires a client certificate whatever tls-auth-clients says.
+	ClientCert, ClientKey string
+	// CA verifies all of them.
+	CA string
+}
+
+// WithTLS makes the servers speak TLS only, replication, the cluster bus and sentinels
+// included; clients are not asked for certificates. The package's clients verify the servers
+// with f.CA, and TLSConfig returns that configuration.
+func WithTLS(f TLSFiles) Option { return func(c *config) { c.tls = &f } }
+
 // WithArgs passes more arguments to redis-server, e.g. "--min-replicas-to-write", "1".
 func WithArgs(args ...string) Option {
 	return func(c *config) { c.args = append(c.args, args...) }
@@ -63,6 +83,7 @@ func WithArgs(args ...string) Option {
 // Server is a running redis-server listening on a loopback port.
 type Server struct {
 	bin     string
+	tlsConf *tls.Config // nil: plaintext
 	port    int
 	busPort int // the cluster bus's port (cluster nodes only)
 	dir     string
@@ -96,6 +117,9 @@ func start(t testing.TB, cfg config) *Server {
 		t.Fatalf("redistest: %s is not on PATH (%v); install it, e.g. apt-get install -y %s", name, err, name)
 	}
 	s := &Server{bin: bin, dir: t.TempDir(), cfg: cfg}
+	if s.tlsConf, err = cfg.tlsConfig(); err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
 	t.Cleanup(s.Stop)
 	if cfg.cluster {
 		if s.busPort, err = proc.FreePort(); err != nil {
@@ -117,6 +141,25 @@ func start(t testing.TB, cfg config) *Server {
 	}
 }
 
+// tlsConfig is the client configuration of WithTLS (nil without).
+func (c config) tlsConfig() (*tls.Config, error) {
+	if c.tls == nil {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.tls.CA)
+	if err != nil {
+		return nil, fmt.Errorf("read the CA of WithTLS: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("no PEM certificate in %s", c.tls.CA)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// TLSConfig is the client TLS configuration that verifies the server (nil without WithTLS).
+func (s *Server) TLSConfig() *tls.Config { return s.tlsConf }
+
 // Addr is the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
@@ -125,6 +168,7 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{
 		Addr:                     s.Addr(),
 		Password:                 s.cfg.password,
+		TLSConfig:                s.tlsConf,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
 	t.Cleanup(func() { _ = c.Close() })
@@ -133,7 +177,7 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 
 // query runs f with a new client of the server, closed when f returns.
 func (s *Server) query(ctx context.Context, f func(*redis.Client) error) error {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.cfg.password,
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.cfg.password, TLSConfig: s.tlsConf,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 	defer c.Close()
@@ -183,6 +227,7 @@ func (s *Server) start() error {
 	out := &syncBuffer{}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // nothing outlives a killed test
 	// Do not let Wait hang on the output pipe if a forked child (an AOF rewrite) outlives
 	// the killed server.
 	cmd.WaitDelay = time.Second
@@ -198,7 +243,7 @@ func (s *Server) start() error {
 
 	deadline := time.Now().Add(startTimeout)
 	for {
-		err := ping(s.Addr(), s.cfg.password)
+		err := ping(s.Addr(), s.cfg.password, s.tlsConf)
 		if err == nil {
 			return nil
 		}
@@ -218,6 +263,16 @@ func (s *Server) start() error {
 // args are the server's command line.
 func (s *Server) args() ([]string, error) {
 	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir}
+	if f := s.cfg.tls; f != nil {
+		args = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+			"--tls-cert-file", f.Cert, "--tls-key-file", f.Key, "--tls-ca-cert-file", f.CA, "--tls-auth-clients", "no", "--tls-replication", "yes"}
+		if f.ClientCert != "" {
+			args = append(args, "--tls-client-cert-file", f.ClientCert, "--tls-client-key-file", f.ClientKey)
+		}
+		if s.cfg.cluster {
+			args = append(args, "--tls-cluster", "yes")
+		}
+	}
 	if s.cfg.sentinelConf != "" {
 		// A sentinel rewrites its configuration file (the replicas and other sentinels it
 		// learnt): write it once, and keep it across restarts.
@@ -249,9 +304,16 @@ func (s *Server) args() ([]string, error) {
 	return append(args, s.cfg.args...), nil
 }
 
-// ping sends PING (after AUTH with a password) over a fresh connection and expects +PONG.
-func ping(addr, password string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+// ping sends PING (after AUTH with a password) over a fresh connection, over TLS with
+// tlsConf, and expects +PONG.
+func ping(addr, password string, tlsConf *tls.Config) error {
+	var c net.Conn
+	var err error
+	if tlsConf != nil {
+		c, err = tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, tlsConf)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}

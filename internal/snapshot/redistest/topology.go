@@ -73,7 +73,7 @@ func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	if cfg.password != "" {
 		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", MasterName, cfg.password)
 	}
-	scfg := config{sentinelConf: conf, password: cfg.sentinelPassword}
+	scfg := config{sentinelConf: conf, password: cfg.sentinelPassword, tls: cfg.tls}
 	s.sentinelPassword = cfg.sentinelPassword
 	for range 3 {
 		s.sentinels = append(s.sentinels, start(t, scfg))
@@ -128,7 +128,7 @@ func (s *Sentinel) Node(addr string) *Server {
 
 // askSentinel runs f with a new client of sentinel sen, closed when f returns.
 func (s *Sentinel) askSentinel(ctx context.Context, sen *Server, f func(*redis.SentinelClient) error) error {
-	c := redis.NewSentinelClient(&redis.Options{Addr: sen.Addr(), Password: s.sentinelPassword,
+	c := redis.NewSentinelClient(&redis.Options{Addr: sen.Addr(), Password: s.sentinelPassword, TLSConfig: sen.tlsConf,
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, MaxRetries: -1,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 	defer c.Close()
@@ -138,7 +138,7 @@ func (s *Sentinel) askSentinel(ctx context.Context, sen *Server, f func(*redis.S
 // FailoverClient is a go-redis Sentinel client of the primary, closed when the test ends.
 func (s *Sentinel) FailoverClient(t testing.TB) *redis.Client {
 	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: MasterName, SentinelAddrs: s.SentinelAddrs(),
-		SentinelPassword: s.sentinelPassword, Password: s.password})
+		SentinelPassword: s.sentinelPassword, Password: s.password, TLSConfig: s.nodes[0].tlsConf})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -310,7 +310,13 @@ func StartCluster(t testing.TB, opts ...Option) *Cluster {
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	cmd := exec.CommandContext(t.Context(), cli, args...)
+	if cfg.tls != nil {
+		args = append(args, "--tls", "--cacert", cfg.tls.CA)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), readyTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cli, args...)
+	cmd.WaitDelay = time.Second
 	if cfg.password != "" {
 		cmd.Env = append(cmd.Environ(), "REDISCLI_AUTH="+cfg.password)
 	}
@@ -347,7 +353,7 @@ func (c *Cluster) Node(addr string) *Server {
 // slot map every second when used (go-redis's default of a minute would keep sending a
 // failed-over slot to the dead node).
 func (c *Cluster) ClusterClient(t testing.TB) *redis.ClusterClient {
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), Password: c.password, ClusterStateReloadInterval: time.Second,
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), Password: c.password, ClusterStateReloadInterval: time.Second, TLSConfig: c.nodes[0].tlsConf,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc

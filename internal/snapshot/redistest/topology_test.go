@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/meshrelay/meshrelay/internal/pki/pkitest"
 	"github.com/meshrelay/meshrelay/internal/poll"
 )
 
@@ -105,5 +106,20 @@ func TestClusterFailover(t *testing.T) {
 	info, err := old.Client(t).Info(ctx, "replication").Result()
 	if err != nil || infoField(info, "role") != "slave" {
 		t.Fatalf("restarted node: role %q (%v), want a replica", infoField(info, "role"), err)
+	}
+}
+
+// TestClusterTLS: a cluster whose nodes speak only TLS forms and serves a client that
+// trusts its CA.
+func TestClusterTLS(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.CA(t, "test.local")
+	caFile := pkitest.CAFile(t, ca)
+	dir := t.TempDir()
+	cert, key := pkitest.Server(t, ca, "127.0.0.1").Write(t, dir, "tls.crt", "tls.key")
+	clientCert, clientKey := pkitest.Cluster(t, ca, "redis").Write(t, dir, "client.crt", "client.key")
+	c := StartCluster(t, WithTLS(TLSFiles{Cert: cert, Key: key, ClientCert: clientCert, ClientKey: clientKey, CA: caFile}))
+	if err := c.ClusterClient(t).Set(t.Context(), "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
 }
