@@ -77,7 +77,7 @@ func TestCheckSentinel(t *testing.T) {
 func TestCheckCluster(t *testing.T) {
 	t.Parallel()
 	cl := redistest.StartCluster(t, redistest.WithPassword("data-secret"))
-	args := []string{"--redis-cluster-addresses", cl.Addrs()[0], "--redis-password", "data-secret", "--redis-prefix", "meshrelay"}
+	args := []string{"--redis-cluster-addresses", strings.Join(cl.Addrs(), ","), "--redis-password", "data-secret", "--redis-prefix", "meshrelay"}
 	const key = "{meshrelay}"
 	r := redisCheck(t, args...)
 	want := fmt.Sprintf("cluster: slot %d on primary %s with 1 replica(s) in sync, cluster_state ok", cl.Slot(t, key), cl.PrimaryOf(t, key).Addr())

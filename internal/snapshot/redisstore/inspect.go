@@ -50,17 +50,17 @@ func Inspect(ctx context.Context, o Options, client redis.UniversalClient, prefi
 			t.problem("not a cluster client")
 			return t
 		}
-		slot, err := cc.ClusterKeySlot(ctx, k.lockKey()).Result()
+		primary, err := cc.MasterForKey(ctx, k.lockKey())
 		if err != nil {
-			t.problem("CLUSTER KEYSLOT: %v", err)
+			t.problem("find the primary of the store's keys: %v", err)
+			return t
+		}
+		slot, err := primary.ClusterKeySlot(ctx, k.lockKey()).Result()
+		if err != nil {
+			t.problem("CLUSTER KEYSLOT on %s: %v", primary.Options().Addr, err)
 			return t
 		}
 		t.Slot = slot
-		primary, err := cc.MasterForKey(ctx, k.lockKey())
-		if err != nil {
-			t.problem("find the primary of slot %d: %v", slot, err)
-			return t
-		}
 		node = primary
 		info, err := primary.ClusterInfo(ctx).Result()
 		if err != nil {
