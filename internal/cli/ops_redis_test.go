@@ -100,3 +100,29 @@ func TestCheckCluster(t *testing.T) {
 	cl.WaitFailover(t, other, dead).Stop()
 	failsWith(t, `cluster_state is "fail"`, args...)
 }
+
+// TestCheckSingle: a single server passes with or without replicas (it never fails over),
+// and an address that names a replica fails, as it refuses writes.
+func TestCheckSingle(t *testing.T) {
+	t.Parallel()
+	primary := redistest.Start(t)
+	_, port, _ := strings.Cut(primary.Addr(), ":")
+	replica := redistest.Start(t, redistest.WithArgs("--replicaof", "127.0.0.1", port))
+	poll.Eventually(t, 10*time.Second, "replica in sync", func() error {
+		r := redisCheck(t, "--redis-address", primary.Addr())
+		if want := "single server " + primary.Addr() + " with 1 replica(s) in sync (no failover)"; !r.OK || r.Detail != want {
+			return fmt.Errorf("ok %v, %q; want ok, %q", r.OK, r.Detail, want)
+		}
+		return nil
+	})
+	failsWith(t, "is not a primary (role slave): it refuses writes", "--redis-address", replica.Addr())
+	replica.Stop()
+	failsWith(t, "", "--redis-address", replica.Addr())
+	poll.Eventually(t, 10*time.Second, "check passes without the replica", func() error {
+		r := redisCheck(t, "--redis-address", primary.Addr())
+		if !r.OK || !strings.Contains(r.Detail, "with 0 replica(s) in sync") {
+			return fmt.Errorf("ok %v, %q", r.OK, r.Detail)
+		}
+		return nil
+	})
+}

@@ -82,7 +82,7 @@ func Inspect(ctx context.Context, o Options, client redis.UniversalClient, prefi
 		t.Primary = o.Addr
 	}
 	if role := infoField(info, "role"); role != "master" {
-		t.problem("%s is a %s, not a primary: it refuses writes", t.Primary, role)
+		t.problem("%s is not a primary (role %s): it refuses writes", orNone(t.Primary), role)
 	}
 	for line := range strings.Lines(info) {
 		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
