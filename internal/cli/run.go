@@ -15,8 +15,9 @@ func newServerCmd(g *globals) *cobra.Command {
 		Long: `Run the management server: the relay endpoint agents connect to (gRPC over TLS, default :9900),
 registration and certificate issuance, the configuration (--config-dir and the admin API), the
 translation of every cluster's output, the snapshot store (--store: a bbolt file in --data-dir by
-default, Redis with --redis-address, memory for tests), safe mode, and the admin HTTP API
-(/healthz, /readyz, /metrics, /status).
+default; Redis with --redis-address, or highly available with --redis-sentinel-addresses and
+--redis-master-name (Redis Sentinel) or --redis-cluster-addresses (Redis Cluster); memory for
+tests), safe mode, and the admin HTTP API (/healthz, /readyz, /metrics, /status).
 
 On first start it generates a relay CA, a serving certificate and (without --token-file) a relay
 identity token into --data-dir. Copy <data-dir>/relay-ca.crt and the token to every agent. The
@@ -37,6 +38,8 @@ the in-cluster service account (the meshrelay-server chart), else ~/.kube/config
 the CRDs of charts/meshrelay-server/crds.`,
 		Example: `  meshrelay server --data-dir /var/lib/meshrelay --config-dir ./config
   meshrelay server --redis-address 127.0.0.1:6379 --token-file /etc/meshrelay/token
+  meshrelay server --redis-sentinel-addresses s1:26379,s2:26379,s3:26379 --redis-master-name mymaster --token-file /etc/meshrelay/token
+  meshrelay server --redis-cluster-addresses redis-0:6379,redis-1:6379,redis-2:6379 --token-file /etc/meshrelay/token
 
   # Kubernetes mode, from a workstation against the management cluster
   meshrelay server --kubernetes --kubeconfig ~/.kube/config --kube-context mgmt`,

@@ -8,7 +8,8 @@
 //   - Revocations: the revoked relay certificates of clusters (revoked.go);
 //   - Plane: each server's view of its agents (plane.go).
 //
-// Dial builds the client (client.go).
+// Dial builds the client (client.go) of one Redis server, of the primary Redis Sentinel names,
+// or of a Redis Cluster; Inspect reports whether that Redis can fail over (inspect.go).
 //
 // Every key carries the same hash tag, {<prefix>}, so all keys of a store live in one slot
 // of a Redis Cluster and multi-key transactions and Lua scripts work there:
