@@ -197,3 +197,93 @@ func TestLoneNodeWaitsForNoReplica(t *testing.T) {
 		t.Errorf("%d shortfalls on a lone node", n)
 	}
 }
+
+// replicaOf is the node of the cluster that replicates primary.
+func replicaOf(t *testing.T, c *redistest.Cluster, primary *redistest.Server) *redistest.Server {
+	t.Helper()
+	info, err := primary.Client(t).Info(t.Context(), "replication").Result()
+	must(t, err)
+	for _, line := range strings.Split(info, "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "slave0:")
+		if !ok {
+			continue
+		}
+		var ip, port string
+		for _, kv := range strings.Split(v, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "ip":
+				ip = val
+			case "port":
+				port = val
+			}
+		}
+		if n := c.Node(net.JoinHostPort(ip, port)); n != nil {
+			return n
+		}
+	}
+	t.Fatalf("%s reports no replica of this cluster: %s", primary.Addr(), info)
+	return nil
+}
+
+// In a Redis Cluster the write and its WAIT go to the primary that holds the store's slot:
+// with that primary's replica stopped, the write falls short (WAIT sent to another node
+// would have answered at once), and once it runs again writes reach it.
+func TestDurableWriteClusterWaitsOnTheSlotsPrimary(t *testing.T) {
+	c := redistest.StartCluster(t)
+	ctx := t.Context()
+	repl := redisstore.NewReplication(300*time.Millisecond, nil)
+	store := redisstore.New(c.ClusterClient(t), "").WithReplication(repl)
+	must(t, store.PutConfig(ctx, configResource("cfg/1", `{"n":1}`)))
+
+	replica := replicaOf(t, c, c.PrimaryOf(t, "meshrelay:{meshrelay}:activelock"))
+	pid := processID(t, replica.Client(t))
+	must(t, syscall.Kill(pid, syscall.SIGSTOP))
+	err := store.PutConfig(ctx, configResource("cfg/2", `{"n":2}`))
+	must(t, syscall.Kill(pid, syscall.SIGCONT))
+	if !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Fatalf("a write while the slot's replica is stopped: %v, want ErrNotReplicated", err)
+	}
+	poll.Eventually(t, 10*time.Second, "writes reach the replica again", func() error {
+		return store.PutConfig(ctx, configResource("cfg/3", `{"n":3}`))
+	})
+	if st := repl.Status(); st != nil {
+		t.Errorf("replication status %+v after a write reached the replica, want none", st)
+	}
+}
+
+// Through Sentinel: what was acknowledged before the primary was killed is on the primary
+// Sentinel promotes, and the promoted primary, alone, takes writes without waiting (it was
+// never seen with a replica). (A primary that gets a replica back waits again:
+// TestWriteWithoutReplicaFailsLoudly.)
+func TestDurableWritesSentinelFailover(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	ctx := t.Context()
+	fc := s.FailoverClient(t)
+	repl := redisstore.NewReplication(5*time.Second, nil)
+	store := redisstore.New(fc, "").WithReplication(repl)
+	lock := redisstore.NewHA(fc, "").WithReplication(repl)
+	must(t, store.PutConfig(ctx, configResource("cfg/1", `{"n":1}`)))
+	l, err := lock.AcquireLockIfFree(ctx, "west", 0)
+	must(t, err)
+
+	killed := time.Now()
+	old := s.KillPrimary(t)
+	s.WaitFailover(t, old.Addr())
+	t.Logf("failover after %v", time.Since(killed).Round(time.Millisecond))
+	poll.Eventually(t, 20*time.Second, "a write through Sentinel after the failover", func() error {
+		return store.PutConfig(ctx, configResource("cfg/2", `{"n":2}`))
+	})
+	cfg, _, err := store.ListConfig(ctx)
+	must(t, err)
+	if len(cfg) != 2 {
+		t.Errorf("after the failover the store holds %d resources, want cfg/1 and cfg/2", len(cfg))
+	}
+	if got, err := lock.ReadLock(ctx); err != nil || got != l {
+		t.Errorf("after the failover the lock is %+v (%v), want %+v", got, err, l)
+	}
+
+	if n := repl.Shortfalls(); n != 0 {
+		t.Errorf("%d shortfalls, want none", n)
+	}
+}
