@@ -23,7 +23,8 @@ var ErrNotReplicated = errors.New("no redis replica acknowledged the write")
 const DefaultWaitTimeout = time.Second
 
 // Replication makes the writes that must not be lost (docs/adr/0015) wait until a Redis
-// replica has them: the lock's acquisition, raise and switch with their epochs, applied
+// replica has them: the lock's acquisition, raise and switch with their epochs (and the
+// holder's every round, so that it writes only under a lock a replica has), applied
 // configuration, and revocations. Each such write runs on one connection to the primary that
 // holds the store's hash slot, followed by WAIT on that connection.
 //

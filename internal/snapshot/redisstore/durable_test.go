@@ -127,8 +127,8 @@ func TestDurableWritesSurviveFailover(t *testing.T) {
 
 // With its replica gone, a primary that had one refuses to report a write that must not be
 // lost as done: apply fails with ErrNotReplicated (saying that the write is on the primary),
-// the shortfall is counted and kept until a later write reaches a replica again. The lock
-// is still returned (it is what fences writes), its shortfall counted.
+// the shortfall is counted and kept until a later write reaches a replica again. Taking the
+// lock fails the same way (its holder does not write under an epoch a failover may lose).
 func TestWriteWithoutReplicaFailsLoudly(t *testing.T) {
 	primary, replica := replicated(t)
 	ctx := t.Context()
@@ -164,9 +164,11 @@ func TestWriteWithoutReplicaFailsLoudly(t *testing.T) {
 	if err := store.DeleteConfig(ctx, "cfg/1"); !errors.Is(err, redisstore.ErrNotReplicated) {
 		t.Errorf("a delete without a replica: %v, want ErrNotReplicated", err)
 	}
-	l, err := lock.AcquireLockIfFree(ctx, "west", 0)
-	if err != nil || l.Name != "west" || l.Epoch != 1 {
-		t.Errorf("lock without a replica: %+v, %v; want west at epoch 1 and no error", l, err)
+	if _, err := lock.AcquireLockIfFree(ctx, "west", 0); !errors.Is(err, redisstore.ErrNotReplicated) {
+		t.Errorf("taking the lock without a replica: %v, want ErrNotReplicated", err)
+	}
+	if l, err := lock.ReadLock(ctx); err != nil || l.Name != "west" || l.Epoch != 1 {
+		t.Errorf("the primary holds lock %+v (%v), want west at epoch 1", l, err)
 	}
 	if n := repl.Shortfalls(); n != 4 {
 		t.Errorf("%d shortfalls counted, want 4", n)
@@ -179,6 +181,9 @@ func TestWriteWithoutReplicaFailsLoudly(t *testing.T) {
 	poll.Eventually(t, 10*time.Second, "apply reaches the replica again", func() error {
 		return store.PutConfig(ctx, configResource("cfg/3", `{"n":3}`))
 	})
+	if l, err := lock.AcquireLockIfFree(ctx, "west", 0); err != nil || l.Name != "west" || l.Epoch != 1 {
+		t.Errorf("the holder's next round: %+v, %v; want west at epoch 1", l, err)
+	}
 	if st := repl.Status(); st != nil {
 		t.Errorf("replication status %+v after a write reached the replica, want none", st)
 	}

@@ -56,11 +56,11 @@ end
 `
 
 // acquireLock takes the lock for ARGV[1] when nobody holds it; it returns the holder either
-// way, and whether it wrote anything. ARGV[3] is the highest epoch the caller knows of (of
-// agents, outputs, locks): the counter KEYS[2] is first moved up to it, whoever holds the
-// lock, and a lock below the counter is taken, or raised by its holder (and only by it),
-// above it. So after the store lost its data, a server knowing of a newer epoch makes the
-// holder go above it at its next round.
+// way, and whether it wrote anything (always, when ARGV[1] holds the lock). ARGV[3] is the
+// highest epoch the caller knows of (of agents, outputs, locks): the counter KEYS[2] is
+// first moved up to it, whoever holds the lock, and a lock below the counter is taken, or
+// raised by its holder (and only by it), above it. So after the store lost its data, a
+// server knowing of a newer epoch makes the holder go above it at its next round.
 var acquireLock = redis.NewScript(aboveLua + `
 local wrote = 0
 local floor = tonumber(ARGV[3])
@@ -77,6 +77,11 @@ if not cur[1] then
   wrote = 1
 elseif cur[1] == ARGV[1] and tonumber(cur[2]) < floor then
   redis.call('HSET', KEYS[1], 'epoch', above(floor))
+  wrote = 1
+elseif cur[1] == ARGV[1] then
+  -- The holder's round: a write, so that waiting for a replica afterwards covers the lock
+  -- it holds (taken or raised by an earlier round that no replica acknowledged).
+  redis.call('HSET', KEYS[1], 'renewed', ARGV[2])
   wrote = 1
 end
 local l = redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
@@ -116,13 +121,13 @@ func parseLock(v any) (ha.Lock, error) {
 // is raised above it, and a lock someone else holds below it is raised by its holder at its
 // next call (the epoch counter records the floor).
 //
-// A lock or counter it changed waits for a replica (durable.go). Should none acknowledge it,
-// the lock is returned all the same: it is what the primary holds and fences writes with, so
-// the caller must follow it; the shortfall is counted and shown by the Replication, and an
-// epoch a failover loses is restored above what agents and servers saw (docs/adr/0003).
+// What it changed, and the lock name holds, waits for a replica (durable.go): when none
+// acknowledged it in time, it fails with ErrNotReplicated, so that name does not start
+// writing under an epoch a Redis failover could hand to another server; it holds the lock
+// on the primary, and a later call that reaches a replica returns it.
 func (s *HA) AcquireLockIfFree(ctx context.Context, name string, floor uint64) (ha.Lock, error) {
 	v, err := s.lockScript(ctx, "acquire global lock", acquireLock, name, time.Now().UnixMilli(), floor)
-	if err != nil && !errors.Is(err, ErrNotReplicated) {
+	if err != nil {
 		return ha.Lock{}, err
 	}
 	return parseLock(v)
