@@ -62,9 +62,8 @@ func TestRedisReplicaLostApplyRefused(t *testing.T) {
 		t.Fatalf("apply with the replica in sync: exit %d: %s", code, errOut)
 	}
 	poll.Eventually(t, 20*time.Second, "extra-1 reaches b", func() error { return outputHas(t, b, seKey("extra-1")) })
-	if v := mustMetric(t, s.admin, "meshrelay_redis_wait_shortfalls_total"); v != 0 {
-		t.Fatalf("meshrelay_redis_wait_shortfalls_total = %v with the replica in sync", v)
-	}
+	// (A replica slowed down by a busy machine may miss a lock round's short WAIT: count from here.)
+	before := mustMetric(t, s.admin, "meshrelay_redis_wait_shortfalls_total")
 
 	replica.Stop()
 	waitReplicas(t, primary, 0)
@@ -74,15 +73,16 @@ func TestRedisReplicaLostApplyRefused(t *testing.T) {
 		t.Fatalf("apply without the replica: exit %d, stderr %q; want a failure naming the resource and saying the change is on the primary", code, errOut)
 	}
 	t.Logf("apply without the replica: %s", strings.TrimSpace(errOut))
-	if v := mustMetric(t, s.admin, "meshrelay_redis_wait_shortfalls_total"); v < 1 {
-		t.Errorf("meshrelay_redis_wait_shortfalls_total = %v after a refused apply", v)
+	if v := mustMetric(t, s.admin, "meshrelay_redis_wait_shortfalls_total"); v <= before {
+		t.Errorf("meshrelay_redis_wait_shortfalls_total = %v after a refused apply, %v before", v, before)
 	}
 	if err := logContains(t, s.p, "redis write not acknowledged by a replica"); err != nil {
 		t.Error(err)
 	}
+	// The line names the last write that fell short: extra-2, or a lock round since.
 	out, _, code := cliExit(t, "check", "--server", s.admin)
-	if code == 0 || !strings.Contains(out, "store replication") || !strings.Contains(out, "extra-2") {
-		t.Errorf("check without the replica: exit %d:\n%s\nwant a failing store replication line naming extra-2", code, out)
+	if code == 0 || !strings.Contains(out, "✗ store replication") || !strings.Contains(out, "0 of 1 redis replicas acknowledged it") {
+		t.Errorf("check without the replica: exit %d:\n%s\nwant a failing store replication line", code, out)
 	}
 
 	replica.Restart(t)
