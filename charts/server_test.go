@@ -440,3 +440,55 @@ func plural(kind string) string {
 	}
 	return l + "s"
 }
+
+// TestServerRedisModes checks the Sentinel and Cluster values: the flags they pass (which
+// the binary accepts), the sentinels' password as an environment variable from its Secret,
+// a rolling update and the TLS CA in every mode, and that exactly one mode may be set.
+func TestServerRedisModes(t *testing.T) {
+	sentinel := vals("replicas", 2, "leaderElection", true, "relay.ca.secretName", "relay-ca", "meshCA.secretName", "mesh-ca",
+		"redis.sentinel.addresses", []any{"s1.redis:26379", "s2.redis:26379", "s3.redis:26379"}, "redis.sentinel.masterName", "mymaster",
+		"redis.sentinel.passwordSecret.name", "sentinel-auth", "redis.passwordSecret.name", "redis-auth",
+		"redis.tls.enabled", true, "redis.tls.caSecret.name", "redis-ca")
+	d := deployment(t, render(t, charts.Server, sentinel))
+	checkArgs(t, d)
+	c := d.Spec.Template.Spec.Containers[0]
+	wantArgs(t, c.Args, "--redis-sentinel-addresses=s1.redis:26379,s2.redis:26379,s3.redis:26379", "--redis-master-name=mymaster",
+		"--redis-tls", "--redis-tls-ca-file=/etc/meshrelay/redis-ca/ca.crt")
+	noFlags(t, c.Args, "redis-address", "redis-cluster-addresses", "redis-sentinel-password", "redis-password")
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "MESHRELAY_REDIS_SENTINEL_PASSWORD" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil &&
+			e.ValueFrom.SecretKeyRef.Name == "sentinel-auth" && e.ValueFrom.SecretKeyRef.Key == "password"
+	}) {
+		t.Errorf("want MESHRELAY_REDIS_SENTINEL_PASSWORD from Secret sentinel-auth, have %+v", c.Env)
+	}
+	if !slices.ContainsFunc(d.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "redis-ca" }) {
+		t.Error("Sentinel mode with redis.tls.caSecret mounts no redis-ca volume")
+	}
+
+	d = deployment(t, render(t, charts.Server, vals("redis.cluster.addresses", []any{"n1.redis:6379", "n2.redis:6379"}, "mgmtClusterName", "east")))
+	checkArgs(t, d)
+	args := d.Spec.Template.Spec.Containers[0].Args
+	wantArgs(t, args, "--redis-cluster-addresses=n1.redis:6379,n2.redis:6379", "--mgmt-cluster-name=east")
+	noFlags(t, args, "redis-address", "redis-sentinel-addresses", "redis-master-name")
+	if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
+		t.Errorf("a single replica on a Redis Cluster gets strategy %s, want a rolling update (the store is shared)", d.Spec.Strategy.Type)
+	}
+
+	for _, c := range []struct {
+		values map[string]any
+		want   string
+	}{
+		{vals("redis.address", "r:6379", "redis.cluster.addresses", []any{"n:6379"}), "redis.address and redis.cluster.addresses exclude each other: set exactly one of"},
+		{vals("redis.sentinel.addresses", []any{"s:26379"}, "redis.sentinel.masterName", "m", "redis.cluster.addresses", []any{"n:6379"}),
+			"redis.sentinel.addresses and redis.cluster.addresses exclude each other"},
+		{vals("redis.sentinel.addresses", []any{"s:26379"}), "redis.sentinel.addresses needs redis.sentinel.masterName"},
+		{vals("redis.sentinel.masterName", "m"), "redis.sentinel.masterName needs redis.sentinel.addresses"},
+		{vals("redis.sentinel.passwordSecret.name", "x"), "redis.sentinel.passwordSecret needs redis.sentinel.addresses"},
+		{vals("replicas", 2), "or redis.sentinel.addresses or redis.cluster.addresses"},
+	} {
+		err := renderErr(t, charts.Server, c.values)
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("values %v: error %q, want it to say %q", c.values, err, c.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	serverapp "github.com/meshrelay/meshrelay/internal/app/server"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/plane"
@@ -22,21 +23,36 @@ import (
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
-type redisFlags struct{ address, password, prefix string }
+// redisFlags are the ops commands' flags of the shared Redis: the servers' connection
+// flags (one server, Sentinel or Cluster, TLS) and --redis-prefix.
+type redisFlags struct {
+	conn   serverapp.Config // only its Redis fields
+	prefix string
+}
 
 func (r *redisFlags) register(cmd *cobra.Command, required bool) {
-	usage := "host:port of the shared Redis"
+	usage := "host:port of the shared Redis (or --redis-sentinel-addresses or --redis-cluster-addresses, as given to the servers)"
 	if required {
-		usage += " (required)"
+		usage += " (one of them required)"
 	}
-	cmd.Flags().StringVar(&r.address, "redis-address", "", usage)
-	cmd.Flags().StringVar(&r.password, "redis-password", "", "Redis password (env MESHRELAY_REDIS_PASSWORD)")
+	r.conn.RegisterRedisFlags(cmd.Flags(), usage)
 	cmd.Flags().StringVar(&r.prefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key (as given to the servers)")
 }
 
-// dial returns a client of the shared Redis; the caller closes it.
-func (r *redisFlags) dial() *redis.Client {
-	return redisstore.Dial(redisstore.Options{Addr: r.address, Password: r.password, Timeout: 2 * time.Second, MaxRetries: 1})
+// given reports whether any connection mode of Redis is given.
+func (r *redisFlags) given() bool { return r.conn.RedisGiven() }
+
+// dial returns a client of the shared Redis and its options; the caller closes it.
+func (r *redisFlags) dial() (redis.UniversalClient, redisstore.Options, error) {
+	if err := r.conn.ValidateRedis(); err != nil {
+		return nil, redisstore.Options{}, err
+	}
+	opts, err := r.conn.RedisOptions(2 * time.Second)
+	if err != nil {
+		return nil, opts, err
+	}
+	rc, err := redisstore.Dial(opts)
+	return rc, opts, err
 }
 
 func newSwitchActiveCmd() *cobra.Command {
@@ -60,10 +76,13 @@ After a regional failover: switch the DNS record agents use to the new server, t
 		Example: "  meshrelay switch-active --mgmt-cluster-name mgmt-west --redis-address redis.example.com:6379",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if name == "" || rf.address == "" {
-				return fmt.Errorf("--mgmt-cluster-name and --redis-address are required")
+			if name == "" || !rf.given() {
+				return fmt.Errorf("--mgmt-cluster-name and --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses) are required")
 			}
-			rc := rf.dial()
+			rc, _, err := rf.dial()
+			if err != nil {
+				return err
+			}
 			defer rc.Close()
 			st := redisstore.NewHA(rc, rf.prefix)
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
@@ -150,24 +169,41 @@ Exits non-zero when anything is wrong.`,
 	return cmd
 }
 
+// redisChecks check the shared Redis: reachable, the active management cluster, and
+// whether it can fail over (redisstore.Inspect).
+func redisChecks(ctx context.Context, rf redisFlags) []checkResult {
+	var out []checkResult
+	add := func(check string, ok bool, format string, args ...any) {
+		out = append(out, checkResult{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
+	}
+	rc, opts, err := rf.dial()
+	if err != nil {
+		add("redis reachable", false, "%v", err)
+		return out
+	}
+	defer rc.Close()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := redisstore.New(rc, rf.prefix).Ping(cctx); err != nil {
+		add("redis reachable", false, "%s: %v", opts, err)
+	} else {
+		add("redis reachable", true, "%s", strings.TrimPrefix(opts.String(), "redis "))
+		if l, err := redisstore.NewHA(rc, rf.prefix).ReadLock(cctx); err == nil && l.Name != "" {
+			add("active management cluster", true, "%s (epoch %d, since %s)", l.Name, l.Epoch, l.Since.Format(time.RFC3339))
+		}
+	}
+	top := redisstore.Inspect(cctx, opts, rc, rf.prefix)
+	add("redis failover", len(top.Problems) == 0, "%s", top)
+	return out
+}
+
 func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkResult {
 	var out []checkResult
 	add := func(check string, ok bool, format string, args ...any) {
 		out = append(out, checkResult{Check: check, OK: ok, Detail: fmt.Sprintf(format, args...)})
 	}
-	if rf.address != "" {
-		rc := rf.dial()
-		defer rc.Close()
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		defer cancel()
-		if err := redisstore.New(rc, rf.prefix).Ping(cctx); err != nil {
-			add("redis reachable", false, "%v", err)
-		} else {
-			add("redis reachable", true, "%s", rf.address)
-			if l, err := redisstore.NewHA(rc, rf.prefix).ReadLock(cctx); err == nil && l.Name != "" {
-				add("active management cluster", true, "%s (epoch %d, since %s)", l.Name, l.Epoch, l.Since.Format(time.RFC3339))
-			}
-		}
+	if rf.given() {
+		out = append(out, redisChecks(ctx, rf)...)
 	}
 	var st configapi.ServerStatus
 	if err := c.Status(ctx, &st); err != nil {

@@ -54,22 +54,46 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+"true" when the values give a shared Redis, in any mode (one server, Sentinel or Cluster).
+*/}}
+{{- define "meshrelay-server.redis" -}}
+{{- if or .Values.redis.address .Values.redis.sentinel.addresses .Values.redis.cluster.addresses }}true{{ end }}
+{{- end }}
+
+{{/*
 Refuse combinations the server would refuse at start (or that cannot work), with the value to
 change, instead of a pod in CrashLoopBackOff.
 */}}
 {{- define "meshrelay-server.validate" -}}
 {{- $replicas := int .Values.replicas }}
+{{- $modes := list }}
+{{- if .Values.redis.address }}{{ $modes = append $modes "redis.address" }}{{ end }}
+{{- if .Values.redis.sentinel.addresses }}{{ $modes = append $modes "redis.sentinel.addresses" }}{{ end }}
+{{- if .Values.redis.cluster.addresses }}{{ $modes = append $modes "redis.cluster.addresses" }}{{ end }}
+{{- if gt (len $modes) 1 }}
+{{- fail (printf "%s exclude each other: set exactly one of redis.address (one server), redis.sentinel.addresses (Sentinel) and redis.cluster.addresses (Cluster)" (join " and " $modes)) }}
+{{- end }}
+{{- if and .Values.redis.sentinel.addresses (not .Values.redis.sentinel.masterName) }}
+{{- fail "redis.sentinel.addresses needs redis.sentinel.masterName, the name the sentinels monitor the primary under" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.masterName (not .Values.redis.sentinel.addresses) }}
+{{- fail "redis.sentinel.masterName needs redis.sentinel.addresses" }}
+{{- end }}
+{{- if and .Values.redis.sentinel.passwordSecret.name (not .Values.redis.sentinel.addresses) }}
+{{- fail "redis.sentinel.passwordSecret needs redis.sentinel.addresses" }}
+{{- end }}
+{{- $redis := include "meshrelay-server.redis" . }}
 {{- if lt $replicas 1 }}
 {{- fail "replicas must be at least 1" }}
 {{- end }}
-{{- if and (gt $replicas 1) (not .Values.redis.address) }}
-{{- fail "replicas > 1 needs a shared store: set redis.address (each replica would otherwise keep its own store)" }}
+{{- if and (gt $replicas 1) (not $redis) }}
+{{- fail "replicas > 1 needs a shared store: set redis.address (or redis.sentinel.addresses or redis.cluster.addresses; each replica would otherwise keep its own store)" }}
 {{- end }}
 {{- if and (gt $replicas 1) (not .Values.leaderElection) }}
 {{- fail "replicas > 1 needs leaderElection: true (exactly one replica may issue mesh certificates and delete outputs)" }}
 {{- end }}
-{{- if and (or .Values.leaderElection .Values.enableClusterLoadBalancing .Values.mgmtClusterName) (not .Values.redis.address) }}
-{{- fail "leaderElection, enableClusterLoadBalancing and mgmtClusterName need a shared store: set redis.address" }}
+{{- if and (or .Values.leaderElection .Values.enableClusterLoadBalancing .Values.mgmtClusterName) (not $redis) }}
+{{- fail "leaderElection, enableClusterLoadBalancing and mgmtClusterName need a shared store: set redis.address (or redis.sentinel.addresses or redis.cluster.addresses)" }}
 {{- end }}
 {{- if and .Values.safeMode (gt (int .Values.safeStartWindow) 0) }}
 {{- fail "safeStartWindow takes effect only with safeMode: false" }}
@@ -83,8 +107,8 @@ change, instead of a pod in CrashLoopBackOff.
 {{- if and (gt $replicas 1) (or (not .Values.relay.ca.secretName) (not .Values.meshCA.secretName)) }}
 {{- fail "replicas > 1 must share one relay CA and one mesh CA: set relay.ca.secretName and meshCA.secretName" }}
 {{- end }}
-{{- if and .Values.redis.tls.enabled (not .Values.redis.address) }}
-{{- fail "redis.tls.enabled needs redis.address" }}
+{{- if and .Values.redis.tls.enabled (not $redis) }}
+{{- fail "redis.tls.enabled needs redis.address (or redis.sentinel.addresses or redis.cluster.addresses)" }}
 {{- end }}
 {{- if not (has .Values.log.format (list "text" "json")) }}
 {{- fail (printf "log.format %q: want text or json" .Values.log.format) }}
@@ -153,8 +177,17 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- if .Values.config.configMap }}
 - --config-dir=/etc/meshrelay/config
 {{- end }}
-{{- if .Values.redis.address }}
-- {{ printf "--redis-address=%s" .Values.redis.address | quote }}
+{{- if include "meshrelay-server.redis" . }}
+{{- with .Values.redis.address }}
+- {{ printf "--redis-address=%s" . | quote }}
+{{- end }}
+{{- with .Values.redis.sentinel.addresses }}
+- {{ printf "--redis-sentinel-addresses=%s" (join "," .) | quote }}
+- {{ printf "--redis-master-name=%s" $.Values.redis.sentinel.masterName | quote }}
+{{- end }}
+{{- with .Values.redis.cluster.addresses }}
+- {{ printf "--redis-cluster-addresses=%s" (join "," .) | quote }}
+{{- end }}
 {{- with .Values.redis.prefix }}
 - {{ printf "--redis-prefix=%s" . | quote }}
 {{- end }}

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,25 +79,31 @@ type Config struct {
 	MeshCertTTL    time.Duration
 	// IstioCACerts issues every cluster an Istio workload CA (Istio's `cacerts` Secret,
 	// written by Kubernetes-mode agents), valid for IstioCATTL.
-	IstioCACerts    bool
-	IstioCATTL      time.Duration
-	ConfigDir       string
-	Store           string
-	RedisAddress    string
-	RedisPassword   string
-	RedisTLS        bool
-	RedisTLSCAFile  string
-	RedisTLSName    string
-	RedisPrefix     string
-	SafeMode        bool
-	SafeStartWindow int
-	MgmtClusterName string
-	LeaderElection  bool
-	LoadBalancing   bool
-	ReplicaID       string
-	Advertise       string
-	LeaseDuration   time.Duration
-	Kube            KubeConfig
+	IstioCACerts  bool
+	IstioCATTL    time.Duration
+	ConfigDir     string
+	Store         string
+	RedisAddress  string
+	RedisPassword string
+	// RedisSentinelAddresses and RedisMasterName select Redis Sentinel, RedisClusterAddresses
+	// a Redis Cluster, instead of the one server of RedisAddress (redisstore.Options).
+	RedisSentinelAddresses []string
+	RedisMasterName        string
+	RedisSentinelPassword  string
+	RedisClusterAddresses  []string
+	RedisTLS               bool
+	RedisTLSCAFile         string
+	RedisTLSName           string
+	RedisPrefix            string
+	SafeMode               bool
+	SafeStartWindow        int
+	MgmtClusterName        string
+	LeaderElection         bool
+	LoadBalancing          bool
+	ReplicaID              string
+	Advertise              string
+	LeaseDuration          time.Duration
+	Kube                   KubeConfig
 }
 
 // KubeConfig configures Kubernetes mode: the configuration comes from meshrelay's custom
@@ -143,12 +150,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "Kubernetes mode: kubeconfig file of the management cluster (default: $KUBECONFIG, else the in-cluster service account, else ~/.kube/config)")
 	fs.StringVar(&k.Context, "kube-context", "", "Kubernetes mode: kubeconfig context to use (default: the kubeconfig's current context)")
 	fs.StringVar(&k.LeaderElectionLease, "leader-election-lease", "", "Kubernetes mode, with --leader-election: NAMESPACE/NAME of a coordination.k8s.io Lease in the management cluster that elects the leader of its replicas (client-go leader election, lease --lease-duration) instead of a lease in Redis; the active/passive lock between management clusters stays in Redis")
-	fs.StringVar(&c.Store, "store", "", "where applied configuration and snapshots are kept: "+StoreBolt+" (<data-dir>/"+boltstore.FileName+", survives restarts; one server), "+StoreRedis+" (--redis-address; for replicas and management clusters), "+StoreMemory+" (tests only: nothing survives a restart) (default: "+StoreRedis+" with --redis-address, else "+StoreBolt+")")
-	fs.StringVar(&c.RedisAddress, "redis-address", "", "host:port of Redis, the store shared by replicas and management clusters (implies --store redis)")
-	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password (env MESHRELAY_REDIS_PASSWORD)")
-	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "connect to Redis over TLS (verified against --redis-tls-ca-file, else the system roots)")
-	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", "", "with --redis-tls: PEM bundle of the CA that signed Redis' certificate")
-	fs.StringVar(&c.RedisTLSName, "redis-tls-server-name", "", "with --redis-tls: name to verify in Redis' certificate (default: the host of --redis-address)")
+	fs.StringVar(&c.Store, "store", "", "where applied configuration and snapshots are kept: "+StoreBolt+" (<data-dir>/"+boltstore.FileName+", survives restarts; one server), "+StoreRedis+" (--redis-address, --redis-sentinel-addresses or --redis-cluster-addresses; for replicas and management clusters), "+StoreMemory+" (tests only: nothing survives a restart) (default: "+StoreRedis+" with any of those, else "+StoreBolt+")")
+	c.RegisterRedisFlags(fs, "host:port of Redis, the store shared by replicas and management clusters (implies --store redis, as do --redis-sentinel-addresses and --redis-cluster-addresses)")
 	fs.StringVar(&c.RedisPrefix, "redis-prefix", "meshrelay", "prefix and hash tag of every Redis key")
 	fs.StringVar(&c.MgmtClusterName, "mgmt-cluster-name", "", "name of this management cluster; with --redis-address, a global lock in Redis names the one management cluster allowed to write (active/passive); move it with `meshrelay switch-active`")
 	fs.BoolVar(&c.LeaderElection, "leader-election", false, "elect one leader among the replicas of this management cluster (a lease in Redis, or a Kubernetes Lease with --leader-election-lease); the leader issues mesh certificates, deletes outputs of removed clusters and, in Kubernetes mode, writes status")
@@ -210,20 +213,18 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--store %q: want %s, %s or %s", c.Store, StoreBolt, StoreRedis, StoreMemory))
 	}
-	if c.Store == StoreRedis && c.RedisAddress == "" {
-		errs = append(errs, errors.New("--store redis needs --redis-address"))
+	redisOpts := c.redisOptions()
+	if c.Store == StoreRedis && !redisOpts.Given() {
+		errs = append(errs, errors.New("--store redis needs --redis-address, --redis-sentinel-addresses or --redis-cluster-addresses"))
 	}
-	if (c.Store == StoreBolt || c.Store == StoreMemory) && c.RedisAddress != "" {
-		errs = append(errs, fmt.Errorf("--store %s contradicts --redis-address (which makes Redis the store): drop one of them", c.Store))
+	if (c.Store == StoreBolt || c.Store == StoreMemory) && redisOpts.Given() {
+		errs = append(errs, fmt.Errorf("--store %s contradicts %s (which makes Redis the store): drop one of them", c.Store, redisFlagsGiven(redisOpts)))
 	}
-	if (c.LeaderElection || c.LoadBalancing || c.MgmtClusterName != "") && c.RedisAddress == "" {
-		errs = append(errs, errors.New("--leader-election, --cluster-load-balancing and --mgmt-cluster-name need a shared store: set --redis-address"))
+	if (c.LeaderElection || c.LoadBalancing || c.MgmtClusterName != "") && !redisOpts.Given() {
+		errs = append(errs, errors.New("--leader-election, --cluster-load-balancing and --mgmt-cluster-name need a shared store: set --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses)"))
 	}
-	if (c.RedisTLS || c.RedisTLSCAFile != "" || c.RedisTLSName != "") && c.RedisAddress == "" {
-		errs = append(errs, errors.New("--redis-tls, --redis-tls-ca-file and --redis-tls-server-name need --redis-address"))
-	}
-	if (c.RedisTLSCAFile != "" || c.RedisTLSName != "") && !c.RedisTLS {
-		errs = append(errs, errors.New("--redis-tls-ca-file and --redis-tls-server-name only apply with --redis-tls"))
+	if err := c.ValidateRedis(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.LeaseDuration < time.Second {
 		errs = append(errs, errors.New("--lease-duration must be at least 1s"))
@@ -301,7 +302,7 @@ func (c *Config) StoreKind() string {
 	switch {
 	case c.Store != "":
 		return c.Store
-	case c.RedisAddress != "":
+	case c.redisOptions().Given():
 		return StoreRedis
 	}
 	return StoreBolt
@@ -655,7 +656,7 @@ func orDefault(s, def string) string {
 func storeName(cfg Config) string {
 	switch k := cfg.StoreKind(); k {
 	case StoreRedis:
-		return "redis " + cfg.RedisAddress
+		return cfg.redisOptions().String()
 	case StoreBolt:
 		return "bolt " + filepath.Join(cfg.DataDir, boltstore.FileName)
 	default:
@@ -743,22 +744,98 @@ func tokenSource(path, generated, what string, log *slog.Logger) (func() (string
 	return read, nil
 }
 
-// newRedisClient connects to --redis-address, over TLS with --redis-tls.
-func newRedisClient(cfg Config) (*redis.Client, error) {
-	opts := redisstore.Options{Addr: cfg.RedisAddress, Password: cfg.RedisPassword, Timeout: 2 * time.Second, MaxRetries: 1, DialerRetries: 1}
-	if cfg.RedisTLS {
-		t, err := redisTLSConfig(cfg)
+// newRedisClient connects to --redis-address, the primary --redis-sentinel-addresses name
+// or the --redis-cluster-addresses cluster, over TLS with --redis-tls.
+func newRedisClient(cfg Config) (redis.UniversalClient, error) {
+	return NewRedisClient(cfg, 2*time.Second)
+}
+
+// NewRedisClient connects to the Redis of cfg's --redis-* flags (RedisOptions).
+func NewRedisClient(cfg Config, timeout time.Duration) (redis.UniversalClient, error) {
+	opts, err := cfg.RedisOptions(timeout)
+	if err != nil {
+		return nil, err
+	}
+	return redisstore.Dial(opts)
+}
+
+// RedisOptions are the connection options of the --redis-* flags, which the ops commands
+// share: one server, Sentinel or Cluster, over TLS with --redis-tls; timeout bounds each
+// dial, read and write, and a command is retried once.
+func (c *Config) RedisOptions(timeout time.Duration) (redisstore.Options, error) {
+	opts := c.redisOptions()
+	opts.Timeout, opts.MaxRetries, opts.DialerRetries = timeout, 1, 1
+	if c.RedisTLS {
+		t, err := redisTLSConfig(*c)
 		if err != nil {
-			return nil, err
+			return redisstore.Options{}, err
 		}
 		opts.TLS = t
 	}
-	return redisstore.Dial(opts), nil
+	return opts, nil
+}
+
+// RedisGiven reports whether any Redis connection flag is given.
+func (c *Config) RedisGiven() bool { return c.redisOptions().Given() }
+
+func (c *Config) redisOptions() redisstore.Options {
+	return redisstore.Options{Addr: c.RedisAddress, Password: c.RedisPassword,
+		SentinelAddrs: c.RedisSentinelAddresses, MasterName: c.RedisMasterName, SentinelPassword: c.RedisSentinelPassword,
+		ClusterAddrs: c.RedisClusterAddresses}
+}
+
+// redisFlagsGiven names the flags of the connection modes o has.
+func redisFlagsGiven(o redisstore.Options) string {
+	var given []string
+	if o.Addr != "" {
+		given = append(given, "--redis-address")
+	}
+	if len(o.SentinelAddrs) > 0 || o.MasterName != "" {
+		given = append(given, "--redis-sentinel-addresses")
+	}
+	if len(o.ClusterAddrs) > 0 {
+		given = append(given, "--redis-cluster-addresses")
+	}
+	return strings.Join(given, " and ")
+}
+
+// ValidateRedis checks the flags of RegisterRedisFlags: none, or one connection mode,
+// with TLS flags only with --redis-tls.
+func (c *Config) ValidateRedis() error {
+	var errs []error
+	o := c.redisOptions()
+	if o.Given() {
+		if err := o.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if (c.RedisTLS || c.RedisTLSCAFile != "" || c.RedisTLSName != "") && !o.Given() {
+		errs = append(errs, errors.New("--redis-tls, --redis-tls-ca-file and --redis-tls-server-name need --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses)"))
+	}
+	if (c.RedisTLSCAFile != "" || c.RedisTLSName != "") && !c.RedisTLS {
+		errs = append(errs, errors.New("--redis-tls-ca-file and --redis-tls-server-name only apply with --redis-tls"))
+	}
+	return errors.Join(errs...)
+}
+
+// RegisterRedisFlags binds the fields of the connection to Redis to flags, which
+// `meshrelay server` and the ops commands share (not --redis-prefix); addressUsage is
+// --redis-address's text.
+func (c *Config) RegisterRedisFlags(fs *pflag.FlagSet, addressUsage string) {
+	fs.StringVar(&c.RedisAddress, "redis-address", "", addressUsage)
+	fs.StringVar(&c.RedisPassword, "redis-password", os.Getenv("MESHRELAY_REDIS_PASSWORD"), "Redis password, of the data nodes in every mode (env MESHRELAY_REDIS_PASSWORD)")
+	fs.StringSliceVar(&c.RedisSentinelAddresses, "redis-sentinel-addresses", nil, "Redis Sentinel, instead of --redis-address: comma-separated host:port of the sentinels that monitor the primary --redis-master-name; the client asks them for the current primary and follows a failover")
+	fs.StringVar(&c.RedisMasterName, "redis-master-name", "", "with --redis-sentinel-addresses: the name the sentinels monitor the primary under (sentinel monitor NAME ...)")
+	fs.StringVar(&c.RedisSentinelPassword, "redis-sentinel-password", os.Getenv("MESHRELAY_REDIS_SENTINEL_PASSWORD"), "with --redis-sentinel-addresses: the sentinels' own password (their requirepass), if any; --redis-password is the data nodes' (env MESHRELAY_REDIS_SENTINEL_PASSWORD)")
+	fs.StringSliceVar(&c.RedisClusterAddresses, "redis-cluster-addresses", nil, "Redis Cluster, instead of --redis-address: comma-separated host:port of some nodes of the cluster (the client discovers the others); all keys of one --redis-prefix share one hash slot")
+	fs.BoolVar(&c.RedisTLS, "redis-tls", false, "connect to Redis over TLS, in every mode (sentinels and data nodes alike); verified against --redis-tls-ca-file, else the system roots")
+	fs.StringVar(&c.RedisTLSCAFile, "redis-tls-ca-file", "", "with --redis-tls: PEM bundle of the CA that signed Redis' certificates")
+	fs.StringVar(&c.RedisTLSName, "redis-tls-server-name", "", "with --redis-tls: name to verify in every Redis certificate (default: the host each connection dials: that of --redis-address; with Sentinel or Cluster, the sentinels' addresses given and the nodes' addresses the sentinels and the cluster announce, so their certificates must carry those names or IPs, or set one name that all of them carry)")
 }
 
 func redisTLSConfig(cfg Config) (*tls.Config, error) {
 	name := cfg.RedisTLSName
-	if name == "" {
+	if name == "" && cfg.RedisAddress != "" { // else crypto/tls verifies the host each connection dials
 		host, _, err := net.SplitHostPort(cfg.RedisAddress)
 		if err != nil {
 			return nil, fmt.Errorf("--redis-address %q: %w", cfg.RedisAddress, err)

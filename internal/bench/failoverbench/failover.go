@@ -241,7 +241,10 @@ func (f *failoverRun) startRedis(ctx context.Context) error {
 }
 
 func redisPing(addr string) error {
-	c := redisstore.Dial(redisstore.Options{Addr: addr, Timeout: time.Second, MaxRetries: -1})
+	c, err := redisstore.Dial(redisstore.Options{Addr: addr, Timeout: time.Second, MaxRetries: -1})
+	if err != nil {
+		return err
+	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()

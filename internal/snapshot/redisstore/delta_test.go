@@ -63,7 +63,7 @@ func inputBytes(t *testing.T, c *redis.Client) int64 {
 }
 
 // stored checks what a store that never wrote (so holds no base) reads back.
-func stored(t *testing.T, c *redis.Client, what string, kind snapshot.Kind, cluster string, want *snapshot.Snapshot) {
+func stored(t *testing.T, c redis.UniversalClient, what string, kind snapshot.Kind, cluster string, want *snapshot.Snapshot) {
 	t.Helper()
 	got, err := redisstore.New(c, "").Get(t.Context(), kind, cluster)
 	if err != nil {
@@ -111,7 +111,10 @@ func TestSmallChangeSendsLittle(t *testing.T) {
 // exactly the last snapshot put.
 func TestDeltaBaseMoved(t *testing.T) {
 	srv := redistest.Start(t)
-	c := srv.Client(t)
+	testDeltaBaseMoved(t, srv.Client(t))
+}
+
+func testDeltaBaseMoved(t *testing.T, c redis.UniversalClient) {
 	a, b := redisstore.New(c, ""), redisstore.New(c, "")
 	ctx := t.Context()
 	v1 := bigSnapshot(1, 20, 50)
@@ -122,7 +125,7 @@ func TestDeltaBaseMoved(t *testing.T) {
 	must(t, a.Put(ctx, snapshot.Output, "east", v3))
 	stored(t, c, "after another writer", snapshot.Output, "east", v3)
 
-	must(t, c.FlushAll(ctx).Err()) // Redis lost everything
+	flushAll(t, c) // Redis lost everything
 	v4 := changed(v3, 4, map[string]string{"Cluster//r0004": `"a"`})
 	must(t, a.Put(ctx, snapshot.Output, "east", v4))
 	stored(t, c, "after Redis lost its data", snapshot.Output, "east", v4)
@@ -132,7 +135,7 @@ func TestDeltaBaseMoved(t *testing.T) {
 		t.Fatalf("index after Redis lost its data = %v, want east → %s", idx, v4.Hash)
 	}
 
-	must(t, c.ScriptFlush(ctx).Err()) // a restarted Redis has no scripts either
+	scriptFlush(t, c) // a restarted Redis has no scripts either
 	v5 := changed(v4, 5, map[string]string{"Cluster//r0005": `"a"`})
 	must(t, a.Put(ctx, snapshot.Output, "east", v5))
 	stored(t, c, "after Redis forgot its scripts", snapshot.Output, "east", v5)
@@ -177,7 +180,10 @@ func TestReadsStringSnapshots(t *testing.T) {
 // snapshots; the holder's batch goes through.
 func TestFencedBatch(t *testing.T) {
 	srv := redistest.Start(t)
-	c := srv.Client(t)
+	testFencedBatch(t, srv.Client(t))
+}
+
+func testFencedBatch(t *testing.T, c redis.UniversalClient) {
 	ctx := t.Context()
 	must(t, c.HSet(ctx, "meshrelay:{meshrelay}:activelock", "name", "east", "epoch", 2).Err())
 	holder := redisstore.New(c, "").WithFence(redisstore.Fence{Name: "east", Epoch: func() uint64 { return 2 }})

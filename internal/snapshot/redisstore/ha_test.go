@@ -3,6 +3,8 @@ package redisstore_test
 import (
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/meshrelay/meshrelay/internal/ha"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redistest"
@@ -14,7 +16,10 @@ import (
 // counter alone was lost.
 func TestLockEpochAboveFloor(t *testing.T) {
 	srv := redistest.Start(t)
-	client := srv.Client(t)
+	testLockEpochAboveFloor(t, srv.Client(t))
+}
+
+func testLockEpochAboveFloor(t *testing.T, client redis.UniversalClient) {
 	s := redisstore.NewHA(client, "")
 	ctx := t.Context()
 	epoch := func(l ha.Lock, err error) uint64 {
@@ -31,7 +36,7 @@ func TestLockEpochAboveFloor(t *testing.T) {
 	}
 
 	// The store loses its data; the server knows of epoch 2.
-	must(t, client.FlushAll(ctx).Err())
+	flushAll(t, client)
 	if e := epoch(s.AcquireLockIfFree(ctx, "west", 2)); e != 3 {
 		t.Fatalf("lock taken after the loss at epoch %d, want 3 (above the floor 2)", e)
 	}
@@ -42,7 +47,7 @@ func TestLockEpochAboveFloor(t *testing.T) {
 	// Lost again, and taken by a server that knows nothing; west, not holding it, learns
 	// that an agent holds epoch 3: it records that in the counter, and east, at its next
 	// call, raises the lock above it. Nobody else can raise it.
-	must(t, client.FlushAll(ctx).Err())
+	flushAll(t, client)
 	if e := epoch(s.AcquireLockIfFree(ctx, "east", 0)); e != 1 {
 		t.Fatalf("lock taken at epoch %d, want 1", e)
 	}

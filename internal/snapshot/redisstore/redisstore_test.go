@@ -23,7 +23,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t)
-	client := srv.Client(t)
+	testConformance(t, srv.Client(t))
+}
+
+func testConformance(t *testing.T, client redis.UniversalClient) {
 	n := 0
 	snapshottest.Run(t, func(*testing.T) snapshot.Store {
 		n++ // a fresh prefix gives every subtest an empty store
