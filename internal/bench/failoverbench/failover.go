@@ -149,6 +149,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if res.Error != "" {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s run %d: %s", name, i+1, res.Error))
 				fr.logf("%s run %d failed: %s", name, i+1, res.Error)
+			} else if res.PromotedMs > 0 {
+				fr.logf("%s run %d: replica promoted after %s, server writing after %s, the change at all %d agents after %s", name, i+1,
+					bench.Ms(res.PromotedMs), bench.Ms(res.WritingMs), res.Affected, bench.Ms(res.ChangeReachedMs))
 			} else {
 				fr.logf("%s run %d: %d agents back in %s, in sync in %s; content changes %d", name, i+1, res.Affected, bench.Ms(res.BackMs), bench.Ms(res.InSyncMs), res.ContentChanges)
 			}
