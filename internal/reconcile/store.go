@@ -162,7 +162,13 @@ func (w *writeThrough) pullChanged(ctx context.Context, kind snapshot.Kind) erro
 		// The index has content hashes only: a passive server also reads an output it
 		// holds under an older epoch than the lock's, which the active server re-stamps
 		// with the same content (its agents must learn the new epoch).
-		if cur := mem[c]; cur == nil || cur.Hash != h || (kind == snapshot.Output && !active && cur.Epoch < epoch) {
+		cur := mem[c]
+		if kind == snapshot.Input && cur != nil && cur.Hash != h && w.dirtyInputs[c] && w.wroteInput[c] != nil && w.wroteInput[c].Hash == h {
+			// The store holds this server's last write and memory has a newer input for
+			// the next flush: nothing to read (under churn, every cluster, every round).
+			continue
+		}
+		if cur == nil || cur.Hash != h || (kind == snapshot.Output && !active && cur.Epoch < epoch) {
 			changed = append(changed, c)
 		}
 	}

@@ -77,27 +77,34 @@ type world struct {
 // vdState is the VirtualDestination upstreams of one cluster: those of its previous
 // translation (prev) and this one's (next), by vdPortKey, and what was reused or built.
 type vdState struct {
-	prev, next map[string]*UpstreamPlan
+	prev, next map[string]*vdUpstream
+	// othersPrev and othersNext are the others' parts of those upstreams, by vdOthersKey
+	// (vdsplit.go).
+	othersPrev, othersNext map[string]*vdOthers
 	// sePrev and seNext are the ServiceEntries built from them, by vdServiceEntryKey.
 	sePrev, seNext map[string]*builtServiceEntry
-	// keys are the vdPortKeys of the upstreams put in the plan; seKeys the ServiceEntries
-	// built for the plan, by namespace/name.
-	keys            map[*UpstreamPlan]string
-	seKeys          map[string][]*builtServiceEntry
-	planned, reused int
+	// keys are the vdPortKeys of the upstreams put in the plan, splits those of them
+	// assembled from parts; seKeys the ServiceEntries built for the plan, by namespace/name.
+	keys                       map[*UpstreamPlan]string
+	splits                     map[*UpstreamPlan]*vdUpstream
+	seKeys                     map[string][]*builtServiceEntry
+	planned, reused, assembled int
 	// render holds the memo keys of the finished plan (set at the end of plan).
 	render planKeys
 }
 
 func newVDState(prev vdPlans) *vdState {
-	return &vdState{prev: prev.upstreams, next: map[string]*UpstreamPlan{}, sePrev: prev.serviceEntries, seNext: map[string]*builtServiceEntry{},
-		keys: map[*UpstreamPlan]string{}, seKeys: map[string][]*builtServiceEntry{}}
+	return &vdState{prev: prev.upstreams, next: map[string]*vdUpstream{}, othersPrev: prev.others, othersNext: map[string]*vdOthers{},
+		sePrev: prev.serviceEntries, seNext: map[string]*builtServiceEntry{},
+		keys: map[*UpstreamPlan]string{}, splits: map[*UpstreamPlan]*vdUpstream{}, seKeys: map[string][]*builtServiceEntry{}}
 }
 
 // vdPlans is what a cluster's translation leaves for the next one to reuse: its
-// VirtualDestination upstreams by vdPortKey and their ServiceEntries by vdServiceEntryKey.
+// VirtualDestination upstreams by vdPortKey, their others' parts by vdOthersKey and their
+// ServiceEntries by vdServiceEntryKey.
 type vdPlans struct {
-	upstreams      map[string]*UpstreamPlan
+	upstreams      map[string]*vdUpstream
+	others         map[string]*vdOthers
 	serviceEntries map[string]*builtServiceEntry
 }
 
@@ -112,7 +119,9 @@ func (s *vdState) prevServiceEntry(namespace, name string) *builtServiceEntry {
 	return nil
 }
 
-func (s *vdState) plans() vdPlans { return vdPlans{upstreams: s.next, serviceEntries: s.seNext} }
+func (s *vdState) plans() vdPlans {
+	return vdPlans{upstreams: s.next, others: s.othersNext, serviceEntries: s.seNext}
+}
 
 // cache is a concurrency-safe memo of values computed from their key. Racing callers may
 // both compute a value (the same one: computing is deterministic); the first one stored is
@@ -286,10 +295,13 @@ func (w *world) plan(c string) Plan {
 // that ended up in plan p as built (a name another element took over, or that two elements
 // share, is left to planHash).
 func (w *world) renderKeys(p Plan, ups map[string]*UpstreamPlan) planKeys {
-	keys := planKeys{upstreams: map[string]string{}, serviceEntries: map[string]*builtServiceEntry{}}
+	keys := planKeys{upstreams: map[string]string{}, serviceEntries: map[string]*builtServiceEntry{}, splits: map[string]*vdUpstream{}}
 	for name, up := range ups {
 		if k, ok := w.vd.keys[up]; ok {
 			keys.upstreams[name] = k
+		}
+		if s, ok := w.vd.splits[up]; ok {
+			keys.splits[name] = s
 		}
 	}
 	count := map[string]int{}

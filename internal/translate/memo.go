@@ -101,22 +101,9 @@ func (m *renderMemo) encodeCLA(name string, localities []claLocality) ([]byte, e
 	frags := make([][]byte, len(localities))
 	size := 0
 	for i, l := range localities {
-		k := l.key()
-		f, ok := m.locality(k)
-		if !ok {
-			msg := l.message()
-			if err := msg.ValidateAll(); err != nil {
-				// The whole message's validation names the locality.
-				return nil, cmp.Or(claMessage(name, localities).ValidateAll(), err)
-			}
-			n := proto.MarshalOptions{Deterministic: true}.Size(msg)
-			f = protowire.AppendTag(make([]byte, 0, n+protowire.SizeVarint(uint64(n))+1), claEndpointsField, protowire.BytesType)
-			f = protowire.AppendVarint(f, uint64(n))
-			var err error
-			if f, err = (proto.MarshalOptions{Deterministic: true}).MarshalAppend(f, msg); err != nil {
-				return nil, fmt.Errorf("locality %d: %w", i, err)
-			}
-			m.putLocality(k, f)
+		f, err := m.localityFragment(name, localities, l)
+		if err != nil {
+			return nil, err
 		}
 		frags[i] = f
 		size += len(f)
@@ -131,6 +118,33 @@ func (m *renderMemo) encodeCLA(name string, localities []claLocality) ([]byte, e
 		b = append(b, f...)
 	}
 	return b, nil
+}
+
+// localityFragment returns the encoding of locality l of the load assignment name
+// (localities are all of them, to name the culprit when l is invalid) as encodeCLA
+// appends it: remembered, or encoded, validated and remembered now.
+func (m *renderMemo) localityFragment(name string, localities []claLocality, l claLocality) ([]byte, error) {
+	if l.frag != nil {
+		return l.frag, nil
+	}
+	k := l.key()
+	if f, ok := m.locality(k); ok {
+		return f, nil
+	}
+	msg := l.message()
+	if err := msg.ValidateAll(); err != nil {
+		// The whole message's validation names the locality.
+		return nil, cmp.Or(claMessage(name, localities).ValidateAll(), err)
+	}
+	n := proto.MarshalOptions{Deterministic: true}.Size(msg)
+	f := protowire.AppendTag(make([]byte, 0, n+protowire.SizeVarint(uint64(n))+1), claEndpointsField, protowire.BytesType)
+	f = protowire.AppendVarint(f, uint64(n))
+	f, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(f, msg)
+	if err != nil {
+		return nil, fmt.Errorf("locality of priority %d: %w", l.prio, err)
+	}
+	m.putLocality(k, f)
+	return f, nil
 }
 
 func (m *renderMemo) locality(key string) ([]byte, bool) {

@@ -61,12 +61,13 @@ type envoyOut struct {
 // Clusters, ClusterLoadAssignments and Secrets), each wrapped in an envelope and sorted by
 // key. Every message passes its protoc-gen-validate rules; the first entry that cannot be
 // rendered fails the whole rendering with an error naming it.
-func renderEnvoy(p Plan) ([]snapshot.Resource, error) { return renderEnvoyMemo(p, nil, nil) }
+func renderEnvoy(p Plan) ([]snapshot.Resource, error) { return renderEnvoyMemo(p, nil, nil, nil) }
 
 // renderEnvoyMemo renders like renderEnvoy, reusing the resources of plan elements rendered
 // before from exactly the same element and references (memo may be nil; upstreamKeys are
-// the memo keys of p.Upstreams, nil without a memo).
-func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapshot.Resource, error) {
+// the memo keys of p.Upstreams, nil without a memo; splits are the VirtualDestination
+// upstreams assembled from parts, by name, nil for none).
+func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string, splits map[string]*vdUpstream) ([]snapshot.Resource, error) {
 	r := envoyRenderer{secrets: map[string]bool{}, clusters: map[string]bool{}}
 	for _, s := range p.Secrets {
 		r.secrets[s.Name] = true
@@ -108,7 +109,7 @@ func renderEnvoyMemo(p Plan, memo *renderMemo, upstreamKeys []string) ([]snapsho
 		if hit(key) {
 			continue
 		}
-		c, localities, err := r.upstream(u)
+		c, localities, err := r.upstream(u, splits[u.Name], memo)
 		if err != nil {
 			return nil, fail(envoyres.KindCluster, u.Name, err)
 		}
@@ -514,8 +515,9 @@ func envoyStringMatch(sm *matcherv3.StringMatcher) *routev3.HeaderMatcher_String
 
 // upstream renders an upstream into an EDS cluster and the localities of its load
 // assignment (claMessage renders it; with a memo, encodeCLA encodes only the localities
-// it does not remember).
-func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, []claLocality, error) {
+// it does not remember). An upstream assembled from its cluster's own endpoints and a
+// remembered others' part (split, vdsplit.go) renders only its own endpoints anew.
+func (r envoyRenderer) upstream(u UpstreamPlan, split *vdUpstream, memo *renderMemo) (*clusterv3.Cluster, []claLocality, error) {
 	c := &clusterv3.Cluster{
 		Name:                 u.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -545,37 +547,37 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, []claLocali
 
 	var localities []claLocality
 	tlsBySNI := map[string]UpstreamTLS{}
+	prios := u.Priorities
+	var others []claLocality // the others' part of an assembled upstream, rendered once
+	if split.assembled(u) && memo != nil {
+		off := split.off()
+		if oc := split.others.renderedCLA(off, u.Name, memo); oc.err == nil {
+			if split.others.failover || len(split.own) == 0 {
+				others, prios = oc.localities, u.Priorities[:off]
+				maps.Copy(tlsBySNI, oc.tlsBySNI)
+			} else if own, err := claLocalities(0, split.own, map[string]UpstreamTLS{}); err == nil {
+				// One priority: the own endpoints' localities go among the others'.
+				if merged, ok := mergeLocalities(own, oc); ok {
+					others, prios = merged, nil
+					maps.Copy(tlsBySNI, oc.tlsBySNI)
+				}
+			}
+		}
+	}
 	last := -1 // last non-empty priority; empty ones before it keep their index
-	for prio, eps := range u.Priorities {
+	for prio, eps := range prios {
 		if len(eps) > 0 {
 			last = prio
 		}
 	}
-	for prio, eps := range u.Priorities[:last+1] {
-		eps = slices.Clone(eps)
-		slices.SortStableFunc(eps, func(a, b Endpoint) int {
-			return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
-		})
-		if len(eps) == 0 { // keep priorities contiguous, as Envoy asks
-			localities = append(localities, claLocality{prio: prio})
+	for prio, eps := range prios[:last+1] {
+		ls, err := claLocalities(prio, eps, tlsBySNI)
+		if err != nil {
+			return nil, nil, err
 		}
-		start := 0
-		for i, e := range eps {
-			if e.Address == "" || e.Port == 0 || e.Port > 65535 {
-				return nil, nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
-			}
-			if t := e.TLS; t != nil {
-				if prev, ok := tlsBySNI[t.SNI]; t.SNI == "" || ok && prev != *t {
-					return nil, nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
-				}
-				tlsBySNI[t.SNI] = *t
-			}
-			if i+1 == len(eps) || eps[i+1].Region != e.Region || eps[i+1].Zone != e.Zone {
-				localities = append(localities, claLocality{prio: prio, eps: eps[start : i+1]})
-				start = i + 1
-			}
-		}
+		localities = append(localities, ls...)
 	}
+	localities = append(localities, others...)
 
 	for _, sni := range slices.Sorted(maps.Keys(tlsBySNI)) {
 		t := tlsBySNI[sni]
@@ -595,10 +597,43 @@ func (r envoyRenderer) upstream(u UpstreamPlan) (*clusterv3.Cluster, []claLocali
 }
 
 // claLocality is one locality of a load assignment: a priority and its endpoints, sorted,
-// all of one region and zone (none for an empty priority).
+// all of one region and zone (none for an empty priority), or its encoding (frag, as
+// encodeCLA appends it) when it was encoded before.
 type claLocality struct {
 	prio int
 	eps  []Endpoint
+	frag []byte
+}
+
+// claLocalities sorts the endpoints of priority prio into its localities, checking each
+// endpoint and collecting the TLS settings of the endpoints by SNI (which must agree
+// across the upstream's endpoints). An empty priority is one empty locality.
+func claLocalities(prio int, eps []Endpoint, tlsBySNI map[string]UpstreamTLS) ([]claLocality, error) {
+	eps = slices.Clone(eps)
+	slices.SortStableFunc(eps, func(a, b Endpoint) int {
+		return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
+	})
+	if len(eps) == 0 { // keep priorities contiguous, as Envoy asks
+		return []claLocality{{prio: prio}}, nil
+	}
+	var out []claLocality
+	start := 0
+	for i, e := range eps {
+		if e.Address == "" || e.Port == 0 || e.Port > 65535 {
+			return nil, fmt.Errorf("priority %d: endpoint %q port %d: needs an address and a port in 1-65535", prio, e.Address, e.Port)
+		}
+		if t := e.TLS; t != nil {
+			if prev, ok := tlsBySNI[t.SNI]; t.SNI == "" || ok && prev != *t {
+				return nil, fmt.Errorf("priority %d: endpoint %s:%d: tls needs an sni whose secrets agree across endpoints", prio, e.Address, e.Port)
+			}
+			tlsBySNI[t.SNI] = *t
+		}
+		if i+1 == len(eps) || eps[i+1].Region != e.Region || eps[i+1].Zone != e.Zone {
+			out = append(out, claLocality{prio: prio, eps: eps[start : i+1]})
+			start = i + 1
+		}
+	}
+	return out, nil
 }
 
 // message renders the locality.

@@ -551,7 +551,7 @@ func TestAssembledCLAEqualsMarshal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := renderEnvoyMemo(p, memo, nil)
+		got, err := renderEnvoyMemo(p, memo, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -599,7 +599,7 @@ func BenchmarkRenderBigCLA(b *testing.B) {
 			n := 0
 			for b.Loop() {
 				n++
-				if _, err := renderEnvoyMemo(plan(n), memo, nil); err != nil {
+				if _, err := renderEnvoyMemo(plan(n), memo, nil, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -73,6 +73,10 @@ type Work struct {
 	// cluster's previous translation (their inputs, vdPortKey, were the same).
 	VirtualDestinationsPlanned int
 	VirtualDestinationsReused  int
+	// VirtualDestinationsAssembled counts, of the planned ones, those assembled from the
+	// cluster's own endpoints and the others' part remembered from its previous
+	// translation (vdsplit.go): the work of an own-endpoint change, O(own endpoints).
+	VirtualDestinationsAssembled int
 	// InputsParsed counts the clusters whose input snapshot was parsed (not taken parsed
 	// from the previous translations).
 	InputsParsed int
@@ -240,7 +244,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 				sort.Slice(rs, func(i, j int) bool { return rs[i].Key < rs[j].Key })
 			}
 			outs[i] = cachedOutput{digest: digests[c], resources: rs, status: cw.status.m, errors: errs, vdPlans: cw.vd.plans(),
-				work:    Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused},
+				work:    Work{VirtualDestinationsPlanned: cw.vd.planned, VirtualDestinationsReused: cw.vd.reused, VirtualDestinationsAssembled: cw.vd.assembled},
 				istioCA: cert.Istio, istioSecret: secret}
 			return nil
 		})
@@ -254,6 +258,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 	for _, i := range stale {
 		res.Work.VirtualDestinationsPlanned += outs[i].work.VirtualDestinationsPlanned
 		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
+		res.Work.VirtualDestinationsAssembled += outs[i].work.VirtualDestinationsAssembled
 	}
 	for i, c := range w.names {
 		out := outs[i]
@@ -324,7 +329,7 @@ func render(p Plan, memo *renderMemo, keys planKeys) ([]snapshot.Resource, []str
 			}
 		}
 	}
-	env, err := renderEnvoyMemo(p, memo, upstreamKeys)
+	env, err := renderEnvoyMemo(p, memo, upstreamKeys, keys.splits)
 	if err != nil {
 		errs = append(errs, fmt.Sprintf("cluster %s: envoy: %v", p.Cluster, err))
 	} else {

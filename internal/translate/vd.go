@@ -161,6 +161,7 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 		se := ServiceEntryPlan{Name: sanitize("vd-" + vd.obj.Name), Namespace: vd.obj.Namespace, Hosts: vd.v.Spec.Hosts, SplitOwn: true}
 		portKeys := make([]string, 0, len(vd.v.Spec.Ports))
 		var built []*UpstreamPlan // the ports' upstreams, whose endpoints the entry lists
+		var builtFrom []*vdUpstream
 		for _, port := range vd.v.Spec.Ports {
 			proto := orString(port.Protocol, v1alpha1.ProtocolHTTP)
 			se.Ports = append(se.Ports, ServicePort{Number: uint32(port.Number), Name: fmt.Sprintf("%s-%d", sanitize(proto), port.Number), Protocol: proto})
@@ -174,24 +175,31 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 			cached, ok := w.vd.prev[key]
 			if ok {
 				w.vd.reused++
+				if cached.others != nil {
+					w.vd.othersNext[w.vdOthersKey(c, vi, port, vd)] = cached.others
+				}
 			} else {
-				cached = w.vdPortUpstream(c, vd, port)
+				cached = w.vdPortUpstream(c, vd, vi, port)
 				w.vd.planned++
 			}
 			w.vd.next[key] = cached
-			if cached == nil {
+			if cached.plan == nil {
 				portKeys = append(portKeys, "")
 				continue
 			}
 			portKeys = append(portKeys, key)
 			up := new(UpstreamPlan)
-			*up = *cached // the plan may change its copy; the remembered one stays as built
+			*up = *cached.plan // the plan may change its copy; the remembered one stays as built
 			ups[up.Name] = up
 			w.vd.keys[up] = key
+			if cached.others != nil {
+				w.vd.splits[up] = cached
+			}
 			if se.Upstream == "" {
 				se.Upstream = up.Name
 			}
 			built = append(built, up)
+			builtFrom = append(builtFrom, cached)
 		}
 		if !slices.ContainsFunc(built, func(up *UpstreamPlan) bool {
 			return slices.ContainsFunc(up.Priorities, func(eps []Endpoint) bool { return len(eps) > 0 })
@@ -201,17 +209,30 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 		key := vdServiceEntryKey(w.vdStaticKey(vi), portKeys)
 		entry, ok := w.vd.sePrev[key]
 		if !ok {
-			for _, up := range built {
-				for prio, eps := range up.Priorities {
-					for _, e := range eps {
-						e.Priority = prio
-						se.Endpoints = append(se.Endpoints, e)
+			prev := w.vd.prevServiceEntry(se.Namespace, se.Name)
+			var from *vdUpstream // the entry's one upstream, when assembled from parts
+			if len(built) == 1 && builtFrom[0].others != nil && builtFrom[0].assembled(*built[0]) {
+				from = builtFrom[0]
+				entry = assembledOwnEntry(se, from, prev)
+			}
+			if entry == nil {
+				for _, up := range built {
+					for prio, eps := range up.Priorities {
+						for _, e := range eps {
+							e.Priority = prio
+							se.Endpoints = append(se.Endpoints, e)
+						}
 					}
 				}
+				sortEndpoints(se.Endpoints)
+				n := len(se.Endpoints)
+				se.Endpoints = dedupeEndpoints(se.Endpoints)
+				entry = buildServiceEntry(c, se, prev)
+				entry.clean = len(se.Endpoints) == n
+				if from != nil {
+					entry.from, entry.off = from.others, from.off()
+				}
 			}
-			sortEndpoints(se.Endpoints)
-			se.Endpoints = dedupeEndpoints(se.Endpoints)
-			entry = buildServiceEntry(c, se, w.vd.prevServiceEntry(se.Namespace, se.Name))
 		}
 		w.vd.seNext[key] = entry
 		p.ServiceEntries = append(p.ServiceEntries, entry.plan)
@@ -220,10 +241,63 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 	sortServiceEntries(p.ServiceEntries)
 }
 
-// vdPortUpstream builds the upstream a VirtualDestination port gives cluster c, or nil
-// when no backing has an endpoint. It reads exactly what vdPortKey covers.
-func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort) *UpstreamPlan {
+// vdPortUpstream builds the upstream a VirtualDestination port gives cluster c (a nil plan
+// when no backing has an endpoint). It reads exactly what vdPortKey covers. It assembles
+// the upstream from c's own endpoints and the others' part when that is exact (vdsplit.go).
+func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], vi int, port v1alpha1.VirtualDestinationPort) *vdUpstream {
 	backings := w.vdBackings(vd, port)
+	fp := w.failoverPolicyFor(vd)
+	region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
+	res := &vdUpstream{}
+	var prios [][]Endpoint
+	if !noAssembly.Load() {
+		okey := w.vdOthersKey(c, vi, port, vd)
+		o, remembered := w.vd.othersPrev[okey]
+		if !remembered {
+			o = w.buildOthers(c, region, backings, fp)
+		}
+		w.vd.othersNext[okey] = o
+		var own []Endpoint
+		for _, b := range backingsIn(backings, c) {
+			own = append(own, b.u.endpoints...)
+		}
+		if o.ownFits(c, region, own) {
+			prios = o.priorities(own)
+			res.others, res.own = o, own
+			if remembered {
+				w.vd.assembled++
+			}
+			if len(prios) == 0 {
+				return res
+			}
+		}
+	}
+	if res.others == nil {
+		prios = w.vdPriorities(c, region, backings, fp)
+		if prios == nil {
+			return res
+		}
+	}
+	up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number), Priorities: prios}
+	if fp != nil {
+		up.Failover = &FailoverPlan{Source: fp.obj.String()}
+	}
+	if od := w.outlierPolicyFor(vd); od != nil {
+		cfg := od.v.Spec.Config
+		o := &Outlier{Consecutive5xx: uint32(max(cfg.ConsecutiveErrors, v1alpha1.DefaultConsecutiveErrors*boolInt(cfg.ConsecutiveErrors == 0))),
+			Interval: orDefault(cfg.Interval.Duration, 10e9), BaseEjectionTime: orDefault(cfg.BaseEjectionTime.Duration, 30e9), MaxEjectionPercent: 100}
+		if cfg.MaxEjectionPercent != nil {
+			o.MaxEjectionPercent = uint32(*cfg.MaxEjectionPercent)
+		}
+		up.Outlier = o
+	}
+	res.plan = up
+	return res
+}
+
+// vdPriorities gathers the endpoints of every backing as c reaches them and orders them
+// into priorities (nil when there are none).
+func (w *world) vdPriorities(c, region string, backings []backing, fp *typed[v1alpha1.FailoverPolicy]) [][]Endpoint {
 	// Other clusters' endpoints are reached through their gateway, which must then serve
 	// this upstream; without a gateway they are reached directly (flat network).
 	gws := make([][]Endpoint, len(backings))
@@ -257,24 +331,10 @@ func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], 
 	if len(all) == 0 {
 		return nil
 	}
-	up := &UpstreamPlan{Name: vdUpstreamName(vd, port.Number), Namespace: vd.obj.Namespace, Host: vd.v.Spec.Hosts[0], Port: uint32(port.Number)}
-	if fp := w.failoverPolicyFor(vd); fp != nil {
-		region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
-		up.Priorities = localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
-		up.Failover = &FailoverPlan{Source: fp.obj.String()}
-	} else {
-		up.Priorities = [][]Endpoint{all}
+	if fp != nil {
+		return localityPriorities(c, region, all, fp.v.Spec.Config.LocalityMappings)
 	}
-	if od := w.outlierPolicyFor(vd); od != nil {
-		cfg := od.v.Spec.Config
-		o := &Outlier{Consecutive5xx: uint32(max(cfg.ConsecutiveErrors, v1alpha1.DefaultConsecutiveErrors*boolInt(cfg.ConsecutiveErrors == 0))),
-			Interval: orDefault(cfg.Interval.Duration, 10e9), BaseEjectionTime: orDefault(cfg.BaseEjectionTime.Duration, 30e9), MaxEjectionPercent: 100}
-		if cfg.MaxEjectionPercent != nil {
-			o.MaxEjectionPercent = uint32(*cfg.MaxEjectionPercent)
-		}
-		up.Outlier = o
-	}
-	return up
+	return [][]Endpoint{all}
 }
 
 func sortServiceEntries(ses []ServiceEntryPlan) {

@@ -125,6 +125,8 @@ func writeField(h hash.Hash, s string) {
 type planKeys struct {
 	upstreams      map[string]string
 	serviceEntries map[string]*builtServiceEntry
+	// splits are the upstreams assembled from parts (vdsplit.go), by name.
+	splits map[string]*vdUpstream
 }
 
 // builtServiceEntry is a VirtualDestination's ServiceEntry as planned, and split as it is
@@ -135,6 +137,12 @@ type builtServiceEntry struct {
 	plan              ServiceEntryPlan
 	others, own       ServiceEntryPlan
 	othersKey, ownKey string
+	// from is the others' part of the entry's one upstream, when it was assembled from
+	// parts (vdsplit.go), with the others' priorities offset by off; clean says no
+	// endpoint was left out as a duplicate.
+	from  *vdOthers
+	off   int
+	clean bool
 }
 
 // buildServiceEntry splits se into the other clusters' endpoints and c's own and keys both
