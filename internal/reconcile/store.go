@@ -45,8 +45,12 @@ type writeThrough struct {
 }
 
 // outputCheckEvery is how often the active server compares the store's output index with
-// the outputs it holds, to write again what the store lost.
-const outputCheckEvery = time.Second
+// the outputs it holds, to write again what the store lost; outputCheckMax how long it goes
+// without when translations are always due.
+const (
+	outputCheckEvery = time.Second
+	outputCheckMax   = 10 * time.Second
+)
 
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
 	return &writeThrough{
@@ -124,10 +128,12 @@ func (w *writeThrough) syncStore(ctx context.Context, flush bool) error {
 	if err := w.pullChanged(ctx, snapshot.Input); err != nil {
 		return err
 	}
-	if active, _ := w.roles.active(); !active || time.Since(w.outputsChecked) >= outputCheckEvery {
+	since := time.Since(w.outputsChecked)
+	if active, _ := w.roles.active(); !active || (flush && since >= outputCheckEvery) || since >= outputCheckMax {
 		// A passive server serves what the active one wrote, without translating. The
 		// active one writes again the outputs the store lost or holds older (a Redis
-		// failover loses the last writes: snapshots are not waited on, docs/adr/0015).
+		// failover loses the last writes: snapshots are not waited on, docs/adr/0015):
+		// on an idle tick, not before a translation, unless churn leaves no idle tick.
 		if err := w.pullChanged(ctx, snapshot.Output); err != nil {
 			return err
 		}
