@@ -150,3 +150,29 @@ func TestFailoverSmoke(t *testing.T) {
 	}
 	rep.Print(testWriter{t})
 }
+
+// The redis-failover scenario measures the three steps of a Sentinel failover, and no agent
+// applies an output with fewer resources.
+func TestRedisFailoverSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	rep, err := failoverbench.Run(t.Context(), failoverbench.Options{
+		World: sim.RelayWorld{Clusters: 5, Services: 5, ExportPercent: 20}, Runs: 1,
+		Scenarios: []string{"redis-failover"}, Binary: binary(t), WorkDir: t.TempDir(), Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range rep.Errors {
+		t.Error(e)
+	}
+	s := rep.RedisFailover
+	if s == nil || len(s.Runs) != 1 || s.Promoted.N != 1 || s.Writing.N != 1 || s.ChangeReached.N != 1 {
+		t.Fatalf("scenario %+v", s)
+	}
+	if r := s.Runs[0]; r.FewerResources != 0 {
+		t.Errorf("%d outputs with fewer resources after the Redis failover", r.FewerResources)
+	}
+	rep.Print(testWriter{t})
+}

@@ -140,13 +140,16 @@ func newFailoverCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
 		Use:   "failover",
-		Short: "Time replica loss, regional failover and a Redis + server restart with N agents",
+		Short: "Time replica loss, regional failover, a Redis + server restart and a Redis failover with N agents",
 		Long: `Start redis-server (from PATH) and run, several times each: (1) three replicas with
 --cluster-load-balancing, one killed with kill -9, until all its agents are served again; (2) two
 management servers in active/passive (--mgmt-cluster-name), agents resolving the relay name through
 a DNS server of this process; the active one killed, the DNS answer switched and the lock moved,
 until every agent is back and in sync, checking that no output content changed; (3) Redis and the
-server killed and restarted together, until translation resumes after the last agent returns.`,
+server killed and restarted together, until translation resumes after the last agent returns;
+(4) redis-failover: the server on a Sentinel-managed Redis (a primary, a replica and three
+redis-sentinel processes), the primary killed with kill -9, until the sentinels promote the
+replica, the server acknowledges an apply again, and that change reaches every agent.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Progress = cmd.ErrOrStderr()

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -92,15 +93,16 @@ After a regional failover: switch the DNS record agents use to the new server, t
 				return err
 			}
 			after, err := st.SwitchLock(ctx, name)
-			if err != nil {
+			if err != nil && !errors.Is(err, redisstore.ErrNotReplicated) {
 				return err
 			}
 			prev := before.Name
 			if prev == "" {
 				prev = "nobody"
 			}
+			// Without a replica's acknowledgement the lock did move, on the primary only.
 			fmt.Fprintf(cmd.OutOrStdout(), "global lock moved from %s (epoch %d) to %s (epoch %d)\n", prev, before.Epoch, after.Name, after.Epoch)
-			return nil
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&name, "mgmt-cluster-name", "", "management cluster that becomes active (required)")
@@ -221,6 +223,9 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		add("server ready", true, "ok")
 	}
 	add("store", st.StoreError == "", "%s", orText(st.StoreError, "reachable"))
+	if st.StoreReplication != "" {
+		add("store replication", false, "%s; bring a replica back (or check replication on the redis primary)", st.StoreReplication)
+	}
 	if st.HA.Lock != nil {
 		add("this server's role", true, "management cluster %s is %s; lock held by %s at epoch %d", st.HA.MgmtCluster, activeWord(st.HA.Active), st.HA.Lock.Name, st.HA.Lock.Epoch)
 	}

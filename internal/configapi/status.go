@@ -37,4 +37,8 @@ type ServerStatus struct {
 	RateLimited []relay.RateLimited `json:"rateLimited,omitempty"`
 	// MeshCA is the mesh CA and its rotation (`meshrelay ca rotate mesh`).
 	MeshCA MeshCAStatus `json:"meshCA"`
+	// StoreReplication names the last write that must not be lost (lock, applied
+	// configuration, revocation) which no Redis replica acknowledged in time, until a later
+	// one reaches a replica ("" when none; docs/adr/0015).
+	StoreReplication string `json:"storeReplication,omitempty"`
 }

@@ -39,7 +39,18 @@ type writeThrough struct {
 
 	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
 	wroteInput map[string]*snapshot.Snapshot
+	// outputsChecked is when the active server last compared the stored outputs with its
+	// own (only its sync goroutine uses it).
+	outputsChecked time.Time
 }
+
+// outputCheckEvery is how often the active server compares the store's output index with
+// the outputs it holds, to write again what the store lost; outputCheckMax how long it goes
+// without when translations are always due.
+const (
+	outputCheckEvery = time.Second
+	outputCheckMax   = 10 * time.Second
+)
 
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
 	return &writeThrough{
@@ -117,11 +128,16 @@ func (w *writeThrough) syncStore(ctx context.Context, flush bool) error {
 	if err := w.pullChanged(ctx, snapshot.Input); err != nil {
 		return err
 	}
-	if active, _ := w.roles.active(); !active {
-		// A passive server serves what the active one wrote, without translating.
+	since := time.Since(w.outputsChecked)
+	if active, _ := w.roles.active(); !active || (flush && since >= outputCheckEvery) || since >= outputCheckMax {
+		// A passive server serves what the active one wrote, without translating. The
+		// active one writes again the outputs the store lost or holds older (a Redis
+		// failover loses the last writes: snapshots are not waited on, docs/adr/0015):
+		// on an idle tick, not before a translation, unless churn leaves no idle tick.
 		if err := w.pullChanged(ctx, snapshot.Output); err != nil {
 			return err
 		}
+		w.outputsChecked = time.Now()
 	}
 	if !flush {
 		return nil
@@ -146,6 +162,9 @@ func (w *writeThrough) pullChanged(ctx context.Context, kind snapshot.Kind) erro
 		mem = w.outputs
 	}
 	for c, h := range idx {
+		if kind == snapshot.Output && active && w.dirtyOutputs[c] {
+			continue // about to be written anyway
+		}
 		// The index has content hashes only: a passive server also reads an output it
 		// holds under an older epoch than the lock's, which the active server re-stamps
 		// with the same content (its agents must learn the new epoch).

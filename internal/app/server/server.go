@@ -405,6 +405,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	var store snapshot.Store
 	var redisStore *redisstore.Store
 	var redisCerts *redisstore.Certs
+	var replication *redisstore.Replication
 	var stores ha.Stores
 	var revocations relay.Revocations = relay.NewFileRevocations(cfg.DataDir)
 	var planeStore plane.Store
@@ -420,11 +421,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			return err
 		}
 		defer rc.Close()
-		redisStore = redisstore.New(rc, cfg.RedisPrefix)
+		// The writes that must not be lost wait for a Redis replica (docs/adr/0015).
+		replication = redisstore.NewReplication(0, log.With("component", "redis"))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshrelay_redis_wait_shortfalls_total",
+			Help: "Writes that must not be lost (lock, applied configuration, revocations) which no Redis replica acknowledged within the WAIT timeout."},
+			func() float64 { return float64(replication.Shortfalls()) }))
+		redisStore = redisstore.New(rc, cfg.RedisPrefix).WithReplication(replication)
 		redisCerts = redisstore.NewCerts(rc, cfg.RedisPrefix)
-		haStore := redisstore.NewHA(rc, cfg.RedisPrefix)
+		haStore := redisstore.NewHA(rc, cfg.RedisPrefix).WithReplication(replication)
 		stores = ha.Stores{Lock: haStore, Lease: haStore, Replicas: haStore}
-		revocations = redisstore.NewRevocations(rc, cfg.RedisPrefix) // shared by every replica and management server
+		revocations = redisstore.NewRevocations(rc, cfg.RedisPrefix).WithReplication(replication) // shared by every replica and management server
 		planeStore = redisstore.NewPlane(rc, cfg.RedisPrefix)
 	}
 	replicaID := cfg.ReplicaID
@@ -545,6 +551,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			RelayCA: rs.Rotation(), Plane: publisher.Status(), MeshCA: rotation.status()}
 		if adminCert != nil {
 			ss.AdminCertNotAfter, ss.AdminCertError = adminCert.notAfter(), adminCert.errText()
+		}
+		if sf := replication.Status(); sf != nil {
+			ss.StoreReplication = sf.String()
 		}
 		return ss
 	}

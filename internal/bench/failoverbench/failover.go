@@ -1,6 +1,7 @@
 // Package failoverbench is `meshrelay-bench failover`: replica loss, regional failover (agents
-// resolve the relay name through a DNS server of this process) and a Redis + server restart,
-// with the server, Redis and the simulated agents (package sim) as child processes.
+// resolve the relay name through a DNS server of this process), a Redis + server restart and
+// a failover of a Sentinel-managed Redis (redis.go), with the server, Redis and the simulated
+// agents (package sim) as child processes.
 package failoverbench
 
 import (
@@ -31,7 +32,7 @@ type Options struct {
 	World sim.RelayWorld `json:"world"`
 	// Runs of each scenario.
 	Runs int `json:"runs"`
-	// Scenarios to run: "replica", "region", "restart".
+	// Scenarios to run: "replica", "region", "restart", "redis-failover".
 	Scenarios []string `json:"scenarios"`
 	// Timeout bounds each wait (default 2 minutes plus 100 ms per agent).
 	Timeout  time.Duration `json:"timeout"`
@@ -47,7 +48,10 @@ type Report struct {
 	Replica *ScenarioReport `json:"replicaLoss,omitempty"`
 	Region  *ScenarioReport `json:"regionalFailover,omitempty"`
 	Restart *ScenarioReport `json:"redisAndServerRestart,omitempty"`
-	Errors  []string        `json:"errors,omitempty"`
+	// RedisFailover is the redis-failover scenario: Sentinel promotes the replica of a
+	// killed Redis primary.
+	RedisFailover *ScenarioReport `json:"redisFailover,omitempty"`
+	Errors        []string        `json:"errors,omitempty"`
 }
 
 // ScenarioReport holds the runs of one scenario.
@@ -65,6 +69,15 @@ type ScenarioReport struct {
 	// ResumedAfterLastAgent (restart only): from the last agent's return to translation
 	// running again (negative: translation resumed first, from the inputs in Redis).
 	ResumedAfterLastAgent bench.Dist `json:"translationResumedAfterLastAgent,omitempty"`
+	// Promoted (redis-failover only): from killing the Redis primary to the sentinels naming
+	// the replica, which answers as primary.
+	Promoted bench.Dist `json:"promoted,omitzero"`
+	// Writing (redis-failover only): from the kill to the server acknowledging an apply
+	// again (written through the lock's fence on the new primary).
+	Writing bench.Dist `json:"writing,omitzero"`
+	// ChangeReached (redis-failover only): from the kill to the last agent applying the
+	// change the server acknowledged first after it.
+	ChangeReached bench.Dist `json:"changeReached,omitzero"`
 }
 
 // FailoverRun is one measured fault.
@@ -81,7 +94,11 @@ type FailoverRun struct {
 	FewerResources int     `json:"fewerResources"`
 	ResumedMs      float64 `json:"translationResumedMs,omitempty"`
 	LastAgentMs    float64 `json:"lastAgentBackMs,omitempty"`
-	Error          string  `json:"error,omitempty"`
+	// PromotedMs, WritingMs and ChangeReachedMs (redis-failover): see ScenarioReport.
+	PromotedMs      float64 `json:"promotedMs,omitempty"`
+	WritingMs       float64 `json:"writingMs,omitempty"`
+	ChangeReachedMs float64 `json:"changeReachedMs,omitempty"`
+	Error           string  `json:"error,omitempty"`
 }
 
 // Run runs the failover benchmarks.
@@ -108,14 +125,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		dst *(*ScenarioReport)
 		run func(context.Context, *failoverRun) FailoverRun
 	}{
-		"replica": {&rep.Replica, func(ctx context.Context, f *failoverRun) FailoverRun { return f.replicaLoss(ctx) }},
-		"region":  {&rep.Region, func(ctx context.Context, f *failoverRun) FailoverRun { return f.regionalFailover(ctx) }},
-		"restart": {&rep.Restart, func(ctx context.Context, f *failoverRun) FailoverRun { return f.restart(ctx) }},
+		"replica":        {&rep.Replica, func(ctx context.Context, f *failoverRun) FailoverRun { return f.replicaLoss(ctx) }},
+		"region":         {&rep.Region, func(ctx context.Context, f *failoverRun) FailoverRun { return f.regionalFailover(ctx) }},
+		"restart":        {&rep.Restart, func(ctx context.Context, f *failoverRun) FailoverRun { return f.restart(ctx) }},
+		"redis-failover": {&rep.RedisFailover, func(ctx context.Context, f *failoverRun) FailoverRun { return f.redisFailover(ctx) }},
 	}
 	for _, name := range o.Scenarios {
 		sc, ok := scenarios[name]
 		if !ok {
-			return rep, fmt.Errorf("unknown scenario %q: want replica, region or restart", name)
+			return rep, fmt.Errorf("--scenarios: unknown scenario %q: want replica, region, restart or redis-failover", name)
 		}
 		sr := &ScenarioReport{Name: name}
 		*sc.dst = sr
@@ -131,6 +149,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			if res.Error != "" {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("%s run %d: %s", name, i+1, res.Error))
 				fr.logf("%s run %d failed: %s", name, i+1, res.Error)
+			} else if res.PromotedMs > 0 {
+				fr.logf("%s run %d: replica promoted after %s, server writing after %s, the change at all %d agents after %s", name, i+1,
+					bench.Ms(res.PromotedMs), bench.Ms(res.WritingMs), res.Affected, bench.Ms(res.ChangeReachedMs))
 			} else {
 				fr.logf("%s run %d: %d agents back in %s, in sync in %s; content changes %d", name, i+1, res.Affected, bench.Ms(res.BackMs), bench.Ms(res.InSyncMs), res.ContentChanges)
 			}
@@ -139,8 +160,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				return rep, ctx.Err()
 			}
 		}
-		var back, insync, resumed, after []float64
+		var back, insync, resumed, after, promoted, writing, reached []float64
 		for _, r := range sr.Runs {
+			if r.PromotedMs > 0 {
+				promoted = append(promoted, r.PromotedMs)
+			}
+			if r.WritingMs > 0 {
+				writing = append(writing, r.WritingMs)
+			}
+			if r.ChangeReachedMs > 0 {
+				reached = append(reached, r.ChangeReachedMs)
+			}
 			if r.BackMs > 0 {
 				back = append(back, r.BackMs)
 			}
@@ -152,6 +182,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			}
 		}
 		sr.Back, sr.InSync, sr.Resumed, sr.ResumedAfterLastAgent = bench.NewDist(back), bench.NewDist(insync), bench.NewDist(resumed), bench.NewDist(after)
+		sr.Promoted, sr.Writing, sr.ChangeReached = bench.NewDist(promoted), bench.NewDist(writing), bench.NewDist(reached)
 	}
 	return rep, nil
 }
@@ -176,7 +207,9 @@ type failoverRun struct {
 	simAPI  string
 	redis   *bench.Child
 	redisAt string
-	dnsStop func()
+	// redisFlags connect the servers to Redis (default: --redis-address redisAt).
+	redisFlags []string
+	dnsStop    func()
 }
 
 func (f *failoverRun) logf(format string, args ...any) {
@@ -259,7 +292,12 @@ func (f *failoverRun) startServer(ctx context.Context, name, relay string, extra
 	}
 	s := &relayServer{relay: relay, admin: admin, data: filepath.Join(f.dir, name)}
 	args := append([]string{bench.ProductCommand, "server", "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", f.config,
-		"--token-file", f.token, "--log-level", "warn", "--redis-address", f.redisAt}, extra...)
+		"--token-file", f.token, "--log-level", "warn"}, extra...)
+	if f.redisFlags != nil {
+		args = append(args, f.redisFlags...)
+	} else {
+		args = append(args, "--redis-address", f.redisAt)
+	}
 	if len(f.servers) > 0 {
 		d0 := f.servers[0].data
 		args = append(args, "--relay-ca-cert", filepath.Join(d0, "relay-ca.crt"), "--relay-ca-key", filepath.Join(d0, "relay-ca.key"),
@@ -711,7 +749,7 @@ func (f *failoverRun) restart(ctx context.Context) FailoverRun {
 func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "failover: %d agents × %d services, %d run(s) each; %d CPUs (%s), %s\n", r.Options.World.Clusters, r.Options.World.Services,
 		r.Options.Runs, r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion)
-	for _, s := range []*ScenarioReport{r.Replica, r.Region, r.Restart} {
+	for _, s := range []*ScenarioReport{r.Replica, r.Region, r.Restart, r.RedisFailover} {
 		if s == nil {
 			continue
 		}
@@ -723,7 +761,12 @@ func (r *Report) Print(w io.Writer) {
 			affected = append(affected, strconv.Itoa(run.Affected))
 		}
 		fmt.Fprintf(w, "%-8s agents affected %s\n", s.Name, strings.Join(affected, ", "))
-		fmt.Fprintf(w, "  back        %s\n  in sync     %s\n", s.Back, s.InSync)
+		if s.Name == "redis-failover" {
+			fmt.Fprintf(w, "  replica promoted by the sentinels  %s\n  server writes again (apply acked)  %s\n  that change at every agent         %s\n",
+				s.Promoted, s.Writing, s.ChangeReached)
+		} else {
+			fmt.Fprintf(w, "  back        %s\n  in sync     %s\n", s.Back, s.InSync)
+		}
 		if s.Name == "restart" {
 			fmt.Fprintf(w, "  translation resumed after restart     %s\n  translation resumed after last agent  %s\n", s.Resumed, s.ResumedAfterLastAgent)
 		}
@@ -739,6 +782,6 @@ func (r *Report) Print(w io.Writer) {
 func (o *Options) Flags(fs *pflag.FlagSet) {
 	o.World.Flags(fs)
 	fs.IntVar(&o.Runs, "runs", 3, "runs of each scenario")
-	fs.StringSliceVar(&o.Scenarios, "scenarios", []string{"replica", "region", "restart"}, "scenarios to run: replica, region, restart")
+	fs.StringSliceVar(&o.Scenarios, "scenarios", []string{"replica", "region", "restart", "redis-failover"}, "scenarios to run: replica, region, restart, redis-failover (a Sentinel-managed Redis loses its primary)")
 	fs.StringVar(&o.WorkDir, "dir", "", "working directory (default: a temporary directory removed at exit)")
 }

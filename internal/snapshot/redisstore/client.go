@@ -176,14 +176,15 @@ func Dial(o Options) (redis.UniversalClient, error) {
 // keys is the key space of one prefix in one Redis, which the store of every job shares.
 type keys struct {
 	c      redis.UniversalClient
-	prefix string // "<prefix>:{<prefix>}:"
+	prefix string       // "<prefix>:{<prefix>}:"
+	repl   *Replication // how the writes that must not be lost wait for replicas (durable.go)
 }
 
 func newKeys(client redis.UniversalClient, prefix string) keys {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return keys{c: client, prefix: prefix + ":{" + prefix + "}:"}
+	return keys{c: client, prefix: prefix + ":{" + prefix + "}:", repl: NewReplication(0, nil)}
 }
 
 // lockKey is the global lock (ha.go), which fenced writes check.

@@ -19,6 +19,14 @@ import (
 // replicas, and the replica set. It is safe for concurrent use.
 type HA struct{ keys }
 
+// WithReplication returns a copy of the store whose lock writes wait for replicas as r
+// says (shared by every store of a server, so it reports for all of them).
+func (s *HA) WithReplication(r *Replication) *HA {
+	c := *s
+	c.repl = r
+	return &c
+}
+
 var (
 	_ ha.LockStore    = (*HA)(nil)
 	_ ha.LeaseStore   = (*HA)(nil)
@@ -48,26 +56,37 @@ end
 `
 
 // acquireLock takes the lock for ARGV[1] when nobody holds it; it returns the holder either
-// way. ARGV[3] is the highest epoch the caller knows of (of agents, outputs, locks): the
-// counter KEYS[2] is first moved up to it, whoever holds the lock, and a lock below the
-// counter is taken, or raised by its holder (and only by it), above it. So after the store
-// lost its data, a server knowing of a newer epoch makes the holder go above it at its next
-// round.
+// way, and whether it wrote anything (always, when ARGV[1] holds the lock). ARGV[3] is the
+// highest epoch the caller knows of (of agents, outputs, locks): the counter KEYS[2] is
+// first moved up to it, whoever holds the lock, and a lock below the counter is taken, or
+// raised by its holder (and only by it), above it. So after the store lost its data, a
+// server knowing of a newer epoch makes the holder go above it at its next round.
 var acquireLock = redis.NewScript(aboveLua + `
+local wrote = 0
 local floor = tonumber(ARGV[3])
 local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
 if floor > counter then
   redis.call('SET', KEYS[2], floor)
+  wrote = 1
 else
   floor = counter
 end
 local cur = redis.call('HMGET', KEYS[1], 'name', 'epoch')
 if not cur[1] then
   redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', above(floor), 'since', ARGV[2])
+  wrote = 1
 elseif cur[1] == ARGV[1] and tonumber(cur[2]) < floor then
   redis.call('HSET', KEYS[1], 'epoch', above(floor))
+  wrote = 1
+elseif cur[1] == ARGV[1] then
+  -- The holder's round: a write, so that waiting for a replica afterwards covers the lock
+  -- it holds (taken or raised by an earlier round that no replica acknowledged).
+  redis.call('HSET', KEYS[1], 'renewed', ARGV[2])
+  wrote = 1
 end
-return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+local l = redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+l[4] = wrote
+return l
 `)
 
 // switchLock gives the lock to ARGV[1] with a new epoch, whoever held it: above the
@@ -75,12 +94,14 @@ return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
 var switchLock = redis.NewScript(aboveLua + `
 local e = above(tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0'))
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'epoch', e, 'since', ARGV[2])
-return redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+local l = redis.call('HMGET', KEYS[1], 'name', 'epoch', 'since')
+l[4] = 1
+return l
 `)
 
 func parseLock(v any) (ha.Lock, error) {
 	vals, ok := v.([]any)
-	if !ok || len(vals) != 3 || vals[0] == nil {
+	if !ok || len(vals) < 3 || vals[0] == nil {
 		return ha.Lock{}, nil
 	}
 	name, _ := vals[0].(string)
@@ -99,21 +120,48 @@ func parseLock(v any) (ha.Lock, error) {
 // knows agents or outputs to carry: the lock is taken above it, a lock name holds below it
 // is raised above it, and a lock someone else holds below it is raised by its holder at its
 // next call (the epoch counter records the floor).
+//
+// What it changed, and the lock name holds, waits for a replica (durable.go): when none
+// acknowledged it in time, it fails with ErrNotReplicated, so that name does not start
+// writing under an epoch a Redis failover could hand to another server; it holds the lock
+// on the primary, and a later call that reaches a replica returns it.
 func (s *HA) AcquireLockIfFree(ctx context.Context, name string, floor uint64) (ha.Lock, error) {
-	v, err := acquireLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli(), floor).Result()
+	v, err := s.lockScript(ctx, "acquire global lock", acquireLock, name, time.Now().UnixMilli(), floor)
 	if err != nil {
-		return ha.Lock{}, unavailable(err, "acquire global lock")
+		return ha.Lock{}, err
 	}
 	return parseLock(v)
 }
 
-// SwitchLock moves the global lock to name with a new, higher epoch (`switch-active`).
+// SwitchLock moves the global lock to name with a new, higher epoch (`switch-active`). When
+// no replica acknowledged the switch in time, it returns the lock the primary now holds and
+// an error wrapping ErrNotReplicated.
 func (s *HA) SwitchLock(ctx context.Context, name string) (ha.Lock, error) {
-	v, err := switchLock.Run(ctx, s.c, []string{s.lockKey(), s.lockEpochKey()}, name, time.Now().UnixMilli()).Result()
-	if err != nil {
-		return ha.Lock{}, unavailable(err, "switch global lock")
+	v, err := s.lockScript(ctx, "switch global lock", switchLock, name, time.Now().UnixMilli())
+	if err != nil && !errors.Is(err, ErrNotReplicated) {
+		return ha.Lock{}, err
 	}
-	return parseLock(v)
+	l, perr := parseLock(v)
+	if perr != nil {
+		return ha.Lock{}, perr
+	}
+	return l, err
+}
+
+// lockScript runs a lock script as a write that must not be lost; it returns the script's
+// reply (the lock, and whether it wrote) even when no replica acknowledged it.
+func (s *HA) lockScript(ctx context.Context, what string, script *redis.Script, args ...any) (any, error) {
+	var v any
+	err := s.durable(ctx, what, func(c redis.Cmdable) (bool, error) {
+		var err error
+		if v, err = script.Run(ctx, c, []string{s.lockKey(), s.lockEpochKey()}, args...).Result(); err != nil {
+			return false, unavailable(err, "%s", what)
+		}
+		vals, _ := v.([]any)
+		wrote := len(vals) == 4 && vals[3] == int64(1)
+		return wrote, nil
+	})
+	return v, err
 }
 
 // ReadLock returns the holder of the global lock (zero Lock when nobody holds it).

@@ -77,6 +77,14 @@ type Fence struct {
 	Epoch func() uint64
 }
 
+// WithReplication returns a copy of the store whose configuration writes wait for replicas
+// as r says (shared by every store of a server, so it reports for all of them).
+func (s *Store) WithReplication(r *Replication) *Store {
+	c := *s
+	c.repl = r
+	return &c
+}
+
 // WithFence returns a copy of the store whose writes are fenced by the global lock.
 func (s *Store) WithFence(f Fence) *Store {
 	c := *s
@@ -548,20 +556,25 @@ func (s *Store) listWhole(ctx context.Context, kind snapshot.Kind, clusters []st
 	return nil
 }
 
-// putConfig stores ARGV[3] under field ARGV[1] of KEYS[1] and increments KEYS[2], unless the
-// stored resource already has hash ARGV[2].
+// putConfig stores ARGV[5] under field ARGV[3] of KEYS[2] and increments KEYS[3], unless
+// the stored resource already has hash ARGV[4]: then it returns 0 and writes the stored
+// value again, unchanged, so that waiting for a replica afterwards covers it too (an earlier
+// write of it may not have reached one).
 var putConfig = redis.NewScript(fenceLua + `
 local cur = redis.call('HGET', KEYS[2], ARGV[3])
 if cur then
   local ok, r = pcall(cjson.decode, cur)
-  if ok and type(r) == 'table' and r.hash == ARGV[4] then return 0 end
+  if ok and type(r) == 'table' and r.hash == ARGV[4] then
+    redis.call('HSET', KEYS[2], ARGV[3], cur)
+    return 0
+  end
 end
 redis.call('HSET', KEYS[2], ARGV[3], ARGV[5])
 redis.call('INCR', KEYS[3])
 return 1
 `)
 
-// deleteConfig removes field ARGV[1] of KEYS[1] and increments KEYS[2] if it was there.
+// deleteConfig removes field ARGV[3] of KEYS[2] and increments KEYS[3] if it was there.
 var deleteConfig = redis.NewScript(fenceLua + `
 if redis.call('HDEL', KEYS[2], ARGV[3]) == 0 then return 0 end
 redis.call('INCR', KEYS[3])
@@ -569,7 +582,8 @@ return 1
 `)
 
 // PutConfig implements snapshot.Store. Storing a resource with the hash already stored does
-// not change the revision.
+// not change the revision. Applied configuration must not be lost: the write waits for a
+// replica (durable.go), and fails with ErrNotReplicated when none acknowledged it in time.
 func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
 	b, err := snapshot.EncodeResource(r)
 	if err != nil {
@@ -577,18 +591,29 @@ func (s *Store) PutConfig(ctx context.Context, r snapshot.Resource) error {
 	}
 	keys := []string{s.lockKey(), s.configKey(), s.revKey()}
 	name, epoch := s.fence.args()
-	if err := putConfig.Run(ctx, s.c, keys, name, epoch, r.Key, r.Hash, b).Err(); err != nil {
-		return writeErr(err, "put config resource %s", r.Key)
-	}
-	return nil
+	what := "put config resource " + r.Key
+	return s.durable(ctx, what, func(c redis.Cmdable) (bool, error) {
+		if err := putConfig.Run(ctx, c, keys, name, epoch, r.Key, r.Hash, b).Err(); err != nil {
+			return false, writeErr(err, "%s", what)
+		}
+		return true, nil
+	})
 }
 
-// DeleteConfig implements snapshot.Store.
+// DeleteConfig implements snapshot.Store. A deletion waits for a replica like PutConfig.
 func (s *Store) DeleteConfig(ctx context.Context, key string) error {
 	name, epoch := s.fence.args()
-	n, err := deleteConfig.Run(ctx, s.c, []string{s.lockKey(), s.configKey(), s.revKey()}, name, epoch, key).Int()
+	what := "delete config resource " + key
+	var n int
+	err := s.durable(ctx, what, func(c redis.Cmdable) (bool, error) {
+		var err error
+		if n, err = deleteConfig.Run(ctx, c, []string{s.lockKey(), s.configKey(), s.revKey()}, name, epoch, key).Int(); err != nil {
+			return false, writeErr(err, "%s", what)
+		}
+		return n == 1, nil
+	})
 	if err != nil {
-		return writeErr(err, "delete config resource %s", key)
+		return err
 	}
 	if n == 0 {
 		return fmt.Errorf("config resource %s: %w", key, snapshot.ErrNotFound)

@@ -21,13 +21,27 @@ func NewRevocations(client redis.UniversalClient, prefix string) *Revocations {
 
 func (s *Revocations) revokedKey() string { return s.prefix + "revoked" }
 
+// WithReplication returns a copy of the store whose revocations wait for replicas as r
+// says (shared by every store of a server, so it reports for all of them).
+func (s *Revocations) WithReplication(r *Replication) *Revocations {
+	c := *s
+	c.repl = r
+	return &c
+}
+
 // Revoke records that the relay certificates of cluster issued before at are revoked. It is
-// not fenced: any management server may revoke, and a revocation only refuses more.
+// not fenced: any management server may revoke, and a revocation only refuses more. A
+// revocation must not be lost (a failover would let the revoked certificates in again): it
+// waits for a replica (durable.go), and fails with ErrNotReplicated when none acknowledged
+// it in time.
 func (s *Revocations) Revoke(ctx context.Context, cluster string, at time.Time) error {
-	if err := s.c.HSet(ctx, s.revokedKey(), cluster, strconv.FormatInt(at.Unix(), 10)).Err(); err != nil {
-		return unavailable(err, "revoke cluster %s", cluster)
-	}
-	return nil
+	what := "revoke cluster " + cluster
+	return s.durable(ctx, what, func(c redis.Cmdable) (bool, error) {
+		if err := c.HSet(ctx, s.revokedKey(), cluster, strconv.FormatInt(at.Unix(), 10)).Err(); err != nil {
+			return false, unavailable(err, "%s", what)
+		}
+		return true, nil
+	})
 }
 
 // Revoked returns every cluster's revocation time.
