@@ -111,22 +111,24 @@ func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
 
 // TestConfigChangesInARowGoFirst: a second configuration change that abandons the
 // translation of the newer inputs following the first one goes first too while the inputs
-// have waited less than maxInputWait (3 s), and the newer inputs follow it; once they have
-// waited longer, the next configuration change is translated with them.
+// have waited less than MaxInputWait, and the newer inputs follow it; once they have
+// waited longer, the next configuration change is translated with them. (MaxInputWait is
+// a minute in the first case, so that a slow machine cannot reach it.)
 func TestConfigChangesInARowGoFirst(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		after time.Duration // between the first change and the second
-		want  []string      // what the translations with the second change read
+		name         string
+		maxInputWait time.Duration
+		after        time.Duration // between the first change and the second
+		want         []string      // what the translations with the second change read
 	}{
-		{"at once", 0, []string{"previous inputs", "newer inputs"}},
-		{"after the inputs waited 3 s", 3500 * time.Millisecond, []string{"newer inputs"}},
+		{"at once", time.Minute, 0, []string{"previous inputs", "newer inputs"}},
+		{"after the inputs waited longer than MaxInputWait", 500 * time.Millisecond, time.Second, []string{"newer inputs"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testConfigChangesInARow(t, tc.after, tc.want) })
+		t.Run(tc.name, func(t *testing.T) { testConfigChangesInARow(t, tc.maxInputWait, tc.after, tc.want) })
 	}
 }
 
-func testConfigChangesInARow(t *testing.T, after time.Duration, want []string) {
+func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, want []string) {
 	config := clusters(t, "east", "west")
 	rt := func(name string) []resource.Object {
 		return parse(t, "apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: "+name+", namespace: shop}\nspec:\n  clusters: [east, west]\n  hosts: ["+name+".shop]\n  http:\n  - forwardTo: {destinations: [{ref: {name: shop-web-80}}]}\n")
@@ -143,7 +145,7 @@ func testConfigChangesInARow(t *testing.T, after time.Duration, want []string) {
 	slow := &slowTranslator{tr: translate.NewTranslator(), held: make(chan struct{}, 1),
 		hold: func(in translate.Input) bool { return in.Inputs["east"] == churned && !has(in, "second") }}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := reconcile.New(reconcile.Config{Tick: tick}, memstore.New(), slow, nil, log, prometheus.NewRegistry())
+	r := reconcile.New(reconcile.Config{Tick: tick, MaxInputWait: maxInputWait}, memstore.New(), slow, nil, log, prometheus.NewRegistry())
 	r.SetDirConfig(config)
 	run(t, r)
 	ctx := t.Context()

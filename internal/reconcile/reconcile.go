@@ -79,6 +79,11 @@ type Config struct {
 	// Tick is how often the store is polled for config changes and unwritten snapshots are
 	// retried; default 1s.
 	Tick time.Duration
+	// MaxInputWait bounds how long configuration changes in a row may go first, translated
+	// with the inputs of the last published translation, before the newest inputs are
+	// translated with them: under endpoint churn and frequent configuration changes, an
+	// endpoint change waits at most this long (plus a translation); default 3s.
+	MaxInputWait time.Duration
 	// OnTranslate, when set, is called after every translation this server publishes, from
 	// the loop goroutine without the reconciler's lock held, with the configuration that was
 	// translated and the problems found by resource (translate.Result.Status). It must not
@@ -173,6 +178,9 @@ var errConfigChanged = errors.New("configuration changed")
 func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log *slog.Logger, reg prometheus.Registerer) *Reconciler {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
+	}
+	if cfg.MaxInputWait <= 0 {
+		cfg.MaxInputWait = defaultMaxInputWait
 	}
 	r := &Reconciler{
 		cfg: cfg, translate: tr, certs: certs, log: log, m: newMetrics(reg), now: time.Now,
@@ -460,11 +468,8 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	return changed, rd.in.Inputs, false
 }
 
-// maxInputWait bounds how long configuration changes in a row may go first, translated
-// with the inputs of the last published translation, before the newest inputs are
-// translated with them: under endpoint churn and frequent configuration changes, an endpoint
-// change waits at most this long (plus a translation) to be translated.
-const maxInputWait = 3 * time.Second
+// defaultMaxInputWait is Config.MaxInputWait's default.
+const defaultMaxInputWait = 3 * time.Second
 
 // configDistributionGrace bounds how long input changes wait for a configuration change
 // to reach the connected agents.
@@ -568,10 +573,10 @@ func (r *Reconciler) prepare() (round, bool) {
 		}
 		// A configuration change goes first, with the inputs the agents' outputs were
 		// made of (a new cluster's with its own), unless the last translation already
-		// went first and the newest inputs have waited maxInputWait: then they come in,
+		// went first and the newest inputs have waited MaxInputWait: then they come in,
 		// configuration and all.
 		configFirst := configChanged && inputsChanged && last.inputs != nil &&
-			(!last.configFirst || now.Sub(r.inputsAt) < maxInputWait)
+			(!last.configFirst || now.Sub(r.inputsAt) < r.cfg.MaxInputWait)
 		if configFirst {
 			for c, s := range inputs {
 				if old, ok := last.inputs[c]; ok {
