@@ -411,7 +411,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			st.LeaderElection = &ls
 		}
 		return st
-	}, Gatherer: reg}, log.With("component", "admin"))
+	}, Gatherer: reg, Version: cfg.Agent.Version}, log.With("component", "admin"))
 	if _, err := adm.Listen(); err != nil {
 		return flagcheck.ListenError("--admin-address", cfg.AdminAddress, listenHint, err)
 	}
