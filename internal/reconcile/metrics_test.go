@@ -107,3 +107,38 @@ func TestOutputMetrics(t *testing.T) {
 		t.Fatalf("no problem in the resource status of a route to a missing destination: %v", r.ResourceStatus())
 	}
 }
+
+// meshrelay_ha_lock_epoch follows the epoch of the server's role; meshrelay_ha_active says
+// whether it is the active server; a cluster's NACK counter is exported at 0 from its first
+// output on.
+func TestEpochMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	role := &raisableRole{}
+	role.epoch.Store(7)
+	r := reconcile.New(reconcile.Config{Tick: tick, Role: role}, memstore.New(), translate.NewTranslator(), nil,
+		slog.New(slog.NewTextHandler(t.Output(), nil)), reg)
+	config := clusters(t, "east")
+	r.SetDirConfig(config)
+	run(t, r)
+	inputs := map[string]*snapshot.Snapshot{"east": input(t, 1, "web")}
+	r.PutInput(t.Context(), "east", inputs["east"])
+	poll.Until(t, wait, "output of east", publishes(r, expect(t, config, inputs)))
+	if v := metricValue(t, reg, "meshrelay_ha_lock_epoch"); v != 7 {
+		t.Errorf("meshrelay_ha_lock_epoch = %v, want 7", v)
+	}
+	if v := metricValue(t, reg, "meshrelay_ha_active"); v != 1 {
+		t.Errorf("meshrelay_ha_active = %v, want 1", v)
+	}
+	role.epoch.Store(9)
+	if v := metricValue(t, reg, "meshrelay_ha_lock_epoch"); v != 9 {
+		t.Errorf("meshrelay_ha_lock_epoch = %v after the epoch moved to 9", v)
+	}
+	if m := sample(t, reg, "meshrelay_output_snapshot_nacks_total", "cluster", "east"); m == nil || m.GetCounter().GetValue() != 0 {
+		t.Errorf("meshrelay_output_snapshot_nacks_total{cluster=east} = %v before any NACK, want 0", m)
+	}
+	out := r.Output("east")
+	r.Nacked("east", out.Version, out.Hash, "invalid")
+	if m := sample(t, reg, "meshrelay_output_snapshot_nacks_total", "cluster", "east"); m.GetCounter().GetValue() != 1 {
+		t.Errorf("meshrelay_output_snapshot_nacks_total{cluster=east} = %v after a NACK, want 1", m)
+	}
+}

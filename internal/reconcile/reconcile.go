@@ -187,6 +187,20 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 	r.store = newWriteThrough(store, log, r.m, r.roles, r.kick, &r.subs, &r.config, &r.mu)
 	r.acks = newTracker(log, r.m, r.roles, r.now, r.store, &r.mu)
 	r.config.changed = r.configChangedLocked
+	if reg != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_ha_active",
+				Help: "1 while this server is the active management server (it translates and writes; always 1 without HA)."},
+				func() float64 {
+					if a, _ := r.roles.active(); a {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_ha_lock_epoch",
+				Help: "Epoch of the global lock as this server knows it; the active server stamps its outputs with it (1 without HA)."},
+				func() float64 { _, e := r.roles.active(); return float64(e) }))
+	}
 	return r
 }
 

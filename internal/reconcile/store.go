@@ -436,6 +436,7 @@ func (w *writeThrough) publishOutputLocked(c string, next *snapshot.Snapshot) {
 	delete(w.deadOutputs, c) // a cluster re-added before its deletion reached the store
 	w.m.outputVersion.WithLabelValues(c).Set(float64(next.Version))
 	w.m.outputResources.WithLabelValues(c).Set(float64(next.Len()))
+	w.m.nacks.WithLabelValues(c) // 0 from the first output, so that rate() sees the first NACK
 }
 
 // restampOutputLocked gives the cluster's current output another version (same content).
