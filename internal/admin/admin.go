@@ -33,8 +33,10 @@ type Config struct {
 	Ready func() error
 	// Status returns the JSON document of /status.
 	Status func() any
-	// Gatherer provides /metrics.
+	// Gatherer provides /metrics; meshrelay_build_info is added to what it gathers.
 	Gatherer prometheus.Gatherer
+	// Version is the binary's version, meshrelay_build_info's version label.
+	Version string
 	// TLS, when set, serves every endpoint over HTTPS with it (it must provide the serving
 	// certificate); nil serves plain HTTP.
 	TLS *tls.Config
@@ -56,7 +58,9 @@ func New(addr string, cfg Config, log *slog.Logger) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	if cfg.Gatherer != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		build := prometheus.NewRegistry()
+		build.MustRegister(buildInfo(cfg.Version))
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{cfg.Gatherer, build}, promhttp.HandlerOpts{}))
 	}
 	if cfg.Status != nil {
 		s.mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {

@@ -45,6 +45,7 @@ configuration and reconnects with backoff. Admin endpoints: /healthz, /readyz, /
 			if err != nil {
 				return err
 			}
+			cfg.Version = version()
 			gw, err := gateway.New(cfg, log)
 			if err != nil {
 				return err

@@ -49,6 +49,7 @@ the CRDs of charts/meshrelay-server/crds.`,
 			if err != nil {
 				return err
 			}
+			cfg.Version = version()
 			return serverapp.Run(cmd.Context(), cfg, log, nil)
 		},
 	}

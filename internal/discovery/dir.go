@@ -30,6 +30,8 @@ type Dir struct {
 
 	mu   sync.Mutex
 	errs map[string]string // relative file path → error message
+	// appeared counts errors that appeared or changed (ErrorsAppeared); guarded by mu.
+	appeared uint64
 }
 
 // DirOption configures a Dir.
@@ -157,7 +159,18 @@ func (d *Dir) setDirError(err error) {
 		errs[f] = e
 	}
 	errs[dirError] = "manifest directory unreadable: " + err.Error()
+	if d.errs[dirError] != errs[dirError] {
+		d.appeared++
+	}
 	d.errs = errs
+}
+
+// ErrorsAppeared returns how many errors appeared (or changed) since the Dir was made: a
+// file that became invalid, an unreadable directory. It is safe for concurrent use.
+func (d *Dir) ErrorsAppeared() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.appeared
 }
 
 // scanner holds the state of one Start call.
@@ -267,6 +280,11 @@ func (s *scanner) setErrors(errs map[string]string) {
 	s.d.mu.Lock()
 	prev := s.d.errs
 	s.d.errs = errs
+	for f, e := range errs {
+		if prev[f] != e {
+			s.d.appeared++
+		}
+	}
 	s.d.mu.Unlock()
 	for f, e := range errs {
 		if prev[f] != e {

@@ -81,8 +81,10 @@ type Kube struct {
 	cfg    KubeConfig
 	logger *slog.Logger
 
-	mu   sync.Mutex // guards errs
+	mu   sync.Mutex // guards errs and appeared
 	errs map[string]string
+	// appeared counts errors that appeared or changed (ErrorsAppeared).
+	appeared uint64
 }
 
 // NewKube returns a Source reading through client. It validates the configuration and does
@@ -307,11 +309,24 @@ func (k *Kube) build(c *kubeConverter, ls kubeListers) []resource.Object {
 	return resource.Dedupe(objs)
 }
 
+// ErrorsAppeared returns how many conversion errors appeared (or changed) since the Kube
+// was made. It is safe for concurrent use.
+func (k *Kube) ErrorsAppeared() uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.appeared
+}
+
 // setErrors publishes the conversion errors, logging those that appeared or cleared.
 func (k *Kube) setErrors(errs map[string]string) {
 	k.mu.Lock()
 	prev := k.errs
 	k.errs = errs
+	for key, e := range errs {
+		if prev[key] != e {
+			k.appeared++
+		}
+	}
 	k.mu.Unlock()
 	for key, e := range errs {
 		if prev[key] != e {

@@ -36,6 +36,8 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential backoff between xDS
 	// reconnection attempts.
 	MinBackoff, MaxBackoff time.Duration
+	// Version is the binary's version for meshrelay_build_info (set by the CLI, no flag).
+	Version string
 }
 
 // Defaults of Config.

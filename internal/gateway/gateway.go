@@ -68,7 +68,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	defer g.adminOnce.Do(func() { close(g.adminReady) })
 	var adm *admin.Server
 	if g.cfg.AdminAddress != "" {
-		adm = admin.New(g.cfg.AdminAddress, admin.Config{Ready: g.Ready, Status: func() any { return g.Status() }, Gatherer: g.reg},
+		adm = admin.New(g.cfg.AdminAddress, admin.Config{Ready: g.Ready, Status: func() any { return g.Status() }, Gatherer: g.reg, Version: g.cfg.Version},
 			g.log.With("component", "admin"))
 		addr, err := adm.Listen()
 		if err != nil {

@@ -11,13 +11,17 @@ const metricPrefix = "meshrelay_gateway_"
 // metrics are the gateway's Prometheus metrics. Counters are updated as things happen;
 // endpoint health and active priorities are read from the clusters at scrape time.
 type metrics struct {
-	requests        *prometheus.CounterVec
-	tcpConnections  *prometheus.CounterVec
-	healthChecks    *prometheus.CounterVec
-	ejections       *prometheus.CounterVec
-	priorityChanges *prometheus.CounterVec
-	xdsResponses    *prometheus.CounterVec
-	xdsConnected    prometheus.Gauge
+	requests *prometheus.CounterVec
+	// requestSeconds is the time to the response headers by route, cluster and code.
+	requestSeconds *prometheus.HistogramVec
+	// priorityTransitions counts changes of the serving priority by from and to.
+	priorityTransitions *prometheus.CounterVec
+	tcpConnections      *prometheus.CounterVec
+	healthChecks        *prometheus.CounterVec
+	ejections           *prometheus.CounterVec
+	priorityChanges     *prometheus.CounterVec
+	xdsResponses        *prometheus.CounterVec
+	xdsConnected        prometheus.Gauge
 	// xdsServerRefused counts xDS servers refused by the mutual TLS, by reason.
 	xdsServerRefused *prometheus.CounterVec
 }
@@ -27,6 +31,14 @@ func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "requests_total", Help: "HTTP requests by cluster and response code (cluster is empty when no route matched).",
 		}, []string{"cluster", "code"}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    metricPrefix + "request_duration_seconds",
+			Help:    "Time from receiving an HTTP request to sending its response headers, by route (the route's name in the route configuration; empty when no route matched or it has no name), cluster (the upstream; empty for no route or a direct response) and response code.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+		}, []string{"route", "cluster", "code"}),
+		priorityTransitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "priority_transitions_total", Help: "Changes of the priority serving a cluster, by the priority before (from) and after (to); -1 is no priority with a healthy endpoint.",
+		}, []string{"cluster", "from", "to"}),
 		tcpConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "tcp_connections_total", Help: "TCP listener connections by listener, cluster and result (proxied, refused, no_healthy_upstream, upstream_connect_error).",
 		}, []string{"listener", "cluster", "result"}),
@@ -52,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics
 	for _, r := range []string{serverUntrusted, serverNotAgent, serverForeignCluster} {
 		m.xdsServerRefused.WithLabelValues(r)
 	}
-	reg.MustRegister(m.requests, m.tcpConnections, m.healthChecks, m.ejections, m.priorityChanges, m.xdsResponses, m.xdsConnected,
+	reg.MustRegister(m.requests, m.requestSeconds, m.priorityTransitions, m.tcpConnections, m.healthChecks, m.ejections, m.priorityChanges, m.xdsResponses, m.xdsConnected,
 		m.xdsServerRefused, &stateCollector{clusters: clusters})
 	return m
 }
@@ -61,6 +73,8 @@ func newMetrics(reg prometheus.Registerer, clusters func() []*upstream) *metrics
 func (m *metrics) forgetCluster(name string) {
 	l := prometheus.Labels{"cluster": name}
 	m.requests.DeletePartialMatch(l)
+	m.requestSeconds.DeletePartialMatch(l)
+	m.priorityTransitions.DeletePartialMatch(l)
 	m.tcpConnections.DeletePartialMatch(l)
 	m.healthChecks.DeletePartialMatch(l)
 	m.ejections.DeletePartialMatch(l)

@@ -39,6 +39,7 @@ type exchange struct {
 	route   *route
 	cluster string
 	up      *upstream
+	start   time.Time
 }
 
 type exchangeKey struct{}
@@ -73,6 +74,7 @@ type httpHandler struct {
 }
 
 func (l *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	spec := l.spec.Load()
 	rt := spec.inlineRoutes
 	if rt == nil {
@@ -89,12 +91,12 @@ func (l *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if route == nil {
-		l.p.count("", http.StatusNotFound)
+		l.p.count(nil, "", http.StatusNotFound, start)
 		w.WriteHeader(http.StatusNotFound)
 		return
 	}
 	if d := route.direct; d != nil {
-		l.p.count("", d.status)
+		l.p.count(route, "", d.status, start)
 		w.WriteHeader(d.status)
 		_, _ = io.WriteString(w, d.body)
 		return
@@ -102,7 +104,7 @@ func (l *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := route.pickCluster()
 	up := l.p.clusters.get(name)
 	if up == nil {
-		l.p.count(name, route.notFoundCode)
+		l.p.count(route, name, route.notFoundCode, start)
 		http.Error(w, errClusterNotFound.Error(), route.notFoundCode)
 		return
 	}
@@ -112,12 +114,20 @@ func (l *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithTimeoutCause(ctx, route.timeout, errRouteTimeout)
 		defer cancel()
 	}
-	ctx = context.WithValue(ctx, exchangeKey{}, &exchange{route: route, cluster: name, up: up})
+	ctx = context.WithValue(ctx, exchangeKey{}, &exchange{route: route, cluster: name, up: up, start: start})
 	l.p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-func (p *httpProxy) count(cluster string, code int) {
-	p.metrics.requests.WithLabelValues(cluster, strconv.Itoa(code)).Inc()
+// count records a response: meshrelay_gateway_requests_total and, since start,
+// meshrelay_gateway_request_duration_seconds (rt is nil when no route matched).
+func (p *httpProxy) count(rt *route, cluster string, code int, start time.Time) {
+	c := strconv.Itoa(code)
+	p.metrics.requests.WithLabelValues(cluster, c).Inc()
+	name := ""
+	if rt != nil {
+		name = rt.name
+	}
+	p.metrics.requestSeconds.WithLabelValues(name, cluster, c).Observe(time.Since(start).Seconds())
 }
 
 func (p *httpProxy) rewrite(pr *httputil.ProxyRequest) {
@@ -142,17 +152,17 @@ func (p *httpProxy) rewrite(pr *httputil.ProxyRequest) {
 
 func (p *httpProxy) modifyResponse(resp *http.Response) error {
 	ex := resp.Request.Context().Value(exchangeKey{}).(*exchange)
-	p.count(ex.cluster, resp.StatusCode)
+	p.count(ex.route, ex.cluster, resp.StatusCode, ex.start)
 	return nil
 }
 
 // fail answers a request that got no upstream response, with Envoy's codes and texts.
 func (p *httpProxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	ex, _ := r.Context().Value(exchangeKey{}).(*exchange)
-	cluster := ""
-	if ex != nil {
-		cluster = ex.cluster
+	if ex == nil {
+		ex = &exchange{start: time.Now()}
 	}
+	cluster := ex.cluster
 	var ue *upstreamError
 	code, body := http.StatusServiceUnavailable, "upstream connect error or disconnect/reset before headers"
 	switch {
@@ -167,7 +177,7 @@ func (p *httpProxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 		body += ". reset reason: " + ue.reason
 	}
 	p.log.Debug("upstream request failed", "cluster", cluster, "code", code, "error", err)
-	p.count(cluster, code)
+	p.count(ex.route, cluster, code, ex.start)
 	http.Error(w, body, code)
 }
 

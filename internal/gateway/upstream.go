@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -203,6 +204,7 @@ func (u *upstream) recomputeLocked(hint string) {
 		reason = fmt.Sprintf("priority %d has a healthy endpoint: %s", best, hint)
 	}
 	u.log.Info("active priority changed", "cluster", u.name, "from", u.active, "to", best, "reason", reason)
+	u.metrics.priorityTransitions.WithLabelValues(u.name, strconv.Itoa(u.active), strconv.Itoa(best)).Inc()
 	u.active, u.since, u.reason = best, time.Now(), reason
 	u.changes++
 	u.metrics.priorityChanges.WithLabelValues(u.name).Inc()

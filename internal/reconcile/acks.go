@@ -23,6 +23,22 @@ type tracker struct {
 	// seen is the highest output version an agent reported holding.
 	seen     map[string]uint64
 	refusals map[string]*EpochRefusal
+	// published is when this server published each cluster's current output, until its
+	// agent acknowledges it (meshrelay_output_sync_duration_seconds).
+	published map[string]publishMark
+}
+
+type publishMark struct {
+	hash string
+	at   time.Time
+}
+
+// publishedLocked notes that the cluster's output with hash was published at.
+func (t *tracker) publishedLocked(cluster, hash string, at time.Time) {
+	if t.published == nil {
+		t.published = map[string]publishMark{}
+	}
+	t.published[cluster] = publishMark{hash: hash, at: at}
 }
 
 type ackState struct {
@@ -107,6 +123,10 @@ func (t *tracker) acked(cluster string, version uint64, hash, agent string) {
 	defer t.mu.Unlock()
 	if out := t.out.outputs[cluster]; out != nil && out.Hash == hash {
 		delete(t.refusals, cluster)
+	}
+	if p, ok := t.published[cluster]; ok && p.hash == hash {
+		t.m.syncSeconds.WithLabelValues(cluster).Observe(t.now().Sub(p.at).Seconds())
+		delete(t.published, cluster)
 	}
 	a := t.ackLocked(cluster)
 	a.Version, a.Hash, a.Nack, a.NackedHash, a.Agent = version, hash, "", "", agent

@@ -20,6 +20,9 @@ type metrics struct {
 	abandoned          prometheus.Counter
 	configFirst        prometheus.Counter
 	inputsDeferred     prometheus.Counter
+	translationErrors  *prometheus.CounterVec
+	syncSeconds        *prometheus.HistogramVec
+	outputResources    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -74,12 +77,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		inputsDeferred: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_translation_inputs_deferred_total", Help: "Times translations of input changes were put off (at most 1 s) while a configuration change was still reaching the connected agents.",
 		}),
+		translationErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshrelay_translation_errors_total",
+			Help: "Problems translations reported, counted on every translation that reports them, by kind: input (belongs to no resource: an undecodable input, a render failure) or resource (a resource's reference or combination that cannot be translated; /status lists them).",
+		}, []string{"kind"}),
+		syncSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "meshrelay_output_sync_duration_seconds", Help: "Time from publishing a cluster's output to its agent acknowledging that output.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"cluster"}),
+		outputResources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshrelay_output_snapshot_resources", Help: "Resources in the desired output snapshot per cluster.",
+		}, []string{"cluster"}),
 		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshrelay_store_up", Help: "1 when the last store operation succeeded.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst, m.inputsDeferred)
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst, m.inputsDeferred,
+			m.translationErrors, m.syncSeconds, m.outputResources)
+	}
+	for _, k := range []string{errorKindInput, errorKindResource} {
+		m.translationErrors.WithLabelValues(k)
 	}
 	return m
 }
+
+// Kinds of meshrelay_translation_errors_total.
+const (
+	errorKindInput    = "input"
+	errorKindResource = "resource"
+)

@@ -108,6 +108,10 @@ type Reconciler struct {
 	roles     roles
 	store     *writeThrough
 	acks      *tracker
+
+	// safeSeries are the clusters with a meshrelay_safe_mode_active series (guarded by mu).
+	safeSeries map[string]bool
+
 	// built is the output snapshot made of each cluster's resources in the last
 	// translation; only the reconcile loop uses it.
 	built map[string]builtOutput
@@ -183,7 +187,7 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 		cfg.MaxInputWait = defaultMaxInputWait
 	}
 	r := &Reconciler{
-		cfg: cfg, translate: tr, certs: certs, log: log, m: newMetrics(reg), now: time.Now,
+		cfg: cfg, translate: tr, certs: certs, log: log, m: newMetrics(reg), now: time.Now, safeSeries: map[string]bool{},
 		kick:  make(kicker, 1),
 		roles: roles{role: cfg.Role, witness: cfg.WitnessEpoch},
 		subs:  subscribers{},
@@ -191,6 +195,20 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 	r.store = newWriteThrough(store, log, r.m, r.roles, r.kick, &r.subs, &r.config, &r.mu)
 	r.acks = newTracker(log, r.m, r.roles, r.now, r.store, &r.mu)
 	r.config.changed = r.configChangedLocked
+	if reg != nil {
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_ha_active",
+				Help: "1 while this server is the active management server (it translates and writes; always 1 without HA)."},
+				func() float64 {
+					if a, _ := r.roles.active(); a {
+						return 1
+					}
+					return 0
+				}),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_ha_lock_epoch",
+				Help: "Epoch of the global lock as this server knows it; the active server stamps its outputs with it (1 without HA)."},
+				func() float64 { _, e := r.roles.active(); return float64(e) }))
+	}
 	return r
 }
 
@@ -601,25 +619,44 @@ func (r *Reconciler) prepare() (round, bool) {
 			configFirst: configFirst, inputsOnly: !configChanged}
 	}
 	d := safemode.Decide(r.safe, in)
-	r.applyLocked(d)
+	r.applyLocked(d, in.Clusters)
 	return rd, d.Outcome == safemode.Translate
 }
 
 // applyLocked carries out a safe-mode decision: its log line, its metrics and the state
 // /status shows.
-func (r *Reconciler) applyLocked(d safemode.Decision) {
+func (r *Reconciler) applyLocked(d safemode.Decision, clusters map[string]v1alpha1.KubernetesCluster) {
 	r.safe = d.State
 	if d.Outcome == safemode.HoldNotLoaded {
 		r.m.configNotLoaded.Set(1)
 	} else {
 		r.m.configNotLoaded.Set(0)
 	}
+	// A cluster's series stays at 0 once its input arrived (a dashboard or alert sees the
+	// end of safe mode, not a vanished series) until the cluster is deregistered (clusters
+	// is nil when this round did not read the registrations).
+	for c := range r.safeSeries {
+		if _, ok := clusters[c]; !ok && clusters != nil {
+			r.m.safeMode.DeleteLabelValues(c)
+			delete(r.safeSeries, c)
+		}
+	}
 	if d.Warming {
-		r.m.safeMode.Reset()
+		held := map[string]bool{}
 		if d.Outcome == safemode.HoldInputs {
 			for _, c := range d.Missing {
-				r.m.safeMode.WithLabelValues(c).Set(1)
+				held[c] = true
 			}
+		}
+		for c := range held {
+			r.safeSeries[c] = true
+		}
+		for c := range r.safeSeries {
+			v := 0.0
+			if held[c] {
+				v = 1
+			}
+			r.m.safeMode.WithLabelValues(c).Set(v)
 		}
 	}
 	switch {
@@ -656,6 +693,14 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	r.m.translations.Inc()
 	r.m.recomputed.Add(float64(len(res.Recomputed)))
 	r.m.translationSeconds.Observe(elapsed.Seconds())
+	r.m.translationErrors.WithLabelValues(errorKindInput).Add(float64(len(res.Errors)))
+	for _, msgs := range res.Status {
+		for _, msg := range msgs {
+			if !translate.IsNote(msg) {
+				r.m.translationErrors.WithLabelValues(errorKindResource).Inc()
+			}
+		}
+	}
 	r.translations++
 	r.lastRun = rd.now
 	r.lastErrors = res.Errors
@@ -671,6 +716,7 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 		}
 		next = next.WithVersion(v, epoch)
 		r.store.publishOutputLocked(c, next)
+		r.acks.publishedLocked(c, next.Hash, r.now())
 		r.log.Debug("output changed", "cluster", c, "version", v, "resources", next.Len(), "hash", next.Hash[:12])
 		changed = append(changed, c)
 	}

@@ -121,8 +121,8 @@ func TestSafeModeDecisionApplied(t *testing.T) {
 	if sm := r.Status().SafeMode; sm.Active || !sm.Since.IsZero() {
 		t.Errorf("safe mode %+v after release", sm)
 	}
-	if g := gauges(t, reg, "meshrelay_safe_mode_active"); len(g) != 0 {
-		t.Errorf("meshrelay_safe_mode_active = %v after release, want no series", g)
+	if g := gauges(t, reg, "meshrelay_safe_mode_active"); len(g) != 1 || g["west"] != 0 {
+		t.Errorf("meshrelay_safe_mode_active = %v after release, want west=0 (the series stays)", g)
 	}
 	resumed := logs.records(t, "translation resumed")
 	if len(resumed) != 1 || resumed[0]["level"] != "INFO" {

@@ -228,6 +228,7 @@ func (w *writeThrough) takeNewerLocked(kind snapshot.Kind, c string, s *snapshot
 		w.outputs[c] = s
 		delete(w.dirtyOutputs, c)
 		w.m.outputVersion.WithLabelValues(c).Set(float64(s.Version))
+		w.m.outputResources.WithLabelValues(c).Set(float64(s.Len()))
 		w.subs.notifyLocked(c)
 	case s.Hash != cur.Hash && active && w.roles.owns(c):
 		w.dirtyOutputs[c] = true
@@ -453,6 +454,8 @@ func (w *writeThrough) publishOutputLocked(c string, next *snapshot.Snapshot) {
 	w.dirtyOutputs[c] = true
 	delete(w.deadOutputs, c) // a cluster re-added before its deletion reached the store
 	w.m.outputVersion.WithLabelValues(c).Set(float64(next.Version))
+	w.m.outputResources.WithLabelValues(c).Set(float64(next.Len()))
+	w.m.nacks.WithLabelValues(c) // 0 from the first output, so that rate() sees the first NACK
 }
 
 // restampOutputLocked gives the cluster's current output another version (same content).
@@ -469,5 +472,7 @@ func (w *writeThrough) dropOutputLocked(c string) {
 	delete(w.dirtyOutputs, c)
 	w.deadOutputs[c] = true
 	w.m.outputVersion.DeleteLabelValues(c)
+	w.m.outputResources.DeleteLabelValues(c)
+	w.m.syncSeconds.DeleteLabelValues(c)
 	w.subs.notifyLocked(c)
 }

@@ -183,6 +183,11 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 		}
 	}
 	m := newMetrics(reg)
+	if reg != nil && auth.Current() != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_relay_ca_expiry_timestamp_seconds",
+			Help: "When the relay CA that signs agent certificates expires (Unix seconds); rotate it (meshrelay ca rotate relay) before."},
+			func() float64 { return float64(auth.Current().Cert.NotAfter.Unix()) }))
+	}
 	limits := newLimits(log, func(reason string) { m.rejected.WithLabelValues(reason).Inc() })
 	return &Server{cfg: cfg, registry: backend, inputs: backend, outputs: backend, acks: backend, auth: auth, log: log, m: m, sessions: newSessions(), reports: newReports(reg), limits: limits,
 		kick: make(chan struct{}, 1), revoked: map[string]time.Time{}, awaiting: map[string]bool{}}

@@ -289,6 +289,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var src interface {
 		relayagent.Source
 		Errors() []string
+		ErrorsAppeared() uint64
 	}
 	sinks := &sink.Split{Log: log.With("component", "sink")}
 	if cfg.OutputDir != "" {
@@ -333,7 +334,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshrelay_agent_discovery_errors",
 		Help: "Current discovery errors (unreadable discovery directory, invalid manifests); /status lists them in discoveryErrors."},
-		func() float64 { return float64(len(src.Errors())) }))
+		func() float64 { return float64(len(src.Errors())) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meshrelay_agent_discovery_errors_total",
+			Help: "Discovery errors that appeared or changed (a manifest that became invalid, an unreadable discovery directory, a Kubernetes object that cannot be converted); each is also logged."},
+			func() float64 { return float64(src.ErrorsAppeared()) }))
 	var xdsServer *xds.Server
 	if xdsAt, _ := cfg.xdsEndpoint(); xdsAt.Network != "" { // checked by Validate
 		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
@@ -411,7 +415,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			st.LeaderElection = &ls
 		}
 		return st
-	}, Gatherer: reg}, log.With("component", "admin"))
+	}, Gatherer: reg, Version: cfg.Agent.Version}, log.With("component", "admin"))
 	if _, err := adm.Listen(); err != nil {
 		return flagcheck.ListenError("--admin-address", cfg.AdminAddress, listenHint, err)
 	}

@@ -104,6 +104,8 @@ type Config struct {
 	Advertise              string
 	LeaseDuration          time.Duration
 	Kube                   KubeConfig
+	// Version is the binary's version for meshrelay_build_info (set by the CLI, no flag).
+	Version string
 }
 
 // KubeConfig configures Kubernetes mode: the configuration comes from meshrelay's custom
@@ -557,7 +559,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		return ss
 	}
-	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
+	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, Version: cfg.Version, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	configapi.Register(adm, rec, adminToken)
 	rotation.register(configapi.Protected(adm, adminToken))
 	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
