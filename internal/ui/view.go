@@ -374,6 +374,9 @@ func changes(entries []changelog.Entry, cs []ClusterView) []ChangeView {
 func certs(in Inputs) []CertView {
 	st := in.Status
 	var out []CertView
+	// soon is 30 days for certificates someone must renew; identities the server renews
+	// itself (at two thirds of their life) are only flagged once expired.
+	soon := 30 * 24 * time.Hour
 	add := func(kind, name string, notAfter time.Time, note string) {
 		c := CertView{Kind: kind, Name: name, NotAfter: notAfter.UTC(), Note: note, State: "unknown"}
 		if !notAfter.IsZero() {
@@ -381,7 +384,7 @@ func certs(in Inputs) []CertView {
 			switch {
 			case c.Left <= 0:
 				c.State = "expired"
-			case c.Left < 30*24*time.Hour:
+			case c.Left < soon:
 				c.State = "soon"
 			default:
 				c.State = "ok"
@@ -408,8 +411,9 @@ func certs(in Inputs) []CertView {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	soon = 0
 	for _, n := range names {
-		add("gateway identity", n, in.GatewayCerts[n], "")
+		add("gateway identity", n, in.GatewayCerts[n], "mesh certificate; the server renews it")
 	}
 	if in.AgentCertTTL > 0 {
 		// The server keeps no copy of the relay certificates it issues agents.
