@@ -167,7 +167,7 @@ spec:
 	if p := v.Failover[0].Priorities; p[0].Serving || !p[1].Serving {
 		t.Errorf("east's pull stream gone: want priority 1 serving: %+v", p)
 	}
-	if c := v.Clusters[0]; c.Conn != "partial" || len(c.Problems) == 0 || !strings.Contains(c.Problems[0], "stalled") {
+	if c := v.Clusters[0]; c.Conn != "partial" || c.Sync != "last in sync" || len(c.Problems) == 0 || !strings.Contains(c.Problems[0], "stalled") {
 		t.Errorf("east with one stream: %+v", c)
 	}
 	var stalled bool

@@ -217,6 +217,11 @@ func clusters(in Inputs) []ClusterView {
 			}
 		}
 	}
+	for _, c := range out {
+		if c.Conn != "connected" && c.Sync == "in sync" {
+			c.Sync = "last in sync" // what its agent acknowledged before it left
+		}
+	}
 	if st.SafeMode.Active {
 		for _, c := range out {
 			c.SafeMode = true
@@ -293,6 +298,13 @@ func health(in Inputs) []Check {
 			stale = append(stale, fmt.Sprintf("%s %.0fs", c.Name, c.StaleSeconds))
 		}
 	}
+	var down []string
+	for _, c := range clusters(in) {
+		if c.Registered && c.Conn != "connected" {
+			down = append(down, c.Name+" "+c.Conn)
+		}
+	}
+	add("clusters connected", len(down) == 0, orNone(down))
 	add("agent staleness", len(stale) == 0, orNone(stale))
 	add("stalled streams", len(stalled) == 0, orNone(stalled))
 	add("management plane view", st.Plane.Error == "", cmp.Or(st.Plane.Error, fmt.Sprintf("%d servers", len(st.Plane.Servers))))

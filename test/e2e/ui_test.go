@@ -187,6 +187,7 @@ func TestUIBrowser(t *testing.T) {
 	// local's agent dies: the page shows it disconnected and the next priority serving.
 	w.local.p.Kill()
 	waitUI(t, ctx, "#cluster-local .conn", "disconnected", 30*time.Second)
+	waitUI(t, ctx, "#cluster-local .sync", "last in sync", time.Second)
 	waitUI(t, ctx, "#cluster-remote .conn", "connected", time.Second)
 	waitUI(t, ctx, "#failover li.serving", "priority 1", 10*time.Second)
 	if mark, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.uiTestMark || 0`)); err != nil || mark != 1 {
