@@ -11,6 +11,12 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-sentinel >/de
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-sentinel >/dev/null
 fi
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "chromium not found; installing it with apt-get (the UI's browser tests drive headless Chromium)" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 
 if ! command -v promtool >/dev/null 2>&1; then
   echo "promtool not found; installing Debian's prometheus package with apt-get (tests check the alerting rules and dashboard with it)" >&2

@@ -96,7 +96,10 @@ func (s *Server) Start(ctx context.Context) error {
 	// The timeouts bound a slow client (a large apply has a minute to arrive); headers are
 	// small.
 	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, MaxHeaderBytes: 64 << 10, TLSConfig: s.tls,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Requests live within ctx: long-lived ones (the UI's event stream) end when it does
+		// instead of holding up Shutdown.
+		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() {
 		if s.tls != nil {

@@ -7,7 +7,9 @@ package meshcerts
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
 	"sort"
 	"sync"
@@ -83,6 +85,25 @@ func (s *Shared) Source(clusters []string) map[string]translate.ClusterCert {
 	for _, c := range clusters {
 		if b, ok := s.certs[c]; ok {
 			out[c] = b
+		}
+	}
+	return out
+}
+
+// Expiries returns when each cluster's mesh identity (its gateways' certificate) in use
+// expires; it issues nothing.
+func (s *Shared) Expiries() map[string]time.Time {
+	if s.store == nil {
+		return s.issuer.Expiries()
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make(map[string]time.Time, len(s.certs))
+	for c, cc := range s.certs {
+		if blk, _ := pem.Decode(cc.CertPEM); blk != nil {
+			if cert, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				out[c] = cert.NotAfter
+			}
 		}
 	}
 	return out

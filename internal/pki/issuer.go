@@ -82,6 +82,18 @@ func signedBy(certPEM []byte, ca *CA) bool {
 	return err == nil && leaf.CheckSignatureFrom(ca.Cert) == nil
 }
 
+// Expiries returns when each cluster's mesh certificate issued so far expires; it issues
+// nothing.
+func (m *MeshIssuer) Expiries() map[string]time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]time.Time, len(m.issued))
+	for c, b := range m.issued {
+		out[c] = b.NotAfter
+	}
+	return out
+}
+
 // Bundles returns the current identity of every named cluster, issuing or rotating as
 // needed; clusters not named are forgotten. A cluster whose certificate cannot be issued
 // is left out.

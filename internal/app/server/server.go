@@ -33,6 +33,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/changelog"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/discovery"
@@ -540,7 +541,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
 		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
 	}, cfg.LeaseDuration/5, log.With("component", "plane"))
-	status := func() any {
+	serverStatus := func() configapi.ServerStatus {
 		st := rec.Status()
 		if dir != nil {
 			st.ConfigErrors = dir.Errors()
@@ -559,8 +560,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 		return ss
 	}
+	status := func() any { return serverStatus() }
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, Version: cfg.Version, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
-	configapi.Register(adm, rec, adminToken)
+	changes := changelog.New(0)
+	configapi.Register(adm, recordedConfig{rec, changes}, adminToken)
+	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: changes, agentCertTTL: cfg.AgentCertTTL}, adminToken, adminCert != nil, log.With("component", "ui"))
 	rotation.register(configapi.Protected(adm, adminToken))
 	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
 	registerRelayCA(adm, rs, cfg.TrustDomain, adminToken)
@@ -597,6 +601,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 	}))
 	run.Add("admin", adm)
+	run.Add("change-acks", runner.Func(func(ctx context.Context) error { return observeChanges(ctx, rec, changes) }))
 	run.Add("relay sessions", runner.Func(rs.Run))
 	run.Add("relay server", runner.Func(func(ctx context.Context) error {
 		errc := make(chan error, 1)
@@ -611,10 +616,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		return nil
 	}))
 	if dir != nil {
-		run.Add("config-dir", runner.Func(func(ctx context.Context) error { return dir.Start(ctx, rec.SetDirConfig) }))
+		run.Add("config-dir", runner.Func(func(ctx context.Context) error {
+			return dir.Start(ctx, recordDir(rec, changes, changelog.PathConfigDir))
+		}))
 	}
 	if crs != nil {
-		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, rec.SetDirConfig) }))
+		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, recordDir(rec, changes, changelog.PathCR)) }))
 		// Leader-only (it says so), yet started on every replica as before: it reads leader
 		// before each round, and role-watch kicks it when the role changes.
 		run.Add("cr-status", crStatus)
