@@ -46,7 +46,7 @@ scripts/istio-tools.sh
 echo "== generated deep copies and CRDs are up to date" >&2
 scripts/generate.sh --check
 echo "== go test -race" >&2
-go test -race -count=1 -timeout 20m "$@" ./...
+go test -race -count=1 -timeout 40m "$@" ./...
 echo "== fuzz: every target briefly (FUZZTIME=${FUZZTIME:-10s} each)" >&2
 # Go's native fuzzing, one target at a time; a crash leaves its input in
 # <package>/testdata/fuzz/<FuzzName>/ (commit it with the fix: go test then always runs it).
