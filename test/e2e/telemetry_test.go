@@ -36,9 +36,16 @@ var collectorBin struct {
 	err  error
 }
 
-// collector builds cmd/meshrelay-collector (its own module) once and returns its path.
+// collector returns the path of meshrelay-collector: $MESHRELAY_COLLECTOR (scripts/test.sh
+// builds it there), else cmd/meshrelay-collector (its own module) built once.
 func collector(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("MESHRELAY_COLLECTOR"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("MESHRELAY_COLLECTOR: %v (build it: cd cmd/meshrelay-collector && go build -o %s .)", err, p)
+		}
+		return p
+	}
 	collectorBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "meshrelay-e2e-collector-")
 		if err != nil {
