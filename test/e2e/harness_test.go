@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if collectorBin.path != "" {
+		os.RemoveAll(filepath.Dir(collectorBin.path)) // built by collector
+	}
 	os.Exit(code)
 }
 
