@@ -174,7 +174,9 @@ var (
 func checkPod(t *testing.T, r *chartstest.Rendered, d *appsv1.Deployment) {
 	t.Helper()
 	spec := d.Spec.Template.Spec
-	if len(spec.Containers) != 1 {
+	// The agent chart's telemetry collector (telemetryCollector.enabled) is the one sidecar
+	// allowed, after the binary's container; TestAgentTelemetryCollector checks it.
+	if n := len(spec.Containers); n != 1 && (n != 2 || spec.Containers[1].Name != "telemetry-collector") {
 		t.Fatalf("want one container, have %d", len(spec.Containers))
 	}
 	c := spec.Containers[0]

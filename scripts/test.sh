@@ -45,6 +45,11 @@ echo "== istiod (pilot-discovery) for the Istio tests" >&2
 scripts/istio-tools.sh
 echo "== generated deep copies and CRDs are up to date" >&2
 scripts/generate.sh --check
+echo "== meshrelay-collector (its own module) for the telemetry pipeline test" >&2
+# The OpenTelemetry Collector's module graph is large: minutes the first time, then cached.
+# Built here so that test/e2e's TestTelemetryPipeline does not spend its package's timeout on it.
+(cd cmd/meshrelay-collector && go vet ./... && go build -o ../../.bin/meshrelay-collector .)
+export MESHRELAY_COLLECTOR="$PWD/.bin/meshrelay-collector"
 echo "== go test -race" >&2
 go test -race -count=1 -timeout 40m "$@" ./...
 echo "== fuzz: every target briefly (FUZZTIME=${FUZZTIME:-10s} each)" >&2

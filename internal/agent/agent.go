@@ -44,7 +44,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -169,6 +172,8 @@ type Agent struct {
 	state  *stateStore
 	// reporter, when set, tells what the agent's parts see wrong (WithReporter).
 	reporter Reporter
+	// tracer records the apply of traced outputs (WithTracerProvider; no-op by default).
+	tracer trace.Tracer
 	// reach is the ExternalReach of the input last asked about.
 	reach reachCache
 
@@ -208,7 +213,7 @@ func New(cfg Config, source Source, sink Sink, log *slog.Logger, reg prometheus.
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, source: source, sink: sink, log: log.With("cluster", cfg.Cluster), m: newMetrics(reg),
-		inputChanged: make(chan struct{}, 1), instance: rand.Text()[:16]}
+		inputChanged: make(chan struct{}, 1), instance: rand.Text()[:16], tracer: noop.NewTracerProvider().Tracer(changetrace.Name)}
 	a.state = newStateStore(cfg.StateDir, a.log, a.m)
 	a.creds = newCredentials(&a.cfg, a.log, a.m)
 	for _, o := range opts {

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 )
 
 // Reporter tells what the agent's own parts see wrong in its cluster: discovery that cannot
@@ -38,6 +40,12 @@ type Option func(*Agent)
 
 // WithReporter makes the agent send r's report to the server.
 func WithReporter(r Reporter) Option { return func(a *Agent) { a.reporter = r } }
+
+// WithTracerProvider records the agent's apply of each traced output as a span
+// (changetrace.SpanAgent), a child of the server's delivery span.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(a *Agent) { a.tracer = tp.Tracer(changetrace.Name) }
+}
 
 // reportEvery is how often the agent looks at its Reporter for a change to send.
 const reportEvery = time.Second

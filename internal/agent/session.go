@@ -7,6 +7,9 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -15,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -260,11 +264,26 @@ func (a *Agent) pull(ctx context.Context, client relayv1.RelayServiceClient, ope
 		if d == nil {
 			continue
 		}
-		reply := a.applyOutput(ctx, d)
+		reply := a.tracedApply(ctx, d)
 		if err := stream.Send(reply); err != nil {
 			return fmt.Errorf("pull reply: %w", err)
 		}
 	}
+}
+
+// tracedApply applies an output in a span that continues the trace it carries, if any.
+func (a *Agent) tracedApply(ctx context.Context, d *relayv1.SnapshotDelta) *relayv1.PullRequest {
+	if len(d.GetTraceContext()) == 0 {
+		return a.applyOutput(ctx, d)
+	}
+	ctx, span := a.tracer.Start(changetrace.Remote(ctx, d.GetTraceContext()), changetrace.SpanAgent, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(attribute.String("meshrelay.cluster", a.cfg.Cluster), attribute.Int64("meshrelay.version", int64(d.GetVersion()))))
+	defer span.End()
+	reply := a.applyOutput(ctx, d)
+	if n := reply.GetNack(); n != nil {
+		span.SetStatus(otelcodes.Error, n.GetError())
+	}
+	return reply
 }
 
 func (a *Agent) applyOutput(ctx context.Context, d *relayv1.SnapshotDelta) *relayv1.PullRequest {

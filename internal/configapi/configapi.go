@@ -18,7 +18,11 @@ import (
 	"sort"
 	"strings"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 	"github.com/meshrelay/meshrelay/internal/translate"
@@ -76,8 +80,9 @@ const TokenFileName = "admin-token"
 
 // Register adds the API routes to an admin server. Every route needs the header
 // "Authorization: Bearer <token>" with the token that token returns at the time of the
-// request (so a rotated token file takes effect at once).
-func Register(adm *admin.Server, b Backend, token func() (string, error)) {
+// request (so a rotated token file takes effect at once). Each apply starts a configuration
+// change's trace in changes (nil: not traced).
+func Register(adm *admin.Server, b Backend, token func() (string, error), changes *changetrace.Tracer) {
 	s := authenticated{adm, token}
 	s.Handle("POST /api/v1/apply", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -101,11 +106,15 @@ func Register(adm *admin.Server, b Backend, token func() (string, error)) {
 			return
 		}
 		res := ApplyResult{Errors: errStrings(errs)}
-		if err := b.Apply(r.Context(), objs); err != nil {
+		ctx, span := changes.Apply(r.Context(), propagation.HeaderCarrier(r.Header), source, len(objs))
+		defer span.End()
+		if err := b.Apply(ctx, objs); err != nil {
 			res.Errors = append(res.Errors, err.Error())
+			span.SetStatus(codes.Error, err.Error())
 			admin.WriteJSON(w, http.StatusServiceUnavailable, res)
 			return
 		}
+		changes.Applied(ctx)
 		for _, o := range objs {
 			res.Applied = append(res.Applied, o.String())
 		}

@@ -57,7 +57,7 @@ func serverTLS(t *testing.T, ca *pki.CA) *tls.Config {
 func listen(t *testing.T, b configapi.Backend, tc *tls.Config) string {
 	t.Helper()
 	adm := admin.New("127.0.0.1:0", admin.Config{TLS: tc}, slog.New(slog.DiscardHandler))
-	configapi.Register(adm, b, func() (string, error) { return "tok", nil })
+	configapi.Register(adm, b, func() (string, error) { return "tok", nil }, nil)
 	addr, err := adm.Listen()
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/meshrelay/meshrelay/internal/flagcheck"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 )
 
 // Config is the gateway's configuration.
@@ -38,6 +39,8 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Version is the binary's version for meshrelay_build_info (set by the CLI, no flag).
 	Version string
+	// Telemetry exports the gateway's metrics over OTLP (--otlp-endpoint); off by default.
+	Telemetry telemetry.Config
 }
 
 // Defaults of Config.
@@ -61,6 +64,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.AdminAddress, "admin-address", DefaultAdminAddress, "admin HTTP address: /healthz, /readyz, /metrics, /status; empty disables it")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", DefaultDrainTimeout, "how long a removed listener, and every listener at shutdown, waits for in-flight requests and connections")
 	fs.DurationVar(&c.MaxBackoff, "xds-max-backoff", DefaultMaxBackoff, "upper bound of the jittered exponential backoff between xDS reconnection attempts")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // withDefaults fills zero durations.
@@ -86,6 +90,9 @@ func (c Config) tls() bool { return c.XDSCertFile != "" }
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.XDSAddress == "" {
 		errs = append(errs, errors.New("--xds-address is required"))
 	} else if e, err := flagcheck.ParseEndpoint("--xds-address", c.XDSAddress); err != nil {

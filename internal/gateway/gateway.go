@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 )
 
 // ErrNotReady is returned by Ready until listeners and clusters have been received.
@@ -33,6 +36,7 @@ type Gateway struct {
 	listeners *listenerManager
 	store     *configStore
 	xds       *xdsClient
+	otlp      *telemetry.Exporter
 
 	adminReady chan struct{} // closed once the admin server is bound or Start failed before
 	adminOnce  sync.Once
@@ -56,6 +60,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	g.listeners.proxy = newHTTPProxy(g.clusters, g.store.route, g.metrics, log.With("component", "http"))
 	node := &corev3.Node{Id: cfg.NodeID, Cluster: cfg.NodeCluster, UserAgentName: "meshrelay-gateway"}
 	g.xds = newXDSClient(cfg.XDSAddress, node, g.store, g.metrics, log.With("component", "xds"), cfg.MinBackoff, cfg.MaxBackoff)
+	var err error
+	attrs := []attribute.KeyValue{attribute.String("meshrelay.cluster", cfg.Cluster), attribute.String("service.instance.id", cfg.NodeID)}
+	if g.otlp, err = telemetry.New(cfg.Telemetry, "meshrelay-gateway", attrs, g.reg, log.With("component", "otlp")); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
 	return g, nil
 }
 
@@ -99,6 +108,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		eg.Go(func() error { return adm.Start(ectx) })
 	}
 	eg.Go(func() error { return g.xds.Start(ectx) })
+	eg.Go(func() error { return g.otlp.Start(ectx) })
 	err := eg.Wait()
 	cancel()
 	// The xDS stream has ended: nothing changes the configuration any more.

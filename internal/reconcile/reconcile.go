@@ -31,8 +31,13 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/meshrelay/meshrelay/api/v1alpha1"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/reconcile/safemode"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -94,6 +99,9 @@ type Config struct {
 	// keeps the lock above them). Called with the reconciler's lock held; it must not call
 	// back.
 	WitnessEpoch func(epoch uint64)
+	// Changes traces configuration changes: a translation that takes one in is its child,
+	// and the outputs it publishes carry it to their delivery (nil: not traced).
+	Changes *changetrace.Tracer
 }
 
 // Reconciler is the server's core loop. Create it with New and run it with Start.
@@ -453,6 +461,11 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 		return nil, nil, true
 	}
 	start := time.Now()
+	var span trace.Span = noop.Span{}
+	if !rd.inputsOnly {
+		ctx, span = r.cfg.Changes.Translation(ctx)
+	}
+	defer span.End()
 	tctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
 	r.mu.Lock()
@@ -464,7 +477,9 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	r.mu.Unlock()
 	if err != nil {
 		// Abandoned for a configuration change (logged by configChangedLocked), or ctx
-		// ended: translate again with what is newest.
+		// ended: translate again with what is newest (the traced change goes with it).
+		span.SetStatus(codes.Error, err.Error())
+		r.cfg.Changes.Applied(ctx)
 		r.kick.kick()
 		return nil, nil, false
 	}
@@ -480,6 +495,12 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	}
 	r.built = built
 	changed, ok = r.publish(rd, res, nexts, elapsed)
+	for _, c := range changed {
+		if out := r.Output(c); out != nil {
+			r.cfg.Changes.Published(ctx, c, out.Version)
+		}
+	}
+	span.SetAttributes(attribute.Int("meshrelay.outputs_changed", len(changed)), attribute.Int("meshrelay.translation_errors", len(res.Errors)))
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
 	}

@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
 )
@@ -97,6 +99,7 @@ type pullStream struct {
 	inSyncAt               string // the output hash last recorded as held without sending
 
 	inflight   *snapshot.Snapshot // sent, not yet answered
+	delivery   trace.Span         // the traced change inflight delivers (nil: none)
 	sentAt     time.Time
 	ackTimer   *time.Timer
 	nackedHash string    // the output the agent last refused, not sent again
@@ -122,6 +125,7 @@ func (p *pullStream) run(ctx context.Context, hello *relayv1.Held) error {
 	}
 	p.log.Info("pull stream opened", "heldVersion", hello.GetVersion())
 	defer p.log.Info("pull stream closed")
+	defer p.answered("stream closed before the agent answered")
 	p.hello(ctx, hello)
 	changed, unsubscribe := p.outputs.Subscribe(p.cluster)
 	defer unsubscribe()
@@ -221,15 +225,19 @@ func (p *pullStream) sync() error {
 func (p *pullStream) send(out *snapshot.Snapshot) error {
 	d := snapshot.Diff(p.held, out)
 	msg := relaywire.ToProto(d, p.heldHash)
+	span, tc := p.cfg.Changes.Deliver(p.stream.Context(), p.cluster, out.Version)
+	msg.TraceContext = tc
 	if err := relaywire.CheckSize("output of cluster "+p.cluster, msg, p.cfg.MaxMessageBytes-messageSlack); err != nil {
 		p.m.rejected.WithLabelValues("too-large").Inc()
 		p.log.Error("output cannot be sent: over the relay's limits", "version", out.Version, "error", err)
+		changetrace.Answered(span, err.Error())
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	if err := p.stream.Send(&relayv1.PullResponse{Message: &relayv1.PullResponse_Snapshot{Snapshot: msg}}); err != nil {
+		changetrace.Answered(span, err.Error())
 		return err
 	}
-	p.inflight, p.sentAt = out, time.Now()
+	p.inflight, p.sentAt, p.delivery = out, time.Now(), span
 	p.m.pullSent.WithLabelValues(p.cluster).Inc()
 	p.m.pullResources.WithLabelValues(p.cluster).Add(float64(len(d.Upserts) + len(d.Removals)))
 	p.m.pullBytes.WithLabelValues(p.cluster).Add(float64(sizeOf(d)))
@@ -267,6 +275,7 @@ func (p *pullStream) ack(a *relayv1.Ack) {
 	}
 	p.acks.Refused(p.cluster, a.GetVersion(), a.GetHash(), refusals)
 	p.m.ackSeconds.Observe(time.Since(p.sentAt).Seconds())
+	p.answered("")
 	p.inflight = nil
 }
 
@@ -277,6 +286,7 @@ func (p *pullStream) nack(n *relayv1.Nack) {
 		return
 	}
 	p.acks.Nacked(p.cluster, n.GetVersion(), n.GetHash(), n.GetError())
+	p.answered("nack: " + n.GetError())
 	p.log.Warn("agent refused output", "version", n.GetVersion(), "error", n.GetError(), "needFull", n.GetNeedFull())
 	if out, held, ok := relaywire.ParseStaleEpoch(n.GetError()); ok {
 		p.heldEpoch = max(p.heldEpoch, held)
@@ -319,6 +329,15 @@ func (p *pullStream) ackDeadline(replies <-chan *relayv1.PullRequest) error {
 	p.log.Warn("agent did not acknowledge in time; recycling stream", "version", p.inflight.Version, "after", time.Since(p.sentAt))
 	p.m.recycled.WithLabelValues(p.cluster).Inc()
 	return status.Errorf(codes.DeadlineExceeded, "no acknowledgement of version %d within %s", p.inflight.Version, p.cfg.AckTimeout)
+}
+
+// answered ends the span of the traced delivery in flight, if any, with the agent's answer
+// (err empty: an ACK).
+func (p *pullStream) answered(err string) {
+	if p.delivery != nil {
+		changetrace.Answered(p.delivery, err)
+		p.delivery = nil
+	}
 }
 
 func sizeOf(d snapshot.Delta) int {

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	relayv1 "github.com/meshrelay/meshrelay/api/relay/v1"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/relaywire"
 )
@@ -53,6 +54,8 @@ type ServerConfig struct {
 	Mode string
 	// CertTTL is the lifetime of issued agent certificates.
 	CertTTL time.Duration
+	// Changes traces configuration changes to the agents' answers (nil: not traced).
+	Changes *changetrace.Tracer
 	// AckTimeout recycles a Pull stream whose agent has not acknowledged a snapshot in time.
 	AckTimeout time.Duration
 	// Balancer, when set, redirects agents owned by another replica (agent balancing).

@@ -44,7 +44,17 @@ type seedWorld struct {
 
 func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra map[string]string) *seedWorld {
 	t.Helper()
-	h := newHarness(t)
+	return newSeedWorldIn(newHarness(t), serverExtra, localExtra, remoteExtra, nil)
+}
+
+// newSeedWorldIn builds the seed world in h; processExtra, when set, gives the extra flags of
+// the agent and the gateway of each cluster (role "agent" or "gateway").
+func newSeedWorldIn(h *harness, serverExtra []string, localExtra, remoteExtra map[string]string, processExtra func(role, cluster string) []string) *seedWorld {
+	t := h.t
+	t.Helper()
+	if processExtra == nil {
+		processExtra = func(string, string) []string { return nil }
+	}
 	w := &seedWorld{h: h}
 	ports := map[string]int{}
 	for _, n := range []string{"blue", "blue-admin", "green", "green-admin", "http", "failover", "gw-local", "gw-remote"} {
@@ -74,10 +84,12 @@ func newSeedWorld(t *testing.T, serverExtra []string, localExtra, remoteExtra ma
 		writeFile(t, filepath.Join(remote.discovery, f), c)
 	}
 	// The agents serve xDS on their default Unix socket in --state-dir.
-	w.local = h.startAgent("local", w.server)
-	w.remote = h.startAgent("remote", w.server)
-	w.gwLocal = h.start("gateway-local", "gateway", "--xds-address", w.local.xdsSocket(), "--node-id", "local", "--admin-address", addr("gw-local"), "--drain-timeout", "1s")
-	w.gwRemote = h.start("gateway-remote", "gateway", "--xds-address", w.remote.xdsSocket(), "--node-id", "remote", "--admin-address", addr("gw-remote"), "--drain-timeout", "1s")
+	w.local = h.startAgent("local", w.server, processExtra("agent", "local")...)
+	w.remote = h.startAgent("remote", w.server, processExtra("agent", "remote")...)
+	w.gwLocal = h.start("gateway-local", append([]string{"gateway", "--xds-address", w.local.xdsSocket(), "--node-id", "local",
+		"--admin-address", addr("gw-local"), "--drain-timeout", "1s"}, processExtra("gateway", "local")...)...)
+	w.gwRemote = h.start("gateway-remote", append([]string{"gateway", "--xds-address", w.remote.xdsSocket(), "--node-id", "remote",
+		"--admin-address", addr("gw-remote"), "--drain-timeout", "1s"}, processExtra("gateway", "remote")...)...)
 	w.url = "http://" + addr("http") + "/"
 	w.blueAdmin = "http://" + addr("blue-admin")
 	w.gwLocalAdmin = addr("gw-local")

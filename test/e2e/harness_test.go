@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if collectorBin.path != "" {
+		os.RemoveAll(filepath.Dir(collectorBin.path)) // built by collector
+	}
 	os.Exit(code)
 }
 
@@ -96,8 +99,14 @@ func (h *harness) addr() string {
 
 func (h *harness) start(name string, args ...string) *proc.Process {
 	h.t.Helper()
+	return h.startBin(name, bin, args...)
+}
+
+// startBin runs another binary than meshrelay's (the collector) as start does.
+func (h *harness) startBin(name, path string, args ...string) *proc.Process {
+	h.t.Helper()
 	logPath := filepath.Join(h.dir, name+".log")
-	p, err := proc.Start(name, bin, logPath, args...)
+	p, err := proc.Start(name, path, logPath, args...)
 	if err != nil {
 		h.t.Fatal(err)
 	}

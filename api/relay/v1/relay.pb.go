@@ -247,7 +247,11 @@ type SnapshotDelta struct {
 	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Content hash of the snapshot the sender assumed the receiver holds; a receiver whose
 	// state differs must ask for a full snapshot instead of applying the delta.
-	BaseHash      string `protobuf:"bytes,7,opt,name=base_hash,json=baseHash,proto3" json:"base_hash,omitempty"`
+	BaseHash string `protobuf:"bytes,7,opt,name=base_hash,json=baseHash,proto3" json:"base_hash,omitempty"`
+	// W3C trace context (keys "traceparent" and, when set, "tracestate") of the configuration
+	// change this snapshot delivers (output snapshots only): the agent's apply is a child span
+	// of the server's delivery span. Empty when the change is not traced; never stored.
+	TraceContext  map[string]string `protobuf:"bytes,8,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +333,13 @@ func (x *SnapshotDelta) GetBaseHash() string {
 		return x.BaseHash
 	}
 	return ""
+}
+
+func (x *SnapshotDelta) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 // Held says which snapshot a peer holds: its version, content hash and resource hashes.
@@ -1226,7 +1237,7 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\bResource\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x12\n" +
-	"\x04body\x18\x03 \x01(\fR\x04body\"\xce\x01\n" +
+	"\x04body\x18\x03 \x01(\fR\x04body\"\xdf\x02\n" +
 	"\rSnapshotDelta\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12,\n" +
@@ -1234,7 +1245,11 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\bremovals\x18\x04 \x03(\tR\bremovals\x12\x12\n" +
 	"\x04full\x18\x05 \x01(\bR\x04full\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1b\n" +
-	"\tbase_hash\x18\a \x01(\tR\bbaseHash\"\xda\x01\n" +
+	"\tbase_hash\x18\a \x01(\tR\bbaseHash\x12N\n" +
+	"\rtrace_context\x18\b \x03(\v2).relay.v1.SnapshotDelta.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x01\n" +
 	"\x04Held\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x12K\n" +
@@ -1308,7 +1323,7 @@ func file_relay_v1_relay_proto_rawDescGZIP() []byte {
 	return file_relay_v1_relay_proto_rawDescData
 }
 
-var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_relay_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_relay_v1_relay_proto_goTypes = []any{
 	(*RegisterRequest)(nil),  // 0: relay.v1.RegisterRequest
 	(*RegisterResponse)(nil), // 1: relay.v1.RegisterResponse
@@ -1326,36 +1341,38 @@ var file_relay_v1_relay_proto_goTypes = []any{
 	(*ObjectRefusal)(nil),    // 13: relay.v1.ObjectRefusal
 	(*Nack)(nil),             // 14: relay.v1.Nack
 	(*Redirect)(nil),         // 15: relay.v1.Redirect
-	nil,                      // 16: relay.v1.Held.ResourceHashesEntry
+	nil,                      // 16: relay.v1.SnapshotDelta.TraceContextEntry
+	nil,                      // 17: relay.v1.Held.ResourceHashesEntry
 }
 var file_relay_v1_relay_proto_depIdxs = []int32{
 	2,  // 0: relay.v1.SnapshotDelta.upserts:type_name -> relay.v1.Resource
-	16, // 1: relay.v1.Held.resource_hashes:type_name -> relay.v1.Held.ResourceHashesEntry
-	4,  // 2: relay.v1.Hello.held:type_name -> relay.v1.Held
-	5,  // 3: relay.v1.PushRequest.hello:type_name -> relay.v1.Hello
-	3,  // 4: relay.v1.PushRequest.snapshot:type_name -> relay.v1.SnapshotDelta
-	7,  // 5: relay.v1.PushRequest.report:type_name -> relay.v1.AgentReport
-	8,  // 6: relay.v1.AgentReport.data_plane:type_name -> relay.v1.DataPlaneProblem
-	4,  // 7: relay.v1.PushResponse.held:type_name -> relay.v1.Held
-	12, // 8: relay.v1.PushResponse.ack:type_name -> relay.v1.Ack
-	15, // 9: relay.v1.PushResponse.redirect:type_name -> relay.v1.Redirect
-	5,  // 10: relay.v1.PullRequest.hello:type_name -> relay.v1.Hello
-	12, // 11: relay.v1.PullRequest.ack:type_name -> relay.v1.Ack
-	14, // 12: relay.v1.PullRequest.nack:type_name -> relay.v1.Nack
-	3,  // 13: relay.v1.PullResponse.snapshot:type_name -> relay.v1.SnapshotDelta
-	15, // 14: relay.v1.PullResponse.redirect:type_name -> relay.v1.Redirect
-	13, // 15: relay.v1.Ack.refusals:type_name -> relay.v1.ObjectRefusal
-	0,  // 16: relay.v1.RelayService.Register:input_type -> relay.v1.RegisterRequest
-	6,  // 17: relay.v1.RelayService.Push:input_type -> relay.v1.PushRequest
-	10, // 18: relay.v1.RelayService.Pull:input_type -> relay.v1.PullRequest
-	1,  // 19: relay.v1.RelayService.Register:output_type -> relay.v1.RegisterResponse
-	9,  // 20: relay.v1.RelayService.Push:output_type -> relay.v1.PushResponse
-	11, // 21: relay.v1.RelayService.Pull:output_type -> relay.v1.PullResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 1: relay.v1.SnapshotDelta.trace_context:type_name -> relay.v1.SnapshotDelta.TraceContextEntry
+	17, // 2: relay.v1.Held.resource_hashes:type_name -> relay.v1.Held.ResourceHashesEntry
+	4,  // 3: relay.v1.Hello.held:type_name -> relay.v1.Held
+	5,  // 4: relay.v1.PushRequest.hello:type_name -> relay.v1.Hello
+	3,  // 5: relay.v1.PushRequest.snapshot:type_name -> relay.v1.SnapshotDelta
+	7,  // 6: relay.v1.PushRequest.report:type_name -> relay.v1.AgentReport
+	8,  // 7: relay.v1.AgentReport.data_plane:type_name -> relay.v1.DataPlaneProblem
+	4,  // 8: relay.v1.PushResponse.held:type_name -> relay.v1.Held
+	12, // 9: relay.v1.PushResponse.ack:type_name -> relay.v1.Ack
+	15, // 10: relay.v1.PushResponse.redirect:type_name -> relay.v1.Redirect
+	5,  // 11: relay.v1.PullRequest.hello:type_name -> relay.v1.Hello
+	12, // 12: relay.v1.PullRequest.ack:type_name -> relay.v1.Ack
+	14, // 13: relay.v1.PullRequest.nack:type_name -> relay.v1.Nack
+	3,  // 14: relay.v1.PullResponse.snapshot:type_name -> relay.v1.SnapshotDelta
+	15, // 15: relay.v1.PullResponse.redirect:type_name -> relay.v1.Redirect
+	13, // 16: relay.v1.Ack.refusals:type_name -> relay.v1.ObjectRefusal
+	0,  // 17: relay.v1.RelayService.Register:input_type -> relay.v1.RegisterRequest
+	6,  // 18: relay.v1.RelayService.Push:input_type -> relay.v1.PushRequest
+	10, // 19: relay.v1.RelayService.Pull:input_type -> relay.v1.PullRequest
+	1,  // 20: relay.v1.RelayService.Register:output_type -> relay.v1.RegisterResponse
+	9,  // 21: relay.v1.RelayService.Push:output_type -> relay.v1.PushResponse
+	11, // 22: relay.v1.RelayService.Pull:output_type -> relay.v1.PullResponse
+	20, // [20:23] is the sub-list for method output_type
+	17, // [17:20] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_relay_v1_relay_proto_init() }
@@ -1388,7 +1405,7 @@ func file_relay_v1_relay_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_relay_v1_relay_proto_rawDesc), len(file_relay_v1_relay_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

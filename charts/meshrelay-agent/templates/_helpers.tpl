@@ -128,6 +128,10 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- else }}
 - --xds-address=unix:///var/lib/meshrelay/state/xds.sock
 {{- end }}
+{{- if .Values.telemetryCollector.enabled }}
+- --otlp-endpoint=127.0.0.1:4317
+- --otlp-insecure
+{{- end }}
 - {{ printf "--log-level=%s" .Values.log.level | quote }}
 - {{ printf "--log-format=%s" .Values.log.format | quote }}
 {{- if .Values.kubernetes.enabled }}
@@ -164,4 +168,30 @@ with the real command, so a flag the binary does not have fails the tests.
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+The telemetry collector sidecar's configuration: the chart's receivers, processors and
+pipelines, with telemetryCollector.config merged over them; the pipelines export to every
+exporter given (one per telemetry gateway address).
+*/}}
+{{- define "meshrelay-agent.collectorConfig" -}}
+{{- $user := deepCopy (.Values.telemetryCollector.config | default dict) }}
+{{- $exporters := $user.exporters | default dict }}
+{{- if not $exporters }}
+{{- fail "telemetryCollector.config.exporters is required with telemetryCollector.enabled: one exporter per telemetry gateway address (otlp, otlp/2, …) with endpoint host:4317 and tls.ca_file" }}
+{{- end }}
+{{- range $name, $e := $exporters }}
+{{- if not (and (kindIs "map" $e) (get $e "endpoint")) }}
+{{- fail (printf "telemetryCollector.config.exporters.%s.endpoint is required: host:port of a telemetry gateway (default port 4317)" $name) }}
+{{- end }}
+{{- end }}
+{{- $names := keys $exporters | sortAlpha }}
+{{- $base := dict
+  "receivers" (dict "otlp" (dict "protocols" (dict "grpc" (dict "endpoint" "127.0.0.1:4317"))))
+  "processors" (dict "memory_limiter" (dict "check_interval" "1s" "limit_mib" 256 "spike_limit_mib" 64) "batch" (dict "timeout" "1s"))
+  "service" (dict "telemetry" (dict "metrics" (dict "level" "none")) "pipelines" (dict
+    "metrics" (dict "receivers" (list "otlp") "processors" (list "memory_limiter" "batch") "exporters" $names)
+    "traces" (dict "receivers" (list "otlp") "processors" (list "memory_limiter" "batch") "exporters" $names))) }}
+{{- toYaml (mustMergeOverwrite $base $user) }}
 {{- end }}

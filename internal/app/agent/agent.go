@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -28,6 +29,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/kubelease"
 	"github.com/meshrelay/meshrelay/internal/runner"
 	"github.com/meshrelay/meshrelay/internal/sink"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/xds"
 )
@@ -44,6 +46,8 @@ type Config struct {
 	XDSTLS     bool
 	Kube       KubeConfig
 	Leader     LeaderConfig
+	// Telemetry exports the agent's metrics and its apply spans over OTLP (--otlp-endpoint).
+	Telemetry telemetry.Config
 }
 
 // LeaderConfig configures leader election among the agent replicas of one cluster.
@@ -105,11 +109,15 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 		"until it arrives every handshake is refused) and admits only clients whose certificate chains to the mesh CA and names spiffe://<trust-domain>/cluster/<cluster>/gateway/<node> for the xDS node id they send "+
 		"('meshrelay gateway issue-cert' issues them); refusals are logged, counted in meshrelay_xds_refused_total{reason} and shown in /status (xds.refusedConnections)")
 	fs.StringVar(&c.AdminAddress, "admin-address", ":9977", "address of the agent's admin HTTP endpoint: /healthz, /readyz, /metrics, /status")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	var errs []error
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Agent.TokenFile == "" {
 		c.Agent.Token = os.Getenv("MESHRELAY_TOKEN")
 	}
@@ -286,6 +294,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	otlp, err := telemetry.New(cfg.Telemetry, "meshrelay-agent", []attribute.KeyValue{attribute.String("meshrelay.cluster", cfg.Agent.Cluster)},
+		reg, log.With("component", "otlp"))
+	if err != nil {
+		return err
+	}
 	var src interface {
 		relayagent.Source
 		Errors() []string
@@ -343,7 +356,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
 		sinks.XDS = xdsServer
 	}
-	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}))
+	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}),
+		relayagent.WithTracerProvider(otlp.TracerProvider()))
 	if err != nil {
 		return err
 	}
@@ -424,6 +438,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		"leaderElection", cfg.Leader.Enabled, "xdsAddress", cfg.XDSAddress, "xdsTLS", cfg.XDSTLS)
 	run := runner.New(log.With("component", "runner"))
 	run.Add("admin", adm)
+	run.Add("otlp", otlp)
 	if leader != nil {
 		run.Add("leader-election", runner.Func(leader.Run)) // runs leading while it holds the Lease
 	} else {

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/changelog"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/crsource"
 	"github.com/meshrelay/meshrelay/internal/discovery"
@@ -54,6 +56,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
@@ -107,6 +110,8 @@ type Config struct {
 	Kube                   KubeConfig
 	// Version is the binary's version for meshrelay_build_info (set by the CLI, no flag).
 	Version string
+	// Telemetry exports the server's metrics and configuration-change traces over OTLP.
+	Telemetry telemetry.Config
 }
 
 // KubeConfig configures Kubernetes mode: the configuration comes from meshrelay's custom
@@ -164,11 +169,15 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.LeaseDuration, "lease-duration", 5*time.Second, "leader lease; a leader that cannot renew steps down at two thirds of it")
 	fs.BoolVar(&c.SafeMode, "safe-mode", true, "after a start, hold translation until every registered cluster (except skipWarming ones) has sent its input snapshot")
 	fs.IntVar(&c.SafeStartWindow, "safe-start-window", 0, "with --safe-mode=false: seconds to wait at most for missing inputs before translating with what is present; 0 does not wait")
+	c.Telemetry.RegisterFlags(fs)
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	var errs []error
+	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.TLSMode != relaywire.ModeMTLS && c.TLSMode != relaywire.ModeTLS {
 		errs = append(errs, fmt.Errorf("--relay-tls-mode %q: want mtls or tls", c.TLSMode))
 	}
@@ -404,6 +413,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			Help: "When the admin API's serving certificate in service expires (Unix seconds)."},
 			func() float64 { return float64(adminCert.notAfter().Unix()) }))
 	}
+	otlp, err := telemetry.New(cfg.Telemetry, "meshrelay-server", []attribute.KeyValue{attribute.String("meshrelay.mgmt_cluster", orDefault(cfg.MgmtClusterName, "default"))},
+		reg, log.With("component", "otlp"))
+	if err != nil {
+		return err
+	}
+	changes := changetrace.New(otlp.TracerProvider())
 
 	var store snapshot.Store
 	var redisStore *redisstore.Store
@@ -506,6 +521,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		Role:             role,
 		OnTranslate:      onTranslate,
 		WitnessEpoch:     witness,
+		Changes:          changes,
 	}, store, translate.NewTranslator(), certs.Source, log.With("component", "reconcile"), reg)
 	certs.SetReconciler(rec)
 	rotation := &meshRotation{auth: meshAuth, issuer: issuer, rec: rec, log: log.With("component", "mesh-ca"),
@@ -518,7 +534,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}}
 	rotation.metrics(reg)
 
-	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: revocations}
+	rcfg := relay.ServerConfig{Token: token, Mode: cfg.TLSMode, CertTTL: cfg.AgentCertTTL, Authority: auth, Revocations: revocations, Changes: changes}
 	if cfg.LoadBalancing {
 		rcfg.Balancer = coord
 	}
@@ -562,9 +578,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}
 	status := func() any { return serverStatus() }
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, Version: cfg.Version, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
-	changes := changelog.New(0)
-	configapi.Register(adm, recordedConfig{rec, changes}, adminToken)
-	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: changes, agentCertTTL: cfg.AgentCertTTL}, adminToken, adminCert != nil, log.With("component", "ui"))
+	timeline := changelog.New(0)
+	configapi.Register(adm, recordedConfig{rec, timeline}, adminToken, changes)
+	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: timeline, agentCertTTL: cfg.AgentCertTTL}, adminToken, adminCert != nil, log.With("component", "ui"))
 	rotation.register(configapi.Protected(adm, adminToken))
 	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
 	registerRelayCA(adm, rs, cfg.TrustDomain, adminToken)
@@ -601,7 +617,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		}
 	}))
 	run.Add("admin", adm)
-	run.Add("change-acks", runner.Func(func(ctx context.Context) error { return observeChanges(ctx, rec, changes) }))
+	run.Add("change-acks", runner.Func(func(ctx context.Context) error { return observeChanges(ctx, rec, timeline) }))
+	run.Add("otlp", otlp)
 	run.Add("relay sessions", runner.Func(rs.Run))
 	run.Add("relay server", runner.Func(func(ctx context.Context) error {
 		errc := make(chan error, 1)
@@ -617,11 +634,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}))
 	if dir != nil {
 		run.Add("config-dir", runner.Func(func(ctx context.Context) error {
-			return dir.Start(ctx, recordDir(rec, changes, changelog.PathConfigDir))
+			return dir.Start(ctx, recordDir(rec, timeline, changelog.PathConfigDir))
 		}))
 	}
 	if crs != nil {
-		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, recordDir(rec, changes, changelog.PathCR)) }))
+		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, recordDir(rec, timeline, changelog.PathCR)) }))
 		// Leader-only (it says so), yet started on every replica as before: it reads leader
 		// before each round, and role-watch kicks it when the role changes.
 		run.Add("cr-status", crStatus)
