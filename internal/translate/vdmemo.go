@@ -29,18 +29,10 @@ import (
 // endpoints of c's own backings (which c reaches directly, not through its gateway).
 func (w *world) vdPortKey(c string, vd typed[v1alpha1.VirtualDestination], vi int, port v1alpha1.VirtualDestinationPort) string {
 	h := sha256.New()
-	write := func(s string) { writeField(h, s) }
-	write(w.vdStaticKey(vi))
-	write(strconv.Itoa(port.Number))
-	write(w.vdSharedKey(vd, vi, port))
-	write(c)
-	write(w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion])
-	t := w.clientTLS(c, "")
-	write(t.CertSecret)
-	write(t.CASecret)
+	writeField(h, w.vdOthersKey(c, vi, port, vd)) // all but the own endpoints
 	for _, b := range backingsIn(w.vdBackings(vd, port), c) {
-		write(b.u.name)
-		write(w.endpointsDigest(c, b.u))
+		writeField(h, b.u.name)
+		writeField(h, w.endpointsDigest(c, b.u))
 	}
 	return "vd|" + hex.EncodeToString(h.Sum(nil))
 }
