@@ -62,7 +62,17 @@ func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	replica := start(t, rcfg)
 	s.nodes = []*Server{primary, replica}
 	poll.Eventually(t, readyTimeout, "redistest: replica "+replica.Addr()+" in sync with "+primary.Addr(), func() error {
-		return replica.query(t.Context(), func(c *redis.Client) error { return linkUp(t.Context(), c) })
+		if err := replica.query(t.Context(), func(c *redis.Client) error { return linkUp(t.Context(), c) }); err != nil {
+			return err
+		}
+		// The primary's own view too: what `meshrelay check` counts (state=online).
+		return primary.query(t.Context(), func(c *redis.Client) error {
+			info, err := c.Info(t.Context(), "replication").Result()
+			if err == nil && !strings.Contains(info, "state=online") {
+				err = errors.New("the primary does not list its replica online yet")
+			}
+			return err
+		})
 	})
 
 	conf := fmt.Sprintf("sentinel monitor %[1]s 127.0.0.1 %[2]d 2\n"+
@@ -469,6 +479,10 @@ func (c *Cluster) waitOK(t testing.TB) {
 				return err
 			}
 			if infoField(info, "role") != "slave" {
+				// The primary's own view too: what `meshrelay check` counts (state=online).
+				if online := strings.Count(info, "state=online"); online != 1 {
+					return fmt.Errorf("primary %s: %d replicas online", n.Addr(), online)
+				}
 				continue
 			}
 			if st := infoField(info, "master_link_status"); st != "up" {
