@@ -171,15 +171,16 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 					served[b.u.name] = true
 				}
 			}
-			key := w.vdPortKey(c, vd, vi, port)
+			okey := w.vdOthersKey(c, vi, port, vd)
+			key := w.vdPortKey(c, vd, port, okey)
 			cached, ok := w.vd.prev[key]
 			if ok {
 				w.vd.reused++
 				if cached.others != nil {
-					w.vd.othersNext[w.vdOthersKey(c, vi, port, vd)] = cached.others
+					w.vd.othersNext[okey] = cached.others
 				}
 			} else {
-				cached = w.vdPortUpstream(c, vd, vi, port)
+				cached = w.vdPortUpstream(c, vd, port, okey)
 				w.vd.planned++
 			}
 			w.vd.next[key] = cached
@@ -242,16 +243,16 @@ func (w *world) applyVirtualDestinations(c string, p *Plan, ups map[string]*Upst
 }
 
 // vdPortUpstream builds the upstream a VirtualDestination port gives cluster c (a nil plan
-// when no backing has an endpoint). It reads exactly what vdPortKey covers. It assembles
-// the upstream from c's own endpoints and the others' part when that is exact (vdsplit.go).
-func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], vi int, port v1alpha1.VirtualDestinationPort) *vdUpstream {
+// when no backing has an endpoint). It reads exactly what vdPortKey covers; okey is its
+// vdOthersKey. It assembles the upstream from c's own endpoints and the others' part (kept
+// under okey) when that is exact (vdsplit.go).
+func (w *world) vdPortUpstream(c string, vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort, okey string) *vdUpstream {
 	backings := w.vdBackings(vd, port)
 	fp := w.failoverPolicyFor(vd)
 	region := w.clusters[c].Metadata.Labels[v1alpha1.LabelRegion]
 	res := &vdUpstream{}
 	var prios [][]Endpoint
 	if !noAssembly.Load() {
-		okey := w.vdOthersKey(c, vi, port, vd)
 		o, remembered := w.vd.othersPrev[okey]
 		if !remembered {
 			o = w.buildOthers(c, region, backings, fp)

@@ -23,13 +23,13 @@ import (
 // world computes once per translation rather than of the upstream itself; the same key,
 // not planHash, keys its rendering (planKeys).
 
-// vdPortKey is the key of the upstream a VirtualDestination port gives cluster c: the
-// VirtualDestination and the policies that apply to it (vdStaticKey), the port, every
-// backing with what c reads of it (vdSharedKey), c's region and client TLS, and the
+// vdPortKey is the key of the upstream a VirtualDestination port gives cluster c: its
+// othersKey (vdOthersKey: the VirtualDestination and the policies that apply to it, the
+// port, every backing with what c reads of it, c's region and client TLS) and the
 // endpoints of c's own backings (which c reaches directly, not through its gateway).
-func (w *world) vdPortKey(c string, vd typed[v1alpha1.VirtualDestination], vi int, port v1alpha1.VirtualDestinationPort) string {
+func (w *world) vdPortKey(c string, vd typed[v1alpha1.VirtualDestination], port v1alpha1.VirtualDestinationPort, othersKey string) string {
 	h := sha256.New()
-	writeField(h, w.vdOthersKey(c, vi, port, vd)) // all but the own endpoints
+	writeField(h, othersKey) // vdOthersKey: all but the own endpoints
 	for _, b := range backingsIn(w.vdBackings(vd, port), c) {
 		writeField(h, b.u.name)
 		writeField(h, w.endpointsDigest(c, b.u))
