@@ -18,6 +18,30 @@ func parseFlags(t *testing.T, args ...string) Config {
 	return c
 }
 
+// checkStoreFlags parses args as the server's flags and checks that Validate fails with an
+// error containing wantErr, or, with wantErr "", passes and gives the store kind and name.
+func checkStoreFlags(t *testing.T, args []string, wantErr, kind, name string) {
+	t.Helper()
+	c := parseFlags(t, args...)
+	err := c.Validate()
+	switch {
+	case wantErr != "":
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Errorf("%q: Validate = %v, want an error containing %q", args, err, wantErr)
+		}
+		return
+	case err != nil:
+		t.Errorf("%q: Validate = %v", args, err)
+		return
+	}
+	if got := c.StoreKind(); got != kind {
+		t.Errorf("%q: store %q, want %q", args, got, kind)
+	}
+	if got := storeName(c); got != name {
+		t.Errorf("%q: storeName %q, want %q", args, got, name)
+	}
+}
+
 // TestStoreFlag: bolt by default, redis implied by --redis-address, memory only when asked,
 // and a contradictory combination names both flags.
 func TestStoreFlag(t *testing.T) {
@@ -37,24 +61,7 @@ func TestStoreFlag(t *testing.T) {
 		{args: []string{"--store", "memory", "--redis-address", "127.0.0.1:6379"}, err: "--store memory contradicts --redis-address"},
 		{args: []string{"--store", "etcd"}, err: `--store "etcd": want bolt, redis or memory`},
 	} {
-		c := parseFlags(t, tc.args...)
-		err := c.Validate()
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: Validate = %v, want an error containing %q", tc.args, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: Validate = %v", tc.args, err)
-			continue
-		}
-		if got := c.StoreKind(); got != tc.kind {
-			t.Errorf("%q: store %q, want %q", tc.args, got, tc.kind)
-		}
-		if got := storeName(c); got != tc.name {
-			t.Errorf("%q: storeName %q, want %q", tc.args, got, tc.name)
-		}
+		checkStoreFlags(t, tc.args, tc.err, tc.kind, tc.name)
 	}
 }
 
@@ -82,24 +89,7 @@ func TestRedisModeFlags(t *testing.T) {
 		{args: []string{"--mgmt-cluster-name", "west"}, err: "need a shared store: set --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses)"},
 		{args: []string{"--redis-tls"}, err: "--redis-tls, --redis-tls-ca-file and --redis-tls-server-name need --redis-address (or --redis-sentinel-addresses or --redis-cluster-addresses)"},
 	} {
-		c := parseFlags(t, tc.args...)
-		err := c.Validate()
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("%q: Validate = %v, want an error containing %q", tc.args, err, tc.err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("%q: Validate = %v", tc.args, err)
-			continue
-		}
-		if got := c.StoreKind(); got != StoreRedis {
-			t.Errorf("%q: store %q, want redis", tc.args, got)
-		}
-		if got := storeName(c); got != tc.name {
-			t.Errorf("%q: storeName %q, want %q", tc.args, got, tc.name)
-		}
+		checkStoreFlags(t, tc.args, tc.err, StoreRedis, tc.name)
 	}
 }
 
