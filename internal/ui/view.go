@@ -28,6 +28,8 @@ type Inputs struct {
 	// AgentCertTTL is the lifetime of the relay certificates agents are issued.
 	AgentCertTTL time.Duration
 	Changes      []changelog.Entry
+	// Telemetry is what the telemetry gateway reports of the gateways.
+	Telemetry TelemetryView
 }
 
 // View is what the page shows.
@@ -43,6 +45,8 @@ type View struct {
 	Changes  []ChangeView
 	Certs    []CertView
 	Problems []string
+	// Telemetry is the gateways' live state, request rates and health checks.
+	Telemetry TelemetryView
 }
 
 // ClusterView is one registered (or connected) cluster.
@@ -147,6 +151,7 @@ func Build(in Inputs) View {
 	v.Topology = topology(in)
 	v.Changes = changes(in.Changes, v.Clusters)
 	v.Certs = certs(in)
+	v.Telemetry = in.Telemetry
 	v.Problems = append(v.Problems, st.TranslationErrors...)
 	v.Problems = append(v.Problems, st.ConfigErrors...)
 	keys := make([]string, 0, len(st.ResourceStatus))
