@@ -3,6 +3,7 @@ package ui
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -432,9 +433,37 @@ func certs(in Inputs) []CertView {
 	for _, n := range names {
 		add("gateway identity", n, in.GatewayCerts[n], "mesh certificate; the server renews it")
 	}
+	// Agents' client certificates as their servers saw them at the handshake; an agent
+	// renews at two thirds of the lifetime, so under a third left means renewal is overdue.
+	agents := map[string]time.Time{}
+	for _, sv := range st.Plane.Servers {
+		for _, c := range sv.Clusters {
+			if na := c.Connection.CertificateNotAfter; na.After(agents[c.Name]) {
+				agents[c.Name] = na
+			}
+		}
+	}
+	for name, c := range st.Connections {
+		if c.CertificateNotAfter.After(agents[name]) {
+			agents[name] = c.CertificateNotAfter
+		}
+	}
+	soon = in.AgentCertTTL / 3
+	for _, n := range slices.Sorted(maps.Keys(agents)) {
+		add("agent certificate", n, agents[n], "client certificate at the agent's last handshake; the agent renews it at two thirds of its life")
+	}
 	if in.AgentCertTTL > 0 {
-		// The server keeps no copy of the relay certificates it issues agents.
-		add("agent certificates", "every agent", time.Time{}, fmt.Sprintf("issued for %s at registration and renewed by each agent; its /status shows the expiry", in.AgentCertTTL))
+		var missing []string
+		for _, c := range st.Clusters {
+			if _, ok := agents[c.Name]; !ok {
+				missing = append(missing, c.Name)
+			}
+		}
+		if len(missing) > 0 || len(st.Clusters) == 0 {
+			// The server keeps no copy of the relay certificates it issues agents: it
+			// sees one only while its agent is connected.
+			add("agent certificate", orNone(missing), time.Time{}, fmt.Sprintf("no agent connected (or tls mode): issued for %s at registration and renewed by each agent; its /status shows the expiry", in.AgentCertTTL))
+		}
 	}
 	return out
 }
