@@ -316,6 +316,9 @@ func health(in Inputs) []Check {
 	add("management plane view", st.Plane.Error == "", cmp.Or(st.Plane.Error, fmt.Sprintf("%d servers", len(st.Plane.Servers))))
 	add("relay CA rotation", st.RelayCA.Phase == "" || st.RelayCA.Phase == "idle", fmt.Sprintf("phase %s, pending %s", cmp.Or(st.RelayCA.Phase, "idle"), orNone(st.RelayCA.Pending)))
 	add("mesh CA rotation", st.MeshCA.Phase == "" || st.MeshCA.Ready, fmt.Sprintf("phase %s", cmp.Or(st.MeshCA.Phase, "none")))
+	if tl := st.Telemetry; tl != nil {
+		add("telemetry gateway", tl.Error == "", cmp.Or(tl.Error, "read "+tl.URL))
+	}
 	if len(st.RateLimited) > 0 {
 		add("relay rate limit", false, fmt.Sprintf("%d sources refused for too many attempts", len(st.RateLimited)))
 	}

@@ -565,6 +565,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
 		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
 	}, cfg.LeaseDuration/5, log.With("component", "plane"))
+	var tel *ui.Telemetry
+	if cfg.TelemetryPrometheusURL != "" {
+		tel = ui.NewTelemetry(cfg.TelemetryPrometheusURL, 0, reg, log.With("component", "ui-telemetry"))
+	}
 	serverStatus := func() configapi.ServerStatus {
 		st := rec.Status()
 		if dir != nil {
@@ -582,16 +586,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if sf := replication.Status(); sf != nil {
 			ss.StoreReplication = sf.String()
 		}
+		if tel != nil {
+			v := tel.View()
+			ss.Telemetry = &configapi.TelemetryStatus{URL: v.Source, LastRead: v.LastScrape, Error: v.Error, ErrorSince: v.ErrorSince}
+		}
 		return ss
 	}
 	status := func() any { return serverStatus() }
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, Version: cfg.Version, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	timeline := changelog.New(0)
 	configapi.Register(adm, recordedConfig{rec, timeline}, adminToken, changes)
-	var tel *ui.Telemetry
-	if cfg.TelemetryPrometheusURL != "" {
-		tel = ui.NewTelemetry(cfg.TelemetryPrometheusURL, 0, reg, log.With("component", "ui-telemetry"))
-	}
 	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: timeline, agentCertTTL: cfg.AgentCertTTL, telemetry: tel},
 		adminToken, adminCert != nil, reg, log.With("component", "ui"))
 	rotation.register(configapi.Protected(adm, adminToken))
