@@ -177,6 +177,16 @@ type EndpointHealth struct {
 	Healthy                                        bool
 }
 
+// Status is the source, its last good read and its error, for the server's /status.
+func (t *Telemetry) Status() (source string, lastRead time.Time, err string, errSince time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.lastErr != nil {
+		err, errSince = t.lastErr.Error(), t.errAt
+	}
+	return t.url, t.okAt, err, errSince
+}
+
 // View returns what the page shows now (nil t: the URL is unset).
 func (t *Telemetry) View() TelemetryView {
 	if t == nil {
@@ -196,52 +206,41 @@ func (t *Telemetry) View() TelemetryView {
 		return s.Labels["meshrelay_cluster"], cmp.Or(s.Labels["service_instance_id"], s.Labels["instance"])
 	}
 	type gwKey struct{ cluster, gateway, upstream string }
-	active := map[gwKey]*GatewayUpstream{}
+	priority := map[gwKey]int{}
+	since := map[gwKey]GatewayUpstream{}
 	prior := map[string]float64{} // series key → value in the first scrape
 	for _, s := range first.samples {
 		if s.Name == "meshrelay_gateway_request_duration_seconds_count" {
 			prior[seriesKey(s)] = s.Value
 		}
 	}
+	span := last.at.Sub(first.at)
 	for _, s := range last.samples {
 		c, g := src(s)
+		k := gwKey{c, g, s.Labels["cluster"]}
 		switch s.Name {
 		case "meshrelay_gateway_active_priority":
-			k := gwKey{c, g, s.Labels["cluster"]}
-			u := active[k]
-			if u == nil {
-				u = &GatewayUpstream{Cluster: c, Gateway: g, Upstream: k.upstream}
-				active[k] = u
-			}
-			u.Priority = int(s.Value)
+			priority[k] = int(s.Value)
 		case "meshrelay_gateway_active_priority_since_timestamp_seconds":
 			// A changed reason is a new series; the old one lingers in the telemetry
 			// gateway until it expires, so the newest one is the current state.
-			k := gwKey{c, g, s.Labels["cluster"]}
-			u := active[k]
-			if u == nil {
-				u = &GatewayUpstream{Cluster: c, Gateway: g, Upstream: k.upstream, Priority: -2}
-				active[k] = u
-			}
-			if at := time.UnixMilli(int64(s.Value * 1e3)).UTC(); at.After(u.Since) {
-				u.Since, u.Reason = at, s.Labels["reason"]
+			if at := time.UnixMilli(int64(s.Value * 1e3)).UTC(); at.After(since[k].Since) {
+				since[k] = GatewayUpstream{Since: at, Reason: s.Labels["reason"]}
 			}
 		case "meshrelay_gateway_request_duration_seconds_count":
-			r := RequestRate{Cluster: c, Gateway: g, Route: s.Labels["route"], Upstream: s.Labels["cluster"], Code: s.Labels["code"], Total: s.Value}
-			if p, ok := prior[seriesKey(s)]; ok && last.at.Sub(first.at) >= RateWindow/2 && s.Value >= p {
-				r.PerSecond, r.Rated = (s.Value-p)/last.at.Sub(first.at).Seconds(), true
+			r := RequestRate{Cluster: c, Gateway: g, Route: s.Labels["route"], Upstream: k.upstream, Code: s.Labels["code"], Total: s.Value}
+			if p, ok := prior[seriesKey(s)]; ok && span >= RateWindow/2 && s.Value >= p {
+				r.PerSecond, r.Rated = (s.Value-p)/span.Seconds(), true
 			}
 			v.Requests = append(v.Requests, r)
 		case "meshrelay_gateway_upstream_healthy":
-			v.Endpoints = append(v.Endpoints, EndpointHealth{Cluster: c, Gateway: g, Upstream: s.Labels["cluster"],
+			v.Endpoints = append(v.Endpoints, EndpointHealth{Cluster: c, Gateway: g, Upstream: k.upstream,
 				Endpoint: s.Labels["endpoint"], Priority: s.Labels["priority"], Healthy: s.Value == 1})
 		}
 	}
-	for _, u := range active {
-		if u.Priority == -2 {
-			continue // a since without its priority: the gateway's series are expiring
-		}
-		v.Gateways = append(v.Gateways, *u)
+	for k, p := range priority {
+		v.Gateways = append(v.Gateways, GatewayUpstream{Cluster: k.cluster, Gateway: k.gateway, Upstream: k.upstream, Priority: p,
+			Since: since[k].Since, Reason: since[k].Reason})
 	}
 	slices.SortFunc(v.Gateways, func(a, b GatewayUpstream) int {
 		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Gateway, b.Gateway), cmp.Compare(a.Upstream, b.Upstream))

@@ -587,8 +587,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 			ss.StoreReplication = sf.String()
 		}
 		if tel != nil {
-			v := tel.View()
-			ss.Telemetry = &configapi.TelemetryStatus{URL: v.Source, LastRead: v.LastScrape, Error: v.Error, ErrorSince: v.ErrorSince}
+			ts := &configapi.TelemetryStatus{}
+			ts.URL, ts.LastRead, ts.Error, ts.ErrorSince = tel.Status()
+			ss.Telemetry = ts
 		}
 		return ss
 	}
