@@ -332,6 +332,13 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		}
 		add("admin certificate", left > 24*time.Hour && st.AdminCertError == "", "%s", detail)
 	}
+	if tl := st.Telemetry; tl != nil {
+		if tl.Error != "" {
+			add("telemetry gateway", false, "the UI cannot read %s since %s: %s", tl.URL, tl.ErrorSince.Format(time.RFC3339), tl.Error)
+		} else {
+			add("telemetry gateway", true, "%s read at %s", tl.URL, tl.LastRead.Format(time.RFC3339))
+		}
+	}
 	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {
 		all := append(append([]string{}, st.ConfigErrors...), st.TranslationErrors...)
 		add("translation", false, "%d errors: %s", len(all), strings.Join(all, "; "))
