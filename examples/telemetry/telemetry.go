@@ -66,6 +66,7 @@ func CollectorAgentFor(vars map[string]string, gateways []string) ([]byte, error
 		return nil, fmt.Errorf("example %s: no telemetry gateway address", CollectorAgent)
 	}
 	v := maps.Clone(vars)
+	// The example's exporters are rebuilt below from its first one: any address will do here.
 	v["TELEMETRY_GATEWAY_1"], v["TELEMETRY_GATEWAY_2"] = gateways[0], gateways[0]
 	b, err := Expand(CollectorAgent, v)
 	if err != nil {

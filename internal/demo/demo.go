@@ -9,6 +9,7 @@ package demo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -61,6 +62,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		if opts.Binary, err = os.Executable(); err != nil {
 			return fmt.Errorf("find own binary: %w", err)
 		}
+	}
+	if opts.CollectorBinary != "" && !opts.Telemetry {
+		return errors.New("--collector-binary is the telemetry pipeline's collector: it needs --telemetry (on by default)")
 	}
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = 20 * time.Second
