@@ -315,21 +315,9 @@ func (e *env) checkPipeline(ctx context.Context) error {
 	}
 	var traceID string
 	err = e.until(ctx, func() error {
-		merged, err := scrape(ctx, e.addr("otlp-prom"))
-		if err != nil {
-			return err
-		}
-		for _, m := range []string{requestsMetric, durationCount} {
-			got, err := sum(merged, m, `meshrelay_cluster="local"`, `service_name="meshrelay-gateway"`)
-			if err != nil {
-				return err
-			}
-			if got != want {
-				return fmt.Errorf("telemetry gateway at http://%s/metrics shows %s of cluster local = %g; local's gateway counts %g", e.addr("otlp-prom"), m, got, want)
-			}
-		}
-		traceID, err = e.sink.ChangeTrace(start, "local", "remote")
-		return err
+		var traceErr error
+		traceID, traceErr = e.sink.ChangeTrace(start, "local", "remote")
+		return errors.Join(e.mergedRequests(ctx, want), traceErr)
 	})
 	if err != nil {
 		return fmt.Errorf("telemetry pipeline: %w", err)
@@ -337,6 +325,25 @@ func (e *env) checkPipeline(ctx context.Context) error {
 	e.say("   → %s and request_duration_seconds of cluster local at the telemetry gateway: %g requests, as local's gateway counts (after %s)",
 		requestsMetric, want, time.Since(start).Round(time.Millisecond))
 	e.say("   → trace %s at the OTLP destination: config.apply → config.translate → relay.deliver and agent.apply for local and remote", traceID)
+	return nil
+}
+
+// mergedRequests checks that the telemetry gateway's Prometheus endpoint shows want
+// requests of local's gateway, in its request counter and in its latency histogram.
+func (e *env) mergedRequests(ctx context.Context, want float64) error {
+	merged, err := scrape(ctx, e.addr("otlp-prom"))
+	if err != nil {
+		return fmt.Errorf("telemetry gateway's metrics: %w", err)
+	}
+	for _, m := range []string{requestsMetric, durationCount} {
+		got, err := sum(merged, m, `meshrelay_cluster="local"`, `service_name="meshrelay-gateway"`)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("telemetry gateway at http://%s/metrics shows %s of cluster local = %g; local's gateway counts %g", e.addr("otlp-prom"), m, got, want)
+		}
+	}
 	return nil
 }
 
