@@ -133,9 +133,14 @@ func (e *env) sameStep(format string, args ...any) {
 	e.say(strconv.Itoa(e.steps)+". "+format, args...)
 }
 
-// stopAll stops the processes in the reverse order of their start, the telemetry
-// pipeline's last (the others flush their telemetry to it as they stop).
+// stopAll stops the processes in the reverse order of their start, with two exceptions:
+// local's gateway first, as remote's failover gateway drains its connections (up to its
+// --drain-timeout) before it exits; and the telemetry pipeline last, as the others flush
+// their telemetry to it when they stop.
 func (e *env) stopAll() {
+	if p := e.procs["gateway-local"]; p != nil {
+		_ = p.Stop(5 * time.Second)
+	}
 	for _, pipeline := range []bool{false, true} {
 		for i := len(e.order) - 1; i >= 0; i-- {
 			if p := e.procs[e.order[i]]; p != nil && pipelineProcs[e.order[i]] == pipeline {
