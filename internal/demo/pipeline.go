@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -269,18 +270,21 @@ func (e *env) waitListening(ctx context.Context, name, addr string) error {
 	}
 }
 
-// tracedChangeYAML is the configuration change whose trace the demo follows: a
-// VirtualDestination over blue and green, which both clusters' outputs take in.
-const tracedChangeYAML = `apiVersion: meshrelay.io/v1alpha1
+// tracedChange is the configuration change whose trace the demo follows: a
+// VirtualDestination over blue and green, which both clusters' outputs take in. Its name
+// is new at every run, so that a run in the --dir of an earlier one changes something too.
+func tracedChange(name string) string {
+	return fmt.Sprintf(`apiVersion: meshrelay.io/v1alpha1
 kind: VirtualDestination
 metadata:
-  name: bluegreen
+  name: %[1]s
   namespace: default
 spec:
-  hosts: [bluegreen.global]
+  hosts: [%[1]s.global]
   ports: [{number: 80, targetPort: {name: color}}]
   services: [{name: service-blue}, {name: service-green}]
-`
+`, name)
+}
 
 const (
 	requestsMetric = "meshrelay_gateway_requests_total"
@@ -290,8 +294,9 @@ const (
 // checkPipeline checks that local's gateway's request metrics (every request the demo sent
 // through it) and the trace of a configuration change reach the telemetry gateway.
 func (e *env) checkPipeline(ctx context.Context) error {
-	e.step("telemetry: a configuration change through the admin API (VirtualDestination bluegreen); its trace and local's gateway's request metrics reach the telemetry gateway")
 	start := time.Now()
+	vd := "bluegreen-" + strconv.FormatInt(start.Unix(), 36)
+	e.step("telemetry: a configuration change through the admin API (VirtualDestination %s); its trace and local's gateway's request metrics reach the telemetry gateway", vd)
 	token, err := os.ReadFile(filepath.Join(e.serverDataDir(), configapi.TokenFileName))
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
@@ -300,8 +305,8 @@ func (e *env) checkPipeline(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.Apply(ctx, "meshrelay-demo", []byte(tracedChangeYAML)); err != nil {
-		return fmt.Errorf("apply VirtualDestination bluegreen: %w", err)
+	if _, err := c.Apply(ctx, "meshrelay-demo", []byte(tracedChange(vd))); err != nil {
+		return fmt.Errorf("apply VirtualDestination %s: %w", vd, err)
 	}
 	// The gateway's own count, which the demo's traffic is over: the telemetry gateway must
 	// come to show the same.
