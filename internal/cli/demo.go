@@ -11,10 +11,12 @@ func newDemoCmd(_ *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the whole story on this machine in one command",
-		Long: `Run meshrelay's story on this machine: a management server and two universal clusters (local
-and remote) with their agents, as real processes talking mTLS on loopback. A service discovered
-in one cluster reaches the other's output, and is removed again. Each step is checked; the exit
-code is non-zero if one does not happen.
+		Long: `Run seed 003's story on this machine: a management server and two universal clusters (local
+and remote) with their agents and gateways, as real processes talking mTLS on loopback; a blue
+app in local and a green app in remote. Real HTTP requests through local's gateway show blue,
+green when blue's health check fails (served by remote's failover gateway over mTLS), blue again
+when it recovers, and the same with the management server gone; the server returns and the
+agents resume. Each step is checked; the exit code is non-zero if one does not happen.
 
 The telemetry pipeline runs too (--telemetry, on by default): a telemetry gateway and a collector
 agent per cluster, all meshrelay-collector (an OpenTelemetry Collector build), with TLS

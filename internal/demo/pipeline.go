@@ -181,13 +181,15 @@ func (e *env) writeTelemetryCerts() error {
 	return pki.WriteKeyPair(c.cert, c.key, certPEM, keyPEM)
 }
 
-// serverOTLP are the management server's OTLP flags: to the telemetry gateway, over TLS.
+// serverOTLP are the management server's telemetry flags: OTLP to the telemetry gateway,
+// over TLS, and the gateway's merged metrics for the UI's gateways and traffic.
 func (e *env) serverOTLP() []string {
 	if !e.opts.Telemetry {
 		return nil
 	}
 	return []string{"--otlp-endpoint", e.addr("otlp-gateway"), "--otlp-ca-file", e.telemetryCerts().ca,
-		"--otlp-server-name", telemetryServerName, "--otlp-metrics-interval", "1s"}
+		"--otlp-server-name", telemetryServerName, "--otlp-metrics-interval", "1s",
+		"--telemetry-prometheus-url", "http://" + e.addr("otlp-prom") + "/metrics"}
 }
 
 // clusterOTLP are the OTLP flags of a cluster's agent and gateway: to its collector agent on
