@@ -20,6 +20,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
@@ -332,6 +333,12 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		}
 		add("admin certificate", left > 24*time.Hour && st.AdminCertError == "", "%s", detail)
 	}
+	add("telemetry export", st.Telemetry.Problem() == "", "%s", telemetryText(st.Telemetry))
+	for _, cl := range st.Clusters {
+		if at, found, _ := pl.Find(cl.Name); found && at.Cluster.Connection.Report != nil && at.Cluster.Connection.Report.TelemetryError != "" {
+			add("telemetry export "+cl.Name, false, "agent: %s", at.Cluster.Connection.Report.TelemetryError)
+		}
+	}
 	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {
 		all := append(append([]string{}, st.ConfigErrors...), st.TranslationErrors...)
 		add("translation", false, "%d errors: %s", len(all), strings.Join(all, "; "))
@@ -402,6 +409,21 @@ func clusterCheck(pl plane.Status, cluster string, local reconcile.SafeModeStatu
 		}
 	}
 	return ok, strings.Join(parts, "; ")
+}
+
+// telemetryText says where the server's OTLP export goes and how it fares: off, the
+// failures in a row with the last error, or the last success.
+func telemetryText(t telemetry.Status) string {
+	switch {
+	case t.Endpoint == "":
+		return "off"
+	case t.Failed > 0:
+		return fmt.Sprintf("%s (%d exports failed in a row, the last at %s)", t.Problem(), t.Failed, t.LastErrorAt.Format(time.RFC3339))
+	case t.LastSuccess.IsZero():
+		return fmt.Sprintf("to %s, nothing exported yet", t.Endpoint)
+	default:
+		return fmt.Sprintf("to %s, last export at %s", t.Endpoint, t.LastSuccess.Format(time.RFC3339))
+	}
 }
 
 // safeModeText says what safe mode waits for.

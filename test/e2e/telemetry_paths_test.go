@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,4 +96,54 @@ func TestChangeTraceCustomResources(t *testing.T) {
 	poll.Eventually(t, 60*time.Second, "the custom resource change's trace reaches the OTLP destination", func() error {
 		return dest.changeTrace(changelog.PathCR, since, "local", "remote")
 	})
+}
+
+// `meshrelay check` reports failing OTLP exports, of the server itself and of its agents,
+// while the collector they export to is down (a closed loopback port), and passes again
+// once a collector listens there.
+func TestCheckTelemetryExport(t *testing.T) {
+	h := newHarness(t)
+	collector := h.addr() // nothing listens here yet
+	otlp := []string{"--otlp-endpoint", collector, "--otlp-insecure", "--otlp-metrics-interval", "500ms"}
+	off := h.startServer("server-off", []string{"local"})
+	if _, out, line := checkLine(t, off.admin, "telemetry export"); !strings.HasPrefix(line, "✓") || !strings.HasSuffix(line, " off") {
+		t.Errorf("check of a server without --otlp-endpoint: no passed telemetry export line saying off:\n%s", out)
+	}
+	if err := off.p.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	s := h.startServer("server", []string{"local"}, otlp...)
+	h.startAgent("local", s, otlp...)
+	poll.Eventually(t, 90*time.Second, "check fails the server's and the agent's telemetry export", func() error {
+		if err := checkFailsOn(t, s.admin, "telemetry export", "otlp export to "+collector+" failing since", "exports failed in a row, the last at"); err != nil {
+			return err
+		}
+		return checkFailsOn(t, s.admin, "telemetry export local", "agent: otlp export to "+collector+" failing since")
+	})
+	if n := metric(t, s.admin, "meshrelay_relay_agent_otlp_export_failing", `cluster="local"`); n != 1 {
+		t.Errorf("meshrelay_relay_agent_otlp_export_failing{cluster=local} = %v, want 1", n)
+	}
+	if n := metric(t, s.admin, "meshrelay_otlp_export_errors_total"); n == 0 {
+		t.Error("meshrelay_otlp_export_errors_total is 0 with the collector down")
+	}
+	if _, out, line := checkLine(t, s.admin, "cluster local"); !strings.HasPrefix(line, "✓") {
+		t.Errorf("the agent's telemetry fails its cluster's line:\n%s", out)
+	}
+
+	// A collector comes up there: both exports recover and check passes.
+	dest := startOTLPDestinationAt(t, collector)
+	poll.Eventually(t, 3*time.Minute, "check passes once the collector listens", func() error {
+		if _, out, line := checkLine(t, s.admin, "telemetry export"); !strings.HasPrefix(line, "✓") || !strings.Contains(line, "to "+collector+", last export at ") {
+			return fmt.Errorf("no passed telemetry export line:\n%s", out)
+		}
+		return checkPasses(t, s.admin)
+	})
+	// What check says matches what arrived.
+	if err := dest.metricSince("meshrelay-server", "meshrelay_otlp_export_errors_total", time.Time{}); err != nil {
+		t.Error(err)
+	}
+	if err := dest.metricSince("meshrelay-agent", "meshrelay_agent_connected", time.Time{}); err != nil {
+		t.Error(err)
+	}
 }

@@ -92,7 +92,13 @@ type arrivedSpan struct {
 
 func startOTLPDestination(t *testing.T) *otlpDestination {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return startOTLPDestinationAt(t, "127.0.0.1:0")
+}
+
+// startOTLPDestinationAt starts the OTLP destination on addr.
+func startOTLPDestinationAt(t *testing.T, addr string) *otlpDestination {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -574,6 +574,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if sf := replication.Status(); sf != nil {
 			ss.StoreReplication = sf.String()
 		}
+		ss.Telemetry = otlp.Status()
 		return ss
 	}
 	status := func() any { return serverStatus() }
