@@ -14,6 +14,7 @@ package changetrace
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -69,8 +70,8 @@ const (
 
 // Apply starts the span of a change of objects from source that took path into the
 // server (the admin API's apply or delete), a child of the trace context in header (a
-// caller's traceparent) if any. The caller ends it, and calls Applied once the change is
-// stored.
+// caller's traceparent) if any. The caller ends it; the reconciler calls Applied as it
+// stores the change.
 func (t *Tracer) Apply(ctx context.Context, header propagation.TextMapCarrier, path, source string, objects int) (context.Context, trace.Span) {
 	if t == nil {
 		return ctx, noop.Span{}
@@ -92,7 +93,9 @@ func (t *Tracer) Change(ctx context.Context, path string, objects int) (context.
 		trace.WithAttributes(attribute.String(AttrPath, path), attribute.Int("meshrelay.objects", objects)))
 }
 
-// Applied records that the change of ctx's span is stored: the next translation takes it in.
+// Applied records that the change of ctx's span is stored, or about to be (the caller calls
+// it before the write that kicks the translation, and Withdraw if the write fails): the
+// next translation takes it in.
 func (t *Tracer) Applied(ctx context.Context) {
 	sc := trace.SpanContextFromContext(ctx)
 	if t == nil || !sc.IsValid() {
@@ -103,6 +106,18 @@ func (t *Tracer) Applied(ctx context.Context) {
 		t.pending = t.pending[1:]
 	}
 	t.pending = append(t.pending, sc)
+	t.mu.Unlock()
+}
+
+// Withdraw forgets the change of ctx's span when no translation took it in yet: its
+// Applied was called before it was stored, and storing it failed.
+func (t *Tracer) Withdraw(ctx context.Context) {
+	sc := trace.SpanContextFromContext(ctx)
+	if t == nil || !sc.IsValid() {
+		return
+	}
+	t.mu.Lock()
+	t.pending = slices.DeleteFunc(t.pending, func(p trace.SpanContext) bool { return p.Equal(sc) })
 	t.mu.Unlock()
 }
 

@@ -164,3 +164,16 @@ func TestPendingBounded(t *testing.T) {
 		t.Errorf("the translation links %d changes", n)
 	}
 }
+
+// TestWithdraw: a change whose write failed after Applied is not traced by the next
+// translation.
+func TestWithdraw(t *testing.T) {
+	ct := changetrace.New(sdktrace.NewTracerProvider())
+	ctx, span := ct.Apply(t.Context(), propagation.MapCarrier{}, "apply", "vd.yaml", 1)
+	ct.Applied(ctx)
+	ct.Withdraw(ctx)
+	span.End()
+	if _, tr := ct.Translation(t.Context()); tr.SpanContext().IsValid() {
+		t.Error("a withdrawn change is traced")
+	}
+}

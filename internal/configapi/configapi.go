@@ -115,7 +115,6 @@ func Register(adm *admin.Server, b Backend, token func() (string, error), change
 			admin.WriteJSON(w, http.StatusServiceUnavailable, res)
 			return
 		}
-		changes.Applied(ctx)
 		for _, o := range objs {
 			res.Applied = append(res.Applied, o.String())
 		}
@@ -135,11 +134,9 @@ func Register(adm *admin.Server, b Backend, token func() (string, error), change
 		key := resource.Key(kind, ns, r.PathValue("name"))
 		ctx, span := changes.Apply(r.Context(), propagation.HeaderCarrier(r.Header), changelog.PathDelete, key, 1)
 		defer span.End()
-		err := b.Delete(ctx, key)
+		err := b.Delete(ctx, key) // the backend (the reconciler) hands the change's trace to its translation
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
-		} else {
-			changes.Applied(ctx)
 		}
 		switch {
 		case errors.Is(err, snapshot.ErrNotFound):
