@@ -132,8 +132,9 @@ keys must have a replica in sync; with Sentinel, at least a quorum of the sentin
 and none may flag the primary down; with Cluster, cluster_state must be ok; a single server
 without replicas passes, as it never fails over), that every registered cluster has its push
 and pull streams connected and is in sync (and for how long it has not been), whether safe
-mode holds translation and why, when the relay certificates expire, and the last translation
-errors.
+mode holds translation and why, when the relay certificates expire, whether OTLP export
+(--otlp-endpoint) fails, the server's own and each agent's ("off" when not configured), and
+the last translation errors.
 Exits non-zero when anything is wrong.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
