@@ -334,10 +334,17 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		}
 		add("admin certificate", left > 24*time.Hour && st.AdminCertError == "", "%s", detail)
 	}
-	add("telemetry export", st.Telemetry.Problem() == "", "%s", telemetryText(st.Telemetry))
+	add("telemetry export", st.OTLPExport.Problem() == "", "%s", telemetryText(st.OTLPExport))
 	for _, cl := range st.Clusters {
 		if at, found, _ := pl.Find(cl.Name); found && at.Cluster.Connection.Report != nil && at.Cluster.Connection.Report.TelemetryError != "" {
 			add("telemetry export "+cl.Name, false, "agent: %s", at.Cluster.Connection.Report.TelemetryError)
+		}
+	}
+	if tl := st.Telemetry; tl != nil {
+		if tl.Error != "" {
+			add("telemetry gateway", false, "the UI cannot read %s since %s: %s", tl.URL, tl.ErrorSince.Format(time.RFC3339), tl.Error)
+		} else {
+			add("telemetry gateway", true, "%s read at %s", tl.URL, tl.LastRead.Format(time.RFC3339))
 		}
 	}
 	if len(st.TranslationErrors) > 0 || len(st.ConfigErrors) > 0 {

@@ -42,6 +42,19 @@ type ServerStatus struct {
 	// configuration, revocation) which no Redis replica acknowledged in time, until a later
 	// one reaches a replica ("" when none; docs/adr/0015).
 	StoreReplication string `json:"storeReplication,omitempty"`
-	// Telemetry is the state of this server's OTLP export (--otlp-endpoint).
-	Telemetry telemetry.Status `json:"telemetry"`
+	// OTLPExport is the state of this server's own OTLP export (--otlp-endpoint).
+	OTLPExport telemetry.Status `json:"otlpExport"`
+	// Telemetry is the UI's source of gateway state and traffic (nil without
+	// --telemetry-prometheus-url).
+	Telemetry *TelemetryStatus `json:"telemetry,omitempty"`
+}
+
+// TelemetryStatus is how the server reads the telemetry gateway's merged Prometheus
+// endpoint for the UI.
+type TelemetryStatus struct {
+	URL string `json:"url"`
+	// LastRead is the last good scrape; Error the last scrape's error, since ErrorSince.
+	LastRead   time.Time `json:"lastRead,omitzero"`
+	Error      string    `json:"error,omitempty"`
+	ErrorSince time.Time `json:"errorSince,omitzero"`
 }

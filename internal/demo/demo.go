@@ -9,6 +9,7 @@ package demo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/internal/configapi"
+	"github.com/meshrelay/meshrelay/internal/otlpsink"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/proc"
 )
@@ -33,6 +35,12 @@ type Options struct {
 	KeepRunning bool
 	// StepTimeout bounds each step.
 	StepTimeout time.Duration
+	// Telemetry runs the telemetry pipeline too: a telemetry gateway and a collector agent
+	// per cluster (meshrelay-collector), which every process exports OTLP to.
+	Telemetry bool
+	// CollectorBinary is meshrelay-collector (default: beside Binary, else on PATH, else
+	// built from the source tree the working directory is in).
+	CollectorBinary string
 }
 
 type env struct {
@@ -42,6 +50,10 @@ type env struct {
 	procs map[string]*proc.Process
 	order []string
 	ports map[string]int
+	steps int // steps told so far
+
+	collector *collector     // the collector binary, when Telemetry
+	sink      *otlpsink.Sink // the telemetry gateway's OTLP destination, when Telemetry
 }
 
 // Run runs the demo and returns an error if any step does not happen.
@@ -50,6 +62,9 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		if opts.Binary, err = os.Executable(); err != nil {
 			return fmt.Errorf("find own binary: %w", err)
 		}
+	}
+	if opts.CollectorBinary != "" && !opts.Telemetry {
+		return errors.New("--collector-binary is the telemetry pipeline's collector: it needs --telemetry (on by default)")
 	}
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = 20 * time.Second
@@ -70,6 +85,26 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	}
 	defer e.stopAll()
 	start := time.Now()
+	if opts.Telemetry {
+		// The collector may have to be built: that runs while the demo starts.
+		bctx, cancel := context.WithCancel(ctx)
+		e.collector = findCollector(bctx, opts.CollectorBinary, opts.Binary, e.say)
+		defer func() { cancel(); <-e.collector.ready }()
+		select {
+		case <-e.collector.ready: // found or not found: no build
+			if e.collector.err != nil {
+				return e.collector.err
+			}
+		default:
+		}
+		if e.sink, err = otlpsink.Listen("127.0.0.1:0"); err != nil {
+			return err
+		}
+		sctx, stop := context.WithCancel(ctx)
+		served := make(chan struct{})
+		go func() { defer close(served); _ = e.sink.Serve(sctx) }()
+		defer func() { stop(); <-served }()
+	}
 	if err := e.story(ctx); err != nil {
 		e.say("FAILED: %v", err)
 		e.say("logs are in %s", e.dir)
@@ -87,10 +122,30 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 
 func (e *env) say(format string, args ...any) { fmt.Fprintf(e.out, format+"\n", args...) }
 
+// step tells the next numbered step.
+func (e *env) step(format string, args ...any) {
+	e.steps++
+	e.say(strconv.Itoa(e.steps)+". "+format, args...)
+}
+
+// sameStep tells more of the step just told, under its number.
+func (e *env) sameStep(format string, args ...any) {
+	e.say(strconv.Itoa(e.steps)+". "+format, args...)
+}
+
+// stopAll stops the processes in the reverse order of their start, with two exceptions:
+// local's gateway first, as remote's failover gateway drains its connections (up to its
+// --drain-timeout) before it exits; and the telemetry pipeline last, as the others flush
+// their telemetry to it when they stop.
 func (e *env) stopAll() {
-	for i := len(e.order) - 1; i >= 0; i-- {
-		if p := e.procs[e.order[i]]; p != nil {
-			_ = p.Stop(5 * time.Second)
+	if p := e.procs["gateway-local"]; p != nil {
+		_ = p.Stop(5 * time.Second)
+	}
+	for _, pipeline := range []bool{false, true} {
+		for i := len(e.order) - 1; i >= 0; i-- {
+			if p := e.procs[e.order[i]]; p != nil && pipelineProcs[e.order[i]] == pipeline {
+				_ = p.Stop(5 * time.Second)
+			}
 		}
 	}
 }
@@ -106,7 +161,11 @@ func (e *env) dumpLogs() {
 }
 
 func (e *env) start(name string, args ...string) error {
-	p, err := proc.Start(name, e.opts.Binary, filepath.Join(e.dir, name+".log"), args...)
+	return e.startBin(name, e.opts.Binary, args...)
+}
+
+func (e *env) startBin(name, bin string, args ...string) error {
+	p, err := proc.Start(name, bin, filepath.Join(e.dir, name+".log"), args...)
 	if err != nil {
 		return err
 	}

@@ -219,8 +219,17 @@ func WorldFiles(p WorldPorts) map[string]string {
 
 func (e *env) story(ctx context.Context) error {
 	e.say("meshrelay demo — seed 003's service failover on one machine (working directory %s)", e.dir)
-	for _, n := range []string{"relay", "admin", "blue", "blue-admin", "green", "green-admin", "http", "failover",
-		"agent-local", "agent-remote", "gw-local", "gw-remote"} {
+	ports := []string{"relay", "admin", "blue", "blue-admin", "green", "green-admin", "http", "failover",
+		"agent-local", "agent-remote", "gw-local", "gw-remote"}
+	if e.opts.Telemetry {
+		ports = append(ports, "otlp-gateway", "otlp-prom", "otlp-local", "otlp-remote")
+		if err := e.writeTelemetryCerts(); err != nil {
+			return err
+		}
+	} else {
+		e.say("telemetry pipeline off (--telemetry=false): no collectors, and no process exports OTLP")
+	}
+	for _, n := range ports {
 		if _, err := e.port(n); err != nil {
 			return err
 		}
@@ -237,7 +246,7 @@ func (e *env) story(ctx context.Context) error {
 		return err
 	}
 
-	e.say("1. apps: blue-pod in cluster local (%s), green-pod in cluster remote (%s)", e.addr("blue"), e.addr("green"))
+	e.step("apps: blue-pod in cluster local (%s), green-pod in cluster remote (%s)", e.addr("blue"), e.addr("green"))
 	for _, app := range []struct{ name, text string }{{"blue", "blue-pod"}, {"green", "green-pod"}} {
 		if err := e.start("app-"+app.name, "demo-app", "--text", app.text, "--port", strconv.Itoa(e.ports[app.name]),
 			"--admin-port", strconv.Itoa(e.ports[app.name+"-admin"])); err != nil {
@@ -245,7 +254,7 @@ func (e *env) story(ctx context.Context) error {
 		}
 	}
 	serverData := e.serverDataDir()
-	e.say("2. management server on %s (admin API https://%s) with clusters local and remote and the seed's FailoverScheme", e.addr("relay"), e.addr("admin"))
+	e.step("management server on %s (admin API https://%s) with clusters local and remote and the seed's FailoverScheme", e.addr("relay"), e.addr("admin"))
 	if err := e.startServer(cfg, serverData, token); err != nil {
 		return err
 	}
@@ -255,37 +264,46 @@ func (e *env) story(ctx context.Context) error {
 			return fmt.Errorf("state directory of %s: %w", c, err)
 		}
 		xdsSocket := "unix://" + filepath.Join(state, "xds.sock") // the agent's default --xds-address
-		e.say("3. cluster %s: agent (registers with the token, mTLS to the server, xDS on its socket %s) and its gateway", c, xdsSocket)
-		if err := e.start("agent-"+c, "agent", "--cluster", c, "--relay-address", e.addr("relay"), "--token-file", token,
+		say := e.step
+		if c != "local" {
+			say = e.sameStep
+		}
+		say("cluster %s: agent (registers with the token, mTLS to the server, xDS on its socket %s) and its gateway", c, xdsSocket)
+		if err := e.start("agent-"+c, append([]string{"agent", "--cluster", c, "--relay-address", e.addr("relay"), "--token-file", token,
 			"--relay-ca-file", filepath.Join(serverData, "relay-ca.crt"), "--state-dir", state,
 			"--discovery-dir", filepath.Join(e.dir, c, "discovery"), "--output-dir", filepath.Join(e.dir, c, "output"),
-			"--admin-address", e.addr("agent-"+c), "--max-backoff", "1s"); err != nil {
+			"--admin-address", e.addr("agent-" + c), "--max-backoff", "1s"}, e.clusterOTLP(c)...)...); err != nil {
 			return err
 		}
-		if err := e.start("gateway-"+c, "gateway", "--xds-address", xdsSocket, "--node-id", c+"-gateway",
-			"--admin-address", e.addr("gw-"+c)); err != nil {
+		if err := e.start("gateway-"+c, append([]string{"gateway", "--xds-address", xdsSocket, "--node-id", c + "-gateway",
+			"--admin-address", e.addr("gw-" + c), "--cluster", c}, e.clusterOTLP(c)...)...); err != nil {
+			return err
+		}
+	}
+	if e.opts.Telemetry {
+		if err := e.startPipeline(ctx); err != nil {
 			return err
 		}
 	}
 	url := "http://" + e.addr("http") + "/"
-	e.say("4. curl %s", url)
+	e.step("curl %s", url)
 	if _, err := e.waitAnswer(ctx, url, "blue-pod"); err != nil {
 		return err
 	}
 	e.say("   → blue-pod")
-	if err := e.failover(ctx, url, "5."); err != nil {
+	if err := e.failover(ctx, url); err != nil {
 		return err
 	}
-	e.say("7. the management server goes away (killed); data planes keep their configuration")
+	e.step("the management server goes away (killed); data planes keep their configuration")
 	e.procs["server"].Kill()
 	if got, err := get(url); err != nil || got != "blue-pod" {
 		return fmt.Errorf("after the server was killed the gateway answered %q, %v; want blue-pod", got, err)
 	}
 	e.say("   → blue-pod, still")
-	if err := e.failover(ctx, url, "8."); err != nil {
+	if err := e.failover(ctx, url); err != nil {
 		return fmt.Errorf("without the management server: %w", err)
 	}
-	e.say("10. the management server returns; the agents reconnect and resume")
+	e.step("the management server returns; the agents reconnect and resume")
 	if err := e.startServer(cfg, serverData, token); err != nil {
 		return err
 	}
@@ -297,6 +315,9 @@ func (e *env) story(ctx context.Context) error {
 		return fmt.Errorf("after the server returned the gateway answered %q, %v; want blue-pod", got, err)
 	}
 	e.say("   → both agents connected and in sync again after %s; blue-pod", d.Round(time.Millisecond))
+	if e.opts.Telemetry {
+		return e.checkPipeline(ctx)
+	}
 	return nil
 }
 
@@ -304,17 +325,17 @@ func (e *env) story(ctx context.Context) error {
 func (e *env) serverDataDir() string { return filepath.Join(e.dir, "server") }
 
 func (e *env) startServer(cfg, data, token string) error {
-	if err := e.start("server", "server", "--relay-address", e.addr("relay"), "--admin-address", e.addr("admin"),
-		"--data-dir", data, "--config-dir", cfg, "--token-file", token); err != nil {
+	if err := e.start("server", append([]string{"server", "--relay-address", e.addr("relay"), "--admin-address", e.addr("admin"),
+		"--data-dir", data, "--config-dir", cfg, "--token-file", token}, e.serverOTLP()...)...); err != nil {
 		return err
 	}
 	return e.waitServerReady(context.Background())
 }
 
 // failover fails blue's health check, waits for green, restores blue and waits for blue.
-func (e *env) failover(ctx context.Context, url, step string) error {
+func (e *env) failover(ctx context.Context, url string) error {
 	admin := "http://" + e.addr("blue-admin")
-	e.say("%s blue's health check is failed: curl -X POST %s/healthcheck/fail", step, admin)
+	e.step("blue's health check is failed: curl -X POST %s/healthcheck/fail", admin)
 	if err := post(admin + "/healthcheck/fail"); err != nil {
 		return err
 	}
@@ -323,9 +344,7 @@ func (e *env) failover(ctx context.Context, url, step string) error {
 		return err
 	}
 	e.say("   → green-pod, served by cluster remote through its failover gateway over mTLS (failover took %s; health check interval 1s, unhealthyThreshold 1)", d.Round(time.Millisecond))
-	n := step[:len(step)-1]
-	next, _ := strconv.Atoi(n)
-	e.say("%d. blue recovers: curl -X POST %s/healthcheck/ok", next+1, admin)
+	e.step("blue recovers: curl -X POST %s/healthcheck/ok", admin)
 	if err := post(admin + "/healthcheck/ok"); err != nil {
 		return err
 	}
@@ -349,6 +368,9 @@ func (e *env) keepRunning(ctx context.Context) {
 	e.say("      (the browser does not know the demo's CA %s: accept its warning for this address, or import that CA)", ca)
 	e.say("  meshrelay get failoverschemes --server %s --admin-ca-file %s --admin-token-file %s", e.addr("admin"), ca, token)
 	e.say("  meshrelay check --server %s --admin-ca-file %s", e.addr("admin"), ca)
+	if e.opts.Telemetry {
+		e.say("  curl -s http://%s/metrics | grep meshrelay_gateway_  # the telemetry gateway's merged metrics of both clusters (scrape it with Prometheus)", e.addr("otlp-prom"))
+	}
 	e.say("  meshrelay debug snapshot --cluster local --server %s --admin-ca-file %s --admin-token-file %s -o table", e.addr("admin"), ca, token)
 	<-ctx.Done()
 }

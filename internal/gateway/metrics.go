@@ -91,6 +91,9 @@ var (
 	descActive = prometheus.NewDesc(metricPrefix+"active_priority",
 		"The priority serving the cluster's traffic; -1 when no priority has a healthy endpoint.",
 		[]string{"cluster"}, nil)
+	descActiveSince = prometheus.NewDesc(metricPrefix+"active_priority_since_timestamp_seconds",
+		"When the priority serving the cluster last changed (Unix seconds), with the reason of that change; one series per cluster, absent while the cluster warms up.",
+		[]string{"cluster", "reason"}, nil)
 )
 
 type stateCollector struct {
@@ -101,6 +104,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHealthy
 	ch <- descEjected
 	ch <- descActive
+	ch <- descActiveSince
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -113,6 +117,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, u := range c.clusters() {
 		st := u.status()
 		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(st.ActivePriority), st.Name)
+		if !st.Since.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descActiveSince, prometheus.GaugeValue, float64(st.Since.UnixMilli())/1e3, st.Name, st.Reason)
+		}
 		for _, e := range st.Endpoints {
 			p := strconv.Itoa(e.Priority)
 			ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, b(e.Health == "healthy"), st.Name, e.Address, p)

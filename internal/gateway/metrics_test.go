@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,9 +95,24 @@ func TestRequestAndFailoverMetrics(t *testing.T) {
 		t.Fatalf("failovers 0→1 counted %v before any failure", got)
 	}
 
+	failed := time.Now()
 	gt.Post(t, c, "http://"+blueAdmin+"/healthcheck/fail")
 	gt.WantBody(t, c, url, "green-pod", 5*time.Second)
 	s = scrape(t, c, gw)
+	if got := value(t, s, "meshrelay_gateway_active_priority", `cluster="svc"`); got != 1 {
+		t.Errorf("meshrelay_gateway_active_priority{cluster=svc} = %v after the failover, want 1", got)
+	}
+	// The since gauge: one series, the failover's time, its reason as a label.
+	var since []promtext.Sample
+	for _, x := range s {
+		if x.Name == "meshrelay_gateway_active_priority_since_timestamp_seconds" && x.Labels["cluster"] == "svc" {
+			since = append(since, x)
+		}
+	}
+	if len(since) != 1 || since[0].Value < float64(failed.UnixMilli())/1e3 || since[0].Value > float64(time.Now().UnixMilli())/1e3 ||
+		!strings.HasPrefix(since[0].Labels["reason"], "priority 0 has no healthy endpoint") {
+		t.Errorf("active priority since after the failover at %s: %+v, want one series at the failover with its reason", failed, since)
+	}
 	if got := value(t, s, trans, `cluster="svc"`, `from="0"`, `to="1"`); got != 1 {
 		t.Errorf("%s{from=0,to=1} = %v after the failover, want 1", trans, got)
 	}

@@ -1,5 +1,6 @@
 // Package promtext reads the Prometheus text exposition that the admin endpoints serve at
-// /metrics, for tests and benchmarks that assert on or report metric values. It wraps
+// /metrics, for tests and benchmarks that assert on or report metric values, and for the
+// UI, which reads the telemetry gateway's merged endpoint. It wraps
 // prometheus/common/expfmt so that nobody splits exposition lines by hand.
 package promtext
 

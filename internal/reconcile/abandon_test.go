@@ -19,25 +19,38 @@ import (
 )
 
 // slowTranslator is the real translator, except that the translations hold(in) picks take
-// until their context ends, like a translation of heavy endpoint churn would. It records
-// what every finished translation read.
+// until their context ends or release is closed, like a translation of heavy endpoint churn
+// would, and those delay(in) picks take that much longer. It records what every finished
+// translation read.
 type slowTranslator struct {
-	tr   *translate.Translator
-	hold func(in translate.Input) bool
-	held chan struct{} // receives when a held translation starts
+	tr      *translate.Translator
+	hold    func(in translate.Input) bool
+	delay   func(in translate.Input) time.Duration // nil: none
+	held    chan struct{}                          // receives when a held or delayed translation starts
+	release chan struct{}                          // nil: held until abandoned
 
 	mu       sync.Mutex // guards finished
 	finished []translate.Input
 }
 
 func (s *slowTranslator) TranslateContext(ctx context.Context, in translate.Input) (translate.Result, error) {
-	if s.hold(in) {
+	var d time.Duration
+	if s.delay != nil {
+		d = s.delay(in)
+	}
+	if held := s.hold(in); held || d > 0 {
 		select {
 		case s.held <- struct{}{}:
 		default:
 		}
-		<-ctx.Done()
-		return translate.Result{}, context.Cause(ctx)
+		if held {
+			select {
+			case <-ctx.Done():
+				return translate.Result{}, context.Cause(ctx)
+			case <-s.release:
+			}
+		}
+		time.Sleep(d)
 	}
 	res, err := s.tr.TranslateContext(ctx, in)
 	if err == nil {
@@ -109,26 +122,36 @@ func TestConfigChangeAbandonsInputTranslation(t *testing.T) {
 	}
 }
 
-// TestConfigChangesInARowGoFirst: a second configuration change that abandons the
-// translation of the newer inputs following the first one goes first too while the inputs
-// have waited less than MaxInputWait, and the newer inputs follow it; once they have
-// waited longer, the next configuration change is translated with them. (MaxInputWait is
-// a minute in the first case, so that a slow machine cannot reach it.)
+// TestConfigChangesInARowGoFirst: a second configuration change that comes while the
+// newer inputs following the first one are translated goes first too, abandoning that
+// translation, while those inputs have waited less than MaxInputWait; once they have
+// waited that long, it waits for their translation (which it no longer abandons); and once
+// they have waited twice as long, it is translated together with them. (MaxInputWait is a
+// minute in the first case, so that a slow machine cannot reach it.)
 func TestConfigChangesInARowGoFirst(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		maxInputWait time.Duration
-		after        time.Duration // between the first change and the second
-		want         []string      // what the translations with the second change read
+		after        time.Duration // between the first change's translation and the second change
+		slowFirst    bool          // the first change's translation takes `after` longer
+		abandoned    float64       // translations abandoned in all
+		second       []string      // what the translations with the second change read
+		firstNewer   bool          // a translation read the first change and the newer inputs
 	}{
-		{"at once", time.Minute, 0, []string{"previous inputs", "newer inputs"}},
-		{"after the inputs waited longer than MaxInputWait", 500 * time.Millisecond, time.Second, []string{"newer inputs"}},
+		{name: "at once: the second change abandons the newer inputs' translation", maxInputWait: time.Minute,
+			abandoned: 2, second: []string{"previous inputs", "newer inputs"}},
+		{name: "after the inputs waited MaxInputWait: it waits for their translation", maxInputWait: 300 * time.Millisecond, after: 600 * time.Millisecond,
+			abandoned: 1, second: []string{"newer inputs"}, firstNewer: true},
+		{name: "after the inputs waited twice MaxInputWait: it is translated with them", maxInputWait: 200 * time.Millisecond, after: 600 * time.Millisecond, slowFirst: true,
+			abandoned: 1, second: []string{"newer inputs"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testConfigChangesInARow(t, tc.maxInputWait, tc.after, tc.want) })
+		t.Run(tc.name, func(t *testing.T) {
+			testConfigChangesInARow(t, tc.maxInputWait, tc.after, tc.slowFirst, tc.abandoned, tc.second, tc.firstNewer)
+		})
 	}
 }
 
-func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, want []string) {
+func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, slowFirst bool, abandoned float64, wantSecond []string, wantFirstNewer bool) {
 	config := clusters(t, "east", "west")
 	rt := func(name string) []resource.Object {
 		return parse(t, "apiVersion: meshrelay.io/v1alpha1\nkind: RouteTable\nmetadata: {name: "+name+", namespace: shop}\nspec:\n  clusters: [east, west]\n  hosts: ["+name+".shop]\n  http:\n  - forwardTo: {destinations: [{ref: {name: shop-web-80}}]}\n")
@@ -140,12 +163,22 @@ func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, wa
 	config2 := resource.Dedupe(append(slices.Clone(config1), rt("second")...))
 	old := map[string]*snapshot.Snapshot{"east": input(t, 1, "web"), "west": input(t, 1, "web")}
 	churned := input(t, 2, "web", "api")
-	// Translations of the churned input take until abandoned, unless they carry the
-	// second change.
-	slow := &slowTranslator{tr: translate.NewTranslator(), held: make(chan struct{}, 1),
+	// Translations of the churned input are held until abandoned or released, unless they
+	// carry the second change; with slowFirst, the first change's (with the previous
+	// inputs) takes `after` longer.
+	slow := &slowTranslator{tr: translate.NewTranslator(), held: make(chan struct{}, 1), release: make(chan struct{}),
 		hold: func(in translate.Input) bool { return in.Inputs["east"] == churned && !has(in, "second") }}
+	if slowFirst {
+		slow.delay = func(in translate.Input) time.Duration {
+			if has(in, "first") && in.Inputs["east"] != churned {
+				return after
+			}
+			return 0
+		}
+	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	r := reconcile.New(reconcile.Config{Tick: tick, MaxInputWait: maxInputWait}, memstore.New(), slow, nil, log, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	r := reconcile.New(reconcile.Config{Tick: tick, MaxInputWait: maxInputWait}, memstore.New(), slow, nil, log, reg)
 	r.SetDirConfig(config)
 	run(t, r)
 	ctx := t.Context()
@@ -157,16 +190,35 @@ func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, wa
 	r.PutInput(ctx, "east", churned)
 	<-slow.held
 	r.SetDirConfig(config1) // goes first, then the churned input is translated again (held)
-	poll.Until(t, wait, "outputs of the first change with the previous inputs", publishes(r, expect(t, config1, old)))
-	<-slow.held
-	time.Sleep(after)
-	r.SetDirConfig(config2)
+	if slowFirst {
+		<-slow.held             // the first change's translation started
+		r.SetDirConfig(config2) // comes while it runs
+	} else {
+		poll.Until(t, wait, "outputs of the first change with the previous inputs", publishes(r, expect(t, config1, old)))
+		<-slow.held
+		time.Sleep(after)
+		r.SetDirConfig(config2)
+	}
+	if wantFirstNewer {
+		// The held translation of the first change and the newer inputs is not abandoned.
+		time.Sleep(200 * time.Millisecond)
+		if got := metricValue(t, reg, "meshrelay_translation_abandoned_total"); got != abandoned {
+			t.Errorf("meshrelay_translation_abandoned_total = %v while the inputs that waited were translated, want %v", got, abandoned)
+		}
+	}
+	close(slow.release)
 	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}
 	poll.Until(t, wait, "outputs of both changes and the newer inputs", publishes(r, expect(t, config2, newer)))
 
-	// What the translations with the second change read.
 	second := slow.readings(func(in translate.Input) bool { return has(in, "second") }, churned)
-	if !slices.Equal(second, want) {
-		t.Errorf("translations of the second change read %v; want %v", second, want)
+	if !slices.Equal(second, wantSecond) {
+		t.Errorf("translations of the second change read %v; want %v", second, wantSecond)
+	}
+	firstOnly := slow.readings(func(in translate.Input) bool { return has(in, "first") && !has(in, "second") }, churned)
+	if got := slices.Contains(firstOnly, "newer inputs"); got != wantFirstNewer {
+		t.Errorf("translations of the first change alone read %v; want one with the newer inputs: %t", firstOnly, wantFirstNewer)
+	}
+	if got := metricValue(t, reg, "meshrelay_translation_abandoned_total"); got != abandoned {
+		t.Errorf("meshrelay_translation_abandoned_total = %v, want %v", got, abandoned)
 	}
 }

@@ -84,10 +84,13 @@ type Config struct {
 	// Tick is how often the store is polled for config changes and unwritten snapshots are
 	// retried; default 1s.
 	Tick time.Duration
-	// MaxInputWait bounds how long configuration changes in a row may go first, translated
-	// with the inputs of the last published translation, before the newest inputs are
-	// translated with them: under endpoint churn and frequent configuration changes, an
-	// endpoint change waits at most this long (plus a translation); default 3s.
+	// MaxInputWait bounds how long input changes give way to configuration changes, which
+	// go first, translated with the inputs of the last published translation. A
+	// translation of inputs that have waited this long is no longer abandoned for a
+	// configuration change (which then waits for it, and goes first again after it); once
+	// they have waited twice this long, the next configuration change is translated
+	// together with them. Under endpoint churn and a stream of configuration changes an
+	// endpoint change waits at most twice this long (plus a translation); default 3s.
 	MaxInputWait time.Duration
 	// OnTranslate, when set, is called after every translation this server publishes, from
 	// the loop goroutine without the reconciler's lock held, with the configuration that was
@@ -144,9 +147,6 @@ type Reconciler struct {
 	delivering map[string]uint64
 	deliverBy  time.Time
 	deferring  bool // input changes are being put off for it now
-	// inputsAt is when the last translation of the newest inputs (not a config-first one)
-	// was prepared.
-	inputsAt time.Time
 }
 
 // builtOutput is the snapshot made of a translation's resources for a cluster: a
@@ -176,11 +176,13 @@ type translated struct {
 type running struct {
 	// config is what it translates; inputsOnly says that it translates input changes
 	// alone (its config is the last published one), so that a configuration change may
-	// abandon it.
-	config     []resource.Object
-	inputsOnly bool
-	started    time.Time
-	abandon    context.CancelCauseFunc
+	// abandon it, unless those inputs had waited MaxInputWait (since when they waited:
+	// inputsSince, zero when none did).
+	config      []resource.Object
+	inputsOnly  bool
+	inputsSince time.Time
+	started     time.Time
+	abandon     context.CancelCauseFunc
 }
 
 // errConfigChanged abandons a translation of input changes when the configuration changes.
@@ -223,13 +225,19 @@ func New(cfg Config, store snapshot.Store, tr Translator, certs CertSource, log 
 // configChangedLocked abandons a translation of input changes alone when the configuration
 // changed: under endpoint churn such a translation may take seconds, and the configuration
 // change would wait behind it; it is translated next instead (prepare), and the abandoned
-// inputs right after it.
+// inputs right after it. Inputs that have waited MaxInputWait are not abandoned again: the
+// configuration change waits for them.
 func (r *Reconciler) configChangedLocked() {
 	run := r.running
 	if run == nil || !run.inputsOnly || sameObjects(run.config, r.config.effective()) {
 		return
 	}
 	run.inputsOnly = false // once
+	if waited := r.now().Sub(run.inputsSince); !run.inputsSince.IsZero() && waited >= r.cfg.MaxInputWait {
+		r.log.Info("configuration change waits for a translation of inputs", "inputsWaited", waited.Round(time.Millisecond),
+			"translationRunning", time.Since(run.started).Round(time.Millisecond))
+		return
+	}
 	run.abandon(errConfigChanged)
 	r.m.abandoned.Inc()
 	r.log.Info("translation abandoned", "reason", errConfigChanged.Error(), "after", time.Since(run.started).Round(time.Millisecond))
@@ -480,7 +488,7 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	tctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
 	r.mu.Lock()
-	r.running = &running{config: rd.in.Config, inputsOnly: rd.inputsOnly, started: start, abandon: abandon}
+	r.running = &running{config: rd.in.Config, inputsOnly: rd.inputsOnly, inputsSince: rd.inputsSince, started: start, abandon: abandon}
 	r.mu.Unlock()
 	res, err := r.translate.TranslateContext(tctx, rd.in)
 	r.mu.Lock()
@@ -579,6 +587,9 @@ type round struct {
 	// configFirst: a configuration change translated with the last published inputs;
 	// inputsOnly: input changes alone, the configuration being the last published one.
 	configFirst, inputsOnly bool
+	// inputsSince is when the oldest input this round takes arrived (zero: none, or a
+	// configFirst round).
+	inputsSince time.Time
 }
 
 // prepare reports whether to translate now and with what: it gathers what package safemode
@@ -623,10 +634,19 @@ func (r *Reconciler) prepare() (round, bool) {
 		}
 		// A configuration change goes first, with the inputs the agents' outputs were
 		// made of (a new cluster's with its own), unless the last translation already
-		// went first and the newest inputs have waited MaxInputWait: then they come in,
-		// configuration and all.
+		// went first and the newest inputs have waited twice MaxInputWait: then they come
+		// in, configuration and all. (A translation of inputs that waited MaxInputWait is
+		// not abandoned: configChangedLocked.)
+		since := r.store.inputsSince
+		waited := time.Duration(0)
+		if !since.IsZero() {
+			waited = now.Sub(since)
+		}
 		configFirst := configChanged && inputsChanged && last.inputs != nil &&
-			(!last.configFirst || now.Sub(r.inputsAt) < r.cfg.MaxInputWait)
+			(!last.configFirst || waited < 2*r.cfg.MaxInputWait)
+		if configChanged && inputsChanged && last.inputs != nil && !configFirst {
+			r.log.Info("configuration change translated with the inputs that waited", "inputsWaited", waited.Round(time.Millisecond))
+		}
 		if configFirst {
 			for c, s := range inputs {
 				if old, ok := last.inputs[c]; ok {
@@ -649,6 +669,9 @@ func (r *Reconciler) prepare() (round, bool) {
 		}
 		rd = round{in: translate.Input{Config: config, Inputs: inputs, Certs: certs}, clusters: clusters, epoch: epoch, now: now,
 			configFirst: configFirst, inputsOnly: !configChanged}
+		if !configFirst {
+			rd.inputsSince = since
+		}
 	}
 	d := safemode.Decide(r.safe, in)
 	r.applyLocked(d, in.Clusters)
@@ -716,11 +739,18 @@ func (r *Reconciler) publish(rd round, res translate.Result, nexts map[string]*s
 	}
 	epoch := rd.epoch
 	r.translated = translated{config: rd.in.Config, inputs: rd.in.Inputs, configFirst: rd.configFirst}
-	if !rd.configFirst {
-		r.inputsAt = rd.now
-	}
 	if rd.configFirst {
 		r.m.configFirst.Inc()
+	} else {
+		// This round took every input there was when it was prepared; those that arrived
+		// since have waited at most since then.
+		r.store.inputsSince = time.Time{}
+		for c, s := range r.store.inputs {
+			if _, ok := rd.clusters[c]; ok && rd.in.Inputs[c] != s {
+				r.store.inputsSince = rd.now
+				break
+			}
+		}
 	}
 	r.m.translations.Inc()
 	r.m.recomputed.Add(float64(len(res.Recomputed)))

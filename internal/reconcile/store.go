@@ -36,6 +36,9 @@ type writeThrough struct {
 	deadOutputs  map[string]bool
 	loaded       bool   // the stored snapshots were read
 	storeErr     string // the last store error, "" after a success
+	// inputsSince is when the oldest input no translation has taken yet arrived (zero:
+	// none); the reconciler reads and resets it.
+	inputsSince time.Time
 
 	// wroteInput is the input snapshot this server last wrote to the store, by cluster.
 	wroteInput map[string]*snapshot.Snapshot
@@ -215,6 +218,7 @@ func (w *writeThrough) takeNewerLocked(kind snapshot.Kind, c string, s *snapshot
 			w.inputs[c] = s
 			delete(w.dirtyInputs, c)
 			w.m.inputVersion.WithLabelValues(c).Set(float64(s.Version))
+			w.inputArrivedLocked()
 			w.kick.kick()
 		case s.Hash != cur.Hash:
 			w.dirtyInputs[c] = true
@@ -444,8 +448,16 @@ func (w *writeThrough) putInput(cluster string, s *snapshot.Snapshot) {
 	w.inputs[cluster] = s
 	w.dirtyInputs[cluster] = true
 	w.m.inputVersion.WithLabelValues(cluster).Set(float64(s.Version))
+	w.inputArrivedLocked()
 	w.mu.Unlock()
 	w.kick.kick() // the loop writes it to the store, then translates
+}
+
+// inputArrivedLocked notes that an input arrived that no translation has taken yet.
+func (w *writeThrough) inputArrivedLocked() {
+	if w.inputsSince.IsZero() {
+		w.inputsSince = time.Now()
+	}
 }
 
 // publishOutputLocked makes next the cluster's output, to be written by the next flush.

@@ -190,6 +190,7 @@ type env struct {
 	backend *fakeBackend
 	addr    string
 	server  *relay.Server
+	reg     *prometheus.Registry
 }
 
 func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
@@ -203,7 +204,8 @@ func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 		cfg.Token = func() (string, error) { return token, nil }
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rs := relay.NewServer(cfg, backend, ca, log, prometheus.NewRegistry())
+	reg := prometheus.NewRegistry()
+	rs := relay.NewServer(cfg, backend, ca, log, reg)
 	gs := grpc.NewServer(append(rs.GRPCOptions(), grpc.Creds(credentials.NewTLS(rs.TLSConfig(serverCert))), grpc.WaitForHandlers(true))...)
 	rs.Attach(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -218,7 +220,7 @@ func newEnv(t *testing.T, cfg relay.ServerConfig, backend *fakeBackend) *env {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &env{ca: ca, backend: backend, addr: lis.Addr().String(), server: rs}
+	return &env{ca: ca, backend: backend, addr: lis.Addr().String(), server: rs, reg: reg}
 }
 
 // client dials the server presenting cert (nil: none).
@@ -908,4 +910,41 @@ func TestPullAgentHoldsNewerEpoch(t *testing.T) {
 	if d := p.next(t); d.GetEpoch() != 3 || d.GetHash() != raised.Hash || d.GetBaseHash() != agentHolds.Hash {
 		t.Fatalf("sent epoch %d hash %.12s base %.12s, want the epoch-3 output as a delta", d.GetEpoch(), d.GetHash(), d.GetBaseHash())
 	}
+}
+
+// The expiry of the client certificate an agent connects with is in Connections and in
+// meshrelay_relay_agent_certificate_expiry_timestamp_seconds while its streams are open.
+func TestAgentCertificateExpiry(t *testing.T) {
+	b := newBackend("east")
+	b.setOutput("east", output(1, "a=1"))
+	e := newEnv(t, relay.ServerConfig{}, b)
+	cert := e.register(t, "east")
+	notAfter := cert.Leaf.NotAfter.UTC()
+	ctx, cancel := context.WithCancel(t.Context())
+	p := pull(t, e.client(t, &cert), ctx, &relayv1.Hello{Cluster: "east", AgentVersion: "test"})
+	p.next(t)
+	if got := e.server.Connections()["east"].CertificateNotAfter; !got.Equal(notAfter) {
+		t.Errorf("connection's certificate expiry %s, want the agent certificate's %s", got, notAfter)
+	}
+	metric := func() (float64, bool) {
+		fams, err := e.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			if f.GetName() == "meshrelay_relay_agent_certificate_expiry_timestamp_seconds" {
+				for _, m := range f.GetMetric() {
+					if m.GetLabel()[0].GetValue() == "east" {
+						return m.GetGauge().GetValue(), true
+					}
+				}
+			}
+		}
+		return 0, false
+	}
+	if v, ok := metric(); !ok || v != float64(notAfter.Unix()) {
+		t.Errorf("expiry metric %v (present %v), want %d", v, ok, notAfter.Unix())
+	}
+	cancel()
+	poll.Until(t, wait, "the metric to go with the agent's streams", func() bool { _, ok := metric(); return !ok })
 }

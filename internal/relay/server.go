@@ -192,8 +192,29 @@ func NewServer(cfg ServerConfig, backend Backend, ca *pki.CA, log *slog.Logger, 
 			func() float64 { return float64(auth.Current().Cert.NotAfter.Unix()) }))
 	}
 	limits := newLimits(log, func(reason string) { m.rejected.WithLabelValues(reason).Inc() })
-	return &Server{cfg: cfg, registry: backend, inputs: backend, outputs: backend, acks: backend, auth: auth, log: log, m: m, sessions: newSessions(), reports: newReports(reg), limits: limits,
+	sessions := newSessions()
+	if reg != nil {
+		reg.MustRegister(agentCerts{sessions})
+	}
+	return &Server{cfg: cfg, registry: backend, inputs: backend, outputs: backend, acks: backend, auth: auth, log: log, m: m, sessions: sessions, reports: newReports(reg), limits: limits,
 		kick: make(chan struct{}, 1), revoked: map[string]time.Time{}, awaiting: map[string]bool{}}
+}
+
+var descAgentCert = prometheus.NewDesc("meshrelay_relay_agent_certificate_expiry_timestamp_seconds",
+	"When the client certificate of the agent holding a cluster's streams on this server expires (Unix seconds), as seen at the mutual TLS handshake; absent in tls mode and for clusters with no agent connected here.",
+	[]string{"cluster"}, nil)
+
+// agentCerts exports the expiry of the connected agents' client certificates at scrape time.
+type agentCerts struct{ s *sessions }
+
+func (a agentCerts) Describe(ch chan<- *prometheus.Desc) { ch <- descAgentCert }
+
+func (a agentCerts) Collect(ch chan<- prometheus.Metric) {
+	for cluster, c := range a.s.connections() {
+		if !c.CertificateNotAfter.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descAgentCert, prometheus.GaugeValue, float64(c.CertificateNotAfter.Unix()), cluster)
+		}
+	}
 }
 
 // TLSConfig returns the server's TLS configuration: client certificates are requested and,

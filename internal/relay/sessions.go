@@ -180,6 +180,9 @@ type Connection struct {
 	Refused *Refusal `json:"refusedDuplicate,omitempty"`
 	// Report is what the holding agent last reported wrong with its own parts (nil: nothing).
 	Report *AgentReport `json:"report,omitempty"`
+	// CertificateNotAfter is when the newest client certificate of the holding agent's open
+	// streams expires, as presented at the mutual TLS handshake (zero in tls mode).
+	CertificateNotAfter time.Time `json:"certificateNotAfter,omitzero"`
 }
 
 func (s *sessions) connections() map[string]Connection {
@@ -193,6 +196,9 @@ func (s *sessions) connections() map[string]Connection {
 				c.Push++
 			} else {
 				c.Pull++
+			}
+			if st.leaf != nil && st.leaf.NotAfter.After(c.CertificateNotAfter) {
+				c.CertificateNotAfter = st.leaf.NotAfter.UTC()
 			}
 		}
 		out[cluster] = c

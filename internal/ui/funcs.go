@@ -14,6 +14,16 @@ var funcs = template.FuncMap{
 	"add":   func(a, b int) int { return a + b },
 	// class turns a state ("out of sync") into a CSS class ("out-of-sync").
 	"class": func(s string) string { return strings.ReplaceAll(strings.ToLower(s), " ", "-") },
+	// codeclass colours an HTTP response code: 5xx bad, 4xx warn, else ok.
+	"codeclass": func(code string) string {
+		switch {
+		case strings.HasPrefix(code, "5"):
+			return "bad"
+		case strings.HasPrefix(code, "4"):
+			return "warn"
+		}
+		return "ok"
+	},
 	"days": func(d time.Duration) string {
 		if d >= 48*time.Hour {
 			return fmt.Sprintf("%d days", int(d.Hours()/24))

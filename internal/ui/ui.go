@@ -24,6 +24,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 //go:embed assets
@@ -47,6 +49,8 @@ type Config struct {
 	View func() View
 	// Interval is how often a live page is re-rendered (default 1s).
 	Interval time.Duration
+	// Metrics registers the UI's metrics (nil: a registry of its own, for tests).
+	Metrics prometheus.Registerer
 }
 
 // Register adds /ui, /ui/login, /ui/logout, /ui/events and /ui/assets/ to h.
@@ -54,7 +58,16 @@ func Register(h Handler, cfg Config, log *slog.Logger) {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
-	s := &server{cfg: cfg, log: log, tmpl: template.Must(template.New("ui").Funcs(funcs).ParseFS(assets, "assets/*.html"))}
+	s := &server{cfg: cfg, log: log, tmpl: parseTemplates(),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_ui_login_refused_total",
+			Help: "UI logins refused, by reason: no_token (an empty token), wrong_token (not the admin token)."}, []string{"reason"})}
+	for _, r := range []string{refusedNoToken, refusedWrongToken} {
+		s.refused.WithLabelValues(r)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	cfg.Metrics.MustRegister(s.refused)
 	h.Handle("GET /ui/assets/", http.StripPrefix("/ui/", http.FileServerFS(assets)))
 	h.Handle("GET /ui/login", http.HandlerFunc(s.loginPage))
 	h.Handle("POST /ui/login", http.HandlerFunc(s.login))
@@ -64,11 +77,22 @@ func Register(h Handler, cfg Config, log *slog.Logger) {
 	h.Handle("GET /ui/events", s.authed(s.events))
 }
 
-type server struct {
-	cfg  Config
-	log  *slog.Logger
-	tmpl *template.Template
+func parseTemplates() *template.Template {
+	return template.Must(template.New("ui").Funcs(funcs).ParseFS(assets, "assets/*.html"))
 }
+
+type server struct {
+	cfg     Config
+	log     *slog.Logger
+	tmpl    *template.Template
+	refused *prometheus.CounterVec
+}
+
+// Reasons of meshrelay_ui_login_refused_total.
+const (
+	refusedNoToken    = "no_token"
+	refusedWrongToken = "wrong_token"
+)
 
 // session is the cookie value for a token: an HMAC keyed by the token, so the cookie never
 // holds the token and stops working when the token changes.
@@ -124,7 +148,12 @@ func (s *server) authenticate(w http.ResponseWriter, r *http.Request, got string
 		return
 	}
 	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-		s.log.Warn("ui login refused", "remote", r.RemoteAddr, "reason", "wrong admin token")
+		reason := refusedWrongToken
+		if got == "" {
+			reason = refusedNoToken
+		}
+		s.refused.WithLabelValues(reason).Inc()
+		s.log.Warn("ui login refused", "remote", r.RemoteAddr, "reason", "wrong admin token", "code", reason)
 		s.render(w, http.StatusUnauthorized, "login.html", loginData{Error: "wrong admin token: give the server's admin token (its --admin-token-file, by default <data-dir>/admin-token)"})
 		return
 	}

@@ -3,6 +3,7 @@ package ui
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -28,6 +29,8 @@ type Inputs struct {
 	// AgentCertTTL is the lifetime of the relay certificates agents are issued.
 	AgentCertTTL time.Duration
 	Changes      []changelog.Entry
+	// Telemetry is what the telemetry gateway reports of the gateways.
+	Telemetry TelemetryView
 }
 
 // View is what the page shows.
@@ -43,6 +46,8 @@ type View struct {
 	Changes  []ChangeView
 	Certs    []CertView
 	Problems []string
+	// Telemetry is the gateways' live state, request rates and health checks.
+	Telemetry TelemetryView
 }
 
 // ClusterView is one registered (or connected) cluster.
@@ -147,6 +152,7 @@ func Build(in Inputs) View {
 	v.Topology = topology(in)
 	v.Changes = changes(in.Changes, v.Clusters)
 	v.Certs = certs(in)
+	v.Telemetry = in.Telemetry
 	v.Problems = append(v.Problems, st.TranslationErrors...)
 	v.Problems = append(v.Problems, st.ConfigErrors...)
 	keys := make([]string, 0, len(st.ResourceStatus))
@@ -310,6 +316,9 @@ func health(in Inputs) []Check {
 	add("management plane view", st.Plane.Error == "", cmp.Or(st.Plane.Error, fmt.Sprintf("%d servers", len(st.Plane.Servers))))
 	add("relay CA rotation", st.RelayCA.Phase == "" || st.RelayCA.Phase == "idle", fmt.Sprintf("phase %s, pending %s", cmp.Or(st.RelayCA.Phase, "idle"), orNone(st.RelayCA.Pending)))
 	add("mesh CA rotation", st.MeshCA.Phase == "" || st.MeshCA.Ready, fmt.Sprintf("phase %s", cmp.Or(st.MeshCA.Phase, "none")))
+	if tl := st.Telemetry; tl != nil {
+		add("telemetry gateway", tl.Error == "", cmp.Or(tl.Error, "read "+tl.URL))
+	}
 	if len(st.RateLimited) > 0 {
 		add("relay rate limit", false, fmt.Sprintf("%d sources refused for too many attempts", len(st.RateLimited)))
 	}
@@ -427,9 +436,37 @@ func certs(in Inputs) []CertView {
 	for _, n := range names {
 		add("gateway identity", n, in.GatewayCerts[n], "mesh certificate; the server renews it")
 	}
+	// Agents' client certificates as their servers saw them at the handshake; an agent
+	// renews at two thirds of the lifetime, so under a third left means renewal is overdue.
+	agents := map[string]time.Time{}
+	for _, sv := range st.Plane.Servers {
+		for _, c := range sv.Clusters {
+			if na := c.Connection.CertificateNotAfter; na.After(agents[c.Name]) {
+				agents[c.Name] = na
+			}
+		}
+	}
+	for name, c := range st.Connections {
+		if c.CertificateNotAfter.After(agents[name]) {
+			agents[name] = c.CertificateNotAfter
+		}
+	}
+	soon = in.AgentCertTTL / 3
+	for _, n := range slices.Sorted(maps.Keys(agents)) {
+		add("agent certificate", n, agents[n], "client certificate at the agent's last handshake; the agent renews it at two thirds of its life")
+	}
 	if in.AgentCertTTL > 0 {
-		// The server keeps no copy of the relay certificates it issues agents.
-		add("agent certificates", "every agent", time.Time{}, fmt.Sprintf("issued for %s at registration and renewed by each agent; its /status shows the expiry", in.AgentCertTTL))
+		var missing []string
+		for _, c := range st.Clusters {
+			if _, ok := agents[c.Name]; !ok {
+				missing = append(missing, c.Name)
+			}
+		}
+		if len(missing) > 0 || len(st.Clusters) == 0 {
+			// The server keeps no copy of the relay certificates it issues agents: it
+			// sees one only while its agent is connected.
+			add("agent certificate", orNone(missing), time.Time{}, fmt.Sprintf("no agent connected (or tls mode): issued for %s at registration and renewed by each agent; its /status shows the expiry", in.AgentCertTTL))
+		}
 	}
 	return out
 }

@@ -281,6 +281,82 @@ func hasSample(text, metric string, labels ...string) error {
 	return fmt.Errorf("no sample of %s with %v among %d bytes", metric, labels, len(text))
 }
 
+// telemetryServerName is the name the telemetry gateways' certificate is issued for.
+const telemetryServerName = "meshrelay-telemetry-gateway.meshrelay-system"
+
+// telemetryCerts are bring-your-own telemetry certificates: a CA and the telemetry
+// gateways' serving pair.
+type telemetryCerts struct{ caFile, certFile, keyFile string }
+
+func newTelemetryCerts(t *testing.T, h *harness) telemetryCerts {
+	t.Helper()
+	ca, err := pki.NewCA("telemetry.test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, certPEM, keyPEM, err := ca.IssueServer([]string{telemetryServerName}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(h.dir, "otel-certs")
+	c := telemetryCerts{caFile: filepath.Join(dir, "ca.crt"), certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key")}
+	writeFile(t, c.caFile, string(ca.CertPEM))
+	if err := pki.WriteKeyPair(c.certFile, c.keyFile, certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// telemetryGateway is a running telemetry gateway: its OTLP and Prometheus addresses and
+// its configuration file (to start it again).
+type telemetryGateway struct {
+	otlp, prom, config string
+	p                  *proc.Process
+}
+
+// startTelemetryGateway runs meshrelay-collector with examples/telemetry/telemetry-gateway.yaml,
+// forwarding to dest.
+func startTelemetryGateway(h *harness, col, name string, certs telemetryCerts, dest *otlpDestination) *telemetryGateway {
+	g := &telemetryGateway{otlp: h.addr(), prom: h.addr()}
+	g.config = collectorConfig(h.t, h.dir, "telemetry-gateway.yaml", map[string]string{"NAME": name,
+		"TELEMETRY_GATEWAY_LISTEN": g.otlp, "TELEMETRY_GATEWAY_CERT_FILE": certs.certFile, "TELEMETRY_GATEWAY_KEY_FILE": certs.keyFile,
+		"TELEMETRY_GATEWAY_PROMETHEUS": g.prom, "TELEMETRY_BACKEND_ENDPOINT": dest.addr, "TELEMETRY_BACKEND_INSECURE": "true"})
+	g.p = h.startBin("telemetry-gateway-"+name, col, "--config", g.config)
+	return g
+}
+
+// startCollectorAgents runs a collector agent (examples/telemetry/collector-agent.yaml) for
+// clusters local and remote, exporting to the first two of tgws (the first twice when there
+// is one), and returns their OTLP addresses by cluster.
+func startCollectorAgents(h *harness, col string, certs telemetryCerts, tgws ...*telemetryGateway) map[string]string {
+	second := tgws[len(tgws)-1]
+	collectors := map[string]string{}
+	for _, c := range []string{"local", "remote"} {
+		collectors[c] = h.addr()
+		cfg := collectorConfig(h.t, h.dir, "collector-agent.yaml", map[string]string{"NAME": c, "COLLECTOR_AGENT_LISTEN": collectors[c],
+			"TELEMETRY_GATEWAY_1": tgws[0].otlp, "TELEMETRY_GATEWAY_2": second.otlp, "TELEMETRY_CA_FILE": certs.caFile, "TELEMETRY_SERVER_NAME": telemetryServerName})
+		h.startBin("collector-agent-"+c, col, "--config", cfg)
+	}
+	return collectors
+}
+
+// serverOTLPFlags export the management server's telemetry to tgw directly.
+func serverOTLPFlags(tgw *telemetryGateway, certs telemetryCerts) []string {
+	return []string{"--otlp-endpoint", tgw.otlp, "--otlp-ca-file", certs.caFile, "--otlp-server-name", telemetryServerName, "--otlp-metrics-interval", "1s"}
+}
+
+// clusterOTLPFlags export the agent's and the gateway's telemetry of each cluster to the
+// cluster's collector agent (newSeedWorldIn's processExtra).
+func clusterOTLPFlags(collectors map[string]string) func(role, cluster string) []string {
+	return func(role, cluster string) []string {
+		args := []string{"--otlp-endpoint", collectors[cluster], "--otlp-insecure", "--otlp-metrics-interval", "1s"}
+		if role == "gateway" {
+			args = append(args, "--cluster", cluster)
+		}
+		return args
+	}
+}
+
 // The telemetry pipeline of issue 18 as real processes: both clusters' agents and gateways
 // export OTLP to their cluster's collector agent (meshrelay-collector), which exports over
 // TLS (BYO certificates) to every telemetry gateway — two here, one exporter each (seed
@@ -293,51 +369,10 @@ func TestTelemetryPipeline(t *testing.T) {
 	h := newHarness(t)
 	col := collector(t)
 	dest := startOTLPDestination(t)
-	// Bring-your-own telemetry certificates: a CA and the telemetry gateways' serving pair.
-	ca, err := pki.NewCA("telemetry.test", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const serverName = "meshrelay-telemetry-gateway.meshrelay-system"
-	_, certPEM, keyPEM, err := ca.IssueServer([]string{serverName}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs := filepath.Join(h.dir, "otel-certs")
-	caFile, certFile, keyFile := filepath.Join(certs, "ca.crt"), filepath.Join(certs, "tls.crt"), filepath.Join(certs, "tls.key")
-	writeFile(t, caFile, string(ca.CertPEM))
-	if err := pki.WriteKeyPair(certFile, keyFile, certPEM, keyPEM); err != nil {
-		t.Fatal(err)
-	}
-
-	type telemetryGateway struct {
-		otlp, prom, config string
-		p                  *proc.Process
-	}
-	tgws := make([]*telemetryGateway, 2)
-	for i := range tgws {
-		g := &telemetryGateway{otlp: h.addr(), prom: h.addr()}
-		g.config = collectorConfig(t, h.dir, "telemetry-gateway.yaml", map[string]string{"NAME": fmt.Sprint(i + 1),
-			"TELEMETRY_GATEWAY_LISTEN": g.otlp, "TELEMETRY_GATEWAY_CERT_FILE": certFile, "TELEMETRY_GATEWAY_KEY_FILE": keyFile,
-			"TELEMETRY_GATEWAY_PROMETHEUS": g.prom, "TELEMETRY_BACKEND_ENDPOINT": dest.addr, "TELEMETRY_BACKEND_INSECURE": "true"})
-		g.p = h.startBin(fmt.Sprintf("telemetry-gateway-%d", i+1), col, "--config", g.config)
-		tgws[i] = g
-	}
-	collectors := map[string]string{}
-	for _, c := range []string{"local", "remote"} {
-		collectors[c] = h.addr()
-		cfg := collectorConfig(t, h.dir, "collector-agent.yaml", map[string]string{"NAME": c, "COLLECTOR_AGENT_LISTEN": collectors[c],
-			"TELEMETRY_GATEWAY_1": tgws[0].otlp, "TELEMETRY_GATEWAY_2": tgws[1].otlp, "TELEMETRY_CA_FILE": caFile, "TELEMETRY_SERVER_NAME": serverName})
-		h.startBin("collector-agent-"+c, col, "--config", cfg)
-	}
-	serverOTLP := []string{"--otlp-endpoint", tgws[0].otlp, "--otlp-ca-file", caFile, "--otlp-server-name", serverName, "--otlp-metrics-interval", "1s"}
-	w := newSeedWorldIn(h, serverOTLP, nil, nil, func(role, cluster string) []string {
-		args := []string{"--otlp-endpoint", collectors[cluster], "--otlp-insecure", "--otlp-metrics-interval", "1s"}
-		if role == "gateway" {
-			args = append(args, "--cluster", cluster)
-		}
-		return args
-	})
+	certs := newTelemetryCerts(t, h)
+	tgws := []*telemetryGateway{startTelemetryGateway(h, col, "1", certs, dest), startTelemetryGateway(h, col, "2", certs, dest)}
+	collectors := startCollectorAgents(h, col, certs, tgws...)
+	w := newSeedWorldIn(h, serverOTLPFlags(tgws[0], certs), nil, nil, clusterOTLPFlags(collectors))
 
 	// Traffic through the local gateway: its request metrics reach both telemetry gateways'
 	// Prometheus endpoints, labelled with the cluster, and the OTLP destination.

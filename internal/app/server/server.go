@@ -59,6 +59,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/telemetry"
 	"github.com/meshrelay/meshrelay/internal/tokenfile"
 	"github.com/meshrelay/meshrelay/internal/translate"
+	"github.com/meshrelay/meshrelay/internal/ui"
 )
 
 // Config is the server's configuration; RegisterFlags binds it to flags.
@@ -112,6 +113,9 @@ type Config struct {
 	Version string
 	// Telemetry exports the server's metrics and configuration-change traces over OTLP.
 	Telemetry telemetry.Config
+	// TelemetryPrometheusURL is the telemetry gateway's merged Prometheus endpoint, which the
+	// UI reads the gateways' live state, request rates and health checks from.
+	TelemetryPrometheusURL string
 }
 
 // KubeConfig configures Kubernetes mode: the configuration comes from meshrelay's custom
@@ -170,12 +174,16 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.SafeMode, "safe-mode", true, "after a start, hold translation until every registered cluster (except skipWarming ones) has sent its input snapshot")
 	fs.IntVar(&c.SafeStartWindow, "safe-start-window", 0, "with --safe-mode=false: seconds to wait at most for missing inputs before translating with what is present; 0 does not wait")
 	c.Telemetry.RegisterFlags(fs)
+	fs.StringVar(&c.TelemetryPrometheusURL, "telemetry-prometheus-url", "", "the telemetry gateway's merged Prometheus endpoint (e.g. http://telemetry-gateway:9091/metrics): the UI shows every gateway's serving priority (since when and why), request rates and health checks from it; unset, the UI says where that data would come from")
 }
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
 	var errs []error
 	if err := c.Telemetry.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := ui.ValidateTelemetryURL(c.TelemetryPrometheusURL); err != nil {
 		errs = append(errs, err)
 	}
 	if c.TLSMode != relaywire.ModeMTLS && c.TLSMode != relaywire.ModeTLS {
@@ -557,6 +565,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	publisher := plane.NewPublisher(replicaID, planeStore, func() plane.Server {
 		return plane.Local(replicaID, mgmtName, advertise, rec.Status(), rs.Connections(), time.Now())
 	}, cfg.LeaseDuration/5, log.With("component", "plane"))
+	var tel *ui.Telemetry
+	if cfg.TelemetryPrometheusURL != "" {
+		tel = ui.NewTelemetry(cfg.TelemetryPrometheusURL, 0, reg, log.With("component", "ui-telemetry"))
+	}
 	serverStatus := func() configapi.ServerStatus {
 		st := rec.Status()
 		if dir != nil {
@@ -574,14 +586,20 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if sf := replication.Status(); sf != nil {
 			ss.StoreReplication = sf.String()
 		}
-		ss.Telemetry = otlp.Status()
+		ss.OTLPExport = otlp.Status()
+		if tel != nil {
+			ts := &configapi.TelemetryStatus{}
+			ts.URL, ts.LastRead, ts.Error, ts.ErrorSince = tel.Status()
+			ss.Telemetry = ts
+		}
 		return ss
 	}
 	status := func() any { return serverStatus() }
 	adm := admin.New(cfg.AdminAddress, admin.Config{Ready: rec.Ready, Status: status, Gatherer: reg, Version: cfg.Version, TLS: adminCert.tlsConfig()}, log.With("component", "admin"))
 	timeline := changelog.New(0)
 	configapi.Register(adm, recordedConfig{rec, timeline}, adminToken, changes)
-	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: timeline, agentCertTTL: cfg.AgentCertTTL}, adminToken, adminCert != nil, log.With("component", "ui"))
+	registerUI(adm, uiSources{status: serverStatus, rec: rec, certs: certs, changes: timeline, agentCertTTL: cfg.AgentCertTTL, telemetry: tel},
+		adminToken, adminCert != nil, reg, log.With("component", "ui"))
 	rotation.register(configapi.Protected(adm, adminToken))
 	configapi.RegisterGatewayCertificates(adm, gatewayIssuer(rec.Config, meshAuth, cfg.MeshCertTTL), adminToken)
 	registerRelayCA(adm, rs, cfg.TrustDomain, adminToken)
@@ -620,6 +638,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	run.Add("admin", adm)
 	run.Add("change-acks", runner.Func(func(ctx context.Context) error { return observeChanges(ctx, rec, timeline) }))
 	run.Add("otlp", otlp)
+	if tel != nil {
+		run.Add("ui-telemetry", tel)
+	}
 	run.Add("relay sessions", runner.Func(rs.Run))
 	run.Add("relay server", runner.Func(func(ctx context.Context) error {
 		errc := make(chan error, 1)

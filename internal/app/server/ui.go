@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/changelog"
 	"github.com/meshrelay/meshrelay/internal/changetrace"
@@ -78,13 +80,14 @@ type uiSources struct {
 	certs        *meshcerts.Shared
 	changes      *changelog.Log
 	agentCertTTL time.Duration
+	telemetry    *ui.Telemetry // nil without --telemetry-prometheus-url
 }
 
 func (s uiSources) view() ui.View {
 	st := s.status()
 	s.changes.Observe(st.Status, time.Now())
 	in := ui.Inputs{Now: time.Now(), Status: st, Config: s.rec.Config(), Inputs: map[string]*snapshot.Snapshot{}, Outputs: map[string]*snapshot.Snapshot{},
-		GatewayCerts: s.certs.Expiries(), AgentCertTTL: s.agentCertTTL, Changes: s.changes.Entries()}
+		GatewayCerts: s.certs.Expiries(), AgentCertTTL: s.agentCertTTL, Changes: s.changes.Entries(), Telemetry: s.telemetry.View()}
 	for _, c := range st.Clusters {
 		in.Inputs[c.Name], in.Outputs[c.Name] = s.rec.Input(c.Name), s.rec.Output(c.Name)
 	}
@@ -92,6 +95,6 @@ func (s uiSources) view() ui.View {
 }
 
 // registerUI serves the UI at /ui behind the admin token.
-func registerUI(adm *admin.Server, src uiSources, token func() (string, error), tls bool, log *slog.Logger) {
-	ui.Register(adm, ui.Config{Token: token, TLS: tls, View: src.view}, log)
+func registerUI(adm *admin.Server, src uiSources, token func() (string, error), tls bool, reg prometheus.Registerer, log *slog.Logger) {
+	ui.Register(adm, ui.Config{Token: token, TLS: tls, View: src.view, Metrics: reg}, log)
 }
