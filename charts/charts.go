@@ -3,6 +3,11 @@
 // register --install` writes the agent chart to a temporary directory for the helm binary
 // (WriteDir); it imports nothing of Helm. Package charts/chartstest renders the charts with
 // Helm's Go SDK for tests.
+//
+// The server chart's files/telemetry-gateway.yaml is a symbolic link to
+// examples/telemetry/telemetry-gateway.yaml, which go:embed leaves out: helm follows it when
+// it installs or packages the chart from the repository, and chartstest reads it from the
+// source tree. Only the agent chart is written out by the binary (WriteDir).
 package charts
 
 import (

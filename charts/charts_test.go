@@ -342,6 +342,7 @@ func TestLint(t *testing.T) {
 		{charts.Server, serverHAValues()},
 		{charts.Server, vals("kubernetes.enabled", true, "networkPolicy.enabled", true,
 			"networkPolicy.adminFrom", []any{map[string]any{"podSelector": map[string]any{"matchLabels": map[string]any{"app": "prometheus"}}}})},
+		{charts.Server, vals("telemetryGateway.enabled", true, "telemetryGateway.backend.endpoint", "otlp.example.com:4317", "metrics.serviceMonitor.enabled", true)},
 		{charts.Agent, nil}, // lint mode lets the required values pass
 		{charts.Agent, agentMin},
 		{charts.Agent, agentKubeValues()},

@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -27,7 +29,8 @@ import (
 	"github.com/meshrelay/meshrelay/charts"
 )
 
-// Load loads the named chart (Server or Agent) from the embedded files.
+// Load loads the named chart (Server or Agent) from the embedded files, and the files the
+// chart links to in the repository (linkedFiles).
 func Load(name string) (*chart.Chart, error) {
 	if err := charts.Check(name); err != nil {
 		return nil, err
@@ -47,11 +50,54 @@ func Load(name string) (*chart.Chart, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read chart %s: %w", name, err)
 	}
-	ch, err := loader.LoadFiles(bufs)
+	linked, err := linkedFiles(name)
+	if err != nil {
+		return nil, fmt.Errorf("read chart %s: %w", name, err)
+	}
+	ch, err := loader.LoadFiles(append(bufs, linked...))
 	if err != nil {
 		return nil, fmt.Errorf("load chart %s: %w", name, err)
 	}
 	return ch, nil
+}
+
+// linkedFiles returns the chart's files that are symbolic links to files elsewhere in the
+// repository (files/telemetry-gateway.yaml to examples/telemetry/): go:embed leaves links
+// out, helm follows them. They are read from the chart's directory in the source tree, found
+// from the working directory up (tests run inside the module).
+func linkedFiles(name string) ([]*archive.BufferedFile, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "charts", name, "Chart.yaml")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return nil, fmt.Errorf("no charts/%s/Chart.yaml above the working directory: the chart's linked files are read from the source tree", name)
+		}
+		dir = parent
+	}
+	dir = filepath.Join(dir, "charts", name)
+	var bufs []*archive.BufferedFile
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink == 0 {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("linked file: %w", err)
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		bufs = append(bufs, &archive.BufferedFile{Name: filepath.ToSlash(rel), Data: data})
+		return nil
+	})
+	return bufs, err
 }
 
 // Options say what a chart is rendered for.

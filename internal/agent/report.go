@@ -26,6 +26,8 @@ type Report struct {
 	DiscoveryError string
 	// DataPlane lists the gateways whose latest xDS response was a NACK.
 	DataPlane []DataPlaneProblem
+	// TelemetryError says why the agent's OTLP export fails; empty when it is off or works.
+	TelemetryError string
 }
 
 // DataPlaneProblem is a gateway that refused configuration.
@@ -58,7 +60,7 @@ func (a *Agent) report() *relayv1.AgentReport {
 		return nil
 	}
 	r := a.reporter.Report()
-	m := &relayv1.AgentReport{DiscoveryError: r.DiscoveryError}
+	m := &relayv1.AgentReport{DiscoveryError: r.DiscoveryError, TelemetryError: r.TelemetryError}
 	for _, p := range r.DataPlane {
 		m.DataPlane = append(m.DataPlane, &relayv1.DataPlaneProblem{Node: p.Node, TypeUrl: p.TypeURL, Error: p.Error})
 	}

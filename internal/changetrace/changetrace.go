@@ -1,5 +1,7 @@
-// Package changetrace traces configuration changes: one trace per change, from the admin
-// API's apply ("config.apply") through the translation that takes it in
+// Package changetrace traces configuration changes: one trace per change, from the change
+// entering the server ("config.apply", whatever its path: the admin API's apply or delete,
+// the config directory, Kubernetes custom resources; the attribute meshrelay.path names it)
+// through the translation that takes it in
 // ("config.translate") to every agent's answer ("relay.deliver", one span per cluster, from
 // sending the output to its ACK or NACK). The agent's apply is a child of its delivery
 // span ("agent.apply"): the delivery span's context travels in the output's
@@ -12,6 +14,7 @@ package changetrace
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -34,6 +37,9 @@ const (
 
 var propagator = propagation.TraceContext{}
 
+// maxPending bounds the changes waiting for a translation (a translation links them all).
+const maxPending = 64
+
 // Tracer follows configuration changes from apply to delivery on the server.
 type Tracer struct {
 	tr trace.Tracer
@@ -53,26 +59,65 @@ func New(tp trace.TracerProvider) *Tracer {
 	return &Tracer{tr: tp.Tracer(Name), outputs: map[string]publishedOutput{}}
 }
 
-// Apply starts the span of an apply of objects from source through the admin API, a child
-// of the trace context in header (a caller's traceparent) if any. The caller ends it, and
-// calls Applied once the change is stored.
-func (t *Tracer) Apply(ctx context.Context, header propagation.TextMapCarrier, source string, objects int) (context.Context, trace.Span) {
+// Attributes of the change's span.
+const (
+	// AttrPath names the path the change took into the server: changelog.PathApply,
+	// PathDelete, PathConfigDir or PathCR, as the change log records it.
+	AttrPath = "meshrelay.path"
+	// AttrSource names what the change came from: the applied file, the deleted resource.
+	AttrSource = "meshrelay.source"
+)
+
+// Apply starts the span of a change of objects from source that took path into the
+// server (the admin API's apply or delete), a child of the trace context in header (a
+// caller's traceparent) if any. The caller ends it; the reconciler calls Applied as it
+// stores the change.
+func (t *Tracer) Apply(ctx context.Context, header propagation.TextMapCarrier, path, source string, objects int) (context.Context, trace.Span) {
 	if t == nil {
 		return ctx, noop.Span{}
 	}
 	ctx = propagator.Extract(ctx, header)
 	return t.tr.Start(ctx, SpanApply, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String("meshrelay.source", source), attribute.Int("meshrelay.objects", objects)))
+		trace.WithAttributes(attribute.String(AttrPath, path), attribute.String(AttrSource, source), attribute.Int("meshrelay.objects", objects)))
 }
 
-// Applied records that the change of ctx's span is stored: the next translation takes it in.
+// Change starts the span of a change the server read itself, from path (the config
+// directory, custom resources): a new trace holding objects resources. The caller calls
+// Applied before handing the change to the reconciler (so that the translation it kicks
+// takes the trace in), then ends the span.
+func (t *Tracer) Change(ctx context.Context, path string, objects int) (context.Context, trace.Span) {
+	if t == nil {
+		return ctx, noop.Span{}
+	}
+	return t.tr.Start(ctx, SpanApply, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attribute.String(AttrPath, path), attribute.Int("meshrelay.objects", objects)))
+}
+
+// Applied records that the change of ctx's span is stored, or about to be (the caller calls
+// it before the write that kicks the translation, and Withdraw if the write fails): the
+// next translation takes it in.
 func (t *Tracer) Applied(ctx context.Context) {
 	sc := trace.SpanContextFromContext(ctx)
 	if t == nil || !sc.IsValid() {
 		return
 	}
 	t.mu.Lock()
+	if len(t.pending) >= maxPending { // a passive server translates nothing: keep the newest
+		t.pending = t.pending[1:]
+	}
 	t.pending = append(t.pending, sc)
+	t.mu.Unlock()
+}
+
+// Withdraw forgets the change of ctx's span when no translation took it in yet: its
+// Applied was called before it was stored, and storing it failed.
+func (t *Tracer) Withdraw(ctx context.Context) {
+	sc := trace.SpanContextFromContext(ctx)
+	if t == nil || !sc.IsValid() {
+		return
+	}
+	t.mu.Lock()
+	t.pending = slices.DeleteFunc(t.pending, func(p trace.SpanContext) bool { return p.Equal(sc) })
 	t.mu.Unlock()
 }
 

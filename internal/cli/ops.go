@@ -20,6 +20,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
 	"github.com/meshrelay/meshrelay/internal/snapshot/redisstore"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 	"github.com/meshrelay/meshrelay/internal/translate"
 )
 
@@ -131,8 +132,9 @@ keys must have a replica in sync; with Sentinel, at least a quorum of the sentin
 and none may flag the primary down; with Cluster, cluster_state must be ok; a single server
 without replicas passes, as it never fails over), that every registered cluster has its push
 and pull streams connected and is in sync (and for how long it has not been), whether safe
-mode holds translation and why, when the relay certificates expire, and the last translation
-errors.
+mode holds translation and why, when the relay certificates expire, whether OTLP export
+(--otlp-endpoint) fails, the server's own and each agent's ("off" when not configured), and
+the last translation errors.
 Exits non-zero when anything is wrong.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -332,6 +334,12 @@ func runChecks(ctx context.Context, c *configapi.Client, rf redisFlags) []checkR
 		}
 		add("admin certificate", left > 24*time.Hour && st.AdminCertError == "", "%s", detail)
 	}
+	add("telemetry export", st.OTLPExport.Problem() == "", "%s", telemetryText(st.OTLPExport))
+	for _, cl := range st.Clusters {
+		if at, found, _ := pl.Find(cl.Name); found && at.Cluster.Connection.Report != nil && at.Cluster.Connection.Report.TelemetryError != "" {
+			add("telemetry export "+cl.Name, false, "agent: %s", at.Cluster.Connection.Report.TelemetryError)
+		}
+	}
 	if tl := st.Telemetry; tl != nil {
 		if tl.Error != "" {
 			add("telemetry gateway", false, "the UI cannot read %s since %s: %s", tl.URL, tl.ErrorSince.Format(time.RFC3339), tl.Error)
@@ -409,6 +417,21 @@ func clusterCheck(pl plane.Status, cluster string, local reconcile.SafeModeStatu
 		}
 	}
 	return ok, strings.Join(parts, "; ")
+}
+
+// telemetryText says where the server's OTLP export goes and how it fares: off, the
+// failures in a row with the last error, or the last success.
+func telemetryText(t telemetry.Status) string {
+	switch {
+	case t.Endpoint == "":
+		return "off"
+	case t.Failed > 0:
+		return fmt.Sprintf("%s (%d exports failed in a row, the last at %s)", t.Problem(), t.Failed, t.LastErrorAt.Format(time.RFC3339))
+	case t.LastSuccess.IsZero():
+		return fmt.Sprintf("to %s, nothing exported yet", t.Endpoint)
+	default:
+		return fmt.Sprintf("to %s, last export at %s", t.Endpoint, t.LastSuccess.Format(time.RFC3339))
+	}
 }
 
 // safeModeText says what safe mode waits for.

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/meshrelay/meshrelay/internal/admin"
+	"github.com/meshrelay/meshrelay/internal/changelog"
 	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/resource"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
@@ -80,8 +81,8 @@ const TokenFileName = "admin-token"
 
 // Register adds the API routes to an admin server. Every route needs the header
 // "Authorization: Bearer <token>" with the token that token returns at the time of the
-// request (so a rotated token file takes effect at once). Each apply starts a configuration
-// change's trace in changes (nil: not traced).
+// request (so a rotated token file takes effect at once). Each apply and delete starts a
+// configuration change's trace in changes (nil: not traced).
 func Register(adm *admin.Server, b Backend, token func() (string, error), changes *changetrace.Tracer) {
 	s := authenticated{adm, token}
 	s.Handle("POST /api/v1/apply", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -106,7 +107,7 @@ func Register(adm *admin.Server, b Backend, token func() (string, error), change
 			return
 		}
 		res := ApplyResult{Errors: errStrings(errs)}
-		ctx, span := changes.Apply(r.Context(), propagation.HeaderCarrier(r.Header), source, len(objs))
+		ctx, span := changes.Apply(r.Context(), propagation.HeaderCarrier(r.Header), changelog.PathApply, source, len(objs))
 		defer span.End()
 		if err := b.Apply(ctx, objs); err != nil {
 			res.Errors = append(res.Errors, err.Error())
@@ -114,7 +115,6 @@ func Register(adm *admin.Server, b Backend, token func() (string, error), change
 			admin.WriteJSON(w, http.StatusServiceUnavailable, res)
 			return
 		}
-		changes.Applied(ctx)
 		for _, o := range objs {
 			res.Applied = append(res.Applied, o.String())
 		}
@@ -132,7 +132,12 @@ func Register(adm *admin.Server, b Backend, token func() (string, error), change
 		}
 		ns := r.URL.Query().Get("namespace")
 		key := resource.Key(kind, ns, r.PathValue("name"))
-		err := b.Delete(r.Context(), key)
+		ctx, span := changes.Apply(r.Context(), propagation.HeaderCarrier(r.Header), changelog.PathDelete, key, 1)
+		defer span.End()
+		err := b.Delete(ctx, key) // the backend (the reconciler) hands the change's trace to its translation
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
 		switch {
 		case errors.Is(err, snapshot.ErrNotFound):
 			if o, ok := findConfig(b.Config(), key); ok {

@@ -7,6 +7,7 @@ import (
 	"github.com/meshrelay/meshrelay/internal/plane"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/relay"
+	"github.com/meshrelay/meshrelay/internal/telemetry"
 )
 
 // DefaultDataDir is the server's --data-dir default, where it generates the admin token
@@ -41,6 +42,8 @@ type ServerStatus struct {
 	// configuration, revocation) which no Redis replica acknowledged in time, until a later
 	// one reaches a replica ("" when none; docs/adr/0015).
 	StoreReplication string `json:"storeReplication,omitempty"`
+	// OTLPExport is the state of this server's own OTLP export (--otlp-endpoint).
+	OTLPExport telemetry.Status `json:"otlpExport"`
 	// Telemetry is the UI's source of gateway state and traffic (nil without
 	// --telemetry-prometheus-url).
 	Telemetry *TelemetryStatus `json:"telemetry,omitempty"`

@@ -334,14 +334,25 @@ func (r *Reconciler) SetDirConfig(objs []resource.Object) {
 }
 
 // Apply validates nothing (callers pass decoded objects) and stores the objects as API
-// configuration; every replica sharing the store picks them up.
+// configuration; every replica sharing the store picks them up. The change of ctx's span
+// (changetrace) is traced through the translation the write kicks.
 func (r *Reconciler) Apply(ctx context.Context, objs []resource.Object) error {
-	return r.store.apply(ctx, objs)
+	r.cfg.Changes.Applied(ctx) // before the write kicks the translation, which takes it in
+	if err := r.store.apply(ctx, objs); err != nil {
+		r.cfg.Changes.Withdraw(ctx)
+		return err
+	}
+	return nil
 }
 
-// Delete removes an API configuration resource by key.
+// Delete removes an API configuration resource by key; traced as Apply is.
 func (r *Reconciler) Delete(ctx context.Context, key string) error {
-	return r.store.delete(ctx, key)
+	r.cfg.Changes.Applied(ctx)
+	if err := r.store.delete(ctx, key); err != nil {
+		r.cfg.Changes.Withdraw(ctx)
+		return err
+	}
+	return nil
 }
 
 // Config returns the effective configuration: the config directory's objects overridden by

@@ -16,7 +16,9 @@ import (
 type AgentReport struct {
 	DiscoveryError string             `json:"discoveryError,omitempty"`
 	DataPlane      []DataPlaneProblem `json:"dataPlane,omitempty"`
-	At             time.Time          `json:"at"`
+	// TelemetryError says why the agent's OTLP export fails (docs/adr/0019).
+	TelemetryError string    `json:"telemetryError,omitempty"`
+	At             time.Time `json:"at"`
 }
 
 // DataPlaneProblem is a gateway (xDS node) that refused configuration.
@@ -27,13 +29,16 @@ type DataPlaneProblem struct {
 }
 
 // OK reports whether the report says nothing is wrong.
-func (r AgentReport) OK() bool { return r.DiscoveryError == "" && len(r.DataPlane) == 0 }
+func (r AgentReport) OK() bool {
+	return r.DiscoveryError == "" && len(r.DataPlane) == 0 && r.TelemetryError == ""
+}
 
 // reports keeps the latest report of each cluster whose agent has a push stream here, and
 // exports it as metrics.
 type reports struct {
 	discovery *prometheus.GaugeVec
 	nacks     *prometheus.GaugeVec
+	telemetry *prometheus.GaugeVec
 
 	mu   sync.Mutex // guards last
 	last map[string]AgentReport
@@ -45,10 +50,12 @@ func newReports(reg prometheus.Registerer) *reports {
 			Help: "1 while the cluster's agent reports that its discovery fails (the input it pushes may be outdated)."}, []string{"cluster"}),
 		nacks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshrelay_relay_data_plane_nacks",
 			Help: "1 for each gateway (xDS node) whose latest response from its cluster's agent was a NACK."}, []string{"cluster", "node"}),
+		telemetry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meshrelay_relay_agent_otlp_export_failing",
+			Help: "1 while the cluster's agent reports that its OTLP export (--otlp-endpoint) fails."}, []string{"cluster"}),
 		last: map[string]AgentReport{},
 	}
 	if reg != nil {
-		reg.MustRegister(r.discovery, r.nacks)
+		reg.MustRegister(r.discovery, r.nacks, r.telemetry)
 	}
 	return r
 }
@@ -56,7 +63,7 @@ func newReports(reg prometheus.Registerer) *reports {
 // set records a cluster's new report, logging and exporting what changed; a nil message
 // clears it (the agent's push stream ended).
 func (r *reports) set(cluster string, m *relayv1.AgentReport, log *slog.Logger) {
-	next := AgentReport{DiscoveryError: m.GetDiscoveryError(), At: time.Now().UTC()}
+	next := AgentReport{DiscoveryError: m.GetDiscoveryError(), TelemetryError: m.GetTelemetryError(), At: time.Now().UTC()}
 	for _, p := range m.GetDataPlane() {
 		next.DataPlane = append(next.DataPlane, DataPlaneProblem{Node: p.GetNode(), TypeURL: p.GetTypeUrl(), Error: p.GetError()})
 	}
@@ -79,6 +86,16 @@ func (r *reports) set(cluster string, m *relayv1.AgentReport, log *slog.Logger) 
 	}
 	if next.DiscoveryError == "" {
 		r.discovery.DeleteLabelValues(cluster)
+	}
+	switch {
+	case next.TelemetryError != "" && prev.TelemetryError == "":
+		log.Warn("agent reports otlp export failing", "error", next.TelemetryError)
+		r.telemetry.WithLabelValues(cluster).Set(1)
+	case next.TelemetryError == "" && prev.TelemetryError != "":
+		if m != nil {
+			log.Info("agent reports otlp export working again")
+		}
+		r.telemetry.DeleteLabelValues(cluster)
 	}
 	was := map[string]DataPlaneProblem{}
 	for _, p := range prev.DataPlane {

@@ -102,9 +102,10 @@ func (c *Config) Validate() error {
 // Exporter exports a process's metrics and traces; it is a runner component. Its zero
 // TracerProvider (export off) is a no-op one.
 type Exporter struct {
-	log *slog.Logger
-	tp  *sdktrace.TracerProvider
-	mp  *sdkmetric.MeterProvider
+	log   *slog.Logger
+	tp    *sdktrace.TracerProvider
+	mp    *sdkmetric.MeterProvider
+	state *exportState // nil with export off
 }
 
 // New builds the exporters for the process named service (meshrelay-server, meshrelay-agent,
@@ -144,6 +145,7 @@ func New(cfg Config, service string, attrs []attribute.KeyValue, reg *prometheus
 		topts = append(topts, otlptracegrpc.WithTLSCredentials(creds))
 		mopts = append(mopts, otlpmetricgrpc.WithTLSCredentials(creds))
 	}
+	e.state = &exportState{st: Status{Endpoint: orEnv(cfg.Endpoint)}}
 	ctx := context.Background() // the exporters' constructors dial lazily; ctx bounds nothing here
 	texp, err := otlptracegrpc.New(ctx, topts...)
 	if err != nil {
@@ -161,8 +163,8 @@ func New(cfg Config, service string, attrs []attribute.KeyValue, reg *prometheus
 	if cfg.Interval == 0 {
 		cfg.Interval = DefaultInterval
 	}
-	e.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(texp, sdktrace.WithBatchTimeout(time.Second)), sdktrace.WithResource(res))
-	reader := sdkmetric.NewPeriodicReader(mexp, sdkmetric.WithInterval(cfg.Interval),
+	e.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(spanExporter{texp, e.state}, sdktrace.WithBatchTimeout(time.Second)), sdktrace.WithResource(res))
+	reader := sdkmetric.NewPeriodicReader(metricExporter{mexp, e.state}, sdkmetric.WithInterval(cfg.Interval),
 		sdkmetric.WithProducer(promb.NewMetricProducer(promb.WithGatherer(reg))))
 	e.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
 	log.Info("otlp export on", "endpoint", orEnv(cfg.Endpoint), "caFile", cfg.CAFile, "insecure", cfg.Insecure, "interval", cfg.Interval)
@@ -190,6 +192,14 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// Status returns the state of the export (Status{} with export off).
+func (e *Exporter) Status() Status {
+	if e == nil || e.state == nil {
+		return Status{}
+	}
+	return e.state.get()
 }
 
 // TracerProvider returns the provider of the process's tracers (a no-op one when export is

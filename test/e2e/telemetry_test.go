@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	_ "google.golang.org/grpc/encoding/gzip" // the collectors compress OTLP with gzip
 
+	"github.com/meshrelay/meshrelay/internal/changelog"
 	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/poll"
@@ -83,13 +84,21 @@ type metricAt struct {
 
 type arrivedSpan struct {
 	service, name, cluster string
+	path                   string // changetrace.AttrPath
+	start                  time.Time
 	traceID, spanID        string
 	parentID               string
 }
 
 func startOTLPDestination(t *testing.T) *otlpDestination {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return startOTLPDestinationAt(t, "127.0.0.1:0")
+}
+
+// startOTLPDestinationAt starts the OTLP destination on addr.
+func startOTLPDestinationAt(t *testing.T, addr string) *otlpDestination {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +150,7 @@ func (d *otlpDestination) exportTraces(req *colltracepb.ExportTraceServiceReques
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
 				d.spans = append(d.spans, arrivedSpan{service: svc, name: s.GetName(), cluster: attr(s.GetAttributes(), "meshrelay.cluster"),
+					path: attr(s.GetAttributes(), changetrace.AttrPath), start: time.Unix(0, int64(s.GetStartTimeUnixNano())),
 					traceID: hex.EncodeToString(s.GetTraceId()), spanID: hex.EncodeToString(s.GetSpanId()), parentID: hex.EncodeToString(s.GetParentSpanId())})
 			}
 		}
@@ -166,20 +176,21 @@ func (d *otlpDestination) metricSince(service, metric string, since time.Time) e
 	return nil
 }
 
-// changeTrace finds the trace of the latest apply through the admin API, and checks
-// that it holds the translation and, for every cluster, the delivery (a child of the
-// translation) and the agent's apply (a child of the delivery, from the agent's process).
-func (d *otlpDestination) changeTrace(clusters ...string) error {
+// changeTrace finds the trace of the latest change that took path into the server (apply,
+// delete, config-dir, cr) after since, and checks that it holds the translation and, for
+// every cluster, the delivery (a child of the translation) and the agent's apply (a child
+// of the delivery, from the agent's process).
+func (d *otlpDestination) changeTrace(path string, since time.Time, clusters ...string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var apply *arrivedSpan
 	for i, s := range d.spans {
-		if s.name == changetrace.SpanApply && s.service == "meshrelay-server" {
+		if s.name == changetrace.SpanApply && s.service == "meshrelay-server" && s.path == path && s.start.After(since) {
 			apply = &d.spans[i]
 		}
 	}
 	if apply == nil {
-		return fmt.Errorf("no %s span arrived (%d spans did)", changetrace.SpanApply, len(d.spans))
+		return fmt.Errorf("no %s span of path %s since %s arrived (%d spans did)", changetrace.SpanApply, path, since.Format(time.RFC3339Nano), len(d.spans))
 	}
 	byID := map[string]arrivedSpan{}
 	for _, s := range d.spans {
@@ -389,11 +400,12 @@ func TestTelemetryPipeline(t *testing.T) {
 	change := filepath.Join(h.dir, "traced-change.yaml")
 	writeFile(t, change, "apiVersion: meshrelay.io/v1alpha1\nkind: VirtualDestination\nmetadata:\n  name: traced\n  namespace: default\nspec:\n"+
 		"  hosts: [traced.global]\n  ports: [{number: 80, targetPort: {name: color}}]\n  services: [{name: service-green}, {name: service-blue}]\n")
+	applied := time.Now()
 	if out, errOut, err := cli(t, "apply", "-f", change, "--server", w.server.admin); err != nil {
 		t.Fatalf("apply: %v\n%s%s", err, out, errOut)
 	}
 	poll.Eventually(t, 60*time.Second, "the configuration change's trace reaches the OTLP destination", func() error {
-		return dest.changeTrace("local", "remote")
+		return dest.changeTrace(changelog.PathApply, applied, "local", "remote")
 	})
 
 	// The first telemetry gateway dies: no data-plane request fails meanwhile.

@@ -585,9 +585,12 @@ type AgentReport struct {
 	// Why discovery cannot produce the cluster's input now; empty when it works.
 	DiscoveryError string `protobuf:"bytes,1,opt,name=discovery_error,json=discoveryError,proto3" json:"discovery_error,omitempty"`
 	// The gateways whose latest xDS response was a NACK, one entry per gateway.
-	DataPlane     []*DataPlaneProblem `protobuf:"bytes,2,rep,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataPlane []*DataPlaneProblem `protobuf:"bytes,2,rep,name=data_plane,json=dataPlane,proto3" json:"data_plane,omitempty"`
+	// Why the agent's OTLP export (--otlp-endpoint) fails: the endpoint, since when and the
+	// last error; empty when export is off or works (docs/adr/0019).
+	TelemetryError string `protobuf:"bytes,3,opt,name=telemetry_error,json=telemetryError,proto3" json:"telemetry_error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AgentReport) Reset() {
@@ -632,6 +635,13 @@ func (x *AgentReport) GetDataPlane() []*DataPlaneProblem {
 		return x.DataPlane
 	}
 	return nil
+}
+
+func (x *AgentReport) GetTelemetryError() string {
+	if x != nil {
+		return x.TelemetryError
+	}
+	return ""
 }
 
 // DataPlaneProblem is a gateway that refused configuration the agent served it.
@@ -1266,11 +1276,12 @@ const file_relay_v1_relay_proto_rawDesc = "" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.relay.v1.HelloH\x00R\x05hello\x125\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\x17.relay.v1.SnapshotDeltaH\x00R\bsnapshot\x12/\n" +
 	"\x06report\x18\x03 \x01(\v2\x15.relay.v1.AgentReportH\x00R\x06reportB\t\n" +
-	"\amessage\"q\n" +
+	"\amessage\"\x9a\x01\n" +
 	"\vAgentReport\x12'\n" +
 	"\x0fdiscovery_error\x18\x01 \x01(\tR\x0ediscoveryError\x129\n" +
 	"\n" +
-	"data_plane\x18\x02 \x03(\v2\x1a.relay.v1.DataPlaneProblemR\tdataPlane\"W\n" +
+	"data_plane\x18\x02 \x03(\v2\x1a.relay.v1.DataPlaneProblemR\tdataPlane\x12'\n" +
+	"\x0ftelemetry_error\x18\x03 \x01(\tR\x0etelemetryError\"W\n" +
 	"\x10DataPlaneProblem\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x19\n" +
 	"\btype_url\x18\x02 \x01(\tR\atypeUrl\x12\x14\n" +

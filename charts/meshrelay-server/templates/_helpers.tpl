@@ -257,3 +257,22 @@ data:
   {{ $key }}: {{ randAlphaNum 64 | b64enc }}
   {{- end }}
 {{- end }}
+
+{{/*
+Labels that select the telemetry gateway's pods: a name of its own, so that the server's
+Service, PodDisruptionBudget, NetworkPolicy and ServiceMonitor never select them.
+*/}}
+{{- define "meshrelay-server.telemetryGatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "meshrelay-server.name" . }}-telemetry-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of the telemetry gateway's objects. */}}
+{{- define "meshrelay-server.telemetryGatewayLabels" -}}
+helm.sh/chart: {{ include "meshrelay-server.chart" . }}
+{{ include "meshrelay-server.telemetryGatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.telemetryGateway.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: meshrelay
+app.kubernetes.io/component: telemetry-gateway
+{{- end }}

@@ -356,7 +356,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		xdsServer = xds.New(xds.Config{Address: xdsAt, TLS: cfg.XDSTLS, Cluster: cfg.Agent.Cluster, Registerer: reg}, log.With("component", "xds"))
 		sinks.XDS = xdsServer
 	}
-	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer}),
+	ag, err := relayagent.New(cfg.Agent, src, sinks, log.With("component", "agent"), reg, relayagent.WithReporter(reporter{src: src, xds: xdsServer, otlp: otlp}),
 		relayagent.WithTracerProvider(otlp.TracerProvider()))
 	if err != nil {
 		return err
@@ -447,15 +447,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return run.Run(ctx)
 }
 
-// reporter is the agent's Reporter: what discovery cannot read and what the gateways
-// refuse.
+// reporter is the agent's Reporter: what discovery cannot read, what the gateways
+// refuse, and why its OTLP export fails.
 type reporter struct {
-	src interface{ Errors() []string }
-	xds *xds.Server // nil without --xds-address
+	src  interface{ Errors() []string }
+	xds  *xds.Server // nil without --xds-address
+	otlp *telemetry.Exporter
 }
 
 func (r reporter) Report() relayagent.Report {
-	rep := relayagent.Report{DiscoveryError: strings.Join(r.src.Errors(), "; ")}
+	rep := relayagent.Report{DiscoveryError: strings.Join(r.src.Errors(), "; "), TelemetryError: r.otlp.Status().Problem()}
 	if r.xds != nil {
 		for _, x := range r.xds.Refusals() {
 			rep.DataPlane = append(rep.DataPlane, relayagent.DataPlaneProblem{Node: x.Node, TypeURL: x.TypeURL, Error: x.Error})

@@ -586,6 +586,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 		if sf := replication.Status(); sf != nil {
 			ss.StoreReplication = sf.String()
 		}
+		ss.OTLPExport = otlp.Status()
 		if tel != nil {
 			ts := &configapi.TelemetryStatus{}
 			ts.URL, ts.LastRead, ts.Error, ts.ErrorSince = tel.Status()
@@ -655,11 +656,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(relayAddr
 	}))
 	if dir != nil {
 		run.Add("config-dir", runner.Func(func(ctx context.Context) error {
-			return dir.Start(ctx, recordDir(rec, timeline, changelog.PathConfigDir))
+			return dir.Start(ctx, recordDir(ctx, rec, timeline, changes, changelog.PathConfigDir))
 		}))
 	}
 	if crs != nil {
-		run.Add("cr-source", runner.Func(func(ctx context.Context) error { return crs.Start(ctx, recordDir(rec, timeline, changelog.PathCR)) }))
+		run.Add("cr-source", runner.Func(func(ctx context.Context) error {
+			return crs.Start(ctx, recordDir(ctx, rec, timeline, changes, changelog.PathCR))
+		}))
 		// Leader-only (it says so), yet started on every replica as before: it reads leader
 		// before each round, and role-watch kicks it when the role changes.
 		run.Add("cr-status", crStatus)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshrelay/meshrelay/internal/admin"
 	"github.com/meshrelay/meshrelay/internal/changelog"
+	"github.com/meshrelay/meshrelay/internal/changetrace"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/meshcerts"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
@@ -42,11 +43,16 @@ func (r recordedConfig) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// recordDir is the callback of the config directory or the CR source: it sets their
-// configuration and records the change under path.
-func recordDir(rec *reconcile.Reconciler, changes *changelog.Log, path string) func([]resource.Object) {
+// recordDir is the callback of the config directory or the CR source (which call it only
+// with a changed set): it sets their configuration, records the change under path and
+// starts its trace (with path as its meshrelay.path), which the translation it kicks
+// continues.
+func recordDir(ctx context.Context, rec *reconcile.Reconciler, changes *changelog.Log, traces *changetrace.Tracer, path string) func([]resource.Object) {
 	return func(objs []resource.Object) {
 		before, at := rec.Config(), time.Now()
+		tctx, span := traces.Change(ctx, path, len(objs))
+		defer span.End()
+		traces.Applied(tctx) // before the kick, so that the translation it starts takes the trace in
 		rec.SetDirConfig(objs)
 		changes.Record(at, path, before, rec.Config())
 	}
