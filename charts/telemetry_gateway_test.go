@@ -125,6 +125,17 @@ func TestServerTelemetryGateway(t *testing.T) {
 		t.Errorf("Service ports %+v", svc.Spec.Ports)
 	}
 	server := get[appsv1.Deployment](t, r, "Deployment", serverName)
+	// The server reads the gateway's merged metrics for its UI, through this Service.
+	checkArgs(t, server)
+	url := ""
+	for _, a := range server.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--telemetry-prometheus-url="); ok {
+			url = v
+		}
+	}
+	if !strings.HasPrefix(url, "http://"+name+".") || !strings.HasSuffix(url, ".svc:19091/metrics") {
+		t.Errorf("the server's --telemetry-prometheus-url is %q, want the gateway's Service %s on port 19091", url, name)
+	}
 	for _, o := range r.Objects {
 		if o.Kind != "Service" || o.Name == name {
 			continue

@@ -223,6 +223,9 @@ with the real command, so a flag the binary does not have fails the tests.
 - {{ printf "--kubeconfig=/etc/meshrelay/kubeconfig/%s" .Values.kubernetes.kubeconfigSecret.key | quote }}
 {{- end }}
 {{- end }}
+{{- if .Values.telemetryGateway.enabled }}
+- {{ printf "--telemetry-prometheus-url=http://%s.%s.svc:%d/metrics" (include "meshrelay-server.telemetryGatewayName" .) .Release.Namespace (int .Values.telemetryGateway.prometheusPort) | quote }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -265,6 +268,11 @@ Service, PodDisruptionBudget, NetworkPolicy and ServiceMonitor never select them
 {{- define "meshrelay-server.telemetryGatewaySelectorLabels" -}}
 app.kubernetes.io/name: {{ include "meshrelay-server.name" . }}-telemetry-gateway
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Name of the telemetry gateway's objects (its Service among them). */}}
+{{- define "meshrelay-server.telemetryGatewayName" -}}
+{{- printf "%s-telemetry-gateway" (include "meshrelay-server.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Labels of the telemetry gateway's objects. */}}
