@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshrelay/meshrelay/examples/telemetry"
+	"github.com/meshrelay/meshrelay/internal/changelog"
 	"github.com/meshrelay/meshrelay/internal/configapi"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/promtext"
@@ -323,7 +324,7 @@ func (e *env) checkPipeline(ctx context.Context) error {
 	var traceID string
 	err = e.until(ctx, func() error {
 		var traceErr error
-		traceID, traceErr = e.sink.ChangeTrace(start, "local", "remote")
+		traceID, traceErr = e.sink.ChangeTrace(changelog.PathApply, start, "local", "remote")
 		return errors.Join(e.mergedRequests(ctx, want), traceErr)
 	})
 	if err != nil {

@@ -39,6 +39,7 @@ type metricAt struct {
 // Span is a span that arrived.
 type Span struct {
 	Service, Name, Cluster    string // service.name, the span's name, its meshrelay.cluster
+	Path                      string // its changetrace.AttrPath (the path of a change: apply, config-dir, …)
 	TraceID, SpanID, ParentID string // hex
 	Start                     time.Time
 }
@@ -113,6 +114,7 @@ func (t traceServer) Export(_ context.Context, req *colltracepb.ExportTraceServi
 		for _, ss := range rs.GetScopeSpans() {
 			for _, sp := range ss.GetSpans() {
 				t.spans = append(t.spans, Span{Service: svc, Name: sp.GetName(), Cluster: attr(sp.GetAttributes(), "meshrelay.cluster"),
+					Path:    attr(sp.GetAttributes(), changetrace.AttrPath),
 					TraceID: hex.EncodeToString(sp.GetTraceId()), SpanID: hex.EncodeToString(sp.GetSpanId()), ParentID: hex.EncodeToString(sp.GetParentSpanId()),
 					Start: time.Unix(0, int64(sp.GetStartTimeUnixNano()))})
 			}
@@ -135,21 +137,21 @@ func (s *Sink) MetricSince(service, metric string, since time.Time) error {
 	return nil
 }
 
-// ChangeTrace finds the trace of the latest configuration change that started at or after
-// since and checks that it holds the translation and, for every cluster, the delivery (a
+// ChangeTrace finds the trace of the latest configuration change that took path into the
+// server (apply, delete, config-dir, cr; "" for any) and started at or after since, and checks that it holds the translation and, for every cluster, the delivery (a
 // child of the translation) and the agent's apply (a child of the delivery, from the
 // agent's process). It returns the trace's id.
-func (s *Sink) ChangeTrace(since time.Time, clusters ...string) (string, error) {
+func (s *Sink) ChangeTrace(path string, since time.Time, clusters ...string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var apply *Span
 	for i, sp := range s.spans {
-		if sp.Name == changetrace.SpanApply && sp.Service == "meshrelay-server" && !sp.Start.Before(since) {
+		if sp.Name == changetrace.SpanApply && sp.Service == "meshrelay-server" && (path == "" || sp.Path == path) && !sp.Start.Before(since) {
 			apply = &s.spans[i]
 		}
 	}
 	if apply == nil {
-		return "", fmt.Errorf("no %s span since %s arrived (%d spans did)", changetrace.SpanApply, since.Format(time.RFC3339Nano), len(s.spans))
+		return "", fmt.Errorf("no %s span of path %q since %s arrived (%d spans did)", changetrace.SpanApply, path, since.Format(time.RFC3339Nano), len(s.spans))
 	}
 	byID := map[string]Span{}
 	for _, sp := range s.spans {

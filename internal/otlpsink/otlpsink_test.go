@@ -58,14 +58,14 @@ func TestChangeTrace(t *testing.T) {
 	translate.End()
 	apply.End()
 
-	id, err := s.ChangeTrace(since, "local")
+	id, err := s.ChangeTrace("", since, "local")
 	if err != nil || id != apply.SpanContext().TraceID().String() {
 		t.Errorf("ChangeTrace(local) = %q, %v; want %s", id, err, apply.SpanContext().TraceID())
 	}
-	if _, err := s.ChangeTrace(since, "local", "remote"); err == nil || !strings.Contains(err.Error(), "cluster remote's agent") {
+	if _, err := s.ChangeTrace("", since, "local", "remote"); err == nil || !strings.Contains(err.Error(), "cluster remote's agent") {
 		t.Errorf("ChangeTrace(local, remote) error = %v, want remote's agent apply missing", err)
 	}
-	if _, err := s.ChangeTrace(time.Now(), "local"); err == nil {
+	if _, err := s.ChangeTrace("", time.Now(), "local"); err == nil {
 		t.Error("ChangeTrace found a trace that started before since")
 	}
 }

@@ -140,10 +140,10 @@ func TestCheckTelemetryExport(t *testing.T) {
 		return checkPasses(t, s.admin)
 	})
 	// What check says matches what arrived.
-	if err := dest.metricSince("meshrelay-server", "meshrelay_otlp_export_errors_total", time.Time{}); err != nil {
+	if err := dest.MetricSince("meshrelay-server", "meshrelay_otlp_export_errors_total", time.Time{}); err != nil {
 		t.Error(err)
 	}
-	if err := dest.metricSince("meshrelay-agent", "meshrelay_agent_connected", time.Time{}); err != nil {
+	if err := dest.MetricSince("meshrelay-agent", "meshrelay_agent_connected", time.Time{}); err != nil {
 		t.Error(err)
 	}
 }

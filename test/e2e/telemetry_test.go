@@ -3,28 +3,20 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	collmetricpb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
-	colltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	"google.golang.org/grpc"
-	_ "google.golang.org/grpc/encoding/gzip" // the collectors compress OTLP with gzip
-
+	"github.com/meshrelay/meshrelay/examples/telemetry"
 	"github.com/meshrelay/meshrelay/internal/changelog"
-	"github.com/meshrelay/meshrelay/internal/changetrace"
+	"github.com/meshrelay/meshrelay/internal/otlpsink"
 	"github.com/meshrelay/meshrelay/internal/pki"
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/proc"
@@ -66,28 +58,11 @@ func collector(t *testing.T) string {
 	return collectorBin.path
 }
 
-// otlpDestination is a user's OTLP backend: a real OTLP/gRPC server of the metrics and
-// trace services that records what arrives.
+// otlpDestination is a user's OTLP backend: internal/otlpsink's real OTLP/gRPC server,
+// served until the test ends.
 type otlpDestination struct {
-	collmetricpb.UnimplementedMetricsServiceServer
+	*otlpsink.Sink
 	addr string
-
-	mu      sync.Mutex          // guards metrics and spans
-	metrics map[string]metricAt // "service metric" → its last arrival
-	spans   []arrivedSpan
-}
-
-type metricAt struct {
-	at     time.Time
-	points int
-}
-
-type arrivedSpan struct {
-	service, name, cluster string
-	path                   string // changetrace.AttrPath
-	start                  time.Time
-	traceID, spanID        string
-	parentID               string
 }
 
 func startOTLPDestination(t *testing.T) *otlpDestination {
@@ -98,155 +73,39 @@ func startOTLPDestination(t *testing.T) *otlpDestination {
 // startOTLPDestinationAt starts the OTLP destination on addr.
 func startOTLPDestinationAt(t *testing.T, addr string) *otlpDestination {
 	t.Helper()
-	lis, err := net.Listen("tcp", addr)
+	s, err := otlpsink.Listen(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &otlpDestination{addr: lis.Addr().String(), metrics: map[string]metricAt{}}
-	gs := grpc.NewServer()
-	collmetricpb.RegisterMetricsServiceServer(gs, d)
-	colltracepb.RegisterTraceServiceServer(gs, traceServer{otlpDestination: d})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return d
-}
-
-func attr(kvs []*commonpb.KeyValue, key string) string {
-	for _, kv := range kvs {
-		if kv.GetKey() == key {
-			return kv.GetValue().GetStringValue()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
-	}
-	return ""
+	})
+	return &otlpDestination{Sink: s, addr: s.Addr()}
 }
 
-func (d *otlpDestination) Export(_ context.Context, req *collmetricpb.ExportMetricsServiceRequest) (*collmetricpb.ExportMetricsServiceResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, rm := range req.GetResourceMetrics() {
-		svc := attr(rm.GetResource().GetAttributes(), "service.name")
-		for _, sm := range rm.GetScopeMetrics() {
-			for _, m := range sm.GetMetrics() {
-				n := len(m.GetSum().GetDataPoints()) + len(m.GetGauge().GetDataPoints()) + len(m.GetHistogram().GetDataPoints())
-				d.metrics[svc+" "+m.GetName()] = metricAt{at: time.Now(), points: n}
-			}
-		}
-	}
-	return &collmetricpb.ExportMetricsServiceResponse{}, nil
-}
-
-// traceServer adapts the trace service's Export, whose name collides with the metrics one.
-type traceServer struct {
-	colltracepb.UnimplementedTraceServiceServer
-	*otlpDestination
-}
-
-func (d *otlpDestination) exportTraces(req *colltracepb.ExportTraceServiceRequest) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		svc := attr(rs.GetResource().GetAttributes(), "service.name")
-		for _, ss := range rs.GetScopeSpans() {
-			for _, s := range ss.GetSpans() {
-				d.spans = append(d.spans, arrivedSpan{service: svc, name: s.GetName(), cluster: attr(s.GetAttributes(), "meshrelay.cluster"),
-					path: attr(s.GetAttributes(), changetrace.AttrPath), start: time.Unix(0, int64(s.GetStartTimeUnixNano())),
-					traceID: hex.EncodeToString(s.GetTraceId()), spanID: hex.EncodeToString(s.GetSpanId()), parentID: hex.EncodeToString(s.GetParentSpanId())})
-			}
-		}
-	}
-}
-
-func (t traceServer) Export(_ context.Context, req *colltracepb.ExportTraceServiceRequest) (*colltracepb.ExportTraceServiceResponse, error) {
-	t.exportTraces(req)
-	return &colltracepb.ExportTraceServiceResponse{}, nil
-}
-
-// metricSince reports whether metric of service arrived after since.
-func (d *otlpDestination) metricSince(service, metric string, since time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	m, ok := d.metrics[service+" "+metric]
-	if !ok {
-		return fmt.Errorf("%s of %s never arrived (%d metrics did)", metric, service, len(d.metrics))
-	}
-	if !m.at.After(since) || m.points == 0 {
-		return fmt.Errorf("%s of %s last arrived at %s, %d points, not after %s", metric, service, m.at.Format(time.RFC3339Nano), m.points, since.Format(time.RFC3339Nano))
-	}
-	return nil
-}
-
-// changeTrace finds the trace of the latest change that took path into the server (apply,
-// delete, config-dir, cr) after since, and checks that it holds the translation and, for
-// every cluster, the delivery (a child of the translation) and the agent's apply (a child
-// of the delivery, from the agent's process).
+// changeTrace checks that the trace of the latest change that took path into the server
+// after since arrived whole (otlpsink.Sink.ChangeTrace).
 func (d *otlpDestination) changeTrace(path string, since time.Time, clusters ...string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var apply *arrivedSpan
-	for i, s := range d.spans {
-		if s.name == changetrace.SpanApply && s.service == "meshrelay-server" && s.path == path && s.start.After(since) {
-			apply = &d.spans[i]
-		}
-	}
-	if apply == nil {
-		return fmt.Errorf("no %s span of path %s since %s arrived (%d spans did)", changetrace.SpanApply, path, since.Format(time.RFC3339Nano), len(d.spans))
-	}
-	byID := map[string]arrivedSpan{}
-	for _, s := range d.spans {
-		if s.traceID == apply.traceID {
-			byID[s.spanID] = s
-		}
-	}
-	var translate *arrivedSpan
-	for _, s := range byID {
-		if s.name == changetrace.SpanTranslate && s.parentID == apply.spanID {
-			translate = &s
-		}
-	}
-	if translate == nil {
-		return fmt.Errorf("trace %s has no %s span under the apply: %v", apply.traceID, changetrace.SpanTranslate, byID)
-	}
-	for _, c := range clusters {
-		var deliver, agentApply *arrivedSpan
-		for _, s := range byID {
-			if s.name == changetrace.SpanDeliver && s.cluster == c && s.parentID == translate.spanID {
-				deliver = &s
-			}
-		}
-		if deliver == nil {
-			return fmt.Errorf("trace %s has no %s span of cluster %s under the translation", apply.traceID, changetrace.SpanDeliver, c)
-		}
-		for _, s := range byID {
-			if s.name == changetrace.SpanAgent && s.service == "meshrelay-agent" && s.cluster == c && s.parentID == deliver.spanID {
-				agentApply = &s
-			}
-		}
-		if agentApply == nil {
-			return fmt.Errorf("trace %s has no %s span of cluster %s's agent under its delivery", apply.traceID, changetrace.SpanAgent, c)
-		}
-	}
-	return nil
+	_, err := d.ChangeTrace(path, since, clusters...)
+	return err
 }
 
 // collectorConfig writes the example configuration file with its ${env:NAME} references
 // replaced by vars, as the collector would from its environment.
 func collectorConfig(t *testing.T, dir, example string, vars map[string]string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("../../examples/telemetry", example))
+	b, err := telemetry.Expand(example, vars)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := regexp.MustCompile(`\$\{env:([A-Z0-9_]+)\}`).ReplaceAllFunc(b, func(m []byte) []byte {
-		name := string(m[len("${env:") : len(m)-1])
-		v, ok := vars[name]
-		if !ok {
-			t.Fatalf("%s: no value for %s", example, name)
-		}
-		return []byte(v)
-	})
 	path := filepath.Join(dir, strings.TrimSuffix(example, ".yaml")+"-"+vars["NAME"]+".yaml")
-	writeFile(t, path, string(out))
+	writeFile(t, path, string(b))
 	return path
 }
 
@@ -393,7 +252,7 @@ func TestTelemetryPipeline(t *testing.T) {
 		})
 	}
 	poll.Eventually(t, 30*time.Second, "the request metric reaches the OTLP destination", func() error {
-		return dest.metricSince("meshrelay-gateway", requests, start)
+		return dest.MetricSince("meshrelay-gateway", requests, start)
 	})
 
 	// A configuration change through the admin API: its trace arrives whole.
@@ -419,7 +278,7 @@ func TestTelemetryPipeline(t *testing.T) {
 	}
 	// The second one keeps receiving.
 	poll.Eventually(t, 30*time.Second, "metrics keep arriving through the other telemetry gateway", func() error {
-		return dest.metricSince("meshrelay-gateway", requests, down.Add(time.Second))
+		return dest.MetricSince("meshrelay-gateway", requests, down.Add(time.Second))
 	})
 	// It returns on the same address: the collectors deliver to it again (a new process,
 	// so whatever its Prometheus endpoint shows arrived after its return).
