@@ -173,20 +173,7 @@ func TestServerMonitoringObjects(t *testing.T) {
 	if !ok {
 		t.Fatal("no ServiceMonitor")
 	}
-	var smObj struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
-		Spec struct {
-			Selector struct {
-				MatchLabels map[string]string `json:"matchLabels"`
-			} `json:"selector"`
-			Endpoints []struct {
-				Port, Path, Scheme string
-				TLSConfig          map[string]any `json:"tlsConfig"`
-			} `json:"endpoints"`
-		} `json:"spec"`
-	}
+	var smObj serviceMonitor
 	if err := json.Unmarshal(sm.JSON, &smObj); err != nil {
 		t.Fatal(err)
 	}
@@ -363,4 +350,20 @@ func TestAgentPodMonitor(t *testing.T) {
 	if len(pmObj.Spec.Endpoints) != 1 || !ports[pmObj.Spec.Endpoints[0].Port] || pmObj.Spec.Endpoints[0].Path != "/metrics" {
 		t.Errorf("PodMonitor endpoints %+v; container ports %v", pmObj.Spec.Endpoints, ports)
 	}
+}
+
+// serviceMonitor is what the tests read of a rendered ServiceMonitor.
+type serviceMonitor struct {
+	Metadata struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		Selector struct {
+			MatchLabels map[string]string `json:"matchLabels"`
+		} `json:"selector"`
+		Endpoints []struct {
+			Port, Path, Scheme string
+			TLSConfig          map[string]any `json:"tlsConfig"`
+		} `json:"endpoints"`
+	} `json:"spec"`
 }

@@ -154,17 +154,6 @@ func TestServerTelemetryGateway(t *testing.T) {
 
 	// The ServiceMonitors: the gateway's scrapes its metrics port, the server's does not
 	// select the gateway's Service.
-	type serviceMonitor struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
-		Spec struct {
-			Selector struct {
-				MatchLabels map[string]string `json:"matchLabels"`
-			} `json:"selector"`
-			Endpoints []struct{ Port, Path, Scheme string } `json:"endpoints"`
-		} `json:"spec"`
-	}
 	monitor := func(n string) serviceMonitor {
 		t.Helper()
 		o, ok := r.Get("ServiceMonitor", n)
