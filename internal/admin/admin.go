@@ -20,11 +20,12 @@ import (
 
 // Server is an admin HTTP server.
 type Server struct {
-	addr   string
-	mux    *http.ServeMux
-	log    *slog.Logger
-	tls    *tls.Config
-	listen net.Listener
+	addr    string
+	mux     *http.ServeMux
+	log     *slog.Logger
+	tls     *tls.Config
+	listen  net.Listener
+	refused *prometheus.CounterVec // meshrelay_admin_requests_refused_total
 }
 
 // Config says what the standard endpoints report.
@@ -44,7 +45,12 @@ type Config struct {
 
 // New builds an admin server for addr with the standard endpoints; it does no I/O.
 func New(addr string, cfg Config, log *slog.Logger) *Server {
-	s := &Server{addr: addr, mux: http.NewServeMux(), log: log, tls: cfg.TLS}
+	s := &Server{addr: addr, mux: http.NewServeMux(), log: log, tls: cfg.TLS,
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshrelay_admin_requests_refused_total",
+			Help: "Admin API requests refused for their bearer token, by reason (no_token, wrong_token)."}, []string{"reason"})}
+	for _, reason := range []string{RefusedNoToken, RefusedWrongToken} {
+		s.refused.WithLabelValues(reason) // 0 from the start, so that rate() sees the first one
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -58,9 +64,9 @@ func New(addr string, cfg Config, log *slog.Logger) *Server {
 		fmt.Fprintln(w, "ok")
 	})
 	if cfg.Gatherer != nil {
-		build := prometheus.NewRegistry()
-		build.MustRegister(buildInfo(cfg.Version))
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{cfg.Gatherer, build}, promhttp.HandlerOpts{}))
+		own := prometheus.NewRegistry()
+		own.MustRegister(buildInfo(cfg.Version), s.refused)
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{cfg.Gatherer, own}, promhttp.HandlerOpts{}))
 	}
 	if cfg.Status != nil {
 		s.mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -72,6 +78,19 @@ func New(addr string, cfg Config, log *slog.Logger) *Server {
 
 // Handle adds a route.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Reasons of meshrelay_admin_requests_refused_total.
+const (
+	RefusedNoToken    = "no_token"
+	RefusedWrongToken = "wrong_token"
+)
+
+// Refused records a request refused for its token (reason: RefusedNoToken or
+// RefusedWrongToken): a log line and meshrelay_admin_requests_refused_total.
+func (s *Server) Refused(r *http.Request, reason string) {
+	s.refused.WithLabelValues(reason).Inc()
+	s.log.Warn("admin request refused", "reason", reason, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+}
 
 // Listen binds the address; Start serves on it. Splitting the two lets callers learn the
 // bound address (":0") before serving.

@@ -267,10 +267,11 @@ func (a authenticated) Handle(pattern string, h http.Handler) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshrelay admin"`)
-			reason := "no admin token"
+			reason, counted := "no admin token", admin.RefusedNoToken
 			if ok {
-				reason = "wrong admin token"
+				reason, counted = "wrong admin token", admin.RefusedWrongToken
 			}
+			a.adm.Refused(r, counted)
 			http.Error(w, reason+": the config API needs 'Authorization: Bearer <token>' with the server's admin token "+
 				"(its --admin-token-file, by default <data-dir>/"+TokenFileName+"; the CLI takes --admin-token-file or MESHRELAY_ADMIN_TOKEN)",
 				http.StatusUnauthorized)

@@ -299,6 +299,15 @@ func TestAdminAPINeedsToken(t *testing.T) {
 	if out, err := run([]string{"MESHRELAY_ADMIN_TOKEN=nope"}, "get", "kubernetesclusters"); err == nil || !strings.Contains(out, "wrong admin token") {
 		t.Errorf("get with a wrong token in the environment: %v\n%s", err, out)
 	}
+	// Each refusal is logged and counted: two requests without a token, two with a wrong one.
+	for reason, want := range map[string]float64{"no_token": 2, "wrong_token": 2} {
+		if got := metric(t, admin, "meshrelay_admin_requests_refused_total", `reason="`+reason+`"`); got != want {
+			t.Errorf("meshrelay_admin_requests_refused_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+	if err := logContains(t, p, "admin request refused"); err != nil {
+		t.Error(err)
+	}
 	if out, err := run(nil, "get", "kubernetesclusters"); err != nil || strings.Contains(out, "east") || !strings.Contains(out, "local") {
 		t.Fatalf("get with the generated token found in ./meshrelay-data: %v\n%s", err, out)
 	}
