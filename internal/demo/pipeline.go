@@ -373,19 +373,7 @@ func (e *env) until(ctx context.Context, f func() error) error {
 }
 
 func scrape(ctx context.Context, addr string) (promtext.Samples, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET http://%s/metrics: %s", addr, resp.Status)
-	}
-	return promtext.Parse(resp.Body)
+	return promtext.Fetch(ctx, &http.Client{Timeout: 2 * time.Second}, "http://"+addr+"/metrics")
 }
 
 // sum adds the series of name with every selector.

@@ -5,9 +5,11 @@
 package promtext
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +29,29 @@ type Sample struct {
 // Samples are the series of one exposition: families sorted by name, series within a family
 // in exposition order.
 type Samples []Sample
+
+// Fetch GETs a plain-HTTP /metrics URL with client and parses it; an answer other than
+// 200 is an error that names the URL and quotes the body's start.
+func Fetch(ctx context.Context, client *http.Client, url string) (Samples, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("get %s: HTTP %d: %s", url, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	s, err := Parse(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	return s, nil
+}
 
 // Parse reads a text exposition.
 func Parse(r io.Reader) (Samples, error) {

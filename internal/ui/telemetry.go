@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -120,24 +119,7 @@ func (t *Telemetry) scrapeOnce(ctx context.Context) {
 }
 
 func (t *Telemetry) get(ctx context.Context) (promtext.Samples, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("request %s: %w", t.url, err)
-	}
-	resp, err := t.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", t.url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("get %s: HTTP %d: %s", t.url, resp.StatusCode, strings.TrimSpace(string(b)))
-	}
-	s, err := promtext.Parse(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", t.url, err)
-	}
-	return s, nil
+	return promtext.Fetch(ctx, t.client, t.url)
 }
 
 // TelemetryView is what the page shows from the telemetry gateway.
