@@ -205,6 +205,9 @@ func testConfigChangesInARow(t *testing.T, maxInputWait, after time.Duration, sl
 		if got := metricValue(t, reg, "meshrelay_translation_abandoned_total"); got != abandoned {
 			t.Errorf("meshrelay_translation_abandoned_total = %v while the inputs that waited were translated, want %v", got, abandoned)
 		}
+		if got := metricValue(t, reg, "meshrelay_translation_config_waited_total"); got != 1 {
+			t.Errorf("meshrelay_translation_config_waited_total = %v, want 1", got)
+		}
 	}
 	close(slow.release)
 	newer := map[string]*snapshot.Snapshot{"east": churned, "west": old["west"]}

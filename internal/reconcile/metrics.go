@@ -18,6 +18,7 @@ type metrics struct {
 	storeUp            prometheus.Gauge
 	fenced             prometheus.Counter
 	abandoned          prometheus.Counter
+	configWaited       prometheus.Counter
 	configFirst        prometheus.Counter
 	inputsDeferred     prometheus.Counter
 	translationErrors  *prometheus.CounterVec
@@ -71,6 +72,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_translation_abandoned_total", Help: "Translations of input changes given up because the configuration changed meanwhile (translated next, before those inputs).",
 		}),
+		configWaited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshrelay_translation_config_waited_total", Help: "Configuration changes that waited for a translation of inputs that had waited MaxInputWait (not abandoned for them).",
+		}),
 		configFirst: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshrelay_translation_config_first_total", Help: "Translations of a configuration change with the inputs of the previous translation, ahead of newer inputs.",
 		}),
@@ -93,7 +97,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configFirst, m.inputsDeferred,
+		reg.MustRegister(m.translations, m.recomputed, m.translationSeconds, m.inputVersion, m.outputVersion, m.ackedVersion, m.nacks, m.refused, m.staleness, m.safeMode, m.configNotLoaded, m.configLost, m.storeUp, m.fenced, m.abandoned, m.configWaited, m.configFirst, m.inputsDeferred,
 			m.translationErrors, m.syncSeconds, m.outputResources)
 	}
 	for _, k := range []string{errorKindInput, errorKindResource} {

@@ -234,6 +234,7 @@ func (r *Reconciler) configChangedLocked() {
 	}
 	run.inputsOnly = false // once
 	if waited := r.now().Sub(run.inputsSince); !run.inputsSince.IsZero() && waited >= r.cfg.MaxInputWait {
+		r.m.configWaited.Inc()
 		r.log.Info("configuration change waits for a translation of inputs", "inputsWaited", waited.Round(time.Millisecond),
 			"translationRunning", time.Since(run.started).Round(time.Millisecond))
 		return
