@@ -34,8 +34,11 @@ type writeThrough struct {
 	dirtyInputs  map[string]bool
 	dirtyOutputs map[string]bool
 	deadOutputs  map[string]bool
-	loaded       bool   // the stored snapshots were read
-	storeErr     string // the last store error, "" after a success
+	loaded       bool // the stored snapshots were read
+	// exclusive: only this server writes the store (exclusiveStore), so after the load
+	// it is not read again for what other servers wrote or what it lost.
+	exclusive bool
+	storeErr  string // the last store error, "" after a success
 	// inputsSince is when the oldest input no translation has taken yet arrived (zero:
 	// none); the reconciler reads and resets it.
 	inputsSince time.Time
@@ -55,9 +58,15 @@ const (
 	outputCheckMax   = 10 * time.Second
 )
 
+// exclusiveStore is a store only this process writes (bbolt holds its file locked): what it
+// holds changes only through this server's own writes.
+type exclusiveStore interface{ Exclusive() bool }
+
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
+	ex, _ := store.(exclusiveStore)
 	return &writeThrough{
-		store: store, log: log, m: m, roles: rl, kick: kick, subs: subs, config: config, mu: mu,
+		exclusive: ex != nil && ex.Exclusive(),
+		store:     store, log: log, m: m, roles: rl, kick: kick, subs: subs, config: config, mu: mu,
 		inputs:       map[string]*snapshot.Snapshot{},
 		outputs:      map[string]*snapshot.Snapshot{},
 		dirtyInputs:  map[string]bool{},
@@ -127,6 +136,15 @@ func (w *writeThrough) syncStore(ctx context.Context, flush bool) error {
 		if err := w.loadAPIConfig(ctx, lost); err != nil {
 			return err
 		}
+	}
+	if w.exclusive {
+		// Nothing but this server writes the store, and it does not lose writes: reading its
+		// index for other servers' snapshots (1,000 clusters: each kick and tick under
+		// churn) would find only what this server wrote itself.
+		if !flush {
+			return nil
+		}
+		return w.flush(ctx, nil)
 	}
 	if err := w.pullChanged(ctx, snapshot.Input); err != nil {
 		return err

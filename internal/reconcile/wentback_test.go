@@ -1,12 +1,17 @@
 package reconcile_test
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meshrelay/meshrelay/internal/poll"
 	"github.com/meshrelay/meshrelay/internal/reconcile"
 	"github.com/meshrelay/meshrelay/internal/snapshot"
+	"github.com/meshrelay/meshrelay/internal/snapshot/boltstore"
 	"github.com/meshrelay/meshrelay/internal/snapshot/memstore"
 )
 
@@ -63,5 +68,79 @@ func storeHolds(t *testing.T, store snapshot.Store, kind snapshot.Kind, cluster,
 	return func() bool {
 		s, err := store.Get(t.Context(), kind, cluster)
 		return err == nil && s.Hash == hash
+	}
+}
+
+// indexCounter counts the Index reads of the store it wraps; it is exclusive when the
+// store it wraps is (the promoted Exclusive method of a bolt store).
+type indexCounter struct {
+	snapshot.Store
+	reads atomic.Int64
+}
+
+func (c *indexCounter) Index(ctx context.Context, kind snapshot.Kind) (map[string]string, error) {
+	c.reads.Add(1)
+	return c.Store.Index(ctx, kind)
+}
+
+type exclusiveCounter struct {
+	*indexCounter
+	bolt *boltstore.Store
+}
+
+func (e exclusiveCounter) Exclusive() bool { return e.bolt.Exclusive() }
+
+// A bolt store is written by this server alone (bbolt locks the file): under input churn
+// the server does not read its index back on every round and tick for what other servers
+// wrote, as it must with a shared store; it still writes every input and output, and a
+// restart reads them.
+func TestExclusiveStoreIsNotPolled(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		exclusive bool
+	}{{"bolt", true}, {"shared", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs, err := boltstore.Open(filepath.Join(t.TempDir(), boltstore.FileName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer bs.Close()
+			counter := &indexCounter{Store: bs}
+			var store snapshot.Store = counter
+			if tc.exclusive {
+				store = exclusiveCounter{indexCounter: counter, bolt: bs}
+			}
+			config := clusters(t, "east", "west")
+			r := newReconciler(t, reconcile.Config{SafeMode: true, Tick: 20 * time.Millisecond}, store)
+			ctx := t.Context()
+			stop := run(t, r)
+			r.SetDirConfig(config)
+			inputs := map[string]*snapshot.Snapshot{"west": input(t, 1, "api")}
+			r.PutInput(ctx, "west", inputs["west"])
+			for v := uint64(1); v <= 5; v++ {
+				inputs["east"] = input(t, v, "web", fmt.Sprintf("db%d", v))
+				r.PutInput(ctx, "east", inputs["east"])
+				poll.Until(t, wait, fmt.Sprintf("outputs of east's input %d", v), publishes(r, expect(t, config, inputs)))
+			}
+			poll.Until(t, wait, "east's last output in the store", storeHolds(t, bs, snapshot.Output, "east", r.Output("east").Hash))
+			poll.Until(t, wait, "east's last input in the store", storeHolds(t, bs, snapshot.Input, "east", inputs["east"].Hash))
+			time.Sleep(100 * time.Millisecond) // ticks
+			stop()
+			reads := counter.reads.Load()
+			if tc.exclusive && reads != 0 {
+				t.Errorf("the server read the index of a store only it writes %d times", reads)
+			}
+			if !tc.exclusive && reads == 0 {
+				t.Error("the server never read the index of a shared store: it would miss what other servers wrote")
+			}
+
+			// A restart on the same store serves what the first run wrote.
+			want := r.Output("east")
+			r2 := start(t, reconcile.Config{SafeMode: true}, store, config)
+			poll.Until(t, wait, "the restarted server's output of east", func() bool {
+				got := r2.Output("east")
+				return got != nil && got.Hash == want.Hash && got.Version == want.Version
+			})
+		})
 	}
 }

@@ -552,6 +552,10 @@ func (s *Store) List(_ context.Context, kind snapshot.Kind) (map[string]*snapsho
 	return out, nil
 }
 
+// Exclusive reports that only this process writes the store: bbolt holds the file locked
+// (a management server that reads it need not poll it for other servers' writes).
+func (s *Store) Exclusive() bool { return true }
+
 // Index implements snapshot.Store.
 func (s *Store) Index(_ context.Context, kind snapshot.Kind) (map[string]string, error) {
 	out := map[string]string{}
