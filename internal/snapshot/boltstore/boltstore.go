@@ -20,7 +20,10 @@
 // A Put of a snapshot writes only what differs from the stored one: it walks the stored
 // resource keys beside the snapshot's sorted keys, compares the stored hash of each (without
 // reading the body), and puts the changed resources, deletes the removed ones and rewrites
-// the meta entry and the index. Write applies a batch of Puts and Deletes in one transaction:
+// the meta entry and the index. Once this process has written a cluster's snapshot, it keeps
+// the stored hashes in memory (bbolt's lock makes it the file's only writer) and the next Put
+// diffs against them, touching only what changed; a transaction that fails drops what it
+// would have left there. Write applies a batch of Puts and Deletes in one transaction:
 // one fsync for a whole flush of the reconciler. Crash safety is bbolt's transaction: a crash
 // before the commit leaves the previous state, after it the new one, never a mixture.
 //
@@ -48,6 +51,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -101,6 +105,27 @@ type Store struct {
 	long int
 	// migratedFrom is the schema of the file when Open migrated it, else "".
 	migratedFrom string
+
+	// mu serializes Write and guards written.
+	mu sync.Mutex
+	// written is what this process's committed writes left stored for a snapshot (by kind
+	// and cluster): bbolt's lock makes it the file's only writer, so a Put diffs the new
+	// snapshot with it in memory, in O(change), instead of reading every stored resource's
+	// hash (and the page of every big one). Absent (first write after Open, after a failed
+	// transaction): the Put reads the bucket as before.
+	written map[writtenKey]*stored
+}
+
+type writtenKey struct {
+	kind    snapshot.Kind
+	cluster string
+}
+
+// stored is what a cluster's resource bucket holds: each resource's hash, and which
+// resources have a bucket of their own.
+type stored struct {
+	hashes map[string]string
+	nested map[string]bool
 }
 
 var _ snapshot.Store = (*Store)(nil)
@@ -125,7 +150,7 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, long: db.Info().PageSize / 4}
+	s := &Store{db: db, long: db.Info().PageSize / 4, written: map[writtenKey]*stored{}}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -197,7 +222,7 @@ func (s *Store) migrateWhole(tx *bolt.Tx) error {
 			return fmt.Errorf("create %s bucket: %w", kind, err)
 		}
 		for cluster, snap := range snaps {
-			ops, err := plan(nil, snap)
+			ops, _, err := s.plan(nil, snap)
 			if err != nil {
 				return fmt.Errorf("%s snapshot of cluster %q: %w", kind, cluster, err)
 			}
@@ -352,10 +377,12 @@ type ops struct {
 
 // plan compares the stored resources (rb, nil when the cluster has none) with snap, key by
 // key in sorted order, reading only the stored hashes, and encodes what changed. It writes
-// nothing, so a resource that does not encode leaves the store as it was.
-func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
+// nothing, so a resource that does not encode leaves the store as it was. It also returns
+// what the bucket holds once the ops are applied.
+func (s *Store) plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, *stored, error) {
 	keys := snap.Keys()
 	o := ops{put: map[string][]byte{}, nested: map[string]bool{}}
+	after := &stored{hashes: make(map[string]string, len(keys)), nested: map[string]bool{}}
 	i := 0
 	if rb != nil {
 		c := rb.Cursor()
@@ -368,6 +395,8 @@ func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
 				if !snapshot.StoredHashIs(storedForm(rb, k, v), snap.Resources[keys[i]].Hash) {
 					o.put[keys[i]] = nil
 					o.nested[keys[i]] = v == nil
+				} else if v == nil {
+					after.nested[keys[i]] = true
 				}
 				i++
 				continue
@@ -379,14 +408,61 @@ func plan(rb *bolt.Bucket, snap *snapshot.Snapshot) (ops, error) {
 	for ; i < len(keys); i++ {
 		o.put[keys[i]] = nil
 	}
+	for _, k := range keys {
+		after.hashes[k] = snap.Resources[k].Hash
+	}
+	if err := s.encode(o, snap, after); err != nil {
+		return ops{}, nil, err
+	}
+	return o, after, nil
+}
+
+// planFrom is plan for a bucket whose content this process wrote (was): it compares the
+// hashes in memory and touches only what changed; was becomes what the bucket holds once
+// the ops are applied (the caller forgets it if the transaction fails).
+func (s *Store) planFrom(was *stored, snap *snapshot.Snapshot) (ops, *stored, error) {
+	o := ops{put: map[string][]byte{}, nested: map[string]bool{}}
+	for k, r := range snap.Resources {
+		if h, ok := was.hashes[k]; ok && h == r.Hash {
+			continue
+		}
+		o.put[k] = nil
+		o.nested[k] = was.nested[k]
+	}
+	for k := range was.hashes {
+		if _, ok := snap.Resources[k]; !ok {
+			o.drop = append(o.drop, []byte(k))
+			o.nested[k] = was.nested[k]
+		}
+	}
+	if err := s.encode(o, snap, nil); err != nil {
+		return ops{}, nil, err
+	}
+	for _, k := range o.drop {
+		delete(was.hashes, string(k))
+		delete(was.nested, string(k))
+	}
+	for k, v := range o.put {
+		was.hashes[k] = snap.Resources[k].Hash
+		was.nested[k] = len(v) >= s.long
+	}
+	return o, was, nil
+}
+
+// encode fills in the stored form of every resource o puts, and records in after (when not
+// nil) which of them get a bucket of their own.
+func (s *Store) encode(o ops, snap *snapshot.Snapshot, after *stored) error {
 	for k := range o.put {
 		v, err := snapshot.AppendStoredResource(nil, snap.Resources[k])
 		if err != nil {
-			return ops{}, err
+			return err
 		}
 		o.put[k] = v
+		if after != nil && len(v) >= s.long {
+			after.nested[k] = true
+		}
 	}
-	return o, nil
+	return nil
 }
 
 // putTx applies planned ops and writes the snapshot's meta entry and index entry. A stored
@@ -485,6 +561,8 @@ var txBytes = 16 << 20
 // with a resource that does not encode is refused alone, before anything of it is written;
 // an error of bbolt itself fails (rolls back) its transaction and the items after it.
 func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	errs := make([]error, len(batch))
 	for next := 0; next < len(batch); {
 		first := next
@@ -494,21 +572,31 @@ func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
 			for next < len(batch) && written < txBytes {
 				i, w := next, batch[next]
 				next++
+				wk := writtenKey{w.Kind, w.Cluster}
 				if w.Snap == nil {
+					delete(s.written, wk)
 					if err := deleteTx(tx, w.Kind, w.Cluster); err != nil {
 						return err
 					}
 					continue
 				}
-				var rb *bolt.Bucket
-				if cb := tx.Bucket(snapBucket(w.Kind)).Bucket([]byte(w.Cluster)); cb != nil {
-					rb = cb.Bucket(bucketRes)
+				var o ops
+				var after *stored
+				var err error
+				if was := s.written[wk]; was != nil {
+					o, after, err = s.planFrom(was, w.Snap)
+				} else {
+					var rb *bolt.Bucket
+					if cb := tx.Bucket(snapBucket(w.Kind)).Bucket([]byte(w.Cluster)); cb != nil {
+						rb = cb.Bucket(bucketRes)
+					}
+					o, after, err = s.plan(rb, w.Snap)
 				}
-				o, err := plan(rb, w.Snap)
 				if err != nil {
 					errs[i] = fmt.Errorf("encode %s snapshot of cluster %q: %w", w.Kind, w.Cluster, err)
 					continue
 				}
+				s.written[wk] = after
 				if err := s.putTx(tx, w.Kind, w.Cluster, w.Snap, o); err != nil {
 					return err
 				}
@@ -519,6 +607,11 @@ func (s *Store) Write(_ context.Context, batch []snapshot.Write) []error {
 			return nil
 		})
 		if err != nil {
+			// Rolled back: what this transaction's items left in memory is not what the file
+			// holds; their next Put reads the bucket.
+			for i := first; i < next; i++ {
+				delete(s.written, writtenKey{batch[i].Kind, batch[i].Cluster})
+			}
 			for i := first; i < len(batch); i++ {
 				errs[i] = fmt.Errorf("write %d snapshots: %w", len(batch)-first, err)
 			}
