@@ -251,23 +251,39 @@ func (r *relayRun) churn(ctx context.Context) {
 	rep.InputLag, rep.Samples = bench.NewDist(lags), samples
 	rep.Marker, rep.MarkerFromSent, rep.ApplyMs = bench.NewDist(marker), bench.NewDist(fromSent), bench.NewDist(applyMs)
 	// Keeping up: the server takes (nearly) every input, the lag stays under 2 s and does
-	// not grow over the window, and a change still reaches every agent within 2 s.
+	// not grow over the window, and a change still reaches every agent within 2 s. Growth
+	// compares the medians of the window's first and last thirds of samples: one sample
+	// taken while a round is being delivered says nothing about a trend.
 	growing := false
-	if len(samples) >= 2 {
-		first, last := samples[0], samples[len(samples)-1]
-		growing = last.LagP99Ms > first.LagP99Ms+1000 || last.StaleMaxS > first.StaleMaxS+1
+	trend := "-"
+	if n := len(samples) / 3; n > 0 {
+		first, last := samples[:n], samples[len(samples)-n:]
+		lag := func(ss []ChurnSample) float64 { return medianOf(ss, func(s ChurnSample) float64 { return s.LagP99Ms }) }
+		stale := func(ss []ChurnSample) float64 {
+			return medianOf(ss, func(s ChurnSample) float64 { return s.StaleMaxS })
+		}
+		growing = lag(last) > lag(first)+1000 || stale(last) > stale(first)+1
+		trend = fmt.Sprintf("median lag p99 %s in the first %.0f s → %s in the last %.0f s, staleness %.1f s → %.1f s",
+			bench.Ms(lag(first)), first[n-1].AtSeconds, bench.Ms(lag(last)), samples[len(samples)-1].AtSeconds-last[0].AtSeconds, stale(first), stale(last))
 	}
 	rep.KeepsUp = !growing && rep.MarkerMissing == 0 && rep.InputsPerSecond >= 0.9*rep.SentPerSecond &&
 		rep.InputLag.P99 < 2000 && rep.MarkerFromSent.P99 < 2000
-	trend := "-"
-	if len(samples) > 0 {
-		first, last := samples[0], samples[len(samples)-1]
-		trend = fmt.Sprintf("lag p99 %s at %.0f s → %s at %.0f s, staleness %.1f s → %.1f s", bench.Ms(first.LagP99Ms), first.AtSeconds,
-			bench.Ms(last.LagP99Ms), last.AtSeconds, first.StaleMaxS, last.StaleMaxS)
-	}
 	rep.Verdict = fmt.Sprintf("inputs taken %.0f/s of %.0f/s; %s (%d samples); marker p99 %s from the request",
 		rep.InputsPerSecond, rep.SentPerSecond, trend, len(samples), bench.Ms(rep.MarkerFromSent.P99))
 	r.logf("churn: %s", rep.Verdict)
+}
+
+// medianOf returns the median of f over samples.
+func medianOf(samples []ChurnSample, f func(ChurnSample) float64) float64 {
+	v := make([]float64, len(samples))
+	for i, s := range samples {
+		v[i] = f(s)
+	}
+	sort.Float64s(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
 }
 
 // inputLag compares each agent's input history with the server's input hash: the lag is
