@@ -14,8 +14,11 @@ func (r *Report) Print(w io.Writer) {
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	o := r.Options
 	store := "bolt (each server's --data-dir)"
-	if o.RedisAddress != "" {
+	switch {
+	case o.RedisAddress != "":
 		store = "redis " + o.RedisAddress
+	case o.MemoryStore:
+		store = "memory (nothing durable)"
 	}
 	row("world", "%d agents × %d services (%d%% exported through VirtualDestinations), %d replica(s), store %s",
 		o.World.Clusters, o.World.Services, o.World.ExportPercent, o.Replicas, store)

@@ -33,6 +33,9 @@ type Options struct {
 	Changes int `json:"changes"`
 	// RedisAddress, when set, is the servers' store; empty gives each its default bolt store.
 	RedisAddress string `json:"redisAddress,omitempty"`
+	// MemoryStore runs the servers on --store memory: nothing durable, so that a run beside a
+	// bolt one says what writing outputs through before agents see them costs.
+	MemoryStore bool `json:"memoryStore,omitempty"`
 	// Replicas > 1 starts that many servers with --cluster-load-balancing (needs Redis).
 	Replicas int `json:"replicas"`
 	// Churn measures a window of endpoint churn in every cluster.
@@ -265,6 +268,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Replicas < 1 {
 		o.Replicas = 1
 	}
+	if o.MemoryStore && o.RedisAddress != "" {
+		return nil, errors.New("--memory-store contradicts --redis-address: drop one of them")
+	}
 	if o.Replicas > 1 && o.RedisAddress == "" {
 		return nil, errors.New("--replicas > 1 needs a shared store: set --redis-address")
 	}
@@ -407,6 +413,9 @@ func (r *relayRun) startServer(ctx context.Context, i int) (*relayServer, error)
 	// /status and /metrics as often as it can.
 	args = append(args, "--relay-address", relay, "--admin-address", admin, "--admin-plaintext", "--data-dir", s.data, "--config-dir", r.config,
 		"--token-file", r.token, "--log-level", cmp.Or(r.o.ServerLogLevel, "warn"))
+	if r.o.MemoryStore {
+		args = append(args, "--store", "memory")
+	}
 	if r.o.RedisAddress != "" {
 		args = append(args, "--redis-address", r.o.RedisAddress, "--redis-prefix", "bench"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	}
@@ -745,6 +754,7 @@ func (o *Options) Flags(fs *pflag.FlagSet) {
 	o.World.Flags(fs)
 	fs.IntVar(&o.Changes, "changes", 10, "changes of each kind to measure")
 	fs.StringVar(&o.RedisAddress, "redis-address", "", "Redis for the servers; empty gives each server its own bolt store in its --data-dir")
+	fs.BoolVar(&o.MemoryStore, "memory-store", false, "run the servers on --store memory (nothing durable): beside a bolt run, what writing outputs through before agents see them costs")
 	fs.IntVar(&o.Replicas, "replicas", 1, "server replicas (> 1 needs --redis-address; starts them with --cluster-load-balancing)")
 	fs.BoolVar(&o.Churn, "churn", false, "also measure endpoint churn in every cluster")
 	fs.DurationVar(&o.ChurnWindow, "churn-window", 20*time.Second, "measured churn window")
