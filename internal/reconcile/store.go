@@ -65,8 +65,8 @@ type exclusiveStore interface{ Exclusive() bool }
 func newWriteThrough(store snapshot.Store, log *slog.Logger, m *metrics, rl roles, kick kicker, subs *subscribers, config *configSet, mu *sync.Mutex) *writeThrough {
 	ex, _ := store.(exclusiveStore)
 	return &writeThrough{
-		exclusive: ex != nil && ex.Exclusive(),
-		store:     store, log: log, m: m, roles: rl, kick: kick, subs: subs, config: config, mu: mu,
+		store: store, log: log, m: m, roles: rl, kick: kick, subs: subs, config: config, mu: mu,
+		exclusive:    ex != nil && ex.Exclusive(),
 		inputs:       map[string]*snapshot.Snapshot{},
 		outputs:      map[string]*snapshot.Snapshot{},
 		dirtyInputs:  map[string]bool{},
