@@ -258,32 +258,25 @@ func (r *relayRun) churn(ctx context.Context) {
 	trend := "-"
 	if n := len(samples) / 3; n > 0 {
 		first, last := samples[:n], samples[len(samples)-n:]
-		lag := func(ss []ChurnSample) float64 { return medianOf(ss, func(s ChurnSample) float64 { return s.LagP99Ms }) }
-		stale := func(ss []ChurnSample) float64 {
-			return medianOf(ss, func(s ChurnSample) float64 { return s.StaleMaxS })
+		median := func(ss []ChurnSample, f func(ChurnSample) float64) float64 {
+			v := make([]float64, len(ss))
+			for i, s := range ss {
+				v[i] = f(s)
+			}
+			return bench.NewDist(v).P50
 		}
-		growing = lag(last) > lag(first)+1000 || stale(last) > stale(first)+1
+		lag := func(s ChurnSample) float64 { return s.LagP99Ms }
+		stale := func(s ChurnSample) float64 { return s.StaleMaxS }
+		lag0, lag1, stale0, stale1 := median(first, lag), median(last, lag), median(first, stale), median(last, stale)
+		growing = lag1 > lag0+1000 || stale1 > stale0+1
 		trend = fmt.Sprintf("median lag p99 %s in the first %.0f s → %s in the last %.0f s, staleness %.1f s → %.1f s",
-			bench.Ms(lag(first)), first[n-1].AtSeconds, bench.Ms(lag(last)), samples[len(samples)-1].AtSeconds-last[0].AtSeconds, stale(first), stale(last))
+			bench.Ms(lag0), first[n-1].AtSeconds, bench.Ms(lag1), samples[len(samples)-1].AtSeconds-last[0].AtSeconds, stale0, stale1)
 	}
 	rep.KeepsUp = !growing && rep.MarkerMissing == 0 && rep.InputsPerSecond >= 0.9*rep.SentPerSecond &&
 		rep.InputLag.P99 < 2000 && rep.MarkerFromSent.P99 < 2000
 	rep.Verdict = fmt.Sprintf("inputs taken %.0f/s of %.0f/s; %s (%d samples); marker p99 %s from the request",
 		rep.InputsPerSecond, rep.SentPerSecond, trend, len(samples), bench.Ms(rep.MarkerFromSent.P99))
 	r.logf("churn: %s", rep.Verdict)
-}
-
-// medianOf returns the median of f over samples.
-func medianOf(samples []ChurnSample, f func(ChurnSample) float64) float64 {
-	v := make([]float64, len(samples))
-	for i, s := range samples {
-		v[i] = f(s)
-	}
-	sort.Float64s(v)
-	if n := len(v); n%2 == 0 {
-		return (v[n/2-1] + v[n/2]) / 2
-	}
-	return v[len(v)/2]
 }
 
 // inputLag compares each agent's input history with the server's input hash: the lag is
