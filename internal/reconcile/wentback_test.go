@@ -83,12 +83,10 @@ func (c *indexCounter) Index(ctx context.Context, kind snapshot.Kind) (map[strin
 	return c.Store.Index(ctx, kind)
 }
 
-type exclusiveCounter struct {
-	*indexCounter
-	bolt *boltstore.Store
-}
+// exclusiveCounter is an indexCounter that says what the bolt store it wraps says.
+type exclusiveCounter struct{ *indexCounter }
 
-func (e exclusiveCounter) Exclusive() bool { return e.bolt.Exclusive() }
+func (e exclusiveCounter) Exclusive() bool { return e.Store.(*boltstore.Store).Exclusive() }
 
 // A bolt store is written by this server alone (bbolt locks the file): under input churn
 // the server does not read its index back on every round and tick for what other servers
@@ -108,7 +106,7 @@ func TestExclusiveStoreIsNotPolled(t *testing.T) {
 			counter := &indexCounter{Store: bs}
 			var store snapshot.Store = counter
 			if tc.exclusive {
-				store = exclusiveCounter{indexCounter: counter, bolt: bs}
+				store = exclusiveCounter{counter}
 			}
 			config := clusters(t, "east", "west")
 			r := newReconciler(t, reconcile.Config{SafeMode: true, Tick: 20 * time.Millisecond}, store)
