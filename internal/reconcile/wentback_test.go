@@ -71,16 +71,21 @@ func storeHolds(t *testing.T, store snapshot.Store, kind snapshot.Kind, cluster,
 	}
 }
 
-// indexCounter counts the Index reads of the store it wraps; it is exclusive when the
+// indexCounter counts the Index and ConfigRevision reads of the store it wraps; it is exclusive when the
 // store it wraps is (the promoted Exclusive method of a bolt store).
 type indexCounter struct {
 	snapshot.Store
-	reads atomic.Int64
+	reads, revisions atomic.Int64
 }
 
 func (c *indexCounter) Index(ctx context.Context, kind snapshot.Kind) (map[string]string, error) {
 	c.reads.Add(1)
 	return c.Store.Index(ctx, kind)
+}
+
+func (c *indexCounter) ConfigRevision(ctx context.Context) (uint64, error) {
+	c.revisions.Add(1)
+	return c.Store.ConfigRevision(ctx)
 }
 
 // exclusiveCounter is an indexCounter that says what the bolt store it wraps says.
@@ -120,6 +125,14 @@ func TestExclusiveStoreIsNotPolled(t *testing.T) {
 				r.PutInput(ctx, "east", inputs["east"])
 				poll.Until(t, wait, fmt.Sprintf("outputs of east's input %d", v), publishes(r, expect(t, config, inputs)))
 			}
+			// A configuration applied through this server is translated all the same.
+			if err := r.Apply(ctx, clusters(t, "north")); err != nil {
+				t.Fatal(err)
+			}
+			config = append(config, clusters(t, "north")...)
+			inputs["north"] = input(t, 1, "cache")
+			r.PutInput(ctx, "north", inputs["north"])
+			poll.Until(t, wait, "outputs with the applied cluster north", publishes(r, expect(t, config, inputs)))
 			poll.Until(t, wait, "east's last output in the store", storeHolds(t, bs, snapshot.Output, "east", r.Output("east").Hash))
 			poll.Until(t, wait, "east's last input in the store", storeHolds(t, bs, snapshot.Input, "east", inputs["east"].Hash))
 			time.Sleep(100 * time.Millisecond) // ticks
@@ -127,6 +140,9 @@ func TestExclusiveStoreIsNotPolled(t *testing.T) {
 			reads := counter.reads.Load()
 			if tc.exclusive && reads != 0 {
 				t.Errorf("the server read the index of a store only it writes %d times", reads)
+			}
+			if revs := counter.revisions.Load(); tc.exclusive && revs != 0 {
+				t.Errorf("the server read the configuration revision of a store only it writes %d times", revs)
 			}
 			if !tc.exclusive && reads == 0 {
 				t.Error("the server never read the index of a shared store: it would miss what other servers wrote")
