@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -185,6 +187,10 @@ type Snapshot struct {
 	Hash      string              `json:"hash"`
 	Epoch     uint64              `json:"epoch,omitempty"`
 	Resources map[string]Resource `json:"-"`
+	// keys are the keys of Resources in order, kept by New and FromMap, which sort them for
+	// the hash anyway, so that Keys, Sorted and Diff (once per agent a change goes to) do
+	// not sort them again.
+	keys []string
 }
 
 // New builds a snapshot from resources; later duplicates of a key replace earlier ones.
@@ -193,32 +199,64 @@ func New(version, epoch uint64, resources []Resource) *Snapshot {
 	for _, r := range resources {
 		m[r.Key] = r
 	}
-	return &Snapshot{Version: version, Epoch: epoch, Hash: hashOf(m), Resources: m}
+	if !strictlySorted(resources) {
+		return FromMap(version, epoch, m)
+	}
+	// Sorted without duplicates (what a translation gives): the slice is the hash's order.
+	keys := make([]string, len(resources))
+	h := newDigest()
+	for i, r := range resources {
+		keys[i] = r.Key
+		h.add(r.Key, r.Hash)
+	}
+	return &Snapshot{Version: version, Epoch: epoch, Hash: h.sum(), Resources: m, keys: keys}
 }
 
 // FromMap builds a snapshot taking ownership of m.
 func FromMap(version, epoch uint64, m map[string]Resource) *Snapshot {
-	return &Snapshot{Version: version, Epoch: epoch, Hash: hashOf(m), Resources: m}
+	keys := sortedKeys(m)
+	h := newDigest()
+	for _, k := range keys {
+		h.add(k, m[k].Hash)
+	}
+	return &Snapshot{Version: version, Epoch: epoch, Hash: h.sum(), Resources: m, keys: keys}
 }
 
 // EmptyHash is the content hash of a snapshot with no resources.
-var EmptyHash = hashOf(nil)
+var EmptyHash = newDigest().sum()
 
-func hashOf(m map[string]Resource) string {
+func strictlySorted(rs []Resource) bool {
+	for i := 1; i < len(rs); i++ {
+		if rs[i-1].Key >= rs[i].Key {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[string]Resource) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(m[k].Hash))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return keys
 }
+
+// digest is a snapshot's content hash: SHA-256 over key, NUL, resource hash, NUL for every
+// resource in key order.
+type digest struct{ h hash.Hash }
+
+func newDigest() digest { return digest{sha256.New()} }
+
+func (d digest) add(key, hash string) {
+	io.WriteString(d.h, key)
+	d.h.Write([]byte{0})
+	io.WriteString(d.h, hash)
+	d.h.Write([]byte{0})
+}
+
+func (d digest) sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
 
 // WithVersion returns a copy of s that carries another version and epoch; the resources are
 // shared (they are immutable).
@@ -234,17 +272,23 @@ func (s *Snapshot) Keys() []string {
 	if s == nil {
 		return nil
 	}
-	keys := make([]string, 0, len(s.Resources))
-	for k := range s.Resources {
-		keys = append(keys, k)
+	return slices.Clone(s.sortedKeys())
+}
+
+// sortedKeys is Keys without the copy: callers must not modify it.
+func (s *Snapshot) sortedKeys() []string {
+	if len(s.keys) == len(s.Resources) {
+		return s.keys
 	}
-	sort.Strings(keys)
-	return keys
+	return sortedKeys(s.Resources) // a literal Snapshot (tests)
 }
 
 // Sorted returns the resources ordered by key.
 func (s *Snapshot) Sorted() []Resource {
-	keys := s.Keys()
+	if s == nil {
+		return nil
+	}
+	keys := s.sortedKeys()
 	out := make([]Resource, len(keys))
 	for i, k := range keys {
 		out[i] = s.Resources[k]
@@ -292,7 +336,7 @@ func Diff(held map[string]string, s *Snapshot) Delta {
 		d.Upserts = s.Sorted()
 		return d
 	}
-	for _, k := range s.Keys() {
+	for _, k := range s.sortedKeys() {
 		r := s.Resources[k]
 		if held[k] != r.Hash {
 			d.Upserts = append(d.Upserts, r)

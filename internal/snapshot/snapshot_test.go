@@ -2,6 +2,8 @@ package snapshot_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +60,33 @@ func TestNewHashOrderIndependent(t *testing.T) {
 	}
 	if want == snapshot.EmptyHash {
 		t.Error("non-empty snapshot has EmptyHash")
+	}
+}
+
+// TestHashDefinition pins the content hash to its definition (SHA-256 over key, NUL,
+// resource hash, NUL in key order): stores and agents of other versions compare it.
+func TestHashDefinition(t *testing.T) {
+	rs := abc()
+	h := sha256.New()
+	for _, r := range rs {
+		fmt.Fprintf(h, "%s\x00%s\x00", r.Key, r.Hash)
+	}
+	want := hex.EncodeToString(h.Sum(nil))
+	shuffled := []snapshot.Resource{rs[2], rs[0], rs[1]}
+	for name, s := range map[string]*snapshot.Snapshot{"sorted": snapshot.New(1, 0, rs), "shuffled": snapshot.New(1, 0, shuffled)} {
+		if s.Hash != want {
+			t.Errorf("%s: hash %s, want %s", name, s.Hash, want)
+		}
+		if got := s.Keys(); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("%s: keys %v", name, got)
+		}
+		s.Keys()[0] = "changed" // Keys is the caller's copy
+		if got := keysOf(s.Sorted()); !slices.Equal(got, []string{"a", "b", "c"}) {
+			t.Errorf("%s: sorted %v after a caller changed its keys", name, got)
+		}
+	}
+	if want := hex.EncodeToString(sha256.New().Sum(nil)); snapshot.EmptyHash != want {
+		t.Errorf("EmptyHash %s, want %s", snapshot.EmptyHash, want)
 	}
 }
 
