@@ -301,22 +301,38 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				cancel()
 			}
 			if len(changed) > 0 {
-				// Write new outputs through to the store before agents see them, so a
-				// passive server or another replica never has older outputs than an agent
-				// (with the store down they are published from memory all the same), and
-				// the inputs they were made of before them.
-				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				if err := r.store.flush(fctx, translated); err != nil {
-					r.log.Debug("outputs not written before publishing", "error", err)
-				}
-				cancel()
-				r.mu.Lock()
-				for _, c := range changed {
-					r.subs.notifyLocked(c)
-				}
-				r.mu.Unlock()
+				r.writeAndNotify(ctx, changed, translated)
 			}
 		}
+	}
+}
+
+// notifyBatch is how many changed outputs are written together before their agents are
+// told: the first agents get a change that reaches every cluster while the rest of it is
+// still being written.
+const notifyBatch = 128
+
+// writeAndNotify writes new outputs through to the store before agents see them, so a
+// passive server or another replica never has older outputs than an agent (with the store
+// down they are published from memory all the same), and the inputs they were made of
+// before them. It writes them notifyBatch at a time and tells each batch's agents as soon
+// as it is written. A write that fails tells every agent left at once: the outputs are
+// written again on the next tick, and no agent waits for more than one failed write.
+func (r *Reconciler) writeAndNotify(ctx context.Context, changed []string, translated map[string]*snapshot.Snapshot) {
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for len(changed) > 0 {
+		batch := changed[:min(len(changed), notifyBatch)]
+		if err := r.store.flushOutputs(fctx, translated, batch); err != nil {
+			r.log.Debug("outputs not written before publishing", "error", err)
+			batch = changed
+		}
+		changed = changed[len(batch):]
+		r.mu.Lock()
+		for _, c := range batch {
+			r.subs.notifyLocked(c)
+		}
+		r.mu.Unlock()
 	}
 }
 

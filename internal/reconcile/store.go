@@ -391,6 +391,12 @@ func missingConfig(held []resource.Object, stored []snapshot.Resource) []string 
 // the next flush writes. Items the store refused stay dirty for the next flush, except
 // fenced ones, which are dropped.
 func (w *writeThrough) flush(ctx context.Context, translated map[string]*snapshot.Snapshot) error {
+	return w.flushOutputs(ctx, translated, nil)
+}
+
+// flushOutputs is flush writing, of the dirty outputs, those of the clusters named (all of
+// them when nil); deletions and inputs are written all the same.
+func (w *writeThrough) flushOutputs(ctx context.Context, translated map[string]*snapshot.Snapshot, clusters []string) error {
 	var batch []snapshot.Write
 	w.mu.Lock()
 	// Deletions first, so a cluster removed and re-added while the store was down ends up
@@ -406,10 +412,18 @@ func (w *writeThrough) flush(ctx context.Context, translated map[string]*snapsho
 		}
 		batch = append(batch, snapshot.Write{Kind: snapshot.Input, Cluster: c, Snap: w.inputs[c]})
 	}
-	for c := range w.dirtyOutputs {
-		if w.roles.owns(c) {
+	output := func(c string) {
+		if w.dirtyOutputs[c] && w.roles.owns(c) {
 			batch = append(batch, snapshot.Write{Kind: snapshot.Output, Cluster: c, Snap: w.outputs[c]})
 		}
+	}
+	if clusters == nil {
+		for c := range w.dirtyOutputs {
+			output(c)
+		}
+	}
+	for _, c := range clusters {
+		output(c)
 	}
 	w.mu.Unlock()
 	if len(batch) == 0 {
