@@ -458,6 +458,14 @@ func (a *Agent) Status() Status {
 	return st
 }
 
+// Connection reports whether the agent's streams are open, and to which server: the part of
+// Status a caller sampling many agents often needs (the benchmarks' simulated agents).
+func (a *Agent) Connection() (connected bool, server string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.connected, a.server
+}
+
 func (a *Agent) status() (Status, *snapshot.Snapshot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -512,19 +512,19 @@ func (api *simAPI) poll(ctx context.Context) {
 		}
 		now := time.Now().UnixNano()
 		for _, sa := range api.agents {
-			st := sa.agent.Status()
+			connected, server := sa.agent.Connection()
 			s := &sa.status
 			s.mu.Lock()
-			if st.Connected && !s.connected {
+			if connected && !s.connected {
 				s.lastUp, s.ups = now, s.ups+1
 				if s.firstConnected == 0 {
 					s.firstConnected = now
 				}
 			}
-			if !st.Connected && s.connected {
+			if !connected && s.connected {
 				s.lastDown = now
 			}
-			s.connected, s.server = st.Connected, st.Server
+			s.connected, s.server = connected, server
 			s.mu.Unlock()
 		}
 	}
