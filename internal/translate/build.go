@@ -2,8 +2,10 @@ package translate
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -173,7 +175,10 @@ type typed[T any] struct {
 }
 
 // statusSet collects problems per resource.
-type statusSet struct{ m map[string][]string }
+type statusSet struct {
+	m    map[string][]string
+	seen map[statusKey]struct{}
+}
 
 // NotePrefix starts a status message that is informational: the resource is translated as
 // it says (a documented fallback, a part that is ignored), and nothing is left out. IsNote
@@ -195,15 +200,14 @@ func (s *statusSet) note(o object, format string, args ...any) {
 
 func (s *statusSet) add(o object, format string, args ...any) {
 	if s.m == nil {
-		s.m = map[string][]string{}
+		s.m, s.seen = map[string][]string{}, map[statusKey]struct{}{}
 	}
 	k := o.describe()
 	msg := fmt.Sprintf(format, args...)
-	for _, e := range s.m[k] {
-		if e == msg {
-			return
-		}
+	if _, ok := s.seen[statusKey{k, msg}]; ok {
+		return
 	}
+	s.seen[statusKey{k, msg}] = struct{}{}
 	s.m[k] = append(s.m[k], msg)
 }
 
@@ -361,13 +365,15 @@ func (w *world) dropMissingSecrets(p *Plan) {
 					continue
 				}
 				keep = slices.Clone(prio[:i])
+				var out leftOut
 				for _, e := range prio[i:] {
 					if !usable(e.TLS) {
-						w.status.add(obj, "upstream %s: endpoint %s:%d needs TLS secrets %s/%s that cluster %s does not have (no mesh identity issued and no such Secret discovered); left out", u.Name, e.Address, e.Port, e.TLS.CertSecret, e.TLS.CASecret, p.Cluster)
+						out.add(e)
 						continue
 					}
 					keep = append(keep, e)
 				}
+				out.report(w.status, obj, u.Name, p.Cluster)
 				break
 			}
 			if len(keep) > 0 || len(prios) == 0 {
@@ -395,6 +401,44 @@ func (w *world) dropMissingSecrets(p *Plan) {
 		}
 	}
 	p.TCPGateways = gws
+}
+
+// leftOut gathers the endpoints of one priority that dropMissingSecrets leaves out, by the
+// secrets they need: one status message per pair of secrets, however many endpoints (a
+// cluster without its mesh identity would otherwise get one per gateway of every other
+// cluster).
+type leftOut struct {
+	secrets []UpstreamTLS // in order of appearance
+	addrs   map[UpstreamTLS][]string
+}
+
+func (l *leftOut) add(e Endpoint) {
+	k := UpstreamTLS{CertSecret: e.TLS.CertSecret, CASecret: e.TLS.CASecret}
+	if l.addrs == nil {
+		l.addrs = map[UpstreamTLS][]string{}
+	}
+	if _, ok := l.addrs[k]; !ok {
+		l.secrets = append(l.secrets, k)
+	}
+	l.addrs[k] = append(l.addrs[k], net.JoinHostPort(e.Address, strconv.Itoa(int(e.Port))))
+}
+
+// leftOutShown is how many of the endpoints left out a message names.
+const leftOutShown = 3
+
+func (l *leftOut) report(s *statusSet, obj object, upstream, cluster string) {
+	for _, k := range l.secrets {
+		addrs := l.addrs[k]
+		what := fmt.Sprintf("endpoint %s needs", addrs[0])
+		if len(addrs) > 1 {
+			shown := strings.Join(addrs[:min(len(addrs), leftOutShown)], ", ")
+			if more := len(addrs) - leftOutShown; more > 0 {
+				shown += fmt.Sprintf(" and %d more", more)
+			}
+			what = fmt.Sprintf("%d endpoints (%s) need", len(addrs), shown)
+		}
+		s.add(obj, "upstream %s: %s TLS secrets %s/%s that cluster %s does not have (no mesh identity issued and no such Secret discovered); left out", upstream, what, k.CertSecret, k.CASecret, cluster)
+	}
 }
 
 // localUpstreams are the cluster's discovered upstreams with declared ones merged on, by

@@ -260,14 +260,16 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
 		res.Work.VirtualDestinationsAssembled += outs[i].work.VirtualDestinationsAssembled
 	}
+	status := newStatusMerge(res.Status)
 	for i, c := range w.names {
 		out := outs[i]
 		next[c] = out
 		res.Outputs[c] = out.resources
 		res.Errors = append(res.Errors, out.errors...)
-		mergeStatus(res.Status, out.status)
+		status.add(out.status)
 	}
-	mergeStatus(res.Status, global.m)
+	status.add(global.m)
+	status.done()
 	t.outputs = next
 	t.selections.rotate()
 	if len(res.Recomputed) > 0 {
@@ -282,14 +284,40 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 	return res, true
 }
 
-func mergeStatus(dst, src map[string][]string) {
+// statusMerge gathers the status messages of every cluster's translation into dst: each
+// message once per resource, sorted. Each message is looked up in a set, so that a resource
+// with a message from each of thousands of clusters costs linear time, not quadratic.
+type statusMerge struct {
+	dst  map[string][]string
+	seen map[statusKey]struct{}
+}
+
+type statusKey struct{ resource, msg string }
+
+func newStatusMerge(dst map[string][]string) *statusMerge {
+	m := &statusMerge{dst: dst, seen: map[statusKey]struct{}{}}
+	for k, msgs := range dst {
+		for _, msg := range msgs {
+			m.seen[statusKey{k, msg}] = struct{}{}
+		}
+	}
+	return m
+}
+
+func (m *statusMerge) add(src map[string][]string) {
 	for k, msgs := range src {
-		for _, m := range msgs {
-			if !contains(dst[k], m) {
-				dst[k] = append(dst[k], m)
+		for _, msg := range msgs {
+			if _, ok := m.seen[statusKey{k, msg}]; !ok {
+				m.seen[statusKey{k, msg}] = struct{}{}
+				m.dst[k] = append(m.dst[k], msg)
 			}
 		}
-		sort.Strings(dst[k])
+	}
+}
+
+func (m *statusMerge) done() {
+	for _, msgs := range m.dst {
+		sort.Strings(msgs)
 	}
 }
 

@@ -170,3 +170,48 @@ func BenchmarkOwnEndpointChurn(b *testing.B) {
 		}
 	}
 }
+
+// A cluster without its mesh identity cannot reach the other clusters' gateways: their
+// endpoints are left out, and its status says so once per upstream, naming how many and a
+// few of them, not once per endpoint (which took quadratic time and thousands of messages at
+// a thousand clusters).
+func TestMissingIdentityIsOneMessagePerUpstream(t *testing.T) {
+	const n = 30
+	web := make([][]string, n)
+	for i := range web {
+		web[i] = []string{fmt.Sprintf("10.%d.0.1", i)}
+	}
+	in := churnWorld(t, false, web)
+	delete(in.Certs, "c07")
+	res := translate.Translate(in)
+	var msgs, all []string
+	for k, m := range res.Status {
+		if strings.Contains(k, "c07") {
+			all = append(all, m...)
+			for _, msg := range m {
+				if strings.HasPrefix(msg, "upstream ") {
+					msgs = append(msgs, msg)
+				}
+			}
+		}
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("c07's status: %d messages about upstreams, want 1:\n%s", len(msgs), strings.Join(all, "\n"))
+	}
+	want := fmt.Sprintf("%d endpoints (10.0.255.1:", n-1)
+	if !strings.Contains(msgs[0], want) || !strings.Contains(msgs[0], fmt.Sprintf("and %d more)", n-1-3)) || !strings.Contains(msgs[0], "cluster c07 does not have") {
+		t.Errorf("c07's status %q does not say %q…, three of them and how many more", msgs[0], want)
+	}
+	for k, m := range res.Status {
+		if !strings.Contains(k, "c07") && len(m) > 0 && strings.Contains(strings.Join(m, " "), "does not have") {
+			t.Errorf("%s has a message about missing secrets: %v", k, m)
+		}
+	}
+	for _, r := range res.Outputs["c07"] {
+		// Istio's sidecars reach the gateways with Istio's own identity: only Envoy's
+		// upstreams leave them out.
+		if strings.HasPrefix(r.Key, "Envoy") && strings.Contains(string(r.Body), "10.1.255.1") {
+			t.Errorf("c07's output %s still holds another cluster's gateway 10.1.255.1", r.Key)
+		}
+	}
+}
