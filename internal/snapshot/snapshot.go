@@ -11,8 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"slices"
 	"sort"
 	"strconv"
@@ -204,7 +202,11 @@ func New(version, epoch uint64, resources []Resource) *Snapshot {
 	}
 	// Sorted without duplicates (what a translation gives): the slice is the hash's order.
 	keys := make([]string, len(resources))
-	h := newDigest()
+	size := 0
+	for _, r := range resources {
+		size += len(r.Key)
+	}
+	h := newDigest(len(resources), size)
 	for i, r := range resources {
 		keys[i] = r.Key
 		h.add(r.Key, r.Hash)
@@ -215,7 +217,11 @@ func New(version, epoch uint64, resources []Resource) *Snapshot {
 // FromMap builds a snapshot taking ownership of m.
 func FromMap(version, epoch uint64, m map[string]Resource) *Snapshot {
 	keys := sortedKeys(m)
-	h := newDigest()
+	size := 0
+	for _, k := range keys {
+		size += len(k)
+	}
+	h := newDigest(len(keys), size)
 	for _, k := range keys {
 		h.add(k, m[k].Hash)
 	}
@@ -223,7 +229,7 @@ func FromMap(version, epoch uint64, m map[string]Resource) *Snapshot {
 }
 
 // EmptyHash is the content hash of a snapshot with no resources.
-var EmptyHash = newDigest().sum()
+var EmptyHash = newDigest(0, 0).sum()
 
 func strictlySorted(rs []Resource) bool {
 	for i := 1; i < len(rs); i++ {
@@ -244,19 +250,26 @@ func sortedKeys(m map[string]Resource) []string {
 }
 
 // digest is a snapshot's content hash: SHA-256 over key, NUL, resource hash, NUL for every
-// resource in key order.
-type digest struct{ h hash.Hash }
+// resource in key order. It gathers those bytes and hashes them at once (a write per field
+// to the hash converted and copied each, and allocated).
+type digest struct{ b []byte }
 
-func newDigest() digest { return digest{sha256.New()} }
-
-func (d digest) add(key, hash string) {
-	io.WriteString(d.h, key)
-	d.h.Write([]byte{0})
-	io.WriteString(d.h, hash)
-	d.h.Write([]byte{0})
+// newDigest returns a digest with room for n resources whose keys take keyBytes.
+func newDigest(n, keyBytes int) *digest {
+	return &digest{b: make([]byte, 0, keyBytes+n*(2+sha256.Size*2))}
 }
 
-func (d digest) sum() string { return hex.EncodeToString(d.h.Sum(nil)) }
+func (d *digest) add(key, hash string) {
+	d.b = append(d.b, key...)
+	d.b = append(d.b, 0)
+	d.b = append(d.b, hash...)
+	d.b = append(d.b, 0)
+}
+
+func (d *digest) sum() string {
+	sum := sha256.Sum256(d.b)
+	return hex.EncodeToString(sum[:])
+}
 
 // WithVersion returns a copy of s that carries another version and epoch; the resources are
 // shared (they are immutable).
