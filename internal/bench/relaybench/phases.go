@@ -63,7 +63,7 @@ func (r *relayRun) propagation(ctx context.Context) {
 	var trans, bytes, cpu, simCPU float64
 	for k := 1; k <= r.o.Changes; k++ {
 		sim0, _ := bench.ReadProcStats(r.sim.Pid())
-		m0, cpu0, err := r.serverMetrics(ctx)
+		m0, cpu0, err := r.serverMetrics(ctx, windowStart)
 		if err != nil {
 			rep.Error = err.Error()
 			return
@@ -85,7 +85,7 @@ func (r *relayRun) propagation(ctx context.Context) {
 			return c == n, err
 		})
 		ackAt := time.Now()
-		m1, cpu1, _ := r.serverMetrics(ctx)
+		m1, cpu1, _ := r.serverMetrics(ctx, windowEnd)
 		sim1, _ := bench.ReadProcStats(r.sim.Pid())
 		simCPU += sim1.CPUSeconds - sim0.CPUSeconds
 		tr := m1.Sum("meshrelay_translation_duration_seconds_sum") - m0.Sum("meshrelay_translation_duration_seconds_sum")
@@ -120,7 +120,7 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 	var trans float64
 	for k := 1; k <= r.o.Changes; k++ {
 		target := bench.ClusterName(0) // always the same: moving the table would change the previous target too
-		m0, _, err := r.serverMetrics(ctx)
+		m0, _, err := r.serverMetrics(ctx, windowStart)
 		if err != nil {
 			rep.Error = err.Error()
 			return
@@ -153,7 +153,7 @@ func (r *relayRun) oneCluster(ctx context.Context) {
 				rep.OtherAgentsApplies++
 			}
 		}
-		m1, _, _ := r.serverMetrics(ctx)
+		m1, _, _ := r.serverMetrics(ctx, windowEnd)
 		b0, b1 := m0.By("meshrelay_relay_pull_bytes_sent_total", "cluster"), m1.By("meshrelay_relay_pull_bytes_sent_total", "cluster")
 		for c, v := range b1 {
 			if c != target {
@@ -183,7 +183,7 @@ func (r *relayRun) churn(ctx context.Context) {
 	}()
 	r.logf("churn: every cluster changes an endpoint every %s; warming up", r.o.ChurnInterval)
 	r.pause(3 * time.Second)
-	m0, cpu0, _ := r.serverMetrics(ctx)
+	m0, cpu0, _ := r.serverMetrics(ctx, windowStart)
 	start := time.Now()
 	end := start.Add(r.o.ChurnWindow)
 	var mu sync.Mutex // guards the samples and the window's end figures
@@ -196,7 +196,7 @@ func (r *relayRun) churn(ctx context.Context) {
 	go func() { // samples of input lag and staleness; the window's figures at its end
 		defer wg.Done()
 		defer func() {
-			m, c, _ := r.serverMetrics(ctx)
+			m, c, _ := r.serverMetrics(ctx, windowEnd)
 			mu.Lock()
 			m1, cpu1, elapsed = m, c, time.Since(start).Seconds()
 			mu.Unlock()
