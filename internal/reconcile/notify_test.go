@@ -80,14 +80,19 @@ func subscribeAll(t *testing.T, r *reconcile.Reconciler, names []string) *notifi
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, c := range names {
 		ch, unsubscribe := r.Subscribe(c)
-		wg.Go(func() {
+		wg.Go(func() { // subscribed until the test ends, as an agent's stream is
 			defer unsubscribe()
-			select {
-			case <-ch:
-				n.mu.Lock()
-				n.at[c] = time.Now()
-				n.mu.Unlock()
-			case <-ctx.Done():
+			for {
+				select {
+				case <-ch:
+					n.mu.Lock()
+					if _, ok := n.at[c]; !ok {
+						n.at[c] = time.Now()
+					}
+					n.mu.Unlock()
+				case <-ctx.Done():
+					return
+				}
 			}
 		})
 	}
@@ -186,5 +191,44 @@ func TestOutputsAnnouncedAfterOneFailedWrite(t *testing.T) {
 		if d := told.at[c].Sub(firstWrite); d > 1900*time.Millisecond {
 			t.Fatalf("cluster %s told %v after the first failed write began (each takes 1 s)", c, d)
 		}
+	}
+}
+
+// Input changes alone (endpoint churn) are written in one batch however many outputs they
+// change: more writes, each with its fsyncs, slowed rounds under churn.
+func TestInputRoundWrittenInOneBatch(t *testing.T) {
+	names := clusterNames(300)
+	store := &notifyStore{Store: memstore.New(), written: map[string]time.Time{}}
+	r := newReconciler(t, reconcile.Config{}, store)
+	told := subscribeAll(t, r, names) // nobody ACKs: input rounds wait up to 1 s for the first outputs
+	for _, c := range names {
+		r.PutInput(t.Context(), c, input(t, 1, "web"))
+	}
+	r.SetDirConfig(clusters(t, names...))
+	run(t, r)
+	poll.Until(t, wait, "every cluster told", func() bool { return told.count(names) == len(names) })
+	store.mu.Lock()
+	first := len(store.batches)
+	store.mu.Unlock()
+	for _, c := range names {
+		r.PutInput(t.Context(), c, input(t, 2, "web", "db"))
+	}
+	poll.Until(t, wait, "outputs of the new inputs written", func() bool {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		n := 0
+		for _, b := range store.batches[first:] {
+			n += len(b)
+		}
+		return n >= len(names)
+	})
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if got := store.batches[first:]; len(got) != 1 {
+		sizes := make([]int, len(got))
+		for i, b := range got {
+			sizes[i] = len(b)
+		}
+		t.Errorf("one round of input changes wrote its outputs in %d writes of %v, want one", len(got), sizes)
 	}
 }

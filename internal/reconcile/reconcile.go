@@ -291,7 +291,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				}
 				continue
 			}
-			changed, translated, held := r.reconcile(ctx)
+			changed, translated, inputsOnly, held := r.reconcile(ctx)
 			if held {
 				// Nothing translates the inputs: write them now (a passive server, safe mode).
 				fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -301,28 +301,34 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				cancel()
 			}
 			if len(changed) > 0 {
-				r.writeAndNotify(ctx, changed, translated)
+				batch := notifyBatch
+				if inputsOnly {
+					batch = len(changed)
+				}
+				r.writeAndNotify(ctx, changed, translated, batch)
 			}
 		}
 	}
 }
 
-// notifyBatch is how many changed outputs are written together before their agents are
-// told: the first agents get a change that reaches every cluster while the rest of it is
-// still being written.
+// notifyBatch is how many outputs changed by a configuration change are written together
+// before their agents are told: the first agents get a change that reaches every cluster
+// while the rest of it is still being written. Input changes alone (endpoint churn, where
+// each round changes hundreds of clusters' outputs) are written in one batch: under churn,
+// more writes (each with its fsyncs) made rounds slower and configuration changes wait.
 const notifyBatch = 128
 
 // writeAndNotify writes new outputs through to the store before agents see them, so a
 // passive server or another replica never has older outputs than an agent (with the store
 // down they are published from memory all the same), and the inputs they were made of
-// before them. It writes them notifyBatch at a time and tells each batch's agents as soon
-// as it is written. A write that fails tells every agent left at once: the outputs are
+// before them. It writes them batchSize at a time and tells each batch's agents as soon as
+// it is written. A write that fails tells every agent left at once: the outputs are
 // written again on the next tick, and no agent waits for more than one failed write.
-func (r *Reconciler) writeAndNotify(ctx context.Context, changed []string, translated map[string]*snapshot.Snapshot) {
+func (r *Reconciler) writeAndNotify(ctx context.Context, changed []string, translated map[string]*snapshot.Snapshot, batchSize int) {
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	for len(changed) > 0 {
-		batch := changed[:min(len(changed), notifyBatch)]
+		batch := changed[:min(len(changed), batchSize)]
 		if err := r.store.flushOutputs(fctx, translated, batch); err != nil {
 			r.log.Debug("outputs not written before publishing", "error", err)
 			batch = changed
@@ -491,10 +497,10 @@ func (r *Reconciler) Refused(cluster string, version uint64, hash string, refusa
 //
 // It returns the clusters whose output changed and the inputs translated, or held when
 // nothing was to be translated (safe mode, a passive server).
-func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translated map[string]*snapshot.Snapshot, held bool) {
+func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translated map[string]*snapshot.Snapshot, inputsOnly, held bool) {
 	rd, ok := r.prepare()
 	if !ok {
-		return nil, nil, true
+		return nil, nil, false, true
 	}
 	start := time.Now()
 	var span trace.Span = noop.Span{}
@@ -517,7 +523,7 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 		span.SetStatus(codes.Error, err.Error())
 		r.cfg.Changes.Applied(ctx)
 		r.kick.kick()
-		return nil, nil, false
+		return nil, nil, false, false
 	}
 	elapsed := time.Since(start)
 	nexts := make(map[string]*snapshot.Snapshot, len(res.Outputs))
@@ -540,7 +546,7 @@ func (r *Reconciler) reconcile(ctx context.Context) (changed []string, translate
 	if ok && r.cfg.OnTranslate != nil {
 		r.cfg.OnTranslate(rd.in.Config, res.Status)
 	}
-	return changed, rd.in.Inputs, false
+	return changed, rd.in.Inputs, rd.inputsOnly, false
 }
 
 // defaultMaxInputWait is Config.MaxInputWait's default.
