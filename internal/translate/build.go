@@ -180,6 +180,8 @@ type statusSet struct {
 	seen map[statusKey]struct{}
 }
 
+type statusKey struct{ resource, msg string }
+
 // NotePrefix starts a status message that is informational: the resource is translated as
 // it says (a documented fallback, a part that is ignored), and nothing is left out. IsNote
 // tells such messages from problems.
@@ -199,16 +201,41 @@ func (s *statusSet) note(o object, format string, args ...any) {
 }
 
 func (s *statusSet) add(o object, format string, args ...any) {
+	s.addMsg(o.describe(), fmt.Sprintf(format, args...))
+}
+
+// addMsg adds msg to resource k's messages unless it is there: looked up in a set, so that
+// merging a message from each of thousands of clusters takes linear time, not quadratic.
+func (s *statusSet) addMsg(k, msg string) {
 	if s.m == nil {
 		s.m, s.seen = map[string][]string{}, map[statusKey]struct{}{}
 	}
-	k := o.describe()
-	msg := fmt.Sprintf(format, args...)
 	if _, ok := s.seen[statusKey{k, msg}]; ok {
 		return
 	}
 	s.seen[statusKey{k, msg}] = struct{}{}
 	s.m[k] = append(s.m[k], msg)
+}
+
+// merge adds the messages of another set (a cluster's translation, kept between
+// translations: its slices are not modified).
+func (s *statusSet) merge(src map[string][]string) {
+	for k, msgs := range src {
+		for _, msg := range msgs {
+			s.addMsg(k, msg)
+		}
+	}
+}
+
+// sorted returns the messages per resource, each resource's sorted (never nil).
+func (s *statusSet) sorted() map[string][]string {
+	if s.m == nil {
+		return map[string][]string{}
+	}
+	for _, msgs := range s.m {
+		sort.Strings(msgs)
+	}
+	return s.m
 }
 
 func decodeInto[T any](objs []object, kind string, w *world, out *[]typed[T]) {

@@ -204,7 +204,7 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		}
 	}
 	w := t.world(in)
-	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Status: map[string][]string{}, Work: Work{InputsParsed: w.parsed.inputs}}
+	res := Result{Outputs: make(map[string][]snapshot.Resource, len(w.names)), Work: Work{InputsParsed: w.parsed.inputs}}
 	for _, c := range w.names {
 		res.Errors = append(res.Errors, w.models[c].errors...)
 	}
@@ -260,16 +260,16 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 		res.Work.VirtualDestinationsReused += outs[i].work.VirtualDestinationsReused
 		res.Work.VirtualDestinationsAssembled += outs[i].work.VirtualDestinationsAssembled
 	}
-	status := newStatusMerge(res.Status)
+	var status statusSet // every cluster's messages, each once per resource
 	for i, c := range w.names {
 		out := outs[i]
 		next[c] = out
 		res.Outputs[c] = out.resources
 		res.Errors = append(res.Errors, out.errors...)
-		status.add(out.status)
+		status.merge(out.status)
 	}
-	status.add(global.m)
-	status.done()
+	status.merge(global.m)
+	res.Status = status.sorted()
 	t.outputs = next
 	t.selections.rotate()
 	if len(res.Recomputed) > 0 {
@@ -282,43 +282,6 @@ func (t *Translator) translate(in Input, done <-chan struct{}) (Result, bool) {
 	sort.Strings(res.Errors)
 	res.Errors = uniq(res.Errors)
 	return res, true
-}
-
-// statusMerge gathers the status messages of every cluster's translation into dst: each
-// message once per resource, sorted. Each message is looked up in a set, so that a resource
-// with a message from each of thousands of clusters costs linear time, not quadratic.
-type statusMerge struct {
-	dst  map[string][]string
-	seen map[statusKey]struct{}
-}
-
-type statusKey struct{ resource, msg string }
-
-func newStatusMerge(dst map[string][]string) *statusMerge {
-	m := &statusMerge{dst: dst, seen: map[statusKey]struct{}{}}
-	for k, msgs := range dst {
-		for _, msg := range msgs {
-			m.seen[statusKey{k, msg}] = struct{}{}
-		}
-	}
-	return m
-}
-
-func (m *statusMerge) add(src map[string][]string) {
-	for k, msgs := range src {
-		for _, msg := range msgs {
-			if _, ok := m.seen[statusKey{k, msg}]; !ok {
-				m.seen[statusKey{k, msg}] = struct{}{}
-				m.dst[k] = append(m.dst[k], msg)
-			}
-		}
-	}
-}
-
-func (m *statusMerge) done() {
-	for _, msgs := range m.dst {
-		sort.Strings(msgs)
-	}
 }
 
 func uniq(s []string) []string {
