@@ -202,34 +202,39 @@ func New(version, epoch uint64, resources []Resource) *Snapshot {
 	}
 	// Sorted without duplicates (what a translation gives): the slice is the hash's order.
 	keys := make([]string, len(resources))
-	size := 0
-	for _, r := range resources {
-		size += len(r.Key)
-	}
-	h := newDigest(len(resources), size)
 	for i, r := range resources {
 		keys[i] = r.Key
-		h.add(r.Key, r.Hash)
 	}
-	return &Snapshot{Version: version, Epoch: epoch, Hash: h.sum(), Resources: m, keys: keys}
+	return build(version, epoch, m, keys)
 }
 
 // FromMap builds a snapshot taking ownership of m.
 func FromMap(version, epoch uint64, m map[string]Resource) *Snapshot {
-	keys := sortedKeys(m)
+	return build(version, epoch, m, sortedKeys(m))
+}
+
+// build makes the snapshot of m, whose keys in order are keys. Its content hash is SHA-256
+// over key, NUL, resource hash, NUL for every resource in key order, gathered in one buffer
+// and hashed at once (a write per field to the hash converted and copied each, and
+// allocated).
+func build(version, epoch uint64, m map[string]Resource, keys []string) *Snapshot {
 	size := 0
 	for _, k := range keys {
-		size += len(k)
+		size += len(k) + 2 + sha256.Size*2 // resource hashes are hex SHA-256
 	}
-	h := newDigest(len(keys), size)
+	b := make([]byte, 0, size)
 	for _, k := range keys {
-		h.add(k, m[k].Hash)
+		b = append(b, k...)
+		b = append(b, 0)
+		b = append(b, m[k].Hash...)
+		b = append(b, 0)
 	}
-	return &Snapshot{Version: version, Epoch: epoch, Hash: h.sum(), Resources: m, keys: keys}
+	sum := sha256.Sum256(b)
+	return &Snapshot{Version: version, Epoch: epoch, Hash: hex.EncodeToString(sum[:]), Resources: m, keys: keys}
 }
 
 // EmptyHash is the content hash of a snapshot with no resources.
-var EmptyHash = newDigest(0, 0).sum()
+var EmptyHash = build(0, 0, nil, nil).Hash
 
 func strictlySorted(rs []Resource) bool {
 	for i := 1; i < len(rs); i++ {
@@ -247,28 +252,6 @@ func sortedKeys(m map[string]Resource) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// digest is a snapshot's content hash: SHA-256 over key, NUL, resource hash, NUL for every
-// resource in key order. It gathers those bytes and hashes them at once (a write per field
-// to the hash converted and copied each, and allocated).
-type digest struct{ b []byte }
-
-// newDigest returns a digest with room for n resources whose keys take keyBytes.
-func newDigest(n, keyBytes int) *digest {
-	return &digest{b: make([]byte, 0, keyBytes+n*(2+sha256.Size*2))}
-}
-
-func (d *digest) add(key, hash string) {
-	d.b = append(d.b, key...)
-	d.b = append(d.b, 0)
-	d.b = append(d.b, hash...)
-	d.b = append(d.b, 0)
-}
-
-func (d *digest) sum() string {
-	sum := sha256.Sum256(d.b)
-	return hex.EncodeToString(sum[:])
 }
 
 // WithVersion returns a copy of s that carries another version and epoch; the resources are
